@@ -1,0 +1,1 @@
+"""Ports: the interfaces through which the core reaches everything outside the process."""

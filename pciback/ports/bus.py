@@ -1,0 +1,59 @@
+"""The physical-bus port: what the backend may ask of a real (or simulated) PCI function.
+
+The core never touches sysfs or a device file directly; it holds a `PhysicalDevice`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+
+class BarKind(Enum):
+    UNUSED = "unused"
+    IO = "io"
+    MEM32 = "mem32"
+    MEM64 = "mem64"  # the lower half; the next BAR is its UPPER half
+    MEM64_UPPER = "mem64-upper"
+    ROM = "rom"
+
+
+@dataclass(frozen=True, slots=True)
+class BarResource:
+    """One BAR as the host resource allocator sees it (sysfs `resource`), sizes in bytes."""
+
+    index: int  # 0..5, 6 = expansion ROM
+    kind: BarKind
+    size: int  # 0 for unused
+    prefetchable: bool = False
+
+
+class PhysicalDevice(Protocol):
+    """A PCI function the backend drives. Offsets are config-space byte offsets."""
+
+    @property
+    def address(self) -> str:
+        """`DDDD:BB:DD.F`."""
+        ...
+
+    @property
+    def config_size(self) -> int:
+        """256 for conventional PCI, 4096 with extended config space."""
+        ...
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+    def bars(self) -> tuple[BarResource, ...]:
+        """BARs 0..5 then the ROM (index 6); sized by the host, never by writing the BAR."""
+        ...
+
+    def set_power_state(self, state: int) -> None:
+        """Move to D0..D3hot (0..3) the way the host's PCI core does."""
+        ...
+
+    def reset(self) -> None:
+        """Function-level reset (or the best reset the device supports)."""
+        ...

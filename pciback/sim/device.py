@@ -1,0 +1,208 @@
+"""A simulated PCI function built from a config-space dump.
+
+It behaves like hardware where the backend's correctness depends on it: read-only IDs, BARs that
+answer a sizing write with their size mask, write-1-to-clear status bits, power states, reset to
+the dump's contents. Every write the backend makes is recorded in `writes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pciback.dumps import load_config
+from pciback.ports.bus import BarKind, BarResource
+
+STATUS = 0x06
+BAR0 = 0x10
+ROM_TYPE0 = 0x30
+ROM_TYPE1 = 0x38
+_STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
+_MAX_BAR = 1 << 40
+
+
+def _lowest_set_bit(value: int) -> int:
+    return value & -value
+
+
+class SimDevice:
+    """A PCI function backed by a bytearray; `bar_sizes` overrides sizes guessed from the dump."""
+
+    def __init__(
+        self,
+        address: str,
+        config: bytes | str | Path,
+        bar_sizes: Mapping[int, int] | None = None,
+    ) -> None:
+        self._address = address
+        self.initial = load_config(config).config
+        self.config = bytearray(self.initial)
+        self.writes: list[tuple[int, int, int]] = []
+        self.resets = 0
+        self.power_state = 0
+        self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
+        self._writable = self._writable_bits()
+
+    # -- the PhysicalDevice port -------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def config_size(self) -> int:
+        return len(self.config)
+
+    def read(self, offset: int, size: int) -> int:
+        self._check(offset, size)
+        return int.from_bytes(self.config[offset : offset + size], "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._check(offset, size)
+        self.writes.append((offset, size, value))
+        for i in range(size):
+            self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
+
+    def bars(self) -> tuple[BarResource, ...]:
+        return self._bars
+
+    def set_power_state(self, state: int) -> None:
+        if not 0 <= state <= 3:
+            raise ValueError(f"no power state D{state}")
+        self.power_state = state
+        pm = self.find_capability(0x01)
+        if pm is not None:
+            pmcsr = pm + 4
+            self.config[pmcsr] = (self.config[pmcsr] & ~0x3) | state
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.power_state = 0
+        self.config[:] = self.initial
+
+    # -- helpers for tests and the simulated host ---------------------------------------------
+    def find_capability(self, cap_id: int) -> int | None:
+        if not self.config[STATUS] & 0x10:
+            return None
+        pos = self.config[0x34] & ~3
+        for _ in range(48):
+            if pos < 0x40:
+                return None
+            if self.config[pos] == cap_id:
+                return pos
+            pos = self.config[pos + 1] & ~3
+        return None
+
+    def _check(self, offset: int, size: int) -> None:
+        if size not in (1, 2, 4) or offset < 0 or offset + size > len(self.config):
+            raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
+
+    def _write_byte(self, offset: int, byte: int) -> None:
+        mask = self._writable[offset]
+        old = self.config[offset]
+        new = (old & ~mask) | (byte & mask)
+        if offset in (STATUS, STATUS + 1):
+            rw1c = (_STATUS_RW1C >> (8 * (offset - STATUS))) & 0xFF
+            new = (new & ~rw1c) | (old & rw1c & ~byte)
+        self.config[offset] = new
+
+    def _writable_bits(self) -> bytearray:
+        """Per byte, the bits a write changes (status rw1c bits are handled apart)."""
+        size = len(self.config)
+        w = bytearray(b"\xff" * size)
+        header_type = self.config[0x0E] & 0x7F
+        for off in (0x00, 0x01, 0x02, 0x03, 0x08, 0x09, 0x0A, 0x0B, 0x0E, 0x34, 0x3D):
+            w[off] = 0
+        w[STATUS] = w[STATUS + 1] = 0
+        w[0x05] = 0x07  # command bits 8..10; bits 11..15 reserved
+        if header_type == 0:
+            for off in range(0x28, 0x30):  # CardBus CIS, subsystem IDs
+                w[off] = 0
+        for bar in self._bars:
+            reg = _bar_offset(bar.index, header_type)
+            if reg is None:
+                continue
+            mask = _bar_write_mask(bar)
+            for i in range(4):
+                w[reg + i] = (mask >> (8 * i)) & 0xFF
+        self._protect_chain(w)
+        return w
+
+    def _protect_chain(self, w: bytearray) -> None:
+        pos = self.config[0x34] & ~3 if self.config[STATUS] & 0x10 else 0
+        for _ in range(48):
+            if pos < 0x40:
+                break
+            w[pos] = w[pos + 1] = 0
+            pos = self.config[pos + 1] & ~3
+        if len(self.config) > 256:
+            pos = 0x100
+            for _ in range((4096 - 256) // 4):
+                header = int.from_bytes(self.config[pos : pos + 4], "little")
+                for i in range(4):
+                    w[pos + i] = 0
+                nxt = (header >> 20) & 0xFFC
+                if header in (0, 0xFFFFFFFF) or nxt < 0x100:
+                    break
+                pos = nxt
+
+
+def _bar_offset(index: int, header_type: int) -> int | None:
+    if index == 6:
+        return ROM_TYPE1 if header_type == 1 else ROM_TYPE0
+    limit = 2 if header_type == 1 else 6
+    return BAR0 + 4 * index if index < limit else None
+
+
+def _bar_write_mask(bar: BarResource) -> int:
+    if bar.kind is BarKind.UNUSED or bar.size == 0:
+        return 0
+    if bar.kind is BarKind.MEM64_UPPER:
+        return (~(bar.size - 1) >> 32) & 0xFFFFFFFF
+    if bar.kind is BarKind.ROM:
+        return (~(bar.size - 1) & 0xFFFFF800) | 0x1
+    if bar.kind is BarKind.IO:
+        return ~(bar.size - 1) & 0xFFFFFFFC
+    return ~(bar.size - 1) & 0xFFFFFFF0
+
+
+def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]:
+    """BAR kinds from the dump's flag bits; sizes from `sizes`, else from address alignment."""
+    header_type = config[0x0E] & 0x7F
+    count = 2 if header_type == 1 else 6 if header_type == 0 else 0
+    bars: list[BarResource] = []
+    index = 0
+    while index < 6:
+        if index >= count:
+            bars.append(BarResource(index, BarKind.UNUSED, 0))
+            index += 1
+            continue
+        off = BAR0 + 4 * index
+        value = int.from_bytes(config[off : off + 4], "little")
+        if value & 1:
+            addr = value & ~0x3
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 32, 256)
+            bars.append(BarResource(index, BarKind.IO, max(size, 4)))
+        elif (value >> 1) & 3 == 2 and index + 1 < count:
+            hi = int.from_bytes(config[off + 4 : off + 8], "little")
+            addr = (hi << 32) | (value & ~0xF)
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
+            pref = bool(value & 0x8)
+            bars.append(BarResource(index, BarKind.MEM64, max(size, 16), pref))
+            bars.append(BarResource(index + 1, BarKind.MEM64_UPPER, max(size, 16), pref))
+            index += 2
+            continue
+        elif value == 0 and index not in sizes:
+            bars.append(BarResource(index, BarKind.UNUSED, 0))
+        else:
+            addr = value & ~0xF
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, 1 << 31)
+            bars.append(BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8)))
+        index += 1
+    rom_off = ROM_TYPE1 if header_type == 1 else ROM_TYPE0
+    rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & ~0x7FF
+    if rom or 6 in sizes:
+        size = sizes.get(6) or max(_lowest_set_bit(rom), 2048)
+        bars.append(BarResource(6, BarKind.ROM, size))
+    else:
+        bars.append(BarResource(6, BarKind.UNUSED, 0))
+    return tuple(bars)
