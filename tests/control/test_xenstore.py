@@ -1,0 +1,135 @@
+"""The simulated xenstore: nodes, permissions, watches and transactions."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pciback.ports.xenstore import Transaction, WatchEvent, XenStoreError, run_transaction
+from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
+
+
+def drain(client: SimXenStoreClient) -> list[WatchEvent]:
+    events = []
+    for _ in range(1000):
+        e = client.next_event()
+        if e is None:
+            break
+        events.append(e)
+    return events
+
+
+def test_write_creates_parents_and_rm_removes_subtree() -> None:
+    xs = SimXenStore().connect(0)
+    xs.write("/a/b/c", "1")
+    assert xs.read("/a/b") == ""
+    assert xs.list("/a") == ["b"]
+    xs.rm("/a/b")
+    assert xs.read("/a/b/c") is None
+    assert xs.list("/a") == []
+    assert xs.list("/nope") is None
+    xs.rm("/nope")  # removing an absent node is not an error
+
+
+@pytest.mark.parametrize("path", ["relative", "/a//b", "/a b", "/" + "x" * 4000, "/a/"])
+def test_malformed_paths_refused(path: str) -> None:
+    xs = SimXenStore().connect(0)
+    with pytest.raises(XenStoreError) as info:
+        xs.write(path, "v")
+    assert info.value.errno == errno.EINVAL
+
+
+def test_oversized_value_refused() -> None:
+    xs = SimXenStore().connect(0)
+    with pytest.raises(XenStoreError) as info:
+        xs.write("/a", "v" * 5000)
+    assert info.value.errno == errno.E2BIG
+
+
+def test_guest_permissions() -> None:
+    store = SimXenStore()
+    dom0, guest = store.connect(0), store.connect(5)
+    dom0.write("/local/domain/0/backend/pci/5/0/num_devs", "1")
+    dom0.write("/local/domain/0/backend/pci/6/0/num_devs", "1")
+    assert guest.read("/local/domain/0/backend/pci/5/0/num_devs") == "1"
+    guest.write("/local/domain/5/device/pci/0/magic", "7")
+    for path in ("/local/domain/0/backend/pci/5/0/num_devs", "/local/domain/6/x"):
+        with pytest.raises(XenStoreError) as info:
+            guest.write(path, "9")
+        assert info.value.errno == errno.EACCES
+    with pytest.raises(XenStoreError):
+        guest.read("/local/domain/0/backend/pci/6/0/num_devs")
+
+
+def test_watch_fires_on_set_and_on_changes_below() -> None:
+    store = SimXenStore()
+    xs = store.connect(0)
+    xs.watch("/w", "tok")
+    assert drain(xs) == [WatchEvent("/w", "tok")]
+    xs.write("/w/x", "1")
+    xs.write("/other", "1")
+    assert drain(xs) == [WatchEvent("/w", "tok"), WatchEvent("/w/x", "tok")]
+    xs.watch("/w/x/y", "deep")
+    drain(xs)
+    xs.rm("/w")
+    assert set(drain(xs)) == {WatchEvent("/w", "tok"), WatchEvent("/w/x/y", "deep")}
+    xs.unwatch("/w", "tok")
+    xs.write("/w/z", "1")
+    assert drain(xs) == []
+
+
+def test_release_domain_fires_special_watch() -> None:
+    store = SimXenStore()
+    xs = store.connect(0)
+    xs.write("/local/domain/3/name", "g")
+    xs.watch("@releaseDomain", "rel")
+    drain(xs)
+    store.release_domain(3)
+    assert drain(xs) == [WatchEvent("@releaseDomain", "rel")]
+    assert xs.read("/local/domain/3/name") is None
+
+
+def test_transaction_commits_atomically() -> None:
+    store = SimXenStore()
+    xs = store.connect(0)
+    tx = xs.transaction()
+    tx.write("/t/a", "1")
+    tx.write("/t/b", "2")
+    assert xs.read("/t/a") is None
+    assert tx.commit()
+    assert (xs.read("/t/a"), xs.read("/t/b")) == ("1", "2")
+
+
+def test_transaction_conflict_and_retry() -> None:
+    store = SimXenStore()
+    xs, other = store.connect(0), store.connect(0)
+    xs.write("/c", "0")
+    tx = xs.transaction()
+    assert tx.read("/c") == "0"
+    other.write("/c", "1")
+    tx.write("/c", "2")
+    assert not tx.commit()
+    assert xs.read("/c") == "1"
+    attempts: list[int] = []
+
+    def bump(t: Transaction) -> str:
+        value = t.read("/c") or "0"
+        attempts.append(1)
+        if len(attempts) == 1:
+            other.write("/c", "5")  # a concurrent writer: the first attempt must be retried
+        t.write("/c", str(int(value) + 1))
+        return value
+
+    assert run_transaction(xs, bump) == "5"
+    assert xs.read("/c") == "6"
+    assert len(attempts) == 2
+
+
+def test_unrelated_change_does_not_conflict() -> None:
+    store = SimXenStore()
+    xs, other = store.connect(0), store.connect(0)
+    tx = xs.transaction()
+    tx.write("/p/q", "1")
+    other.write("/elsewhere", "1")
+    assert tx.commit()
