@@ -57,3 +57,18 @@ class PhysicalDevice(Protocol):
     def reset(self) -> None:
         """Function-level reset (or the best reset the device supports)."""
         ...
+
+    # Interrupt set-up the host's PCI core does once the hypervisor has mapped the PIRQs: it
+    # programs the capability (and the MSI-X table) and masks INTx. Raise ValueError when the
+    # device lacks the capability or cannot take the request.
+    def enable_msi(self, vectors: int) -> None:
+        """Enable MSI with `vectors` (a power of two) messages."""
+        ...
+
+    def disable_msi(self) -> None: ...
+
+    def enable_msix(self, entries: tuple[int, ...]) -> None:
+        """Enable MSI-X with these table entries unmasked."""
+        ...
+
+    def disable_msix(self) -> None: ...

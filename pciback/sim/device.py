@@ -13,7 +13,12 @@ from pathlib import Path
 from pciback.dumps import load_config
 from pciback.ports.bus import BarKind, BarResource
 
+COMMAND = 0x04
 STATUS = 0x06
+CAP_MSI = 0x05
+CAP_MSIX = 0x11
+_INTX_DISABLE = 0x400
+MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 BAR0 = 0x10
 ROM_TYPE0 = 0x30
 ROM_TYPE1 = 0x38
@@ -40,6 +45,8 @@ class SimDevice:
         self.writes: list[tuple[int, int, int]] = []
         self.resets = 0
         self.power_state = 0
+        self.msi_vectors = 0  # 0: MSI off
+        self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
         self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
         self._writable = self._writable_bits()
 
@@ -77,7 +84,47 @@ class SimDevice:
     def reset(self) -> None:
         self.resets += 1
         self.power_state = 0
+        self.msi_vectors = 0
+        self.msix_entries = None
         self.config[:] = self.initial
+
+    def enable_msi(self, vectors: int) -> None:
+        cap = self._require(CAP_MSI, "MSI")
+        control = self.read(cap + 2, 2)
+        capable = 1 << ((control >> 1) & 7)
+        if vectors < 1 or vectors & (vectors - 1) or vectors > capable:
+            raise ValueError(f"{self._address}: MSI cannot take {vectors} vectors")
+        is64 = bool(control & 0x80)
+        self.write(cap + 4, 4, MSI_ADDRESS)
+        if is64:
+            self.write(cap + 8, 4, 0)
+        self.write(cap + (0xC if is64 else 8), 2, 0)
+        mme = (vectors.bit_length() - 1) << 4
+        self.write(cap + 2, 2, (control & ~0x71) | mme | 1)
+        self.write(COMMAND, 2, self.read(COMMAND, 2) | _INTX_DISABLE)
+        self.msi_vectors = vectors
+
+    def disable_msi(self) -> None:
+        cap = self._require(CAP_MSI, "MSI")
+        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0x71)
+        self.write(COMMAND, 2, self.read(COMMAND, 2) & ~_INTX_DISABLE)
+        self.msi_vectors = 0
+
+    def enable_msix(self, entries: tuple[int, ...]) -> None:
+        cap = self._require(CAP_MSIX, "MSI-X")
+        control = self.read(cap + 2, 2)
+        table_size = (control & 0x7FF) + 1
+        if not entries or any(not 0 <= e < table_size for e in entries):
+            raise ValueError(f"{self._address}: MSI-X table has {table_size} entries")
+        self.write(cap + 2, 2, (control | 0x8000) & ~0x4000)
+        self.write(COMMAND, 2, self.read(COMMAND, 2) | _INTX_DISABLE)
+        self.msix_entries = tuple(entries)
+
+    def disable_msix(self) -> None:
+        cap = self._require(CAP_MSIX, "MSI-X")
+        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0xC000)
+        self.write(COMMAND, 2, self.read(COMMAND, 2) & ~_INTX_DISABLE)
+        self.msix_entries = None
 
     # -- helpers for tests and the simulated host ---------------------------------------------
     def find_capability(self, cap_id: int) -> int | None:
@@ -91,6 +138,12 @@ class SimDevice:
                 return pos
             pos = self.config[pos + 1] & ~3
         return None
+
+    def _require(self, cap_id: int, name: str) -> int:
+        pos = self.find_capability(cap_id)
+        if pos is None:
+            raise ValueError(f"{self._address} has no {name} capability")
+        return pos
 
     def _check(self, offset: int, size: int) -> None:
         if size not in (1, 2, 4) or offset < 0 or offset + size > len(self.config):

@@ -1,0 +1,29 @@
+"""The hypervisor port: the few hypercalls the backend needs (PHYSDEVOP_map_pirq / unmap_pirq
+for MSI and MSI-X, and destroying a domain that cannot handle a device error)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+
+class IrqKind(Enum):
+    MSI = "msi"  # `index` 0; `count` consecutive PIRQs (multi-message MSI when > 1)
+    MSIX = "msix"  # `index` is the MSI-X table entry; `count` is 1
+
+
+class HypervisorError(Exception):
+    """A hypercall failed; the message says which and why."""
+
+
+class HypervisorPort(Protocol):
+    def map_pirq(self, domid: int, address: str, kind: IrqKind, index: int, count: int) -> int:
+        """Map `count` interrupts of the device for `domid`; return the first PIRQ (the rest
+        follow it consecutively). Raises HypervisorError."""
+        ...
+
+    def unmap_pirq(self, domid: int, pirq: int) -> None:
+        """Undo one PIRQ of a `map_pirq` (each PIRQ of a block is unmapped on its own)."""
+        ...
+
+    def kill_domain(self, domid: int) -> None: ...

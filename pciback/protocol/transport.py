@@ -1,0 +1,126 @@
+"""The two halves of a PV PCI connection: a shared page and an event channel.
+
+The page is guest memory: the backend may read any field at any time, but it must treat every
+value as untrusted and as able to change between two reads. The flags word is the only field
+both sides modify, so it is changed only through atomic bit operations (`set_bit`, `clear_bit`),
+as Xen's test_and_set_bit on the real page; in the simulation a lock stands in for the bus lock.
+
+The event channel is a pair of doorbells. `notify()` rings the peer; `wait()` sleeps on one's
+own. A doorbell is an eventfd (a pipe where there is none), so a daemon can poll many of them,
+as it would poll a libxenevtchn file descriptor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+from typing import Any
+
+from pciback.protocol.abi import PAGE_SIZE, SHAREDINFO_SIZE, Flag, ffi
+
+
+class SharedPage:
+    """`struct xen_pci_sharedinfo` over a page-sized writable buffer."""
+
+    def __init__(self, buffer: bytearray | None = None) -> None:
+        self.buffer = bytearray(PAGE_SIZE) if buffer is None else buffer
+        if len(self.buffer) < SHAREDINFO_SIZE:
+            raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
+        self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", self.buffer)
+        self._flags_lock = threading.Lock()
+
+    def test_bit(self, bit: Flag) -> bool:
+        return bool(int(self.info.flags) >> bit & 1)
+
+    def set_bit(self, bit: Flag) -> bool:
+        """Set `bit`; return whether it was set before (test_and_set_bit)."""
+        with self._flags_lock:
+            old = int(self.info.flags)
+            self.info.flags = old | (1 << bit)
+        return bool(old >> bit & 1)
+
+    def clear_bit(self, bit: Flag) -> bool:
+        """Clear `bit`; return whether it was set before (test_and_clear_bit)."""
+        with self._flags_lock:
+            old = int(self.info.flags)
+            self.info.flags = old & ~(1 << bit) & 0xFFFFFFFF
+        return bool(old >> bit & 1)
+
+
+class Doorbell:
+    """A level-free wake-up: rings accumulate until the owner's next `wait` consumes them."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        if hasattr(os, "eventfd"):
+            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._rfd, self._wfd = fd, fd
+        else:  # pragma: no cover - non-Linux hosts
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def ring(self) -> None:
+        if self._closed:
+            return
+        # A saturated counter still wakes the owner.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wfd, (1).to_bytes(8, "little"))
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings."""
+        if self._closed:
+            return False
+        ready, _, _ = select.select([self._rfd], [], [], timeout)
+        if not ready:
+            return False
+        with contextlib.suppress(BlockingIOError):  # another reader took the rings
+            os.read(self._rfd, 8)
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        os.close(self._rfd)
+        if self._wfd != self._rfd:
+            os.close(self._wfd)
+
+
+class EventPort:
+    """One end of an event channel: rings the peer's doorbell, sleeps on its own."""
+
+    def __init__(self, own: Doorbell, peer: Doorbell) -> None:
+        self._own = own
+        self._peer = peer
+
+    def notify(self) -> None:
+        self._peer.ring()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._own.wait(timeout)
+
+    def kick_self(self) -> None:
+        """Wake this end's own waiter (used to stop a service thread)."""
+        self._own.ring()
+
+    def fileno(self) -> int:
+        return self._own.fileno()
+
+
+class EventChannel:
+    """An interdomain event channel as two connected ports."""
+
+    def __init__(self) -> None:
+        self._backend_bell = Doorbell()
+        self._frontend_bell = Doorbell()
+        self.backend = EventPort(self._backend_bell, self._frontend_bell)
+        self.frontend = EventPort(self._frontend_bell, self._backend_bell)
+
+    def close(self) -> None:
+        self._backend_bell.close()
+        self._frontend_bell.close()

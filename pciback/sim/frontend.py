@@ -1,0 +1,329 @@
+"""A simulated pcifront: a guest kernel's half of the protocol over a real shared page.
+
+Every request goes through `do_op`: fill `op` on the page, raise _XEN_PCIF_active, notify, sleep
+until the backend clears the bit, read the answer back. An interrupt thread takes the backend's
+notifications: it wakes the op waiting on them and answers AER requests with the handler the
+guest registered (raising _XEN_PCIB_AERHANDLER, as pcifront does when a driver has one).
+
+`enumerate` scans like pcifront (every devfn of every root bus) and then like the PCI core
+(header, BAR sizing with decoding off, capability chains); `enable_interrupts` sets up MSI-X or
+MSI as a driver would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pciback.control.hide import format_address, parse_address
+from pciback.errors import PciOpError, XenPciError
+from pciback.ports.bus import BarKind
+from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd, Flag
+from pciback.protocol.transport import EventPort, SharedPage
+
+DEFAULT_TIMEOUT = 10.0
+_CAP_MSI = 0x05
+_CAP_MSIX = 0x11
+
+
+@dataclass(frozen=True, slots=True)
+class OpReply:
+    err: XenPciError
+    value: int
+    info: int
+    vectors: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AerRequest:
+    cmd: Cmd
+    state: int  # pci_channel_state
+    domain: int
+    bus: int
+    devfn: int
+
+
+class MultiMsiRefused(PciOpError):
+    def __init__(self, err: XenPciError, info: int) -> None:
+        super().__init__(err, f"multi-MSI refused; the backend would take {info}")
+        self.info = info
+
+
+# Answers a pci_ers_result, or None to leave the request unanswered (a hung guest).
+AerHandler = Callable[[AerRequest], "int | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuestBar:
+    index: int  # 6 is the expansion ROM
+    kind: BarKind
+    size: int
+
+
+@dataclass(slots=True)
+class GuestDevice:
+    address: str
+    vendor: int
+    device: int
+    class_code: int
+    header_type: int
+    bars: list[GuestBar] = field(default_factory=list)
+    capabilities: list[tuple[int, int]] = field(default_factory=list)  # (id, offset)
+    ext_capabilities: list[tuple[int, int]] = field(default_factory=list)
+
+    def capability(self, cap_id: int) -> int | None:
+        return next((off for cid, off in self.capabilities if cid == cap_id), None)
+
+
+class SimFrontend:
+    def __init__(
+        self, page: SharedPage, port: EventPort, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.page = page
+        self.port = port
+        self.timeout = timeout
+        self.aer_requests: list[AerRequest] = []
+        self._aer_handler: AerHandler | None = None
+        self._op_lock = threading.Lock()
+        self._answered = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._irq, name="pcifront-irq", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.port.kick_self()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _irq(self) -> None:
+        while not self._stop.is_set():
+            self.port.wait(None)
+            if self._stop.is_set():
+                return
+            if self.page.test_bit(Flag.PCIB_ACTIVE):
+                self._answer_aer()
+            with self._answered:
+                self._answered.notify_all()
+
+    # -- the op path -----------------------------------------------------------------------------
+    def do_op(
+        self,
+        cmd: int,
+        address: str,
+        *,
+        offset: int = 0,
+        size: int = 0,
+        value: int = 0,
+        info: int = 0,
+        entries: Sequence[int] = (),
+    ) -> OpReply:
+        domain, bus, slot, function = parse_address(address)
+        if len(entries) > SH_INFO_MAX_VEC:
+            raise ValueError(f"at most {SH_INFO_MAX_VEC} MSI-X entries fit the page")
+        with self._op_lock:
+            op = self.page.info.op
+            op.cmd = cmd
+            op.err = 0
+            op.domain = domain
+            op.bus = bus
+            op.devfn = slot << 3 | function
+            op.offset = offset
+            op.size = size
+            op.value = value & 0xFFFFFFFF
+            op.info = info & 0xFFFFFFFF
+            for i, entry in enumerate(entries):
+                op.msix_entries[i].entry = entry
+                op.msix_entries[i].vector = 0
+            self.page.set_bit(Flag.PCIF_ACTIVE)
+            self.port.notify()
+            self._wait_answer()
+            n = len(entries)
+            return OpReply(
+                err=XenPciError(int(op.err)),
+                value=int(op.value),
+                info=int(op.info),
+                vectors=tuple(int(op.msix_entries[i].vector) for i in range(n)),
+            )
+
+    def _wait_answer(self) -> None:
+        with self._answered:
+            if not self._answered.wait_for(
+                lambda: not self.page.test_bit(Flag.PCIF_ACTIVE), self.timeout
+            ):
+                raise TimeoutError("the backend did not answer the op")
+
+    def _checked(self, reply: OpReply) -> OpReply:
+        if reply.err != XenPciError.SUCCESS:
+            raise PciOpError(reply.err)
+        return reply
+
+    def conf_read(self, address: str, offset: int, size: int) -> int:
+        return self._checked(self.do_op(Cmd.CONF_READ, address, offset=offset, size=size)).value
+
+    def conf_write(self, address: str, offset: int, size: int, value: int) -> None:
+        self._checked(self.do_op(Cmd.CONF_WRITE, address, offset=offset, size=size, value=value))
+
+    def enable_msi(self, address: str) -> int:
+        return self._checked(self.do_op(Cmd.ENABLE_MSI, address)).value
+
+    def enable_multi_msi(self, address: str, count: int) -> int:
+        """The first of `count` PIRQs. On refusal PciOpError carries `.info`, the count the
+        backend would take."""
+        reply = self.do_op(Cmd.ENABLE_MULTI_MSI, address, info=count)
+        if reply.err != XenPciError.SUCCESS:
+            raise MultiMsiRefused(reply.err, reply.info)
+        return reply.value
+
+    def disable_msi(self, address: str) -> int:
+        return self._checked(self.do_op(Cmd.DISABLE_MSI, address)).value
+
+    def enable_msix(self, address: str, entries: Sequence[int]) -> list[int]:
+        reply = self.do_op(Cmd.ENABLE_MSIX, address, value=len(entries), entries=entries)
+        return list(self._checked(reply).vectors)
+
+    def disable_msix(self, address: str) -> int:
+        return self._checked(self.do_op(Cmd.DISABLE_MSIX, address)).value
+
+    # -- AER -------------------------------------------------------------------------------------
+    def set_aer_handler(self, handler: AerHandler | None) -> None:
+        self._aer_handler = handler
+        if handler is None:
+            self.page.clear_bit(Flag.PCIB_AERHANDLER)
+        else:
+            self.page.set_bit(Flag.PCIB_AERHANDLER)
+
+    def _answer_aer(self) -> None:
+        aer = self.page.info.aer_op
+        try:
+            cmd = Cmd(int(aer.cmd))
+        except ValueError:
+            return
+        request = AerRequest(cmd, int(aer.err), int(aer.domain), int(aer.bus), int(aer.devfn))
+        self.aer_requests.append(request)
+        handler = self._aer_handler
+        answer = handler(request) if handler is not None else None
+        if answer is None:
+            return
+        aer.err = answer
+        self.page.clear_bit(Flag.PCIB_ACTIVE)
+        self.port.notify()
+
+    # -- what a guest kernel does at boot ---------------------------------------------------------
+    def enumerate(self, buses: Iterable[tuple[int, int]]) -> list[GuestDevice]:
+        found: list[GuestDevice] = []
+        for domain, bus in buses:
+            for devfn in range(256):
+                address = format_address(domain, bus, devfn >> 3, devfn & 7)
+                try:
+                    ids = self.conf_read(address, 0, 4)
+                except PciOpError:
+                    continue
+                if ids & 0xFFFF in (0xFFFF, 0):
+                    continue
+                found.append(self.probe(address))
+        return found
+
+    def probe(self, address: str) -> GuestDevice:
+        ids = self.conf_read(address, 0, 4)
+        dev = GuestDevice(
+            address=address,
+            vendor=ids & 0xFFFF,
+            device=ids >> 16,
+            class_code=self.conf_read(address, 8, 4) >> 8,
+            header_type=self.conf_read(address, 0x0E, 1),
+        )
+        dev.bars = self.size_bars(address, dev.header_type & 0x7F)
+        dev.capabilities = self.walk_capabilities(address)
+        dev.ext_capabilities = self.walk_ext_capabilities(address)
+        return dev
+
+    def size_bars(self, address: str, header_type: int) -> list[GuestBar]:
+        count = {0: 6, 1: 2}.get(header_type, 0)
+        command = self.conf_read(address, 4, 2)
+        self.conf_write(address, 4, 2, command & ~0x3)  # no decoding while BARs hold masks
+        bars: list[GuestBar] = []
+        try:
+            index = 0
+            while index < count:
+                bar, width = self._size_bar(address, index)
+                bars.append(bar)
+                index += width
+            rom = 0x38 if header_type == 1 else 0x30
+            if header_type in (0, 1):
+                mask = self._probe(address, rom, 0xFFFFF800) & 0xFFFFF800
+                size = (~mask + 1) & 0xFFFFFFFF if mask else 0
+                bars.append(GuestBar(6, BarKind.ROM if size else BarKind.UNUSED, size))
+        finally:
+            self.conf_write(address, 4, 2, command)
+        return bars
+
+    def _size_bar(self, address: str, index: int) -> tuple[GuestBar, int]:
+        reg = 0x10 + 4 * index
+        low = self._probe(address, reg, 0xFFFFFFFF)
+        if low == 0:
+            return GuestBar(index, BarKind.UNUSED, 0), 1
+        if low & 1:
+            mask = low & 0xFFFFFFFC
+            return GuestBar(index, BarKind.IO, (~mask + 1) & 0xFFFF), 1
+        if (low >> 1) & 3 == 2 and index < 5:
+            high = self._probe(address, reg + 4, 0xFFFFFFFF)
+            mask = (high << 32) | (low & 0xFFFFFFF0)
+            return GuestBar(index, BarKind.MEM64, (~mask + 1) & ((1 << 64) - 1)), 2
+        mask = low & 0xFFFFFFF0
+        return GuestBar(index, BarKind.MEM32, (~mask + 1) & 0xFFFFFFFF), 1
+
+    def _probe(self, address: str, reg: int, pattern: int) -> int:
+        original = self.conf_read(address, reg, 4)
+        self.conf_write(address, reg, 4, pattern)
+        answer = self.conf_read(address, reg, 4)
+        self.conf_write(address, reg, 4, original)
+        return answer
+
+    def walk_capabilities(self, address: str) -> list[tuple[int, int]]:
+        caps: list[tuple[int, int]] = []
+        if not self.conf_read(address, 6, 2) & 0x10:
+            return caps
+        pos = self.conf_read(address, 0x34, 1) & ~3
+        for _ in range(48):  # a looping chain must not hang the guest
+            if pos < 0x40:
+                break
+            caps.append((self.conf_read(address, pos, 1), pos))
+            pos = self.conf_read(address, pos + 1, 1) & ~3
+        return caps
+
+    def walk_ext_capabilities(self, address: str) -> list[tuple[int, int]]:
+        caps: list[tuple[int, int]] = []
+        pos = 0x100
+        for _ in range((4096 - 256) // 8):
+            try:
+                header = self.conf_read(address, pos, 4)
+            except PciOpError:
+                break
+            if header in (0, 0xFFFFFFFF):
+                break
+            caps.append((header & 0xFFFF, pos))
+            pos = (header >> 20) & 0xFFC
+            if pos < 0x100:
+                break
+        return caps
+
+    def enable_interrupts(self, dev: GuestDevice, vectors: int = 4) -> list[int]:
+        """What a driver does: memory decoding and bus mastering on, then MSI-X if the device
+        has it, else MSI. Returns the PIRQs (empty when it has neither)."""
+        command = self.conf_read(dev.address, 4, 2)
+        self.conf_write(dev.address, 4, 2, command | 0x6)
+        msix = dev.capability(_CAP_MSIX)
+        if msix is not None:
+            table = (self.conf_read(dev.address, msix + 2, 2) & 0x7FF) + 1
+            return self.enable_msix(dev.address, list(range(min(table, vectors))))
+        if dev.capability(_CAP_MSI) is not None:
+            return [self.enable_msi(dev.address)]
+        return []
