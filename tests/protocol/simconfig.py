@@ -1,0 +1,102 @@
+"""Synthetic devices and a pass-through config view for the protocol tests.
+
+The fixtures under ../shared are virtio functions with MSI-X only; these add a function with
+both MSI (multi-message capable) and MSI-X, built byte by byte so each test knows its layout.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pciback.protocol.dispatch import ExportedDevice
+from pciback.protocol.interrupts import InterruptControl
+from pciback.protocol.transport import SharedPage
+from pciback.sim.device import SimDevice
+from pciback.sim.hypervisor import SimHypervisor
+
+PM_CAP = 0x40
+MSI_CAP = 0x50
+MSIX_CAP = 0x70
+MSIX_TABLE_SIZE = 8
+MSI_CAPABLE_VECTORS = 8
+INTERRUPT_LINE = 11
+FIXTURES = "/work/shared/fixtures"
+
+
+def nic_config(*, msi: bool = True, msix: bool = True, command: int = 0x0006) -> bytes:
+    """A type-0 network function: BAR0 32-bit memory, PM -> MSI (64-bit, 8 vectors) -> MSI-X
+    (8 entries in BAR0), INTx pin A on line 11."""
+    cfg = bytearray(256)
+    struct.pack_into("<HHHH", cfg, 0, 0x8086, 0x10D3, command, 0x0010)
+    struct.pack_into("<I", cfg, 0x08, 0x02000001)  # class 02:00:00, revision 1
+    struct.pack_into("<I", cfg, 0x10, 0xFE000000)
+    struct.pack_into("<HH", cfg, 0x2C, 0x8086, 0xA01F)
+    cfg[0x34] = PM_CAP
+    cfg[0x3C], cfg[0x3D] = INTERRUPT_LINE, 1
+    chain = [PM_CAP] + ([MSI_CAP] if msi else []) + ([MSIX_CAP] if msix else [])
+    for pos, nxt in zip(chain, [*chain[1:], 0], strict=True):
+        cfg[pos + 1] = nxt
+    cfg[PM_CAP] = 0x01
+    struct.pack_into("<HH", cfg, PM_CAP + 2, 0x0003, 0x0008)
+    if msi:
+        cfg[MSI_CAP] = 0x05
+        mmc = MSI_CAPABLE_VECTORS.bit_length() - 1
+        struct.pack_into("<H", cfg, MSI_CAP + 2, 0x0080 | mmc << 1)
+    if msix:
+        cfg[MSIX_CAP] = 0x11
+        struct.pack_into("<HII", cfg, MSIX_CAP + 2, MSIX_TABLE_SIZE - 1, 0x2000, 0x3000)
+    return bytes(cfg)
+
+
+def nic(address: str = "0000:03:00.0", **kwargs: bool | int) -> SimDevice:
+    msi = bool(kwargs.get("msi", True))
+    msix = bool(kwargs.get("msix", True))
+    command = int(kwargs.get("command", 0x0006))
+    config = nic_config(msi=msi, msix=msix, command=command)
+    return SimDevice(address, config, bar_sizes={0: 0x4000})
+
+
+class PassView:
+    """A config view that forwards to the device, standing in for the engine in unit tests."""
+
+    def __init__(self, device: SimDevice) -> None:
+        self.device = device
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, offset: int, size: int) -> int:
+        self.reads.append((offset, size))
+        return self.device.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.device.write(offset, size, value)
+
+    def capability_offset(self, cap_id: int) -> int | None:
+        return self.device.find_capability(cap_id)
+
+
+class OneDevice:
+    """A DeviceLookup holding a single device at a fixed guest address."""
+
+    def __init__(self, exported: ExportedDevice, domain: int, bus: int, devfn: int) -> None:
+        self.exported = exported
+        self.key = (domain, bus, devfn)
+
+    def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
+        return self.exported if (domain, bus, devfn) == self.key else None
+
+
+def export(
+    device: SimDevice, hypervisor: SimHypervisor, domid: int = 1
+) -> tuple[OneDevice, PassView]:
+    view = PassView(device)
+    irq = InterruptControl(domid, device, hypervisor, view)
+    exported = ExportedDevice(device.address, device, view, irq)
+    return OneDevice(exported, 0, 3, 0), view
+
+
+def post_op(page: SharedPage, **fields: int) -> None:
+    """Write an op on the page as a frontend would (unset fields are 0) and raise the flag."""
+    op = page.info.op
+    for name in ("cmd", "err", "domain", "bus", "devfn", "offset", "size", "value", "info"):
+        setattr(op, name, fields.get(name, 0))
+    page.info.flags = int(page.info.flags) | 1
