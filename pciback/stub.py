@@ -1,0 +1,336 @@
+"""The stub pool: devices taken from the host and kept clean for guests.
+
+Seize: unbind the host driver, save the config space, reset the function, restore the saved
+state and disable the device (bus mastering off, MSI/MSI-X off), as the Linux driver does when
+it binds; the saved bytes are the device's clean state for its whole stay in the pool.
+Release from a guest: reset, restore the clean state, disable, unregister the owner.
+Unseize: hand the device back to the driver it came from.
+
+The operator's knobs are the Linux driver's sysfs attributes as Python calls: new_slot,
+remove_slot, slots, permissive, quirks, irq_handlers, irq_handler_state. Unlike Linux, a quirk
+field stays until the device leaves the pool (Linux drops it at the device's next release).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from pciback.control.hide import (
+    MAX_PATTERNS,
+    HidePattern,
+    QuirkSpec,
+    parse_device,
+    parse_hide,
+    parse_quirk,
+    parse_slot,
+)
+from pciback.ownership import Ownership
+from pciback.ports.bus import PhysicalDevice
+from pciback.ports.hostbus import STUB_DRIVER, HostBus
+from pciback.state import StateStore
+from pciback.xenbus.interfaces import Claimed
+
+COMMAND = 0x04
+STATUS = 0x06
+CAP_POINTER = 0x34
+CAP_MSI = 0x05
+CAP_MSIX = 0x11
+CLASS_BASE = 0x0B
+HEADER_TYPE = 0x0E
+_BUS_MASTER = 0x4
+_INVALIDATE = 0x10
+MAX_QUIRKS_PER_DEVICE = 64
+
+log = logging.getLogger("pciback.stub")
+
+
+class StubError(ValueError):
+    """A control-plane request the pool refuses; the message says why."""
+
+
+class ClaimError(StubError):
+    pass
+
+
+@dataclass(slots=True)
+class StubDevice:
+    address: str
+    saved: bytes
+    host_driver: str | None
+    permissive: bool = False
+    quirks: list[QuirkSpec] = field(default_factory=list)
+    isr_on: bool = False  # the shared-INTx helper handler (irq_handler_state)
+    ack_intr: bool = True
+    handled: int = 0
+
+
+def find_capability(device: PhysicalDevice, cap_id: int) -> int | None:
+    if not device.read(STATUS, 2) & 0x10:
+        return None
+    pos = device.read(CAP_POINTER, 1) & ~3
+    for _ in range(48):  # a looping chain must not hang the daemon
+        if pos < 0x40:
+            return None
+        if device.read(pos, 1) == cap_id:
+            return pos
+        pos = device.read(pos + 1, 1) & ~3
+    return None
+
+
+def save_config(device: PhysicalDevice) -> bytes:
+    size = min(device.config_size, 4096)
+    return b"".join(device.read(off, 4).to_bytes(4, "little") for off in range(0, size, 4))
+
+
+def restore_config(device: PhysicalDevice, saved: bytes) -> None:
+    """Write back the saved header, last dword first as the PCI core does, only where it
+    differs; the IDs (dword 0) are read-only and skipped."""
+    for index in range(15, 0, -1):
+        off = 4 * index
+        want = int.from_bytes(saved[off : off + 4], "little")
+        if device.read(off, 4) != want:
+            device.write(off, 4, want)
+
+
+def disable(device: PhysicalDevice) -> None:
+    """What xen_pcibk_reset_device does: interrupts off, bus mastering off."""
+    msi = find_capability(device, CAP_MSI)
+    if msi is not None and device.read(msi + 2, 2) & 0x1:
+        device.disable_msi()
+    msix = find_capability(device, CAP_MSIX)
+    if msix is not None and device.read(msix + 2, 2) & 0x8000:
+        device.disable_msix()
+    command = device.read(COMMAND, 2)
+    if device.read(HEADER_TYPE, 1) & 0x7F == 1:
+        command &= ~_INVALIDATE
+    command &= ~_BUS_MASTER
+    if command != device.read(COMMAND, 2):
+        device.write(COMMAND, 2, command)
+
+
+class StubPool:
+    def __init__(
+        self,
+        bus: HostBus,
+        ownership: Ownership,
+        state: StateStore | None = None,
+    ) -> None:
+        self.bus = bus
+        self.ownership = ownership
+        self.state = state
+        self._lock = threading.RLock()
+        self._slots: list[str] = []  # concrete addresses, in the order added (Linux lists them)
+        self.devices: dict[str, StubDevice] = {}
+
+    # -- start-up ----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Re-adopt what a previous daemon had: slots, seized devices, their clean state and
+        knobs. A device a guest owns is adopted as it is, never reset."""
+        if self.state is None:
+            return
+        with self._lock:
+            self._slots = self.state.slots()[: MAX_PATTERNS * 8]
+            permissive = self.state.permissive()
+            quirks = self.state.quirks()
+            for address in self.bus.addresses():
+                if address not in self._slots:
+                    continue
+                saved = self.state.saved_config(address)
+                if saved is None:
+                    self._seize(address)
+                    continue
+                driver = self.bus.driver(address)
+                if driver not in (None, STUB_DRIVER):
+                    self.bus.unbind(address)
+                if self.bus.driver(address) is None:
+                    self.bus.bind(address, STUB_DRIVER)
+                stub = StubDevice(address, saved, driver if driver != STUB_DRIVER else None)
+                stub.permissive = address in permissive
+                stub.quirks = [QuirkSpec(a, o, s, m) for a, o, s, m in quirks if a == address]
+                self.devices[address] = stub
+                log.info("re-adopted %s (owner %s)", address, self.ownership.owner(address))
+
+    # -- slots (new_slot / remove_slot / slots) ----------------------------------------------
+    def hide(self, text: str) -> list[str]:
+        """Apply a xen-pciback.hide list: each group becomes slots; returns seized devices."""
+        seized: list[str] = []
+        for pattern in parse_hide(text):
+            seized += self.add_slot(pattern)
+        return seized
+
+    def add_slot(self, slot: str | HidePattern) -> list[str]:
+        pattern = parse_slot(slot) if isinstance(slot, str) else slot
+        with self._lock:
+            for address in pattern.addresses():
+                if address in self._slots:
+                    continue
+                if len(self._slots) >= MAX_PATTERNS * 8:
+                    raise StubError("slot list is full")
+                self._slots.append(address)
+                if self.state:
+                    self.state.add_slot(address)
+            seized = []
+            for address in self.bus.addresses():
+                if pattern.matches(address) and address not in self.devices:
+                    try:
+                        self._seize(address)
+                        seized.append(address)
+                    except StubError as exc:
+                        log.error("%s", exc)
+            return seized
+
+    def remove_slot(self, slot: str | HidePattern) -> None:
+        """Forget matching slots; seized devices stay in the pool until unseized (as Linux)."""
+        pattern = parse_slot(slot) if isinstance(slot, str) else slot
+        with self._lock:
+            gone = [a for a in self._slots if pattern.matches(a)]
+            if not gone:
+                raise StubError(f"no slot matches {pattern}")
+            for address in gone:
+                self._slots.remove(address)
+                if self.state:
+                    self.state.remove_slot(address)
+
+    def slots(self) -> list[str]:
+        with self._lock:
+            return list(self._slots)
+
+    # -- seizing -----------------------------------------------------------------------------
+    def _seize(self, address: str) -> StubDevice:
+        device = self.bus.device(address)
+        header = device.read(HEADER_TYPE, 1) & 0x7F
+        if header not in (0, 1):
+            raise StubError(f"{address}: header type {header} is neither normal (0) nor bridge (1)")
+        driver = self.bus.driver(address)
+        if driver == STUB_DRIVER:
+            driver = None
+        elif driver is not None:
+            self.bus.unbind(address)
+        saved = save_config(device)
+        device.reset()
+        restore_config(device, saved)
+        disable(device)
+        if self.bus.driver(address) is None:
+            self.bus.bind(address, STUB_DRIVER)
+        stub = StubDevice(address, saved, driver)
+        if self.state:
+            self.state.save_config(address, saved)
+            stub.permissive = address in self.state.permissive()
+        self.devices[address] = stub
+        log.info("seized %s from %s", address, driver or "no driver")
+        return stub
+
+    def unseize(self, address: str) -> None:
+        """Return a device nobody owns to the host driver it was taken from."""
+        with self._lock:
+            stub = self._stub(address)
+            owner = self.ownership.owner(address)
+            if owner is not None:
+                raise StubError(f"{address} is in use by domain {owner}; detach it first")
+            del self.devices[address]
+            if self.state:
+                self.state.forget_config(address)
+                self.state.clear_quirks(address)
+                self.state.set_permissive(address, False)
+            self.bus.unbind(address)
+            if stub.host_driver is not None:
+                self.bus.bind(address, stub.host_driver)
+            log.info("returned %s to %s", address, stub.host_driver or "no driver")
+
+    # -- the broker the xenbus backend uses --------------------------------------------------
+    def claim(self, address: str, domid: int) -> Claimed:
+        with self._lock:
+            if address not in self.devices:
+                raise ClaimError(
+                    f"{address} is not assignable: not in the pciback pool "
+                    "(hide it or add a slot first)"
+                )
+            self.ownership.claim(address, domid)
+            device = self.bus.device(address)
+            return Claimed(address, is_bridge=device.read(CLASS_BASE, 1) == 0x06)
+
+    def release(self, address: str, domid: int) -> None:
+        """Back to the pool in its clean state; the per-guest state goes with the owner."""
+        with self._lock:
+            stub = self.devices.get(address)
+            if self.ownership.owner(address) != domid:
+                return
+            if stub is not None:
+                device = self.bus.device(address)
+                device.reset()
+                restore_config(device, stub.saved)
+                disable(device)
+                stub.isr_on, stub.ack_intr, stub.handled = False, True, 0
+            self.ownership.release(address, domid)
+
+    # -- permissive / quirks / irq handlers --------------------------------------------------
+    def _stub(self, address: str) -> StubDevice:
+        stub = self.devices.get(address)
+        if stub is None:
+            raise StubError(f"{address} is not in the pciback pool")
+        return stub
+
+    def set_permissive(self, device: str, on: bool = True) -> str:
+        with self._lock:
+            address = parse_device(device)
+            stub = self._stub(address)
+            if on and not stub.permissive:
+                log.warning("%s: permissive config-space writes enabled (unsafe)", address)
+            stub.permissive = on
+            if self.state:
+                self.state.set_permissive(address, on)
+            return address
+
+    def permissive(self) -> list[str]:
+        with self._lock:
+            return sorted(a for a, s in self.devices.items() if s.permissive)
+
+    def add_quirk(self, quirk: str | QuirkSpec) -> QuirkSpec:
+        spec = parse_quirk(quirk) if isinstance(quirk, str) else quirk
+        with self._lock:
+            stub = self._stub(spec.address)
+            kept = [q for q in stub.quirks if q.offset != spec.offset]
+            if len(kept) >= MAX_QUIRKS_PER_DEVICE:
+                raise StubError(f"{spec.address}: more than {MAX_QUIRKS_PER_DEVICE} quirk fields")
+            stub.quirks = sorted([*kept, spec], key=lambda q: q.offset)
+            if self.state:
+                self.state.add_quirk(spec.address, spec.offset, spec.size, spec.mask)
+            return spec
+
+    def quirks(self) -> list[str]:
+        """The `quirks` attribute's listing: the device, then `offset:size:mask` per field."""
+        lines: list[str] = []
+        with self._lock:
+            for address, stub in sorted(self.devices.items()):
+                if not stub.quirks:
+                    continue
+                dev = self.bus.device(address)
+                ids = (dev.read(0, 2), dev.read(2, 2), dev.read(0x2C, 2), dev.read(0x2E, 2))
+                lines.append(address[5:])
+                lines.append("\t" + ":".join(f"{v:04x}" for v in ids))
+                lines += [f"\t\t{q.offset:08x}:{q.size:01x}:{q.mask:08x}" for q in stub.quirks]
+        return lines
+
+    def irq_handlers(self) -> list[str]:
+        with self._lock:
+            return [
+                f"{a}:{'on' if s.isr_on else 'off'}:{'ack' if s.ack_intr else 'not ack'}ing:"
+                f"{s.handled}"
+                for a, s in sorted(self.devices.items())
+            ]
+
+    def toggle_irq_handler(self, device: str) -> bool:
+        with self._lock:
+            stub = self._stub(parse_device(device))
+            stub.isr_on = not stub.isr_on
+            if stub.isr_on:
+                stub.ack_intr = True
+            return stub.isr_on
+
+    def policy(self, address: str) -> tuple[bool, tuple[QuirkSpec, ...]]:
+        """What the config-space view of this device needs: permissive flag, quirk fields."""
+        with self._lock:
+            stub = self._stub(address)
+            return stub.permissive, tuple(stub.quirks)

@@ -1,0 +1,306 @@
+"""One guest's PCI backend device: the Linux driver's state machine over xenstore.
+
+Backend directory (written by the toolstack, read here):  frontend, frontend-id, online, state,
+num_devs, dev-N, state-N; written here: state, vdev-N, state-N, root_num, root-N.
+Frontend directory (written by the guest): state, pci-op-ref, event-channel, magic.
+
+Where this differs from Linux it is on purpose:
+- a frontend reporting Connected moves the backend to Connected only from Reconfigured (Linux
+  does it from any state, so a guest could skip the handshake);
+- a removed device's state-N becomes Closed, so a second reconfiguration does not fail on it;
+- a failed setup releases the devices it had claimed at once instead of at teardown;
+- a backend found already set up (a daemon restart) is resumed from xenstore, not reset.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from pciback.ports.xenstore import XenStore, XenStoreError, join
+from pciback.protocol.abi import XEN_PCI_MAGIC
+from pciback.xenbus.interfaces import DataPath, DeviceBroker
+from pciback.xenbus.parse import (
+    MAX_DEVS,
+    XenbusConfigError,
+    parse_bdf,
+    protocol_bdf,
+    read_bdf,
+    read_required,
+    read_uint,
+)
+from pciback.xenbus.states import XenbusState, state_or_unknown
+from pciback.xenbus.topology import Topology, TopologyError, make_topology
+
+BACKEND_ROOT = "/local/domain/0/backend/pci"
+ERROR_ROOT = "/local/domain/0/error/backend/pci"
+MAX_ROOTS = 256
+U32 = 0xFFFFFFFF
+
+log = logging.getLogger("pciback.xenbus")
+
+
+class BackendFailed(Exception):
+    """The guest's backend went to Closing with an error already reported in xenstore."""
+
+
+class PciBackend:
+    def __init__(
+        self,
+        store: XenStore,
+        domid: int,
+        devid: int,
+        broker: DeviceBroker,
+        datapath: DataPath,
+        default_mode: str = "vpci",
+    ) -> None:
+        self.store = store
+        self.domid = domid
+        self.devid = devid
+        self.broker = broker
+        self.datapath = datapath
+        self.nodename = f"{BACKEND_ROOT}/{domid}/{devid}"
+        self.error_node = f"{ERROR_ROOT}/{domid}/{devid}/error"
+        self.mode = self._read_mode(default_mode)
+        self.topology: Topology = make_topology(self.mode)
+        self.exported: dict[int, str] = {}  # dev index -> physical address
+        self.connected = False
+        self.error: str | None = None
+        self.frontend = self._read_frontend()
+
+    # -- xenstore helpers --------------------------------------------------------------------
+    def node(self, name: str) -> str:
+        return join(self.nodename, name)
+
+    def state(self) -> XenbusState:
+        return state_or_unknown(self.store.read(self.node("state")))
+
+    def frontend_state(self) -> XenbusState:
+        return state_or_unknown(self.store.read(join(self.frontend, "state")))
+
+    def switch_state(self, state: XenbusState) -> None:
+        if self.state() != state:
+            self.store.write(self.node("state"), str(int(state)))
+            log.info("dom%d/%d backend -> %s", self.domid, self.devid, state.name)
+
+    def fatal(self, code: int, message: str) -> None:
+        """Report in the error node, as xenbus_dev_fatal does, and close this backend only."""
+        self.error = message
+        log.error("dom%d/%d: %s", self.domid, self.devid, message)
+        try:
+            self.store.write(self.error_node, f"{code} {message}"[:1024])
+            self.switch_state(XenbusState.CLOSING)
+        except XenStoreError as exc:
+            log.error("dom%d/%d: could not report the error: %s", self.domid, self.devid, exc)
+
+    def _read_mode(self, default: str) -> str:
+        # Not a Linux node: lets one daemon serve both topologies; absent means the default.
+        mode = self.store.read(self.node("topology"))
+        return default if mode is None else mode.strip()
+
+    def _read_frontend(self) -> str:
+        path = read_required(self.store, self.node("frontend")).strip()
+        home = f"/local/domain/{self.domid}/"
+        if not path.startswith(home) or len(path) > 256 or "//" in path:
+            raise XenbusConfigError(self.node("frontend"), f"not under {home}: {path[:80]!r}")
+        return path
+
+    # -- entry points ------------------------------------------------------------------------
+    def probe(self) -> None:
+        """First sight of this backend directory."""
+        state = self.state()
+        if state in (XenbusState.UNKNOWN, XenbusState.INITIALISING, XenbusState.INIT_WAIT):
+            self.switch_state(XenbusState.INIT_WAIT)
+            self.backend_changed()
+        elif state in (XenbusState.CLOSING, XenbusState.CLOSED):
+            return
+        else:
+            self.resume()
+        self.frontend_changed()
+
+    def backend_changed(self) -> None:
+        if self.state() == XenbusState.INIT_WAIT:
+            self.setup()
+
+    def frontend_changed(self) -> str | None:
+        """React to the frontend's state; returns "unregister" when this backend should go."""
+        fe = self.frontend_state()
+        if fe == XenbusState.INITIALISED:
+            self.attach()
+        elif fe == XenbusState.RECONFIGURING:
+            self.reconfigure()
+        elif fe == XenbusState.CONNECTED:
+            if self.state() == XenbusState.RECONFIGURED:
+                self.switch_state(XenbusState.CONNECTED)
+        elif fe == XenbusState.CLOSING:
+            self.disconnect()
+            self.switch_state(XenbusState.CLOSING)
+        elif fe == XenbusState.CLOSED:
+            self.disconnect()
+            self.switch_state(XenbusState.CLOSED)
+            if not self.online():
+                return "unregister"
+        elif fe == XenbusState.UNKNOWN and self.store.read(self.frontend) is None:
+            return "unregister"
+        return None
+
+    def online(self) -> bool:
+        text = self.store.read(self.node("online"))
+        return text is not None and text.strip() == "1"
+
+    # -- the handshake -----------------------------------------------------------------------
+    def setup(self) -> None:
+        try:
+            count = read_uint(self.store, self.node("num_devs"), MAX_DEVS)
+            for i in range(count):
+                self.export(read_bdf(self.store, self.node(f"dev-{i}")), i)
+                self.store.write(self.node(f"state-{i}"), str(int(XenbusState.INITIALISED)))
+            self.publish_roots()
+        except (XenbusConfigError, TopologyError, ValueError) as exc:
+            self.release_all()
+            self.fatal(getattr(exc, "code", errno.EINVAL), f"setting up devices: {exc}")
+            return
+        self.switch_state(XenbusState.INITIALISED)
+        self.attach()
+
+    def export(self, physical: str, index: int, guest: str | None = None) -> str:
+        claimed = self.broker.claim(physical, self.domid)
+        try:
+            placed = self.topology.add(physical, claimed.is_bridge, guest)
+        except TopologyError:
+            self.broker.release(physical, self.domid)
+            raise
+        self.exported[index] = physical
+        self.store.write(self.node(f"vdev-{index}"), protocol_bdf(placed))
+        log.info("dom%d: exported %s as %s (%s)", self.domid, physical, placed, self.mode)
+        return placed
+
+    def publish_roots(self) -> None:
+        count = 0
+        if self.store.read(self.node("root_num")) is not None:
+            count = read_uint(self.store, self.node("root_num"), MAX_ROOTS)
+        published: set[tuple[int, int]] = set()
+        for j in range(count):
+            text = read_required(self.store, self.node(f"root-{j}"))
+            domain_text, _, bus_text = text.strip().partition(":")
+            try:
+                published.add((int(domain_text[:8], 16), int(bus_text[:8], 16)))
+            except ValueError:
+                raise XenbusConfigError(self.node(f"root-{j}"), "expected DDDD:BB") from None
+        for root in self.topology.roots():
+            if root in published:
+                continue
+            if count >= MAX_ROOTS:
+                raise XenbusConfigError(self.node("root_num"), "too many root buses")
+            self.store.write(self.node(f"root-{count}"), f"{root[0]:04x}:{root[1]:02x}")
+            count += 1
+            self.store.write(self.node("root_num"), str(count))
+            published.add(root)
+
+    def attach(self) -> None:
+        if self.state() != XenbusState.INITIALISED:
+            return
+        if self.frontend_state() != XenbusState.INITIALISED:
+            return
+        try:
+            gnt_ref, evtchn = self.read_frontend_config()
+            self.datapath.connect(self.domid, self.devid, gnt_ref, evtchn)
+            self.connected = True
+            self.datapath.set_devices(self.domid, self.devid, self.topology.devices())
+        except XenbusConfigError as exc:
+            self.fatal(exc.code, f"reading configuration from frontend: {exc}")
+            return
+        except (OSError, ValueError) as exc:
+            self.disconnect()
+            self.fatal(errno.EIO, f"connecting to the frontend: {exc}")
+            return
+        self.switch_state(XenbusState.CONNECTED)
+
+    def read_frontend_config(self) -> tuple[int, int]:
+        gnt_ref = read_uint(self.store, join(self.frontend, "pci-op-ref"), U32)
+        evtchn = read_uint(self.store, join(self.frontend, "event-channel"), U32)
+        magic = read_required(self.store, join(self.frontend, "magic"))
+        if magic != XEN_PCI_MAGIC:
+            shown = magic[:16]
+            raise XenbusConfigError(
+                join(self.frontend, "magic"),
+                f"version mismatch ({shown!r}/{XEN_PCI_MAGIC!r}) with pcifront",
+                code=errno.EFAULT,
+            )
+        return gnt_ref, evtchn
+
+    def reconfigure(self) -> None:
+        if self.state() != XenbusState.RECONFIGURING:
+            return
+        try:
+            count = read_uint(self.store, self.node("num_devs"), MAX_DEVS)
+            for i in range(count):
+                sub = state_or_unknown(self.store.read(self.node(f"state-{i}")))
+                if sub == XenbusState.INITIALISING:
+                    self.export(read_bdf(self.store, self.node(f"dev-{i}")), i)
+                    self.publish_roots()
+                    self.store.write(self.node(f"state-{i}"), str(int(XenbusState.INITIALISED)))
+                elif sub == XenbusState.CLOSING:
+                    self.hot_remove(i)
+        except (XenbusConfigError, TopologyError, ValueError) as exc:
+            self.fatal(getattr(exc, "code", errno.EINVAL), f"reconfiguring: {exc}")
+            return
+        if self.connected:
+            self.datapath.set_devices(self.domid, self.devid, self.topology.devices())
+        self.switch_state(XenbusState.RECONFIGURED)
+
+    def hot_remove(self, index: int) -> None:
+        guest = read_bdf(self.store, self.node(f"vdev-{index}"))
+        physical = self.topology.physical_of(guest)
+        if physical is None:
+            raise XenbusConfigError(self.node(f"vdev-{index}"), f"{guest} is not this guest's")
+        self.topology.remove(physical)
+        self.exported = {i: p for i, p in self.exported.items() if p != physical}
+        if self.connected:
+            self.datapath.set_devices(self.domid, self.devid, self.topology.devices())
+        self.broker.release(physical, self.domid)
+        self.store.write(self.node(f"state-{index}"), str(int(XenbusState.CLOSED)))
+        log.info("dom%d: hot-removed %s (%s)", self.domid, physical, guest)
+
+    # -- restart -----------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Rebuild from xenstore what a previous daemon had set up, keeping guest addresses."""
+        try:
+            count = read_uint(self.store, self.node("num_devs"), MAX_DEVS)
+            for i in range(count):
+                sub = state_or_unknown(self.store.read(self.node(f"state-{i}")))
+                if sub not in (XenbusState.INITIALISED, XenbusState.CLOSING):
+                    continue
+                physical = read_bdf(self.store, self.node(f"dev-{i}"))
+                vdev = self.store.read(self.node(f"vdev-{i}"))
+                guest = None if vdev is None else parse_bdf(self.node(f"vdev-{i}"), vdev)
+                self.export(physical, i, guest)
+            if self.state() in (
+                XenbusState.CONNECTED,
+                XenbusState.RECONFIGURING,
+                XenbusState.RECONFIGURED,
+            ):
+                gnt_ref, evtchn = self.read_frontend_config()
+                self.datapath.connect(self.domid, self.devid, gnt_ref, evtchn)
+                self.connected = True
+                self.datapath.set_devices(self.domid, self.devid, self.topology.devices())
+            log.info("dom%d/%d resumed with %s", self.domid, self.devid, sorted(self.exported))
+        except (XenbusConfigError, TopologyError, OSError, ValueError) as exc:
+            self.fatal(getattr(exc, "code", errno.EINVAL), f"resuming after restart: {exc}")
+
+    # -- teardown ----------------------------------------------------------------------------
+    def disconnect(self) -> None:
+        if self.connected:
+            self.connected = False
+            self.datapath.disconnect(self.domid, self.devid)
+
+    def release_all(self) -> None:
+        for physical in list(self.exported.values()):
+            self.topology.remove(physical)
+            self.broker.release(physical, self.domid)
+        self.exported.clear()
+
+    def free(self) -> None:
+        """The backend device goes away: nothing of this guest stays claimed."""
+        self.disconnect()
+        self.release_all()
