@@ -1,0 +1,1 @@
+"""The policy compiler: parse -> build the model -> check -> emit. A build-time tool only."""

@@ -1,0 +1,233 @@
+"""Pass 2: parse tree -> model. Only shapes are translated here; meaning is checked later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lark import Token, Tree
+
+from pciback.compiler.diagnostics import Pos
+from pciback.compiler.model import (
+    Backing,
+    BackingKind,
+    Binary,
+    BlockDecl,
+    BlockKindDecl,
+    ConstDecl,
+    Expr,
+    FieldDecl,
+    FieldRef,
+    HookDecl,
+    HookUse,
+    MatchDecl,
+    NameRef,
+    Num,
+    PolicyDecl,
+    RegisterDecl,
+    SourceFile,
+    Unary,
+)
+
+_WIDTHS = {"u8": 1, "u16": 2, "u32": 4}
+_BLOCK_KINDS = {
+    "header": BlockKindDecl.HEADER,
+    "capability": BlockKindDecl.CAPABILITY,
+    "ext_capability": BlockKindDecl.EXTENDED_CAPABILITY,
+    "quirk": BlockKindDecl.QUIRK,
+}
+
+Node = Tree[Token] | Token
+
+
+class Builder:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    # -- positions -------------------------------------------------------------------------------
+    def pos(self, node: Any) -> Pos:
+        if isinstance(node, Token):
+            return Pos(self.path, node.line or 0, node.column or 0)
+        meta = node.meta
+        return Pos(self.path, getattr(meta, "line", 0), getattr(meta, "column", 0))
+
+    # -- entry -----------------------------------------------------------------------------------
+    def source(self, tree: Tree[Token], text: str) -> SourceFile:
+        out = SourceFile(self.path, text)
+        for item in tree.children:
+            assert isinstance(item, Tree)
+            kind = str(item.data)
+            if kind == "const_decl":
+                out.consts.append(self.const(item))
+            elif kind == "hook_decl":
+                out.hooks.append(self.hook(item))
+            else:
+                out.blocks.append(self.block(item))
+        return out
+
+    def const(self, tree: Tree[Token]) -> ConstDecl:
+        name, value, *rest = tree.children
+        return ConstDecl(str(name), self.expr(value), self.reason(rest), self.pos(name))
+
+    def hook(self, tree: Tree[Token]) -> HookDecl:
+        kind_node, name, *rest = tree.children
+        assert isinstance(kind_node, Tree)
+        kind = "write" if kind_node.data == "kind_write" else "read"
+        params = tuple(str(p) for p in rest if isinstance(p, Token) and p.type == "NAME")
+        return HookDecl(kind, str(name), params, self.reason(rest), self.pos(name))
+
+    def block(self, tree: Tree[Token]) -> BlockDecl:
+        kind = _BLOCK_KINDS[str(tree.data)]
+        name = tree.children[0]
+        ident: Expr | None = None
+        length: Expr | None = None
+        reason = ""
+        policies: list[PolicyDecl] = []
+        registers: list[RegisterDecl] = []
+        matches: list[MatchDecl] = []
+        rest = tree.children[1:]
+        if kind is not BlockKindDecl.QUIRK:
+            ident = self.expr(rest[0])
+            rest = rest[1:]
+        for child in rest:
+            assert isinstance(child, Tree)
+            data = str(child.data)
+            if data == "length":
+                length = self.expr(child.children[0])
+            elif data == "reason":
+                reason = self.string(child)
+            elif data == "policy":
+                word, *prest = child.children
+                policies.append(PolicyDecl(str(word) == "hide", self.reason(prest), self.pos(word)))
+            elif data == "register":
+                registers.append(self.register(child))
+            elif data == "match_item":
+                key, value, *mask = child.children
+                matches.append(
+                    MatchDecl(
+                        str(key),
+                        self.expr(value),
+                        self.expr(mask[0]) if mask else None,
+                        self.pos(key),
+                    )
+                )
+            else:  # pragma: no cover - the grammar admits nothing else
+                raise AssertionError(data)
+        return BlockDecl(
+            kind,
+            str(name),
+            ident,
+            length,
+            reason,
+            tuple(policies),
+            tuple(registers),
+            tuple(matches),
+            self.pos(name),
+        )
+
+    def register(self, tree: Tree[Token]) -> RegisterDecl:
+        name, offset, width, *rest = tree.children
+        condition: Expr | None = None
+        reason = ""
+        fields: list[FieldDecl] = []
+        for child in rest:
+            assert isinstance(child, Tree)
+            if child.data == "condition":
+                condition = self.expr(child.children[0])
+            elif child.data == "reason":
+                reason = self.string(child)
+            else:
+                fields.append(self.field(child))
+        return RegisterDecl(
+            str(name),
+            self.expr(offset),
+            _WIDTHS[str(width)],
+            condition,
+            reason,
+            tuple(fields),
+            self.pos(name),
+        )
+
+    def field(self, tree: Tree[Token]) -> FieldDecl:
+        name, bits, backing, access, *rest = tree.children
+        assert isinstance(bits, Tree) and isinstance(backing, Tree)
+        numbers = [_int(t) for t in bits.children]
+        msb, lsb = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+        permissive: str | None = None
+        hooks: list[HookUse] = []
+        reason = ""
+        for child in rest:
+            assert isinstance(child, Tree)
+            data = str(child.data)
+            if data == "permissive":
+                permissive = str(child.children[0])
+            elif data == "reason":
+                reason = self.string(child)
+            else:
+                hook_name = child.children[0]
+                kind = "read" if data == "read_hook" else "write"
+                edge = {"write_rising": "rising", "write_falling": "falling"}.get(data, "any")
+                hooks.append(HookUse(kind, str(hook_name), edge, self.pos(hook_name)))
+        return FieldDecl(
+            str(name),
+            msb,
+            lsb,
+            self.backing(backing),
+            str(access),
+            permissive,
+            tuple(hooks),
+            reason,
+            self.pos(name),
+            self.pos(bits),
+        )
+
+    def backing(self, tree: Tree[Token]) -> Backing:
+        data = str(tree.data)
+        if data == "backing_hw":
+            return Backing(BackingKind.HW, None)
+        if data == "backing_cached":
+            return Backing(BackingKind.CACHED, None)
+        if data == "backing_shadow_hw":
+            return Backing(BackingKind.SHADOW, None)
+        if data == "backing_shadow":
+            return Backing(BackingKind.SHADOW, self.expr(tree.children[0]))
+        return Backing(BackingKind.CONST, self.expr(tree.children[0]))
+
+    # -- expressions -----------------------------------------------------------------------------
+    def expr(self, node: Node) -> Expr:
+        if isinstance(node, Token):  # pragma: no cover - atoms always come wrapped
+            return Num(_int(node), self.pos(node))
+        data = str(node.data)
+        kids = node.children
+        if data == "number":
+            return Num(_int(kids[0]), self.pos(kids[0]))
+        if data == "name_ref":
+            return NameRef(str(kids[0]), self.pos(kids[0]))
+        if data == "field_ref":
+            return FieldRef(str(kids[0]), str(kids[1]), self.pos(kids[0]))
+        if data == "not_":
+            return Unary("not", self.expr(kids[0]), self.pos(node))
+        if data in ("or_expr", "and_expr"):
+            op = "or" if data == "or_expr" else "and"
+            result = self.expr(kids[0])
+            for kid in kids[1:]:
+                result = Binary(op, result, self.expr(kid), self.pos(node))
+            return result
+        # comparison, sum, product: operand (OP operand)*
+        result = self.expr(kids[0])
+        for i in range(1, len(kids), 2):
+            result = Binary(str(kids[i]), result, self.expr(kids[i + 1]), result.pos)
+        return result
+
+    def string(self, tree: Tree[Token]) -> str:
+        return str(tree.children[0])[1:-1]
+
+    def reason(self, rest: list[Node]) -> str:
+        for child in rest:
+            if isinstance(child, Tree) and child.data == "reason":
+                return self.string(child)
+        return ""
+
+
+def _int(token: Node) -> int:
+    text = str(token).replace("_", "").lower()
+    return int(text, 0) if text.startswith(("0x", "0b")) else int(text, 10)

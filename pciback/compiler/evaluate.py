@@ -1,0 +1,80 @@
+"""Evaluating expressions at compile time (constants, and field values being enumerated)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from pciback.compiler.model import Expr, FieldRef, NameRef, Num, Unary
+
+_OPS: dict[str, Callable[[int, int], int]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "<<": lambda a, b: a << min(b, 64),
+    "==": lambda a, b: int(a == b),
+    "!=": lambda a, b: int(a != b),
+    "<": lambda a, b: int(a < b),
+    "<=": lambda a, b: int(a <= b),
+    ">": lambda a, b: int(a > b),
+    ">=": lambda a, b: int(a >= b),
+    "and": lambda a, b: int(bool(a) and bool(b)),
+    "or": lambda a, b: int(bool(a) or bool(b)),
+}
+
+
+class Unresolved(Exception):
+    """The expression names something with no value here."""
+
+
+def evaluate(
+    expr: Expr,
+    consts: Mapping[str, int],
+    fields: Mapping[tuple[str, str], int] | None = None,
+) -> int:
+    if isinstance(expr, Num):
+        return expr.value
+    if isinstance(expr, NameRef):
+        if expr.name not in consts:
+            raise Unresolved(expr.name)
+        return consts[expr.name]
+    if isinstance(expr, FieldRef):
+        key = (expr.register, expr.field)
+        if fields is None or key not in fields:
+            raise Unresolved(f"{expr.register}.{expr.field}")
+        return fields[key]
+    if isinstance(expr, Unary):
+        return int(not evaluate(expr.operand, consts, fields))
+    return _OPS[expr.op](evaluate(expr.left, consts, fields), evaluate(expr.right, consts, fields))
+
+
+def to_python(expr: Expr, consts: Mapping[str, int], lookup: str = "f") -> str:
+    """The expression as Python source over a field-lookup function `lookup(register, field)`."""
+    if isinstance(expr, Num):
+        return hex(expr.value) if expr.value > 9 else str(expr.value)
+    if isinstance(expr, NameRef):
+        value = consts[expr.name]
+        return hex(value) if value > 9 else str(value)
+    if isinstance(expr, FieldRef):
+        return f'{lookup}("{expr.register}", "{expr.field}")'
+    if isinstance(expr, Unary):
+        return f"int(not {to_python(expr.operand, consts, lookup)})"
+    left = to_python(expr.left, consts, lookup)
+    right = to_python(expr.right, consts, lookup)
+    if expr.op in ("and", "or"):
+        return f"int(bool({left}) {expr.op} bool({right}))"
+    if expr.op in ("==", "!=", "<", "<=", ">", ">="):
+        return f"int({left} {expr.op} {right})"
+    return f"({left} {expr.op} {right})"
+
+
+def to_text(expr: Expr) -> str:
+    """The expression as the policy author wrote it (normalised spacing)."""
+    if isinstance(expr, Num):
+        return hex(expr.value) if expr.value > 9 else str(expr.value)
+    if isinstance(expr, NameRef):
+        return expr.name
+    if isinstance(expr, FieldRef):
+        return f"{expr.register}.{expr.field}"
+    if isinstance(expr, Unary):
+        return f"not {to_text(expr.operand)}"
+    return f"({to_text(expr.left)} {expr.op} {to_text(expr.right)})"

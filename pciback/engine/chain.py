@@ -1,0 +1,90 @@
+"""Walking a device's capability lists, bounded: the device is not trusted to end its lists.
+
+A cyclic, overlapping or out-of-range list stops the walk where it goes wrong; what was found
+before that point is kept and the problem is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+CAP_POINTER = 0x34
+STATUS = 0x06
+STATUS_CAP_LIST = 0x10
+STD_START, STD_END = 0x40, 0x100
+EXT_START, EXT_END = 0x100, 0x1000
+STD_TTL = (STD_END - STD_START) // 4  # 48: every dword once
+EXT_TTL = (EXT_END - EXT_START) // 8  # 480, as the Linux PCI core bounds it
+
+Reader = Callable[[int, int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class FoundCapability:
+    ident: int
+    offset: int
+    extended: bool
+    version: int = 0
+
+
+@dataclass(slots=True)
+class Chains:
+    standard: list[FoundCapability] = field(default_factory=list)
+    extended: list[FoundCapability] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def walk(read: Reader, config_size: int) -> Chains:
+    chains = Chains()
+    if read(STATUS, 2) & STATUS_CAP_LIST:
+        _walk_standard(read, chains)
+    if config_size > EXT_START:
+        _walk_extended(read, chains)
+    return chains
+
+
+def _walk_standard(read: Reader, chains: Chains) -> None:
+    pos = read(CAP_POINTER, 1) & ~3
+    seen: set[int] = set()
+    for _ in range(STD_TTL):
+        if pos == 0:
+            return
+        if not STD_START <= pos < STD_END:
+            chains.problems.append(f"capability pointer {pos:#04x} outside 0x40..0xff")
+            return
+        if pos in seen:
+            chains.problems.append(f"capability list loops back to {pos:#04x}")
+            return
+        seen.add(pos)
+        ident = read(pos, 1)
+        if ident == 0xFF:  # a function that has gone away reads all ones
+            chains.problems.append(f"capability at {pos:#04x} reads all ones")
+            return
+        chains.standard.append(FoundCapability(ident, pos, extended=False))
+        pos = read(pos + 1, 1) & ~3
+    chains.problems.append("capability list longer than config space allows")
+
+
+def _walk_extended(read: Reader, chains: Chains) -> None:
+    pos = EXT_START
+    seen: set[int] = set()
+    for _ in range(EXT_TTL):
+        header = read(pos, 4)
+        if header in (0, 0xFFFFFFFF):
+            return
+        if pos in seen:
+            chains.problems.append(f"extended capability list loops back to {pos:#05x}")
+            return
+        seen.add(pos)
+        chains.extended.append(
+            FoundCapability(header & 0xFFFF, pos, extended=True, version=(header >> 16) & 0xF)
+        )
+        nxt = (header >> 20) & 0xFFC
+        if nxt == 0:
+            return
+        if not EXT_START <= nxt < EXT_END:
+            chains.problems.append(f"extended capability pointer {nxt:#05x} outside 0x100..0xfff")
+            return
+        pos = nxt
+    chains.problems.append("extended capability list longer than config space allows")

@@ -1,0 +1,71 @@
+"""What a side-effect hook is given, and how hook implementations are registered by name.
+
+A write hook runs before the write lands; returning False vetoes the write of its field (the
+rest of the access still lands). Raising PciOpError fails the whole op with that error.
+A read hook returns the value the guest sees for its field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pciback.engine.registers import RegisterInstance
+    from pciback.engine.space import ConfigSpace
+
+
+@dataclass(slots=True)
+class HookContext:
+    space: ConfigSpace
+    register: RegisterInstance
+    old_register: int  # the guest-visible value before the write (rw1c bits as 0)
+    new_register: int  # the value the guest asked for, merged over the old one
+
+    @property
+    def offset(self) -> int:
+        """Absolute offset of the register."""
+        return self.register.offset
+
+    @property
+    def block_base(self) -> int:
+        return self.register.block_base
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-register state kept for the device's lifetime (e.g. a BAR's sizing latch)."""
+        return self.register.state
+
+    def field(self, name: str, value: int | None = None) -> int:
+        """A field of this register, from `value` (default: the new register value)."""
+        fld = self.register.field_named(name)
+        source = self.new_register if value is None else value
+        return (source & fld.mask) >> fld.shift
+
+
+WriteHook = Callable[[HookContext, int, int], bool]
+ReadHook = Callable[[HookContext, int], int]
+
+WRITE_HOOKS: dict[str, WriteHook] = {}
+READ_HOOKS: dict[str, ReadHook] = {}
+
+
+def write_hook(name: str) -> Callable[[WriteHook], WriteHook]:
+    def register(fn: WriteHook) -> WriteHook:
+        if name in WRITE_HOOKS:
+            raise ValueError(f"write hook {name!r} implemented twice")
+        WRITE_HOOKS[name] = fn
+        return fn
+
+    return register
+
+
+def read_hook(name: str) -> Callable[[ReadHook], ReadHook]:
+    def register(fn: ReadHook) -> ReadHook:
+        if name in READ_HOOKS:
+            raise ValueError(f"read hook {name!r} implemented twice")
+        READ_HOOKS[name] = fn
+        return fn
+
+    return register

@@ -1,0 +1,196 @@
+"""One register of one device: the merge of backing and access classes, bit by bit.
+
+Masks are precomputed once per device so that the per-access path is a few integer operations.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext, ReadHook, WriteHook
+from pciback.tables import Access, Backing, Edge, Field, Register
+
+if TYPE_CHECKING:
+    from pciback.engine.space import ConfigSpace
+
+log = logging.getLogger("pciback.engine")
+
+
+class AccessMasks:
+    """The bits a guest write may change under one mode (normal or permissive)."""
+
+    __slots__ = ("rsvdz", "rw", "rw1c")
+
+    def __init__(self, fields: tuple[Field, ...], permissive: bool) -> None:
+        self.rw = self.rw1c = self.rsvdz = 0
+        for fld in fields:
+            access = fld.permissive if permissive and fld.permissive else fld.access
+            if access is Access.RW:
+                self.rw |= fld.mask
+            elif access is Access.RW1C:
+                self.rw1c |= fld.mask
+            elif access is Access.RSVDZ:
+                self.rsvdz |= fld.mask
+
+
+class RegisterInstance:
+    __slots__ = (
+        "block_base",
+        "cached",
+        "const",
+        "end",
+        "hw_mask",
+        "hw_rw1c",
+        "masks",
+        "offset",
+        "permissive_only",
+        "read_hooks",
+        "reg",
+        "shadow",
+        "shadow_mask",
+        "space",
+        "state",
+        "width",
+        "write_hooks",
+        "zero_mask",
+    )
+
+    def __init__(self, space: ConfigSpace, reg: Register, offset: int, block_base: int) -> None:
+        self.space = space
+        self.reg = reg
+        self.offset = offset
+        self.block_base = block_base
+        self.width = reg.width
+        self.end = offset + reg.width
+        self.state: dict[str, Any] = {}
+        initial = space.device.read(offset, reg.width)  # the one read at seize time
+        self.hw_mask = self.shadow_mask = self.zero_mask = self.hw_rw1c = 0
+        self.cached = self.const = self.shadow = 0
+        for fld in reg.fields:
+            mask = fld.mask
+            if fld.access in (Access.RSVDP, Access.RSVDZ):
+                self.zero_mask |= mask
+            if fld.backing is Backing.HW:
+                self.hw_mask |= mask
+                if Access.RW1C in (fld.access, fld.permissive):
+                    self.hw_rw1c |= mask
+            elif fld.backing is Backing.CACHED:
+                self.cached |= initial & mask
+            elif fld.backing is Backing.CONST:
+                self.const |= ((fld.init or 0) << fld.shift) & mask
+            else:
+                self.shadow_mask |= mask
+                start = initial if fld.init is None else fld.init << fld.shift
+                self.shadow |= start & mask
+        self.masks = (AccessMasks(reg.fields, False), AccessMasks(reg.fields, True))
+        normal, permissive = self.masks
+        self.permissive_only = (permissive.rw | permissive.rw1c) & ~(normal.rw | normal.rw1c)
+        self.read_hooks: tuple[tuple[Field, ReadHook], ...] = tuple(
+            (f, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
+        )
+        self.write_hooks: tuple[tuple[Field, WriteHook], ...] = tuple(
+            (f, WRITE_HOOKS[f.on_write]) for f in reg.fields if f.on_write
+        )
+
+    def field_named(self, name: str) -> Field:
+        for fld in self.reg.fields:
+            if fld.name == name:
+                return fld
+        raise KeyError(f"register {self.reg.name} has no field {name}")
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _compose(self, hw: int) -> int:
+        return ((hw & self.hw_mask) | self.cached | self.const | self.shadow) & ~self.zero_mask
+
+    def value(self) -> int:
+        """The whole register as the guest sees it."""
+        hw = self.space.device.read(self.offset, self.width) if self.hw_mask else 0
+        value = self._compose(hw)
+        if self.read_hooks:
+            ctx = HookContext(self.space, self, value, value)
+            for fld, hook in self.read_hooks:
+                shown = hook(ctx, (value & fld.mask) >> fld.shift)
+                value = (value & ~fld.mask) | ((shown << fld.shift) & fld.mask)
+        return value
+
+    # -- writes ----------------------------------------------------------------------------------
+    def write(self, start: int, length: int, data: int) -> None:
+        """Bytes [start, start+length) of this register take `data` (little-endian)."""
+        shift = (start - self.offset) * 8
+        bytes_mask = ((1 << (8 * length)) - 1) << shift
+        wval = (data << shift) & bytes_mask
+        device = self.space.device
+        masks = self.masks[self.space.permissive]
+        touches_hw = (masks.rw | masks.rw1c | masks.rsvdz) & self.hw_mask & bytes_mask
+        hw = device.read(self.offset, self.width) if self.hw_mask else 0
+        old = self._compose(hw) & ~self._rw1c_all(masks)
+        new = (old & ~bytes_mask) | wval
+        veto = 0
+        if self.write_hooks:
+            ctx = HookContext(self.space, self, old, new)
+            for fld, hook in self.write_hooks:
+                if not fld.mask & bytes_mask:
+                    continue
+                before = (old & fld.mask) >> fld.shift
+                after = (new & fld.mask) >> fld.shift
+                if fld.edge is Edge.RISING and not (before == 0 and after != 0):
+                    continue
+                if fld.edge is Edge.FALLING and not (before != 0 and after == 0):
+                    continue
+                if hook(ctx, before, after) is False:
+                    veto |= fld.mask
+            if touches_hw:  # a hook may have written the device: merge over what is there now
+                hw = device.read(self.offset, self.width)
+        writable = masks.rw & bytes_mask & ~veto
+        clear = masks.rw1c & wval & ~veto
+        if self.shadow_mask:
+            taken = writable & self.shadow_mask
+            self.shadow = (self.shadow & ~taken) | (new & taken)
+            self.shadow &= ~(clear & self.shadow_mask)
+        if not self.space.permissive and self.permissive_only & (wval ^ old) & bytes_mask:
+            self.space.warn_permissive(self.reg.name)
+        if not touches_hw:
+            return
+        hw_write = writable & self.hw_mask
+        hw_clear = clear & self.hw_mask
+        hw_zero = masks.rsvdz & bytes_mask & self.hw_mask
+        if not (hw_write | hw_clear | hw_zero):
+            return
+        out = hw & ~self.hw_rw1c  # a 1 read back from a rw1c bit is never written back
+        out = (out & ~hw_write) | (new & hw_write) | hw_clear
+        out &= ~hw_zero
+        self._write_back(out, hw_write | hw_clear | hw_zero)
+
+    def _rw1c_all(self, masks: AccessMasks) -> int:
+        return masks.rw1c | self.hw_rw1c
+
+    def _write_back(self, out: int, changed: int) -> None:
+        """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
+        device = self.space.device
+        byte = 0
+        while byte < self.width:
+            if not (changed >> (8 * byte)) & 0xFF:
+                byte += 1
+                continue
+            run = 1
+            while byte + run < self.width and (changed >> (8 * (byte + run))) & 0xFF:
+                run += 1
+            for piece_start, piece_len in natural_pieces(self.offset + byte, run):
+                rel = piece_start - self.offset
+                chunk = (out >> (8 * rel)) & ((1 << (8 * piece_len)) - 1)
+                device.write(piece_start, piece_len, chunk)
+            byte += run
+
+
+def natural_pieces(start: int, length: int) -> list[tuple[int, int]]:
+    """Split a byte run into naturally aligned accesses of 1, 2 or 4 bytes."""
+    pieces: list[tuple[int, int]] = []
+    while length:
+        for size in (4, 2, 1):
+            if size <= length and start % size == 0:
+                pieces.append((start, size))
+                start += size
+                length -= size
+                break
+    return pieces

@@ -1,0 +1,373 @@
+"""A device's configuration space as one guest sees it.
+
+Built once per device: the compiled tables are laid over the capabilities the device really
+has, and every byte offset gets its owner in a flat map (O(1) dispatch). One access splitter
+then serves every read and write, whatever registers and gaps an access straddles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pciback.engine.chain import (
+    EXT_END,
+    EXT_START,
+    STD_END,
+    FoundCapability,
+    walk,
+)
+from pciback.engine.policy import Policy, default_policy
+from pciback.engine.registers import RegisterInstance, natural_pieces
+from pciback.errors import PciOpError, XenPciError
+from pciback.ports.bus import PhysicalDevice
+from pciback.tables import Block, Register
+
+log = logging.getLogger("pciback.engine")
+
+STD_LINK = 2
+EXT_LINK = 4
+
+
+class Gap:
+    """Bytes no table describes: read from the device; written only in permissive mode."""
+
+    __slots__ = ()
+
+
+class Blocked:
+    """The body of a hidden capability: unreachable by offset (reads 0, writes dropped)."""
+
+    __slots__ = ()
+
+
+class ChainLink:
+    """A capability's ID and next pointer, rebuilt around hidden capabilities; never writable."""
+
+    __slots__ = ("end", "offset", "raw", "width")
+
+    def __init__(self, offset: int, width: int, raw: int) -> None:
+        self.offset = offset
+        self.width = width
+        self.end = offset + width
+        self.raw = raw
+
+    def value(self) -> int:
+        return self.raw
+
+
+GAP = Gap()
+BLOCKED = Blocked()
+Slot = RegisterInstance | ChainLink | Gap | Blocked
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCapability:
+    found: FoundCapability
+    table: Block | None
+    hidden: bool
+
+
+class ConfigSpace:
+    def __init__(
+        self,
+        device: PhysicalDevice,
+        policy: Policy,
+        *,
+        permissive: bool = False,
+        hide: Iterable[int] = (),
+        hide_extended: Iterable[int] = (),
+        extra_registers: Iterable[Register] = (),
+    ) -> None:
+        self.device = device
+        self.policy = policy
+        self.permissive = permissive
+        # Linux's allow_interrupt_control: INTx masking and MSI control reach the device.
+        self.allow_interrupt_control = False
+        self.size = device.config_size
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self._warned_permissive = False
+        self._map: list[Slot] = [GAP] * self.size
+        self.registers: list[RegisterInstance] = []
+        hide_std, hide_ext = frozenset(hide), frozenset(hide_extended)
+        chains = walk(device.read, self.size)
+        self.problems.extend(chains.problems)
+        self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
+        self.extended = [self._classify(c, policy.extended, hide_ext) for c in chains.extended]
+        self._lay_out_header()
+        self._lay_out_capabilities(self.standard, STD_END, STD_LINK)
+        self._lay_out_capabilities(self.extended, EXT_END, EXT_LINK)
+        self._lay_out_quirks(extra_registers)
+        for problem in self.problems:
+            log.warning("%s: %s", device.address, problem)
+
+    # -- what the rest of the backend asks ---------------------------------------------------------
+    @property
+    def exposed(self) -> list[FoundCapability]:
+        return [p.found for p in self.standard if not p.hidden]
+
+    @property
+    def exposed_extended(self) -> list[FoundCapability]:
+        return [p.found for p in self.extended if not p.hidden]
+
+    @property
+    def first_capability(self) -> int:
+        exposed = self.exposed
+        return exposed[0].offset if exposed else 0
+
+    def capability_offset(self, cap_id: int) -> int | None:
+        """Where an exposed standard capability lives (hidden ones do not exist for a guest)."""
+        return next((c.offset for c in self.exposed if c.ident == cap_id), None)
+
+    def extended_capability_offset(self, cap_id: int) -> int | None:
+        return next((c.offset for c in self.exposed_extended if c.ident == cap_id), None)
+
+    def slot_at(self, offset: int) -> Slot:
+        return self._map[offset]
+
+    def register_named(self, block_name: str, register: str) -> RegisterInstance | None:
+        for inst in self.registers:
+            if inst.reg.name == register and inst.state.get("block") == block_name:
+                return inst
+        return None
+
+    def warn_permissive(self, what: str) -> None:
+        if self._warned_permissive:
+            return
+        self._warned_permissive = True
+        message = (
+            f"{self.device.address}: guest write to {what} dropped; enable permissive mode"
+            " for this device if it needs that write"
+        )
+        self.warnings.append(message)
+        log.warning(message)
+
+    # -- the access splitter ---------------------------------------------------------------------
+    def _check(self, offset: int, size: int) -> None:
+        if size not in (1, 2, 4) or offset % size or not 0 <= offset <= self.size - size:
+            raise PciOpError(
+                XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
+            )
+
+    def read(self, offset: int, size: int) -> int:
+        self._check(offset, size)
+        result = 0
+        pos, end = offset, offset + size
+        while pos < end:
+            slot = self._map[pos]
+            if isinstance(slot, Gap | Blocked):
+                run = self._run(pos, end, slot)
+                if isinstance(slot, Gap):
+                    for start, length in natural_pieces(pos, run):
+                        chunk = self.device.read(start, length)
+                        result |= chunk << (8 * (start - offset))
+                pos += run
+                continue
+            stop = min(slot.end, end)
+            value = slot.value() >> (8 * (pos - slot.offset))
+            result |= (value & ((1 << (8 * (stop - pos))) - 1)) << (8 * (pos - offset))
+            pos = stop
+        return result
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._check(offset, size)
+        value &= (1 << (8 * size)) - 1
+        pos, end = offset, offset + size
+        while pos < end:
+            slot = self._map[pos]
+            data = value >> (8 * (pos - offset))
+            if isinstance(slot, RegisterInstance):
+                stop = min(slot.end, end)
+                slot.write(pos, stop - pos, data & ((1 << (8 * (stop - pos))) - 1))
+                pos = stop
+            elif isinstance(slot, Gap):
+                run = self._run(pos, end, slot)
+                if self.permissive:
+                    for start, length in natural_pieces(pos, run):
+                        chunk = (value >> (8 * (start - offset))) & ((1 << (8 * length)) - 1)
+                        self.device.write(start, length, chunk)
+                else:
+                    self.warn_permissive(f"undescribed bytes at {pos:#x}")
+                pos += run
+            elif isinstance(slot, ChainLink):
+                pos = min(slot.end, end)
+            else:
+                pos += self._run(pos, end, slot)
+
+    def _run(self, pos: int, end: int, slot: Slot) -> int:
+        run = 1
+        while pos + run < end and self._map[pos + run] is slot:
+            run += 1
+        return run
+
+    # -- laying out the tables -------------------------------------------------------------------
+    def _classify(
+        self, found: FoundCapability, tables: dict[int, Block], hidden: frozenset[int]
+    ) -> PlacedCapability:
+        table = tables.get(found.ident)
+        hide = found.ident in hidden or bool(table and table.hidden)
+        return PlacedCapability(found, table, hide)
+
+    def _lay_out_header(self) -> None:
+        header_type = self.device.read(0x0E, 1) & 0x7F
+        table = self.policy.headers.get(header_type)
+        if table is None:
+            self.problems.append(f"no policy for header type {header_type}: header is read-only")
+            return
+        self._place_block(table, 0, 0x40)
+
+    def _lay_out_capabilities(
+        self, caps: list[PlacedCapability], region_end: int, link: int
+    ) -> None:
+        starts = sorted(p.found.offset for p in caps)
+        exposed = [p for p in caps if not p.hidden]
+        for placed in caps:
+            base = placed.found.offset
+            following = [s for s in starts if s > base]
+            natural_end = following[0] if following else region_end
+            extent = self._extent(placed.table, base, natural_end, region_end, link)
+            if placed.hidden:
+                self._claim(base, extent, BLOCKED)
+                continue
+            if placed.table is not None:
+                self._place_block(placed.table, base, base + extent)
+        # Links go in last: they are the backend's and win over anything a broken table placed.
+        for i, placed in enumerate(exposed):
+            nxt = exposed[i + 1].found.offset if i + 1 < len(exposed) else 0
+            self._set_link(placed.found, nxt, link)
+        if link == EXT_LINK and caps and caps[0].hidden:
+            # 0x100 is where every walk of the extended list starts: keep a null header there.
+            nxt = exposed[0].found.offset if exposed else 0
+            self._claim(EXT_START, EXT_LINK, ChainLink(EXT_START, EXT_LINK, nxt << 20))
+
+    def _extent(
+        self, table: Block | None, base: int, natural_end: int, region_end: int, link: int
+    ) -> int:
+        if table is None or table.length is None:
+            end = natural_end
+            if table is not None and table.registers:
+                end = max(end, base + link)
+            return max(link, min(end, region_end) - base)
+        length = table.length
+        if not isinstance(length, int):
+            length = length(self._lookup(table, base))
+        return max(link, min(length, region_end - base))
+
+    def _set_link(self, found: FoundCapability, nxt: int, link: int) -> None:
+        if link == STD_LINK:
+            raw = found.ident | (nxt << 8)
+        else:
+            raw = found.ident | (found.version << 16) | (nxt << 20)
+        self._claim(found.offset, link, ChainLink(found.offset, link, raw))
+
+    def _claim(self, start: int, length: int, slot: Slot) -> None:
+        for off in range(start, min(start + length, self.size)):
+            self._map[off] = slot
+
+    def _lookup(self, block: Block, base: int) -> LookupFn:
+        return LookupFn(self.device, block, base)
+
+    def _place_block(self, block: Block, base: int, limit: int) -> None:
+        lookup = self._lookup(block, base)
+        for reg in block.registers:
+            try:
+                if reg.present is not None and not reg.present(lookup):
+                    continue
+                rel = reg.offset if isinstance(reg.offset, int) else reg.offset(lookup)
+            except KeyError as exc:  # pragma: no cover - the compiler rules this out
+                self.problems.append(f"{block.source}: {exc}")
+                continue
+            start = base + rel
+            if start + reg.width > min(limit, self.size):
+                self.problems.append(
+                    f"{block.name}.{reg.name} at {start:#x} does not fit the device's"
+                    f" {block.kind.value}; left undescribed"
+                )
+                continue
+            taken = [self._map[o] for o in range(start, start + reg.width)]
+            if any(s is not GAP for s in taken):
+                self.problems.append(
+                    f"{block.name}.{reg.name} at {start:#x} overlaps another block;"
+                    " the device's capability list is inconsistent"
+                )
+                continue
+            inst = RegisterInstance(self, reg, start, base)
+            inst.state["block"] = block.name
+            self.registers.append(inst)
+            self._claim(start, reg.width, inst)
+
+    def _lay_out_quirks(self, extra: Iterable[Register]) -> None:
+        ids = _device_ids(self.device)
+        for quirk in self.policy.quirks:
+            if all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in quirk.matches):
+                self._overlay(quirk, quirk.registers)
+        extra = tuple(extra)
+        if extra:
+            self._overlay(None, extra)
+
+    def _overlay(self, block: Block | None, registers: Iterable[Register]) -> None:
+        """Quirk registers replace whatever described their bytes before."""
+        for reg in registers:
+            if not isinstance(reg.offset, int) or reg.offset + reg.width > self.size:
+                self.problems.append(f"quirk register {reg.name} does not fit the device")
+                continue
+            for off in range(reg.offset, reg.offset + reg.width):
+                old = self._map[off]
+                if isinstance(old, RegisterInstance) and old in self.registers:
+                    self.registers.remove(old)
+                    self._claim(old.offset, old.width, GAP)
+            inst = RegisterInstance(self, reg, reg.offset, 0)
+            inst.state["block"] = block.name if block else "runtime-quirk"
+            self.registers.append(inst)
+            self._claim(reg.offset, reg.width, inst)
+
+
+class LookupFn:
+    """A block's field values as the device holds them, for lengths and conditions."""
+
+    __slots__ = ("base", "block", "device")
+
+    def __init__(self, device: PhysicalDevice, block: Block, base: int) -> None:
+        self.device = device
+        self.block = block
+        self.base = base
+
+    def __call__(self, register: str, field: str) -> int:
+        reg = next(r for r in self.block.registers if r.name == register)
+        fld = next(f for f in reg.fields if f.name == field)
+        if not isinstance(reg.offset, int):  # pragma: no cover - the compiler rules this out
+            raise KeyError(f"{register} moves; it cannot be used in a condition")
+        value = self.device.read(self.base + reg.offset, reg.width)
+        return (value & fld.mask) >> fld.shift
+
+
+def _device_ids(device: PhysicalDevice) -> dict[str, int]:
+    return {
+        "vendor": device.read(0x00, 2),
+        "device": device.read(0x02, 2),
+        "class": device.read(0x08, 4) >> 8,
+        "subsystem_vendor": device.read(0x2C, 2),
+        "subsystem_device": device.read(0x2E, 2),
+    }
+
+
+def build_config_space(
+    device: PhysicalDevice,
+    *,
+    permissive: bool = False,
+    policy: Policy | None = None,
+    hide: Iterable[int] = (),
+    hide_extended: Iterable[int] = (),
+    extra_registers: Iterable[Register] = (),
+) -> ConfigSpace:
+    """The guest view of `device` under the compiled policy (the default: generated/)."""
+    return ConfigSpace(
+        device,
+        policy or default_policy(),
+        permissive=permissive,
+        hide=hide,
+        hide_extended=hide_extended,
+        extra_registers=extra_registers,
+    )

@@ -1,0 +1,139 @@
+"""Side effects of the configuration header: command bits, BIST, BARs, the capability list."""
+
+from __future__ import annotations
+
+from pciback.engine.hookapi import HookContext, read_hook, write_hook
+from pciback.ports.bus import BarKind, BarResource
+
+COMMAND = 0x04
+COMMAND_IO = 1 << 0
+COMMAND_MEMORY = 1 << 1
+COMMAND_MASTER = 1 << 2
+COMMAND_MWI = 1 << 4
+COMMAND_INTX_DISABLE = 1 << 10
+BAR0 = 0x10
+ROM_TYPE0 = 0x30
+ROM_TYPE1 = 0x38
+
+
+def _set_command_bits(ctx: HookContext, bits: int, on: bool) -> None:
+    device = ctx.space.device
+    current = device.read(COMMAND, 2)
+    wanted = current | bits if on else current & ~bits
+    if wanted != current:
+        device.write(COMMAND, 2, wanted)
+
+
+@write_hook("decode_enable")
+def decode_enable(ctx: HookContext, old: int, new: int) -> bool:
+    """Decode on asks the host to enable the device; it is never switched off under the host."""
+    state = ctx.state
+    if "enabled" not in state:
+        state["enabled"] = bool(ctx.old_register & (COMMAND_IO | COMMAND_MEMORY))
+    wants = bool(ctx.new_register & (COMMAND_IO | COMMAND_MEMORY))
+    if wants and not state["enabled"]:
+        bars = ctx.space.device.bars()
+        decode = 0
+        if any(b.kind is BarKind.IO for b in bars):
+            decode |= COMMAND_IO
+        if any(b.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM) for b in bars):
+            decode |= COMMAND_MEMORY
+        _set_command_bits(ctx, decode, True)
+    elif not wants and state["enabled"]:
+        # Disabling a device stops its DMA; decode stays on for the host (XSA-120).
+        _set_command_bits(ctx, COMMAND_MASTER, False)
+    state["enabled"] = wants
+    return True
+
+
+@write_hook("bus_master")
+def bus_master(ctx: HookContext, old: int, new: int) -> bool:
+    if old != new:
+        _set_command_bits(ctx, COMMAND_MASTER, bool(new))
+    return True
+
+
+@write_hook("memory_write_invalidate")
+def memory_write_invalidate(ctx: HookContext, old: int, new: int) -> bool:
+    # MWI needs a cache line size the device accepts; 0 means the host never set one.
+    if new and not ctx.space.device.read(0x0C, 1):
+        return False
+    if old != new:
+        _set_command_bits(ctx, COMMAND_MWI, bool(new))
+    return True
+
+
+@write_hook("intx_disable")
+def intx_disable(ctx: HookContext, old: int, new: int) -> bool:
+    if ctx.space.allow_interrupt_control and old != new:
+        _set_command_bits(ctx, COMMAND_INTX_DISABLE, bool(new))
+    return True
+
+
+@write_hook("bist_start")
+def bist_start(ctx: HookContext, old: int, new: int) -> bool:
+    return bool(ctx.field("capable", ctx.old_register))
+
+
+# -- BARs ------------------------------------------------------------------------------------------
+def _bar_of(ctx: HookContext) -> BarResource | None:
+    header_type = ctx.space.device.read(0x0E, 1) & 0x7F
+    rom = ROM_TYPE1 if header_type == 1 else ROM_TYPE0
+    index = 6 if ctx.offset == rom else (ctx.offset - BAR0) // 4
+    return next((b for b in ctx.space.device.bars() if b.index == index), None)
+
+
+def _address_mask(bar: BarResource | None) -> int:
+    """The bits of the register that hold the address (a sizing write sets them all)."""
+    if bar is None or bar.kind is BarKind.UNUSED:
+        return 0xFFFFFFFF
+    return {
+        BarKind.IO: 0xFFFFFFFC,
+        BarKind.ROM: 0xFFFFF800,
+        BarKind.MEM64_UPPER: 0xFFFFFFFF,
+    }.get(bar.kind, 0xFFFFFFF0)
+
+
+def size_mask(bar: BarResource | None, original: int) -> int:
+    """What the register reads after a sizing write: the size's address bits and the flags."""
+    if bar is None or bar.kind is BarKind.UNUSED or bar.size == 0:
+        return 0
+    if bar.kind is BarKind.MEM64_UPPER:
+        return (~(bar.size - 1) >> 32) & 0xFFFFFFFF
+    mask = _address_mask(bar)
+    return (~(bar.size - 1) & mask) | (
+        original & ~mask & 0xFFFFFFFF & ~1 if bar.kind is BarKind.ROM else original & ~mask
+    )
+
+
+@write_hook("bar_write")
+def bar_write(ctx: HookContext, old: int, new: int) -> bool:
+    bar = _bar_of(ctx)
+    mask = _address_mask(bar)
+    original = ctx.register.cached
+    if new & mask == mask:
+        ctx.state["sizing"] = True
+        return False
+    ctx.state["sizing"] = False
+    device = ctx.space.device
+    if new == original and device.read(ctx.offset, 4) != original:
+        device.write(ctx.offset, 4, original)  # the one write a guest may make: restoring
+    return False
+
+
+@read_hook("bar_read")
+def bar_read(ctx: HookContext, value: int) -> int:
+    if ctx.state.get("sizing"):
+        return size_mask(_bar_of(ctx), ctx.register.cached)
+    return value
+
+
+# -- the capability list ---------------------------------------------------------------------------
+@read_hook("capability_pointer")
+def capability_pointer(ctx: HookContext, value: int) -> int:
+    return ctx.space.first_capability
+
+
+@read_hook("capability_list")
+def capability_list(ctx: HookContext, value: int) -> int:
+    return 1 if ctx.space.exposed else 0

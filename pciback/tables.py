@@ -1,0 +1,117 @@
+"""The table types that generated/ instantiates: the compiled policy, as plain frozen data.
+
+Each field has two independent properties: its backing (where a guest read comes from) and its
+guest access (what a guest write does). The engine merges them bit by bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+FieldLookup = Callable[[str, str], int]
+"""`lookup(register, field)`: a field's value as the device reports it."""
+
+Expr = Callable[[FieldLookup], int]
+
+
+class Backing(Enum):
+    HW = "hw"  # the device, on every read
+    CACHED = "cached"  # the device, read once when the device is seized
+    SHADOW = "shadow"  # a value the backend keeps
+    CONST = "const"  # a fixed value
+
+
+class Access(Enum):
+    RO = "ro"  # guest writes ignored
+    RW = "rw"  # guest writes taken (into the shadow, or to the device)
+    RW1C = "rw1c"  # writing 1 clears; never echoed back by a read-modify-write
+    RSVDP = "rsvdp"  # reads 0; the device's value preserved on writes
+    RSVDZ = "rsvdz"  # reads 0; 0 written to the device
+
+
+class Edge(Enum):
+    ANY = "any"
+    RISING = "rising"  # old == 0 and new != 0
+    FALLING = "falling"  # old != 0 and new == 0
+
+
+class BlockKind(Enum):
+    HEADER = "header"
+    CAPABILITY = "capability"
+    EXTENDED_CAPABILITY = "extended_capability"
+    QUIRK = "quirk"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    mask: int  # bits of the register
+    backing: Backing
+    access: Access
+    source: str  # "FILE:LINE" of the field in the policy
+    init: int | None = None  # shadow's initial / const's value, field-relative; None: device
+    permissive: Access | None = None  # the access granted instead in permissive mode
+    on_write: str | None = None
+    edge: Edge = Edge.ANY
+    on_read: str | None = None
+    reason: str = ""
+
+    @property
+    def shift(self) -> int:
+        return (self.mask & -self.mask).bit_length() - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    name: str
+    offset: int | Expr  # from the block's start; an Expr when it moves with device fields
+    width: int  # bytes: 1, 2 or 4
+    fields: tuple[Field, ...]
+    source: str
+    present: Expr | None = None  # None: always present
+    reason: str = ""
+    offset_text: str = ""
+    present_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    key: str  # vendor, device, subsystem_vendor, subsystem_device, class
+    value: int
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    kind: BlockKind
+    name: str
+    ident: int  # header type, capability ID, extended capability ID; 0 for quirks
+    registers: tuple[Register, ...]
+    source: str
+    length: int | Expr | None = None
+    length_text: str = ""
+    hidden: bool = False
+    policy_reason: str = ""
+    matches: tuple[MatchRule, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HookDecl:
+    name: str
+    kind: str  # "write" or "read"
+    params: tuple[str, ...]
+    source: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyModule:
+    """One compiled policy file."""
+
+    source: str
+    sha256: str
+    blocks: tuple[Block, ...]
+    hooks: tuple[HookDecl, ...] = field(default=())
