@@ -1,0 +1,192 @@
+"""MSI, multi-MSI and MSI-X through the page: the XSA-157 state checks, the bounds, the guest's
+view afterwards, and nothing left behind when the guest goes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.errors import PciOpError, XenPciError
+from pciback.protocol.abi import Cmd
+from pciback.sim import MultiMsiRefused, SimGuest, SimHost
+from pciback.sim.device import SimDevice
+from pciback.sim.hypervisor import SimHypervisor
+
+from .simconfig import INTERRUPT_LINE, MSI_CAP, MSIX_CAP, MSIX_TABLE_SIZE, nic_config
+
+ADDR = "0000:03:00.0"
+
+
+def attach(
+    host: SimHost, *, msi: bool = True, msix: bool = True, command: int = 0x6
+) -> tuple[SimGuest, SimDevice]:
+    config = nic_config(msi=msi, msix=msix, command=command)
+    device = host.add_device(ADDR, config, bar_sizes={0: 0x4000})
+    return host.attach(1, [ADDR]), device
+
+
+def refused(call: object) -> XenPciError:
+    assert callable(call)
+    with pytest.raises(PciOpError) as info:
+        call()
+    return info.value.err
+
+
+def test_enable_msi_maps_a_pirq_and_programs_the_device(host: SimHost) -> None:
+    guest, device = attach(host)
+    pirq = guest.enable_msi(ADDR)
+    assert host.hypervisor.calls == [("map_pirq", 1, ADDR, "msi", 0, 1)]
+    assert host.hypervisor.pirqs_of(1) == [pirq]
+    assert device.msi_vectors == 1
+    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
+    assert control & 1 and control == device.read(MSI_CAP + 2, 2)
+    assert guest.conf_read(ADDR, MSI_CAP + 4, 4) == device.read(MSI_CAP + 4, 4) != 0
+
+
+def test_disable_msi_unmaps_and_answers_the_intx_line(host: SimHost) -> None:
+    guest, device = attach(host)
+    pirq = guest.enable_msi(ADDR)
+    reply = guest.frontend.do_op(Cmd.DISABLE_MSI, ADDR)
+    assert (reply.err, reply.value) == (XenPciError.SUCCESS, INTERRUPT_LINE)
+    assert host.hypervisor.calls[-1] == ("unmap_pirq", 1, pirq)
+    assert host.hypervisor.pirqs_of(1) == []
+    assert not guest.conf_read(ADDR, MSI_CAP + 2, 2) & 1
+    guest.disable_msi(ADDR)  # disabling what is off is harmless, as in Linux
+    assert device.msi_vectors == 0
+
+
+def test_msi_twice_is_refused_without_a_second_mapping(host: SimHost) -> None:
+    guest, _ = attach(host)
+    guest.enable_msi(ADDR)
+    assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    assert len(host.hypervisor.pirqs_of(1)) == 1
+
+
+def test_msi_and_msix_exclude_each_other(host: SimHost) -> None:
+    guest, _ = attach(host)
+    guest.enable_msi(ADDR)
+    assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
+    guest.disable_msi(ADDR)
+    guest.enable_msix(ADDR, [0])
+    assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    assert refused(lambda: guest.enable_multi_msi(ADDR, 2)) == XenPciError.OP_FAILED
+    assert refused(lambda: guest.enable_msix(ADDR, [1])) == XenPciError.OP_FAILED
+    assert len(host.hypervisor.pirqs_of(1)) == 1
+
+
+def test_a_device_without_the_capability_refuses(host: SimHost) -> None:
+    guest, _ = attach(host, msi=False, msix=False)
+    assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
+    assert host.hypervisor.calls == []
+
+
+def test_multi_msi_maps_an_aligned_block_and_sets_the_enabled_count(host: SimHost) -> None:
+    guest, device = attach(host)
+    base = guest.enable_multi_msi(ADDR, 4)
+    assert base % 4 == 0
+    assert host.hypervisor.pirqs_of(1) == [base, base + 1, base + 2, base + 3]
+    assert (guest.conf_read(ADDR, MSI_CAP + 2, 2) >> 4) & 7 == 2  # 2**2 messages enabled
+    assert device.msi_vectors == 4
+    guest.disable_msi(ADDR)
+    assert host.hypervisor.pirqs_of(1) == []
+
+
+@pytest.mark.parametrize(("count", "hint"), [(16, 8), (3, 2), (0, 1), (1 << 31, 8)])
+def test_multi_msi_beyond_the_device_says_what_it_would_take(
+    host: SimHost, count: int, hint: int
+) -> None:
+    guest, _ = attach(host)
+    with pytest.raises(MultiMsiRefused) as info:
+        guest.enable_multi_msi(ADDR, count)
+    assert info.value.err == XenPciError.OP_FAILED
+    assert info.value.info == hint
+    assert host.hypervisor.calls == []
+    assert guest.enable_multi_msi(ADDR, hint) > 0
+
+
+def test_enable_msix_gives_one_vector_per_entry(host: SimHost) -> None:
+    guest, device = attach(host)
+    vectors = guest.enable_msix(ADDR, [0, 3, 7])
+    assert len(set(vectors)) == 3
+    assert [c[4] for c in host.hypervisor.calls] == [0, 3, 7]
+    assert device.msix_entries == (0, 3, 7)
+    assert guest.conf_read(ADDR, MSIX_CAP + 2, 2) & 0x8000
+    guest.disable_msix(ADDR)
+    assert host.hypervisor.pirqs_of(1) == []
+    assert not guest.conf_read(ADDR, MSIX_CAP + 2, 2) & 0x8000
+
+
+def test_enable_msix_accepts_a_count(host: SimHost) -> None:
+    guest, device = attach(host)
+    assert len(guest.enable_msix(ADDR, 2)) == 2
+    assert device.msix_entries == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [],
+        list(range(MSIX_TABLE_SIZE + 1)),
+        [MSIX_TABLE_SIZE],
+        [0xFFFF],
+        [2, 2],
+    ],
+)
+def test_msix_entries_are_bounded_by_the_table(host: SimHost, entries: list[int]) -> None:
+    guest, device = attach(host)
+    assert refused(lambda: guest.enable_msix(ADDR, entries)) == XenPciError.OP_FAILED
+    assert host.hypervisor.pirqs_of(1) == [] and device.msix_entries is None
+
+
+@pytest.mark.parametrize("count", [129, 0xFFFFFFFF])
+def test_msix_counts_beyond_the_page_are_refused(host: SimHost, count: int) -> None:
+    guest, _ = attach(host)
+    reply = guest.frontend.do_op(Cmd.ENABLE_MSIX, ADDR, value=count)
+    assert reply.err == XenPciError.OP_FAILED
+    assert host.hypervisor.calls == []
+
+
+def test_msix_needs_memory_decoding(host: SimHost) -> None:
+    guest, device = attach(host, command=0)
+    assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
+    device.write(0x04, 2, 0x2)  # the host turns decoding on
+    assert len(guest.enable_msix(ADDR, [0])) == 1
+
+
+def test_a_failed_mapping_leaves_nothing_mapped(host: SimHost) -> None:
+    tight = SimHost(hypervisor=SimHypervisor(nr_pirqs=2))
+    try:
+        guest, device = attach(tight)
+        assert refused(lambda: guest.enable_msix(ADDR, [0, 1, 2])) == XenPciError.OP_FAILED
+        assert tight.hypervisor.mapped == {}
+        assert device.msix_entries is None
+        tight.hypervisor.fail_next_map = True
+        assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+        assert len(guest.enable_msix(ADDR, [0, 1])) == 2  # the state was not poisoned
+    finally:
+        tight.close()
+
+
+def test_the_guest_going_tears_everything_down(host: SimHost) -> None:
+    guest, device = attach(host)
+    guest.enable_msix(ADDR, [0, 1, 2])
+    host.destroy_guest(1)
+    assert host.hypervisor.pirqs_of(1) == []
+    assert device.msix_entries is None and device.resets == 1
+    assert host.owner(ADDR) is None
+    again = host.attach(2, [ADDR])
+    assert len(again.enable_msix(ADDR, [0])) == 1
+
+
+def test_detach_tears_down_that_device_only(host: SimHost) -> None:
+    guest, device = attach(host)
+    other = host.add_device("0000:04:00.0", nic_config(), bar_sizes={0: 0x4000})
+    host.attach(1, ["0000:04:00.0"])
+    guest.enable_msi(ADDR)
+    kept = guest.enable_msi("0000:04:00.0")
+    host.detach(1, ADDR)
+    assert host.hypervisor.pirqs_of(1) == [kept]
+    assert device.msi_vectors == 0 and other.msi_vectors == 1
+    with pytest.raises(PciOpError) as info:
+        guest.conf_read(ADDR, 0, 2)
+    assert info.value.err == XenPciError.DEV_NOT_FOUND
