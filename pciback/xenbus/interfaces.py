@@ -39,5 +39,11 @@ class DataPath(Protocol):
         ...
 
     def disconnect(self, domid: int, devid: int) -> None:
-        """Stop servicing, finish an op in flight, unmap the page; idempotent."""
+        """Stop servicing, finish an op in flight, tear down interrupts, unmap the page;
+        idempotent."""
+        ...
+
+    def suspend(self, domid: int, devid: int) -> None:
+        """The daemon is stopping: stop servicing but leave the guest's devices and interrupts
+        exactly as they are, for the next daemon to resume."""
         ...

@@ -62,7 +62,9 @@ class XenbusBackends:
         self.store.unwatch("@releaseDomain", _RELEASE_TOKEN)
         for key, backend in self.backends.items():
             self.store.unwatch(join(backend.frontend, "state"), _fe_token(key))
-            backend.disconnect()
+            if backend.connected:
+                backend.connected = False
+                self.datapath.suspend(*key)
 
     def pump(self, timeout: float | None = 0.0) -> int:
         """Handle pending watch events, waiting up to `timeout` for the first; returns how many."""

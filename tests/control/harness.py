@@ -49,6 +49,10 @@ class RecordingDataPath:
         self.connected.pop((domid, devid), None)
         self.log.append(f"disconnect {domid}")
 
+    def suspend(self, domid: int, devid: int) -> None:
+        self.connected.pop((domid, devid), None)
+        self.log.append(f"suspend {domid}")
+
 
 def make_devices() -> dict[str, SimDevice]:
     return {a: SimDevice(a, fixture(n)) for a, n in DEVICES.items()}

@@ -1,0 +1,1 @@
+"""The daemon: configuration, wiring of ports and control plane, control socket, demo."""

@@ -1,0 +1,174 @@
+"""Malformed or hostile xenstore contents: a clear error for that guest, the others untouched."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pciback.ports.xenstore import XenStoreError
+from pciback.sim.toolstack import SimPcifront, backend_path, frontend_path
+from pciback.xenbus.states import XenbusState as S
+
+from .harness import BLK, NET, RNG, World
+
+BE2 = backend_path(2)
+FE2 = frontend_path(2)
+
+
+def healthy_neighbour(w: World) -> None:
+    w.guest(1, [NET], mode="vpci")
+
+
+def assert_neighbour_untouched(w: World) -> None:
+    assert w.be(1, "state") == str(int(S.CONNECTED))
+    assert w.ownership.owner(NET) == 1
+    assert (1, 0) in w.datapath.connected
+    assert w.error(1) is None
+
+
+def closed(w: World) -> bool:
+    return w.be(2, "state") in (str(int(S.CLOSING)), str(int(S.CLOSED)))
+
+
+@pytest.mark.parametrize(
+    ("node", "value", "fragment"),
+    [
+        ("num_devs", None, "num_devs: missing"),
+        ("num_devs", "two", "expected a decimal number"),
+        ("num_devs", "-1", "expected a decimal number"),
+        ("num_devs", "4294967297", "above the limit 256"),
+        ("num_devs", "9" * 4000, "expected a decimal number"),
+        ("dev-0", "0000:04:00.9", "out of range"),
+        ("dev-0", "not-a-device", "expected DDDD:BB:DD.F"),
+        ("dev-0", None, "dev-0: missing"),
+        ("frontend", "/local/domain/1/device/pci/0", "not under /local/domain/2/"),
+    ],
+)
+def test_bad_toolstack_nodes(node: str, value: str | None, fragment: str) -> None:
+    w = World()
+    healthy_neighbour(w)
+    w.toolstack.create(2, [RNG], "vpci")
+    xs = w.toolstack.xs  # the edit lands before the backend has looked at the directory
+    if value is None:
+        xs.rm(f"{BE2}/{node}")
+    else:
+        xs.write(f"{BE2}/{node}", value)
+    w.settle()
+    assert fragment in (w.error(2) or "")
+    assert w.ownership.owner(RNG) is None
+    assert_neighbour_untouched(w)
+
+
+@pytest.mark.parametrize(
+    ("node", "value", "fragment"),
+    [
+        ("magic", "6", "version mismatch"),
+        ("magic", "7" * 3000, "version mismatch"),
+        ("pci-op-ref", "0x10", "expected a decimal number"),
+        ("pci-op-ref", "4294967296", "above the limit"),
+        ("event-channel", "", "expected a decimal number"),
+    ],
+)
+def test_bad_frontend_nodes(node: str, value: str, fragment: str) -> None:
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci", publish=False)
+    front.xs.write(f"{FE2}/pci-op-ref", "8")
+    front.xs.write(f"{FE2}/event-channel", "9")
+    front.xs.write(f"{FE2}/magic", "7")
+    front.xs.write(f"{FE2}/{node}", value)
+    front.switch(S.INITIALISED)
+    w.settle()
+    assert fragment in (w.error(2) or "")
+    assert closed(w)
+    assert (2, 0) not in w.datapath.connected
+    assert w.ownership.owner(RNG) is None  # a failed backend gives its devices back
+    assert_neighbour_untouched(w)
+
+
+def test_missing_frontend_config() -> None:
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci", publish=False)
+    front.switch(S.INITIALISED)  # without publishing the page
+    w.settle()
+    assert "pci-op-ref: missing" in (w.error(2) or "")
+    assert_neighbour_untouched(w)
+
+
+def test_unmappable_grant_is_a_guest_error() -> None:
+    w = World()
+    healthy_neighbour(w)
+    w.datapath.fail_connect = True
+    w.guest(2, [RNG], mode="vpci")
+    assert "cannot map grant" in (w.error(2) or "")
+    assert w.ownership.owner(RNG) is None
+    assert_neighbour_untouched(w)
+
+
+def test_garbage_state_values_read_as_unknown() -> None:
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci")
+    for garbage in ("4x", "99", "", "-4", "٣"):
+        front.xs.write(f"{FE2}/state", garbage)
+        w.settle()
+    assert_neighbour_untouched(w)
+    assert w.ownership.owner(RNG) == 2  # unknown while the frontend node exists: no action
+
+
+def test_guest_cannot_forge_backend_nodes() -> None:
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci")
+    for path in (f"{BE2}/num_devs", f"{BE2}/dev-1", f"{backend_path(1)}/state"):
+        with pytest.raises(XenStoreError) as info:
+            front.xs.write(path, "0")
+        assert info.value.errno == errno.EACCES
+    assert_neighbour_untouched(w)
+
+
+def test_hostile_frontend_cannot_force_connected() -> None:
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci", publish=False)
+    front.switch(S.CONNECTED)  # skipping the handshake
+    w.settle()
+    assert w.be(2, "state") == str(int(S.INITIALISED))
+    assert (2, 0) not in w.datapath.connected
+
+
+def test_junk_backend_directories_are_ignored() -> None:
+    w = World()
+    healthy_neighbour(w)
+    xs = w.toolstack.xs
+    root = "/local/domain/0/backend/pci"
+    for junk in ("x", "0", "99999", "-1"):
+        xs.write(f"{root}/{junk}/0/state", "1")
+    xs.write(f"{root}/3/zz/state", "1")
+    w.settle()
+    assert sorted(w.backends.backends) == [(1, 0)]
+    assert_neighbour_untouched(w)
+
+
+def test_hot_remove_of_unknown_vdev_reports_error() -> None:
+    w = World()
+    healthy_neighbour(w)
+    w.guest(2, [RNG, BLK], mode="vpci")
+    xs = w.toolstack.xs
+    xs.write(f"{BE2}/vdev-1", "0000:00:1f.07")
+    xs.write(f"{BE2}/state-1", str(int(S.CLOSING)))
+    xs.write(f"{BE2}/state", str(int(S.RECONFIGURING)))
+    w.settle()
+    assert "is not this guest's" in (w.error(2) or "")
+    assert_neighbour_untouched(w)
+
+
+def test_frontend_published_before_backend_dir_is_fine() -> None:
+    w = World()
+    front = w.fronts[2] = SimPcifront(w.store, 2)
+    w.toolstack.create(2, [RNG], "vpci")
+    front.publish()
+    w.settle()
+    assert w.be(2, "state") == str(int(S.CONNECTED))

@@ -1,0 +1,70 @@
+"""Passthrough (real addresses, root buses) and the virtual PCI bus (virtual slots)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.xenbus.states import XenbusState as S
+from pciback.xenbus.topology import Passthrough, TopologyError, VirtualBus
+
+from .harness import BLK, BRIDGE, NET, RNG, World
+
+
+def test_passthrough_shows_real_addresses_and_publishes_roots() -> None:
+    w = World()
+    front = w.guest(1, [NET, RNG], mode="passthrough")
+    assert sorted(front.devices()) == [NET, RNG]
+    assert front.roots == ["0000:03", "0000:04"]
+    assert w.be(1, "root_num") == "2"
+    assert w.datapath.devices[(1, 0)] == {NET: NET, RNG: RNG}
+
+
+def test_vpci_keeps_functions_of_one_device_in_one_slot() -> None:
+    w = World()
+    front = w.guest(1, [RNG, NET, BLK], mode="vpci")
+    assert w.datapath.devices[(1, 0)] == {
+        "0000:00:00.0": RNG,
+        "0000:00:01.0": NET,
+        "0000:00:01.1": BLK,
+    }
+    assert front.roots == ["0000:00"]
+    assert w.be(1, "vdev-2") == "0000:00:01.01"
+
+
+def test_vpci_refuses_bridges_passthrough_takes_them() -> None:
+    w = World()
+    w.guest(1, [BRIDGE], mode="vpci")
+    assert "bridges cannot be exported" in (w.error(1) or "")
+    assert w.ownership.owner(BRIDGE) is None  # the failed claim was given back
+    w2 = World()
+    w2.guest(2, [BRIDGE], mode="passthrough")
+    assert w2.be(2, "state") == str(int(S.CONNECTED))
+
+
+def test_two_guests_two_topologies_side_by_side() -> None:
+    w = World()
+    a = w.guest(1, [NET, BLK], mode="passthrough")
+    b = w.guest(2, [RNG], mode="vpci")
+    assert sorted(a.devices()) == sorted([NET, BLK])
+    assert b.devices() == ["0000:00:00.0"]
+    assert w.ownership.all() == {NET: 1, BLK: 1, RNG: 2}
+
+
+def test_virtual_bus_fills_32_slots_then_refuses() -> None:
+    bus = VirtualBus()
+    for slot in range(32):
+        assert bus.add(f"0000:{slot + 1:02x}:00.0", False) == f"0000:00:{slot:02x}.0"
+    with pytest.raises(TopologyError, match="no more space"):
+        bus.add("0000:40:00.0", False)
+    bus.remove("0000:05:00.0")
+    assert bus.add("0000:41:00.0", False) == "0000:00:04.0"
+
+
+def test_restored_placement_is_kept() -> None:
+    bus = VirtualBus()
+    assert bus.add("0000:05:00.1", False, guest="0000:00:07.1") == "0000:00:07.1"
+    assert bus.physical_of("0000:00:07.1") == "0000:05:00.1"
+    with pytest.raises(TopologyError):
+        bus.add("0000:06:00.0", False, guest="0000:00:07.1")
+    with pytest.raises(TopologyError):
+        Passthrough().add(NET, False, guest=RNG)
