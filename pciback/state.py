@@ -8,6 +8,7 @@ Every change is its own committed transaction, so a crash loses at most the chan
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -44,6 +45,8 @@ class StateStore:
             target = str(directory / DB_NAME)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        if directory is not None:
+            os.chmod(target, 0o600)  # ownership and saved device state are root's business
         with self._lock:
             self._db.execute(
                 "PRAGMA journal_mode=WAL" if directory else "PRAGMA journal_mode=MEMORY"

@@ -1,0 +1,119 @@
+"""The stub pool's operator knobs: slots, seizing and releasing, permissive, quirks, IRQ
+handlers; as the Linux driver's sysfs attributes offer them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pciback.control.hide import HideSyntaxError
+from pciback.ownership import Ownership
+from pciback.sim.hostbus import SimHostBus
+from pciback.state import StateStore
+from pciback.stub import ClaimError, StubError, StubPool
+
+from .harness import BLK, BRIDGE, NET, RNG, make_devices
+
+
+def pool(state: StateStore | None = None) -> tuple[StubPool, SimHostBus]:
+    bus = SimHostBus(make_devices(), {NET: "virtio-pci", BLK: "virtio-pci"})
+    stub = StubPool(bus, Ownership(state), state)
+    stub.load()
+    return stub, bus
+
+
+def test_new_slot_seizes_from_the_host_driver() -> None:
+    stub, bus = pool()
+    assert stub.add_slot("03:00.*") == [NET, BLK]
+    assert [f"{a}" for a in stub.slots()[:2]] == ["0000:03:00.0", "0000:03:00.1"]
+    assert len(stub.slots()) == 8  # a function wildcard lists every function, as Linux does
+    assert bus.driver(NET) == "pciback"
+    assert ("unbind", NET, "virtio-pci") in bus.history
+    assert bus.driver(RNG) == "host"
+
+
+def test_seize_saves_resets_and_disables() -> None:
+    stub, bus = pool()
+    net = bus.devices[NET]
+    net.write(0x04, 2, net.read(0x04, 2) | 0x4)  # the host driver left bus mastering on
+    stub.add_slot(NET)
+    assert net.resets == 1  # type: ignore[attr-defined]
+    assert net.read(0x04, 2) & 0x4 == 0
+    assert stub.devices[NET].saved[:4] == net.read(0, 4).to_bytes(4, "little")
+
+
+def test_remove_slot_and_errors() -> None:
+    stub, _ = pool()
+    stub.add_slot("0000:04:00.0")
+    stub.remove_slot("04:00.0")
+    assert stub.slots() == []
+    assert RNG in stub.devices  # stays seized until unseized, as Linux keeps it bound
+    with pytest.raises(StubError, match="no slot matches"):
+        stub.remove_slot("04:00.0")
+    with pytest.raises(HideSyntaxError):
+        stub.add_slot("04:00")
+
+
+def test_hide_list_applies_every_group() -> None:
+    stub, _ = pool()
+    assert stub.hide(f"({NET})(04:00.*)") == [NET, RNG]
+
+
+def test_claim_needs_the_pool_and_release_restores() -> None:
+    stub, bus = pool()
+    with pytest.raises(ClaimError, match="not assignable"):
+        stub.claim(RNG, 1)
+    stub.add_slot(RNG)
+    assert not stub.claim(RNG, 1).is_bridge
+    stub.add_slot(BRIDGE)
+    assert stub.claim(BRIDGE, 1).is_bridge
+    rng = bus.devices[RNG]
+    rng.write(0x0C, 1, 0x10)  # cache line size, as a guest driver may set it
+    stub.release(RNG, 1)
+    assert rng.read(0x0C, 1) == stub.devices[RNG].saved[0x0C]
+    assert stub.ownership.owner(RNG) is None
+
+
+def test_unseize_returns_to_host_driver_only_when_free() -> None:
+    stub, bus = pool()
+    stub.add_slot(NET)
+    stub.claim(NET, 3)
+    with pytest.raises(StubError, match="in use by domain 3"):
+        stub.unseize(NET)
+    stub.release(NET, 3)
+    stub.unseize(NET)
+    assert bus.driver(NET) == "virtio-pci"
+    assert NET not in stub.devices
+
+
+def test_permissive_quirks_irq_handlers() -> None:
+    stub, _ = pool()
+    stub.add_slot(NET)
+    with pytest.raises(StubError, match="not in the pciback pool"):
+        stub.set_permissive("04:00.0")
+    assert stub.set_permissive("03:00.0") == NET
+    assert stub.permissive() == [NET]
+    spec = stub.add_quirk("0000:03:00.0-40:2:ff00")
+    assert (spec.offset, spec.size, spec.mask) == (0x40, 2, 0xFF00)
+    assert stub.quirks() == ["03:00.0", "\t1af4:1041:1af4:1041", "\t\t00000040:2:0000ff00"]
+    assert stub.policy(NET) == (True, (spec,))
+    assert stub.irq_handlers() == [f"{NET}:off:acking:0"]
+    assert stub.toggle_irq_handler("03:00.0")
+    assert stub.irq_handlers() == [f"{NET}:on:acking:0"]
+
+
+def test_knobs_persist_and_devices_readopted(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    stub, bus = pool(state)
+    stub.add_slot(NET)
+    stub.set_permissive(NET)
+    stub.add_quirk(f"{NET}-44:4:ffffffff")
+    state.close()
+    again_state = StateStore(tmp_path)
+    again = StubPool(bus, Ownership(again_state), again_state)
+    again.load()
+    assert again.slots() == [NET]
+    assert again.permissive() == [NET]
+    assert again.policy(NET)[1][0].offset == 0x44
+    assert bus.devices[NET].resets == 1  # type: ignore[attr-defined]
