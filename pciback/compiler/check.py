@@ -41,6 +41,12 @@ _MATCH_WIDTH = {
     "subsystem_device": 16,
     "class": 24,
 }
+_KIND_WORDS = {
+    BlockKindDecl.HEADER: "a header",
+    BlockKindDecl.CAPABILITY: "a capability",
+    BlockKindDecl.EXTENDED_CAPABILITY: "an extended capability",
+    BlockKindDecl.QUIRK: "a quirk",
+}
 _HOOK_PARAMS = {"write": ("old", "new"), "read": ("value",)}
 _DATA_ACCESS = {"rw", "rw1c"}
 
@@ -219,6 +225,7 @@ class BlockChecker:
         names: dict[str, FieldDecl] = {}
         owner: dict[int, FieldDecl] = {}
         bits = reg.width * 8
+        shapeless = False
         for fld in reg.fields:
             if fld.name != "_" and fld.name in names:
                 self.diags.error(
@@ -229,25 +236,27 @@ class BlockChecker:
             names.setdefault(fld.name, fld)
             if fld.msb < fld.lsb:
                 self.diags.error(fld.bits_pos, f"bit range [{fld.msb}:{fld.lsb}] runs backwards")
+                shapeless = True
                 continue
             if fld.msb >= bits:
                 self.diags.error(
                     fld.bits_pos,
                     f"bit {fld.msb} is outside the {bits}-bit register '{reg.name}'",
                 )
+                shapeless = True
                 continue
+            twice = [bit for bit in range(fld.lsb, fld.msb + 1) if bit in owner]
+            if twice:
+                self.diags.error(
+                    fld.bits_pos,
+                    f"bit {twice[-1]} of register '{reg.name}' is covered twice"
+                    f" (also by field '{owner[twice[-1]].name}')",
+                )
             for bit in range(fld.lsb, fld.msb + 1):
-                if bit in owner:
-                    self.diags.error(
-                        fld.bits_pos,
-                        f"bit {bit} of register '{reg.name}' is covered twice"
-                        f" (also by field '{owner[bit].name}')",
-                    )
-                    break
-                owner[bit] = fld
+                owner.setdefault(bit, fld)
             self._check_field(fld)
         missing = [b for b in range(bits) if b not in owner]
-        if missing:
+        if missing and not shapeless:
             self.diags.error(
                 reg.pos,
                 f"bits {_ranges(missing)} of register '{reg.name}' are not covered by any field",
@@ -364,7 +373,7 @@ class BlockChecker:
                 self.diags.error(
                     where,
                     f"register '{reg.name}' at {offset:#x} lies outside the {space:#x} bytes"
-                    f" a {kind.value} may use",
+                    f" {_KIND_WORDS[kind]} may use",
                 )
                 continue
             if offset < link:
@@ -392,7 +401,7 @@ def _expr_pos(expr: Expr, default: Pos) -> Pos:
 def _ranges(bits: list[int]) -> str:
     parts: list[str] = []
     start = prev = bits[0]
-    for bit in bits[1:] + [-2]:
+    for bit in [*bits[1:], -2]:
         if bit == prev + 1:
             prev = bit
             continue

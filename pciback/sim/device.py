@@ -23,7 +23,9 @@ BAR0 = 0x10
 ROM_TYPE0 = 0x30
 ROM_TYPE1 = 0x38
 _STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
-_MAX_BAR = 1 << 40
+# A dump holds addresses, not sizes: a size guessed from an address's alignment is capped so
+# that a BAR placed high in a 64-bit window is not taken for hundreds of GiB.
+_MAX_BAR = 1 << 24
 
 
 def _lowest_set_bit(value: int) -> int:
@@ -248,7 +250,7 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
             bars.append(BarResource(index, BarKind.UNUSED, 0))
         else:
             addr = value & ~0xF
-            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, 1 << 31)
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
             bars.append(BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8)))
         index += 1
     rom_off = ROM_TYPE1 if header_type == 1 else ROM_TYPE0

@@ -1,0 +1,184 @@
+"""The per-bit merge of backing and guest access, one access class at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pciback.engine import ConfigSpace, Policy
+from tests.engine.support import MemoryDevice, compile_policy
+
+# One 16-bit register per behaviour under test, at offsets 0x10 upwards.
+POLICY = """
+header h type 0 {
+    register ids @0x00 u16 { id [15:0] cached ro }
+    register hw_rw @0x10 u16 { v [15:0] hw rw }
+    register hw_ro @0x12 u16 { v [15:0] hw ro }
+    register shadow_rw @0x14 u16 { v [15:0] shadow(hw) rw }
+    register shadow_init @0x16 u16 { v [15:0] shadow(0x1234) rw }
+    register constant @0x18 u16 { v [15:0] const(0xbeef) ro }
+    register reserved @0x1a u16 {
+        keep [7:0] hw rsvdp
+        zero [15:8] hw rsvdz
+    }
+    register status @0x1c u16 {
+        ctl   [7:0]  hw rw
+        errs  [15:8] hw rw1c
+    }
+    register mixed @0x20 u32 {
+        cached_part [7:0]   cached ro
+        shadow_part [15:8]  shadow(0) rw
+        hw_part     [23:16] hw rw
+        ro_part     [31:24] hw ro  permissive rw
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    return compile_policy(POLICY, tmp_path_factory.mktemp("merge"))
+
+
+def space(policy: Policy, dev: MemoryDevice, permissive: bool = False) -> ConfigSpace:
+    return ConfigSpace(dev, policy, permissive=permissive)
+
+
+def test_hw_rw_reads_and_writes_the_device(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x10, 2, 0xAAAA)
+    view = space(policy, dev)
+    assert view.read(0x10, 2) == 0xAAAA
+    view.write(0x10, 2, 0x1357)
+    assert dev.writes == [(0x10, 2, 0x1357)]
+    dev.poke(0x10, 2, 0x2468)  # the device changes by itself: hw is read every time
+    assert view.read(0x10, 2) == 0x2468
+
+
+def test_hw_ro_ignores_guest_writes(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x12, 2, 0x5555)
+    view = space(policy, dev)
+    view.write(0x12, 2, 0xFFFF)
+    assert dev.writes == []
+    assert view.read(0x12, 2) == 0x5555
+
+
+def test_cached_is_read_once_at_seize(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x00, 2, 0x8086)
+    view = space(policy, dev)
+    dev.poke(0x00, 2, 0xDEAD)
+    assert view.read(0x00, 2) == 0x8086
+
+
+def test_shadow_takes_guest_writes_without_touching_the_device(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x14, 2, 0x0F0F)
+    dev.poke(0x16, 2, 0xFFFF)
+    view = space(policy, dev)
+    assert view.read(0x14, 2) == 0x0F0F  # shadow(hw): starts from the device
+    assert view.read(0x16, 2) == 0x1234  # shadow(value): starts from the policy
+    view.write(0x14, 2, 0x7777)
+    view.write(0x16, 1, 0x99)  # a byte write merges into the shadow
+    assert view.read(0x14, 2) == 0x7777
+    assert view.read(0x16, 2) == 0x1299
+    assert dev.writes == []
+    assert dev.read(0x14, 2) == 0x0F0F
+
+
+def test_const_reads_its_value(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x18, 2, 0x1111)
+    view = space(policy, dev)
+    view.write(0x18, 2, 0)
+    assert view.read(0x18, 2) == 0xBEEF
+    assert dev.writes == []
+
+
+def test_reserved_bits_read_zero_and_rsvdz_writes_zero(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x1A, 2, 0xFFFF)
+    view = space(policy, dev)
+    assert view.read(0x1A, 2) == 0
+    view.write(0x1A, 2, 0xFFFF)
+    # rsvdp keeps the device's low byte; rsvdz writes 0 to the high byte, only that byte.
+    assert dev.writes == [(0x1B, 1, 0x00)]
+    assert dev.read(0x1A, 2) == 0x00FF
+
+
+def test_rw1c_is_never_echoed_by_a_read_modify_write(policy: Policy) -> None:
+    dev = MemoryDevice(rw1c={0x1D: 0xFF})
+    dev.poke(0x1C, 2, 0xA500)  # error bits set
+    view = space(policy, dev)
+    assert view.read(0x1C, 2) == 0xA500
+    view.write(0x1C, 1, 0x3C)  # a byte write to the control half only
+    assert dev.writes == [(0x1C, 1, 0x3C)]
+    assert dev.read(0x1C, 2) == 0xA53C  # errors still there
+    view.write(0x1C, 2, 0x0000 | 0x3C)  # a word write with zeros in the error half
+    assert dev.read(0x1C, 2) == 0xA53C
+    view.write(0x1C, 2, 0x2000 | 0x3C)  # writing 1 clears that one bit
+    assert dev.read(0x1C, 2) == 0x853C
+
+
+def test_rw1c_in_a_shadow_clears_on_one(tmp_path: Path) -> None:
+    policy = compile_policy(
+        "header h type 0 {\n    register s @0x10 u8 { events [7:0] shadow(0xf0) rw1c }\n}\n",
+        tmp_path,
+    )
+    view = space(policy, MemoryDevice())
+    view.write(0x10, 1, 0x30)
+    assert view.read(0x10, 1) == 0xC0
+
+
+def test_mixed_register_merges_every_backing(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x20, 4, 0x44332211)
+    view = space(policy, dev)
+    assert view.read(0x20, 4) == 0x44330011  # cached 0x11, shadow 0, hw 0x33, ro hw 0x44
+    view.write(0x20, 4, 0xEEDDCCBB)
+    # only the hw rw byte reaches the device; cached and ro bytes are not written
+    assert dev.writes == [(0x22, 1, 0xDD)]
+    assert view.read(0x20, 4) == 0x44DDCC11
+
+
+def test_permissive_grants_the_permissive_access(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x20, 4, 0x44332211)
+    strict = space(policy, dev)
+    strict.write(0x23, 1, 0x99)
+    assert dev.writes == []
+    assert len(strict.warnings) == 1
+    strict.write(0x23, 1, 0x98)
+    assert len(strict.warnings) == 1  # warned once per device
+    loose = space(policy, dev, permissive=True)
+    loose.write(0x23, 1, 0x99)
+    assert dev.writes == [(0x23, 1, 0x99)]
+    assert loose.warnings == []
+
+
+def test_gaps_read_the_device_and_drop_writes_unless_permissive(policy: Policy) -> None:
+    dev = MemoryDevice()
+    dev.poke(0x30, 4, 0xCAFEF00D)
+    strict = space(policy, dev)
+    assert strict.read(0x30, 4) == 0xCAFEF00D
+    strict.write(0x30, 4, 0)
+    assert dev.writes == []
+    assert strict.warnings and "0x30" in strict.warnings[0]
+    space(policy, dev, permissive=True).write(0x30, 4, 0x12345678)
+    assert dev.writes == [(0x30, 4, 0x12345678)]
+
+
+@pytest.mark.parametrize(
+    ("offset", "size"), [(0x11, 2), (0x13, 4), (0x01, 2), (0x100, 4), (-4, 4), (0x10, 3), (0x10, 8)]
+)
+def test_bad_offsets_and_sizes_are_refused(policy: Policy, offset: int, size: int) -> None:
+    from pciback.errors import PciOpError, XenPciError
+
+    view = space(policy, MemoryDevice())
+    with pytest.raises(PciOpError) as info:
+        view.read(offset, size)
+    assert info.value.err is XenPciError.INVALID_OFFSET
+    with pytest.raises(PciOpError):
+        view.write(offset, size, 0)
