@@ -15,9 +15,7 @@ from pathlib import Path
 from pciback.engine import build_config_space
 from pciback.sim.device import SimDevice
 
-FIXTURE = (
-    Path(__file__).resolve().parent.parent.parent / "shared/fixtures/virtio-net-1af4-1041.bin"
-)
+FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared/fixtures/virtio-net-1af4-1041.bin"
 READS = 20000
 ROUNDS = 7
 # (offset, what the guest reads there): a cached register, a mediated one, a capability.
