@@ -4,6 +4,9 @@ Checks follow the Linux driver's answers: an address that names no exported devi
 dev_not_found (checked before the command, as Linux does), an unknown command not_implemented,
 a config access that is not 1, 2 or 4 bytes, naturally aligned and inside the device's config
 space invalid_offset. Nothing a guest sends may raise out of here.
+
+Unlike mainline Linux, enable_multi_msi (the op pcifront sends for more than one MSI vector) is
+served rather than answered not_implemented.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pciback.control.hide import format_address, parse_address
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import BarKind
-from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd, Flag
+from pciback.protocol.abi import OP_SIZE, SH_INFO_MAX_VEC, Cmd, Flag, ffi
 from pciback.protocol.transport import EventPort, SharedPage
 
 DEFAULT_TIMEOUT = 10.0
@@ -27,9 +28,12 @@ _CAP_MSI = 0x05
 _CAP_MSIX = 0x11
 
 
+_ERRORS = frozenset(int(e) for e in XenPciError)
+
+
 @dataclass(frozen=True, slots=True)
 class OpReply:
-    err: XenPciError
+    err: XenPciError | int  # an int only if the backend broke the ABI
     value: int
     info: int
     vectors: tuple[int, ...]
@@ -42,6 +46,13 @@ class AerRequest:
     domain: int
     bus: int
     devfn: int
+
+
+class FrontendClosed(PciOpError):
+    """The connection is gone (guest destroyed): like a detached device, nothing is found."""
+
+    def __init__(self) -> None:
+        super().__init__(XenPciError.DEV_NOT_FOUND, "the PV PCI connection is closed")
 
 
 class MultiMsiRefused(PciOpError):
@@ -89,6 +100,7 @@ class SimFrontend:
         self._answered = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,6 +109,7 @@ class SimFrontend:
             self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
+        self.closed = True
         self._stop.set()
         self.port.kick_self()
         if self._thread is not None:
@@ -128,29 +141,39 @@ class SimFrontend:
         domain, bus, slot, function = parse_address(address)
         if len(entries) > SH_INFO_MAX_VEC:
             raise ValueError(f"at most {SH_INFO_MAX_VEC} MSI-X entries fit the page")
+        op: Any = ffi.new("struct xen_pci_op *")
+        op.cmd = cmd
+        op.domain = domain
+        op.bus = bus
+        op.devfn = slot << 3 | function
+        op.offset = offset
+        op.size = size
+        op.value = value & 0xFFFFFFFF
+        op.info = info & 0xFFFFFFFF
+        for i, entry in enumerate(entries):
+            op.msix_entries[i].entry = entry
+        reply = self.do_raw_op(bytes(ffi.buffer(op)))
+        return OpReply(reply.err, reply.value, reply.info, reply.vectors[: len(entries)])
+
+    def do_raw_op(self, op: bytes) -> OpReply:
+        """Post `op`, the bytes of a struct xen_pci_op, as they are: the hostile guest's path.
+        The reply carries every MSI-X slot's vector."""
+        if len(op) != OP_SIZE:
+            raise ValueError(f"an op is {OP_SIZE} bytes")
         with self._op_lock:
-            op = self.page.info.op
-            op.cmd = cmd
-            op.err = 0
-            op.domain = domain
-            op.bus = bus
-            op.devfn = slot << 3 | function
-            op.offset = offset
-            op.size = size
-            op.value = value & 0xFFFFFFFF
-            op.info = info & 0xFFFFFFFF
-            for i, entry in enumerate(entries):
-                op.msix_entries[i].entry = entry
-                op.msix_entries[i].vector = 0
+            if self.closed:
+                raise FrontendClosed
+            ffi.buffer(ffi.addressof(self.page.info, "op"))[:] = op
             self.page.set_bit(Flag.PCIF_ACTIVE)
             self.port.notify()
             self._wait_answer()
-            n = len(entries)
+            answer = self.page.info.op
+            err = int(answer.err)
             return OpReply(
-                err=XenPciError(int(op.err)),
-                value=int(op.value),
-                info=int(op.info),
-                vectors=tuple(int(op.msix_entries[i].vector) for i in range(n)),
+                err=XenPciError(err) if err in _ERRORS else err,
+                value=int(answer.value),
+                info=int(answer.info),
+                vectors=tuple(int(answer.msix_entries[i].vector) for i in range(SH_INFO_MAX_VEC)),
             )
 
     def _wait_answer(self) -> None:
@@ -162,7 +185,7 @@ class SimFrontend:
 
     def _checked(self, reply: OpReply) -> OpReply:
         if reply.err != XenPciError.SUCCESS:
-            raise PciOpError(reply.err)
+            raise PciOpError(XenPciError(reply.err))
         return reply
 
     def conf_read(self, address: str, offset: int, size: int) -> int:
@@ -179,7 +202,7 @@ class SimFrontend:
         backend would take."""
         reply = self.do_op(Cmd.ENABLE_MULTI_MSI, address, info=count)
         if reply.err != XenPciError.SUCCESS:
-            raise MultiMsiRefused(reply.err, reply.info)
+            raise MultiMsiRefused(XenPciError(reply.err), reply.info)
         return reply.value
 
     def disable_msi(self, address: str) -> int:

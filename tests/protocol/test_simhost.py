@@ -10,7 +10,7 @@ import pytest
 
 import pciback.errors
 from pciback.protocol.abi import Flag
-from pciback.sim import PciOpError, SimHost, SimHostError
+from pciback.sim import FrontendClosed, PciOpError, SimHost, SimHostError
 
 from .simconfig import FIXTURES, nic_config
 
@@ -145,3 +145,31 @@ def test_an_abandoned_host_still_stops_its_threads() -> None:
     del h
     gc.collect()
     assert threading.active_count() == before
+
+
+def test_a_destroyed_guests_frontend_finds_nothing(host: SimHost) -> None:
+    host.add_device(ADDR, NET)
+    guest = host.attach(1, [ADDR])
+    host.destroy_guest(1)
+    with pytest.raises(FrontendClosed) as info:
+        guest.conf_read(ADDR, 0, 2)
+    assert info.value.err == pciback.errors.XenPciError.DEV_NOT_FOUND
+
+
+def test_concurrent_guest_threads_each_get_their_own_answer(host: SimHost) -> None:
+    host.add_device(ADDR, nic_config())
+    guest = host.attach(1, [ADDR])
+    expected = {off: guest.conf_read(ADDR, off, 4) for off in range(0, 0x40, 4)}
+    wrong: list[int] = []
+
+    def reader(offset: int) -> None:
+        for _ in range(50):
+            if guest.conf_read(ADDR, offset, 4) != expected[offset]:
+                wrong.append(offset)
+
+    threads = [threading.Thread(target=reader, args=(off,)) for off in expected]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
