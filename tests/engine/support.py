@@ -7,9 +7,10 @@ from pathlib import Path
 from pciback.compiler.pipeline import compile_paths
 from pciback.engine import Policy
 from pciback.ports.bus import BarKind, BarResource
+from pciback.sim.fixtures import fixture_dir
 from pciback.tables import PolicyModule
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+FIXTURES = fixture_dir()  # ../shared/fixtures, or the copies shipped with the package
 
 
 def compile_policy(text: str, tmp_path: Path, name: str = "policy") -> Policy:
