@@ -76,7 +76,10 @@ class BackendConnection:
             self.port.wait(None)
             if self._stop.is_set():
                 return
-            self.process_pending()
+            try:
+                self.process_pending()
+            except Exception:  # the thread must outlive a bug, or the guest hangs
+                log.exception("dom%d: servicing the shared page failed", self.domid)
 
     def process_pending(self) -> int:
         """What one wake-up does; returns the number of ops served."""

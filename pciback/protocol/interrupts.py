@@ -96,8 +96,6 @@ class InterruptControl:
             raise MsiRefused(str(e)) from e
         pirqs = tuple(range(base, base + vectors))
         try:
-            if base + vectors - 1 > MAX_PIRQ:
-                raise ValueError(f"PIRQ {base} out of range")
             self.device.enable_msi(vectors)
         except ValueError as e:
             self._unmap(pirqs)
@@ -153,6 +151,14 @@ class InterruptControl:
             mapped, self.msix_pirqs = self.msix_pirqs, ()
             self._unmap(tuple(p for _, p in mapped))
         return self.intx_pirq()
+
+    def restore(self) -> None:
+        """Program the device again after a reset took its interrupt set-up away (what the
+        host's pci_restore_state does); the PIRQs stay mapped."""
+        if self.msi_pirqs:
+            self.device.enable_msi(len(self.msi_pirqs))
+        if self.msix_pirqs:
+            self.device.enable_msix(tuple(entry for entry, _ in self.msix_pirqs))
 
     def teardown(self) -> None:
         """The guest is going: nothing it set up may survive it."""

@@ -54,6 +54,8 @@ class Doorbell:
 
     def __init__(self) -> None:
         self._closed = False
+        # Ringing and closing exclude each other: a ring after close could hit a reused fd.
+        self._lock = threading.Lock()
         if hasattr(os, "eventfd"):
             fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self._rfd, self._wfd = fd, fd
@@ -65,11 +67,12 @@ class Doorbell:
         return self._rfd
 
     def ring(self) -> None:
-        if self._closed:
-            return
-        # A saturated counter still wakes the owner.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wfd, (1).to_bytes(8, "little"))
+        with self._lock:
+            if self._closed:
+                return
+            # A saturated counter still wakes the owner.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wfd, (1).to_bytes(8, "little"))
 
     def wait(self, timeout: float | None) -> bool:
         """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings."""
@@ -83,12 +86,14 @@ class Doorbell:
         return True
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        os.close(self._rfd)
-        if self._wfd != self._rfd:
-            os.close(self._wfd)
+        """Only once no thread can still be waiting on this doorbell."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._rfd)
+            if self._wfd != self._rfd:
+                os.close(self._wfd)
 
 
 class EventPort:

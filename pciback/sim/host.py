@@ -19,7 +19,7 @@ from pciback.control.hide import HidePattern, format_address, parse_address, par
 from pciback.protocol.abi import ChannelState
 from pciback.protocol.aer import AerOutcome, recover
 from pciback.protocol.connection import AerTarget, BackendConnection
-from pciback.protocol.devmap import DeviceMap, Mode
+from pciback.protocol.devmap import DeviceMap, DeviceMapFull, Mode
 from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import EventChannel, SharedPage
@@ -38,9 +38,9 @@ class SimGuest:
     def __init__(self, domid: int, mode: Mode, op_timeout: float) -> None:
         self.domid = domid
         self.mode: Mode = mode
+        self.devmap = DeviceMap(mode)
         self.page = SharedPage()
         self.channel = EventChannel()
-        self.devmap = DeviceMap(mode)
         self.backend = BackendConnection(domid, self.page, self.channel.backend, self.devmap)
         self.frontend = SimFrontend(self.page, self.channel.frontend, timeout=op_timeout)
         self.backend.start()
@@ -172,6 +172,8 @@ class SimHost:
         with self._lock:
             if domid == 0:
                 raise SimHostError("dom0 cannot be a pcifront guest")
+            if mode not in ("passthrough", "vpci"):
+                raise SimHostError(f"unknown mode {mode!r}: passthrough or vpci")
             for address in addresses:
                 self.physical(address)
                 owner = self._owners.get(address)
@@ -184,8 +186,11 @@ class SimHost:
             elif guest.mode != mode:
                 raise SimHostError(f"domain {domid} already runs in {guest.mode} mode")
             for address in addresses:
+                try:
+                    guest.devmap.add(address, functools.partial(self._export, domid, address))
+                except DeviceMapFull as e:
+                    raise SimHostError(str(e)) from None
                 self._seized.add(address)
-                guest.devmap.add(address, functools.partial(self._export, domid, address))
                 self._owners[address] = domid
             return guest
 
@@ -231,11 +236,16 @@ class SimHost:
         domain, bus, slot, function = parse_address(exported.guest_address)
         target = AerTarget(domain, bus, slot << 3 | function)
         device = self._devices[address]
+
+        def reset_device() -> None:
+            device.reset()
+            exported.irq.restore()  # what a slot reset's state restore gives back
+
         outcome = recover(
             guest.backend,
             target,
             state,
-            reset_device=device.reset,
+            reset_device=reset_device,
             kill_guest=lambda: self._kill(domid),
             timeout=self.aer_timeout,
         )

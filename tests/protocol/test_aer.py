@@ -87,6 +87,7 @@ def test_need_reset_resets_the_device_then_asks_slot_reset(host: SimHost) -> Non
         return ErsResult.RECOVERED
 
     guest.set_aer_handler(handler)
+    pirqs = guest.enable_msix(ADDR, [2, 4])
     outcome = host.inject_aer(ADDR)
     assert [cmd for cmd, _ in outcome.steps] == [
         Cmd.AER_DETECTED,
@@ -95,6 +96,9 @@ def test_need_reset_resets_the_device_then_asks_slot_reset(host: SimHost) -> Non
     ]
     assert resets_seen == [0, 1, 1]
     assert not outcome.killed and host.hypervisor.killed == []
+    # The reset's state restore gives the device back the interrupts the guest still holds.
+    assert device.msix_entries == (2, 4)
+    assert host.hypervisor.pirqs_of(7) == sorted(pirqs)
 
 
 @pytest.mark.parametrize("answer", [ErsResult.NONE, ErsResult.DISCONNECT, 77, -1])
