@@ -70,6 +70,7 @@ def rig() -> Iterator[Rig]:
 def test_a_read_answers_for_the_op_as_posted(rig: Rig) -> None:
     post_op(rig.page, cmd=Cmd.CONF_READ, bus=3, offset=0x2C, size=2)
     rig.conn.process_pending()
+    assert int(rig.page.info.op.cmd) == Cmd.CONF_WRITE  # the scribble did happen
     assert int(rig.page.info.op.err) == 0
     assert int(rig.page.info.op.value) == 0x8086  # subsystem vendor, not BAR0 nor a dword
     assert rig.device.writes == []  # the rewritten cmd was a write; none happened
@@ -116,3 +117,22 @@ def test_multi_msi_uses_the_count_as_posted(host: SimHost) -> None:
     guest.enable_multi_msi(ADDR, 2)
     assert host.hypervisor.calls == [("map_pirq", 1, ADDR, "msi", 0, 2)]
     assert host.physical(ADDR).msi_vectors == 2
+
+
+def test_through_the_engine_a_physical_read_that_scribbles_changes_nothing(
+    host: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = host.add_device(ADDR, nic_config(), bar_sizes={0: 0x4000})
+    guest = host.attach(1, [ADDR])
+    status = guest.conf_read(ADDR, 0x06, 2)
+    real_read = device.read
+
+    def read_and_scribble(offset: int, size: int) -> int:
+        scribble(guest.page)
+        return real_read(offset, size)
+
+    monkeypatch.setattr(device, "read", read_and_scribble)
+    reply = guest.frontend.do_op(Cmd.CONF_READ, ADDR, offset=0x06, size=2)
+    assert int(guest.page.info.op.cmd) == Cmd.CONF_WRITE  # the scribble did happen
+    assert (reply.err, reply.value) == (XenPciError.SUCCESS, status)
+    assert device.writes == []

@@ -173,3 +173,12 @@ def test_concurrent_guest_threads_each_get_their_own_answer(host: SimHost) -> No
     for t in threads:
         t.join()
     assert wrong == []
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+def test_the_host_permissive_flag_reaches_every_device(permissive: bool) -> None:
+    with SimHost(permissive=permissive) as h:
+        device = h.add_device(ADDR, nic_config())
+        guest = h.attach(1, [ADDR])
+        guest.conf_write(ADDR, 0xC0, 4, 0x12345678)  # no register is described there
+        assert device.writes == ([(0xC0, 4, 0x12345678)] if permissive else [])
