@@ -11,14 +11,13 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
 from pciback.protocol.ops import OpResult
 from pciback.sim import SimGuest, SimHost
+from pciback.sim.fixtures import fixture
 
-FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared/fixtures/virtio-net-1af4-1041.bin"
 ADDR = "0000:03:00.0"
 OPS = 2000
 ROUNDS = 7
@@ -38,9 +37,8 @@ def no_op(_: object) -> OpResult:
 
 
 def main() -> int:
-    config: bytes | Path = FIXTURE if FIXTURE.exists() else bytes(256)
     with SimHost() as host:
-        host.add_device(ADDR, config)
+        host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         real = host.attach(1, [ADDR])
         bare = host.attach(2, [])
         bare.backend.handler = no_op
