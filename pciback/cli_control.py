@@ -1,0 +1,141 @@
+"""Operator commands that talk to the running daemon over its control socket: the Linux
+driver's sysfs attributes (new_slot, remove_slot, slots, permissive, quirks, irq_handlers,
+irq_handler_state) as subcommands, and `list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pciback.daemon.control import ControlError, request
+
+if TYPE_CHECKING:
+    from pciback.cli import Subparsers
+
+DEFAULT_SOCKET = Path("/var/lib/pciback/control.sock")
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    env = os.environ.get("PCIBACK_SOCKET")
+    return Path(env) if env else DEFAULT_SOCKET
+
+
+def _parser(sub: Subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--socket", help=f"control socket (default: $PCIBACK_SOCKET or {DEFAULT_SOCKET})"
+    )
+    return parser
+
+
+def register(sub: Subparsers) -> None:
+    slot = _parser(sub, "slot", "add, remove or list the slots the backend seizes")
+    slot.add_argument("action", choices=("add", "remove", "list"))
+    slot.add_argument("slot", nargs="?", help="DDDD:BB:DD.F or BB:DD.F; F or DD.F may be *")
+    slot.set_defaults(func=_slot)
+    perm = _parser(sub, "permissive", "let a device's guest write unknown registers (unsafe)")
+    perm.add_argument("action", choices=("add", "remove", "list"))
+    perm.add_argument("device", nargs="?", help="DDDD:BB:DD.F")
+    perm.set_defaults(func=_permissive)
+    quirk = _parser(sub, "quirk", "add a writable config-space field to a device, or list them")
+    quirk.add_argument("action", choices=("add", "list"))
+    quirk.add_argument("spec", nargs="?", help="DDDD:BB:DD.F-REG:SIZE:MASK (hex)")
+    quirk.set_defaults(func=_quirk)
+    irq = _parser(sub, "irq-handlers", "list the shared-INTx helper handlers, or toggle one")
+    irq.add_argument("toggle", nargs="?", metavar="DEVICE", help="device whose handler to toggle")
+    irq.set_defaults(func=_irq)
+    listing = _parser(sub, "list", "devices, owners and guests")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_list)
+
+
+def _call(args: argparse.Namespace, op: str, arg: str | None = None) -> tuple[int, Any]:
+    try:
+        return 0, request(_socket(args), op, arg)
+    except ControlError as exc:
+        print(f"pciback: {exc}", file=sys.stderr)
+        return 1, None
+
+
+def _need(value: str | None, what: str) -> str:
+    if not value:
+        print(f"pciback: {what} is required for this action", file=sys.stderr)
+        raise SystemExit(2)
+    return value
+
+
+def _print_lines(result: Any) -> None:
+    for line in result or []:
+        print(line)
+
+
+def _slot(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rc, result = _call(args, "slots")
+        _print_lines(result)
+        return rc
+    op = "new_slot" if args.action == "add" else "remove_slot"
+    rc, result = _call(args, op, _need(args.slot, "a slot"))
+    if rc == 0 and result:
+        print("seized: " + ", ".join(result))
+    return rc
+
+
+def _permissive(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rc, result = _call(args, "permissive")
+        _print_lines(result)
+        return rc
+    op = "permissive_add" if args.action == "add" else "permissive_remove"
+    rc, _ = _call(args, op, _need(args.device, "a device"))
+    return rc
+
+
+def _quirk(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rc, result = _call(args, "quirks")
+        _print_lines(result)
+        return rc
+    rc, result = _call(args, "quirk_add", _need(args.spec, "a quirk"))
+    if rc == 0:
+        print(f"added {result}")
+    return rc
+
+
+def _irq(args: argparse.Namespace) -> int:
+    if args.toggle:
+        rc, result = _call(args, "irq_handler_state", args.toggle)
+        if rc == 0:
+            print("on" if result else "off")
+        return rc
+    rc, result = _call(args, "irq_handlers")
+    _print_lines(result)
+    return rc
+
+
+def _list(args: argparse.Namespace) -> int:
+    rc, result = _call(args, "list")
+    if rc != 0:
+        return rc
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print("devices:")
+    for dev in result["devices"]:
+        owner = "-" if dev["owner"] is None else f"dom{dev['owner']}"
+        flags = " permissive" if dev["permissive"] else ""
+        flags += f" quirks={dev['quirks']}" if dev["quirks"] else ""
+        print(f"  {dev['address']}  driver={dev['driver'] or '-'}  owner={owner}{flags}")
+    print("guests:")
+    for guest in result["guests"]:
+        devices = ", ".join(f"{g}={p}" for g, p in guest["devices"].items()) or "none"
+        error = f"  error: {guest['error']}" if guest["error"] else ""
+        print(f"  dom{guest['domid']}/{guest['devid']} {guest['topology']} {guest['state']}")
+        print(f"    {devices}{error}")
+    return 0

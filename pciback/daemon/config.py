@@ -1,0 +1,143 @@
+"""The daemon's TOML configuration.
+
+backend = "sim"                 # "sim" (simulated host) or "xen" (a real dom0)
+state_dir = "/var/lib/pciback"  # SQLite state; created 0700
+socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock)
+topology = "vpci"               # default guest topology: "vpci" or "passthrough"
+hide = "(0000:03:00.0)(04:00.*)"
+permissive = ["0000:03:00.0"]
+quirks = ["0000:03:00.0-40:2:ff00"]
+log_level = "info"              # debug, info, warning, error
+log_format = "json"             # "json" (structured, one object a line) or "text"
+
+[sim.devices]                   # backend = "sim": address = dump file (fixture name or path)
+"0000:03:00.0" = "virtio-net-1af4-1041.bin"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pciback.control.hide import HideSyntaxError, parse_device, parse_hide, parse_quirk
+
+BACKENDS = ("sim", "xen")
+TOPOLOGIES = ("vpci", "passthrough")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_CONFIG = 1 << 20
+
+_KEYS = {
+    "backend",
+    "state_dir",
+    "socket",
+    "topology",
+    "hide",
+    "permissive",
+    "quirks",
+    "log_level",
+    "log_format",
+    "sim",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong; the message names the file and the key."""
+
+
+@dataclass
+class Config:
+    backend: str = "sim"
+    state_dir: Path | None = None
+    socket: Path | None = None
+    topology: str = "vpci"
+    hide: str = ""
+    permissive: list[str] = field(default_factory=list)
+    quirks: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    log_format: str = "json"
+    sim_devices: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def control_socket(self) -> Path | None:
+        if self.socket is not None:
+            return self.socket
+        return None if self.state_dir is None else self.state_dir / "control.sock"
+
+
+def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = data.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+    return str(value)
+
+
+def _strings(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings")
+    if len(value) > 4096:
+        raise ConfigError(f"{key}: more than 4096 entries")
+    return list(value)
+
+
+def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s): {', '.join(unknown)}")
+    cfg = Config()
+    cfg.backend = _choice(data, "backend", BACKENDS, "sim")
+    cfg.topology = _choice(data, "topology", TOPOLOGIES, "vpci")
+    cfg.log_level = _choice(data, "log_level", LOG_LEVELS, "info")
+    cfg.log_format = _choice(data, "log_format", ("json", "text"), "json")
+    for key in ("state_dir", "socket"):
+        value = data.get(key)
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key}: expected a path")
+            path = Path(value)
+            setattr(cfg, key, path if path.is_absolute() or base is None else base / path)
+    hide = data.get("hide", "")
+    if not isinstance(hide, str):
+        raise ConfigError("hide: expected a string such as '(0000:03:00.0)(04:00.*)'")
+    try:
+        parse_hide(hide)
+        cfg.permissive = [parse_device(d) for d in _strings(data, "permissive")]
+        cfg.quirks = _strings(data, "quirks")
+        for quirk in cfg.quirks:
+            parse_quirk(quirk)
+    except HideSyntaxError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.hide = hide
+    sim = data.get("sim", {})
+    if not isinstance(sim, dict) or set(sim) - {"devices"}:
+        raise ConfigError("[sim]: only a 'devices' table is known")
+    devices = sim.get("devices", {})
+    if not isinstance(devices, dict) or not all(isinstance(v, str) for v in devices.values()):
+        raise ConfigError("[sim.devices]: expected address = dump file")
+    try:
+        cfg.sim_devices = {parse_device(a): d for a, d in devices.items()}
+    except HideSyntaxError as exc:
+        raise ConfigError(f"[sim.devices]: {exc}") from None
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        cfg = parse_config(data, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg.source = path
+    return cfg

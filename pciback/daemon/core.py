@@ -1,0 +1,211 @@
+"""The daemon: wires the ports (simulated, or a real dom0's), the stub pool, ownership, the
+xenbus backends and the control socket, and runs the watch loop.
+
+Stopping (SIGTERM) stops servicing and closes the state database; it releases nothing a guest
+holds: ownership, device state and xenstore stay as they are for the next start to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pciback.control.hide import HideSyntaxError
+from pciback.daemon.config import Config
+from pciback.daemon.control import ControlError, ControlServer
+from pciback.daemon.datapath import SimDataPath, SimGrantTable
+from pciback.ownership import Ownership
+from pciback.reconcile import reconcile
+from pciback.sim.device import SimDevice
+from pciback.sim.fixtures import fixture
+from pciback.sim.hostbus import SimHostBus
+from pciback.sim.hypervisor import SimHypervisor
+from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
+from pciback.state import StateStore
+from pciback.stub import StubError, StubPool
+from pciback.xenbus.manager import XenbusBackends
+
+log = logging.getLogger("pciback.daemon")
+
+DEFAULT_SIM_DEVICES = {
+    "0000:00:00.0": "intel-0d57-host-bridge.bin",
+    "0000:03:00.0": "virtio-net-1af4-1041.bin",
+    "0000:03:00.1": "virtio-blk-1af4-1042.bin",
+    "0000:04:00.0": "virtio-rng-1af4-1044.bin",
+    "0000:05:00.0": "virtio-balloon-1af4-1045.bin",
+    "0000:06:00.0": "virtio-vsock-1af4-1053.bin",
+}
+DEFAULT_SIM_HIDE = "(0000:03:00.*)(04:00.0)(05:00.0)(06:00.0)"
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+@dataclass
+class SimEnvironment:
+    """Everything outside the daemon in the simulation; it outlives a daemon restart."""
+
+    devices: dict[str, SimDevice]
+    store: SimXenStore = field(default_factory=SimXenStore)
+    hypervisor: SimHypervisor = field(default_factory=SimHypervisor)
+    grants: SimGrantTable = field(default_factory=SimGrantTable)
+    bus: SimHostBus = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bus = SimHostBus(self.devices)
+
+    @classmethod
+    def from_dumps(cls, dumps: Mapping[str, str], base: Path | None = None) -> SimEnvironment:
+        devices = {}
+        for address, name in dumps.items():
+            path = Path(name)
+            if not path.is_absolute() and base is not None and (base / path).is_file():
+                path = base / path
+            devices[address] = SimDevice(address, path if path.is_file() else fixture(name))
+        return cls(devices)
+
+
+class Daemon:
+    def __init__(self, config: Config, env: SimEnvironment | None = None) -> None:
+        if config.backend != "sim":
+            raise DaemonError(
+                'backend = "xen" needs the libxenstore, libxengnttab/libxenevtchn and libxenctrl '
+                'adapters, which this build does not include; use backend = "sim"'
+            )
+        self.config = config
+        base = config.source.parent if config.source else None
+        self.env = env or SimEnvironment.from_dumps(config.sim_devices or DEFAULT_SIM_DEVICES, base)
+        self.lock = threading.RLock()
+        self.state = StateStore(config.state_dir)
+        self.ownership = Ownership(self.state)
+        self.pool = StubPool(self.env.bus, self.ownership, self.state)
+        self.datapath = SimDataPath(
+            self.env.grants, self.env.bus, self.env.hypervisor, self.pool, self.ownership
+        )
+        self.xs: SimXenStoreClient = self.env.store.connect(0)
+        self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)
+        socket_path = config.control_socket
+        self.control = ControlServer(socket_path, self.handle) if socket_path else None
+        self.stopped = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        with self.lock:
+            self.pool.load()
+            seized = self.pool.hide(self.config.hide)
+            for device in self.config.permissive:
+                self._apply(lambda d=device: self.pool.set_permissive(d))
+            for quirk in self.config.quirks:
+                self._apply(lambda q=quirk: self.pool.add_quirk(q))
+            self.backends.start()
+            self.backends.pump()
+            released = reconcile(self.ownership, self.pool, self.backends)
+            log.info(
+                "started: %d device(s) in the pool (%d newly seized), %d guest backend(s), "
+                "%d stale registration(s) released",
+                len(self.pool.devices),
+                len(seized),
+                len(self.backends.backends),
+                len(released),
+            )
+        if self.control is not None:
+            self.control.start()
+
+    @staticmethod
+    def _apply(action: Any) -> None:
+        try:
+            action()
+        except (StubError, HideSyntaxError) as exc:
+            log.error("configuration: %s", exc)
+
+    def step(self, timeout: float = 0.2) -> int:
+        """Wait for one watch event (outside the lock), then handle everything pending."""
+        event = self.xs.next_event(timeout)
+        if event is None:
+            return 0
+        with self.lock:
+            self.backends.handle(event)
+            return 1 + self.backends.pump(0.0)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step(0.2)
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self.control is not None:
+            self.control.stop()
+        with self.lock:
+            self.backends.stop()
+            self.env.store.disconnect(self.xs)
+            self.state.close()
+        log.info("stopped; guests keep their devices (%d owned)", len(self.ownership.all()))
+
+    # -- control requests --------------------------------------------------------------------
+    def handle(self, request: dict[str, Any]) -> Any:
+        op = request["op"]
+        arg = request.get("arg")
+        with self.lock:
+            if op == "list":
+                return self.status()
+            if op == "slots":
+                return self.pool.slots()
+            if op == "permissive":
+                return self.pool.permissive()
+            if op == "quirks":
+                return self.pool.quirks()
+            if op == "irq_handlers":
+                return self.pool.irq_handlers()
+            if not isinstance(arg, str) or len(arg) > 4096:
+                raise ControlError(f"{op}: needs a string argument")
+            if op == "new_slot":
+                return self.pool.add_slot(arg)
+            if op == "remove_slot":
+                self.pool.remove_slot(arg)
+                return None
+            if op == "permissive_add":
+                return self.pool.set_permissive(arg, True)
+            if op == "permissive_remove":
+                return self.pool.set_permissive(arg, False)
+            if op == "quirk_add":
+                spec = self.pool.add_quirk(arg)
+                return f"{spec.address}-{spec.offset:x}:{spec.size}:{spec.mask:x}"
+            if op == "irq_handler_state":
+                return self.pool.toggle_irq_handler(arg)
+            if op == "unseize":
+                self.pool.unseize(arg)
+                return None
+        raise ControlError(f"unknown request {op!r}")
+
+    def status(self) -> dict[str, Any]:
+        devices = []
+        for address in self.env.bus.addresses():
+            stub = self.pool.devices.get(address)
+            devices.append(
+                {
+                    "address": address,
+                    "driver": self.env.bus.driver(address),
+                    "owner": self.ownership.owner(address),
+                    "permissive": bool(stub and stub.permissive),
+                    "quirks": len(stub.quirks) if stub else 0,
+                }
+            )
+        guests = [
+            {
+                "domid": domid,
+                "devid": devid,
+                "topology": backend.mode,
+                "state": backend.state().name,
+                "devices": backend.topology.devices(),
+                "error": backend.error,
+            }
+            for (domid, devid), backend in sorted(self.backends.backends.items())
+        ]
+        return {"devices": devices, "guests": guests}
