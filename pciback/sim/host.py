@@ -168,6 +168,8 @@ class SimHost:
 
     # -- guests ----------------------------------------------------------------------------------
     def attach(self, domid: int, devices: Sequence[str], mode: Mode = "passthrough") -> SimGuest:
+        if isinstance(devices, str):  # one address, not its characters
+            devices = [devices]
         addresses = [_normalise(a) for a in devices]
         with self._lock:
             if domid == 0:
