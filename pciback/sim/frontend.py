@@ -152,14 +152,16 @@ class SimFrontend:
         op.info = info & 0xFFFFFFFF
         for i, entry in enumerate(entries):
             op.msix_entries[i].entry = entry
-        reply = self.do_raw_op(bytes(ffi.buffer(op)))
-        return OpReply(reply.err, reply.value, reply.info, reply.vectors[: len(entries)])
+        return self._post(bytes(ffi.buffer(op)), len(entries))
 
     def do_raw_op(self, op: bytes) -> OpReply:
         """Post `op`, the bytes of a struct xen_pci_op, as they are: the hostile guest's path.
         The reply carries every MSI-X slot's vector."""
         if len(op) != OP_SIZE:
             raise ValueError(f"an op is {OP_SIZE} bytes")
+        return self._post(op, SH_INFO_MAX_VEC)
+
+    def _post(self, op: bytes, vectors: int) -> OpReply:
         with self._op_lock:
             if self.closed:
                 raise FrontendClosed
@@ -173,7 +175,7 @@ class SimFrontend:
                 err=XenPciError(err) if err in _ERRORS else err,
                 value=int(answer.value),
                 info=int(answer.info),
-                vectors=tuple(int(answer.msix_entries[i].vector) for i in range(SH_INFO_MAX_VEC)),
+                vectors=tuple(int(answer.msix_entries[i].vector) for i in range(vectors)),
             )
 
     def _wait_answer(self) -> None:
