@@ -85,7 +85,14 @@ class RegisterInstance:
                 self.shadow |= start & mask
         self.masks = (AccessMasks(reg.fields, False), AccessMasks(reg.fields, True))
         normal, permissive = self.masks
-        self.permissive_only = (permissive.rw | permissive.rw1c) & ~(normal.rw | normal.rw1c)
+        # Bits whose write is dropped for lack of permissive mode; a field with a write hook
+        # is acted on by its hook either way, so dropping its data is no loss worth a warning.
+        hooked = 0
+        for fld in reg.fields:
+            if fld.on_write:
+                hooked |= fld.mask
+        granted = permissive.rw | permissive.rw1c
+        self.permissive_only = granted & ~(normal.rw | normal.rw1c) & ~hooked
         self.read_hooks: tuple[tuple[Field, ReadHook], ...] = tuple(
             (f, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
         )

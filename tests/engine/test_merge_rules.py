@@ -182,3 +182,19 @@ def test_bad_offsets_and_sizes_are_refused(policy: Policy, offset: int, size: in
     assert info.value.err is XenPciError.INVALID_OFFSET
     with pytest.raises(PciOpError):
         view.write(offset, size, 0)
+
+
+def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> None:
+    from pciback.sim.device import SimDevice
+    from tests.engine.support import FIXTURES
+
+    fixture = FIXTURES / "virtio-net-1af4-1041.bin"
+    if not fixture.exists():
+        pytest.skip("no fixture")
+    from pciback.engine import build_config_space
+
+    view = build_config_space(SimDevice("0000:00:03.0", fixture))
+    view.write(0x04, 2, view.read(0x04, 2) & ~0x4)  # bus master: the hook clears it
+    assert view.warnings == []
+    view.write(0x04, 2, view.read(0x04, 2) | 0x8)  # special cycles: dropped, warned
+    assert len(view.warnings) == 1
