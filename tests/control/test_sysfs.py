@@ -1,0 +1,94 @@
+"""The sysfs host bus: read-only against the real devices present, writes on a fake tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pciback.ownership import Ownership
+from pciback.ports.bus import BarKind
+from pciback.ports.sysfs import SysfsBus, SysfsError
+from pciback.sim.fixtures import fixture
+from pciback.stub import StubPool
+
+REAL = Path("/sys/bus/pci/devices")
+
+
+@pytest.mark.skipif(not REAL.is_dir() or not any(REAL.iterdir()), reason="no PCI devices")
+def test_real_bus_read_only() -> None:
+    bus = SysfsBus()
+    addresses = bus.addresses()
+    assert addresses
+    for address in addresses[:16]:
+        dev = bus.device(address)
+        directory = REAL / address
+        assert dev.read(0, 2) == int((directory / "vendor").read_text(), 16)
+        assert dev.read(2, 2) == int((directory / "device").read_text(), 16)
+        assert dev.read(8, 4) >> 8 == int((directory / "class").read_text(), 16)
+        assert len(dev.bars()) == 7
+        assert bus.driver(address) is None or isinstance(bus.driver(address), str)
+        with pytest.raises(SysfsError, match="read-only"):
+            dev.write(0x3C, 1, 0)
+        with pytest.raises(SysfsError, match="read-only"):
+            bus.bind(address, "pci-stub")
+    with pytest.raises(SysfsError, match="PCIBACK_ALLOW_SYSFS_WRITES"):
+        SysfsBus(writable=True)
+
+
+def fake_tree(root: Path) -> str:
+    address = "0000:03:00.0"
+    dev = root / "devices" / address
+    dev.mkdir(parents=True)
+    (dev / "config").write_bytes(fixture("virtio-net-1af4-1041.bin").read_bytes())
+    (dev / "resource").write_text(
+        "0x0000004000100000 0x000000400017ffff 0x0000000000140204\n"  # mem64, not prefetchable
+        + "0x0000000000000000 0x0000000000000000 0x0000000000000000\n" * 3
+        + "0x000000000000c000 0x000000000000c01f 0x0000000000040101\n"
+        + "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
+        + "0x00000000fe000000 0x00000000fe03ffff 0x0000000000046200\n"
+    )
+    for name in ("reset", "driver_override"):
+        (dev / name).write_text("")
+    for driver in ("virtio-pci", "pci-stub"):
+        (root / "drivers" / driver).mkdir(parents=True)
+        for name in ("bind", "unbind"):
+            (root / "drivers" / driver / name).write_text("")
+    os.symlink("../../drivers/virtio-pci", dev / "driver")
+    return address
+
+
+def test_fake_tree_reads_and_bars(tmp_path: Path) -> None:
+    address = fake_tree(tmp_path)
+    bus = SysfsBus(tmp_path)
+    assert bus.addresses() == [address]
+    dev = bus.device(address)
+    assert dev.read(0, 4) == 0x10411AF4
+    bars = dev.bars()
+    assert (bars[0].kind, bars[0].size, bars[0].prefetchable) == (BarKind.MEM64, 0x80000, False)
+    assert bars[1].kind == BarKind.MEM64_UPPER
+    assert (bars[4].kind, bars[4].size) == (BarKind.IO, 0x20)
+    assert (bars[6].kind, bars[6].size) == (BarKind.ROM, 0x40000)
+    assert bus.driver(address) == "virtio-pci"
+    with pytest.raises(KeyError):
+        bus.device("../../etc")
+
+
+def test_fake_tree_write_paths(tmp_path: Path) -> None:
+    address = fake_tree(tmp_path)
+    bus = SysfsBus(tmp_path, writable=True)
+    dev = bus.device(address)
+    dev.write(0x3C, 1, 0x0B)
+    assert dev.read(0x3C, 1) == 0x0B
+    pool = StubPool(bus, Ownership())
+    assert pool.add_slot(address) == [address]
+    assert (tmp_path / "drivers/virtio-pci/unbind").read_text() == address
+    assert (tmp_path / "devices" / address / "reset").read_text() == "1"
+    # the fake symlink still points at virtio-pci, so no bind was attempted; force one:
+    os.unlink(tmp_path / "devices" / address / "driver")
+    bus.bind(address, "pciback")
+    assert (tmp_path / "devices" / address / "driver_override").read_text() == "pci-stub"
+    assert (tmp_path / "drivers/pci-stub/bind").read_text() == address
+    with pytest.raises(ValueError, match="not a driver name"):
+        bus.bind(address, "../x")
