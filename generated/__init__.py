@@ -3,9 +3,17 @@
 
 from pciback.tables import PolicyModule
 
-from . import prelude, type0
+from . import aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
+    aer.MODULE,
+    msi.MODULE,
+    msix.MODULE,
+    pcie.MODULE,
+    pm.MODULE,
     prelude.MODULE,
+    quirks.MODULE,
     type0.MODULE,
+    type1.MODULE,
+    vpd.MODULE,
 )

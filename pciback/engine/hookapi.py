@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pciback.engine.registers import RegisterInstance
     from pciback.engine.space import ConfigSpace
+    from pciback.ports.bus import PhysicalDevice
 
 
 @dataclass(slots=True)
@@ -66,6 +67,27 @@ def read_hook(name: str) -> Callable[[ReadHook], ReadHook]:
         if name in READ_HOOKS:
             raise ValueError(f"read hook {name!r} implemented twice")
         READ_HOOKS[name] = fn
+        return fn
+
+    return register
+
+
+CapabilityCheck = Callable[["PhysicalDevice", int], "str | None"]
+"""`check(device, offset)`: None when the device-provided layout is sane, else the reason."""
+
+CAPABILITY_CHECKS: dict[tuple[bool, int], CapabilityCheck] = {}
+
+
+def capability_check(
+    ident: int, *, extended: bool = False
+) -> Callable[[CapabilityCheck], CapabilityCheck]:
+    """Register a seize-time check; a capability that fails it is hidden (and blocked)."""
+
+    def register(fn: CapabilityCheck) -> CapabilityCheck:
+        key = (extended, ident)
+        if key in CAPABILITY_CHECKS:
+            raise ValueError(f"capability check for {ident:#x} implemented twice")
+        CAPABILITY_CHECKS[key] = fn
         return fn
 
     return register

@@ -18,6 +18,7 @@ from pciback.engine.chain import (
     FoundCapability,
     walk,
 )
+from pciback.engine.hookapi import CAPABILITY_CHECKS
 from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
@@ -208,6 +209,12 @@ class ConfigSpace:
     ) -> PlacedCapability:
         table = tables.get(found.ident)
         hide = found.ident in hidden or bool(table and table.hidden)
+        check = CAPABILITY_CHECKS.get((found.extended, found.ident))
+        if not hide and check is not None:
+            problem = check(self.device, found.offset)
+            if problem is not None:
+                self.problems.append(f"{problem}: capability hidden")
+                hide = True
         return PlacedCapability(found, table, hide)
 
     def _lay_out_header(self) -> None:

@@ -1,0 +1,31 @@
+"""Side effects of the Power Management capability: D-state changes through the host."""
+
+from __future__ import annotations
+
+from pciback.engine.hookapi import HookContext, write_hook
+from pciback.errors import PciOpError, XenPciError
+
+PMC = 0x02  # from the capability's start
+PMC_D1 = 1 << 9
+PMC_D2 = 1 << 10
+
+
+@write_hook("power_state")
+def power_state(ctx: HookContext, old: int, new: int) -> bool:
+    """Ask the host's PCI core for the new D-state, as Linux's pm_ctrl_write does.
+
+    The field itself is read-only: the device's PMCSR only changes through the port, which
+    knows the delays and the state to restore. A state the function does not support is
+    refused the way pci_set_power_state refuses it.
+    """
+    if old == new:
+        return False
+    device = ctx.space.device
+    pmc = device.read(ctx.block_base + PMC, 2)
+    if (new == 1 and not pmc & PMC_D1) or (new == 2 and not pmc & PMC_D2):
+        raise PciOpError(XenPciError.ACCESS_DENIED, f"D{new} is not supported by the function")
+    try:
+        device.set_power_state(new)
+    except ValueError as exc:
+        raise PciOpError(XenPciError.ACCESS_DENIED, str(exc)) from None
+    return False
