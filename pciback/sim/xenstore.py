@@ -16,6 +16,7 @@ from pciback.ports.xenstore import WatchEvent, XenStoreError, check_path, check_
 MAX_NODES = 1 << 16
 MAX_WATCHES = 1024
 MAX_PENDING = 1 << 14
+DOMAIN_QUOTA = 1000
 
 
 class SimXenStore:
@@ -142,8 +143,19 @@ class SimXenStoreClient:
         with self.store.lock:
             return self.store.nodes.get(self.check_read(path))
 
+    def check_quota(self, nodes: dict[str, str], path: str) -> None:
+        """A guest may own at most DOMAIN_QUOTA nodes, as xenstored's default quota: one
+        guest filling the store must not starve the others."""
+        if self.domid == 0 or path in nodes:
+            return
+        home = f"/local/domain/{self.domid}/"
+        if sum(1 for k in nodes if k.startswith(home)) >= DOMAIN_QUOTA:
+            raise XenStoreError(errno.EDQUOT, path, f"domain {self.domid} is over its quota")
+
     def write(self, path: str, value: str) -> None:
         with self.store.lock:
+            self.check_write(path)
+            self.check_quota(self.store.nodes, path)
             changed = self.store.apply_write(
                 self.store.nodes, self.check_write(path), check_value(path, value)
             )
@@ -235,6 +247,7 @@ class SimTransaction:
     def write(self, path: str, value: str) -> None:
         self._live()
         self.client.check_write(path)
+        self.client.check_quota(self.nodes, path)
         changed = self.client.store.apply_write(self.nodes, path, check_value(path, value))
         self.touched.update(changed)
         self.written.update(changed)

@@ -79,7 +79,10 @@ class XenbusBackends:
     def handle(self, event: WatchEvent) -> None:
         if event.token == _BACKEND_TOKEN:
             key = self._key_of(event.path)
-            if key is None or key not in self.backends:
+            if key is not None and key in self.failed:
+                del self.failed[key]  # its directory changed: look again
+                self.scan()
+            elif key is None or key not in self.backends:
                 self.scan()
             else:
                 self._guarded(key, lambda b: b.backend_changed())

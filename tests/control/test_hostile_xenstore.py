@@ -172,3 +172,15 @@ def test_frontend_published_before_backend_dir_is_fine() -> None:
     front.publish()
     w.settle()
     assert w.be(2, "state") == str(int(S.CONNECTED))
+
+
+def test_backend_directory_completed_later_is_picked_up() -> None:
+    w = World()
+    healthy_neighbour(w)
+    xs = w.toolstack.xs
+    xs.write(f"{BE2}/state", "1")  # a toolstack writing node by node, frontend link not yet there
+    w.settle()
+    assert (2, 0) in w.backends.failed
+    assert "frontend: missing" in (w.error(2) or "")
+    w.guest(2, [RNG], mode="vpci")  # the rest of the directory arrives
+    assert w.be(2, "state") == str(int(S.CONNECTED))

@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from pciback.ports.xenstore import Transaction, WatchEvent, XenStoreError, run_transaction
-from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
+from pciback.sim.xenstore import DOMAIN_QUOTA, SimXenStore, SimXenStoreClient
 
 
 def drain(client: SimXenStoreClient) -> list[WatchEvent]:
@@ -133,3 +133,14 @@ def test_unrelated_change_does_not_conflict() -> None:
     tx.write("/p/q", "1")
     other.write("/elsewhere", "1")
     assert tx.commit()
+
+
+def test_guest_quota_protects_the_store() -> None:
+    store = SimXenStore()
+    guest, dom0 = store.connect(4), store.connect(0)
+    with pytest.raises(XenStoreError) as info:
+        for i in range(DOMAIN_QUOTA + 10):
+            guest.write(f"/local/domain/4/junk/{i}", "x")
+    assert info.value.errno == errno.EDQUOT
+    dom0.write("/local/domain/0/backend/pci/5/0/state", "1")  # others still write
+    guest.write("/local/domain/4/junk/0", "overwrite is fine")
