@@ -39,6 +39,8 @@ CAP_MSI = 0x05
 CAP_MSIX = 0x11
 CLASS_BASE = 0x0B
 HEADER_TYPE = 0x0E
+SECONDARY_BUS = 0x19
+SUBORDINATE_BUS = 0x1A
 _BUS_MASTER = 0x4
 _INVALIDATE = 0x10
 MAX_QUIRKS_PER_DEVICE = 64
@@ -249,7 +251,10 @@ class StubPool:
                 )
             self.ownership.claim(address, domid)
             device = self.bus.device(address)
-            return Claimed(address, is_bridge=device.read(CLASS_BASE, 1) == 0x06)
+            buses = None
+            if device.read(HEADER_TYPE, 1) & 0x7F == 1:
+                buses = (device.read(SECONDARY_BUS, 1), device.read(SUBORDINATE_BUS, 1))
+            return Claimed(address, device.read(CLASS_BASE, 1) == 0x06, buses)
 
     def release(self, address: str, domid: int) -> None:
         """Back to the pool in its clean state; the per-guest state goes with the owner."""

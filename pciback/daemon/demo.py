@@ -100,6 +100,15 @@ def _settled(domain: SimDomain) -> None:
     )
 
 
+def _released(sock: Path, domid: int, timeout: float = 10.0) -> None:
+    """Wait until the daemon has let go of a destroyed guest (before its channel goes away)."""
+    deadline = time.monotonic() + timeout
+    while any(dev["owner"] == domid for dev in request(sock, "list")["devices"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"guest {domid}'s devices were not released")
+        time.sleep(0.01)
+
+
 def _owners(report: Report, sock: Path) -> None:
     status = request(sock, "list")
     for dev in status["devices"]:
@@ -169,14 +178,11 @@ def run_demo(out: TextIO) -> int:
 
             report.section("guest 1 shuts down")
             toolstack.destroy(1)
+            _released(sock, 1)
             g1.close()
-            deadline = time.monotonic() + 10
-            while request(sock, "list")["devices"][1]["owner"] is not None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("guest 1's devices were not released")
-                time.sleep(0.01)
             _owners(report, sock)
             toolstack.destroy(2)
+            _released(sock, 2)
             g2.close()
     report.out.write(f"\ndone in {time.monotonic() - report.started:.1f} s\n")
     return 0

@@ -166,7 +166,7 @@ class PciBackend:
     def export(self, physical: str, index: int, guest: str | None = None) -> str:
         claimed = self.broker.claim(physical, self.domid)
         try:
-            placed = self.topology.add(physical, claimed.is_bridge, guest)
+            placed = self.topology.add(physical, claimed.is_bridge, guest, claimed.bridged_buses)
         except TopologyError:
             self.broker.release(physical, self.domid)
             raise

@@ -12,6 +12,8 @@ class Claimed:
 
     address: str
     is_bridge: bool
+    # A PCI-to-PCI bridge's (secondary, subordinate) bus range: buses reached through it.
+    bridged_buses: tuple[int, int] | None = None
 
 
 class DeviceBroker(Protocol):

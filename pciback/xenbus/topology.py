@@ -22,8 +22,15 @@ class TopologyError(ValueError):
 class Topology(Protocol):
     name: str
 
-    def add(self, physical: str, is_bridge: bool, guest: str | None = None) -> str:
-        """Place `physical`; returns its guest address (`guest` restores an earlier placement)."""
+    def add(
+        self,
+        physical: str,
+        is_bridge: bool,
+        guest: str | None = None,
+        bridged_buses: tuple[int, int] | None = None,
+    ) -> str:
+        """Place `physical`; returns its guest address (`guest` restores an earlier placement,
+        `bridged_buses` is a PCI-to-PCI bridge's secondary..subordinate range)."""
         ...
 
     def remove(self, physical: str) -> None: ...
@@ -46,21 +53,27 @@ class Passthrough:
 
     def __init__(self) -> None:
         self._devices: dict[str, str] = {}
-        self._bridges: set[str] = set()
+        self._bridged: dict[str, tuple[int, int, int]] = {}  # bridge -> (domain, first, last)
 
-    def add(self, physical: str, is_bridge: bool, guest: str | None = None) -> str:
+    def add(
+        self,
+        physical: str,
+        is_bridge: bool,
+        guest: str | None = None,
+        bridged_buses: tuple[int, int] | None = None,
+    ) -> str:
         if guest is not None and guest != physical:
             raise TopologyError(f"passthrough places {physical} at its own address, not {guest}")
         if physical in self._devices:
             raise TopologyError(f"{physical} is already on this guest's bus")
         self._devices[physical] = physical
-        if is_bridge:
-            self._bridges.add(physical)
+        if bridged_buses is not None and bridged_buses[0] <= bridged_buses[1]:
+            self._bridged[physical] = (parse_address(physical)[0], *bridged_buses)
         return physical
 
     def remove(self, physical: str) -> None:
         self._devices.pop(physical, None)
-        self._bridges.discard(physical)
+        self._bridged.pop(physical, None)
 
     def physical_of(self, guest: str) -> str | None:
         return self._devices.get(guest)
@@ -69,13 +82,16 @@ class Passthrough:
         return physical if physical in self._devices else None
 
     def roots(self) -> list[tuple[int, int]]:
-        # Linux skips a device whose parent bridge is also exported; the physical-bus port does
-        # not expose parent links, so every exported device's bus is published (a superset the
-        # frontend scans harmlessly: it skips a root it has already scanned).
+        # As Linux: a device reached through an exported bridge is found by scanning below
+        # that bridge, so its bus is not a root of its own.
         roots: list[tuple[int, int]] = []
         for physical in self._devices:
             domain, bus, _, _ = parse_address(physical)
-            if (domain, bus) not in roots:
+            behind = any(
+                d == domain and first <= bus <= last and bridge != physical
+                for bridge, (d, first, last) in self._bridged.items()
+            )
+            if not behind and (domain, bus) not in roots:
                 roots.append((domain, bus))
         return roots
 
@@ -93,7 +109,13 @@ class VirtualBus:
         domain, bus, slot, _ = parse_address(physical)
         return domain, bus, slot
 
-    def add(self, physical: str, is_bridge: bool, guest: str | None = None) -> str:
+    def add(
+        self,
+        physical: str,
+        is_bridge: bool,
+        guest: str | None = None,
+        bridged_buses: tuple[int, int] | None = None,
+    ) -> str:
         if is_bridge:
             raise TopologyError(f"{physical}: bridges cannot be exported on the virtual PCI bus")
         if self.guest_of(physical) is not None:

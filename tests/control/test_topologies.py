@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.sim.device import SimDevice
+from pciback.sim.fixtures import fixture
 from pciback.xenbus.states import XenbusState as S
 from pciback.xenbus.topology import Passthrough, TopologyError, VirtualBus
 
-from .harness import BLK, BRIDGE, NET, RNG, World
+from .harness import BLK, BRIDGE, NET, RNG, World, make_devices
 
 
 def test_passthrough_shows_real_addresses_and_publishes_roots() -> None:
@@ -68,3 +70,28 @@ def test_restored_placement_is_kept() -> None:
         bus.add("0000:06:00.0", False, guest="0000:00:07.1")
     with pytest.raises(TopologyError):
         Passthrough().add(NET, False, guest=RNG)
+
+
+def test_passthrough_root_skips_buses_behind_an_exported_bridge() -> None:
+    topo = Passthrough()
+    topo.add("0000:00:1c.0", True, bridged_buses=(5, 6))
+    topo.add("0000:05:00.0", False)
+    topo.add("0000:06:00.0", False)
+    topo.add("0000:07:00.0", False)
+    assert topo.roots() == [(0, 0), (0, 7)]
+    topo.remove("0000:00:1c.0")
+    assert topo.roots() == [(0, 5), (0, 6), (0, 7)]
+
+
+def test_pci_bridge_claim_reports_its_buses() -> None:
+    config = bytearray(256)
+    config[0:4] = (0x1C10_8086).to_bytes(4, "little")
+    config[0x0A:0x0C] = (0x0604).to_bytes(2, "little")  # PCI-to-PCI bridge
+    config[0x0E] = 1
+    config[0x18:0x1B] = bytes([0, 5, 6])  # primary, secondary, subordinate
+    sim = make_devices()
+    sim["0000:00:1c.0"] = SimDevice("0000:00:1c.0", bytes(config))
+    sim["0000:05:00.0"] = SimDevice("0000:05:00.0", fixture("virtio-rng-1af4-1044.bin"))
+    w = World(sim=sim, hide="(00:1c.0)(05:00.0)(03:00.0)")
+    front = w.guest(1, ["0000:00:1c.0", "0000:05:00.0", NET], mode="passthrough")
+    assert front.roots == ["0000:00", "0000:03"]
