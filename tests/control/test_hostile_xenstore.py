@@ -184,3 +184,13 @@ def test_backend_directory_completed_later_is_picked_up() -> None:
     assert "frontend: missing" in (w.error(2) or "")
     w.guest(2, [RNG], mode="vpci")  # the rest of the directory arrives
     assert w.be(2, "state") == str(int(S.CONNECTED))
+
+
+def test_unknown_topology_node_is_refused_for_that_guest() -> None:
+    w = World()
+    healthy_neighbour(w)
+    w.toolstack.create(2, [RNG], "ring")
+    w.settle()
+    assert "unknown topology 'ring'" in (w.error(2) or "")
+    assert (2, 0) in w.backends.failed
+    assert_neighbour_untouched(w)
