@@ -1,0 +1,184 @@
+"""`pciback view DUMP`: the configuration space a guest would see for a device dump.
+
+The dump (raw binary or `lspci -x/-xxx/-xxxx` text) becomes a simulated device, the compiled
+policy is laid over it exactly as for a guest, and every dword is read through that view. The
+result prints as an `lspci -xxxx`-style text dump, which `lspci -F FILE -vvv` decodes, or as raw
+bytes. Nothing here writes to a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pciback.control.hide import HideSyntaxError, QuirkSpec, parse_quirk
+from pciback.daemon.quirks import quirk_register
+from pciback.dumps import DumpError, format_lspci, load_config
+from pciback.engine import ConfigSpace, build_config_space
+from pciback.sim.device import SimDevice
+from pciback.tables import Register
+
+if TYPE_CHECKING:
+    from pciback.cli import Subparsers
+
+DEFAULT_ADDRESS = "0000:00:00.0"
+# Names an operator may give instead of a number (PCI Code and ID Assignment spec).
+CAPABILITY_NAMES = {
+    "pm": 0x01,
+    "agp": 0x02,
+    "vpd": 0x03,
+    "slotid": 0x04,
+    "msi": 0x05,
+    "hotswap": 0x06,
+    "pcix": 0x07,
+    "ht": 0x08,
+    "vendor": 0x09,
+    "debug": 0x0A,
+    "ssvid": 0x0D,
+    "pcie": 0x10,
+    "msix": 0x11,
+    "sata": 0x12,
+    "af": 0x13,
+    "ea": 0x14,
+}
+EXTENDED_NAMES = {
+    "aer": 0x0001,
+    "vc": 0x0002,
+    "dsn": 0x0003,
+    "power": 0x0004,
+    "acs": 0x000D,
+    "ari": 0x000E,
+    "ats": 0x000F,
+    "sriov": 0x0010,
+    "ltr": 0x0018,
+    "l1ss": 0x001E,
+    "rebar": 0x0015,
+    "pasid": 0x001B,
+    "dvsec": 0x0023,
+}
+
+
+def capability_id(text: str, names: dict[str, int], limit: int) -> int:
+    """`0x05`, `5` or a name such as `msi`; argparse reports the ValueError."""
+    key = text.strip().lower()
+    if key in names:
+        return names[key]
+    value = int(key, 0)
+    if not 0 <= value <= limit:
+        raise ValueError(f"capability ID {text!r} out of range 0..{limit:#x}")
+    return value
+
+
+def guest_view(
+    config: bytes | str | Path,
+    *,
+    permissive: bool = False,
+    hide: Iterable[int] = (),
+    hide_extended: Iterable[int] = (),
+    extra_registers: Iterable[Register] = (),
+    address: str = DEFAULT_ADDRESS,
+) -> tuple[bytes, ConfigSpace]:
+    """Every byte of the guest-visible config space of a dump, and the view that served it."""
+    device = SimDevice(address, config)
+    space = build_config_space(
+        device,
+        permissive=permissive,
+        hide=hide,
+        hide_extended=hide_extended,
+        extra_registers=extra_registers,
+    )
+    data = b"".join(
+        space.read(offset, 4).to_bytes(4, "little") for offset in range(0, space.size, 4)
+    )
+    return data, space
+
+
+def standard_id(text: str) -> int:
+    return capability_id(text, CAPABILITY_NAMES, 0xFF)
+
+
+def extended_id(text: str) -> int:
+    return capability_id(text, EXTENDED_NAMES, 0xFFFF)
+
+
+def register(sub: Subparsers) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "view",
+        help="print the config space a guest would see for a device dump",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("dump", type=Path, help="raw binary or lspci -x/-xxx/-xxxx text dump")
+    parser.add_argument(
+        "--permissive",
+        action="store_true",
+        help="build the view in permissive mode (it changes writes only: the bytes read stay)",
+    )
+    parser.add_argument(
+        "--hide-cap",
+        action="append",
+        default=[],
+        metavar="ID",
+        type=standard_id,
+        help="hide a standard capability (number or name: pm, msi, msix, pcie, ...); repeatable",
+    )
+    parser.add_argument(
+        "--hide-ext-cap",
+        action="append",
+        default=[],
+        metavar="ID",
+        type=extended_id,
+        help="hide an extended capability (number or name: aer, sriov, ...); repeatable",
+    )
+    parser.add_argument(
+        "--quirk",
+        action="append",
+        default=[],
+        metavar="REG:SIZE:MASK",
+        help="a runtime quirk field as the quirks attribute takes it (hex); repeatable",
+    )
+    parser.add_argument("--format", choices=("text", "binary"), default="text")
+    parser.add_argument("--address", help="DDDD:BB:DD.F for the text header (default: the dump's)")
+    parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        dump = load_config(args.dump)
+    except DumpError as exc:
+        print(f"pciback view: {exc}", file=sys.stderr)
+        return 1
+    address = args.address or dump.address or DEFAULT_ADDRESS
+    quirks: list[QuirkSpec] = []
+    for text in args.quirk:
+        try:
+            quirks.append(parse_quirk(f"{address}-{text}"))
+        except HideSyntaxError as exc:
+            print(f"pciback view: --quirk {text}: {exc.problem}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"pciback view: --quirk {text}: {exc}", file=sys.stderr)
+            return 2
+    data, space = guest_view(
+        dump.config,
+        permissive=args.permissive,
+        hide=args.hide_cap,
+        hide_extended=args.hide_ext_cap,
+        extra_registers=[quirk_register(q) for q in quirks],
+        address=address,
+    )
+    for problem in space.problems:
+        print(f"pciback view: {args.dump}: {problem}", file=sys.stderr)
+    if args.format == "binary":
+        blob = data
+    else:
+        blob = format_lspci(data, f"{address} guest view of {args.dump.name}").encode("ascii")
+    if args.output is not None:
+        args.output.write_bytes(blob)
+    else:
+        sys.stdout.buffer.write(blob)
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,130 @@
+"""MSI-X: the control bits, the table and PBA registers, and their BIR checked at seize."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.errors import PciOpError, XenPciError
+from pciback.sim import SimHost
+
+from .builders import ADDRESS, CAP_MSIX, ConfigBuilder, chain, endpoint
+
+CONTROL, TABLE, PBA = 2, 4, 8
+ENABLE, MASK_ALL = 0x8000, 0x4000
+
+
+def msix_device(command: int = 0x0406, **kw: object):  # type: ignore[no-untyped-def]
+    b = endpoint(command=command)
+    b.pm()
+    pos = b.msix(**kw)  # type: ignore[arg-type]
+    space, dev = b.space()
+    return space, dev, pos
+
+
+def test_control_table_and_pba_read_as_the_device_has_them() -> None:
+    space, _, pos = msix_device(entries=8, table=(0, 0x2000), pba=(0, 0x3000))
+    assert space.read(pos + CONTROL, 2) == 7
+    assert space.read(pos + TABLE, 4) == 0x2000
+    assert space.read(pos + PBA, 4) == 0x3000
+    assert (pos, CAP_MSIX) in chain(space)
+
+
+def test_table_and_pba_are_read_once_at_seize() -> None:
+    space, dev, pos = msix_device()
+    dev.config[pos + TABLE] = 0x05  # a device changing its mind after validation
+    assert space.read(pos + TABLE, 4) == 0x2000
+    space.write(pos + TABLE, 4, 0xFFFFFFFF)
+    space.write(pos + PBA, 4, 0xFFFFFFFF)
+    assert dev.writes == []
+
+
+@pytest.mark.parametrize("bit", [ENABLE, MASK_ALL])
+def test_enable_and_mask_all_are_refused_without_interrupt_control(bit: int) -> None:
+    space, dev, pos = msix_device()
+    with pytest.raises(PciOpError) as info:
+        space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) | bit)
+    assert info.value.err is XenPciError.ACCESS_DENIED
+    assert dev.writes == []
+
+
+def test_table_size_and_reserved_bits_ignore_writes() -> None:
+    space, dev, pos = msix_device()
+    space.write(pos + CONTROL, 2, 0x3FFF & ~MASK_ALL)
+    assert dev.writes == [] and space.read(pos + CONTROL, 2) == 7
+
+
+def test_with_interrupt_control_enable_and_mask_all_reach_the_device() -> None:
+    space, dev, pos = msix_device()
+    space.allow_interrupt_control = True
+    space.write(pos + CONTROL, 2, ENABLE | MASK_ALL)
+    assert dev.read(pos + CONTROL, 2) & (ENABLE | MASK_ALL) == ENABLE | MASK_ALL
+    space.write(pos + CONTROL, 2, ENABLE)
+    assert dev.read(pos + CONTROL, 2) & (ENABLE | MASK_ALL) == ENABLE
+
+
+def test_with_interrupt_control_msix_is_refused_while_msi_is_on() -> None:
+    b = endpoint(command=0x0406)
+    msi = b.msi()
+    pos = b.msix()
+    space, dev = b.space()
+    space.allow_interrupt_control = True
+    dev.enable_msi(1)
+    with pytest.raises(PciOpError):
+        space.write(pos + CONTROL, 2, ENABLE)
+    assert not dev.read(pos + CONTROL, 2) & ENABLE
+    assert dev.read(msi + 2, 2) & 1
+    space.write(pos + CONTROL, 2, MASK_ALL)  # masking is no second interrupt type
+    assert dev.read(pos + CONTROL, 2) & MASK_ALL
+
+
+def bad_layout(**kw: object) -> ConfigBuilder:
+    b = ConfigBuilder()
+    b.bar(0, 0xFE000000, size=0x4000)
+    b.bar(1, 0x0000E001, size=0x20)  # I/O
+    b.bar(2, 0xF000000C, size=0x100000)  # 64-bit prefetchable, BAR3 its upper half
+    b.pm()
+    b.msix(**kw)  # type: ignore[arg-type]
+    return b
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"table": (5, 0x0)}, "BIR 5"),  # no BAR5
+        ({"table": (1, 0x0)}, "BIR 1"),  # an I/O BAR
+        ({"table": (3, 0x0)}, "BIR 3"),  # the upper half of a 64-bit BAR
+        ({"table": (6, 0x0)}, "BIR 6"),  # reserved BIR
+        ({"pba": (7, 0x0)}, "BIR 7"),
+        ({"table": (0, 0x3FF8)}, "does not fit"),  # runs past the end of a 16 KiB BAR
+        ({"entries": 2048, "table": (0, 0x0)}, "does not fit"),  # 32 KiB of table
+        ({"pba": (0, 0x4000)}, "does not fit"),
+    ],
+)
+def test_a_layout_outside_the_bars_hides_the_capability(kw: dict[str, object], why: str) -> None:
+    b = bad_layout(**kw)
+    space, dev = b.space()
+    assert [c for _, c in chain(space)] == [0x01]
+    assert space.capability_offset(CAP_MSIX) is None
+    assert any("MSI-X" in p and why in p for p in space.problems)
+    pos = 0x48
+    assert space.read(pos, 4) == 0 and space.read(pos + TABLE, 4) == 0
+    space.write(pos + CONTROL, 2, ENABLE)
+    assert dev.writes == []
+
+
+def test_a_table_in_a_64_bit_bar_is_accepted() -> None:
+    b = bad_layout(table=(2, 0x80000), pba=(2, 0x90000))
+    space, _ = b.space()
+    assert space.capability_offset(CAP_MSIX) == 0x48 and not space.problems
+
+
+def test_the_op_cannot_enable_msix_on_a_hidden_layout() -> None:
+    with SimHost() as host:
+        b = bad_layout(table=(5, 0))
+        host.add_device(ADDRESS, b.build(), bar_sizes=b.bar_sizes)
+        guest = host.attach(1, [ADDRESS])
+        with pytest.raises(PciOpError) as info:
+            guest.enable_msix(ADDRESS, [0])
+        assert info.value.err is XenPciError.OP_FAILED
+        assert host.physical(ADDRESS).msix_entries is None
+        assert guest.conf_read(ADDRESS, 0x41, 1) == 0  # PM is now the last capability
