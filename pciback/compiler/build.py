@@ -17,6 +17,7 @@ from pciback.compiler.model import (
     Expr,
     FieldDecl,
     FieldRef,
+    GroupDecl,
     HookDecl,
     HookUse,
     MatchDecl,
@@ -26,6 +27,7 @@ from pciback.compiler.model import (
     RegisterDecl,
     SourceFile,
     Unary,
+    UseDecl,
 )
 
 _WIDTHS = {"u8": 1, "u16": 2, "u32": 4}
@@ -60,6 +62,8 @@ class Builder:
                 out.consts.append(self.const(item))
             elif kind == "hook_decl":
                 out.hooks.append(self.hook(item))
+            elif kind == "group":
+                out.groups.append(self.group(item))
             else:
                 out.blocks.append(self.block(item))
         return out
@@ -75,6 +79,13 @@ class Builder:
         params = tuple(str(p) for p in rest if isinstance(p, Token) and p.type == "NAME")
         return HookDecl(kind, str(name), params, self.reason(rest), self.pos(name))
 
+    def group(self, tree: Tree[Token]) -> GroupDecl:
+        name, *rest = tree.children
+        registers = tuple(
+            self.register(c) for c in rest if isinstance(c, Tree) and c.data == "register"
+        )
+        return GroupDecl(str(name), self.reason(rest), registers, self.pos(name))
+
     def block(self, tree: Tree[Token]) -> BlockDecl:
         kind = _BLOCK_KINDS[str(tree.data)]
         name = tree.children[0]
@@ -83,6 +94,7 @@ class Builder:
         reason = ""
         policies: list[PolicyDecl] = []
         registers: list[RegisterDecl] = []
+        items: list[RegisterDecl | UseDecl] = []
         matches: list[MatchDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKindDecl.QUIRK:
@@ -100,6 +112,10 @@ class Builder:
                 policies.append(PolicyDecl(str(word) == "hide", self.reason(prest), self.pos(word)))
             elif data == "register":
                 registers.append(self.register(child))
+                items.append(registers[-1])
+            elif data == "use":
+                group = child.children[0]
+                items.append(UseDecl(str(group), self.pos(group)))
             elif data == "match_item":
                 key, value, *mask = child.children
                 matches.append(
@@ -122,6 +138,7 @@ class Builder:
             tuple(registers),
             tuple(matches),
             self.pos(name),
+            tuple(items),
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:

@@ -113,11 +113,11 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
             }
             for m in block.matches
         ],
-        "registers": [_register(r, src, program) for r in block.registers],
+        "registers": [_register(r, program) for r in block.registers],
     }
 
 
-def _register(reg: RegisterDecl, src: SourceFile, program: Program) -> dict[str, Any]:
+def _register(reg: RegisterDecl, program: Program) -> dict[str, Any]:
     consts = program.consts
     movable = bool(field_refs(reg.offset))
     return {
@@ -125,15 +125,15 @@ def _register(reg: RegisterDecl, src: SourceFile, program: Program) -> dict[str,
         "offset": _expr_or_int(reg.offset, consts, offset=True),
         "offset_text": to_text(reg.offset) if movable else "",
         "width": reg.width,
-        "source": f"{src.path}:{reg.pos.line}",
+        "source": f"{reg.pos.file}:{reg.pos.line}",
         "present": _lambda(to_python(reg.condition, consts)) if reg.condition else None,
         "present_text": to_text(reg.condition) if reg.condition else "",
         "reason": reg.reason,
-        "fields": [_field(f, reg, src, program) for f in reg.fields],
+        "fields": [_field(f, reg, program) for f in reg.fields],
     }
 
 
-def _field(fld: FieldDecl, reg: RegisterDecl, src: SourceFile, program: Program) -> dict[str, Any]:
+def _field(fld: FieldDecl, reg: RegisterDecl, program: Program) -> dict[str, Any]:
     init: str | None = None
     if fld.backing.value is not None:
         init = _hex(evaluate(fld.backing.value, program.consts))
@@ -147,7 +147,7 @@ def _field(fld: FieldDecl, reg: RegisterDecl, src: SourceFile, program: Program)
         "mask": f"0x{fld.mask:0{digits}X}",
         "backing": fld.backing.kind.name if fld.backing.kind is not BackingKind.HW else "HW",
         "access": fld.access.upper(),
-        "source": f"{src.path}:{fld.pos.line}",
+        "source": f"{fld.pos.file}:{fld.pos.line}",
         "init": init,
         "permissive": fld.permissive.upper() if fld.permissive else None,
         "on_write": write_hook.name if write_hook else None,

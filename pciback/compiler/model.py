@@ -152,6 +152,22 @@ class PolicyDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class UseDecl:
+    """`use GROUP` inside a block: the group's registers stand there."""
+
+    group: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDecl:
+    name: str
+    reason: str
+    registers: tuple[RegisterDecl, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class BlockDecl:
     kind: BlockKindDecl
     name: str
@@ -162,6 +178,9 @@ class BlockDecl:
     registers: tuple[RegisterDecl, ...]
     matches: tuple[MatchDecl, ...]
     pos: Pos
+    # The block's registers and `use` lines in source order; `registers` is filled from it
+    # once groups are resolved.
+    items: tuple[RegisterDecl | UseDecl, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +207,4 @@ class SourceFile:
     consts: list[ConstDecl] = field(default_factory=list)
     hooks: list[HookDecl] = field(default_factory=list)
     blocks: list[BlockDecl] = field(default_factory=list)
+    groups: list[GroupDecl] = field(default_factory=list)

@@ -11,6 +11,7 @@ from pciback.compiler.diagnostics import CompileFailed, Diagnostics, Pos
 from pciback.compiler.emit import Output, emit
 from pciback.compiler.model import SourceFile
 from pciback.compiler.parse import parse
+from pciback.compiler.resolve import resolve
 
 PRELUDE = "prelude.pci"
 
@@ -56,7 +57,7 @@ def load(paths: Sequence[Path], diags: Diagnostics) -> list[SourceFile]:
 
 def analyse(paths: Sequence[Path]) -> Program:
     diags = Diagnostics()
-    files = load(paths, diags)
+    files = resolve(load(paths, diags), diags)
     program = check(files, diags)
     if diags:
         raise CompileFailed(diags.items)

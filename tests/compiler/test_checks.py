@@ -24,7 +24,7 @@ CASES: list[tuple[str, str, str]] = [
         "stray character",
         "header h type 0 { $ }\n",
         "1:19: error: syntax error: unexpected character '$',"
-        " expected one of 'policy', 'register', '}'",
+        " expected one of 'policy', 'register', 'use', '}'",
     ),
     (
         "unknown constant",
@@ -233,3 +233,21 @@ def test_clean_source_passes(check_source: CheckRun, capsys: pytest.CaptureFixtu
         "}\n"
     )
     assert (status, errors) == (0, [])
+
+
+def test_register_groups_are_shared_and_checked_where_used(check_source: CheckRun) -> None:
+    status, errors, _ = check_source(
+        "registers ids {\n"
+        "    register vendor @0x00 u16 { v [15:0] cached ro }\n"
+        "}\n"
+        "header a type 0 {\n    use ids\n}\n"
+        "header b type 1 {\n    use ids\n    register more @0x00 u8 { v [7:0] hw ro }\n}\n"
+        "header c type 1 {\n    use nothing\n}\n"
+        "registers ids { }\n"
+    )
+    assert status == 1
+    assert errors == [
+        "policy.pci:9:20: error: register 'more' overlaps register 'vendor' at byte 0x0",
+        "policy.pci:12:9: error: unknown register group 'nothing'",
+        "policy.pci:14:11: error: duplicate register group 'ids' (first at policy.pci:1:11)",
+    ]
