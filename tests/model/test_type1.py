@@ -1,0 +1,83 @@
+"""The bridge header: routing registers the host's, BARs and ROM mediated, the common registers
+as on an endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from .builders import ConfigBuilder
+
+BRIDGE_CONTROL = 0x3E
+SECONDARY_BUS_RESET = 0x0040
+
+
+def bridge(permissive: bool = False):  # type: ignore[no-untyped-def]
+    b = ConfigBuilder(header_type=1, class_code=0x060400, command=0x0007)
+    b.bar(0, 0xFE100000, size=0x1000)
+    b.poke(0x18, 4, 0x00050403)  # primary 3, secondary 4, subordinate 5
+    b.poke(0x1C, 2, 0xE0D0)  # I/O window
+    b.poke(0x20, 4, 0xFE20FE10)  # memory window
+    b.poke(0x38, 4, 0xFE300000)  # the bridge's ROM lives at 0x38
+    b.pm()
+    space, dev = b.space(permissive=permissive)
+    return space, dev
+
+
+def test_the_bridge_header_has_its_own_table() -> None:
+    space, _ = bridge()
+    assert not space.problems
+    assert {i.state["block"] for i in space.registers if i.offset < 0x40} == {"type1"}
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+@pytest.mark.parametrize(
+    ("offset", "size"),
+    [(0x18, 4), (0x1C, 2), (0x20, 4), (0x24, 4), (0x28, 4), (0x2C, 4), (0x30, 4)],
+)
+def test_bus_numbers_and_windows_never_take_a_guest_write(
+    offset: int, size: int, permissive: bool
+) -> None:
+    space, dev = bridge(permissive)
+    before = dev.read(offset, size)
+    space.write(offset, size, 0)
+    space.write(offset, size, (1 << 8 * size) - 1)
+    assert dev.writes == [] and space.read(offset, size) == before
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+def test_secondary_bus_reset_is_never_forwarded(permissive: bool) -> None:
+    space, dev = bridge(permissive)
+    space.write(BRIDGE_CONTROL, 2, SECONDARY_BUS_RESET | 0x0003)
+    assert dev.writes == []
+
+
+def test_bar0_sizes_and_never_moves() -> None:
+    space, dev = bridge()
+    space.write(0x10, 4, 0xFFFFFFFF)
+    assert space.read(0x10, 4) == 0xFFFFF000
+    space.write(0x10, 4, 0x12345000)
+    assert space.read(0x10, 4) == 0xFE100000
+    assert dev.read(0x10, 4) == 0xFE100000 and dev.writes == []
+
+
+def test_the_rom_at_0x38_is_mediated() -> None:
+    space, dev = bridge()
+    assert space.read(0x38, 4) == 0xFE300000
+    space.write(0x38, 4, 0xABCDE001)
+    assert dev.read(0x38, 4) == 0xFE300000 and dev.writes == []
+
+
+def test_secondary_status_is_read_only_and_primary_status_rw1c() -> None:
+    space, dev = bridge()
+    dev.config[0x1F] = 0xF8  # errors on the secondary side
+    dev.config[0x07] = 0x01  # master data parity error on the primary side
+    space.write(0x1E, 2, 0xFFFF)
+    assert all(off not in (0x1E, 0x1F) for off, _, _ in dev.writes)
+    space.write(0x06, 2, 0x0100)
+    assert dev.config[0x07] == 0x00  # acknowledged on the device
+    assert dev.config[0x1F] == 0xF8
+
+
+def test_capability_list_on_a_bridge_goes_through_the_view() -> None:
+    space, _ = bridge()
+    assert space.read(0x34, 1) == 0x40 and space.read(0x06, 2) & 0x10
