@@ -47,7 +47,9 @@ def walk(read: Reader, config_size: int) -> Chains:
 def _walk_standard(read: Reader, chains: Chains) -> None:
     pos = read(CAP_POINTER, 1) & ~3
     seen: set[int] = set()
-    for _ in range(STD_TTL):
+    # One pass more than there are dwords: a list in every dword of 0x40..0xff ends on the
+    # pass after its 48th capability; any longer list repeats an offset and is caught as a loop.
+    for _ in range(STD_TTL + 1):
         if pos == 0:
             return
         if not STD_START <= pos < STD_END:

@@ -320,11 +320,28 @@ class ConfigSpace:
             if not isinstance(reg.offset, int) or reg.offset + reg.width > self.size:
                 self.problems.append(f"quirk register {reg.name} does not fit the device")
                 continue
-            for off in range(reg.offset, reg.offset + reg.width):
-                old = self._map[off]
-                if isinstance(old, RegisterInstance) and old in self.registers:
+            end = reg.offset + reg.width
+            taken = [self._map[off] for off in range(reg.offset, end)]
+            if any(isinstance(slot, ChainLink | Blocked) for slot in taken):
+                # A quirk must not undo hiding: hidden stays unreachable, the chain the backend's.
+                self.problems.append(
+                    f"quirk register {reg.name} at {reg.offset:#x} covers the capability chain"
+                    " or a hidden capability; ignored"
+                )
+                continue
+            replaced = {slot for slot in taken if isinstance(slot, RegisterInstance)}
+            partial = [r for r in replaced if r.offset < reg.offset or r.end > end]
+            if partial:
+                # The rest of a half-replaced register would fall back to the gap default,
+                # writable in permissive mode: not what its table decided.
+                self.problems.append(
+                    f"quirk register {reg.name} at {reg.offset:#x} covers part of"
+                    f" {partial[0].reg.name}; a quirk replaces whole registers; ignored"
+                )
+                continue
+            for old in replaced:
+                if old in self.registers:
                     self.registers.remove(old)
-                    self._claim(old.offset, old.width, GAP)
             inst = RegisterInstance(self, reg, reg.offset, 0)
             inst.state["block"] = block.name if block else "runtime-quirk"
             self.registers.append(inst)

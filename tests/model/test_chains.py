@@ -1,0 +1,141 @@
+"""Broken capability lists from a device: the walk ends, what was sane is kept, the problem is
+reported, and the chain the guest walks through the view is finite and acyclic."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.engine import ConfigSpace
+
+from .builders import (
+    CAP_MSI,
+    CAP_PCIE,
+    CAP_PM,
+    EXT_AER,
+    EXT_DSN,
+    ConfigBuilder,
+    chain,
+    endpoint,
+    ext_chain,
+    guest_bytes,
+    view_of,
+)
+
+
+def assert_sane(space: ConfigSpace) -> None:
+    walked = chain(space)
+    offsets = [o for o, _ in walked]
+    assert len(offsets) == len(set(offsets)) <= 48
+    assert space.read(offsets[-1] + 1, 1) == 0 if offsets else True
+    ext = [o for o, _ in ext_chain(space)]
+    assert len(ext) == len(set(ext))
+    assert len(guest_bytes(space)) == space.size  # every offset answers
+
+
+def std_three() -> tuple[ConfigBuilder, int, int, int]:
+    b = endpoint()
+    return b, b.pm(), b.msi(), b.cap(0x09, b"\x05\x00\x00")
+
+
+@pytest.mark.parametrize(
+    ("patch", "kept", "problem"),
+    [
+        (lambda c, a, b_, v: c.__setitem__(v + 1, a), 3, "loops back"),  # last -> first
+        (lambda c, a, b_, v: c.__setitem__(b_ + 1, b_), 2, "loops back"),  # self loop
+        (lambda c, a, b_, v: c.__setitem__(b_ + 1, a | 3), 2, "loops back"),  # low bits ignored
+        (lambda c, a, b_, v: c.__setitem__(a + 1, 0x10), 1, "outside"),  # into the header
+        (lambda c, a, b_, v: c.__setitem__(b_, 0xFF), 1, "all ones"),  # function gone
+    ],
+)
+def test_broken_standard_lists(patch, kept: int, problem: str) -> None:  # type: ignore[no-untyped-def]
+    b, pm, msi, vendor = std_three()
+    cfg = bytearray(b.build())
+    patch(cfg, pm, msi, vendor)
+    space, dev = view_of(bytes(cfg), bar_sizes=b.bar_sizes)
+    assert len(space.exposed) == kept
+    assert any(problem in p for p in space.problems)
+    assert_sane(space)
+    assert space.read(0x34, 1) == pm
+    assert dev.writes == []
+
+
+def test_a_pointer_into_the_header_gives_no_capabilities() -> None:
+    b, *_ = std_three()
+    cfg = bytearray(b.build())
+    cfg[0x34] = 0x20
+    space, _ = view_of(bytes(cfg), bar_sizes=b.bar_sizes)
+    assert space.exposed == [] and chain(space) == []
+    assert not space.read(0x06, 2) & 0x10
+
+
+def test_the_longest_possible_list_is_walked_whole() -> None:
+    b = endpoint()
+    for _ in range(48):
+        b.cap(0x0A, b"\x00\x00")  # a 4-byte capability in every dword of 0x40..0xff
+    space, _ = b.space()
+    assert len(space.exposed) == 48 and not space.problems
+    assert_sane(space)
+    assert len(chain(space)) == 48
+
+
+def test_overlapping_capabilities_do_not_take_each_others_registers() -> None:
+    b = endpoint()
+    b.pcie()  # 0x40..0x7b
+    b.cap(CAP_PM, bytes(6), at=0x50)  # inside the PCIe capability
+    space, dev = b.space()
+    assert [i for _, i in chain(space)] == [CAP_PCIE, CAP_PM]
+    assert any("overlaps" in p for p in space.problems)
+    space.write(0x50, 2, 0xFFFF)  # PM's ID and next: the chain is the backend's
+    assert dev.writes == []
+    assert_sane(space)
+
+
+def ext_three() -> tuple[ConfigBuilder, int, int, int]:
+    b = endpoint(size=4096)
+    b.pcie()
+    return b, b.aer(), b.ext_cap(EXT_DSN, bytes(8)), b.ext_cap(0x0018, bytes(4))
+
+
+def set_next(cfg: bytearray, pos: int, nxt: int) -> None:
+    header = int.from_bytes(cfg[pos : pos + 4], "little") & 0xFFFFF
+    cfg[pos : pos + 4] = (header | nxt << 20).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(
+    ("target", "kept", "problem"),
+    [("first", 3, "loops back"), ("self", 2, "loops back"), (0x40, 1, "outside")],
+)
+def test_broken_extended_lists(target: object, kept: int, problem: str) -> None:
+    b, aer, dsn, ltr = ext_three()
+    cfg = bytearray(b.build())
+    if target == "first":
+        set_next(cfg, ltr, aer)
+    elif target == "self":
+        set_next(cfg, dsn, dsn)
+    else:
+        assert isinstance(target, int)
+        set_next(cfg, aer, target)
+    space, dev = view_of(bytes(cfg), bar_sizes=b.bar_sizes)
+    assert len(space.exposed_extended) == kept
+    assert any(problem in p for p in space.problems)
+    assert_sane(space)
+    assert ext_chain(space)[0] == (aer, EXT_AER)
+    assert dev.writes == []
+
+
+def test_an_all_ones_extended_header_ends_the_list() -> None:
+    b, _, dsn, _ = ext_three()
+    cfg = bytearray(b.build())
+    cfg[dsn : dsn + 4] = b"\xff\xff\xff\xff"
+    space, _ = view_of(bytes(cfg), bar_sizes=b.bar_sizes)
+    assert [i for _, i in ext_chain(space)] == [EXT_AER]
+    assert_sane(space)
+
+
+def test_hiding_inside_a_cycle_still_gives_a_finite_chain() -> None:
+    b, pm, _, vendor = std_three()
+    cfg = bytearray(b.build())
+    cfg[vendor + 1] = pm
+    space, _ = view_of(bytes(cfg), bar_sizes=b.bar_sizes, hide=[CAP_MSI])
+    assert chain(space) == [(pm, CAP_PM), (vendor, 0x09)]
+    assert_sane(space)

@@ -1,0 +1,71 @@
+"""Extended config space: AER described read-only, the rest read-only by default."""
+
+from __future__ import annotations
+
+import pytest
+
+from .builders import EXT_AER, EXT_DSN, EXT_SRIOV, endpoint, ext_chain
+
+
+def extended_device(permissive: bool = False):  # type: ignore[no-untyped-def]
+    b = endpoint(size=4096)
+    b.pm()
+    b.pcie()
+    aer = b.aer()
+    dsn = b.ext_cap(EXT_DSN, bytes(range(8)))
+    sriov = b.ext_cap(EXT_SRIOV, bytes(0x3C), version=1)
+    space, dev = b.space(permissive=permissive)
+    return space, dev, aer, dsn, sriov
+
+
+def test_the_extended_chain_is_the_devices() -> None:
+    space, _, aer, dsn, sriov = extended_device()
+    assert ext_chain(space) == [(aer, EXT_AER), (dsn, EXT_DSN), (sriov, EXT_SRIOV)]
+    assert not space.problems
+
+
+def test_aer_reads_from_the_device() -> None:
+    space, dev, aer, *_ = extended_device()
+    dev.config[aer + 4 : aer + 8] = (0x00104010).to_bytes(4, "little")  # UR, poisoned TLP, DLP
+    assert space.read(aer + 4, 4) == 0x00104010
+    assert space.read(aer + 0x0C, 4) == dev.read(aer + 0x0C, 4)  # severity
+    assert space.read(aer + 0x18, 4) == dev.read(aer + 0x18, 4) & 0x1FFF
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+def test_aer_never_takes_a_guest_write(permissive: bool) -> None:
+    space, dev, aer, *_ = extended_device(permissive)
+    dev.config[aer + 4 : aer + 8] = (0x00104010).to_bytes(4, "little")
+    for rel in range(4, 0x2C, 4):
+        space.write(aer + rel, 4, 0xFFFFFFFF)  # clear status, unmask, make fatal, ECRC on
+        space.write(aer + rel, 4, 0)
+    assert dev.writes == []
+    assert dev.read(aer + 4, 4) == 0x00104010  # the host still sees the errors
+
+
+def test_undescribed_extended_capabilities_are_read_only_unless_permissive() -> None:
+    space, dev, _, dsn, sriov = extended_device()
+    assert space.read(dsn + 4, 4) == 0x03020100
+    space.write(sriov + 8, 2, 0x0001)  # VF enable
+    assert dev.writes == []
+    assert space.warnings  # the drop is reported once
+    space, dev, _, dsn, sriov = extended_device(permissive=True)
+    space.write(sriov + 8, 2, 0x0001)
+    assert dev.writes == [(sriov + 8, 2, 0x0001)]
+
+
+@pytest.mark.parametrize("permissive", [False, True])
+def test_extended_headers_are_never_writable(permissive: bool) -> None:
+    space, dev, aer, dsn, sriov = extended_device(permissive)
+    for pos in (aer, dsn, sriov):
+        space.write(pos, 4, 0)
+        space.write(pos + 2, 2, 0xFFFF)
+    assert dev.writes == []
+    assert ext_chain(space) == [(aer, EXT_AER), (dsn, EXT_DSN), (sriov, EXT_SRIOV)]
+
+
+def test_a_conventional_device_has_no_extended_space() -> None:
+    b = endpoint()
+    b.pm()
+    space, _ = b.space()
+    assert space.size == 256 and ext_chain(space) == []

@@ -1,0 +1,77 @@
+"""Permissive mode, global (the host's flag) and per device (the view's), with one warning per
+device the first time a write is dropped for lack of it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pciback.engine import build_config_space
+from pciback.sim import SimHost
+
+from .builders import ADDRESS, endpoint
+
+
+def device_with_vendor_cap():  # type: ignore[no-untyped-def]
+    b = endpoint()
+    b.pm()
+    vendor = b.vendor_cap(bytes(10))
+    return b, vendor
+
+
+def test_undescribed_bytes_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    b, vendor = device_with_vendor_cap()
+    space, dev = b.space()
+    with caplog.at_level(logging.WARNING, logger="pciback.engine"):
+        space.write(vendor + 4, 4, 0x11223344)
+        space.write(vendor + 8, 4, 0x55667788)
+        space.write(0x48 + 0x40, 4, 0x1)  # a gap past the last capability
+    assert dev.writes == []
+    assert len(space.warnings) == 1 and "permissive" in space.warnings[0]
+    assert ADDRESS in space.warnings[0]
+    assert len([r for r in caplog.records if "permissive" in r.getMessage()]) == 1
+
+
+def test_a_permissive_device_takes_undescribed_writes() -> None:
+    b, vendor = device_with_vendor_cap()
+    space, dev = b.space(permissive=True)
+    space.write(vendor + 4, 4, 0x11223344)
+    space.write(vendor + 9, 1, 0x5A)
+    assert dev.writes == [(vendor + 4, 4, 0x11223344), (vendor + 9, 1, 0x5A)]
+    assert space.warnings == []
+
+
+def test_permissive_is_per_device() -> None:
+    b, vendor = device_with_vendor_cap()
+    strict_dev, loose_dev = b.sim("0000:03:00.0"), b.sim("0000:03:00.1")
+    strict = build_config_space(strict_dev)
+    loose = build_config_space(loose_dev, permissive=True)
+    for space in (strict, loose):
+        space.write(vendor + 4, 4, 0xCAFE)
+        space.write(0x04, 2, 0x0006 | 0x0008)  # special cycles: a permissive-only command bit
+    assert strict_dev.writes == []
+    assert (vendor + 4, 4, 0xCAFE) in loose_dev.writes
+    assert loose_dev.read(0x04, 2) & 0x0008
+    assert len(strict.warnings) == 1 and loose.warnings == []
+
+
+def test_permissive_never_opens_what_the_policy_keeps() -> None:
+    b = endpoint()
+    b.pm()
+    space, dev = b.space(permissive=True)
+    space.write(0x00, 4, 0)  # IDs
+    space.write(0x34, 1, 0x80)  # the capability pointer
+    space.write(0x40, 2, 0)  # a chain link
+    space.write(0x08, 4, 0)  # class and revision
+    assert dev.writes == []
+
+
+def test_the_global_flag_reaches_every_guest_view() -> None:
+    b, vendor = device_with_vendor_cap()
+    for permissive, expected in ((False, 0), (True, 0x1234)):
+        with SimHost(permissive=permissive) as host:
+            host.add_device(ADDRESS, b.build(), bar_sizes=b.bar_sizes)
+            guest = host.attach(1, [ADDRESS])
+            guest.conf_write(ADDRESS, vendor + 4, 2, 0x1234)
+            assert host.physical(ADDRESS).read(vendor + 4, 2) == expected

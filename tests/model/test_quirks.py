@@ -1,0 +1,106 @@
+"""Quirks: device-specific policy files matched by IDs, and fields an operator adds at run time
+with the kernel's quirks syntax."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.control.hide import parse_quirk
+from pciback.daemon.quirks import quirk_register
+from pciback.engine.registers import RegisterInstance
+from pciback.sim import SimHost
+
+from .builders import ADDRESS, CAP_PCIE, CAP_PM, endpoint
+
+HOSTINTR = 1 << 29
+
+
+def be2net(device: int):  # type: ignore[no-untyped-def]
+    b = endpoint(vendor=0x19A2, device=device)
+    b.pm()
+    b.poke(0xFC, 4, 0x1000_0005)
+    return b
+
+
+@pytest.mark.parametrize("device", [0x0211, 0x0221])
+def test_be2net_host_interrupt_bit_reaches_the_device(device: int) -> None:
+    space, dev = be2net(device).space()
+    slot = space.slot_at(0xFC)
+    assert isinstance(slot, RegisterInstance) and slot.state["block"].startswith("be2net")
+    space.write(0xFC, 4, 0xFFFF_FFFF)
+    assert dev.read(0xFC, 4) == 0x1000_0005 | HOSTINTR
+    space.write(0xFC, 4, 0)
+    assert dev.read(0xFC, 4) == 0x1000_0005
+    assert space.warnings == []
+
+
+def test_another_device_of_the_vendor_gets_no_quirk() -> None:
+    space, dev = be2net(0x0700).space()
+    space.write(0xFC, 4, HOSTINTR)
+    assert dev.writes == [] and space.warnings  # the default: dropped, with the hint
+
+
+def test_the_quirk_holds_through_the_guest_protocol() -> None:
+    b = be2net(0x0211)
+    with SimHost() as host:
+        host.add_device(ADDRESS, b.build(), bar_sizes=b.bar_sizes)
+        guest = host.attach(1, [ADDRESS])
+        guest.conf_write(ADDRESS, 0xFF, 1, 0x20)  # the driver's byte write of HOSTINTR
+        assert host.physical(ADDRESS).read(0xFC, 4) & HOSTINTR
+
+
+def runtime(text: str, **kw: object):  # type: ignore[no-untyped-def]
+    b = endpoint()
+    pm = b.pm()
+    pcie = b.pcie()
+    vendor = b.vendor_cap(bytes(10))
+    spec = parse_quirk(text.format(pm=pm, pcie=pcie, vendor=vendor))
+    space, dev = b.space(extra_registers=[quirk_register(spec)], **kw)  # type: ignore[arg-type]
+    return space, dev, pm, pcie, vendor
+
+
+def test_a_runtime_quirk_passes_its_mask_through() -> None:
+    space, dev, *_, vendor = runtime(f"03:00.0-{0x48 + 0x3C + 4:x}:4:0000ffff")
+    off = 0x48 + 0x3C + 4
+    assert off == vendor + 4
+    space.write(off, 4, 0xAABBCCDD)
+    assert dev.read(off, 4) == 0x0000CCDD
+    assert space.read(off, 4) == 0x0000CCDD
+
+
+def test_a_runtime_quirk_replaces_a_described_register() -> None:
+    pcie = 0x48
+    space, dev, *_ = runtime(f"0000:03:00.0-{pcie + 8:x}:2:00e0")  # max payload size
+    before = dev.read(pcie + 8, 2)
+    space.write(pcie + 8, 2, before | 0x00A0)
+    assert dev.read(pcie + 8, 2) == before | 0x00A0
+    assert space.read(pcie, 1) == CAP_PCIE
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("03:00.0-40:2:ffff", "chain"),  # PM's ID and next pointer
+        ("03:00.0-4:1:ff", "part of command"),  # half of the command register
+    ],
+)
+def test_a_runtime_quirk_cannot_undo_the_chain_or_split_a_register(text: str, why: str) -> None:
+    space, dev, *_ = runtime(text)
+    assert any(why in p for p in space.problems)
+    offset = int(text.split("-")[1].split(":")[0], 16)
+    slot = space.slot_at(offset)
+    assert not (isinstance(slot, RegisterInstance) and slot.state["block"] == "runtime-quirk")
+    space.write(offset, 1, 0xFF)
+    assert dev.read(0x40, 2) == 0x4801  # PM's ID and next pointer, untouched
+
+
+def test_a_runtime_quirk_cannot_reach_into_a_hidden_capability() -> None:
+    space, dev, pm, *_ = runtime("03:00.0-44:2:ffff", hide=[CAP_PM])
+    assert any("hidden" in p for p in space.problems)
+    space.write(pm + 4, 2, 0xFFFF)
+    assert dev.writes == [] and space.read(pm + 4, 2) == 0
+
+
+def test_a_runtime_quirk_outside_the_device_is_ignored() -> None:
+    space, *_ = runtime("03:00.0-ffc:4:ffffffff")  # a 256-byte function
+    assert any("does not fit" in p for p in space.problems)
