@@ -21,6 +21,9 @@ from pciback.sim.device import SimDevice
 from pciback.tables import Register
 
 ADDRESS = "0000:03:00.0"
+
+View = tuple[ConfigSpace, SimDevice]
+CapView = tuple[ConfigSpace, SimDevice, int]  # ... and the capability's offset
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 
 CAP_PM = 0x01
@@ -176,7 +179,7 @@ class ConfigBuilder:
         hide: Iterable[int] = (),
         hide_extended: Iterable[int] = (),
         extra_registers: Iterable[Register] = (),
-    ) -> tuple[ConfigSpace, SimDevice]:
+    ) -> View:
         dev = self.sim()
         space = build_config_space(
             dev,
@@ -188,18 +191,20 @@ class ConfigBuilder:
         return space, dev
 
 
-def endpoint(**kwargs: object) -> ConfigBuilder:
+def endpoint(
+    *, vendor: int = 0x8086, device: int = 0x1234, size: int = 256, command: int = 0x0006
+) -> ConfigBuilder:
     """A type-0 function with a 16 KiB 32-bit memory BAR0, the usual home of an MSI-X table."""
-    b = ConfigBuilder(**kwargs)  # type: ignore[arg-type]
+    b = ConfigBuilder(vendor=vendor, device=device, size=size, command=command)
     b.bar(0, 0xFE000000, size=0x4000)
     return b
 
 
 def view_of(
-    config: bytes, *, bar_sizes: Mapping[int, int] | None = None, **kwargs: object
-) -> tuple[ConfigSpace, SimDevice]:
+    config: bytes, *, bar_sizes: Mapping[int, int] | None = None, hide: Iterable[int] = ()
+) -> View:
     dev = SimDevice(ADDRESS, config, bar_sizes=bar_sizes)
-    return build_config_space(dev, **kwargs), dev  # type: ignore[arg-type]
+    return build_config_space(dev, hide=hide), dev
 
 
 def guest_bytes(space: ConfigSpace) -> bytes:

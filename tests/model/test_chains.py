@@ -3,6 +3,8 @@ reported, and the chain the guest walks through the view is finite and acyclic."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pciback.engine import ConfigSpace
@@ -32,6 +34,9 @@ def assert_sane(space: ConfigSpace) -> None:
     assert len(guest_bytes(space)) == space.size  # every offset answers
 
 
+Patch = Callable[[bytearray, int, int, int], object]  # config, PM, MSI, vendor offsets
+
+
 def std_three() -> tuple[ConfigBuilder, int, int, int]:
     b = endpoint()
     return b, b.pm(), b.msi(), b.cap(0x09, b"\x05\x00\x00")
@@ -47,7 +52,7 @@ def std_three() -> tuple[ConfigBuilder, int, int, int]:
         (lambda c, a, b_, v: c.__setitem__(b_, 0xFF), 1, "all ones"),  # function gone
     ],
 )
-def test_broken_standard_lists(patch, kept: int, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_broken_standard_lists(patch: Patch, kept: int, problem: str) -> None:
     b, pm, msi, vendor = std_three()
     cfg = bytearray(b.build())
     patch(cfg, pm, msi, vendor)

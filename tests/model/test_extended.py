@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.engine import ConfigSpace
+from pciback.sim.device import SimDevice
+
 from .builders import EXT_AER, EXT_DSN, EXT_SRIOV, endpoint, ext_chain
 
 
-def extended_device(permissive: bool = False):  # type: ignore[no-untyped-def]
+def extended_device(permissive: bool = False) -> tuple[ConfigSpace, SimDevice, int, int, int]:
     b = endpoint(size=4096)
     b.pm()
     b.pcie()

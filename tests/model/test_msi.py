@@ -9,7 +9,7 @@ from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.errors import PciOpError, XenPciError
 
-from .builders import CAP_MSI, endpoint
+from .builders import CAP_MSI, CapView, endpoint
 
 CONTROL = 2
 COMMAND_INTX_DISABLE = 0x400
@@ -33,7 +33,9 @@ LAYOUTS = {
 }
 
 
-def msi_device(addr64: bool = True, masking: bool = True, permissive: bool = False, **kw: int):  # type: ignore[no-untyped-def]
+def msi_device(
+    addr64: bool = True, masking: bool = True, permissive: bool = False, **kw: int
+) -> CapView:
     b = endpoint(command=kw.get("command", 0x0006))
     b.pm()
     pos = b.msi(addr64=addr64, masking=masking, mmc=kw.get("mmc", 3))

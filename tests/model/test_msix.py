@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
 from pciback.sim import SimHost
 
-from .builders import ADDRESS, CAP_MSIX, ConfigBuilder, chain, endpoint
+from .builders import ADDRESS, CAP_MSIX, CapView, ConfigBuilder, chain, endpoint
 
 CONTROL, TABLE, PBA = 2, 4, 8
 ENABLE, MASK_ALL = 0x8000, 0x4000
 
 
-def msix_device(command: int = 0x0406, **kw: object):  # type: ignore[no-untyped-def]
+def msix_device(
+    command: int = 0x0406,
+    entries: int = 8,
+    table: tuple[int, int] = (0, 0x2000),
+    pba: tuple[int, int] = (0, 0x3000),
+) -> CapView:
     b = endpoint(command=command)
     b.pm()
-    pos = b.msix(**kw)  # type: ignore[arg-type]
+    pos = b.msix(entries=entries, table=table, pba=pba)
     space, dev = b.space()
     return space, dev, pos
 
@@ -77,13 +84,13 @@ def test_with_interrupt_control_msix_is_refused_while_msi_is_on() -> None:
     assert dev.read(pos + CONTROL, 2) & MASK_ALL
 
 
-def bad_layout(**kw: object) -> ConfigBuilder:
+def bad_layout(**kw: Any) -> ConfigBuilder:
     b = ConfigBuilder()
     b.bar(0, 0xFE000000, size=0x4000)
     b.bar(1, 0x0000E001, size=0x20)  # I/O
     b.bar(2, 0xF000000C, size=0x100000)  # 64-bit prefetchable, BAR3 its upper half
     b.pm()
-    b.msix(**kw)  # type: ignore[arg-type]
+    b.msix(**kw)
     return b
 
 
@@ -100,7 +107,7 @@ def bad_layout(**kw: object) -> ConfigBuilder:
         ({"pba": (0, 0x4000)}, "does not fit"),
     ],
 )
-def test_a_layout_outside_the_bars_hides_the_capability(kw: dict[str, object], why: str) -> None:
+def test_a_layout_outside_the_bars_hides_the_capability(kw: dict[str, Any], why: str) -> None:
     b = bad_layout(**kw)
     space, dev = b.space()
     assert [c for _, c in chain(space)] == [0x01]

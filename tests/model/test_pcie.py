@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 
-from .builders import endpoint
+from .builders import CapView, endpoint
 
 DEVCTL, DEVSTA, LINKCTL, SLOTCTL, ROOTCTL, DEVCTL2, LINKCTL2 = 8, 0xA, 0x10, 0x18, 0x1C, 0x28, 0x30
 ENDPOINT, ROOT_PORT, DOWNSTREAM, RC_ENDPOINT, EVENT_COLLECTOR = 0, 4, 6, 9, 10
 MRRS, RELAXED, NO_SNOOP, MPS, FLR = 0x7000, 0x0010, 0x0800, 0x00E0, 0x8000
 
 
-def pcie_device(version: int = 2, port_type: int = ENDPOINT, permissive: bool = False):  # type: ignore[no-untyped-def]
+def pcie_device(version: int = 2, port_type: int = ENDPOINT, permissive: bool = False) -> CapView:
     b = endpoint()
     b.pm()
     pos = b.pcie(version=version, port_type=port_type)
@@ -25,7 +26,7 @@ def pcie_device(version: int = 2, port_type: int = ENDPOINT, permissive: bool = 
     return space, dev, pos
 
 
-def names(space, pos: int) -> set[str]:  # type: ignore[no-untyped-def]
+def names(space: ConfigSpace, pos: int) -> set[str]:
     return {
         slot.reg.name
         for off in range(pos, pos + 0x3C)

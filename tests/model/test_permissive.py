@@ -10,10 +10,10 @@ import pytest
 from pciback.engine import build_config_space
 from pciback.sim import SimHost
 
-from .builders import ADDRESS, endpoint
+from .builders import ADDRESS, ConfigBuilder, endpoint
 
 
-def device_with_vendor_cap():  # type: ignore[no-untyped-def]
+def device_with_vendor_cap() -> tuple[ConfigBuilder, int]:
     b = endpoint()
     b.pm()
     vendor = b.vendor_cap(bytes(10))

@@ -6,14 +6,14 @@ import pytest
 
 from pciback.errors import PciOpError, XenPciError
 
-from .builders import CAP_PM, endpoint
+from .builders import CAP_PM, CapView, endpoint
 
 PMC, PMCSR, BSE, DATA = 2, 4, 6, 7
 PME_SUPPORT = 0xF800
 D1, D2 = 1 << 9, 1 << 10
 
 
-def pm_device(pmc: int = 0xF803 | D1 | D2, pmcsr: int = 0x0008):  # type: ignore[no-untyped-def]
+def pm_device(pmc: int = 0xF803 | D1 | D2, pmcsr: int = 0x0008) -> CapView:
     b = endpoint()
     pos = b.pm(pmc=pmc, pmcsr=pmcsr)
     space, dev = b.space()

@@ -7,15 +7,17 @@ import pytest
 
 from pciback.control.hide import parse_quirk
 from pciback.daemon.quirks import quirk_register
+from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.sim import SimHost
+from pciback.sim.device import SimDevice
 
-from .builders import ADDRESS, CAP_PCIE, CAP_PM, endpoint
+from .builders import ADDRESS, CAP_PCIE, CAP_PM, ConfigBuilder, endpoint
 
 HOSTINTR = 1 << 29
 
 
-def be2net(device: int):  # type: ignore[no-untyped-def]
+def be2net(device: int) -> ConfigBuilder:
     b = endpoint(vendor=0x19A2, device=device)
     b.pm()
     b.poke(0xFC, 4, 0x1000_0005)
@@ -49,13 +51,13 @@ def test_the_quirk_holds_through_the_guest_protocol() -> None:
         assert host.physical(ADDRESS).read(0xFC, 4) & HOSTINTR
 
 
-def runtime(text: str, **kw: object):  # type: ignore[no-untyped-def]
+def runtime(text: str, hide: tuple[int, ...] = ()) -> tuple[ConfigSpace, SimDevice, int, int, int]:
     b = endpoint()
     pm = b.pm()
     pcie = b.pcie()
     vendor = b.vendor_cap(bytes(10))
     spec = parse_quirk(text.format(pm=pm, pcie=pcie, vendor=vendor))
-    space, dev = b.space(extra_registers=[quirk_register(spec)], **kw)  # type: ignore[arg-type]
+    space, dev = b.space(extra_registers=[quirk_register(spec)], hide=hide)
     return space, dev, pm, pcie, vendor
 
 
@@ -95,7 +97,7 @@ def test_a_runtime_quirk_cannot_undo_the_chain_or_split_a_register(text: str, wh
 
 
 def test_a_runtime_quirk_cannot_reach_into_a_hidden_capability() -> None:
-    space, dev, pm, *_ = runtime("03:00.0-44:2:ffff", hide=[CAP_PM])
+    space, dev, pm, *_ = runtime("03:00.0-44:2:ffff", hide=(CAP_PM,))
     assert any("hidden" in p for p in space.problems)
     space.write(pm + 4, 2, 0xFFFF)
     assert dev.writes == [] and space.read(pm + 4, 2) == 0

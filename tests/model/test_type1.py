@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from .builders import ConfigBuilder
+from .builders import ConfigBuilder, View
 
 BRIDGE_CONTROL = 0x3E
 SECONDARY_BUS_RESET = 0x0040
 
 
-def bridge(permissive: bool = False):  # type: ignore[no-untyped-def]
+def bridge(permissive: bool = False) -> View:
     b = ConfigBuilder(header_type=1, class_code=0x060400, command=0x0007)
     b.bar(0, 0xFE100000, size=0x1000)
     b.poke(0x18, 4, 0x00050403)  # primary 3, secondary 4, subordinate 5

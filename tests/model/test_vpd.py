@@ -6,13 +6,13 @@ import pytest
 
 from pciback.errors import PciOpError, XenPciError
 
-from .builders import endpoint
+from .builders import CapView, endpoint
 
 ADDR, DATA = 2, 4
 FLAG = 0x8000
 
 
-def vpd_device(permissive: bool = False):  # type: ignore[no-untyped-def]
+def vpd_device(permissive: bool = False) -> CapView:
     b = endpoint()
     b.pm()
     pos = b.vpd()
