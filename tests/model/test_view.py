@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .builders import (
     CAP_VENDOR,
     EXT_AER,
     EXT_DSN,
+    ConfigBuilder,
     chain,
     endpoint,
     ext_chain,
@@ -46,6 +48,21 @@ def rich_dump(tmp_path: Path) -> Path:
     b.ext_cap(EXT_DSN, bytes(range(8)))
     path = tmp_path / "rich.txt"
     path.write_text(format_lspci(b.build(), "0000:03:00.0 Ethernet controller: rich"))
+    return path
+
+
+def bridge_dump(tmp_path: Path) -> Path:
+    """A PCIe root port: type-1 header, PM, MSI, subsystem IDs (SSVID), PCIe v2 with slot and
+    root registers, AER."""
+    b = ConfigBuilder(header_type=1, class_code=0x060400, size=4096, command=0x0407)
+    b.poke(0x18, 4, 0x00020100)
+    b.pm()
+    b.msi()
+    b.cap(0x0D, struct.pack("<HHH", 0, 0x8086, 0x7270))
+    b.pcie(port_type=4)
+    b.aer()
+    path = tmp_path / "bridge.bin"
+    path.write_bytes(b.build())
     return path
 
 
@@ -133,6 +150,8 @@ def cases() -> list[tuple[str, Path | None, tuple[int, ...], tuple[int, ...]]]:
         out.append((path.name, path, (), ()))
         if SimDevice(ADDRESS, path).find_capability(CAP_MSIX) is not None:
             out.append((f"{path.name}-hide-msix", path, (CAP_MSIX,), ()))
+    out.append(("bridge", Path("bridge"), (), ()))
+    out.append(("bridge-hide-msi", Path("bridge"), (CAP_MSI,), ()))
     out.append(("rich", None, (), ()))
     out.append(("rich-hide-pm-msi-aer", None, (CAP_PM, CAP_MSI), (EXT_AER,)))
     out.append(("rich-hide-pcie-dsn", None, (CAP_PCIE,), (EXT_DSN,)))
@@ -144,7 +163,10 @@ def cases() -> list[tuple[str, Path | None, tuple[int, ...], tuple[int, ...]]]:
 def test_lspci_decodes_the_same_capabilities_minus_the_hidden(
     tmp_path: Path, name: str, path: Path | None, hide: tuple[int, ...], hide_ext: tuple[int, ...]
 ) -> None:
-    source = path if path is not None else rich_dump(tmp_path)
+    if path == Path("bridge"):
+        source = bridge_dump(tmp_path)
+    else:
+        source = path if path is not None else rich_dump(tmp_path)
     physical = tmp_path / "physical.txt"
     if source.suffix == ".txt":
         config = parse_lspci_text(source.read_text())[0].config
