@@ -118,10 +118,15 @@ class StubPool:
         bus: HostBus,
         ownership: Ownership,
         state: StateStore | None = None,
+        permissive_all: bool = False,
     ) -> None:
         self.bus = bus
         self.ownership = ownership
         self.state = state
+        # The module parameter `permissive` of the Linux driver: every device, not one.
+        self.permissive_all = permissive_all
+        if permissive_all:
+            log.warning("permissive config-space writes enabled for every device (unsafe)")
         self._lock = threading.RLock()
         self._slots: list[str] = []  # concrete addresses, in the order added (Linux lists them)
         self.devices: dict[str, StubDevice] = {}
@@ -182,6 +187,15 @@ class StubPool:
                     except StubError as exc:
                         log.error("%s", exc)
             return seized
+
+    def device_added(self, address: str) -> bool:
+        """A function appeared on the bus (hotplug): seize it if a slot names it, as the Linux
+        driver's probe does. True when it was seized."""
+        with self._lock:
+            if address in self.devices or address not in self._slots:
+                return False
+            self._seize(address)
+            return True
 
     def remove_slot(self, slot: str | HidePattern) -> None:
         """Forget matching slots; seized devices stay in the pool until unseized (as Linux)."""
@@ -338,4 +352,4 @@ class StubPool:
         """What the config-space view of this device needs: permissive flag, quirk fields."""
         with self._lock:
             stub = self._stub(address)
-            return stub.permissive, tuple(stub.quirks)
+            return self.permissive_all or stub.permissive, tuple(stub.quirks)

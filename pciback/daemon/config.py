@@ -5,7 +5,7 @@ state_dir = "/var/lib/pciback"  # SQLite state; created 0700
 socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock)
 topology = "vpci"               # default guest topology: "vpci" or "passthrough"
 hide = "(0000:03:00.0)(04:00.*)"
-permissive = ["0000:03:00.0"]
+permissive = ["0000:03:00.0"]   # per device; `permissive = true` for every device (unsafe)
 quirks = ["0000:03:00.0-40:2:ff00"]
 log_level = "info"              # debug, info, warning, error
 log_format = "json"             # "json" (structured, one object a line) or "text"
@@ -54,6 +54,7 @@ class Config:
     topology: str = "vpci"
     hide: str = ""
     permissive: list[str] = field(default_factory=list)
+    permissive_all: bool = False
     quirks: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "json"
@@ -104,7 +105,10 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
         raise ConfigError("hide: expected a string such as '(0000:03:00.0)(04:00.*)'")
     try:
         parse_hide(hide)
-        cfg.permissive = [parse_device(d) for d in _strings(data, "permissive")]
+        if isinstance(data.get("permissive"), bool):  # the Linux module parameter
+            cfg.permissive_all = data["permissive"]
+        else:
+            cfg.permissive = [parse_device(d) for d in _strings(data, "permissive")]
         cfg.quirks = _strings(data, "quirks")
         for quirk in cfg.quirks:
             parse_quirk(quirk)

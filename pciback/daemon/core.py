@@ -71,7 +71,10 @@ class SimEnvironment:
 
 
 class Daemon:
-    def __init__(self, config: Config, env: SimEnvironment | None = None) -> None:
+    def __init__(
+        self, config: Config, env: SimEnvironment | None = None, *, control: bool = True
+    ) -> None:
+        """`control` False: no control socket (the simulated host drives the daemon in-process)."""
         if config.backend != "sim":
             raise DaemonError(
                 'backend = "xen" needs the libxenstore, libxengnttab/libxenevtchn and libxenctrl '
@@ -83,13 +86,13 @@ class Daemon:
         self.lock = threading.RLock()
         self.state = StateStore(config.state_dir)
         self.ownership = Ownership(self.state)
-        self.pool = StubPool(self.env.bus, self.ownership, self.state)
+        self.pool = StubPool(self.env.bus, self.ownership, self.state, config.permissive_all)
         self.datapath = SimDataPath(
             self.env.grants, self.env.bus, self.env.hypervisor, self.pool, self.ownership
         )
         self.xs: SimXenStoreClient = self.env.store.connect(0)
         self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)
-        socket_path = config.control_socket
+        socket_path = config.control_socket if control else None
         self.control = ControlServer(socket_path, self.handle) if socket_path else None
         self.stopped = threading.Event()
 
@@ -131,6 +134,12 @@ class Daemon:
         with self.lock:
             self.backends.handle(event)
             return 1 + self.backends.pump(0.0)
+
+    def pump(self) -> int:
+        """Handle every pending watch event without waiting; returns how many. For a caller
+        that drives the daemon in-process instead of running its loop on a thread."""
+        with self.lock:
+            return self.backends.pump(0.0)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -14,7 +14,9 @@ from pciback.daemon.quirks import quirk_register
 from pciback.ownership import Ownership
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
-from pciback.protocol.connection import BackendConnection
+from pciback.protocol.abi import ChannelState
+from pciback.protocol.aer import DEFAULT_TIMEOUT, AerOutcome, recover
+from pciback.protocol.connection import AerTarget, BackendConnection
 from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import EventChannel, SharedPage
@@ -165,6 +167,62 @@ class SimDataPath:
                 exported.irq.teardown()
             link.devices.by_guest.clear()
             link.devices.by_devfn.clear()
+
+    # -- what the host side asks of a live connection -----------------------------------------
+    def connection(self, domid: int, devid: int = 0) -> BackendConnection | None:
+        with self._lock:
+            link = self._links.get((domid, devid))
+        return None if link is None else link.connection
+
+    def exported(
+        self, domid: int, physical: str
+    ) -> tuple[BackendConnection, ExportedDevice] | None:
+        """The connection serving `physical` to `domid`, and the device as exported there."""
+        with self._lock:
+            links = [link for (d, _), link in self._links.items() if d == domid]
+        for link in links:
+            with link.devices.lock:
+                for p, exported in link.devices.by_guest.values():
+                    if p == physical:
+                        return link.connection, exported
+        return None
+
+    def recover_aer(
+        self, physical: str, state: ChannelState, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[int, AerOutcome]:
+        """An uncorrectable error on `physical`: recover it with its owner's frontend, or kill
+        the owner (its interrupts go with it) and reset the device. Returns (owner, outcome);
+        a killed owner is the toolstack's to reap, which releases the device."""
+        owner = self.ownership.owner(physical)
+        found = None if owner is None else self.exported(owner, physical)
+        if owner is None or found is None:
+            raise ValueError(f"{physical} is not in use by a connected guest")
+        connection, exported = found
+        domain, bus, slot, function = parse_address(exported.guest_address)
+
+        def reset_device() -> None:
+            exported.physical.reset()
+            exported.irq.restore()  # what a slot reset's state restore gives back
+
+        def kill_guest() -> None:
+            self.hypervisor.kill_domain(owner)
+            with self._lock:
+                links = [link for (d, _), link in self._links.items() if d == owner]
+            for link in links:
+                with link.devices.lock:
+                    for _, dev in link.devices.by_guest.values():
+                        dev.irq.teardown()
+
+        target = AerTarget(domain, bus, slot << 3 | function)
+        outcome = recover(
+            connection,
+            target,
+            state,
+            reset_device=reset_device,
+            kill_guest=kill_guest,
+            timeout=timeout,
+        )
+        return owner, outcome
 
     def suspend(self, domid: int, devid: int) -> None:
         with self._lock:

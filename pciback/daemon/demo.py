@@ -23,7 +23,6 @@ from pciback.sim.domain import SimDomain
 from pciback.sim.fixtures import fixture_dir
 from pciback.sim.frontend import GuestDevice
 from pciback.sim.toolstack import SimToolstack
-from pciback.xenbus.states import XenbusState
 
 STEPS = 8
 _CAP_NAMES = {0x01: "PM", 0x05: "MSI", 0x09: "vendor", 0x10: "PCIe", 0x11: "MSI-X"}
@@ -92,14 +91,6 @@ def _guest_report(report: Report, domain: SimDomain) -> None:
         report.line(f"    interrupts: {kind} -> PIRQ {', '.join(map(str, pirqs)) or 'none'}")
 
 
-def _settled(domain: SimDomain) -> None:
-    """Both ends Connected again: what libxl waits for between two reconfigurations."""
-    connected = XenbusState.CONNECTED
-    domain.follow(
-        lambda: domain.xenbus.state() == connected and domain.xenbus.backend_state() == connected
-    )
-
-
 def _released(sock: Path, domid: int, timeout: float = 10.0) -> None:
     """Wait until the daemon has let go of a destroyed guest (before its channel goes away)."""
     deadline = time.monotonic() + timeout
@@ -160,9 +151,9 @@ def run_demo(out: TextIO) -> int:
 
             report.section("hot add 06:00.0 (vsock) to guest 2, hot remove 05:00.0 (balloon)")
             toolstack.hot_add(2, "0000:06:00.0")
-            _settled(g2)
+            g2.settled()
             toolstack.hot_remove(2, "0000:05:00.0")
-            _settled(g2)
+            g2.settled()
             report.line(f"guest 2 now has {', '.join(g2.xenbus.devices())}")
             _owners(report, sock)
 

@@ -7,5 +7,6 @@ dispatch     one op: device lookup, field checks, config access through the engi
 interrupts   MSI / multi-MSI / MSI-X with the XSA-157 state checks, via the hypervisor port
 connection   a guest's service thread: serve ops, carry AER requests to the frontend
 aer          the AER recovery sequence; kill and reset when the guest cannot recover
-devmap       guest-visible addresses (passthrough or vpci)
+
+Guest-visible addresses (passthrough or vpci) are the xenbus backend's (pciback.xenbus.topology).
 """

@@ -76,6 +76,9 @@ class BackendConnection:
             self.port.wait(None)
             if self._stop.is_set():
                 return
+            if self.port.closed:  # the guest's end went first; nothing can wake us again
+                log.info("dom%d: event channel closed; service stops", self.domid)
+                return
             try:
                 self.process_pending()
             except Exception:  # the thread must outlive a bug, or the guest hangs

@@ -50,12 +50,20 @@ class SharedPage:
 
 
 class Doorbell:
-    """A level-free wake-up: rings accumulate until the owner's next `wait` consumes them."""
+    """A level-free wake-up: rings accumulate until the owner's next `wait` consumes them.
+
+    Closing is safe while a thread sleeps in `wait`: the fd is closed only once every sleeper
+    has left, since a select on a closed fd fails with EBADF and one on a reused fd would wake
+    on, and read from, somebody else's file. A closed doorbell's `wait` returns False at once.
+    """
 
     def __init__(self) -> None:
         self._closed = False
-        # Ringing and closing exclude each other: a ring after close could hit a reused fd.
+        self._sleepers = 0
+        # Ringing, consuming and closing exclude each other: a ring after close could hit a
+        # reused fd, and a sleeper must never consume the ring that tells it the bell closed.
         self._lock = threading.Lock()
+        self._left = threading.Condition(self._lock)
         if hasattr(os, "eventfd"):
             fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self._rfd, self._wfd = fd, fd
@@ -63,34 +71,53 @@ class Doorbell:
             self._rfd, self._wfd = os.pipe()
             os.set_blocking(self._rfd, False)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def fileno(self) -> int:
         return self._rfd
 
     def ring(self) -> None:
         with self._lock:
-            if self._closed:
-                return
-            # A saturated counter still wakes the owner.
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wfd, (1).to_bytes(8, "little"))
+            if not self._closed:
+                self._ring()
+
+    def _ring(self) -> None:
+        # A saturated counter still wakes the owner.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wfd, (1).to_bytes(8, "little"))
 
     def wait(self, timeout: float | None) -> bool:
-        """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings."""
-        if self._closed:
-            return False
-        ready, _, _ = select.select([self._rfd], [], [], timeout)
-        if not ready:
-            return False
-        with contextlib.suppress(BlockingIOError):  # another reader took the rings
-            os.read(self._rfd, 8)
-        return True
+        """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings.
+        False at once, whatever `timeout`, once the doorbell is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._sleepers += 1
+        try:
+            ready, _, _ = select.select([self._rfd], [], [], timeout)
+            with self._lock:
+                if self._closed or not ready:
+                    return False
+                with contextlib.suppress(BlockingIOError):  # another reader took the rings
+                    os.read(self._rfd, 8)
+                return True
+        finally:
+            with self._lock:
+                self._sleepers -= 1
+                self._left.notify_all()
 
     def close(self) -> None:
-        """Only once no thread can still be waiting on this doorbell."""
+        """Wake every sleeper, wait for them to leave `wait`, then close the fd."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            # Left unconsumed (sleepers check `_closed` before reading), so every sleeper,
+            # including one just entering select, sees the fd readable and leaves.
+            self._ring()
+            self._left.wait_for(lambda: self._sleepers == 0)
             os.close(self._rfd)
             if self._wfd != self._rfd:
                 os.close(self._wfd)
@@ -112,6 +139,11 @@ class EventPort:
     def kick_self(self) -> None:
         """Wake this end's own waiter (used to stop a service thread)."""
         self._own.ring()
+
+    @property
+    def closed(self) -> bool:
+        """The channel was closed: `wait` no longer sleeps, a service loop should end."""
+        return self._own.closed
 
     def fileno(self) -> int:
         return self._own.fileno()

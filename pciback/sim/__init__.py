@@ -1,10 +1,22 @@
-"""The simulated host: devices built from config dumps, a simulated hypervisor and frontend."""
+"""The simulated host: devices built from config dumps, a simulated hypervisor and frontend.
+
+`SimHost` sits on top of the daemon (pciback.daemon.core), which itself imports the simulated
+ports from this package; it is therefore imported on first use, not with the package.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from pciback.errors import PciOpError, XenPciError
 from pciback.sim.device import SimDevice
 from pciback.sim.frontend import FrontendClosed, GuestDevice, MultiMsiRefused, SimFrontend
-from pciback.sim.host import SimGuest, SimHost, SimHostError
 from pciback.sim.hypervisor import SimHypervisor
+
+if TYPE_CHECKING:
+    from pciback.sim.host import SimGuest, SimHost, SimHostError
+
+_LAZY = ("SimGuest", "SimHost", "SimHostError")
 
 __all__ = [
     "FrontendClosed",
@@ -19,3 +31,11 @@ __all__ = [
     "SimHypervisor",
     "XenPciError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from pciback.sim import host
+
+        return getattr(host, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

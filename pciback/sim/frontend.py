@@ -119,7 +119,7 @@ class SimFrontend:
     def _irq(self) -> None:
         while not self._stop.is_set():
             self.port.wait(None)
-            if self._stop.is_set():
+            if self._stop.is_set() or self.port.closed:
                 return
             if self.page.test_bit(Flag.PCIB_ACTIVE):
                 self._answer_aer()

@@ -1,31 +1,47 @@
-"""A simulated dom0: physical devices from dumps, a hypervisor, and guests whose every access
-crosses a real shared page and event channel to a backend thread.
+"""A simulated dom0 for tests: the daemon's own control plane and data path, driven in-process.
 
-Attaching a device the hide list did not already take seizes it on the spot, as `xl
-pci-assignable-add` does; a device belongs to at most one guest. When a guest loses a device
-(detach, destroy, or an AER kill) its interrupts are torn down and the device is reset, so the
-next owner finds neither mapped PIRQs nor the previous guest's settings.
+SimHost is a façade, not a second backend. It holds a simulated environment (bus, xenstore,
+grant table, hypervisor) and the `Daemon` built on it, exactly as `pciback daemon` and the
+demo do: the stub pool with its hide list, the ownership registry, the xenbus backends and the
+data path. Every host-side call is a toolstack action through xenstore, and every guest is a
+`SimDomain` that answers the xenbus handshake and speaks the protocol over a granted page.
+Instead of running the daemon's watch loop on a thread, the host hands the daemon its pending
+watch events whenever it waits for the backend, so each call returns with the handshake done.
+
+What the host adds to the daemon is what libxl does around it: a device not hidden is made
+assignable on the spot (`xl pci-assignable-add`), a hot add is refused up front when another
+domain holds the device (a refused reconfiguration would close the running guest's backend),
+a removed device's nodes are deleted once the backend let it go, and a guest killed by AER
+recovery is reaped.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pciback.control.hide import HidePattern, format_address, parse_address, parse_hide
+from pciback.control.hide import format_address, parse_address
+from pciback.daemon.config import Config
+from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.datapath import SimDataPath
 from pciback.protocol.abi import ChannelState
-from pciback.protocol.aer import AerOutcome, recover
-from pciback.protocol.connection import AerTarget, BackendConnection
-from pciback.protocol.devmap import DeviceMap, DeviceMapFull, Mode
+from pciback.protocol.aer import AerOutcome
+from pciback.protocol.connection import BackendConnection
 from pciback.protocol.dispatch import ExportedDevice
-from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim.device import SimDevice
+from pciback.sim.domain import BackendClosed, SimDomain
 from pciback.sim.frontend import AerHandler, GuestDevice, SimFrontend
 from pciback.sim.hypervisor import SimHypervisor
+from pciback.sim.toolstack import SimToolstack
+from pciback.xenbus.backend import ERROR_ROOT
+from pciback.xenbus.manager import DOMID_MAX
+from pciback.xenbus.states import XenbusState
+
+MODES = ("passthrough", "vpci")
+DEVID = 0  # one PCI backend device per guest, as libxl makes it
 
 
 class SimHostError(Exception):
@@ -33,23 +49,50 @@ class SimHostError(Exception):
 
 
 class SimGuest:
-    """A guest domain: its pcifront and, behind the page, its backend connection."""
+    """A guest domain: its pcifront (xenbus half and op path) and, behind the page, the
+    daemon's connection serving it."""
 
-    def __init__(self, domid: int, mode: Mode, op_timeout: float) -> None:
-        self.domid = domid
-        self.mode: Mode = mode
-        self.devmap = DeviceMap(mode)
-        self.page = SharedPage()
-        self.channel = EventChannel()
-        self.backend = BackendConnection(domid, self.page, self.channel.backend, self.devmap)
-        self.frontend = SimFrontend(self.page, self.channel.frontend, timeout=op_timeout)
-        self.backend.start()
-        self.frontend.start()
-        self.closed = False
+    def __init__(self, domain: SimDomain, mode: str, datapath: SimDataPath) -> None:
+        self.domain = domain
+        self.domid = domain.domid
+        self.mode = mode
+        self._datapath = datapath
+
+    @property
+    def page(self) -> SharedPage:
+        return self.domain.page
+
+    @property
+    def channel(self) -> EventChannel:
+        return self.domain.channel
+
+    @property
+    def frontend(self) -> SimFrontend:
+        return self.domain.ops
+
+    @property
+    def backend(self) -> BackendConnection:
+        """The daemon's connection serving this guest's page."""
+        connection = self._datapath.connection(self.domid, DEVID)
+        if connection is None:
+            raise SimHostError(f"domain {self.domid} is not connected")
+        return connection
+
+    @property
+    def closed(self) -> bool:
+        return self.domain.closed
 
     @property
     def devices(self) -> list[str]:
-        return self.devmap.guest_addresses()
+        """The guest-visible addresses the backend published in xenstore."""
+        return sorted(self.domain.xenbus.devices())
+
+    def exported(self, physical: str) -> ExportedDevice:
+        """The device as the backend serves it to this guest (its view and interrupts)."""
+        found = self._datapath.exported(self.domid, _normalise(physical))
+        if found is None:
+            raise SimHostError(f"{physical} is not served to domain {self.domid}")
+        return found[1]
 
     def conf_read(self, addr: str, offset: int, size: int) -> int:
         return self.frontend.conf_read(addr, offset, size)
@@ -78,20 +121,18 @@ class SimGuest:
         self.frontend.set_aer_handler(handler)
 
     def enumerate(self) -> list[GuestDevice]:
-        return self.frontend.enumerate(self.devmap.root_buses())
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.frontend.close()
-        self.backend.close()
-        self.channel.close()
+        """Scan the root buses the backend published, as pcifront and the PCI core do."""
+        return self.domain.enumerate()
 
 
-def _close_guests(guests: dict[int, SimGuest]) -> None:
-    for guest in list(guests.values()):
-        guest.close()
+def _shut_down(daemon: Daemon, domains: dict[int, SimDomain]) -> None:
+    # The service threads first, then the guests' channels: a channel must not close under a
+    # backend still serving it. Nothing here may refer to the SimHost, or it would never die.
+    daemon.datapath.close()
+    for domain in list(domains.values()):
+        domain.close()
+    domains.clear()
+    daemon.stop()
 
 
 class SimHost:
@@ -102,19 +143,26 @@ class SimHost:
         aer_timeout: float = 5.0,
         op_timeout: float = 10.0,
         hypervisor: SimHypervisor | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """`permissive`: every device's uncovered config-space writes reach the hardware (the
+        Linux module parameter). `state_dir`: the daemon's state database (default: memory)."""
         self.permissive = permissive
         self.aer_timeout = aer_timeout
         self.op_timeout = op_timeout
-        self.hypervisor = hypervisor or SimHypervisor()
+        self.env = SimEnvironment({}, hypervisor=hypervisor or SimHypervisor())
+        config = Config(state_dir=state_dir, permissive_all=permissive, log_level="warning")
+        self.daemon = Daemon(config, self.env, control=False)
+        self.daemon.start()
+        self.toolstack = SimToolstack(self.env.store)
         self._lock = threading.RLock()
-        self._devices: dict[str, SimDevice] = {}
-        self._hide: list[HidePattern] = []
-        self._seized: set[str] = set()
-        self._owners: dict[str, int] = {}
         self._guests: dict[int, SimGuest] = {}
-        # Service threads hold no reference to the host; a host dropped unclosed still stops them.
-        self._finalizer = weakref.finalize(self, _close_guests, self._guests)
+        self._domains: dict[int, SimDomain] = {}
+        self._finalizer = weakref.finalize(self, _shut_down, self.daemon, self._domains)
+
+    @property
+    def hypervisor(self) -> SimHypervisor:
+        return self.env.hypervisor
 
     def __enter__(self) -> SimHost:
         return self
@@ -123,9 +171,10 @@ class SimHost:
         self.close()
 
     def close(self) -> None:
-        for domid in list(self._guests):
-            self.destroy_guest(domid)
-        self._finalizer()
+        with self._lock:
+            for domid in list(self._guests):
+                self.destroy_guest(domid)
+            self._finalizer()
 
     # -- devices ---------------------------------------------------------------------------------
     def add_device(
@@ -134,66 +183,57 @@ class SimHost:
         config: bytes | str | Path,
         bar_sizes: Mapping[int, int] | None = None,
     ) -> SimDevice:
+        """A function appears on the bus; the stub pool seizes it if a slot names it."""
         address = _normalise(address)
-        with self._lock:
-            if address in self._devices:
+        with self._lock, self.daemon.lock:
+            if address in self.env.devices:
                 raise SimHostError(f"{address} already exists")
             device = SimDevice(address, config, bar_sizes)
-            self._devices[address] = device
-            if any(p.matches(address) for p in self._hide):
-                self._seized.add(address)
+            self.env.devices[address] = device
+            self.daemon.pool.device_added(address)
             return device
 
     def hide(self, text: str) -> list[str]:
-        """Apply a `xen-pciback.hide` list; returns the present devices it seized."""
-        patterns = parse_hide(text)
-        with self._lock:
-            self._hide.extend(patterns)
-            taken = [a for a in self._devices if any(p.matches(a) for p in patterns)]
-            self._seized.update(taken)
-            return sorted(taken)
+        """Apply a `xen-pciback.hide` list to the stub pool; returns the present devices it
+        seized (HideSyntaxError for a malformed list)."""
+        with self._lock, self.daemon.lock:
+            return sorted(self.daemon.pool.hide(text))
 
     def is_seized(self, address: str) -> bool:
-        return _normalise(address) in self._seized
+        return _normalise(address) in self.daemon.pool.devices
 
     def physical(self, address: str) -> SimDevice:
         address = _normalise(address)
         try:
-            return self._devices[address]
+            return self.env.devices[address]
         except KeyError:
             raise SimHostError(f"no device {address}") from None
 
     def owner(self, address: str) -> int | None:
-        return self._owners.get(_normalise(address))
+        return self.daemon.ownership.owner(_normalise(address))
 
     # -- guests ----------------------------------------------------------------------------------
-    def attach(self, domid: int, devices: Sequence[str], mode: Mode = "passthrough") -> SimGuest:
+    def attach(self, domid: int, devices: Sequence[str], mode: str = "passthrough") -> SimGuest:
+        """Give `devices` to guest `domid`: a new guest is created through xenstore and boots
+        its pcifront; a running one gets them by hot add. Returns when the backend has them."""
         if isinstance(devices, str):  # one address, not its characters
             devices = [devices]
-        addresses = [_normalise(a) for a in devices]
+        addresses = list(dict.fromkeys(_normalise(a) for a in devices))
         with self._lock:
-            if domid == 0:
-                raise SimHostError("dom0 cannot be a pcifront guest")
-            if mode not in ("passthrough", "vpci"):
+            if not 0 < domid <= DOMID_MAX:
+                raise SimHostError(f"domain {domid} cannot be a pcifront guest")
+            if mode not in MODES:
                 raise SimHostError(f"unknown mode {mode!r}: passthrough or vpci")
             for address in addresses:
                 self.physical(address)
-                owner = self._owners.get(address)
-                if owner is not None and owner != domid:
-                    raise SimHostError(f"{address} is assigned to domain {owner}")
+                self._make_assignable(address)
             guest = self._guests.get(domid)
             if guest is None:
-                guest = SimGuest(domid, mode, self.op_timeout)
-                self._guests[domid] = guest
-            elif guest.mode != mode:
+                return self._create(domid, addresses, mode)
+            if guest.mode != mode:
                 raise SimHostError(f"domain {domid} already runs in {guest.mode} mode")
             for address in addresses:
-                try:
-                    guest.devmap.add(address, functools.partial(self._export, domid, address))
-                except DeviceMapFull as e:
-                    raise SimHostError(str(e)) from None
-                self._seized.add(address)
-                self._owners[address] = domid
+                self._hot_add(guest, address)
             return guest
 
     def guest(self, domid: int) -> SimGuest:
@@ -203,81 +243,92 @@ class SimHost:
             raise SimHostError(f"no guest {domid}") from None
 
     def detach(self, domid: int, address: str) -> None:
+        """Hot remove through xenstore; the backend releases the device to the pool."""
         address = _normalise(address)
         with self._lock:
             guest = self.guest(domid)
-            exported = guest.devmap.remove(address)
-            if exported is None:
-                raise SimHostError(f"{address} is not assigned to domain {domid}")
-            self._release(address, exported, reset=True)
+            try:
+                index = self.toolstack.hot_remove(domid, address)
+            except KeyError:
+                raise SimHostError(f"{address} is not assigned to domain {domid}") from None
+            self._settle(guest)
+            self.toolstack.finish_remove(domid, index)
 
     def destroy_guest(self, domid: int) -> None:
-        self._destroy(domid, reset=True)
-
-    def _destroy(self, domid: int, *, reset: bool) -> None:
+        """Guest shutdown: the toolstack removes its backend directory and releases the domain;
+        the backend stops servicing and gives the devices back before the guest's channel goes."""
         with self._lock:
-            guest = self._guests.pop(domid, None)
-            if guest is None:
+            self._guests.pop(domid, None)
+            domain = self._domains.pop(domid, None)
+            if domain is None:
                 return
-            guest.close()
-            for address in guest.devmap.physical_addresses():
-                exported = guest.devmap.remove(address)
-                if exported is not None:
-                    self._release(address, exported, reset=reset)
+            self.toolstack.destroy(domid)
+            self.daemon.pump()
+            domain.close()
 
     def inject_aer(self, address: str, state: ChannelState = ChannelState.IO_FROZEN) -> AerOutcome:
-        """An uncorrectable error on `address`, recovered with its owner's help if it can."""
+        """An uncorrectable error on `address`, recovered with its owner's help if it can.
+        The host lock is not held meanwhile: the guest keeps issuing ops while it answers."""
         address = _normalise(address)
-        with self._lock:
-            domid = self._owners.get(address)
-            if domid is None:
-                raise SimHostError(f"{address} is not assigned to a guest")
-            guest = self._guests[domid]
-            exported = guest.devmap.get(address)
-            assert exported is not None
-        domain, bus, slot, function = parse_address(exported.guest_address)
-        target = AerTarget(domain, bus, slot << 3 | function)
-        device = self._devices[address]
-
-        def reset_device() -> None:
-            device.reset()
-            exported.irq.restore()  # what a slot reset's state restore gives back
-
-        outcome = recover(
-            guest.backend,
-            target,
-            state,
-            reset_device=reset_device,
-            kill_guest=lambda: self._kill(domid),
-            timeout=self.aer_timeout,
-        )
-        if outcome.killed:  # the toolstack reaps the killed domain; its device is reset already
-            self._destroy(domid, reset=False)
+        try:
+            owner, outcome = self.daemon.datapath.recover_aer(address, state, self.aer_timeout)
+        except ValueError as exc:
+            raise SimHostError(str(exc)) from None
+        if outcome.killed:  # the toolstack reaps the killed domain
+            self.destroy_guest(owner)
         return outcome
 
-    # -- internals -------------------------------------------------------------------------------
-    def _export(self, domid: int, address: str, guest_address: str) -> ExportedDevice:
-        from pciback.engine import build_config_space  # the engine loads generated tables
+    # -- the toolstack's side ----------------------------------------------------------------------
+    def _make_assignable(self, address: str) -> None:
+        with self.daemon.lock:
+            if address not in self.daemon.pool.devices:
+                self.daemon.pool.add_slot(address)
 
-        device = self._devices[address]
-        view = build_config_space(device, permissive=self.permissive)
-        irq = InterruptControl(domid, device, self.hypervisor, view)
-        return ExportedDevice(guest_address, device, view, irq)
+    def _create(self, domid: int, addresses: list[str], mode: str) -> SimGuest:
+        domain = SimDomain(
+            self.env.store, self.env.grants, domid, self.op_timeout, pump=self.daemon.pump
+        )
+        guest = SimGuest(domain, mode, self.daemon.datapath)
+        self._domains[domid] = domain
+        self._guests[domid] = guest
+        self.toolstack.create(domid, addresses, mode, DEVID)
+        self.daemon.pump()
+        try:
+            domain.boot(self.op_timeout)
+        except (BackendClosed, TimeoutError) as exc:
+            why = self._backend_error(domid) or str(exc)
+            self.destroy_guest(domid)
+            raise SimHostError(f"domain {domid}: {why}") from None
+        return guest
 
-    def _kill(self, domid: int) -> None:
-        self.hypervisor.kill_domain(domid)
-        guest = self._guests.get(domid)
-        if guest is not None:
-            for address in guest.devmap.physical_addresses():
-                exported = guest.devmap.get(address)
-                if exported is not None:
-                    exported.irq.teardown()
+    def _hot_add(self, guest: SimGuest, address: str) -> None:
+        owner = self.owner(address)
+        if owner == guest.domid:
+            return
+        if owner is not None:  # libxl refuses before writing anything
+            raise SimHostError(f"{address} is assigned to domain {owner}")
+        self.toolstack.hot_add(guest.domid, address, DEVID)
+        self._settle(guest)
 
-    def _release(self, address: str, exported: ExportedDevice, *, reset: bool) -> None:
-        exported.irq.teardown()
-        if reset:
-            self._devices[address].reset()
-        self._owners.pop(address, None)
+    def _settle(self, guest: SimGuest) -> None:
+        try:
+            guest.domain.settled(self.op_timeout)
+        except (BackendClosed, TimeoutError) as exc:
+            # A failed reconfiguration closes the whole backend (as Linux): the guest is lost.
+            why = self._backend_error(guest.domid) or str(exc)
+            self.destroy_guest(guest.domid)
+            raise SimHostError(f"domain {guest.domid}: {why}; its backend closed") from None
+
+    def _backend_error(self, domid: int) -> str | None:
+        path = f"{ERROR_ROOT}/{domid}/{DEVID}/error"
+        text = self.toolstack.xs.read(path)
+        if text is None:
+            return None
+        _, _, message = text.partition(" ")  # "<errno> <message>", as xenbus_dev_fatal writes
+        return message
+
+    def backend_state(self, domid: int) -> XenbusState:
+        return self.guest(domid).domain.xenbus.backend_state()
 
 
 def _normalise(address: str) -> str:

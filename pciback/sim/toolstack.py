@@ -8,7 +8,7 @@ from __future__ import annotations
 from pciback.ports.xenstore import Transaction, run_transaction
 from pciback.protocol.abi import XEN_PCI_MAGIC
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
-from pciback.xenbus.backend import BACKEND_ROOT
+from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT
 from pciback.xenbus.parse import parse_bdf
 from pciback.xenbus.states import XenbusState, state_or_unknown
 
@@ -93,6 +93,8 @@ class SimToolstack:
         self.xs.write(f"{backend_path(domid, devid)}/online", "0")
         self.store.release_domain(domid)
         self.xs.rm(f"{BACKEND_ROOT}/{domid}")
+        # A later domain with this id must not be blamed for this one's failure.
+        self.xs.rm(f"{ERROR_ROOT}/{domid}")
 
 
 class SimPcifront:
