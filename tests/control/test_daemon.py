@@ -50,6 +50,20 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert cfg.sim_devices == {NET: "virtio-net-1af4-1041.bin"}
 
 
+def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
+    path = tmp_path / "pciback.toml"
+    path.write_text(f'permissive = true\nhide = "({NET})"\n')
+    cfg = load_config(path)
+    assert cfg.permissive_all and cfg.permissive == []
+    daemon = Daemon(cfg, env(), control=False)
+    try:
+        daemon.start()
+        assert daemon.control is None
+        assert daemon.pool.policy(NET) == (True, ())
+    finally:
+        daemon.stop()
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from pciback.protocol.abi import SHAREDINFO_SIZE, Flag
+from pciback.protocol.abi import SHAREDINFO_SIZE, Cmd, Flag
+from pciback.protocol.connection import BackendConnection
 from pciback.protocol.transport import Doorbell, EventChannel, SharedPage
+
+from .simconfig import post_op
 
 
 def test_flag_operations_report_the_previous_state() -> None:
@@ -84,3 +88,48 @@ def test_concurrent_bit_updates_are_not_lost() -> None:
     for t in threads:
         t.join()
     assert int(page.info.flags) == 0b111
+
+
+def _sleeping(bell: Doorbell, woke: list[bool]) -> threading.Thread:
+    sleeper = threading.Thread(target=lambda: woke.append(bell.wait(None)))
+    sleeper.start()
+    while bell._sleepers == 0:  # until it is inside select: closing must not pull the fd away
+        time.sleep(0.001)
+    return sleeper
+
+
+def test_closing_a_doorbell_under_a_sleeper_wakes_it_without_ebadf() -> None:
+    bell = Doorbell()
+    woke: list[bool] = []
+    sleeper = _sleeping(bell, woke)
+    bell.close()  # returns only once the sleeper has left select
+    assert woke == [False]
+    sleeper.join(10)
+    assert not sleeper.is_alive()
+    assert bell.wait(None) is False  # a closed bell never sleeps, even without a timeout
+    bell.ring()  # and ringing it touches no fd
+
+
+def test_a_guest_closing_its_channel_first_ends_the_service_thread_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    page, channel = SharedPage(), EventChannel()
+    conn = BackendConnection(1, page, channel.backend, _NoDevices())
+    conn.start()
+    post_op(page, cmd=Cmd.CONF_READ, size=4)
+    channel.frontend.notify()
+    while page.test_bit(Flag.PCIF_ACTIVE):  # served: the thread is back asleep on its bell
+        time.sleep(0.001)
+    thread = conn._thread
+    assert thread is not None
+    channel.close()  # the wrong order: the guest's end goes while the backend still waits
+    thread.join(10)
+    assert not thread.is_alive() and died == []
+    conn.close()  # the backend's own teardown afterwards is harmless
+
+
+class _NoDevices:
+    def lookup(self, domain: int, bus: int, devfn: int) -> None:
+        return None
