@@ -9,6 +9,7 @@ bytes. Nothing here writes to a device.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -146,6 +147,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The device's problems are printed below, once; the engine's log copy would repeat them.
+    logging.getLogger("pciback.engine").addHandler(logging.NullHandler())
     try:
         dump = load_config(args.dump)
     except DumpError as exc:

@@ -38,13 +38,13 @@ class Chains:
 def walk(read: Reader, config_size: int) -> Chains:
     chains = Chains()
     if read(STATUS, 2) & STATUS_CAP_LIST:
-        _walk_standard(read, chains)
+        _walk_standard(read, chains, config_size)
     if config_size > EXT_START:
         _walk_extended(read, chains)
     return chains
 
 
-def _walk_standard(read: Reader, chains: Chains) -> None:
+def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
     pos = read(CAP_POINTER, 1) & ~3
     seen: set[int] = set()
     # One pass more than there are dwords: a list in every dword of 0x40..0xff ends on the
@@ -54,6 +54,9 @@ def _walk_standard(read: Reader, chains: Chains) -> None:
             return
         if not STD_START <= pos < STD_END:
             chains.problems.append(f"capability pointer {pos:#04x} outside 0x40..0xff")
+            return
+        if pos + 2 > config_size:  # a 64-byte dump (lspci -x) names capabilities it lacks
+            chains.problems.append(f"capability pointer {pos:#04x} beyond the {config_size} bytes")
             return
         if pos in seen:
             chains.problems.append(f"capability list loops back to {pos:#04x}")

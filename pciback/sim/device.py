@@ -134,7 +134,7 @@ class SimDevice:
             return None
         pos = self.config[0x34] & ~3
         for _ in range(48):
-            if pos < 0x40:
+            if pos < 0x40 or pos + 2 > len(self.config):
                 return None
             if self.config[pos] == cap_id:
                 return pos
@@ -185,7 +185,7 @@ class SimDevice:
     def _protect_chain(self, w: bytearray) -> None:
         pos = self.config[0x34] & ~3 if self.config[STATUS] & 0x10 else 0
         for _ in range(48):
-            if pos < 0x40:
+            if pos < 0x40 or pos + 2 > len(self.config):  # a 64-byte dump has no list
                 break
             w[pos] = w[pos + 1] = 0
             pos = self.config[pos + 1] & ~3

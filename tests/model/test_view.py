@@ -142,6 +142,20 @@ def test_problems_of_the_device_go_to_stderr(
     assert not parse_lspci_text(text)[0].config[0x06] & 0x10
 
 
+def test_a_64_byte_dump_views_without_its_capabilities(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = endpoint()
+    b.pm()
+    short = tmp_path / "short.txt"
+    short.write_text(format_lspci(b.build()[:64], "03:00.0 Ethernet controller: lspci -x"))
+    status, text, err = run_view(capsys, str(short))
+    assert status == 0 and err.count("beyond the 64 bytes") == 1
+    [parsed] = parse_lspci_text(text)
+    assert len(parsed.config) == 64
+    assert parsed.config[0x34] == 0 and not parsed.config[0x06] & 0x10
+
+
 # -- pciutils' decoder -------------------------------------------------------------------------
 def lspci_capabilities(path: Path) -> list[tuple[int, str]]:
     assert LSPCI is not None
