@@ -3,11 +3,13 @@ reported, and the chain the guest walks through the view is finite and acyclic."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
 
 from pciback.engine import ConfigSpace
+from pciback.errors import PciOpError
 
 from .builders import (
     CAP_MSI,
@@ -144,3 +146,25 @@ def test_hiding_inside_a_cycle_still_gives_a_finite_chain() -> None:
     space, _ = view_of(bytes(cfg), bar_sizes=b.bar_sizes, hide=[CAP_MSI])
     assert chain(space) == [(pm, CAP_PM), (vendor, 0x09)]
     assert_sane(space)
+
+
+@pytest.mark.parametrize(
+    ("ident", "body"),
+    [
+        (0x11, b"\x07\x00"),  # MSI-X: table and PBA registers would lie past 0xff
+        (0x05, b"\x80\x01"),  # MSI, 64-bit with masking: 24 bytes from 0xfc
+        (0x10, b"\x02\x00"),  # PCIe v2: 0x3c bytes
+        (0x01, b"\x03\x00"),  # PM
+    ],
+)
+def test_a_capability_at_the_very_end_of_config_space(ident: int, body: bytes) -> None:
+    b = endpoint()
+    b.pm()
+    pos = b.cap(ident, body, at=0xFC)
+    space, dev = b.space()
+    assert pos in [o for o, _ in chain(space)] or any(str(hex(pos)) in p for p in space.problems)
+    assert_sane(space)
+    for off in range(0xF0, 0x100, 2):
+        with contextlib.suppress(PciOpError):  # MSI's enable says no; nothing may crash
+            space.write(off, 2, 0xFFFF)
+    assert all(w[0] + w[1] <= 0x100 for w in dev.writes)
