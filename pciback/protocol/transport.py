@@ -97,16 +97,24 @@ class Doorbell:
             self._sleepers += 1
         try:
             ready, _, _ = select.select([self._rfd], [], [], timeout)
-            with self._lock:
-                if self._closed or not ready:
-                    return False
-                with contextlib.suppress(BlockingIOError):  # another reader took the rings
-                    os.read(self._rfd, 8)
-                return True
-        finally:
-            with self._lock:
-                self._sleepers -= 1
+        except BaseException:
+            self._leave()
+            raise
+        with self._lock:
+            self._sleepers -= 1
+            if self._closed:
                 self._left.notify_all()
+                return False
+            if not ready:
+                return False
+            with contextlib.suppress(BlockingIOError):  # another reader took the rings
+                os.read(self._rfd, 8)
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._sleepers -= 1
+            self._left.notify_all()
 
     def close(self) -> None:
         """Wake every sleeper, wait for them to leave `wait`, then close the fd."""
