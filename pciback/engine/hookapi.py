@@ -91,3 +91,23 @@ def capability_check(
         return fn
 
     return register
+
+
+SeizeAction = Callable[["PhysicalDevice", int], None]
+"""`action(device, offset)`: put a capability in the state a guest may start from."""
+
+SEIZE_ACTIONS: dict[tuple[bool, int], SeizeAction] = {}
+
+
+def seize_action(ident: int, *, extended: bool = False) -> Callable[[SeizeAction], SeizeAction]:
+    """Register what to do to a capability when a view of its device is built (hidden or not:
+    what it must not do, it must not do either way)."""
+
+    def register(fn: SeizeAction) -> SeizeAction:
+        key = (extended, ident)
+        if key in SEIZE_ACTIONS:
+            raise ValueError(f"seize action for {ident:#x} implemented twice")
+        SEIZE_ACTIONS[key] = fn
+        return fn
+
+    return register

@@ -18,7 +18,7 @@ from pciback.engine.chain import (
     FoundCapability,
     walk,
 )
-from pciback.engine.hookapi import CAPABILITY_CHECKS
+from pciback.engine.hookapi import CAPABILITY_CHECKS, SEIZE_ACTIONS
 from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
@@ -97,6 +97,10 @@ class ConfigSpace:
         self.problems.extend(chains.problems)
         self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
         self.extended = [self._classify(c, policy.extended, hide_ext) for c in chains.extended]
+        for placed in self.standard + self.extended:
+            action = SEIZE_ACTIONS.get((placed.found.extended, placed.found.ident))
+            if action is not None:
+                action(device, placed.found.offset)
         self._lay_out_header()
         self._lay_out_capabilities(self.standard, STD_END, STD_LINK)
         self._lay_out_capabilities(self.extended, EXT_END, EXT_LINK)

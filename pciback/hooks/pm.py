@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pciback.engine.hookapi import HookContext, write_hook
+from pciback.engine.hookapi import HookContext, seize_action, write_hook
 from pciback.errors import PciOpError, XenPciError
+from pciback.ports.bus import PhysicalDevice
 
+CAP_PM = 0x01
 PMC = 0x02  # from the capability's start
 PMC_D1 = 1 << 9
 PMC_D2 = 1 << 10
+PMCSR = 0x04
+PMCSR_PME_ENABLE = 1 << 8
+PMCSR_PME_STATUS = 1 << 15
 
 
 @write_hook("power_state")
@@ -29,3 +34,15 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
     except ValueError as exc:
         raise PciOpError(XenPciError.ACCESS_DENIED, str(exc)) from None
     return False
+
+
+@seize_action(CAP_PM)
+def pme_off(device: PhysicalDevice, offset: int) -> None:
+    """PME signalling off before a guest gets the device, as Linux's pm_ctrl_init: PMEs are
+    the host's, and a guest can neither turn this on nor field what it would raise."""
+    if offset + PMCSR + 2 > device.config_size:
+        return
+    pmcsr = device.read(offset + PMCSR, 2)
+    if pmcsr & PMCSR_PME_ENABLE:
+        # PME status is write-1-to-clear: written as 0, a pending PME stays for the host.
+        device.write(offset + PMCSR, 2, pmcsr & ~(PMCSR_PME_ENABLE | PMCSR_PME_STATUS))

@@ -97,3 +97,19 @@ def test_permissive_mode_does_not_open_pme() -> None:
     space.write(pos + PMC, 2, 0xFFFF)
     assert not dev.read(pos + PMCSR, 2) & 0x0100
     assert all(off not in (pos + PMC, pos + PMC + 1) for off, _, _ in dev.writes)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_pme_enable_is_turned_off_when_the_view_is_built(hidden: bool) -> None:
+    b = endpoint()
+    pos = b.pm(pmcsr=0x8108)  # PME enabled, a PME pending
+    space, dev = b.space(hide=[CAP_PM] if hidden else [])
+    assert dev.writes == [(pos + PMCSR, 2, 0x0008)]  # enable off; the pending 1 not written
+    assert not dev.read(pos + PMCSR, 2) & 0x0100
+    if not hidden:
+        assert space.read(pos + PMCSR, 2) & 0x0100 == 0
+
+
+def test_a_device_without_pme_enabled_is_not_written_at_seize() -> None:
+    _, dev, _ = pm_device(pmcsr=0x0008)
+    assert dev.writes == []
