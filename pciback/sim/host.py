@@ -232,8 +232,14 @@ class SimHost:
                 return self._create(domid, addresses, mode)
             if guest.mode != mode:
                 raise SimHostError(f"domain {domid} already runs in {guest.mode} mode")
-            for address in addresses:
-                self._hot_add(guest, address)
+            new = [a for a in addresses if self.owner(a) != domid]
+            for address in new:  # libxl refuses before writing anything
+                owner = self.owner(address)
+                if owner is not None:
+                    raise SimHostError(f"{address} is assigned to domain {owner}")
+            for address in new:  # one reconfiguration at a time, as libxl does
+                self.toolstack.hot_add(domid, address, DEVID)
+                self._settle(guest)
             return guest
 
     def guest(self, domid: int) -> SimGuest:
@@ -300,15 +306,6 @@ class SimHost:
             self.destroy_guest(domid)
             raise SimHostError(f"domain {domid}: {why}") from None
         return guest
-
-    def _hot_add(self, guest: SimGuest, address: str) -> None:
-        owner = self.owner(address)
-        if owner == guest.domid:
-            return
-        if owner is not None:  # libxl refuses before writing anything
-            raise SimHostError(f"{address} is assigned to domain {owner}")
-        self.toolstack.hot_add(guest.domid, address, DEVID)
-        self._settle(guest)
 
     def _settle(self, guest: SimGuest) -> None:
         try:

@@ -20,6 +20,7 @@ BLK = f"{FIXTURES}/virtio-blk-1af4-1042.bin"
 A = "0000:03:00.0"
 A1 = "0000:03:00.1"
 B = "0000:07:02.0"
+BRIDGE = "0000:00:00.0"
 BE = "/local/domain/0/backend/pci"
 
 
@@ -52,6 +53,32 @@ def test_a_hot_add_of_a_device_held_elsewhere_keeps_the_running_guest(host: SimH
         host.attach(2, [A])
     assert be(host, 2, "state") == str(int(S.CONNECTED))
     assert guest.devices == [B] and guest.conf_read(B, 0, 2) == 0x1AF4
+
+
+def test_a_hot_add_refused_up_front_adds_none_of_the_devices(host: SimHost) -> None:
+    for address in (A, A1, B):
+        host.add_device(address, NET)
+    host.attach(1, [A])
+    guest = host.attach(2, [B])
+    with pytest.raises(SimHostError, match="assigned to domain 1"):
+        host.attach(2, [A1, A])
+    assert guest.devices == [B] and host.owner(A1) is None
+
+
+def test_a_reconfiguration_the_backend_refuses_closes_that_guest_only(host: SimHost) -> None:
+    host.add_device(A, NET)
+    host.add_device(B, NET)
+    host.add_device(BRIDGE, f"{FIXTURES}/intel-0d57-host-bridge.bin")
+    other = host.attach(1, [B], mode="vpci")
+    host.attach(2, [A], mode="vpci")
+    with pytest.raises(SimHostError, match=r"bridges cannot be exported.*its backend closed"):
+        host.attach(2, [BRIDGE], mode="vpci")
+    # As Linux: a failed reconfiguration is fatal for the backend device, so the toolstack
+    # reaps the guest and every device it had goes back to the pool.
+    with pytest.raises(SimHostError):
+        host.guest(2)
+    assert host.daemon.ownership.all() == {B: 1}
+    assert other.conf_read("0000:00:00.0", 0, 2) == 0x1AF4
 
 
 def test_detach_is_a_hot_remove_that_releases_ownership(host: SimHost) -> None:
