@@ -13,6 +13,10 @@ assignable on the spot (`xl pci-assignable-add`), a hot add is refused up front 
 domain holds the device (a refused reconfiguration would close the running guest's backend),
 a removed device's nodes are deleted once the backend let it go, and a guest killed by AER
 recovery is reaped.
+
+A device the pool seized was reset, restored and had bus mastering turned off before any guest
+saw it, so its `writes` begin with the stub pool's; a test of what a guest causes counts from
+after `attach`.
 """
 
 from __future__ import annotations
@@ -297,14 +301,17 @@ class SimHost:
         guest = SimGuest(domain, mode, self.daemon.datapath)
         self._domains[domid] = domain
         self._guests[domid] = guest
-        self.toolstack.create(domid, addresses, mode, DEVID)
-        self.daemon.pump()
         try:
+            self.toolstack.create(domid, addresses, mode, DEVID)
+            self.daemon.pump()  # the backend reaches InitWait before pcifront publishes
             domain.boot(self.op_timeout)
         except (BackendClosed, TimeoutError) as exc:
             why = self._backend_error(domid) or str(exc)
             self.destroy_guest(domid)
             raise SimHostError(f"domain {domid}: {why}") from None
+        except BaseException:
+            self.destroy_guest(domid)
+            raise
         return guest
 
     def _settle(self, guest: SimGuest) -> None:
