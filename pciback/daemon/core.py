@@ -12,13 +12,14 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import HideSyntaxError
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
 from pciback.ownership import Ownership
+from pciback.ports.xenstore import XenStore
 from pciback.reconcile import reconcile
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
@@ -28,6 +29,9 @@ from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.state import StateStore
 from pciback.stub import StubError, StubPool
 from pciback.xenbus.manager import XenbusBackends
+
+if TYPE_CHECKING:
+    from pciback.xen.environment import XenEnvironment
 
 log = logging.getLogger("pciback.daemon")
 
@@ -69,28 +73,58 @@ class SimEnvironment:
             devices[address] = SimDevice(address, path if path.is_file() else fixture(name))
         return cls(devices)
 
+    def make_datapath(self, pool: StubPool, ownership: Ownership) -> SimDataPath:
+        return SimDataPath(self.grants, self.bus, self.hypervisor, pool, ownership)
+
+    def connect_store(self) -> SimXenStoreClient:
+        return self.store.connect(0)
+
+    def release(self, client: XenStore) -> None:
+        """The daemon stops; the simulated host goes on for the next one."""
+        if isinstance(client, SimXenStoreClient):
+            self.store.disconnect(client)
+
+
+def open_xen() -> XenEnvironment:
+    """The real dom0's ports, or a DaemonError naming what this machine lacks."""
+    from pciback.xen import UNTESTED_NOTE
+    from pciback.xen._loader import XenUnavailable
+    from pciback.xen.environment import open_environment
+
+    try:
+        env = open_environment()
+    except XenUnavailable as exc:
+        raise DaemonError(f'backend = "xen": cannot use the Xen adapters: {exc}') from None
+    log.warning('backend = "xen": %s', UNTESTED_NOTE)
+    return env
+
 
 class Daemon:
     def __init__(
-        self, config: Config, env: SimEnvironment | None = None, *, control: bool = True
+        self,
+        config: Config,
+        env: SimEnvironment | XenEnvironment | None = None,
+        *,
+        control: bool = True,
     ) -> None:
-        """`control` False: no control socket (the simulated host drives the daemon in-process)."""
-        if config.backend != "sim":
-            raise DaemonError(
-                'backend = "xen" needs the libxenstore, libxengnttab/libxenevtchn and libxenctrl '
-                'adapters, which this build does not include; use backend = "sim"'
-            )
+        """`control` False: no control socket (the simulated host drives the daemon in-process).
+        backend = "xen" uses `env` only when it is a XenEnvironment, else opens this dom0's."""
         self.config = config
-        base = config.source.parent if config.source else None
-        self.env = env or SimEnvironment.from_dumps(config.sim_devices or DEFAULT_SIM_DEVICES, base)
+        self.env: SimEnvironment | XenEnvironment
+        if config.backend == "xen":
+            self.env = (
+                env if env is not None and not isinstance(env, SimEnvironment) else open_xen()
+            )
+        else:
+            base = config.source.parent if config.source else None
+            sim = config.sim_devices or DEFAULT_SIM_DEVICES
+            self.env = env or SimEnvironment.from_dumps(sim, base)
         self.lock = threading.RLock()
         self.state = StateStore(config.state_dir)
         self.ownership = Ownership(self.state)
         self.pool = StubPool(self.env.bus, self.ownership, self.state, config.permissive_all)
-        self.datapath = SimDataPath(
-            self.env.grants, self.env.bus, self.env.hypervisor, self.pool, self.ownership
-        )
-        self.xs: SimXenStoreClient = self.env.store.connect(0)
+        self.datapath: SimDataPath = self.env.make_datapath(self.pool, self.ownership)
+        self.xs: XenStore = self.env.connect_store()
         self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)
         socket_path = config.control_socket if control else None
         self.control = ControlServer(socket_path, self.handle) if socket_path else None
@@ -153,7 +187,7 @@ class Daemon:
             self.control.stop()
         with self.lock:
             self.backends.stop()
-            self.env.store.disconnect(self.xs)
+            self.env.release(self.xs)
             self.state.close()
         log.info("stopped; guests keep their devices (%d owned)", len(self.ownership.all()))
 

@@ -1,0 +1,147 @@
+"""The backend end of an interdomain event channel through libxenevtchn, UNTESTED AGAINST XEN.
+
+Each connection binds its port on a handle of its own, so the handle's fd (and
+`xenevtchn_pending`) concern that port alone; the kernel masks a port when it delivers it, so a
+wake-up unmasks it before the shared page is looked at, and an event that arrives meanwhile
+wakes the next wait.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import threading
+from typing import Any
+
+from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
+
+from pciback.protocol.transport import Doorbell, EventPort
+from pciback.xen._loader import XenUnavailable, check_domid, load
+
+TYPEDEFS = {
+    "evtchn_port_t": "uint32_t",
+    "xenevtchn_port_or_error_t": "int",
+    "xenevtchn_handle": "struct xenevtchn_handle",
+}
+OPAQUE = ("struct xenevtchn_handle", "struct xentoollog_logger")
+DECLS = (
+    "xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int flags);",
+    "int xenevtchn_close(xenevtchn_handle *xce);",
+    "int xenevtchn_fd(xenevtchn_handle *xce);",
+    "int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port);",
+    "xenevtchn_port_or_error_t xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid,"
+    " evtchn_port_t remote_port);",
+    "int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port);",
+    "xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce);",
+    "int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port);",
+)
+HEADERS = ("xenevtchn.h",)
+CONSTANTS: dict[str, int] = {}
+
+ffi = FFI()
+ffi.cdef("\n".join([f"{s};" for s in OPAQUE] + [f"typedef {t} {n};" for n, t in TYPEDEFS.items()]))
+ffi.cdef("\n".join(DECLS))
+
+# Event channel ports are below 2^17 with the FIFO ABI (and 4096 with the 2-level one).
+MAX_PORT = (1 << 17) - 1
+
+
+def library() -> Any:
+    return load(ffi, "xenevtchn", ("libxenevtchn.so.1",), "libxenevtchn1")
+
+
+def _error(what: str) -> OSError:
+    code = ffi.errno or errno.EIO
+    return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
+
+
+class XenEventPort(EventPort):
+    """The local end bound to a frontend's unbound port; an EventPort for BackendConnection."""
+
+    def __init__(self, domid: int, remote_port: int, lib: Any = None) -> None:
+        check_domid(domid)
+        if not isinstance(remote_port, int) or not 0 < remote_port <= MAX_PORT:
+            raise ValueError(f"event channel port {remote_port!r} out of range")
+        self.lib = lib if lib is not None else library()
+        ffi.errno = 0
+        handle = self.lib.xenevtchn_open(ffi.NULL, 0)
+        if handle == ffi.NULL:
+            code = ffi.errno or errno.ENOENT
+            raise XenUnavailable(
+                f"xenevtchn_open failed ({errno.errorcode.get(code, code)}): "
+                "is /dev/xen/evtchn there?"
+            )
+        ffi.errno = 0
+        local = int(self.lib.xenevtchn_bind_interdomain(handle, domid, remote_port))
+        if local < 0:
+            exc = _error(f"binding port {remote_port} of domain {domid}")
+            self.lib.xenevtchn_close(handle)
+            raise exc
+        self._handle: Any = handle
+        self.domid = domid
+        self.local_port = local
+        self._fd = int(self.lib.xenevtchn_fd(handle))
+        self._kick = Doorbell()  # close() and OPS_PER_WAKEUP wake the thread through this
+        self._lock = threading.Lock()
+        self._left = threading.Condition(self._lock)
+        self._sleepers = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def notify(self) -> None:
+        with self._lock:
+            if self._handle is None:
+                return
+            ffi.errno = 0
+            if self.lib.xenevtchn_notify(self._handle, self.local_port) < 0:
+                raise _error(f"notifying dom{self.domid} on port {self.local_port}")
+
+    def wait(self, timeout: float | None) -> bool:
+        with self._lock:
+            if self._handle is None:
+                return False
+            self._sleepers += 1
+        try:
+            kick = self._kick.fileno()
+            ready, _, _ = select.select([self._fd, kick], [], [], timeout)
+            with self._lock:
+                if self._handle is None:
+                    return False
+                if kick in ready:
+                    self._kick.wait(0)
+                if self._fd in ready:
+                    self._take_pending()
+            return bool(ready)
+        finally:
+            with self._lock:
+                self._sleepers -= 1
+                self._left.notify_all()
+
+    def _take_pending(self) -> None:
+        ffi.errno = 0
+        port = int(self.lib.xenevtchn_pending(self._handle))
+        if port < 0 and ffi.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise _error("xenevtchn_pending")
+        if port >= 0:
+            self.lib.xenevtchn_unmask(self._handle, port)
+
+    def kick_self(self) -> None:
+        self._kick.ring()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """Unbind and close, after waking a thread asleep in `wait` and letting it leave: its
+        select must not outlive the fd, which the next open may reuse."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is None:
+                return
+            self._kick.ring()
+            self._left.wait_for(lambda: self._sleepers == 0)
+            self.lib.xenevtchn_unbind(handle, self.local_port)
+            self.lib.xenevtchn_close(handle)
+        self._kick.close()
