@@ -2,7 +2,8 @@
 
 It behaves like hardware where the backend's correctness depends on it: read-only IDs, BARs that
 answer a sizing write with their size mask, write-1-to-clear status bits, power states, reset to
-the dump's contents. Every write the backend makes is recorded in `writes`.
+the dump's contents. Every write the backend makes is recorded in `writes` (since the last
+hand-over to a guest) and in `history` (all of them).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class SimDevice:
         self._address = address
         self.initial = load_config(config).config
         self.config = bytearray(self.initial)
+        # `writes`: what reached the device since it was last handed to a guest (the log tests
+        # of guest behaviour read); `history`: every write since the device was built,
+        # seizing, resets and restores included.
         self.writes: list[tuple[int, int, int]] = []
+        self.history: list[tuple[int, int, int]] = []
         self.resets = 0
         self.power_state = 0
         self.msi_vectors = 0  # 0: MSI off
@@ -68,6 +73,7 @@ class SimDevice:
     def write(self, offset: int, size: int, value: int) -> None:
         self._check(offset, size)
         self.writes.append((offset, size, value))
+        self.history.append((offset, size, value))
         for i in range(size):
             self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
 
@@ -82,6 +88,10 @@ class SimDevice:
         if pm is not None:
             pmcsr = pm + 4
             self.config[pmcsr] = (self.config[pmcsr] & ~0x3) | state
+
+    def hand_over(self) -> None:
+        """A guest gets the device now: `writes` starts afresh (`history` keeps everything)."""
+        self.writes.clear()
 
     def reset(self) -> None:
         self.resets += 1

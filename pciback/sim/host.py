@@ -15,8 +15,8 @@ a removed device's nodes are deleted once the backend let it go, and a guest kil
 recovery is reaped.
 
 A device the pool seized was reset, restored and had bus mastering turned off before any guest
-saw it, so its `writes` begin with the stub pool's; a test of what a guest causes counts from
-after `attach`.
+saw it; `physical(addr).writes` starts afresh when `attach` hands the device to a guest, so it
+holds what that guest caused (`history` keeps the pool's writes too).
 """
 
 from __future__ import annotations
@@ -229,8 +229,10 @@ class SimHost:
             if mode not in MODES:
                 raise SimHostError(f"unknown mode {mode!r}: passthrough or vpci")
             for address in addresses:
-                self.physical(address)
+                device = self.physical(address)
                 self._make_assignable(address)
+                if self.owner(address) is None:
+                    device.hand_over()
             guest = self._guests.get(domid)
             if guest is None:
                 return self._create(domid, addresses, mode)
