@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,26 @@ class XenUnavailable(RuntimeError):
     """Something a real dom0 has is missing here; the message names it."""
 
 
+_loaded: dict[str, Any] = {}
+_loaded_lock = threading.Lock()
+
+
 def _dlopen(ffi: FFI, soname: str) -> Any:
     return ffi.dlopen(soname)
 
 
 def load(ffi: FFI, name: str, sonames: tuple[str, ...], package: str) -> Any:
-    """dlopen lib`name`: the soname ldconfig knows first, then the fixed `sonames` (libxenctrl's
-    soname carries the Xen release, so a fixed list alone would miss newer ones)."""
+    """dlopen lib`name`, once: the soname ldconfig knows first, then the fixed `sonames`
+    (libxenctrl's soname carries the Xen release, so a fixed list alone would miss newer ones).
+    Cached because find_library runs ldconfig, and every connection asks for libxenevtchn."""
+    with _loaded_lock:
+        lib = _loaded.get(name)
+        if lib is None:
+            lib = _loaded[name] = _load(ffi, name, sonames, package)
+        return lib
+
+
+def _load(ffi: FFI, name: str, sonames: tuple[str, ...], package: str) -> Any:
     found = ctypes.util.find_library(name)
     candidates = ([found] if found else []) + [s for s in sonames if s != found]
     errors = []

@@ -18,3 +18,4 @@ def no_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_loader, "_dlopen", refuse)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     monkeypatch.setattr(atomic, "_lib", None)
+    monkeypatch.setattr(_loader, "_loaded", {})
