@@ -106,55 +106,66 @@ class FakeGnttab(Recorder):
         return self.pages[(domid, ref)]
 
 
+class _EvtHandle:
+    def __init__(self, port: int) -> None:
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.port = port
+
+
 class FakeEvtchn(Recorder):
-    """One handle; its fd is an eventfd the test writes to as the hypervisor would."""
+    """Each open is a handle with an eventfd the test writes to as the hypervisor would; bound
+    local ports count up from `local_port`."""
 
     def __init__(self, local_port: int = 40, bind_errno: int = 0) -> None:
         super().__init__()
-        self.local_port = local_port
+        self.next_port = local_port
         self.bind_errno = bind_errno
-        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.notified = 0
+        self.handles: dict[int, _EvtHandle] = {}  # by local port
+        self.notified: list[int] = []
 
-    def deliver(self) -> None:
-        os.write(self.fd, (1).to_bytes(8, "little"))
+    def deliver(self, port: int) -> None:
+        os.write(self.handles[port].fd, (1).to_bytes(8, "little"))
 
     def xenevtchn_open(self, logger: Any, flags: int) -> Any:
-        return self.handle
+        handle = _EvtHandle(self.next_port)
+        self.next_port += 1
+        return handle
 
-    def xenevtchn_close(self, xce: Any) -> int:
-        self.calls.append(("close",))
-        os.close(self.fd)
+    def xenevtchn_close(self, xce: _EvtHandle) -> int:
+        self.calls.append(("close", xce.port))
+        os.close(xce.fd)
         return 0
 
-    def xenevtchn_fd(self, xce: Any) -> int:
-        return self.fd
+    def xenevtchn_fd(self, xce: _EvtHandle) -> int:
+        return xce.fd
 
-    def xenevtchn_bind_interdomain(self, xce: Any, domid: int, remote: int) -> int:
+    def xenevtchn_bind_interdomain(self, xce: _EvtHandle, domid: int, remote: int) -> int:
         self.calls.append(("bind", domid, remote))
         if self.bind_errno:
             evtchn.ffi.errno = self.bind_errno
             return -1
-        return self.local_port
+        self.handles[xce.port] = xce
+        return xce.port
 
-    def xenevtchn_unbind(self, xce: Any, port: int) -> int:
+    def xenevtchn_unbind(self, xce: _EvtHandle, port: int) -> int:
+        assert port == xce.port
         self.calls.append(("unbind", port))
         return 0
 
-    def xenevtchn_notify(self, xce: Any, port: int) -> int:
-        assert port == self.local_port
-        self.notified += 1
+    def xenevtchn_notify(self, xce: _EvtHandle, port: int) -> int:
+        assert port == xce.port
+        self.notified.append(port)
         return 0
 
-    def xenevtchn_pending(self, xce: Any) -> int:
+    def xenevtchn_pending(self, xce: _EvtHandle) -> int:
         try:
-            os.read(self.fd, 8)
+            os.read(xce.fd, 8)
         except BlockingIOError:
             evtchn.ffi.errno = errno.EAGAIN
             return -1
-        return self.local_port
+        return xce.port
 
-    def xenevtchn_unmask(self, xce: Any, port: int) -> int:
+    def xenevtchn_unmask(self, xce: _EvtHandle, port: int) -> int:
         self.calls.append(("unmask", port))
         return 0
 
@@ -203,7 +214,7 @@ class FakeXenstore(Recorder):
         if key not in self.nodes:
             return self._fail(errno.ENOENT)
         length[0] = len(self.nodes[key])
-        return self._keep(self.ffi.new("char[]", self.nodes[key]))
+        return self.ffi.cast("void *", self._keep(self.ffi.new("char[]", self.nodes[key])))
 
     def xs_write(self, h: Any, t: int, path: bytes, data: Any, length: int) -> bool:
         key = _s(path)

@@ -248,17 +248,17 @@ def test_a_granted_page_and_bound_port_serve_the_guest_then_are_released() -> No
     page.op.size = 4
     flags = word_of(gnttab.ffi.buffer(memory))
     bit_op(flags, Flag.PCIF_ACTIVE, BitAction.SET)  # pcifront raises the op...
-    evt.deliver()  # ...and notifies
+    evt.deliver(40)  # ...and notifies
     deadline = time.monotonic() + 5
     while bit_op(flags, Flag.PCIF_ACTIVE, BitAction.TEST) and time.monotonic() < deadline:
         time.sleep(0.005)
     assert not bit_op(flags, Flag.PCIF_ACTIVE, BitAction.TEST)
     assert int(page.op.err) == XenPciError.DEV_NOT_FOUND  # nothing exported at 0000:00:00.0
-    assert evt.notified == 1
+    assert evt.notified == [40]
     assert ("unmask", 40) in evt.calls
     path.disconnect(5, 0)
     address = int(abi_ffi.cast("uintptr_t", page))
-    assert ("unbind", 40) in evt.calls and ("close",) in evt.calls
+    assert ("unbind", 40) in evt.calls and ("close", 40) in evt.calls
     assert ("unmap", address, 1) in gnt.calls
     path.disconnect(5, 0)  # idempotent
     assert gnt.calls.count(("unmap", address, 1)) == 1
@@ -273,7 +273,7 @@ def test_a_failed_bind_unmaps_the_page_it_had_mapped() -> None:
         path.connect(5, 0, 9, 11)
     address = int(abi_ffi.cast("uintptr_t", memory))
     assert ("unmap", address, 1) in gnt.calls
-    assert ("close",) in evt.calls  # the event channel handle too
+    assert ("close", 40) in evt.calls  # the event channel handle too
 
 
 def test_an_ungranted_reference_is_an_error_not_a_mapping() -> None:
@@ -306,6 +306,24 @@ def test_closing_a_port_wakes_its_sleeper_first() -> None:
     port.close()
     sleeper.join(5)
     assert woke == [False] and port.closed
-    assert evt.calls[-2:] == [("unbind", 40), ("close",)]
+    assert evt.calls[-2:] == [("unbind", 40), ("close", 40)]
     port.kick_self()  # harmless after close
     assert port.wait(0) is False
+
+
+def test_reconnecting_releases_the_old_page_and_port_and_suspend_releases_the_new() -> None:
+    _need_libatomic()
+    gnt, evt = FakeGnttab(), FakeEvtchn(local_port=40)
+    old, new = gnt.grant(5, 9), gnt.grant(5, 10)
+    path = _datapath(gnt, evt)
+    path.connect(5, 0, 9, 11)
+    path.connect(5, 0, 10, 12)  # the frontend reconfigured: a new page and port
+    unmapped = [c[1] for c in gnt.calls if c[0] == "unmap"]
+    assert unmapped == [int(abi_ffi.cast("uintptr_t", old))]
+    assert [c for c in evt.calls if c[0] in ("unbind", "close")] == [("unbind", 40), ("close", 40)]
+    path.suspend(5, 0)  # the daemon stops: the guest keeps its end, ours is let go
+    unmapped = [c[1] for c in gnt.calls if c[0] == "unmap"]
+    assert unmapped[-1] == int(abi_ffi.cast("uintptr_t", new))
+    assert evt.calls[-2:] == [("unbind", 41), ("close", 41)]
+    path.close()
+    assert len([c for c in gnt.calls if c[0] == "unmap"]) == 2
