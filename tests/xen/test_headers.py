@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pciback.xen import evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import atomic, evtchn, gnttab, xenctrl, xenstore
 
 MODULES = [xenstore, gnttab, evtchn, xenctrl]
 _DECL = re.compile(r"(?P<ret>.*?)\b(?P<name>\w+)\((?P<args>.*)\);")
@@ -115,3 +115,30 @@ def test_a_wrong_typedef_fails_the_check(tmp_path: Path) -> None:
     result = compile_check(c_check(wrong), tmp_path)
     assert result.returncode != 0
     assert "evtchn_port_t" in result.stderr
+
+
+def _atomic_check(decls: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess[str]:
+    if GCC is None:
+        pytest.skip("no gcc")
+    path = tmp / "atomic.c"
+    path.write_text(
+        "#include <stdint.h>\n"
+        + "\n".join(decls)
+        + f'\n_Static_assert(__ATOMIC_SEQ_CST == {atomic.SEQ_CST}, "SEQ_CST");\n'
+    )
+    return subprocess.run(
+        [GCC, "-std=gnu11", "-fsyntax-only", "-Werror=builtin-declaration-mismatch", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_libatomic_declarations_match_the_compilers_builtins(tmp_path: Path) -> None:
+    """libatomic has no header: gcc knows the out-of-line atomics as builtins and rejects a
+    declaration that does not match them."""
+    result = _atomic_check(atomic.DECLS, tmp_path)
+    assert result.returncode == 0, result.stderr
+    wrong = tuple(d.replace("uint32_t val", "uint64_t val") for d in atomic.DECLS)
+    result = _atomic_check(wrong, tmp_path)
+    assert result.returncode != 0 and "__atomic_fetch_or_4" in result.stderr
