@@ -93,8 +93,9 @@ class RegisterInstance:
                 hooked |= fld.mask
         granted = permissive.rw | permissive.rw1c
         self.permissive_only = granted & ~(normal.rw | normal.rw1c) & ~hooked
-        self.read_hooks: tuple[tuple[Field, ReadHook], ...] = tuple(
-            (f, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
+        # (mask, shift, hook): the shift is worked out once, not on every access.
+        self.read_hooks: tuple[tuple[int, int, ReadHook], ...] = tuple(
+            (f.mask, f.shift, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
         )
         self.write_hooks: tuple[tuple[Field, WriteHook], ...] = tuple(
             (f, WRITE_HOOKS[f.on_write]) for f in reg.fields if f.on_write
@@ -116,9 +117,9 @@ class RegisterInstance:
         value = self._compose(hw)
         if self.read_hooks:
             ctx = HookContext(self.space, self, value, value)
-            for fld, hook in self.read_hooks:
-                shown = hook(ctx, (value & fld.mask) >> fld.shift)
-                value = (value & ~fld.mask) | ((shown << fld.shift) & fld.mask)
+            for mask, shift, read in self.read_hooks:
+                shown = read(ctx, (value & mask) >> shift)
+                value = (value & ~mask) | ((shown << shift) & mask)
         return value
 
     # -- writes ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from pciback.engine.chain import (
     EXT_END,
@@ -109,18 +110,19 @@ class ConfigSpace:
             log.warning("%s: %s", device.address, problem)
 
     # -- what the rest of the backend asks ---------------------------------------------------------
-    @property
-    def exposed(self) -> list[FoundCapability]:
-        return [p.found for p in self.standard if not p.hidden]
+    # The guest-visible chains are fixed once the view is built; the capability pointer and the
+    # status bit are read on every header access, so they are answered from these.
+    @cached_property
+    def exposed(self) -> tuple[FoundCapability, ...]:
+        return tuple(p.found for p in self.standard if not p.hidden)
 
-    @property
-    def exposed_extended(self) -> list[FoundCapability]:
-        return [p.found for p in self.extended if not p.hidden]
+    @cached_property
+    def exposed_extended(self) -> tuple[FoundCapability, ...]:
+        return tuple(p.found for p in self.extended if not p.hidden)
 
-    @property
+    @cached_property
     def first_capability(self) -> int:
-        exposed = self.exposed
-        return exposed[0].offset if exposed else 0
+        return self.exposed[0].offset if self.exposed else 0
 
     def capability_offset(self, cap_id: int) -> int | None:
         """Where an exposed standard capability lives (hidden ones do not exist for a guest)."""
