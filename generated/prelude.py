@@ -17,6 +17,181 @@ from pciback.tables import (
 
 __all__ = ["MODULE"]
 
+# registers common_header (dsl/prelude.pci:26): identity, command, status, class and the housekeeping bytes of every header
+COMMON_HEADER: tuple[Register, ...] = (
+    Register(
+        name='vendor_id',
+        offset=0x00,
+        width=2,
+        source='dsl/prelude.pci:27',
+        fields=(
+            # [15:0] vendor (dsl/prelude.pci:28)
+            Field('vendor', 0xFFFF, Backing.CACHED, Access.RO, 'dsl/prelude.pci:28', reason='identity, read once when the device is seized'),
+        ),
+    ),
+    Register(
+        name='device_id',
+        offset=0x02,
+        width=2,
+        source='dsl/prelude.pci:30',
+        fields=(
+            # [15:0] device (dsl/prelude.pci:31)
+            Field('device', 0xFFFF, Backing.CACHED, Access.RO, 'dsl/prelude.pci:31'),
+        ),
+    ),
+    Register(
+        name='command',
+        offset=0x04,
+        width=2,
+        source='dsl/prelude.pci:34',
+        reason='who may change what is the XSA-120 question',
+        fields=(
+            # [0] io_space (dsl/prelude.pci:35)
+            Field('io_space', 0x0001, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:35', on_write='decode_enable', reason='the guest sees its own view; the host keeps decode on'),
+            # [1] memory_space (dsl/prelude.pci:36)
+            Field('memory_space', 0x0002, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:36', on_write='decode_enable', reason='same as io_space: turning decode off under the host caused XSA-120'),
+            # [2] bus_master (dsl/prelude.pci:37)
+            Field('bus_master', 0x0004, Backing.HW, Access.RO, 'dsl/prelude.pci:37', permissive=Access.RW, on_write='bus_master', reason='set or cleared on the device through the hook, as Linux does'),
+            # [3] special_cycles (dsl/prelude.pci:38)
+            Field('special_cycles', 0x0008, Backing.HW, Access.RO, 'dsl/prelude.pci:38', permissive=Access.RW, reason="one of Linux's PCI_COMMAND_GUEST bits: reaches the device only in permissive mode"),
+            # [4] mwi_enable (dsl/prelude.pci:39)
+            Field('mwi_enable', 0x0010, Backing.HW, Access.RO, 'dsl/prelude.pci:39', permissive=Access.RW, on_write='memory_write_invalidate'),
+            # [5] vga_palette (dsl/prelude.pci:40)
+            Field('vga_palette', 0x0020, Backing.HW, Access.RO, 'dsl/prelude.pci:40', permissive=Access.RW, reason='PCI_COMMAND_GUEST'),
+            # [6] parity_response (dsl/prelude.pci:41)
+            Field('parity_response', 0x0040, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:41', reason='kept virtual: error reporting policy belongs to the host'),
+            # [7] idsel_stepping (dsl/prelude.pci:42)
+            Field('idsel_stepping', 0x0080, Backing.HW, Access.RO, 'dsl/prelude.pci:42', permissive=Access.RW, reason='PCI_COMMAND_GUEST (hardwired 0 on PCIe)'),
+            # [8] serr_enable (dsl/prelude.pci:43)
+            Field('serr_enable', 0x0100, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:43', reason="kept virtual: error reporting policy belongs to the host (on a bridge it also forwards the secondary side's errors, which the host fields)"),
+            # [9] fast_back (dsl/prelude.pci:44)
+            Field('fast_back', 0x0200, Backing.HW, Access.RO, 'dsl/prelude.pci:44', permissive=Access.RW, reason='PCI_COMMAND_GUEST'),
+            # [10] intx_disable (dsl/prelude.pci:45)
+            Field('intx_disable', 0x0400, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:45', on_write='intx_disable', reason='virtual; the hook forwards it when interrupt control is allowed'),
+            # [15:11] _ (dsl/prelude.pci:46)
+            Field('_', 0xF800, Backing.HW, Access.RSVDP, 'dsl/prelude.pci:46', reason="reserved: reads 0, device value kept (Linux echoes the guest's bits back)"),
+        ),
+    ),
+    Register(
+        name='status',
+        offset=0x06,
+        width=2,
+        source='dsl/prelude.pci:49',
+        reason='error bits are write-1-to-clear: a read-modify-write of the command register must never clear them',
+        fields=(
+            # [0] immediate_ready (dsl/prelude.pci:50)
+            Field('immediate_ready', 0x0001, Backing.HW, Access.RO, 'dsl/prelude.pci:50'),
+            # [2:1] _ (dsl/prelude.pci:51)
+            Field('_', 0x0006, Backing.HW, Access.RSVDP, 'dsl/prelude.pci:51'),
+            # [3] interrupt_status (dsl/prelude.pci:52)
+            Field('interrupt_status', 0x0008, Backing.HW, Access.RO, 'dsl/prelude.pci:52'),
+            # [4] capabilities_list (dsl/prelude.pci:53)
+            Field('capabilities_list', 0x0010, Backing.HW, Access.RO, 'dsl/prelude.pci:53', on_read='capability_list', reason='cleared when every capability is hidden'),
+            # [5] mhz66_capable (dsl/prelude.pci:54)
+            Field('mhz66_capable', 0x0020, Backing.HW, Access.RO, 'dsl/prelude.pci:54'),
+            # [6] _ (dsl/prelude.pci:55)
+            Field('_', 0x0040, Backing.HW, Access.RSVDP, 'dsl/prelude.pci:55'),
+            # [7] fast_back_capable (dsl/prelude.pci:56)
+            Field('fast_back_capable', 0x0080, Backing.HW, Access.RO, 'dsl/prelude.pci:56'),
+            # [8] master_data_parity_error (dsl/prelude.pci:57)
+            Field('master_data_parity_error', 0x0100, Backing.HW, Access.RW1C, 'dsl/prelude.pci:57', reason="differs from Linux (read-only): the guest owns its device's error handling and may acknowledge errors"),
+            # [10:9] devsel_timing (dsl/prelude.pci:58)
+            Field('devsel_timing', 0x0600, Backing.HW, Access.RO, 'dsl/prelude.pci:58'),
+            # [11] signaled_target_abort (dsl/prelude.pci:59)
+            Field('signaled_target_abort', 0x0800, Backing.HW, Access.RW1C, 'dsl/prelude.pci:59'),
+            # [12] received_target_abort (dsl/prelude.pci:60)
+            Field('received_target_abort', 0x1000, Backing.HW, Access.RW1C, 'dsl/prelude.pci:60'),
+            # [13] received_master_abort (dsl/prelude.pci:61)
+            Field('received_master_abort', 0x2000, Backing.HW, Access.RW1C, 'dsl/prelude.pci:61'),
+            # [14] signaled_system_error (dsl/prelude.pci:62)
+            Field('signaled_system_error', 0x4000, Backing.HW, Access.RW1C, 'dsl/prelude.pci:62'),
+            # [15] detected_parity_error (dsl/prelude.pci:63)
+            Field('detected_parity_error', 0x8000, Backing.HW, Access.RW1C, 'dsl/prelude.pci:63'),
+        ),
+    ),
+    Register(
+        name='revision_id',
+        offset=0x08,
+        width=1,
+        source='dsl/prelude.pci:66',
+        fields=(
+            # [7:0] revision (dsl/prelude.pci:67)
+            Field('revision', 0xFF, Backing.CACHED, Access.RO, 'dsl/prelude.pci:67'),
+        ),
+    ),
+    Register(
+        name='prog_if',
+        offset=0x09,
+        width=1,
+        source='dsl/prelude.pci:69',
+        fields=(
+            # [7:0] prog_if (dsl/prelude.pci:70)
+            Field('prog_if', 0xFF, Backing.CACHED, Access.RO, 'dsl/prelude.pci:70'),
+        ),
+    ),
+    Register(
+        name='class_device',
+        offset=0x0a,
+        width=2,
+        source='dsl/prelude.pci:72',
+        fields=(
+            # [7:0] subclass (dsl/prelude.pci:73)
+            Field('subclass', 0x00FF, Backing.CACHED, Access.RO, 'dsl/prelude.pci:73'),
+            # [15:8] base_class (dsl/prelude.pci:74)
+            Field('base_class', 0xFF00, Backing.CACHED, Access.RO, 'dsl/prelude.pci:74'),
+        ),
+    ),
+    Register(
+        name='cache_line_size',
+        offset=0x0c,
+        width=1,
+        source='dsl/prelude.pci:76',
+        fields=(
+            # [7:0] size (dsl/prelude.pci:77)
+            Field('size', 0xFF, Backing.HW, Access.RW, 'dsl/prelude.pci:77', reason='Linux lets the guest write it through'),
+        ),
+    ),
+    Register(
+        name='latency_timer',
+        offset=0x0d,
+        width=1,
+        source='dsl/prelude.pci:79',
+        fields=(
+            # [7:0] timer (dsl/prelude.pci:80)
+            Field('timer', 0xFF, Backing.HW, Access.RO, 'dsl/prelude.pci:80', reason='Linux: read-only'),
+        ),
+    ),
+    Register(
+        name='header_type',
+        offset=0x0e,
+        width=1,
+        source='dsl/prelude.pci:82',
+        fields=(
+            # [6:0] layout (dsl/prelude.pci:83)
+            Field('layout', 0x7F, Backing.CACHED, Access.RO, 'dsl/prelude.pci:83'),
+            # [7] multi_function (dsl/prelude.pci:84)
+            Field('multi_function', 0x80, Backing.CACHED, Access.RO, 'dsl/prelude.pci:84'),
+        ),
+    ),
+    Register(
+        name='bist',
+        offset=0x0f,
+        width=1,
+        source='dsl/prelude.pci:86',
+        reason='Linux lets only a start of BIST through',
+        fields=(
+            # [3:0] completion (dsl/prelude.pci:87)
+            Field('completion', 0x0F, Backing.HW, Access.RO, 'dsl/prelude.pci:87'),
+            # [5:4] _ (dsl/prelude.pci:88)
+            Field('_', 0x30, Backing.HW, Access.RSVDP, 'dsl/prelude.pci:88'),
+            # [6] capable (dsl/prelude.pci:89)
+            Field('capable', 0x40, Backing.HW, Access.RO, 'dsl/prelude.pci:89'),
+            # [7] start (dsl/prelude.pci:90)
+            Field('start', 0x80, Backing.HW, Access.RW, 'dsl/prelude.pci:90', on_write='bist_start', edge=Edge.RISING),
+        ),
+    ),
+)
+
 HOOKS: tuple[HookDecl, ...] = (
     HookDecl('decode_enable', 'write', ('old', 'new'), 'dsl/prelude.pci:8', 'I/O or memory decode asked for: enable the device on the host, as pci_enable_device would'),
     HookDecl('bus_master', 'write', ('old', 'new'), 'dsl/prelude.pci:9', 'bus mastering follows the guest, as pci_set_master / pci_clear_master'),

@@ -19,6 +19,7 @@ from pciback.compiler.model import (
     Expr,
     FieldDecl,
     FieldRef,
+    GroupDecl,
     HookDecl,
     RegisterDecl,
     SourceFile,
@@ -56,6 +57,7 @@ class Program:
     files: tuple[SourceFile, ...]
     consts: Mapping[str, int]
     hooks: Mapping[str, HookDecl]
+    groups: Mapping[str, GroupDecl]
 
 
 def check(files: Iterable[SourceFile], diags: Diagnostics) -> Program:
@@ -74,7 +76,11 @@ def check(files: Iterable[SourceFile], diags: Diagnostics) -> Program:
             else:
                 seen[key] = block.pos
             BlockChecker(block, consts, hooks, diags).run()
-    return Program(files, consts, hooks)
+    groups: dict[str, GroupDecl] = {}
+    for src in files:
+        for group in src.groups:
+            groups.setdefault(group.name, group)
+    return Program(files, consts, hooks, groups)
 
 
 def _check_consts(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str, int]:

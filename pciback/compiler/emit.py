@@ -22,6 +22,7 @@ from pciback.compiler.model import (
     FieldDecl,
     RegisterDecl,
     SourceFile,
+    UseDecl,
     field_refs,
 )
 
@@ -57,7 +58,7 @@ def emit(program: Program, index_modules: list[str] | None = None) -> list[Outpu
     outputs: list[Output] = []
     names: list[str] = []
     for src in program.files:
-        if not (src.blocks or src.hooks):
+        if not (src.blocks or src.hooks or src.groups):
             continue
         name = module_name(src.path)
         names.append(name)
@@ -68,8 +69,32 @@ def emit(program: Program, index_modules: list[str] | None = None) -> list[Outpu
     return outputs
 
 
+def group_constant(name: str) -> str:
+    return name.upper()
+
+
 def _module_context(src: SourceFile, program: Program) -> dict[str, Any]:
+    here = module_name(src.path)
+    imports: dict[str, set[str]] = {}
+    for block in src.blocks:
+        for item in block.items:
+            if isinstance(item, UseDecl):
+                group = program.groups[item.group]
+                home = module_name(group.pos.file)
+                if home != here:
+                    imports.setdefault(home, set()).add(group_constant(group.name))
     return {
+        "imports": [{"module": m, "names": sorted(n)} for m, n in sorted(imports.items())],
+        "groups": [
+            {
+                "name": g.name,
+                "const": group_constant(g.name),
+                "source": f"{src.path}:{g.pos.line}",
+                "reason": g.reason,
+                "registers": [_register(r, program) for r in g.registers],
+            }
+            for g in src.groups
+        ],
         "source": src.path,
         "sha256": hashlib.sha256(src.text.encode("utf-8")).hexdigest(),
         "hooks": [
@@ -113,8 +138,19 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
             }
             for m in block.matches
         ],
-        "registers": [_register(r, program) for r in block.registers],
+        "entries": [_item(item, program) for item in block.items],
     }
+
+
+def _item(item: RegisterDecl | UseDecl, program: Program) -> dict[str, Any]:
+    if isinstance(item, UseDecl):
+        group = program.groups[item.group]
+        return {
+            "use": group_constant(group.name),
+            "group": group.name,
+            "source": f"{group.pos.file}:{group.pos.line}",
+        }
+    return {"use": None, **_register(item, program)}
 
 
 def _register(reg: RegisterDecl, program: Program) -> dict[str, Any]:

@@ -11,6 +11,9 @@ from dataclasses import replace
 from pciback.compiler.diagnostics import Diagnostics
 from pciback.compiler.model import GroupDecl, RegisterDecl, SourceFile, UseDecl
 
+# Generated modules hold these names; a group becomes a constant named after it in upper case.
+_RESERVED = frozenset({"BLOCKS", "HOOKS", "MODULE"})
+
 
 def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
     groups: dict[str, GroupDecl] = {}
@@ -21,6 +24,9 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
                 diags.error(
                     group.pos, f"duplicate register group '{group.name}' (first at {first})"
                 )
+                continue
+            if group.name.upper() in _RESERVED:
+                diags.error(group.pos, f"'{group.name}' names part of a generated module already")
                 continue
             groups[group.name] = group
     for src in files:

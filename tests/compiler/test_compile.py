@@ -38,13 +38,18 @@ def test_tables_name_their_source_hash_and_lines(workdir: Path) -> None:
     # The register's and the field's policy lines stand beside them.
     assert f"source='dsl/type0.pci:{line}'" in text
     assert f"# [31:0] rom (dsl/type0.pci:{line + 1})" in text
-    # Registers from a shared group point at the group's own lines in the prelude.
+    # A shared register group is emitted once, in its own file's module, with its own lines.
     prelude = (workdir / "dsl" / "prelude.pci").read_text(encoding="utf-8").splitlines()
     mem = next(i for i, s in enumerate(prelude, 1) if s.strip().startswith("memory_space"))
-    assert f"# [1] memory_space (dsl/prelude.pci:{mem})" in text
+    shared = (workdir / "out" / "prelude.py").read_text(encoding="utf-8")
+    assert f"# [1] memory_space (dsl/prelude.pci:{mem})" in shared
     assert (
-        f"Field('memory_space', 0x0002, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:{mem}'" in text
+        f"Field('memory_space', 0x0002, Backing.SHADOW, Access.RW, 'dsl/prelude.pci:{mem}'"
+        in shared
     )
+    assert "from .prelude import COMMON_HEADER" in text
+    assert "*COMMON_HEADER,  # registers common_header (dsl/prelude.pci:" in text
+    assert "memory_space" not in text
 
 
 def test_check_mode_reports_a_stale_tree(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
