@@ -30,10 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     comp.add_argument(
         "--check", action="store_true", help="compare with the output directory instead"
     )
+    rep = sub.add_parser("report", help="a Markdown table of every field's policy, for review")
+    rep.add_argument("--dsl", type=Path, default=Path("dsl"), help="policy directory")
+    rep.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
     args = parser.parse_args(argv)
     try:
         # The compiler's own dependencies are a build-time extra: a dom0 install lacks them.
         from pciback.compiler.pipeline import analyse, compile_paths, policy_sources
+        from pciback.compiler.report import report
     except ImportError as exc:
         print(
             f"pciback-dsl: {exc.name} is missing; install the compiler extra:"
@@ -51,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sources:
             print(f"pciback-dsl: no *.pci files in {args.dsl}", file=sys.stderr)
             return 1
+        if args.command == "report":
+            text = report(analyse(sources))
+            if args.output is None:
+                sys.stdout.write(text)
+            else:
+                args.output.write_text(text, encoding="utf-8")
+                print(f"wrote {args.output}")
+            return 0
         return _compile(compile_paths(sources), args.output, verify=args.check)
     except CompileFailed as failed:
         for diag in failed.diagnostics:
