@@ -1,6 +1,6 @@
 """Operator commands that talk to the running daemon over its control socket: the Linux
-driver's sysfs attributes (new_slot, remove_slot, slots, permissive, quirks, irq_handlers,
-irq_handler_state) as subcommands, and `list`."""
+driver's sysfs attributes (new_slot, remove_slot, slots, permissive, allow_interrupt_control,
+quirks, irq_handlers, irq_handler_state) as subcommands, and `list`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def register(sub: Subparsers) -> None:
     perm.add_argument("action", choices=("add", "remove", "list"))
     perm.add_argument("device", nargs="?", help="DDDD:BB:DD.F")
     perm.set_defaults(func=_permissive)
+    ctl = _parser(
+        sub,
+        "interrupt-control",
+        "let a device's guest toggle INTx disable and MSI/MSI-X enable by config writes",
+    )
+    ctl.add_argument("action", choices=("add", "remove", "list"))
+    ctl.add_argument("device", nargs="?", help="DDDD:BB:DD.F")
+    ctl.set_defaults(func=_interrupt_control)
     quirk = _parser(sub, "quirk", "add a writable config-space field to a device, or list them")
     quirk.add_argument("action", choices=("add", "list"))
     quirk.add_argument("spec", nargs="?", help="DDDD:BB:DD.F-REG:SIZE:MASK (hex)")
@@ -97,6 +105,16 @@ def _permissive(args: argparse.Namespace) -> int:
     return rc
 
 
+def _interrupt_control(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rc, result = _call(args, "interrupt_control")
+        _print_lines(result)
+        return rc
+    op = "interrupt_control_add" if args.action == "add" else "interrupt_control_remove"
+    rc, _ = _call(args, op, _need(args.device, "a device"))
+    return rc
+
+
 def _quirk(args: argparse.Namespace) -> int:
     if args.action == "list":
         rc, result = _call(args, "quirks")
@@ -130,6 +148,7 @@ def _list(args: argparse.Namespace) -> int:
     for dev in result["devices"]:
         owner = "-" if dev["owner"] is None else f"dom{dev['owner']}"
         flags = " permissive" if dev["permissive"] else ""
+        flags += " interrupt-control" if dev.get("interrupt_control") else ""
         flags += f" quirks={dev['quirks']}" if dev["quirks"] else ""
         print(f"  {dev['address']}  driver={dev['driver'] or '-'}  owner={owner}{flags}")
     print("guests:")

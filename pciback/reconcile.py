@@ -3,6 +3,10 @@
 A device stays owned only if a live backend directory still lists it for that domain; a device
 whose guest went away while the daemon was down is reset and returned to the pool; a device
 that vanished from the bus loses its registration.
+
+The daemon runs SimDataPath.sweep_saved just before: the guests resumed by then adopted their
+saved interrupt and view records, and the PIRQs of every other record are unmapped there (the
+data path holds the hypervisor port and knows what it serves).
 """
 
 from __future__ import annotations

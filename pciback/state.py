@@ -1,21 +1,32 @@
 """Persistent control-plane state: a small SQLite database in the daemon's state directory.
 
 What must survive a restart: which domain owns which device (so a restart neither releases a
-device a guest holds nor hands it out twice), the slot list, per-device permissive flags and
-quirk fields, and each seized device's clean config space (restored when it is released).
-Every change is its own committed transaction, so a crash loses at most the change under way.
+device a guest holds nor hands it out twice), the slot list, per-device permissive and
+interrupt-control flags and quirk fields, each seized device's clean config space (restored when
+it is released), and for each device a guest holds: its view's virtual state and the PIRQs
+mapped for its MSI/MSI-X (without those a restarted daemon could neither answer the guest as
+before nor unmap the PIRQs when the guest goes). Every change is its own committed transaction,
+so a crash loses at most the change under way.
+
+View and interrupt records are stored as JSON text and read back as untrusted: this module only
+bounds their size and the domain number; their content is validated by whoever applies them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
 DB_NAME = "pciback.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added view_state, irq_state and interrupt_control; 1 is upgraded
 MAX_BLOB = 4096
+MAX_RECORD = 256 * 1024  # a view of 4 KiB config space exports far less
+MAX_DOMID = 32767
+
+log = logging.getLogger("pciback.state")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -27,7 +38,15 @@ CREATE TABLE IF NOT EXISTS quirks (
     address TEXT NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL, mask INTEGER NOT NULL,
     PRIMARY KEY (address, offset));
 CREATE TABLE IF NOT EXISTS saved_state (address TEXT PRIMARY KEY, config BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS interrupt_control (address TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS view_state (
+    address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS irq_state (
+    address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
 """
+
+# A guest's record as read back: (domid, JSON text), both checked for type and size only.
+Record = tuple[int, str]
 
 
 class StateError(RuntimeError):
@@ -56,6 +75,10 @@ class StateStore:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] == "1":  # the new tables were just created; nothing else changed
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+                )
             elif row[0] != str(SCHEMA_VERSION):
                 raise StateError(f"state database schema {row[0]}, expected {SCHEMA_VERSION}")
 
@@ -135,3 +158,56 @@ class StateStore:
 
     def forget_config(self, address: str) -> None:
         self._run("DELETE FROM saved_state WHERE address = ?", (address,))
+
+    # -- interrupt control (Linux's allow_interrupt_control) ---------------------------------
+    def set_interrupt_control(self, address: str, on: bool) -> None:
+        if on:
+            self._run("INSERT OR IGNORE INTO interrupt_control VALUES (?)", (address,))
+        else:
+            self._run("DELETE FROM interrupt_control WHERE address = ?", (address,))
+
+    def interrupt_control(self) -> set[str]:
+        return {str(r[0]) for r in self._run("SELECT address FROM interrupt_control")}
+
+    # -- what a guest holds: its view's virtual state, its mapped PIRQs ----------------------
+    def save_view(self, address: str, domid: int, data: str) -> None:
+        self._save_record("view_state", address, domid, data)
+
+    def views(self) -> dict[str, Record]:
+        return self._records("view_state")
+
+    def forget_view(self, address: str) -> None:
+        self._run("DELETE FROM view_state WHERE address = ?", (address,))
+
+    def save_interrupts(self, address: str, domid: int, data: str) -> None:
+        self._save_record("irq_state", address, domid, data)
+
+    def interrupts(self) -> dict[str, Record]:
+        return self._records("irq_state")
+
+    def forget_interrupts(self, address: str) -> None:
+        self._run("DELETE FROM irq_state WHERE address = ?", (address,))
+
+    def _save_record(self, table: str, address: str, domid: int, data: str) -> None:
+        if len(data) > MAX_RECORD:
+            raise StateError(f"{address}: a {table} record of {len(data)} characters")
+        self._run(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (address, domid, data))
+
+    def _records(self, table: str) -> dict[str, Record]:
+        """Rows of the right types and sizes; others are logged and dropped from the table
+        (nothing can be made of them, and they would be reported again at every start)."""
+        records: dict[str, Record] = {}
+        for address, domid, data in self._run(f"SELECT address, domid, data FROM {table}"):
+            if (
+                isinstance(address, str)
+                and len(address) <= 64
+                and isinstance(domid, int)
+                and 0 <= domid <= MAX_DOMID
+                and isinstance(data, str)
+                and len(data) <= MAX_RECORD
+            ):
+                records[address] = (domid, data)
+                continue
+            log.error("state database: unusable %s row for %.64r; dropped", table, address)
+            self._run(f"DELETE FROM {table} WHERE address IS ?", (address,))
+        return records

@@ -7,8 +7,10 @@ Release from a guest: reset, restore the clean state, disable, unregister the ow
 Unseize: hand the device back to the driver it came from.
 
 The operator's knobs are the Linux driver's sysfs attributes as Python calls: new_slot,
-remove_slot, slots, permissive, quirks, irq_handlers, irq_handler_state. Unlike Linux, a quirk
-field stays until the device leaves the pool (Linux drops it at the device's next release).
+remove_slot, slots, permissive, allow_interrupt_control, quirks, irq_handlers,
+irq_handler_state. Unlike Linux, a quirk field stays until the device leaves the pool (Linux
+drops it at the device's next release), and permissive and allow_interrupt_control stay until
+the device leaves the pool (Linux keeps them with the device's pciback data likewise).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class StubDevice:
     saved: bytes
     host_driver: str | None
     permissive: bool = False
+    # Linux's allow_interrupt_control: the guest's INTx-disable and MSI/MSI-X enable writes
+    # reach the device (for device models that drive the capability themselves).
+    interrupt_control: bool = False
     quirks: list[QuirkSpec] = field(default_factory=list)
     isr_on: bool = False  # the shared-INTx helper handler (irq_handler_state)
     ack_intr: bool = True
@@ -140,6 +145,7 @@ class StubPool:
         with self._lock:
             self._slots = self.state.slots()[: MAX_PATTERNS * 8]
             permissive = self.state.permissive()
+            interrupt_control = self.state.interrupt_control()
             quirks = self.state.quirks()
             for address in self.bus.addresses():
                 if address not in self._slots:
@@ -155,6 +161,7 @@ class StubPool:
                     self.bus.bind(address, STUB_DRIVER)
                 stub = StubDevice(address, saved, driver if driver != STUB_DRIVER else None)
                 stub.permissive = address in permissive
+                stub.interrupt_control = address in interrupt_control
                 stub.quirks = [QuirkSpec(a, o, s, m) for a, o, s, m in quirks if a == address]
                 self.devices[address] = stub
                 log.info("re-adopted %s (owner %s)", address, self.ownership.owner(address))
@@ -234,6 +241,7 @@ class StubPool:
         if self.state:
             self.state.save_config(address, saved)
             stub.permissive = address in self.state.permissive()
+            stub.interrupt_control = address in self.state.interrupt_control()
         self.devices[address] = stub
         log.info("seized %s from %s", address, driver or "no driver")
         return stub
@@ -250,6 +258,7 @@ class StubPool:
                 self.state.forget_config(address)
                 self.state.clear_quirks(address)
                 self.state.set_permissive(address, False)
+                self.state.set_interrupt_control(address, False)
             self.bus.unbind(address)
             if stub.host_driver is not None:
                 self.bus.bind(address, stub.host_driver)
@@ -305,6 +314,26 @@ class StubPool:
     def permissive(self) -> list[str]:
         with self._lock:
             return sorted(a for a, s in self.devices.items() if s.permissive)
+
+    def set_interrupt_control(self, device: str, on: bool = True) -> str:
+        """Linux's per-device allow_interrupt_control attribute (default off)."""
+        with self._lock:
+            address = parse_device(device)
+            stub = self._stub(address)
+            if on and not stub.interrupt_control:
+                log.warning("%s: guest interrupt control through config writes allowed", address)
+            stub.interrupt_control = on
+            if self.state:
+                self.state.set_interrupt_control(address, on)
+            return address
+
+    def interrupt_control(self) -> list[str]:
+        with self._lock:
+            return sorted(a for a, s in self.devices.items() if s.interrupt_control)
+
+    def allows_interrupt_control(self, address: str) -> bool:
+        with self._lock:
+            return self._stub(address).interrupt_control
 
     def add_quirk(self, quirk: str | QuirkSpec) -> QuirkSpec:
         spec = parse_quirk(quirk) if isinstance(quirk, str) else quirk

@@ -9,6 +9,7 @@ socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.s
 topology = "vpci"               # default guest topology: "vpci" or "passthrough"
 hide = "(0000:03:00.0)(04:00.*)"
 permissive = ["0000:03:00.0"]   # per device; `permissive = true` for every device (unsafe)
+allow_interrupt_control = ["0000:03:00.0"]  # guest config writes toggle INTx/MSI/MSI-X enables
 quirks = ["0000:03:00.0-40:2:ff00"]
 log_level = "info"              # debug, info, warning, error
 log_format = "json"             # "json" (structured, one object a line) or "text"
@@ -38,6 +39,7 @@ _KEYS = {
     "topology",
     "hide",
     "permissive",
+    "allow_interrupt_control",
     "quirks",
     "log_level",
     "log_format",
@@ -58,6 +60,7 @@ class Config:
     hide: str = ""
     permissive: list[str] = field(default_factory=list)
     permissive_all: bool = False
+    interrupt_control: list[str] = field(default_factory=list)
     quirks: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "json"
@@ -112,6 +115,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
             cfg.permissive_all = data["permissive"]
         else:
             cfg.permissive = [parse_device(d) for d in _strings(data, "permissive")]
+        cfg.interrupt_control = [parse_device(d) for d in _strings(data, "allow_interrupt_control")]
         cfg.quirks = _strings(data, "quirks")
         for quirk in cfg.quirks:
             parse_quirk(quirk)

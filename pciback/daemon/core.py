@@ -137,18 +137,23 @@ class Daemon:
             seized = self.pool.hide(self.config.hide)
             for device in self.config.permissive:
                 self._apply(lambda d=device: self.pool.set_permissive(d))
+            for device in self.config.interrupt_control:
+                self._apply(lambda d=device: self.pool.set_interrupt_control(d))
             for quirk in self.config.quirks:
                 self._apply(lambda q=quirk: self.pool.add_quirk(q))
             self.backends.start()
             self.backends.pump()
+            # Guests resumed above adopted their saved interrupts; the rest are unmapped here.
+            swept = self.datapath.sweep_saved()
             released = reconcile(self.ownership, self.pool, self.backends)
             log.info(
                 "started: %d device(s) in the pool (%d newly seized), %d guest backend(s), "
-                "%d stale registration(s) released",
+                "%d stale registration(s) released, %d orphaned interrupt record(s) swept",
                 len(self.pool.devices),
                 len(seized),
                 len(self.backends.backends),
                 len(released),
+                len(swept),
             )
         if self.control is not None:
             self.control.start()
@@ -202,6 +207,8 @@ class Daemon:
                 return self.pool.slots()
             if op == "permissive":
                 return self.pool.permissive()
+            if op == "interrupt_control":
+                return self.pool.interrupt_control()
             if op == "quirks":
                 return self.pool.quirks()
             if op == "irq_handlers":
@@ -213,10 +220,14 @@ class Daemon:
             if op == "remove_slot":
                 self.pool.remove_slot(arg)
                 return None
-            if op == "permissive_add":
-                return self.pool.set_permissive(arg, True)
-            if op == "permissive_remove":
-                return self.pool.set_permissive(arg, False)
+            if op in ("permissive_add", "permissive_remove"):
+                address = self.pool.set_permissive(arg, op == "permissive_add")
+                self.datapath.apply_policy(address)
+                return address
+            if op in ("interrupt_control_add", "interrupt_control_remove"):
+                address = self.pool.set_interrupt_control(arg, op == "interrupt_control_add")
+                self.datapath.apply_policy(address)
+                return address
             if op == "quirk_add":
                 spec = self.pool.add_quirk(arg)
                 return f"{spec.address}-{spec.offset:x}:{spec.size}:{spec.mask:x}"
@@ -237,6 +248,7 @@ class Daemon:
                     "driver": self.env.bus.driver(address),
                     "owner": self.ownership.owner(address),
                     "permissive": bool(stub and stub.permissive),
+                    "interrupt_control": bool(stub and stub.interrupt_control),
                     "quirks": len(stub.quirks) if stub else 0,
                 }
             )

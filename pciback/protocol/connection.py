@@ -42,13 +42,17 @@ class BackendConnection:
         port: EventPort,
         devices: DeviceLookup,
         handler: Callable[[OpRequest], OpResult] | None = None,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
+        """`after_batch` runs on the service thread after each wake-up that served ops, once
+        the frontend has its answers: work there delays the next op, never this one's reply."""
         self.domid = domid
         self.page = page
         self.port = port
         self.devices = devices
         # Replaceable for the transport benchmark (a no-op handler) and for tests.
         self.handler = handler or (lambda req: dispatch(req, self.devices))
+        self.after_batch = after_batch
         self.ops_served = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +84,8 @@ class BackendConnection:
                 log.info("dom%d: event channel closed; service stops", self.domid)
                 return
             try:
-                self.process_pending()
+                if self.process_pending() and self.after_batch is not None:
+                    self.after_batch()
             except Exception:  # the thread must outlive a bug, or the guest hangs
                 log.exception("dom%d: servicing the shared page failed", self.domid)
 

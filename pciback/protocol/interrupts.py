@@ -9,13 +9,21 @@ Where this differs from Linux on purpose: Linux hands the guest a raw -errno for
 failures (-EINVAL, -EALREADY, -ENXIO); every failure here is XEN_PCI_ERR_op_failed, so the
 guest only ever sees values of the ABI's error enumeration. The state is the backend's own
 bookkeeping, never the capability bits, which the device or the guest could have changed.
+
+That bookkeeping is exported after every change (`on_change`), so that a restarted daemon can
+adopt it (`import_state`) or, for a guest that went away meanwhile, unmap its PIRQs
+(`saved_pirqs`). The saved form is untrusted on the way back in. The order of a change makes a
+crash leave either a leaked mapping or a record the device contradicts, never worse: an enable
+maps, records, then programs the device; a disable unprograms the device, unmaps, then records.
+So a record whose enable bit the device no longer has is stale, and is refused on import. The
+one crash window that leaks is between a map hypercall and the record's commit.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
@@ -30,6 +38,9 @@ INTERRUPT_LINE = 0x3C
 INTERRUPT_PIN = 0x3D
 MSI_MAX_VECTORS = 32
 MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
+MSI_ENABLE = 0x1
+MSIX_ENABLE = 0x8000
+STATE_VERSION = 1
 
 
 class CapabilityLocator(Protocol):
@@ -44,6 +55,71 @@ class MsiRefused(PciOpError):
         self.info = info
 
 
+class InterruptStateError(ValueError):
+    """A saved interrupt state that cannot be adopted; the message says why."""
+
+
+SavedPirqs = tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]]  # domid, MSI, MSI-X
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def saved_pirqs(data: object) -> SavedPirqs:
+    """The shape checks of a saved state, needing no device: what a sweep may unmap for a
+    guest that is gone. Raises InterruptStateError."""
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        raise InterruptStateError(f"not an interrupt state of version {STATE_VERSION}")
+    if set(data) != {"version", "domid", "address", "msi", "msix"}:
+        raise InterruptStateError("unexpected or missing keys")
+    domid, msi, msix = data["domid"], data["msi"], data["msix"]
+    if not _int(domid) or not 0 < domid <= 0x7FEF:
+        raise InterruptStateError(f"domain {domid!r} out of range")
+    if not isinstance(data["address"], str) or len(data["address"]) > 32:
+        raise InterruptStateError("address is not a device address")
+    if not isinstance(msi, list) or not isinstance(msix, list):
+        raise InterruptStateError("'msi' and 'msix' must be lists")
+    if len(msi) > MSI_MAX_VECTORS or len(msix) > SH_INFO_MAX_VEC:
+        raise InterruptStateError(
+            f"{len(msi)} MSI / {len(msix)} MSI-X vectors: more than a device can have"
+        )
+    if msi and msix:
+        raise InterruptStateError("MSI and MSI-X both enabled")
+    if msi and (len(msi) & (len(msi) - 1)):
+        raise InterruptStateError(f"{len(msi)} MSI vectors is not a power of two")
+    pairs = []
+    for pair in msix:
+        if not isinstance(pair, list) or len(pair) != 2 or not all(_int(v) for v in pair):
+            raise InterruptStateError("an MSI-X entry is not an [entry, pirq] pair")
+        pairs.append((pair[0], pair[1]))
+    if not all(_int(p) for p in msi):
+        raise InterruptStateError("an MSI PIRQ is not an integer")
+    if msi and msi != list(range(msi[0], msi[0] + len(msi))):
+        raise InterruptStateError("MSI PIRQs are not one consecutive block")
+    pirqs = [*msi, *(p for _, p in pairs)]
+    if any(not 0 < p <= MAX_PIRQ for p in pirqs) or len(set(pirqs)) != len(pirqs):
+        raise InterruptStateError(f"PIRQs out of 1..{MAX_PIRQ} or repeated")
+    entries = [e for e, _ in pairs]
+    if any(not 0 <= e <= 0x7FF for e in entries) or len(set(entries)) != len(entries):
+        raise InterruptStateError("MSI-X entries out of any table or repeated")
+    return domid, tuple(msi), tuple(pairs)
+
+
+def unmap_saved(hypervisor: HypervisorPort, domid: int, data: object) -> tuple[int, ...]:
+    """Unmap the PIRQs a saved state names for `domid` (a guest that is gone, or a record
+    that could not be adopted); InterruptStateError, unmapping nothing, when its shape is
+    wrong or it names another domain: then no number in it can be trusted."""
+    saved_domid, msi, msix = saved_pirqs(data)
+    if saved_domid != domid:
+        raise InterruptStateError(f"saved for domain {saved_domid}, filed under {domid}")
+    pirqs = (*msi, *(pirq for _, pirq in msix))
+    for pirq in pirqs:
+        with contextlib.suppress(HypervisorError):  # gone with its domain already
+            hypervisor.unmap_pirq(domid, pirq)
+    return pirqs
+
+
 class InterruptControl:
     def __init__(
         self,
@@ -51,11 +127,14 @@ class InterruptControl:
         device: PhysicalDevice,
         hypervisor: HypervisorPort,
         caps: CapabilityLocator,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`on_change` gets the new exported state after every change (for persistence)."""
         self.domid = domid
         self.device = device
         self.hypervisor = hypervisor
         self.caps = caps
+        self.on_change = on_change
         self.msi_pirqs: tuple[int, ...] = ()
         self.msix_pirqs: tuple[tuple[int, int], ...] = ()  # (entry, pirq)
 
@@ -95,10 +174,12 @@ class InterruptControl:
         except HypervisorError as e:
             raise MsiRefused(str(e)) from e
         pirqs = tuple(range(base, base + vectors))
+        self._record(pirqs, ())
         try:
             self.device.enable_msi(vectors)
         except ValueError as e:
             self._unmap(pirqs)
+            self._record((), ())
             raise MsiRefused(str(e)) from e
         self.msi_pirqs = pirqs
         return base
@@ -108,6 +189,7 @@ class InterruptControl:
             self.device.disable_msi()
             pirqs, self.msi_pirqs = self.msi_pirqs, ()
             self._unmap(pirqs)
+            self._record((), self.msix_pirqs)
         return self.intx_pirq()
 
     # -- MSI-X -----------------------------------------------------------------------------------
@@ -136,11 +218,14 @@ class InterruptControl:
                     self.domid, self.device.address, IrqKind.MSIX, entry, 1
                 )
                 mapped.append((entry, pirq))
-                if pirq > MAX_PIRQ:
+                if not 0 < pirq <= MAX_PIRQ:
                     raise ValueError(f"PIRQ {pirq} does not fit the page")
+            self._record((), tuple(mapped))
             self.device.enable_msix(tuple(entries))
         except (HypervisorError, ValueError) as e:
             self._unmap(tuple(p for _, p in mapped))
+            if mapped:
+                self._record((), ())
             raise MsiRefused(str(e)) from e
         self.msix_pirqs = tuple(mapped)
         return [p for _, p in mapped]
@@ -150,6 +235,7 @@ class InterruptControl:
             self.device.disable_msix()
             mapped, self.msix_pirqs = self.msix_pirqs, ()
             self._unmap(tuple(p for _, p in mapped))
+            self._record(self.msi_pirqs, ())
         return self.intx_pirq()
 
     def restore(self) -> None:
@@ -164,6 +250,58 @@ class InterruptControl:
         """The guest is going: nothing it set up may survive it."""
         self.disable_msix()
         self.disable_msi()
+
+    # -- persistence -----------------------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        return self._state(self.msi_pirqs, self.msix_pirqs)
+
+    def _state(self, msi: tuple[int, ...], msix: tuple[tuple[int, int], ...]) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "domid": self.domid,
+            "address": self.device.address,
+            "msi": list(msi),
+            "msix": [[entry, pirq] for entry, pirq in msix],
+        }
+
+    def _record(self, msi: tuple[int, ...], msix: tuple[tuple[int, int], ...]) -> None:
+        if self.on_change is not None:
+            self.on_change(self._state(msi, msix))
+
+    def import_state(self, data: object) -> None:
+        """Adopt what a previous daemon mapped for this guest and device: the PIRQs stay
+        mapped and the device as it is; nothing is called. Raises InterruptStateError, and
+        then nothing is adopted."""
+        if self.msi_enabled or self.msix_enabled:
+            raise InterruptStateError("interrupts already set up here")
+        domid, msi, msix = saved_pirqs(data)
+        assert isinstance(data, dict)
+        if domid != self.domid or data["address"] != self.device.address:
+            raise InterruptStateError(
+                f"saved for domain {domid} and {data['address']!r}, "
+                f"not domain {self.domid} and {self.device.address}"
+            )
+        if msi:
+            cap = self.caps.capability_offset(CAP_MSI)
+            if cap is None:
+                raise InterruptStateError("MSI saved, but the device shows no MSI capability")
+            control = self.device.read(cap + 2, 2)
+            capable = min(1 << ((control >> 1) & 7), MSI_MAX_VECTORS)
+            if len(msi) > capable:
+                raise InterruptStateError(f"{len(msi)} MSI vectors for a device of {capable}")
+            if not control & MSI_ENABLE:
+                raise InterruptStateError("MSI saved as on, but the device has it off (stale)")
+        if msix:
+            cap = self.caps.capability_offset(CAP_MSIX)
+            if cap is None:
+                raise InterruptStateError("MSI-X saved, but the device shows no MSI-X capability")
+            control = self.device.read(cap + 2, 2)
+            table_size = (control & 0x7FF) + 1
+            if any(entry >= table_size for entry, _ in msix):
+                raise InterruptStateError(f"MSI-X entries beyond the table of {table_size}")
+            if not control & MSIX_ENABLE:
+                raise InterruptStateError("MSI-X saved as on, but the device has it off (stale)")
+        self.msi_pirqs, self.msix_pirqs = msi, msix
 
     def _unmap(self, pirqs: tuple[int, ...]) -> None:
         for pirq in pirqs:

@@ -14,6 +14,10 @@ domain holds the device (a refused reconfiguration would close the running guest
 a removed device's nodes are deleted once the backend let it go, and a guest killed by AER
 recovery is reaped.
 
+The daemon can be stopped and started again under running guests (`stop_daemon`,
+`start_daemon`, `restart_daemon`, with a `state_dir`), as an operator restarts the service:
+what the guests hold is resumed from the state database.
+
 A device the pool seized was reset, restored and had bus mastering turned off before any guest
 saw it; `physical(addr).writes` starts afresh when `attach` hands the device to a guest, so it
 holds what that guest caused (`history` keeps the pool's writes too).
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from pciback.control.hide import format_address, parse_address
 from pciback.daemon.config import Config
+from pciback.daemon.control import ControlError
 from pciback.daemon.core import Daemon, SimEnvironment
 from pciback.daemon.datapath import SimDataPath
 from pciback.protocol.abi import ChannelState
@@ -60,6 +65,10 @@ class SimGuest:
         self.domain = domain
         self.domid = domain.domid
         self.mode = mode
+        self._datapath = datapath
+
+    def rebind(self, datapath: SimDataPath) -> None:
+        """A restarted daemon serves this guest now."""
         self._datapath = datapath
 
     @property
@@ -216,6 +225,48 @@ class SimHost:
     def owner(self, address: str) -> int | None:
         return self.daemon.ownership.owner(_normalise(address))
 
+    def allow_interrupt_control(self, address: str, on: bool = True) -> None:
+        """The operator's `pciback interrupt-control add|remove` for a device in the pool,
+        as the same control request; a guest's view of it follows at once."""
+        op = "interrupt_control_add" if on else "interrupt_control_remove"
+        with self._lock:
+            self._running()
+            try:
+                self.daemon.handle({"op": op, "arg": _normalise(address)})
+            except (ControlError, ValueError) as exc:
+                raise SimHostError(str(exc)) from None
+
+    # -- the daemon's lifecycle --------------------------------------------------------------------
+    def stop_daemon(self) -> None:
+        """Stop the daemon as SIGTERM does: guests keep their devices, pages and interrupts,
+        and their ops wait for the next daemon."""
+        with self._lock:
+            if self.daemon.config.state_dir is None:
+                raise SimHostError("a daemon restart needs a state_dir")
+            self.daemon.stop()
+
+    def start_daemon(self) -> None:
+        """A new daemon on the same host and state directory resumes the guests."""
+        with self._lock:
+            if not self.daemon.stopped.is_set():
+                raise SimHostError("the daemon is running")
+            self._finalizer.detach()
+            self.daemon = Daemon(self.daemon.config, self.env, control=False)
+            self._finalizer = weakref.finalize(self, _shut_down, self.daemon, self._domains)
+            self.daemon.start()
+            for domain in self._domains.values():
+                domain.pump = self.daemon.pump
+            for guest in self._guests.values():
+                guest.rebind(self.daemon.datapath)
+
+    def restart_daemon(self) -> None:
+        self.stop_daemon()
+        self.start_daemon()
+
+    def _running(self) -> None:
+        if self.daemon.stopped.is_set():
+            raise SimHostError("the daemon is stopped")
+
     # -- guests ----------------------------------------------------------------------------------
     def attach(self, domid: int, devices: Sequence[str], mode: str = "passthrough") -> SimGuest:
         """Give `devices` to guest `domid`: a new guest is created through xenstore and boots
@@ -224,6 +275,7 @@ class SimHost:
             devices = [devices]
         addresses = list(dict.fromkeys(_normalise(a) for a in devices))
         with self._lock:
+            self._running()
             if not 0 < domid <= DOMID_MAX:
                 raise SimHostError(f"domain {domid} cannot be a pcifront guest")
             if mode not in MODES:
@@ -258,6 +310,7 @@ class SimHost:
         """Hot remove through xenstore; the backend releases the device to the pool."""
         address = _normalise(address)
         with self._lock:
+            self._running()
             guest = self.guest(domid)
             try:
                 index = self.toolstack.hot_remove(domid, address)
@@ -268,14 +321,16 @@ class SimHost:
 
     def destroy_guest(self, domid: int) -> None:
         """Guest shutdown: the toolstack removes its backend directory and releases the domain;
-        the backend stops servicing and gives the devices back before the guest's channel goes."""
+        the backend stops servicing and gives the devices back before the guest's channel goes.
+        With the daemon stopped, the next daemon finds the guest gone and cleans up after it."""
         with self._lock:
             self._guests.pop(domid, None)
             domain = self._domains.pop(domid, None)
             if domain is None:
                 return
             self.toolstack.destroy(domid)
-            self.daemon.pump()
+            if not self.daemon.stopped.is_set():
+                self.daemon.pump()
             domain.close()
 
     def inject_aer(self, address: str, state: ChannelState = ChannelState.IO_FROZEN) -> AerOutcome:
