@@ -143,6 +143,9 @@ class Daemon:
                 self._apply(lambda q=quirk: self.pool.add_quirk(q))
             self.backends.start()
             self.backends.pump()
+            # A real xenstore may not have delivered the watch's first event yet; what follows
+            # releases whatever no backend resumed, so every backend must have been looked at.
+            self.backends.scan()
             # Guests resumed above adopted their saved interrupts; the rest are unmapped here.
             swept = self.datapath.sweep_saved()
             released = reconcile(self.ownership, self.pool, self.backends)

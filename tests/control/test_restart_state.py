@@ -26,6 +26,7 @@ from pciback.sim import SimHost, SimHypervisor
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 from pciback.state import DB_NAME, StateStore
+from tests.protocol.simconfig import nic_config
 
 from .harness import DEVICES, NET, RNG
 
@@ -102,6 +103,19 @@ def test_restart_keeps_what_the_guest_sees_and_its_pirqs(tmp_path: Path) -> None
         h.destroy_guest(1)
         assert h.hypervisor.pirqs_of(1) == []
         assert rows(tmp_path, "irq_state") == rows(tmp_path, "view_state") == {}
+
+
+def test_restart_keeps_a_multi_message_msi_block(tmp_path: Path) -> None:
+    with SimHost(state_dir=tmp_path) as h:
+        h.add_device(NET, nic_config(), bar_sizes={0: 0x4000})
+        guest = h.attach(1, [NET])
+        base = guest.enable_multi_msi(NET, 4)
+        msi = [guest.conf_read(NET, 0x50, 4), guest.conf_read(NET, 0x54, 4)]
+        h.restart_daemon()
+        assert h.guest(1).exported(NET).irq.msi_pirqs == tuple(range(base, base + 4))
+        assert [guest.conf_read(NET, 0x50, 4), guest.conf_read(NET, 0x54, 4)] == msi
+        guest.disable_msi(NET)
+        assert h.hypervisor.pirqs_of(1) == []
 
 
 def test_a_guest_destroyed_while_the_daemon_was_down_has_its_pirqs_unmapped(
