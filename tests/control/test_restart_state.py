@@ -138,6 +138,17 @@ def test_a_guest_destroyed_while_the_daemon_was_down_has_its_pirqs_unmapped(
         assert set(rows(tmp_path, "irq_state")) == set(rows(tmp_path, "view_state")) == {BLK}
 
 
+def test_a_guest_that_cannot_be_resumed_has_its_pirqs_unmapped(tmp_path: Path) -> None:
+    with host(tmp_path) as h:
+        pirqs = set_up_guest(h, 1, NET)
+        h.stop_daemon()
+        h.guest(1).domain.close()  # its page and port are gone; its backend directory is not
+        h.start_daemon()
+        assert h.hypervisor.pirqs_of(1) == []
+        assert {("unmap_pirq", 1, p) for p in pirqs} <= set(h.hypervisor.calls)
+        assert rows(tmp_path, "irq_state") == {}
+
+
 @pytest.mark.parametrize(
     ("table", "data", "message"),
     [
