@@ -17,6 +17,9 @@ from pciback.engine.space import ConfigSpace
 VERSION = 1
 _INTERNAL_KEYS = frozenset({"block"})
 Scalar = bool | int | str
+# Hooks keep a handful of flags per register; anything larger did not come from them.
+MAX_HOOK_KEYS = 8
+MAX_TEXT = 64
 
 
 class SnapshotError(ValueError):
@@ -65,6 +68,14 @@ def import_state(space: ConfigSpace, data: object) -> list[str]:
     return skipped
 
 
+def _small_scalar(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_TEXT
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, int) and -(1 << 64) < value < (1 << 64)
+
+
 def _apply(by_offset: dict[int, RegisterInstance], entry: object) -> str | None:
     if not isinstance(entry, dict):
         return "an entry that is not a mapping"
@@ -76,7 +87,9 @@ def _apply(by_offset: dict[int, RegisterInstance], entry: object) -> str | None:
         return f"{name!r} at {offset:#x}: the device's layout changed; left as the device has it"
     if not isinstance(shadow, int) or isinstance(shadow, bool) or not isinstance(state, dict):
         return f"{name!r} at {offset:#x}: malformed"
-    if not all(isinstance(k, str) and isinstance(v, Scalar) for k, v in state.items()):
+    if len(state) > MAX_HOOK_KEYS or not all(
+        isinstance(k, str) and len(k) <= MAX_TEXT and _small_scalar(v) for k, v in state.items()
+    ):
         return f"{name!r} at {offset:#x}: malformed hook state"
     inst.shadow = shadow & inst.shadow_mask
     inst.state.update({k: v for k, v in state.items() if k not in _INTERNAL_KEYS})

@@ -65,3 +65,18 @@ def test_shadow_values_cannot_reach_bits_that_are_not_shadows() -> None:
 def test_malformed_state_is_refused(bad: object) -> None:
     with pytest.raises(SnapshotError):
         import_state(build_config_space(device()), bad)
+
+
+def test_oversized_hook_state_is_skipped() -> None:
+    view = build_config_space(device())
+    saved = export_state(view)
+    bar0 = {"offset": 0x10, "name": "bar0", "shadow": 0, "state": {"sizing": True}}
+    bar0["state"] = {f"k{i}": i for i in range(100)}
+    saved["registers"].append(bar0)
+    saved["registers"].append(
+        {"offset": 0x14, "name": "bar1", "shadow": 0, "state": {"sizing": "x" * 10_000}}
+    )
+    fresh = build_config_space(device())
+    skipped = import_state(fresh, saved)
+    assert len(skipped) == 2 and all("malformed hook state" in s for s in skipped)
+    assert fresh.read(0x10, 4) == view.read(0x10, 4)
