@@ -28,6 +28,7 @@ from pciback.control.hide import (
     parse_quirk,
     parse_slot,
 )
+from pciback.engine.chain import walk
 from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
@@ -74,16 +75,9 @@ class StubDevice:
 
 
 def find_capability(device: PhysicalDevice, cap_id: int) -> int | None:
-    if not device.read(STATUS, 2) & 0x10:
-        return None
-    pos = device.read(CAP_POINTER, 1) & ~3
-    for _ in range(48):  # a looping chain must not hang the daemon
-        if pos < 0x40:
-            return None
-        if device.read(pos, 1) == cap_id:
-            return pos
-        pos = device.read(pos + 1, 1) & ~3
-    return None
+    """The device's own chain, walked by the engine's bounded walker."""
+    chains = walk(device.read, device.config_size)
+    return next((c.offset for c in chains.standard if c.ident == cap_id), None)
 
 
 def save_config(device: PhysicalDevice) -> bytes:

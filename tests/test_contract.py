@@ -54,3 +54,14 @@ def test_vpci_mode_gives_virtual_addresses() -> None:
         assert guest.conf_read(guest.devices[0], 0, 2) == 0x1AF4
         host.destroy_guest(2)
         assert host.owner("0000:03:00.0") is None
+
+
+def test_a_64_byte_config_is_a_device_too() -> None:
+    # lspci -x gives 64 bytes; its capability pointer names bytes the dump does not hold.
+    with SimHost() as host:
+        host.add_device("0000:03:00.0", NET.read_bytes()[:64])
+        guest = host.attach(domid=1, devices=["0000:03:00.0"])
+        assert guest.conf_read("0000:03:00.0", 0, 4) == 0x10411AF4
+        with pytest.raises(PciOpError) as info:
+            guest.conf_read("0000:03:00.0", 0x40, 4)
+        assert info.value.err == XenPciError.INVALID_OFFSET

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pciback.dumps import load_config
+from pciback.engine.chain import walk
 from pciback.ports.bus import BarKind, BarResource
 
 COMMAND = 0x04
@@ -140,16 +141,8 @@ class SimDevice:
 
     # -- helpers for tests and the simulated host ---------------------------------------------
     def find_capability(self, cap_id: int) -> int | None:
-        if not self.config[STATUS] & 0x10:
-            return None
-        pos = self.config[0x34] & ~3
-        for _ in range(48):
-            if pos < 0x40 or pos + 2 > len(self.config):
-                return None
-            if self.config[pos] == cap_id:
-                return pos
-            pos = self.config[pos + 1] & ~3
-        return None
+        chains = walk(self.read, len(self.config))
+        return next((c.offset for c in chains.standard if c.ident == cap_id), None)
 
     def _require(self, cap_id: int, name: str) -> int:
         pos = self.find_capability(cap_id)
