@@ -198,3 +198,17 @@ def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> N
     assert view.warnings == []
     view.write(0x04, 2, view.read(0x04, 2) | 0x8)  # special cycles: dropped, warned
     assert len(view.warnings) == 1
+
+
+def test_a_header_type_without_policy_is_never_written(policy: Policy) -> None:
+    from pciback.engine import default_policy
+
+    dev = MemoryDevice()
+    dev.poke(0x00, 4, 0x12345678)
+    dev.poke(0x0E, 1, 0x02)  # CardBus: no table describes it
+    view = ConfigSpace(dev, default_policy(), permissive=True)
+    assert view.read(0x00, 4) == 0x12345678
+    view.write(0x18, 4, 0xFFFFFFFF)
+    view.write(0x04, 2, 0)
+    assert dev.writes == []
+    assert any("header type 2" in p for p in view.problems)
