@@ -6,7 +6,8 @@ from typing import Any
 
 from lark import Token, Tree
 
-from pciback.compiler.diagnostics import Pos
+from pciback.compiler.diagnostics import Diagnostics, Pos
+from pciback.compiler.evaluate import VALUE_BITS
 from pciback.compiler.model import (
     Backing,
     BackingKind,
@@ -40,10 +41,26 @@ _BLOCK_KINDS = {
 
 Node = Tree[Token] | Token
 
+# Expressions deeper than this are refused: the passes after this one walk expressions
+# recursively, and no policy needs a hundredth level of parentheses.
+MAX_EXPR_DEPTH = 100
+# Literal digits beyond which no number can fit 64 bits (whatever its leading zeros).
+_MAX_DIGITS = {16: 16, 2: 64, 10: 20}
+
+
+class _Abandon(Exception):
+    """An expression was refused (and reported); the file is not checked further."""
+
 
 class Builder:
-    def __init__(self, path: str) -> None:
+    """Translates one file's parse tree; the few errors found here are lexical (a number that
+    does not fit 64 bits, an expression nested too deeply) and leave the file out of the checks,
+    as a syntax error does (`failed`)."""
+
+    def __init__(self, path: str, diags: Diagnostics | None = None) -> None:
         self.path = path
+        self.diags = diags if diags is not None else Diagnostics()
+        self.failed = False
 
     # -- positions -------------------------------------------------------------------------------
     def pos(self, node: Any) -> Pos:
@@ -167,7 +184,7 @@ class Builder:
     def field(self, tree: Tree[Token]) -> FieldDecl:
         name, bits, backing, access, *rest = tree.children
         assert isinstance(bits, Tree) and isinstance(backing, Tree)
-        numbers = [_int(t) for t in bits.children]
+        numbers = [self.number(t) for t in bits.children]
         msb, lsb = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
         permissive: str | None = None
         hooks: list[HookUse] = []
@@ -211,29 +228,75 @@ class Builder:
 
     # -- expressions -----------------------------------------------------------------------------
     def expr(self, node: Node) -> Expr:
+        try:
+            return self._expr(node, 1)[0]
+        except _Abandon:
+            self.failed = True
+            return Num(0, self.pos(node))
+
+    def _expr(self, node: Node, depth: int) -> tuple[Expr, int]:
+        """The expression and its depth (1 for an atom), refused beyond MAX_EXPR_DEPTH."""
+        if depth > MAX_EXPR_DEPTH:
+            self.diags.error(
+                self.pos(node),
+                f"expression nested too deeply (more than {MAX_EXPR_DEPTH} levels)",
+            )
+            raise _Abandon
         if isinstance(node, Token):  # pragma: no cover - atoms always come wrapped
-            return Num(_int(node), self.pos(node))
+            return Num(self.number(node), self.pos(node)), 1
         data = str(node.data)
         kids = node.children
         if data == "number":
-            return Num(_int(kids[0]), self.pos(kids[0]))
+            return Num(self.number(kids[0]), self.pos(kids[0])), 1
         if data == "name_ref":
-            return NameRef(str(kids[0]), self.pos(kids[0]))
+            return NameRef(str(kids[0]), self.pos(kids[0])), 1
         if data == "field_ref":
-            return FieldRef(str(kids[0]), str(kids[1]), self.pos(kids[0]))
+            return FieldRef(str(kids[0]), str(kids[1]), self.pos(kids[0])), 1
         if data == "not_":
-            return Unary("not", self.expr(kids[0]), self.pos(node))
+            operand, height = self._expr(kids[0], depth + 1)
+            return Unary("not", operand, self.pos(node)), height + 1
+        # A chain `a op b op c` nests to the left: its depth grows with its length.
         if data in ("or_expr", "and_expr"):
             op = "or" if data == "or_expr" else "and"
-            result = self.expr(kids[0])
+            result, height = self._expr(kids[0], depth + 1)
             for kid in kids[1:]:
-                result = Binary(op, result, self.expr(kid), self.pos(node))
-            return result
+                right, rheight = self._expr(kid, depth + 1)
+                height = self._deeper(max(height, rheight), depth, node)
+                result = Binary(op, result, right, self.pos(node))
+            return result, height
         # comparison, sum, product: operand (OP operand)*
-        result = self.expr(kids[0])
+        result, height = self._expr(kids[0], depth + 1)
         for i in range(1, len(kids), 2):
-            result = Binary(str(kids[i]), result, self.expr(kids[i + 1]), result.pos)
-        return result
+            right, rheight = self._expr(kids[i + 1], depth + 1)
+            height = self._deeper(max(height, rheight), depth, node)
+            result = Binary(str(kids[i]), result, right, result.pos)
+        return result, height
+
+    def _deeper(self, height: int, depth: int, node: Node) -> int:
+        if depth + height > MAX_EXPR_DEPTH:
+            self.diags.error(
+                self.pos(node),
+                f"expression nested too deeply (more than {MAX_EXPR_DEPTH} levels)",
+            )
+            raise _Abandon
+        return height + 1
+
+    def number(self, token: Node) -> int:
+        """A number literal; one that cannot fit 64 bits is reported here, with its text."""
+        text = str(token)
+        digits = text.replace("_", "").lower()
+        base = 16 if digits.startswith("0x") else 2 if digits.startswith("0b") else 10
+        if base != 10:
+            digits = digits[2:]
+        significant = digits.lstrip("0")
+        value = int(significant or "0", base) if len(significant) <= _MAX_DIGITS[base] else -1
+        if not digits or not 0 <= value < (1 << VALUE_BITS):
+            shown = text if len(text) <= 40 else f"{text[:37]}..."
+            what = "has no digits" if not digits else f"does not fit {VALUE_BITS} bits"
+            self.diags.error(self.pos(token), f"number {shown} {what}")
+            self.failed = True
+            return 0
+        return value
 
     def string(self, tree: Tree[Token]) -> str:
         return str(tree.children[0])[1:-1]
@@ -243,8 +306,3 @@ class Builder:
             if isinstance(child, Tree) and child.data == "reason":
                 return self.string(child)
         return ""
-
-
-def _int(token: Node) -> int:
-    text = str(token).replace("_", "").lower()
-    return int(text, 0) if text.startswith(("0x", "0b")) else int(text, 10)

@@ -7,11 +7,11 @@ every error of every file.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pciback.compiler.diagnostics import Diagnostics, Pos
-from pciback.compiler.evaluate import Unresolved, evaluate
+from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, did_you_mean
+from pciback.compiler.evaluate import EvalError, Unresolved, evaluate
 from pciback.compiler.model import (
     BackingKind,
     BlockDecl,
@@ -23,6 +23,7 @@ from pciback.compiler.model import (
     HookDecl,
     RegisterDecl,
     SourceFile,
+    UseDecl,
     field_refs,
     name_refs,
 )
@@ -58,9 +59,19 @@ class Program:
     consts: Mapping[str, int]
     hooks: Mapping[str, HookDecl]
     groups: Mapping[str, GroupDecl]
+    warnings: tuple[Diagnostic, ...] = ()
 
 
-def check(files: Iterable[SourceFile], diags: Diagnostics) -> Program:
+def check(
+    files: Iterable[SourceFile],
+    diags: Diagnostics,
+    *,
+    unused_in: Collection[str] | None = None,
+    strict_reasons: bool = False,
+) -> Program:
+    """Every rule, over the whole program. Unused declarations are warned about only in the
+    files of `unused_in` (default: every file), those whose users are all known; a field that
+    grants more than read-only access without a reason is warned about under `strict_reasons`."""
     files = tuple(files)
     consts = _check_consts(files, diags)
     hooks = _check_hooks(files, diags)
@@ -75,17 +86,49 @@ def check(files: Iterable[SourceFile], diags: Diagnostics) -> Program:
                 )
             else:
                 seen[key] = block.pos
-            BlockChecker(block, consts, hooks, diags).run()
+            BlockChecker(block, consts, hooks, diags, _declared_consts(files)).run()
     groups: dict[str, GroupDecl] = {}
     for src in files:
         for group in src.groups:
             groups.setdefault(group.name, group)
+    _check_unused_groups(files, groups, consts, hooks, diags)
+    unused_in = {src.path for src in files} if unused_in is None else set(unused_in)
+    _check_unused(files, unused_in, diags)
+    if strict_reasons:
+        _check_reasons(files, diags)
     return Program(files, consts, hooks, groups)
+
+
+def _check_unused_groups(
+    files: tuple[SourceFile, ...],
+    groups: Mapping[str, GroupDecl],
+    consts: Mapping[str, int],
+    hooks: Mapping[str, HookDecl],
+    diags: Diagnostics,
+) -> None:
+    """A group is checked where a block uses it; one that no block uses is still compiled, so it
+    is checked on its own, as if it stood anywhere in configuration space."""
+    used = {i.group for src in files for b in src.blocks for i in b.items if isinstance(i, UseDecl)}
+    for name, group in groups.items():
+        if name in used:
+            continue
+        alone = BlockDecl(
+            BlockKindDecl.QUIRK, name, None, None, "", (), group.registers, (), group.pos
+        )
+        BlockChecker(alone, consts, hooks, diags, _declared_consts(files)).run_registers()
+
+
+def _declared_consts(files: tuple[SourceFile, ...]) -> frozenset[str]:
+    return frozenset(c.name for src in files for c in src.consts)
 
 
 def _check_consts(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str, int]:
     consts: dict[str, int] = {}
     where: dict[str, Pos] = {}
+    first: dict[str, Pos] = {}
+    for src in files:
+        for const in src.consts:
+            first.setdefault(const.name, const.pos)
     for src in files:
         for const in src.consts:
             if const.name in where:
@@ -99,9 +142,20 @@ def _check_consts(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str
                 diags.error(ref.pos, "a constant cannot depend on a device field")
             try:
                 consts[const.name] = evaluate(const.value, consts)
+            except EvalError as exc:
+                diags.error(exc.pos, exc.message)
             except Unresolved as exc:
-                bad = next((r for r in name_refs(const.value) if r.name == str(exc)), None)
-                diags.error(bad.pos if bad else const.pos, f"unknown constant '{exc}'")
+                name = str(exc)
+                bad = next((r for r in name_refs(const.value) if r.name == name), None)
+                pos = bad.pos if bad else const.pos
+                if name in where:
+                    pass  # declared, but its own value was in error (reported there)
+                elif name in first:
+                    diags.error(
+                        pos, f"constant '{name}' is used before its definition at {first[name]}"
+                    )
+                else:
+                    diags.error(pos, f"unknown constant '{name}'{did_you_mean(name, first)}")
     return consts
 
 
@@ -133,11 +187,14 @@ class BlockChecker:
         consts: Mapping[str, int],
         hooks: Mapping[str, HookDecl],
         diags: Diagnostics,
+        declared: Collection[str] = (),
     ) -> None:
         self.block = block
         self.consts = consts
         self.hooks = hooks
         self.diags = diags
+        # Constants declared but without a value: their own error is reported already.
+        self.broken = frozenset(declared) - set(consts)
         self.registers: dict[str, RegisterDecl] = {}
 
     def run(self) -> None:
@@ -145,6 +202,16 @@ class BlockChecker:
         self._check_ident()
         self._check_policies()
         self._check_matches()
+        self.run_registers()
+        if block.length is not None:
+            if block.kind not in (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY):
+                self.diags.error(block.pos, f"a {block.kind.value} has no length")
+            self._check_refs(block.length, "length")
+            self._check_length(block.length)
+
+    def run_registers(self) -> None:
+        """The checks of the registers alone, each and together."""
+        block = self.block
         for reg in block.registers:
             if reg.name in self.registers:
                 first = self.registers[reg.name].pos
@@ -153,20 +220,23 @@ class BlockChecker:
             self.registers[reg.name] = reg
         for reg in block.registers:
             self._check_register(reg)
-        if block.length is not None:
-            if block.kind not in (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY):
-                self.diags.error(block.pos, f"a {block.kind.value} has no length")
-            self._check_refs(block.length, "length")
         self._check_layout()
 
     # -- block level -----------------------------------------------------------------------------
+    def _unknown_const(self, name: str, pos: Pos) -> None:
+        if name not in self.broken:
+            self.diags.error(pos, f"unknown constant '{name}'{did_you_mean(name, self.consts)}")
+
     def _value(self, expr: Expr) -> int | None:
         for ref in name_refs(expr):
             if ref.name not in self.consts:
-                self.diags.error(ref.pos, f"unknown constant '{ref.name}'")
+                self._unknown_const(ref.name, ref.pos)
                 return None
         try:
             return evaluate(expr, self.consts)
+        except EvalError as exc:
+            self.diags.error(exc.pos, exc.message)
+            return None
         except Unresolved:
             for fref in field_refs(expr):
                 self.diags.error(fref.pos, "a device field cannot be used here")
@@ -290,7 +360,9 @@ class BlockChecker:
         for use in fld.hooks:
             hook = self.hooks.get(use.name)
             if hook is None:
-                self.diags.error(use.pos, f"undeclared hook '{use.name}'")
+                same_kind = [h.name for h in self.hooks.values() if h.kind == use.kind]
+                hint = did_you_mean(use.name, same_kind) or did_you_mean(use.name, self.hooks)
+                self.diags.error(use.pos, f"undeclared hook '{use.name}'{hint}")
             elif hook.kind != use.kind:
                 self.diags.error(
                     use.pos,
@@ -300,7 +372,7 @@ class BlockChecker:
     def _check_refs(self, expr: Expr, what: str) -> None:
         for ref in name_refs(expr):
             if ref.name not in self.consts:
-                self.diags.error(ref.pos, f"unknown constant '{ref.name}'")
+                self._unknown_const(ref.name, ref.pos)
         for fref in field_refs(expr):
             target = self._field_of(fref)
             if target is None:
@@ -316,43 +388,77 @@ class BlockChecker:
     def _field_of(self, ref: FieldRef) -> FieldDecl | None:
         reg = self.registers.get(ref.register)
         if reg is None:
-            self.diags.error(ref.pos, f"unknown register '{ref.register}'")
+            hint = did_you_mean(ref.register, self.registers)
+            self.diags.error(ref.pos, f"unknown register '{ref.register}'{hint}")
             return None
         fld = next((f for f in reg.fields if f.name == ref.field), None)
         if fld is None:
-            self.diags.error(ref.pos, f"unknown field '{ref.field}' in register '{ref.register}'")
+            hint = did_you_mean(ref.field, [f.name for f in reg.fields if f.name != "_"])
+            self.diags.error(
+                ref.pos, f"unknown field '{ref.field}' in register '{ref.register}'{hint}"
+            )
         return fld
 
     # -- layout: every combination of the fields that move or hide registers ----------------------
     def _check_layout(self) -> None:
-        refs: dict[tuple[str, str], FieldDecl] = {}
-        for reg in self.block.registers:
-            for ref in field_refs(reg.offset) + field_refs(reg.condition):
-                fld = self._quiet_field(ref)
-                if fld is None:
-                    return  # already reported
-                refs[(ref.register, ref.field)] = fld
-        keys = sorted(refs)
-        domains = [range(1 << refs[k].width) for k in keys]
+        refs = self._field_domain(
+            [r for reg in self.block.registers for r in field_refs(reg.offset)]
+            + [r for reg in self.block.registers for r in field_refs(reg.condition)],
+            "register offsets and conditions depend",
+        )
+        if refs is None:
+            return
+        for env in refs:
+            self._check_one_layout(env)
+
+    def _check_length(self, length: Expr) -> None:
+        """A length that depends on fields is computed in every combination of their values."""
+        if not field_refs(length):
+            self._value(length)
+            return
+        envs = self._field_domain(field_refs(length), "the length depends")
+        for env in envs or ():
+            try:
+                evaluate(length, self.consts, env)
+            except EvalError as exc:
+                self.diags.error(exc.pos, exc.message)
+                return
+            except Unresolved:
+                return  # unknown names were reported by _check_refs
+
+    def _field_domain(
+        self, refs: list[FieldRef], what: str
+    ) -> list[dict[tuple[str, str], int]] | None:
+        """Every combination of the values of the fields `refs` names; None when one of them is
+        unknown or malformed (reported elsewhere) or when there are too many to enumerate."""
+        fields: dict[tuple[str, str], FieldDecl] = {}
+        for ref in refs:
+            fld = self._quiet_field(ref)
+            if fld is None:
+                return None  # already reported
+            fields[(ref.register, ref.field)] = fld
+        keys = sorted(fields)
         total = 1
-        for dom in domains:
-            total *= len(dom)
+        for key in keys:
+            total *= 1 << fields[key].width
         if total > MAX_COMBINATIONS:
             self.diags.error(
                 self.block.pos,
-                f"register offsets and conditions depend on {total} field values;"
-                f" at most {MAX_COMBINATIONS} can be checked",
+                f"{what} on {total} field values; at most {MAX_COMBINATIONS} can be checked",
             )
-            return
-        for values in itertools.product(*domains):
-            env = dict(zip(keys, values, strict=True))
-            self._check_one_layout(env)
+            return None
+        domains = [range(1 << fields[k].width) for k in keys]
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*domains)]
 
     def _quiet_field(self, ref: FieldRef) -> FieldDecl | None:
+        """The field named, when it exists and its bits lie inside its register."""
         reg = self.registers.get(ref.register)
         if reg is None:
             return None
-        return next((f for f in reg.fields if f.name == ref.field), None)
+        fld = next((f for f in reg.fields if f.name == ref.field), None)
+        if fld is None or not 0 <= fld.lsb <= fld.msb < reg.width * 8:
+            return None
+        return fld
 
     def _check_one_layout(self, env: Mapping[tuple[str, str], int]) -> None:
         kind = self.block.kind
@@ -368,6 +474,9 @@ class BlockChecker:
                 if reg.condition is not None and not evaluate(reg.condition, self.consts, env):
                     continue
                 offset = evaluate(reg.offset, self.consts, env)
+            except EvalError as exc:
+                self.diags.error(exc.pos, exc.message)
+                continue
             except Unresolved:
                 return  # unknown names were reported by _check_refs
             where = _expr_pos(reg.offset, reg.pos)
@@ -414,3 +523,77 @@ def _ranges(bits: list[int]) -> str:
         parts.append(f"{prev}:{start}" if prev != start else f"{start}")
         start = prev = bit
     return ", ".join(reversed(parts))
+
+
+# -- warnings: what compiles but is probably not what the author meant ---------------------------
+def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnostics) -> None:
+    used_consts: set[str] = set()
+    used_hooks: set[str] = set()
+    used_groups: set[str] = set()
+    for src in files:
+        for const in src.consts:
+            used_consts.update(r.name for r in name_refs(const.value))
+        for group in src.groups:
+            for reg in group.registers:
+                _register_uses(reg, used_consts, used_hooks)
+        for block in src.blocks:
+            for expr in (block.ident, block.length):
+                used_consts.update(r.name for r in name_refs(expr))
+            for match in block.matches:
+                used_consts.update(r.name for r in name_refs(match.value) + name_refs(match.mask))
+            for item in block.items:
+                if isinstance(item, UseDecl):
+                    used_groups.add(item.group)
+                else:
+                    _register_uses(item, used_consts, used_hooks)
+    for src in files:
+        if src.path not in scope:
+            continue
+        for const in src.consts:
+            if const.name not in used_consts:
+                diags.warning(const.pos, f"constant '{const.name}' is never used")
+        for hook in src.hooks:
+            if hook.name not in used_hooks:
+                diags.warning(hook.pos, f"hook '{hook.name}' is declared but no field uses it")
+        for group in src.groups:
+            if group.name not in used_groups:
+                diags.warning(group.pos, f"register group '{group.name}' is never used by a block")
+
+
+def _register_uses(reg: RegisterDecl, consts: set[str], hooks: set[str]) -> None:
+    for expr in (reg.offset, reg.condition):
+        consts.update(r.name for r in name_refs(expr))
+    for fld in reg.fields:
+        consts.update(r.name for r in name_refs(fld.backing.value))
+        hooks.update(use.name for use in fld.hooks)
+
+
+_HOOK_WORDS = {"rising": "on_rising", "falling": "on_falling"}
+
+
+def _check_reasons(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:
+    """A field that lets a guest do more than read it is a policy decision: it says why."""
+    for src in files:
+        registers = [reg for group in src.groups for reg in group.registers]
+        for block in src.blocks:
+            registers += [i for i in block.items if isinstance(i, RegisterDecl)]
+        for reg in registers:
+            for fld in reg.fields:
+                grants = _grants(fld)
+                if grants and not fld.reason.strip():
+                    diags.warning(
+                        fld.pos,
+                        f"field '{fld.name}' of register '{reg.name}' is not read-only"
+                        f" ({grants}) but gives no reason",
+                    )
+
+
+def _grants(fld: FieldDecl) -> str:
+    """What a field grants beyond read-only, in the words of the language ('' for nothing)."""
+    words = [fld.access] if fld.access in _DATA_ACCESS else []
+    if fld.permissive is not None:
+        words.append(f"permissive {fld.permissive}")
+    for use in fld.hooks:
+        word = _HOOK_WORDS.get(use.edge, f"on_{use.kind}")
+        words.append(f"{word} {use.name}")
+    return ", ".join(words)

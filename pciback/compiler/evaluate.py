@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pciback.compiler.model import Expr, FieldRef, NameRef, Num, Unary
+from pciback.compiler.diagnostics import Pos
+from pciback.compiler.model import Binary, Expr, FieldRef, NameRef, Num, Unary
+
+# Every value the language computes fits 64 bits (a sign aside): registers are at most 32 bits
+# wide, and the bound keeps a hostile `1 << 1000000` from costing memory or time.
+VALUE_BITS = 64
 
 _OPS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
-    "<<": lambda a, b: a << min(b, 64),
     "==": lambda a, b: int(a == b),
     "!=": lambda a, b: int(a != b),
     "<": lambda a, b: int(a < b),
@@ -26,12 +30,27 @@ class Unresolved(Exception):
     """The expression names something with no value here."""
 
 
+class EvalError(Exception):
+    """A value that cannot be computed (it does not fit 64 bits, or shifts by a negative count)."""
+
+    def __init__(self, pos: Pos, message: str) -> None:
+        super().__init__(message)
+        self.pos = pos
+        self.message = message
+
+
+def fits(value: int) -> bool:
+    return abs(value).bit_length() <= VALUE_BITS
+
+
 def evaluate(
     expr: Expr,
     consts: Mapping[str, int],
     fields: Mapping[tuple[str, str], int] | None = None,
 ) -> int:
     if isinstance(expr, Num):
+        if not fits(expr.value):
+            raise EvalError(expr.pos, f"{expr.value:#x} does not fit {VALUE_BITS} bits")
         return expr.value
     if isinstance(expr, NameRef):
         if expr.name not in consts:
@@ -44,7 +63,24 @@ def evaluate(
         return fields[key]
     if isinstance(expr, Unary):
         return int(not evaluate(expr.operand, consts, fields))
-    return _OPS[expr.op](evaluate(expr.left, consts, fields), evaluate(expr.right, consts, fields))
+    left = evaluate(expr.left, consts, fields)
+    right = evaluate(expr.right, consts, fields)
+    return _apply(expr, left, right)
+
+
+def _apply(expr: Binary, left: int, right: int) -> int:
+    """One operation on values that fit 64 bits, whose result must fit them too."""
+    if expr.op == "<<":
+        if right < 0:
+            raise EvalError(expr.pos, f"{left:#x} << {right}: a shift count cannot be negative")
+        # Decided before shifting: the shifted value is never built when it cannot fit.
+        if left and abs(left).bit_length() + right > VALUE_BITS:
+            raise EvalError(expr.pos, f"{left:#x} << {right} does not fit {VALUE_BITS} bits")
+        return left << right if left else 0
+    result = _OPS[expr.op](left, right)
+    if not fits(result):
+        raise EvalError(expr.pos, f"{left:#x} {expr.op} {right:#x} does not fit {VALUE_BITS} bits")
+    return result
 
 
 def to_python(expr: Expr, consts: Mapping[str, int], lookup: str = "f") -> str:

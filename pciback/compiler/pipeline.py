@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pciback.compiler.build import Builder
@@ -50,18 +51,41 @@ def load(paths: Sequence[Path], diags: Diagnostics) -> list[SourceFile]:
             diags.error(Pos(shown, 1, 1), f"cannot read: {reason}")
             continue
         tree = parse(text, shown, diags)
-        if tree is not None:
-            files.append(Builder(shown).source(tree, text))
+        if tree is None:
+            continue
+        builder = Builder(shown, diags)
+        src = builder.source(tree, text)
+        if not builder.failed:
+            files.append(src)
     return files
 
 
-def analyse(paths: Sequence[Path]) -> Program:
+def whole_directories(paths: Sequence[Path], files: Sequence[SourceFile]) -> set[str]:
+    """The loaded files whose directory is read whole in this run (every *.pci of it, each
+    parsed): only there can a declaration be known to be unused."""
+    loaded = {src.path for src in files}
+    complete: set[str] = set()
+    for path in with_preludes(paths):
+        siblings = [display_path(p) for p in policy_sources(path.parent)]
+        if siblings and all(s in loaded for s in siblings):
+            complete.update(siblings)
+    return complete
+
+
+def analyse(paths: Sequence[Path], *, strict_reasons: bool = False) -> Program:
+    """Every pass but emit. Errors raise CompileFailed (carrying the warnings too); a program
+    that only has warnings is returned with them."""
     diags = Diagnostics()
     files = resolve(load(paths, diags), diags)
-    program = check(files, diags)
+    program = check(
+        files,
+        diags,
+        unused_in=whole_directories(paths, files),
+        strict_reasons=strict_reasons,
+    )
     if diags:
         raise CompileFailed(diags.items)
-    return program
+    return replace(program, warnings=tuple(diags.warnings))
 
 
 def compile_paths(paths: Sequence[Path]) -> list[Output]:

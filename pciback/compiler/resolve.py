@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pciback.compiler.diagnostics import Diagnostics
+from pciback.compiler.diagnostics import Diagnostics, did_you_mean
 from pciback.compiler.model import GroupDecl, RegisterDecl, SourceFile, UseDecl
 
 # Generated modules hold these names; a group becomes a constant named after it in upper case.
@@ -51,7 +51,8 @@ def _expand(
             continue
         group = groups.get(item.group)
         if group is None:
-            diags.error(item.pos, f"unknown register group '{item.group}'")
+            hint = did_you_mean(item.group, groups)
+            diags.error(item.pos, f"unknown register group '{item.group}'{hint}")
             continue
         registers.extend(group.registers)
     return tuple(registers)

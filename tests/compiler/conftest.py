@@ -8,6 +8,7 @@ import pytest
 from pciback.compiler.cli import main
 
 CheckRun = Callable[[str], tuple[int, list[str], Path]]
+FlagsRun = Callable[..., tuple[int, list[str], str]]
 
 
 @pytest.fixture
@@ -24,5 +25,25 @@ def check_source(
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if ": error: " in line]
         return status, lines, path
+
+    return run
+
+
+@pytest.fixture
+def check_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> FlagsRun:
+    """Run `pciback-dsl check [FLAGS] policy.pci` on one source; returns (exit status, every
+    diagnostic line, errors and warnings, in order, and the summary line)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(text: str, *flags: str) -> tuple[int, list[str], str]:
+        (tmp_path / "policy.pci").write_text(text, encoding="utf-8")
+        status = main(["check", *flags, "policy.pci"])
+        lines = capsys.readouterr().err.splitlines()
+        diagnostics = [line for line in lines if ": error: " in line or ": warning: " in line]
+        rest = [line for line in lines if line not in diagnostics]
+        assert len(rest) <= 1, rest
+        return status, diagnostics, rest[0] if rest else ""
 
     return run
