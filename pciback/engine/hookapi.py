@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class HookContext:
+    """What a hook is given about the register it acts for.
+
+    Valid only for the duration of the hook call: the engine reuses a register's context from
+    one read to the next, so a hook keeps what must outlive the call in `state`, never the
+    context itself.
+    """
+
     space: ConfigSpace
     register: RegisterInstance
     old_register: int  # the guest-visible value before the write (rw1c bits as 0)

@@ -6,7 +6,7 @@ Masks are precomputed once per device so that the per-access path is a few integ
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext, ReadHook, WriteHook
 from pciback.tables import Access, Backing, Edge, Field, Register
@@ -20,9 +20,9 @@ log = logging.getLogger("pciback.engine")
 class AccessMasks:
     """The bits a guest write may change under one mode (normal or permissive)."""
 
-    __slots__ = ("rsvdz", "rw", "rw1c")
+    __slots__ = ("never_echoed", "rsvdz", "rw", "rw1c", "writable")
 
-    def __init__(self, fields: tuple[Field, ...], permissive: bool) -> None:
+    def __init__(self, fields: tuple[Field, ...], permissive: bool, hw_rw1c: int) -> None:
         self.rw = self.rw1c = self.rsvdz = 0
         for fld in fields:
             access = fld.permissive if permissive and fld.permissive else fld.access
@@ -32,14 +32,28 @@ class AccessMasks:
                 self.rw1c |= fld.mask
             elif access is Access.RSVDZ:
                 self.rsvdz |= fld.mask
+        # Worked out once rather than on every write:
+        self.writable = self.rw | self.rw1c | self.rsvdz  # bits a write acts on at all
+        self.never_echoed = self.rw1c | hw_rw1c  # rw1c bits read as 0 in the old value
+
+
+class WriteHookEntry(NamedTuple):
+    """A field's write hook with what the write path needs of the field, worked out once."""
+
+    mask: int
+    shift: int
+    edge: Edge
+    hook: WriteHook
 
 
 class RegisterInstance:
     __slots__ = (
+        "_read_ctx",
         "block_base",
         "cached",
         "const",
         "end",
+        "fixed",
         "hw_mask",
         "hw_rw1c",
         "masks",
@@ -51,6 +65,8 @@ class RegisterInstance:
         "shadow_mask",
         "space",
         "state",
+        "static",
+        "visible",
         "width",
         "write_hooks",
         "zero_mask",
@@ -83,7 +99,13 @@ class RegisterInstance:
                 self.shadow_mask |= mask
                 start = initial if fld.init is None else fld.init << fld.shift
                 self.shadow |= start & mask
-        self.masks = (AccessMasks(reg.fields, False), AccessMasks(reg.fields, True))
+        # The parts of the merge that never change, so that a read is a few operations.
+        self.static = self.cached | self.const
+        self.visible = ~self.zero_mask
+        self.masks = (
+            AccessMasks(reg.fields, False, self.hw_rw1c),
+            AccessMasks(reg.fields, True, self.hw_rw1c),
+        )
         normal, permissive = self.masks
         # Bits whose write is dropped for lack of permissive mode; a field with a write hook
         # is acted on by its hook either way, so dropping its data is no loss worth a warning.
@@ -97,9 +119,17 @@ class RegisterInstance:
         self.read_hooks: tuple[tuple[int, int, ReadHook], ...] = tuple(
             (f.mask, f.shift, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
         )
-        self.write_hooks: tuple[tuple[Field, WriteHook], ...] = tuple(
-            (f, WRITE_HOOKS[f.on_write]) for f in reg.fields if f.on_write
+        self.write_hooks: tuple[WriteHookEntry, ...] = tuple(
+            WriteHookEntry(f.mask, f.shift, f.edge, WRITE_HOOKS[f.on_write])
+            for f in reg.fields
+            if f.on_write
         )
+        # The guest-visible value when nothing can ever change it: no device bits, no shadow
+        # (which writes and restored snapshots change) and no read hook. None otherwise.
+        self.fixed: int | None = None
+        self._read_ctx: HookContext | None = None
+        if not (self.hw_mask or self.shadow_mask or self.read_hooks):
+            self.fixed = self._compose(0)
 
     def field_named(self, name: str) -> Field:
         for fld in self.reg.fields:
@@ -109,14 +139,23 @@ class RegisterInstance:
 
     # -- reads -----------------------------------------------------------------------------------
     def _compose(self, hw: int) -> int:
-        return ((hw & self.hw_mask) | self.cached | self.const | self.shadow) & ~self.zero_mask
+        return ((hw & self.hw_mask) | self.static | self.shadow) & self.visible
 
     def value(self) -> int:
         """The whole register as the guest sees it."""
-        hw = self.space.device.read(self.offset, self.width) if self.hw_mask else 0
-        value = self._compose(hw)
+        # _compose written out: this is the hottest path of a guest read.
+        if self.hw_mask:
+            hw = self.space.device.read(self.offset, self.width)
+            value = ((hw & self.hw_mask) | self.static | self.shadow) & self.visible
+        else:
+            value = (self.static | self.shadow) & self.visible
         if self.read_hooks:
-            ctx = HookContext(self.space, self, value, value)
+            # One context per register, reused: making one costs as much as a short hook, and
+            # a context is only valid during the hook call (see HookContext).
+            ctx = self._read_ctx
+            if ctx is None:
+                ctx = self._read_ctx = HookContext(self.space, self, value, value)
+            ctx.old_register = ctx.new_register = value
             for mask, shift, read in self.read_hooks:
                 shown = read(ctx, (value & mask) >> shift)
                 value = (value & ~mask) | ((shown << shift) & mask)
@@ -128,36 +167,40 @@ class RegisterInstance:
         shift = (start - self.offset) * 8
         bytes_mask = ((1 << (8 * length)) - 1) << shift
         wval = (data << shift) & bytes_mask
-        device = self.space.device
-        masks = self.masks[self.space.permissive]
-        touches_hw = (masks.rw | masks.rw1c | masks.rsvdz) & self.hw_mask & bytes_mask
+        space = self.space
+        device = space.device
+        masks = self.masks[space.permissive]
+        touches_hw = masks.writable & self.hw_mask & bytes_mask
         hw = device.read(self.offset, self.width) if self.hw_mask else 0
-        old = self._compose(hw) & ~self._rw1c_all(masks)
+        old = self._compose(hw) & ~masks.never_echoed
         new = (old & ~bytes_mask) | wval
         veto = 0
-        if self.write_hooks:
-            ctx = HookContext(self.space, self, old, new)
-            for fld, hook in self.write_hooks:
-                if not fld.mask & bytes_mask:
-                    continue
-                before = (old & fld.mask) >> fld.shift
-                after = (new & fld.mask) >> fld.shift
-                if fld.edge is Edge.RISING and not (before == 0 and after != 0):
-                    continue
-                if fld.edge is Edge.FALLING and not (before != 0 and after == 0):
-                    continue
-                if hook(ctx, before, after) is False:
-                    veto |= fld.mask
-            if touches_hw:  # a hook may have written the device: merge over what is there now
-                hw = device.read(self.offset, self.width)
+        ctx: HookContext | None = None  # made only when a hook runs, and shared by its hooks
+        for mask, fshift, edge, hook in self.write_hooks:
+            if not mask & bytes_mask:
+                continue
+            before = (old & mask) >> fshift
+            after = (new & mask) >> fshift
+            if edge is _RISING and not (before == 0 and after != 0):
+                continue
+            if edge is _FALLING and not (before != 0 and after == 0):
+                continue
+            if ctx is None:
+                ctx = HookContext(space, self, old, new)
+            if hook(ctx, before, after) is False:
+                veto |= mask
+        if ctx is not None and touches_hw:
+            # A hook may have written the device: merge over what is there now. With no hook
+            # run, nothing here touched the device since it was read above.
+            hw = device.read(self.offset, self.width)
         writable = masks.rw & bytes_mask & ~veto
         clear = masks.rw1c & wval & ~veto
         if self.shadow_mask:
             taken = writable & self.shadow_mask
             self.shadow = (self.shadow & ~taken) | (new & taken)
             self.shadow &= ~(clear & self.shadow_mask)
-        if not self.space.permissive and self.permissive_only & (wval ^ old) & bytes_mask:
-            self.space.warn_permissive(self.reg.name)
+        if not space.permissive and self.permissive_only & (wval ^ old) & bytes_mask:
+            space.warn_permissive(self.reg.name)
         if not touches_hw:
             return
         hw_write = writable & self.hw_mask
@@ -169,9 +212,6 @@ class RegisterInstance:
         out = (out & ~hw_write) | (new & hw_write) | hw_clear
         out &= ~hw_zero
         self._write_back(out, hw_write | hw_clear | hw_zero)
-
-    def _rw1c_all(self, masks: AccessMasks) -> int:
-        return masks.rw1c | self.hw_rw1c
 
     def _write_back(self, out: int, changed: int) -> None:
         """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
@@ -189,6 +229,10 @@ class RegisterInstance:
                 chunk = (out >> (8 * rel)) & ((1 << (8 * piece_len)) - 1)
                 device.write(piece_start, piece_len, chunk)
             byte += run
+
+
+_RISING = Edge.RISING
+_FALLING = Edge.FALLING
 
 
 def natural_pieces(start: int, length: int) -> list[tuple[int, int]]:

@@ -8,9 +8,9 @@ then serves every read and write, whatever registers and gaps an access straddle
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 from pciback.engine.chain import (
     EXT_END,
@@ -55,9 +55,6 @@ class ChainLink:
         self.end = offset + width
         self.raw = raw
 
-    def value(self) -> int:
-        return self.raw
-
 
 class HostOwned(Gap):
     """Bytes read from the device that no guest write reaches, permissive or not (the header
@@ -70,6 +67,55 @@ GAP = Gap()
 HOST_OWNED = HostOwned()
 BLOCKED = Blocked()
 Slot = RegisterInstance | ChainLink | Gap | Blocked
+
+Reader = Callable[[], int]
+"""A planned read: the access's value."""
+Writer = Callable[[int], None]
+"""A planned write: takes the access's value (already cut to its size)."""
+PieceWriter = Callable[[int, int, int], None]
+"""`piece(start, length, data)`: the bytes [start, start+length) of one slot take `data`."""
+
+_BYTES_MASK = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
+
+
+def _reader(fixed: int, parts: list[tuple[Reader, int, int, int]]) -> Reader:
+    if not parts:
+        return lambda: fixed
+    source, drop, keep, place = parts[0]
+    if len(parts) == 1 and keep == -1 and not (fixed or drop or place):
+        return source  # one register read whole, or one device read: nothing to assemble
+    pieces = tuple(parts)
+
+    def assemble() -> int:
+        value = fixed
+        for source, drop, keep, place in pieces:
+            value |= ((source() >> drop) & keep) << place
+        return value
+
+    return assemble
+
+
+def _writer(parts: list[tuple[PieceWriter, int, int, int, int]], size: int) -> Writer:
+    if not parts:
+        return _drop
+    handler, start, length, _, _ = parts[0]
+    if len(parts) == 1 and length == size:
+        return partial(handler, start, length)  # one register written whole: nothing to cut
+    pieces = tuple(parts)
+
+    def scatter(value: int) -> None:
+        for handler, start, length, drop, keep in pieces:
+            handler(start, length, (value >> drop) & keep)
+
+    return scatter
+
+
+def _drop(value: int) -> None:
+    pass
+
+
+def _reaches_policy(runs: list[tuple[int, int, Slot]]) -> bool:
+    return any(isinstance(slot, RegisterInstance | ChainLink) for _, _, slot in runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +146,8 @@ class ConfigSpace:
         self.warnings: list[str] = []
         self._warned_permissive = False
         self._map: list[Slot] = [GAP] * self.size
+        self._readers: dict[tuple[int, int], Reader] = {}  # see "the access splitter"
+        self._writers: dict[tuple[int, int], Writer] = {}
         self.registers: list[RegisterInstance] = []
         hide_std, hide_ext = frozenset(hide), frozenset(hide_extended)
         chains = walk(device.read, self.size)
@@ -160,6 +208,13 @@ class ConfigSpace:
         log.warning(message)
 
     # -- the access splitter ---------------------------------------------------------------------
+    # An access is split once into the slots it covers, and the split is turned into a plan: a
+    # function doing just that access's work (a fixed value folded in, a register's value
+    # shifted into place, a device read of a gap). Plans of accesses that reach a register or a
+    # chain link are kept per (offset, size): the map never changes once the view is built, so
+    # neither do they, and there are at most three per described byte. Accesses that reach only
+    # gaps and hidden bodies are planned afresh each time, so that a guest sweeping the whole
+    # space cannot make the view hold a plan for every offset.
     def _check(self, offset: int, size: int) -> None:
         if size not in (1, 2, 4) or offset % size or not 0 <= offset <= self.size - size:
             raise PciOpError(
@@ -167,55 +222,96 @@ class ConfigSpace:
             )
 
     def read(self, offset: int, size: int) -> int:
-        self._check(offset, size)
-        result = 0
-        pos, end = offset, offset + size
-        while pos < end:
-            slot = self._map[pos]
-            if isinstance(slot, Gap | Blocked):
-                run = self._run(pos, end, slot)
-                if isinstance(slot, Gap):
-                    for start, length in natural_pieces(pos, run):
-                        chunk = self.device.read(start, length)
-                        result |= chunk << (8 * (start - offset))
-                pos += run
-                continue
-            stop = min(slot.end, end)
-            value = slot.value() >> (8 * (pos - slot.offset))
-            result |= (value & ((1 << (8 * (stop - pos))) - 1)) << (8 * (pos - offset))
-            pos = stop
-        return result
+        reader = self._readers.get((offset, size))
+        if reader is None:
+            reader = self._plan_read(offset, size)
+        return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
+        writer = self._writers.get((offset, size))
+        if writer is None:
+            writer = self._plan_write(offset, size)
+        writer(value & _BYTES_MASK[size])
+
+    def _split(self, offset: int, size: int) -> list[tuple[int, int, Slot]]:
+        """The access as runs [pos, stop) of one slot each, in address order."""
         self._check(offset, size)
-        value &= (1 << (8 * size)) - 1
+        runs: list[tuple[int, int, Slot]] = []
         pos, end = offset, offset + size
         while pos < end:
             slot = self._map[pos]
-            data = value >> (8 * (pos - offset))
-            if isinstance(slot, RegisterInstance):
+            if isinstance(slot, RegisterInstance | ChainLink):
                 stop = min(slot.end, end)
-                slot.write(pos, stop - pos, data & ((1 << (8 * (stop - pos))) - 1))
-                pos = stop
-            elif isinstance(slot, Gap):
-                run = self._run(pos, end, slot)
-                if self.permissive and not isinstance(slot, HostOwned):
-                    for start, length in natural_pieces(pos, run):
-                        chunk = (value >> (8 * (start - offset))) & ((1 << (8 * length)) - 1)
-                        self.device.write(start, length, chunk)
-                else:
-                    self.warn_permissive(f"undescribed bytes at {pos:#x}")
-                pos += run
-            elif isinstance(slot, ChainLink):
-                pos = min(slot.end, end)
             else:
-                pos += self._run(pos, end, slot)
+                stop = pos + self._run(pos, end, slot)
+            runs.append((pos, stop, slot))
+            pos = stop
+        return runs
 
     def _run(self, pos: int, end: int, slot: Slot) -> int:
         run = 1
         while pos + run < end and self._map[pos + run] is slot:
             run += 1
         return run
+
+    def _plan_read(self, offset: int, size: int) -> Reader:
+        runs = self._split(offset, size)
+        fixed = 0  # the bytes that can never change, in place
+        # (source, bits to drop, bits to keep, where they go) for the bytes that can
+        parts: list[tuple[Reader, int, int, int]] = []
+        for pos, stop, slot in runs:
+            place = 8 * (pos - offset)
+            if isinstance(slot, RegisterInstance | ChainLink):
+                drop = 8 * (pos - slot.offset)
+                whole = pos == slot.offset and stop == slot.end
+                keep = -1 if whole else _BYTES_MASK[stop - pos]  # -1: nothing to cut away
+                if isinstance(slot, ChainLink):
+                    fixed |= ((slot.raw >> drop) & keep) << place
+                elif slot.fixed is not None:
+                    fixed |= ((slot.fixed >> drop) & keep) << place
+                else:
+                    parts.append((slot.value, drop, keep, place))
+            elif isinstance(slot, Gap):
+                for start, length in natural_pieces(pos, stop - pos):
+                    parts.append((self._device_reader(start, length), 0, -1, 8 * (start - offset)))
+            # a hidden capability's body reads 0
+        reader = _reader(fixed, parts)
+        if _reaches_policy(runs):
+            self._readers[(offset, size)] = reader
+        return reader
+
+    def _plan_write(self, offset: int, size: int) -> Writer:
+        runs = self._split(offset, size)
+        # (handler, start, length, bits to drop from the access's value, bits to keep)
+        parts: list[tuple[PieceWriter, int, int, int, int]] = []
+        for pos, stop, slot in runs:
+            where = (pos, stop - pos, 8 * (pos - offset), _BYTES_MASK[stop - pos])
+            if isinstance(slot, RegisterInstance):
+                parts.append((slot.write, *where))
+            elif isinstance(slot, HostOwned):
+                parts.append((self._write_host_owned, *where))
+            elif isinstance(slot, Gap):
+                parts.append((self._write_gap, *where))
+            # chain links and hidden bodies drop what is written to them
+        writer = _writer(parts, size)
+        if _reaches_policy(runs):
+            self._writers[(offset, size)] = writer
+        return writer
+
+    def _device_reader(self, start: int, length: int) -> Reader:
+        # self.device is looked up on every call, not bound here: the device object stays, but
+        # what answers its reads may be swapped (tests do, to interfere with an op).
+        return lambda: self.device.read(start, length)
+
+    def _write_gap(self, pos: int, length: int, data: int) -> None:
+        if not self.permissive:
+            self.warn_permissive(f"undescribed bytes at {pos:#x}")
+            return
+        for start, piece in natural_pieces(pos, length):
+            self.device.write(start, piece, (data >> (8 * (start - pos))) & _BYTES_MASK[piece])
+
+    def _write_host_owned(self, pos: int, length: int, data: int) -> None:
+        self.warn_permissive(f"undescribed bytes at {pos:#x}")
 
     # -- laying out the tables -------------------------------------------------------------------
     def _classify(
