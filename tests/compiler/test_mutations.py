@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import random
 import re
 import resource
@@ -131,6 +132,8 @@ _HUGE = (
 )
 _HUGE_EXPR = (
     "(1 << 1000000)",
+    "(1 << (1 << 40))",  # 128 GiB if ever computed: the memory limit would stop it
+    "(3 << 0xffff_ffff_ffff)",
     "(1 << 64)",
     "(1 << (0 - 1))",
     "((1 << 63) * (1 << 63))",
@@ -149,8 +152,9 @@ def huge_value(rng: random.Random, text: str) -> str:
     consts = (
         "const SHIFTED = 1 << 1000000\n"
         "const BIG = 1 << 63\nconst SQUARED = BIG * BIG\nconst FOURTH = SQUARED * SQUARED\n"
+        "const EIGHTH = FOURTH * FOURTH * SHIFTED\n"
     )
-    return consts + _on_a_number(rng, text, lambda _: rng.choice(("SHIFTED", "FOURTH", "BIG")))
+    return consts + _on_a_number(rng, text, lambda _: rng.choice(("SHIFTED", "EIGHTH", "BIG")))
 
 
 def misspell(rng: random.Random, text: str) -> str:
@@ -189,6 +193,19 @@ MUTATIONS: tuple[Mutation, ...] = (
 )
 
 
+# Added to a real file before the random cases: the worst of each kind, every time.
+HOSTILE = (
+    "const HOSTILE = 1 << (1 << 40)\ncapability hostile id HOSTILE { }\n",
+    "const HOSTILE = (1 << 63) * (1 << 63) * (1 << 63) * (1 << 63)\n",
+    "capability hostile id 1 length " + "(1 + " * 5000 + "1" + ")" * 5000 + " { }\n",
+    "capability hostile id " + "(" * 10_000 + "1" + ")" * 10_000 + " { }\n",
+    "capability hostile id (" + "not " * 5000 + "1) { }\n",
+    "const HOSTILE = " + "9" * 100_000 + "\n",
+    "const HOSTILE = 0x" + "f" * 1_000_000 + "\n",
+    "capability hostile id 5 {\n    register r @0x04 u8 { f [" + "9" * 5000 + ":0] hw ro }\n}\n",
+)
+
+
 def make_case(rng: random.Random, sources: dict[str, str]) -> tuple[str, dict[str, str], str]:
     """(the policy file checked, the files with one mutated, what was done)."""
     target = rng.choice(sorted(n for n in sources if n != "prelude.pci"))
@@ -224,17 +241,27 @@ def _diagnostic(line: str) -> bool:
 
 
 def run_cases(workdir: Path, cases: int = CASES, seed: int = SEED) -> list[dict[str, str]]:
-    """Run every case in this process; the failures, each with the files to reproduce it."""
-    import os
-
+    """Run every case in this process (in `workdir`); the failures. A case is reproduced by its
+    index: the same seed gives the same cases."""
     from pciback.compiler.cli import main
 
     rng = random.Random(seed)
     sources = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "dsl").glob("*.pci"))}
     failures: list[dict[str, str]] = []
     os.chdir(workdir)
-    for index in range(cases):
-        target, files, what = make_case(rng, sources)
+    fixed = [
+        (
+            "type0.pci",
+            {"prelude.pci": sources["prelude.pci"], "type0.pci": sources["type0.pci"] + h},
+        )
+        for h in HOSTILE
+    ]
+    for index in range(len(fixed) + cases):
+        if index < len(fixed):
+            target, files = fixed[index]
+            what = f"hostile source {index}"
+        else:
+            target, files, what = make_case(rng, sources)
         case_dir = workdir / "dsl"
         for old in case_dir.glob("*.pci"):
             old.unlink()
@@ -252,6 +279,7 @@ def run_cases(workdir: Path, cases: int = CASES, seed: int = SEED) -> list[dict[
             # What checks must also compile (emit and its templates, on odd but valid input).
             argv = ["compile", "--dsl", "dsl", "-o", "out"]
             status, out, err = _run(main, argv)
+            # compile says "wrote ...", not "ok: ...": its stderr alone is judged.
             found = problems(status, "ok: " if status == 0 else out, err)
             if status != 0:
                 found.append("checked but did not compile")
@@ -263,7 +291,6 @@ def run_cases(workdir: Path, cases: int = CASES, seed: int = SEED) -> list[dict[
                     "argv": " ".join(argv),
                     "problems": "; ".join(found),
                     "stderr": err[-2000:],
-                    "files": json.dumps({n: t[:4000] for n, t in files.items()}),
                 }
             )
     return failures
@@ -282,11 +309,12 @@ def _run(main: Callable[[list[str]], int], argv: list[str]) -> tuple[object, str
 
 def _child(workdir: str) -> None:
     """Entry point of the child process: limited memory, every case, failures as JSON."""
-    resource.setrlimit(
-        resource.RLIMIT_AS, (MEMORY_LIMIT, resource.getrlimit(resource.RLIMIT_AS)[1])
-    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = MEMORY_LIMIT if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     (Path(workdir) / "dsl").mkdir(exist_ok=True)
-    sys.setrecursionlimit(1000)
+    sys.setrecursionlimit(1000)  # Python's default, whatever the environment set
     print(json.dumps(run_cases(Path(workdir))))
 
 
