@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, did_you_mean
+from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, closest, did_you_mean
 from pciback.compiler.evaluate import EvalError, Unresolved, evaluate
 from pciback.compiler.model import (
     BackingKind,
@@ -223,9 +223,23 @@ class BlockChecker:
         self._check_layout()
 
     # -- block level -----------------------------------------------------------------------------
-    def _unknown_const(self, name: str, pos: Pos) -> None:
-        if name not in self.broken:
-            self.diags.error(pos, f"unknown constant '{name}'{did_you_mean(name, self.consts)}")
+    def _unknown_const(self, name: str, pos: Pos, *, fields: bool = False) -> None:
+        """`fields`: a device field may stand here, and a bare field name is a likely slip for
+        `register.field`."""
+        if name in self.broken:
+            return
+        hint = did_you_mean(name, self.consts)
+        if not hint and fields:
+            qualified = {
+                f.name: f"{reg.name}.{f.name}"
+                for reg in self.registers.values()
+                for f in reg.fields
+                if f.name != "_"
+            }
+            close = name if name in qualified else closest(name, qualified)
+            if close is not None:
+                hint = f" (did you mean '{qualified[close]}'?)"
+        self.diags.error(pos, f"unknown constant '{name}'{hint}")
 
     def _value(self, expr: Expr) -> int | None:
         for ref in name_refs(expr):
@@ -372,7 +386,7 @@ class BlockChecker:
     def _check_refs(self, expr: Expr, what: str) -> None:
         for ref in name_refs(expr):
             if ref.name not in self.consts:
-                self._unknown_const(ref.name, ref.pos)
+                self._unknown_const(ref.name, ref.pos, fields=True)
         for fref in field_refs(expr):
             target = self._field_of(fref)
             if target is None:
@@ -414,7 +428,8 @@ class BlockChecker:
     def _check_length(self, length: Expr) -> None:
         """A length that depends on fields is computed in every combination of their values."""
         if not field_refs(length):
-            self._value(length)
+            if all(ref.name in self.consts for ref in name_refs(length)):
+                self._value(length)  # unknown names were reported by _check_refs
             return
         envs = self._field_domain(field_refs(length), "the length depends")
         for env in envs or ():

@@ -89,6 +89,25 @@ SUGGESTIONS: list[tuple[str, str, str]] = [
         "capability c id 0x05 length 8 + 4 * ctlr.wide {\n" + CTRL + "}\n",
         "1:37: error: unknown register 'ctlr' (did you mean 'ctrl'?)",
     ),
+    (
+        "a bare field name where a device field may stand",
+        "capability c id 0x05 length 8 + 4 * wide {\n" + CTRL + "}\n",
+        "1:37: error: unknown constant 'wide' (did you mean 'ctrl.wide'?)",
+    ),
+    (
+        "a misspelt bare field name in a condition",
+        "capability c id 0x05 {\n"
+        + CTRL
+        + "    register a @0x04 u16 if wdie { f [15:0] hw ro }\n}\n",
+        "6:29: error: unknown constant 'wdie' (did you mean 'ctrl.wide'?)",
+    ),
+    (
+        "no field is suggested where a device field cannot stand",
+        "capability c id 0x05 {\n"
+        + CTRL
+        + "    register a @0x04 u16 { f [15:0] shadow(wide) rw }\n}\n",
+        "6:44: error: unknown constant 'wide'",
+    ),
     # Misspelt keywords, where the parser meets them.
     (
         "block item keyword",
