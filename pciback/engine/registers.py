@@ -237,6 +237,8 @@ _FALLING = Edge.FALLING
 
 def natural_pieces(start: int, length: int) -> list[tuple[int, int]]:
     """Split a byte run into naturally aligned accesses of 1, 2 or 4 bytes."""
+    if length in (1, 2, 4) and not start % length:
+        return [(start, length)]  # the usual case: a whole guest access, already natural
     pieces: list[tuple[int, int]] = []
     while length:
         for size in (4, 2, 1):

@@ -68,6 +68,8 @@ HOST_OWNED = HostOwned()
 BLOCKED = Blocked()
 Slot = RegisterInstance | ChainLink | Gap | Blocked
 
+Run = tuple[int, int, Slot]
+"""Bytes [start, stop) of an access that one slot owns."""
 Reader = Callable[[], int]
 """A planned read: the access's value."""
 Writer = Callable[[int], None]
@@ -114,8 +116,7 @@ def _drop(value: int) -> None:
     pass
 
 
-def _reaches_policy(runs: list[tuple[int, int, Slot]]) -> bool:
-    return any(isinstance(slot, RegisterInstance | ChainLink) for _, _, slot in runs)
+_DESCRIBED = (RegisterInstance, ChainLink)  # a tuple: isinstance of a union costs more
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,8 @@ class ConfigSpace:
         self._lay_out_capabilities(self.standard, STD_END, STD_LINK)
         self._lay_out_capabilities(self.extended, EXT_END, EXT_LINK)
         self._lay_out_quirks(extra_registers)
+        # Per byte, 1 if a register or a chain link owns it: which accesses get a kept plan.
+        self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
         for problem in self.problems:
             log.warning("%s: %s", device.address, problem)
 
@@ -208,13 +211,13 @@ class ConfigSpace:
         log.warning(message)
 
     # -- the access splitter ---------------------------------------------------------------------
-    # An access is split once into the slots it covers, and the split is turned into a plan: a
-    # function doing just that access's work (a fixed value folded in, a register's value
-    # shifted into place, a device read of a gap). Plans of accesses that reach a register or a
-    # chain link are kept per (offset, size): the map never changes once the view is built, so
-    # neither do they, and there are at most three per described byte. Accesses that reach only
-    # gaps and hidden bodies are planned afresh each time, so that a guest sweeping the whole
-    # space cannot make the view hold a plan for every offset.
+    # An access that reaches a register or a chain link is split into runs of the slots it covers
+    # and turned into a plan: a function doing just that access's work (fixed bytes
+    # folded in, a register's value shifted into place, a device read of a gap), kept per
+    # (offset, size): the map never changes once the view is built, so neither do plans, and
+    # there are at most three per described byte. An access that reaches only gaps and hidden
+    # bodies is served straight from the map (cheaper than making a plan), and never kept, so
+    # that a guest sweeping the whole space cannot make the view hold a plan for every offset.
     def _check(self, offset: int, size: int) -> None:
         if size not in (1, 2, 4) or offset % size or not 0 <= offset <= self.size - size:
             raise PciOpError(
@@ -224,23 +227,33 @@ class ConfigSpace:
     def read(self, offset: int, size: int) -> int:
         reader = self._readers.get((offset, size))
         if reader is None:
-            reader = self._plan_read(offset, size)
+            self._check(offset, size)
+            if not self._reaches_policy(offset, size):
+                return self._read_undescribed(offset, size)
+            reader = self._readers[(offset, size)] = self._plan_read(offset, size)
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
         writer = self._writers.get((offset, size))
         if writer is None:
-            writer = self._plan_write(offset, size)
+            self._check(offset, size)
+            if not self._reaches_policy(offset, size):
+                self._write_undescribed(offset, size, value & _BYTES_MASK[size])
+                return
+            writer = self._writers[(offset, size)] = self._plan_write(offset, size)
         writer(value & _BYTES_MASK[size])
 
-    def _split(self, offset: int, size: int) -> list[tuple[int, int, Slot]]:
+    def _reaches_policy(self, offset: int, size: int) -> bool:
+        """Whether a register or a chain link owns a byte of the access."""
+        return 1 in self._described[offset : offset + size]
+
+    def _split(self, offset: int, size: int) -> list[Run]:
         """The access as runs [pos, stop) of one slot each, in address order."""
-        self._check(offset, size)
-        runs: list[tuple[int, int, Slot]] = []
+        runs: list[Run] = []
         pos, end = offset, offset + size
         while pos < end:
             slot = self._map[pos]
-            if isinstance(slot, RegisterInstance | ChainLink):
+            if isinstance(slot, _DESCRIBED):
                 stop = min(slot.end, end)
             else:
                 stop = pos + self._run(pos, end, slot)
@@ -255,13 +268,12 @@ class ConfigSpace:
         return run
 
     def _plan_read(self, offset: int, size: int) -> Reader:
-        runs = self._split(offset, size)
         fixed = 0  # the bytes that can never change, in place
         # (source, bits to drop, bits to keep, where they go) for the bytes that can
         parts: list[tuple[Reader, int, int, int]] = []
-        for pos, stop, slot in runs:
+        for pos, stop, slot in self._split(offset, size):
             place = 8 * (pos - offset)
-            if isinstance(slot, RegisterInstance | ChainLink):
+            if isinstance(slot, _DESCRIBED):
                 drop = 8 * (pos - slot.offset)
                 whole = pos == slot.offset and stop == slot.end
                 keep = -1 if whole else _BYTES_MASK[stop - pos]  # -1: nothing to cut away
@@ -275,28 +287,54 @@ class ConfigSpace:
                 for start, length in natural_pieces(pos, stop - pos):
                     parts.append((self._device_reader(start, length), 0, -1, 8 * (start - offset)))
             # a hidden capability's body reads 0
-        reader = _reader(fixed, parts)
-        if _reaches_policy(runs):
-            self._readers[(offset, size)] = reader
-        return reader
+        return _reader(fixed, parts)
 
     def _plan_write(self, offset: int, size: int) -> Writer:
-        runs = self._split(offset, size)
         # (handler, start, length, bits to drop from the access's value, bits to keep)
         parts: list[tuple[PieceWriter, int, int, int, int]] = []
-        for pos, stop, slot in runs:
-            where = (pos, stop - pos, 8 * (pos - offset), _BYTES_MASK[stop - pos])
-            if isinstance(slot, RegisterInstance):
-                parts.append((slot.write, *where))
-            elif isinstance(slot, HostOwned):
-                parts.append((self._write_host_owned, *where))
+        for pos, stop, slot in self._split(offset, size):
+            handler = self._piece_writer(slot)
+            if handler is not None:
+                parts.append(
+                    (handler, pos, stop - pos, 8 * (pos - offset), _BYTES_MASK[stop - pos])
+                )
+        return _writer(parts, size)
+
+    # Undescribed accesses walk the map directly: a single run, as a rule.
+    def _read_undescribed(self, offset: int, size: int) -> int:
+        value = 0
+        pos, end = offset, offset + size
+        while pos < end:
+            slot = self._map[pos]
+            run = self._run(pos, end, slot)
+            if isinstance(slot, Gap):  # a hidden capability's body reads 0
+                for start, length in natural_pieces(pos, run):
+                    value |= self.device.read(start, length) << (8 * (start - offset))
+            pos += run
+        return value
+
+    def _write_undescribed(self, offset: int, size: int, value: int) -> None:
+        pos, end = offset, offset + size
+        while pos < end:
+            slot = self._map[pos]
+            run = self._run(pos, end, slot)
+            data = (value >> (8 * (pos - offset))) & _BYTES_MASK[run]
+            if isinstance(slot, HostOwned):
+                self._write_host_owned(pos, run, data)
             elif isinstance(slot, Gap):
-                parts.append((self._write_gap, *where))
-            # chain links and hidden bodies drop what is written to them
-        writer = _writer(parts, size)
-        if _reaches_policy(runs):
-            self._writers[(offset, size)] = writer
-        return writer
+                self._write_gap(pos, run, data)
+            # hidden bodies drop what is written to them
+            pos += run
+
+    def _piece_writer(self, slot: Slot) -> PieceWriter | None:
+        """What takes a write to `slot`'s bytes (None: chain links and hidden bodies drop it)."""
+        if isinstance(slot, RegisterInstance):
+            return slot.write
+        if isinstance(slot, HostOwned):
+            return self._write_host_owned
+        if isinstance(slot, Gap):
+            return self._write_gap
+        return None
 
     def _device_reader(self, start: int, length: int) -> Reader:
         # self.device is looked up on every call, not bound here: the device object stays, but
