@@ -2,7 +2,9 @@
 
 Built once per device: the compiled tables are laid over the capabilities the device really
 has, and every byte offset gets its owner in a flat map (O(1) dispatch). One access splitter
-then serves every read and write, whatever registers and gaps an access straddles.
+then serves every read and write, whatever registers and gaps an access straddles; what it
+works out for an access that reaches the policy is kept as a plan, so that a guest's repeated
+accesses skip the splitting (see "the access splitter" below).
 """
 
 from __future__ import annotations
