@@ -83,15 +83,18 @@ def _bar_of(ctx: HookContext) -> BarResource | None:
     return next((b for b in ctx.space.device.bars() if b.index == index), None)
 
 
+_ADDRESS_MASKS = {
+    BarKind.IO: 0xFFFFFFFC,
+    BarKind.ROM: 0xFFFFF800,
+    BarKind.MEM64_UPPER: 0xFFFFFFFF,
+}
+
+
 def _address_mask(bar: BarResource | None) -> int:
     """The bits of the register that hold the address (a sizing write sets them all)."""
     if bar is None or bar.kind is BarKind.UNUSED:
         return 0xFFFFFFFF
-    return {
-        BarKind.IO: 0xFFFFFFFC,
-        BarKind.ROM: 0xFFFFF800,
-        BarKind.MEM64_UPPER: 0xFFFFFFFF,
-    }.get(bar.kind, 0xFFFFFFF0)
+    return _ADDRESS_MASKS.get(bar.kind, 0xFFFFFFF0)
 
 
 def size_mask(bar: BarResource | None, original: int) -> int:
@@ -101,17 +104,29 @@ def size_mask(bar: BarResource | None, original: int) -> int:
     if bar.kind is BarKind.MEM64_UPPER:
         return (~(bar.size - 1) >> 32) & 0xFFFFFFFF
     mask = _address_mask(bar)
-    return (~(bar.size - 1) & mask) | (
-        original & ~mask & 0xFFFFFFFF & ~1 if bar.kind is BarKind.ROM else original & ~mask
-    )
+    flags = original & ~mask & 0xFFFFFFFF
+    if bar.kind is BarKind.ROM:
+        flags &= ~1  # the enable bit is not part of the size answer
+    return (~(bar.size - 1) & mask) | flags
+
+
+def _masks(ctx: HookContext) -> tuple[int, int]:
+    """(address bits, the sizing answer) of this BAR. The host's resources do not change while
+    a view lives, so they are worked out on first use and kept with the register."""
+    known = ctx.state.get("bar_masks")
+    if isinstance(known, tuple):
+        return known
+    bar = _bar_of(ctx)
+    masks = (_address_mask(bar), size_mask(bar, ctx.register.cached))
+    ctx.state["bar_masks"] = masks
+    return masks
 
 
 @write_hook("bar_write")
 def bar_write(ctx: HookContext, old: int, new: int) -> bool:
-    bar = _bar_of(ctx)
-    mask = _address_mask(bar)
+    address_bits, _ = _masks(ctx)
     original = ctx.register.cached
-    if new & mask == mask:
+    if new & address_bits == address_bits:
         ctx.state["sizing"] = True
         return False
     ctx.state["sizing"] = False
@@ -124,7 +139,7 @@ def bar_write(ctx: HookContext, old: int, new: int) -> bool:
 @read_hook("bar_read")
 def bar_read(ctx: HookContext, value: int) -> int:
     if ctx.state.get("sizing"):
-        return size_mask(_bar_of(ctx), ctx.register.cached)
+        return _masks(ctx)[1]
     return value
 
 
