@@ -20,10 +20,10 @@ log = logging.getLogger("pciback.engine")
 class AccessMasks:
     """The bits a guest write may change under one mode (normal or permissive)."""
 
-    __slots__ = ("never_echoed", "rsvdz", "rw", "rw1c", "writable")
+    __slots__ = ("never_echoed", "rsvdz", "rw", "rw1c", "visible", "writable", "zero")
 
     def __init__(self, fields: tuple[Field, ...], permissive: bool, hw_rw1c: int) -> None:
-        self.rw = self.rw1c = self.rsvdz = 0
+        self.rw = self.rw1c = self.rsvdz = self.zero = 0
         for fld in fields:
             access = fld.permissive if permissive and fld.permissive else fld.access
             if access is Access.RW:
@@ -32,6 +32,9 @@ class AccessMasks:
                 self.rw1c |= fld.mask
             elif access is Access.RSVDZ:
                 self.rsvdz |= fld.mask
+            if access in (Access.RSVDP, Access.RSVDZ):
+                self.zero |= fld.mask  # reserved in this mode: reads 0
+        self.visible = ~self.zero
         # Worked out once rather than on every write:
         self.writable = self.rw | self.rw1c | self.rsvdz  # bits a write acts on at all
         self.never_echoed = self.rw1c | hw_rw1c  # rw1c bits read as 0 in the old value
@@ -66,10 +69,8 @@ class RegisterInstance:
         "space",
         "state",
         "static",
-        "visible",
         "width",
         "write_hooks",
-        "zero_mask",
     )
 
     def __init__(self, space: ConfigSpace, reg: Register, offset: int, block_base: int) -> None:
@@ -81,12 +82,10 @@ class RegisterInstance:
         self.end = offset + reg.width
         self.state: dict[str, Any] = {}
         initial = space.device.read(offset, reg.width)  # the one read at seize time
-        self.hw_mask = self.shadow_mask = self.zero_mask = self.hw_rw1c = 0
+        self.hw_mask = self.shadow_mask = self.hw_rw1c = 0
         self.cached = self.const = self.shadow = 0
         for fld in reg.fields:
             mask = fld.mask
-            if fld.access in (Access.RSVDP, Access.RSVDZ):
-                self.zero_mask |= mask
             if fld.backing is Backing.HW:
                 self.hw_mask |= mask
                 if Access.RW1C in (fld.access, fld.permissive):
@@ -101,7 +100,6 @@ class RegisterInstance:
                 self.shadow |= start & mask
         # The parts of the merge that never change, so that a read is a few operations.
         self.static = self.cached | self.const
-        self.visible = ~self.zero_mask
         self.masks = (
             AccessMasks(reg.fields, False, self.hw_rw1c),
             AccessMasks(reg.fields, True, self.hw_rw1c),
@@ -128,8 +126,9 @@ class RegisterInstance:
         # (which writes and restored snapshots change) and no read hook. None otherwise.
         self.fixed: int | None = None
         self._read_ctx: HookContext | None = None
-        if not (self.hw_mask or self.shadow_mask or self.read_hooks):
-            self.fixed = self._compose(0)
+        same_in_both_modes = normal.zero == permissive.zero
+        if not (self.hw_mask or self.shadow_mask or self.read_hooks) and same_in_both_modes:
+            self.fixed = self._compose(0, normal)
 
     def field_named(self, name: str) -> Field:
         for fld in self.reg.fields:
@@ -138,17 +137,19 @@ class RegisterInstance:
         raise KeyError(f"register {self.reg.name} has no field {name}")
 
     # -- reads -----------------------------------------------------------------------------------
-    def _compose(self, hw: int) -> int:
-        return ((hw & self.hw_mask) | self.static | self.shadow) & self.visible
+    def _compose(self, hw: int, masks: AccessMasks) -> int:
+        """Which bits read 0 is the access's decision, so it follows the mode."""
+        return ((hw & self.hw_mask) | self.static | self.shadow) & masks.visible
 
     def value(self) -> int:
         """The whole register as the guest sees it."""
         # _compose written out: this is the hottest path of a guest read.
+        visible = self.masks[self.space.permissive].visible
         if self.hw_mask:
             hw = self.space.device.read(self.offset, self.width)
-            value = ((hw & self.hw_mask) | self.static | self.shadow) & self.visible
+            value = ((hw & self.hw_mask) | self.static | self.shadow) & visible
         else:
-            value = (self.static | self.shadow) & self.visible
+            value = (self.static | self.shadow) & visible
         if self.read_hooks:
             # One context per register, reused: making one costs as much as a short hook, and
             # a context is only valid during the hook call (see HookContext).
@@ -172,7 +173,7 @@ class RegisterInstance:
         masks = self.masks[space.permissive]
         touches_hw = masks.writable & self.hw_mask & bytes_mask
         hw = device.read(self.offset, self.width) if self.hw_mask else 0
-        old = self._compose(hw) & ~masks.never_echoed
+        old = self._compose(hw, masks) & ~masks.never_echoed
         new = (old & ~bytes_mask) | wval
         veto = 0
         ctx: HookContext | None = None  # made only when a hook runs, and shared by its hooks

@@ -104,7 +104,8 @@ class Oracle:
     # -- a register ------------------------------------------------------------------------------
     @staticmethod
     def _compose(inst: RegisterInstance, hw: int) -> int:
-        return ((hw & inst.hw_mask) | inst.cached | inst.const | inst.shadow) & ~inst.zero_mask
+        visible = inst.masks[inst.space.permissive].visible
+        return ((hw & inst.hw_mask) | inst.cached | inst.const | inst.shadow) & visible
 
     def _value(self, inst: RegisterInstance) -> int:
         hw = inst.space.device.read(inst.offset, inst.width) if inst.hw_mask else 0

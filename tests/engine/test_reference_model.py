@@ -56,7 +56,6 @@ ACCESSES: dict[Backing, tuple[Access, ...]] = {
     Backing.CONST: (Access.RO, Access.RSVDP, Access.RSVDZ),
 }
 
-RESERVED = (Access.RSVDP, Access.RSVDZ)
 
 PROPERTY = settings(
     deadline=None,
@@ -129,7 +128,7 @@ PATTERNS = ((4,), (2, 2), (2, 1, 1), (1, 1, 2), (1, 1, 1, 1))
 
 
 @st.composite
-def fields_for(draw: st.DrawFn, width: int, any_permissive: bool) -> tuple[FieldSpec, ...]:
+def fields_for(draw: st.DrawFn, width: int) -> tuple[FieldSpec, ...]:
     bits = width * 8
     cuts = draw(st.sets(st.integers(1, bits - 1), max_size=min(bits - 1, 6)))
     edges = [0, *sorted(cuts), bits]
@@ -139,14 +138,7 @@ def fields_for(draw: st.DrawFn, width: int, any_permissive: bool) -> tuple[Field
         backing = draw(st.sampled_from(tuple(Backing)))
         allowed = ACCESSES[backing]
         access = draw(st.sampled_from(allowed))
-        # See test_a_permissive_access_decides_whether_a_bit_reads_zero: the engine reads a
-        # bit as 0 by its declared access alone, so in permissive mode the property only
-        # grants a permissive access that is reserved exactly when the declared one is.
-        others = tuple(
-            a
-            for a in allowed
-            if a is not access and (any_permissive or (a in RESERVED) == (access in RESERVED))
-        )
+        others = tuple(a for a in allowed if a is not access)
         permissive = draw(st.none() | st.sampled_from(others)) if others else None
         init = None
         top = (1 << (msb - lsb + 1)) - 1
@@ -159,7 +151,7 @@ def fields_for(draw: st.DrawFn, width: int, any_permissive: bool) -> tuple[Field
 
 
 @st.composite
-def layouts(draw: st.DrawFn, any_permissive: bool = True) -> Layout:
+def layouts(draw: st.DrawFn) -> Layout:
     dwords = draw(st.lists(st.integers(0, HEADER // 4 - 1), unique=True, min_size=1, max_size=6))
     regs = []
     for dword in sorted(dwords):
@@ -167,7 +159,7 @@ def layouts(draw: st.DrawFn, any_permissive: bool = True) -> Layout:
         pos = dword * 4
         for width in pattern:
             if len(pattern) == 1 or draw(st.integers(0, 3)):  # a few holes between registers
-                regs.append(RegSpec(pos, width, draw(fields_for(width, any_permissive))))
+                regs.append(RegSpec(pos, width, draw(fields_for(width))))
             pos += width
     return tuple(regs)
 
@@ -209,7 +201,7 @@ class Case:
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     permissive = draw(st.booleans())
-    layout = draw(layouts(any_permissive=not permissive))
+    layout = draw(layouts())
     config = bytearray(draw(st.binary(min_size=SPAN, max_size=SPAN)))
     config += bytes(DEVICE_SIZE - SPAN)
     config[HEADER_TYPE] &= 0x80  # header type 0: the layout's block applies
@@ -430,8 +422,8 @@ def test_accesses_at_bad_offsets_or_sizes_are_refused(
     assert device.writes == []
 
 
-# -- where the engine and the reference disagree ---------------------------------------------------
-DISAGREEMENT = """
+# -- the mode decides which bits read 0 ------------------------------------------------------------
+MODE_DECIDES = """
 header h type 0 {
     register opened @0x10 u8 { v [7:0] hw rsvdp permissive rw }
     register closed @0x11 u8 { v [7:0] hw ro permissive rsvdp }
@@ -439,24 +431,18 @@ header h type 0 {
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the engine reads a bit as 0 by its declared access (RegisterInstance.zero_mask), not"
-        " by the access it has in permissive mode: a `rsvdp permissive rw` bit the guest may"
-        " write in permissive mode still reads 0, and a `ro permissive rsvdp` bit reads the"
-        " device although it is reserved in that mode (README: `permissive ACCESS` grants"
-        " another access; rsvdp/rsvdz read 0)"
-    ),
-)
 @pytest.mark.parametrize("offset", [0x10, 0x11])
 def test_a_permissive_access_decides_whether_a_bit_reads_zero(offset: int, workdir: Path) -> None:
     device = MemoryDevice(DEVICE_SIZE)
     device.poke(0x10, 2, 0xABAB)
-    view = ConfigSpace(device, compile_cached(DISAGREEMENT, workdir), permissive=True)
+    view = ConfigSpace(device, compile_cached(MODE_DECIDES, workdir), permissive=True)
     if offset == 0x10:  # rsvdp, permissive rw: the guest's write lands and reads back
         view.write(0x10, 1, 0x5A)
-        assert device.read(0x10, 1) == 0x5A  # the engine takes the write...
-        assert view.read(0x10, 1) == 0x5A  # ...but reads 0
+        assert device.read(0x10, 1) == 0x5A
+        assert view.read(0x10, 1) == 0x5A
+        view.permissive = False  # reserved again outside permissive mode
+        assert view.read(0x10, 1) == 0
     else:  # ro, permissive rsvdp: reserved in permissive mode, so it reads 0
-        assert view.read(0x11, 1) == 0  # the engine reads 0xab
+        assert view.read(0x11, 1) == 0
+        view.permissive = False
+        assert view.read(0x11, 1) == 0xAB
