@@ -36,9 +36,15 @@ system-deps:
 
 generate: $(STAMP)
 	$(BIN)/pciback-dsl compile -o generated
+	$(BIN)/pciback-dsl report -o docs/policy-report.md
 
+# generated/ and the reviewers' report must be what the policy gives now.
 check-generated: $(STAMP)
 	$(BIN)/pciback-dsl compile --check -o generated
+	@$(BIN)/pciback-dsl report | diff -u docs/policy-report.md - >/dev/null || { \
+	  $(BIN)/pciback-dsl report | diff -u docs/policy-report.md - | head -40; \
+	  echo "docs/policy-report.md is stale: run make generate and commit the result"; exit 1; }
+	@echo "docs/policy-report.md is up to date"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pciback tests bench
