@@ -20,6 +20,8 @@ MAX_DEVICES = 65536
 _ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
 _IO, _MEM, _PREFETCH, _MEM64 = 0x100, 0x200, 0x2000, 0x100000
 _CAP_PM = 0x01
+_PMCSR_STATE = 0x0003
+_PMCSR_PME_STATUS = 0x8000  # write-1-to-clear: never written back as read
 
 
 class SysfsError(OSError):
@@ -116,7 +118,8 @@ class SysfsDevice:
         if not 0 <= state <= 3:
             raise ValueError(f"no power state D{state}")
         pos = self._capability(_CAP_PM)
-        self.write(pos + 4, 2, (self.read(pos + 4, 2) & ~0x3) | state)
+        pmcsr = self.read(pos + 4, 2) & ~(_PMCSR_STATE | _PMCSR_PME_STATUS)
+        self.write(pos + 4, 2, pmcsr | state)
 
     def reset(self) -> None:
         if not (self.dir / "reset").exists():

@@ -92,3 +92,16 @@ def test_fake_tree_write_paths(tmp_path: Path) -> None:
     assert (tmp_path / "drivers/pci-stub/bind").read_text() == address
     with pytest.raises(ValueError, match="not a driver name"):
         bus.bind(address, "../x")
+
+
+def test_fake_tree_power_state_keeps_a_pending_pme(tmp_path: Path) -> None:
+    # PME status (PMCSR bit 15) is write-1-to-clear: a D-state change must not echo the 1 it
+    # read, or it acknowledges the host's pending PME.
+    address = fake_tree(tmp_path)
+    config = bytearray((tmp_path / "devices" / address / "config").read_bytes())
+    config[0xC0:0xC8] = bytes([0x01, config[0x34], 0x03, 0x06, 0x00, 0x80, 0x00, 0x00])
+    config[0x34] = 0xC0  # PM (D1 and D2 supported), PME pending, in D0
+    (tmp_path / "devices" / address / "config").write_bytes(bytes(config))
+    dev = SysfsBus(tmp_path, writable=True).device(address)
+    dev.set_power_state(3)
+    assert dev.read(0xC4, 2) == 0x0003
