@@ -1,7 +1,7 @@
 """The stub pool: devices taken from the host and kept clean for guests.
 
 Seize: unbind the host driver, save the config space, reset the function, restore the saved
-state and disable the device (bus mastering off, MSI/MSI-X off), as the Linux driver does when
+state and disable the device (an endpoint: bus mastering and MSI/MSI-X off), as Linux does when
 it binds; the saved bytes are the device's clean state for its whole stay in the pool.
 Release from a guest: reset, restore the clean state, disable, unregister the owner.
 Unseize: hand the device back to the driver it came from.
@@ -96,19 +96,23 @@ def restore_config(device: PhysicalDevice, saved: bytes) -> None:
 
 
 def disable(device: PhysicalDevice) -> None:
-    """What xen_pcibk_reset_device does: interrupts off, bus mastering off."""
+    """What xen_pcibk_reset_device does: an endpoint loses its interrupts and bus mastering; a
+    bridge only memory-write-and-invalidate, since it forwards the DMA and interrupts of the
+    devices behind it."""
+    command = device.read(COMMAND, 2)
+    if device.read(HEADER_TYPE, 1) & 0x7F != 0:
+        if command & _INVALIDATE:
+            device.write(COMMAND, 2, command & ~_INVALIDATE)
+        return
     msi = find_capability(device, CAP_MSI)
     if msi is not None and device.read(msi + 2, 2) & 0x1:
         device.disable_msi()
     msix = find_capability(device, CAP_MSIX)
     if msix is not None and device.read(msix + 2, 2) & 0x8000:
         device.disable_msix()
-    command = device.read(COMMAND, 2)
-    if device.read(HEADER_TYPE, 1) & 0x7F == 1:
-        command &= ~_INVALIDATE
-    command &= ~_BUS_MASTER
-    if command != device.read(COMMAND, 2):
-        device.write(COMMAND, 2, command)
+    command = device.read(COMMAND, 2)  # disabling MSI may have changed INTx disable
+    if command & _BUS_MASTER:
+        device.write(COMMAND, 2, command & ~_BUS_MASTER)
 
 
 class StubPool:

@@ -9,9 +9,11 @@ import pytest
 
 from pciback.control.hide import HideSyntaxError
 from pciback.ownership import Ownership
+from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
 from pciback.state import StateStore
 from pciback.stub import ClaimError, StubError, StubPool
+from tests.model.builders import ConfigBuilder
 
 from .harness import BLK, BRIDGE, NET, RNG, make_devices
 
@@ -117,3 +119,22 @@ def test_knobs_persist_and_devices_readopted(tmp_path: Path) -> None:
     assert again.permissive() == [NET]
     assert again.policy(NET)[1][0].offset == 0x44
     assert bus.devices[NET].resets == 1  # type: ignore[attr-defined]
+
+
+def test_seize_and_release_leave_a_bridges_bus_mastering_and_msi_on() -> None:
+    """As xen_pcibk_reset_device: a PCI-to-PCI bridge only loses memory-write-and-invalidate;
+    it forwards the DMA and interrupts of the devices behind it, so nothing else is turned off."""
+    address = "0000:00:1c.0"
+    b = ConfigBuilder(header_type=1, class_code=0x060400, command=0x0017)
+    msi = b.msi()
+    b.poke(msi + 2, 2, b.peek(msi + 2, 2) | 0x1)  # the host's port driver uses MSI
+    bus = SimHostBus({address: SimDevice(address, b.build())})
+    stub = StubPool(bus, Ownership())
+    stub.add_slot(address)
+    bridge = bus.devices[address]
+    assert bridge.read(0x04, 2) == 0x0007
+    assert bridge.read(msi + 2, 2) & 0x1
+    stub.claim(address, 1)
+    bridge.write(0x04, 2, 0x0017)
+    stub.release(address, 1)
+    assert bridge.read(0x04, 2) == 0x0007
