@@ -85,6 +85,25 @@ def save_config(device: PhysicalDevice) -> bytes:
     return b"".join(device.read(off, 4).to_bytes(4, "little") for off in range(0, size, 4))
 
 
+def _fits(saved: bytes, device: PhysicalDevice) -> bool:
+    """A saved config space read back from the (untrusted) state database is this device's:
+    the size `save_config` takes, and the same vendor and device IDs."""
+    size = min(device.config_size, 4096)
+    ids = device.read(0, 4).to_bytes(4, "little")
+    return len(saved) == len(range(0, size, 4)) * 4 and saved[:4] == ids
+
+
+def _valid_quirks(rows: list[tuple[str, int, int, int]]) -> list[QuirkSpec]:
+    """Quirk fields read back from the state database, each checked as an operator's would be."""
+    quirks = []
+    for address, offset, size, mask in rows:
+        try:
+            quirks.append(parse_quirk(f"{address}-{offset:x}:{size:x}:{mask:x}"))
+        except ValueError as exc:
+            log.error("state database: quirk %.64r dropped: %s", address, exc)
+    return quirks
+
+
 def restore_config(device: PhysicalDevice, saved: bytes) -> None:
     """Write back the saved header, last dword first as the PCI core does, only where it
     differs; the IDs (dword 0) are read-only and skipped."""
@@ -144,14 +163,21 @@ class StubPool:
             self._slots = self.state.slots()[: MAX_PATTERNS * 8]
             permissive = self.state.permissive()
             interrupt_control = self.state.interrupt_control()
-            quirks = self.state.quirks()
+            quirks = _valid_quirks(self.state.quirks())
             for address in self.bus.addresses():
                 if address not in self._slots:
                     continue
                 saved = self.state.saved_config(address)
-                if saved is None:
-                    self._seize(address)
-                    continue
+                device = self.bus.device(address)
+                if saved is None or not _fits(saved, device):
+                    if self.ownership.owner(address) is None:
+                        self._seize(address)
+                        continue
+                    # A guest holds it: no reset under the guest. Its present header is the
+                    # best clean state left, and far better than bytes that do not fit.
+                    log.error("%s: no usable saved config space; its current one is kept", address)
+                    saved = save_config(device)
+                    self.state.save_config(address, saved)
                 driver = self.bus.driver(address)
                 if driver not in (None, STUB_DRIVER):
                     self.bus.unbind(address)
@@ -160,7 +186,7 @@ class StubPool:
                 stub = StubDevice(address, saved, driver if driver != STUB_DRIVER else None)
                 stub.permissive = address in permissive
                 stub.interrupt_control = address in interrupt_control
-                stub.quirks = [QuirkSpec(a, o, s, m) for a, o, s, m in quirks if a == address]
+                stub.quirks = [q for q in quirks if q.address == address]
                 self.devices[address] = stub
                 log.info("re-adopted %s (owner %s)", address, self.ownership.owner(address))
 

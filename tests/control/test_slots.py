@@ -138,3 +138,49 @@ def test_seize_and_release_leave_a_bridges_bus_mastering_and_msi_on() -> None:
     bridge.write(0x04, 2, 0x0017)
     stub.release(address, 1)
     assert bridge.read(0x04, 2) == 0x0007
+
+
+def _reload(tmp_path: Path, bus: SimHostBus) -> StubPool:
+    state = StateStore(tmp_path)
+    again = StubPool(bus, Ownership(state), state)
+    again.load()
+    return again
+
+
+def test_a_saved_config_space_that_does_not_fit_the_device_is_never_written_back(
+    tmp_path: Path,
+) -> None:
+    """The state database is untrusted: a short or foreign saved config space would put
+    garbage in the header at release; the device's own is saved again instead."""
+    state = StateStore(tmp_path)
+    stub, bus = pool(state)
+    stub.add_slot(RNG)
+    stub.add_slot(NET)
+    stub.claim(NET, 3)  # a guest holds it across the restart: it must not be reset
+    clean = {a: bytes(bus.devices[a].config) for a in (RNG, NET)}  # type: ignore[attr-defined]
+    state.save_config(RNG, b"\x00" * 8)
+    state.save_config(NET, b"\xff" * len(clean[NET]))
+    state.close()
+    resets = bus.devices[NET].resets  # type: ignore[attr-defined]
+    again = _reload(tmp_path, bus)
+    assert bus.devices[NET].resets == resets  # type: ignore[attr-defined]
+    again.release(NET, 3)
+    again.claim(RNG, 4)
+    again.release(RNG, 4)
+    for address in (RNG, NET):
+        device = bus.devices[address]
+        assert device.read(0x10, 4) == int.from_bytes(clean[address][0x10:0x14], "little")
+        assert again.devices[address].saved[:0x40] == clean[address][:0x40]
+
+
+def test_a_saved_quirk_out_of_range_is_dropped(tmp_path: Path) -> None:
+    state = StateStore(tmp_path)
+    stub, bus = pool(state)
+    stub.add_slot(NET)
+    state.add_quirk(NET, 0x44, 4, 0xFFFFFFFF)
+    state.add_quirk(NET, 0x2000, 4, 0xFF)
+    state.add_quirk(NET, 0x41, 2, 0xFF)
+    state.add_quirk(NET, 0x48, 1, 0x1FF)
+    state.close()
+    again = _reload(tmp_path, bus)
+    assert [(q.offset, q.size, q.mask) for q in again.policy(NET)[1]] == [(0x44, 4, 0xFFFFFFFF)]
