@@ -8,6 +8,7 @@ drive the capability themselves), and never while another interrupt type is in u
 
 from __future__ import annotations
 
+from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, capability_check, write_hook
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import BarKind, PhysicalDevice
@@ -92,8 +93,8 @@ def msix_layout(device: PhysicalDevice, offset: int) -> str | None:
     The BIR, offsets and table size come from the device; a table outside its BAR would have
     the host program (and Xen write-protect) memory that belongs to something else.
     """
-    if offset + MSIX_PBA + 4 > device.config_size:
-        return f"MSI-X capability at {offset:#x} runs past the end of config space"
+    if offset + MSIX_PBA + 4 > min(device.config_size, STD_END):
+        return f"MSI-X capability at {offset:#x} runs past the end of standard config space"
     entries = (device.read(offset + CONTROL, 2) & MSIX_TABLE_SIZE) + 1
     bars = {bar.index: bar for bar in device.bars() if bar.index < 6}
     for name, reg, size in (

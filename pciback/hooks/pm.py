@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, seize_action, write_hook
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
@@ -40,8 +41,8 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
 def pme_off(device: PhysicalDevice, offset: int) -> None:
     """PME signalling off before a guest gets the device, as Linux's pm_ctrl_init: PMEs are
     the host's, and a guest can neither turn this on nor field what it would raise."""
-    if offset + PMCSR + 2 > device.config_size:
-        return
+    if offset + PMCSR + 2 > min(device.config_size, STD_END):
+        return  # PMCSR would lie in extended space (or past the end): nothing of PM's
     pmcsr = device.read(offset + PMCSR, 2)
     if pmcsr & PMCSR_PME_ENABLE:
         # PME status is write-1-to-clear: written as 0, a pending PME stays for the host.

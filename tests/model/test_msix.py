@@ -135,3 +135,16 @@ def test_the_op_cannot_enable_msix_on_a_hidden_layout() -> None:
         assert info.value.err is XenPciError.OP_FAILED
         assert host.physical(ADDRESS).msix_entries is None
         assert guest.conf_read(ADDRESS, 0x41, 1) == 0  # PM is now the last capability
+
+
+def test_a_capability_running_into_extended_space_is_hidden() -> None:
+    # MSI-X at 0xf8 would have its PBA register at 0x100, the first extended header.
+    b = endpoint(size=4096)
+    b.cfg[0x06] |= 0x10
+    b.poke(0x34, 1, 0xF8)
+    b.poke(0xF8, 4, (7 << 16) | CAP_MSIX)  # 8 entries
+    b.poke(0xFC, 4, 0x2000)  # table in BAR0
+    b.poke(0x100, 4, 0x3000)  # read as a PBA in BAR0: a plausible layout
+    space, _ = b.space()
+    assert space.capability_offset(CAP_MSIX) is None
+    assert any("MSI-X" in p for p in space.problems)

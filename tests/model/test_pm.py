@@ -113,3 +113,15 @@ def test_pme_enable_is_turned_off_when_the_view_is_built(hidden: bool) -> None:
 def test_a_device_without_pme_enabled_is_not_written_at_seize() -> None:
     _, dev, _ = pm_device(pmcsr=0x0008)
     assert dev.writes == []
+
+
+def test_a_pm_capability_at_the_end_of_standard_space_is_not_written_in_extended_space() -> None:
+    # A device's capability pointer may put PM at 0xfc: its PMCSR would then be 0x100, the
+    # first extended header, which the seize-time PME clean-up must not write.
+    b = endpoint(size=4096)
+    b.poke(0x100, 4, 0x0101)  # an extended header whose low word has bit 8 (PME enable) set
+    b.cfg[0x06] |= 0x10
+    b.poke(0x34, 1, 0xFC)
+    b.poke(0xFC, 4, (0x0003 << 16) | CAP_PM)
+    _, dev = b.space()
+    assert dev.writes == []
