@@ -93,6 +93,11 @@ class _GuestDevices:
     """The DeviceLookup of one connection: guest devfn -> exported device."""
 
     def __init__(self) -> None:
+        # Held by the service thread for the whole of each op, and by whoever drops devices:
+        # an op that looked a device up finishes before the device can be torn down and
+        # given back, so nothing of it lands on a device the guest no longer holds.
+        # Taken before `lock`, never while holding it.
+        self.serving = threading.Lock()
         self.lock = threading.Lock()
         self.by_guest: dict[str, tuple[str, ExportedDevice]] = {}
         self.by_devfn: dict[tuple[int, int, int], ExportedDevice] = {}
@@ -154,7 +159,7 @@ class SimDataPath:
         if link is None:
             return
         table = link.devices
-        with table.lock:
+        with table.serving, table.lock:
             for guest, (physical, exported) in list(table.by_guest.items()):
                 if devices.get(guest) != physical:
                     self._drop(table, physical, exported)
@@ -315,12 +320,13 @@ class SimDataPath:
             log.exception("%s: saving the interrupt state failed", physical)
 
     def _serve_op(self, devices: _GuestDevices, req: OpRequest) -> OpResult:
-        result = dispatch(req, devices)
-        if req.cmd == Cmd.CONF_WRITE and result.err == XenPciError.SUCCESS:
-            exported = devices.lookup(req.domain, req.bus, req.devfn)
-            if exported is not None:
-                with devices.lock:
-                    devices.dirty.add(exported.physical.address)
+        with devices.serving:
+            result = dispatch(req, devices)
+            if req.cmd == Cmd.CONF_WRITE and result.err == XenPciError.SUCCESS:
+                exported = devices.lookup(req.domain, req.bus, req.devfn)
+                if exported is not None:
+                    with devices.lock:
+                        devices.dirty.add(exported.physical.address)
         return result
 
     def _save_views(self, domid: int, devices: _GuestDevices, dirty_only: bool) -> None:
@@ -382,7 +388,7 @@ class SimDataPath:
         if link is None:
             return
         link.connection.close()
-        with link.devices.lock:
+        with link.devices.serving, link.devices.lock:
             for physical, exported in link.devices.by_guest.values():
                 self._drop(link.devices, physical, exported)
             link.devices.by_guest.clear()
@@ -429,7 +435,7 @@ class SimDataPath:
             with self._lock:
                 links = [link for (d, _), link in self._links.items() if d == owner]
             for link in links:
-                with link.devices.lock:
+                with link.devices.serving, link.devices.lock:
                     for _, dev in link.devices.by_guest.values():
                         dev.irq.teardown()
 

@@ -3,9 +3,12 @@ view afterwards, and nothing left behind when the guest goes."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.abi import Cmd
 from pciback.sim import MultiMsiRefused, SimGuest, SimHost
 from pciback.sim.device import SimDevice
@@ -191,3 +194,33 @@ def test_detach_tears_down_that_device_only(host: SimHost) -> None:
     with pytest.raises(PciOpError) as info:
         guest.conf_read(ADDR, 0, 2)
     assert info.value.err == XenPciError.DEV_NOT_FOUND
+
+
+def test_a_hot_remove_waits_for_the_op_in_flight_on_the_device(host: SimHost) -> None:
+    """An op already looked up when the device is hot-removed must not finish on a device
+    given back to the pool: an MSI-X enable completing after the teardown would leave the
+    guest a mapped PIRQ, and the device MSI-X, for a device it no longer owns."""
+    guest, device = attach(host)
+    host.add_device("0000:04:00.0", nic_config())
+    host.attach(1, ["0000:04:00.0"])
+    mapping, go = threading.Event(), threading.Event()
+    real_map = host.hypervisor.map_pirq
+
+    def slow_map(domid: int, address: str, kind: IrqKind, index: int, count: int) -> int:
+        mapping.set()
+        go.wait(5)
+        return real_map(domid, address, kind, index, count)
+
+    host.hypervisor.map_pirq = slow_map  # type: ignore[method-assign]
+    enabling = threading.Thread(target=lambda: guest.enable_msix(ADDR, [0]))
+    enabling.start()
+    assert mapping.wait(5)
+    removing = threading.Thread(target=lambda: host.detach(1, ADDR))
+    removing.start()
+    removing.join(0.5)
+    go.set()
+    enabling.join(5)
+    removing.join(5)
+    assert host.owner(ADDR) is None
+    assert host.hypervisor.pirqs_of(1) == []
+    assert device.msix_entries is None
