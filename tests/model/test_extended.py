@@ -46,6 +46,19 @@ def test_aer_never_takes_a_guest_write(permissive: bool) -> None:
     assert dev.read(aer + 4, 4) == 0x00104010  # the host still sees the errors
 
 
+@pytest.mark.parametrize("permissive", [False, True])
+def test_aer_root_registers_never_take_a_guest_write(permissive: bool) -> None:
+    # A root port's or event collector's error interrupt enables (0x2c) and its
+    # write-1-to-clear error status (0x30) are the host's AER service's.
+    space, dev, aer, *_ = extended_device(permissive)
+    dev.config[aer + 0x30 : aer + 0x34] = (0x0000007F).to_bytes(4, "little")
+    for rel in (0x2C, 0x30, 0x34):
+        space.write(aer + rel, 4, 0xFFFFFFFF)
+        space.write(aer + rel, 4, 0)
+    assert dev.writes == []
+    assert dev.read(aer + 0x30, 4) == 0x0000007F
+
+
 def test_undescribed_extended_capabilities_are_read_only_unless_permissive() -> None:
     space, dev, _, dsn, sriov = extended_device()
     assert space.read(dsn + 4, 4) == 0x03020100
