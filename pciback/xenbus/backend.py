@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from pciback.ports.xenstore import XenStore, XenStoreError, join
+from pciback.ports.xenstore import XenStore, XenStoreError, check_path, join
 from pciback.protocol.abi import XEN_PCI_MAGIC
 from pciback.xenbus.interfaces import DataPath, DeviceBroker
 from pciback.xenbus.parse import (
@@ -101,9 +101,12 @@ class PciBackend:
     def _read_frontend(self) -> str:
         path = read_required(self.store, self.node("frontend")).strip()
         home = f"/local/domain/{self.domid}/"
-        if not path.startswith(home) or len(path) > 256 or "//" in path:
+        if not path.startswith(home) or len(path) > 256:
             raise XenbusConfigError(self.node("frontend"), f"not under {home}: {path[:80]!r}")
-        return path
+        try:  # else watching it fails later, outside this guest's error handling
+            return check_path(path)
+        except XenStoreError as exc:
+            raise XenbusConfigError(self.node("frontend"), exc.strerror or "malformed") from None
 
     # -- entry points ------------------------------------------------------------------------
     def probe(self) -> None:

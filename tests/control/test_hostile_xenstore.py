@@ -43,6 +43,7 @@ def closed(w: World) -> bool:
         ("dev-0", "not-a-device", "expected DDDD:BB:DD.F"),
         ("dev-0", None, "dev-0: missing"),
         ("frontend", "/local/domain/1/device/pci/0", "not under /local/domain/2/"),
+        ("frontend", "/local/domain/2/device/pci/0 !", "malformed xenstore path"),
     ],
 )
 def test_bad_toolstack_nodes(node: str, value: str | None, fragment: str) -> None:
