@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,24 +96,23 @@ def _slot(args: argparse.Namespace) -> int:
     return rc
 
 
-def _permissive(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        rc, result = _call(args, "permissive")
-        _print_lines(result)
+def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
+    """`KNOB list` or `KNOB add|remove DEVICE`, for the per-device flags (requests `KNOB`,
+    `KNOB_add`, `KNOB_remove`)."""
+
+    def run(args: argparse.Namespace) -> int:
+        if args.action == "list":
+            rc, result = _call(args, knob)
+            _print_lines(result)
+            return rc
+        rc, _ = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
         return rc
-    op = "permissive_add" if args.action == "add" else "permissive_remove"
-    rc, _ = _call(args, op, _need(args.device, "a device"))
-    return rc
+
+    return run
 
 
-def _interrupt_control(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        rc, result = _call(args, "interrupt_control")
-        _print_lines(result)
-        return rc
-    op = "interrupt_control_add" if args.action == "add" else "interrupt_control_remove"
-    rc, _ = _call(args, op, _need(args.device, "a device"))
-    return rc
+_permissive = _device_knob("permissive")
+_interrupt_control = _device_knob("interrupt_control")
 
 
 def _quirk(args: argparse.Namespace) -> int:
