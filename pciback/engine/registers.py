@@ -73,7 +73,11 @@ class RegisterInstance:
         "write_hooks",
     )
 
-    def __init__(self, space: ConfigSpace, reg: Register, offset: int, block_base: int) -> None:
+    def __init__(
+        self, space: ConfigSpace, reg: Register, offset: int, block_base: int, rw1c: int = 0
+    ) -> None:
+        """`rw1c`: device bits known to be write-1-to-clear beyond those the fields declare
+        (what the register a quirk replaces declared): never echoed back either."""
         self.space = space
         self.reg = reg
         self.offset = offset
@@ -98,6 +102,7 @@ class RegisterInstance:
                 self.shadow_mask |= mask
                 start = initial if fld.init is None else fld.init << fld.shift
                 self.shadow |= start & mask
+        self.hw_rw1c |= rw1c & self.hw_mask
         # The parts of the merge that never change, so that a read is a few operations.
         self.static = self.cached | self.const
         self.masks = (

@@ -491,10 +491,14 @@ class ConfigSpace:
                     f" {partial[0].reg.name}; a quirk replaces whole registers; ignored"
                 )
                 continue
+            # What the replaced registers declared write-1-to-clear stays so: a quirk's
+            # read-only bits are echoed back by its writes, and a 1 echoed clears a host event.
+            rw1c = 0
             for old in replaced:
+                rw1c |= old.hw_rw1c << (8 * (old.offset - reg.offset))
                 if old in self.registers:
                     self.registers.remove(old)
-            inst = RegisterInstance(self, reg, reg.offset, 0)
+            inst = RegisterInstance(self, reg, reg.offset, 0, rw1c)
             inst.state["block"] = block.name if block else "runtime-quirk"
             self.registers.append(inst)
             self._claim(reg.offset, reg.width, inst)

@@ -106,3 +106,14 @@ def test_a_runtime_quirk_cannot_reach_into_a_hidden_capability() -> None:
 def test_a_runtime_quirk_outside_the_device_is_ignored() -> None:
     space, *_ = runtime("03:00.0-ffc:4:ffffffff")  # a 256-byte function
     assert any("does not fit" in p for p in space.problems)
+
+
+def test_a_runtime_quirk_never_echoes_the_write_one_to_clear_bits_it_replaces() -> None:
+    # The operator lets the guest acknowledge "unsupported request detected" (device status
+    # bit 3) only; the other error bits stay the host's, and a 1 read back from them must not
+    # be written back and so clear them.
+    pcie = 0x48
+    space, dev, *_ = runtime(f"0000:03:00.0-{pcie + 0xA:x}:2:0008")
+    dev.config[pcie + 0xA] = 0x0F  # correctable, non-fatal, fatal, UR detected
+    space.write(pcie + 0xA, 2, 0x0008)
+    assert dev.writes == [(pcie + 0xA, 1, 0x08)]  # the byte holding the bit, the 1 only
