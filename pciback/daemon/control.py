@@ -168,6 +168,11 @@ class ControlServer:
             return {"ok": True, "result": self.handler(request)}
         except (ControlError, ValueError, KeyError) as exc:
             return {"ok": False, "error": str(exc)}
+        except RecursionError:
+            return {"ok": False, "error": "request nested too deeply"}
+        except Exception as exc:  # the operator gets an answer, the log the traceback
+            log.exception("control: request failed")
+            return {"ok": False, "error": f"internal error: {exc}"}
 
 
 def request(path: Path, op: str, arg: str | None = None, timeout: float = 10.0) -> Any:

@@ -43,6 +43,8 @@ class Server:
         self.calls.append(req)
         if req["op"] == "boom":
             raise ValueError("no such thing")
+        if req["op"] == "bug":
+            raise RuntimeError("a bug in the daemon")
         return {"echo": req.get("arg")}
 
 
@@ -112,9 +114,12 @@ def test_malformed_and_oversized_requests(sock_path: Path) -> None:
         assert not raw_exchange(sock_path, b"{not json\n")["ok"]
         big = b'{"op": "x", "arg": "' + b"a" * (MAX_MESSAGE + 10) + b'"}\n'
         assert "longer than" in raw_exchange(sock_path, big)["error"]
+        deep = b"[" * (MAX_MESSAGE - 10) + b"\n"
+        assert not raw_exchange(sock_path, deep)["ok"]
+        assert "internal error" in raw_exchange(sock_path, b'{"op": "bug"}\n')["error"]
     finally:
         s.server.stop()
-    assert s.calls == []
+    assert s.calls == [{"op": "bug"}]
 
 
 def test_stale_socket_replaced_live_one_refused(sock_path: Path) -> None:
