@@ -212,3 +212,5 @@ def test_a_header_type_without_policy_is_never_written(policy: Policy) -> None:
     view.write(0x04, 2, 0)
     assert dev.writes == []
     assert any("header type 2" in p for p in view.problems)
+    # already permissive: the warning does not suggest permissive mode
+    assert len(view.warnings) == 1 and "enable permissive" not in view.warnings[0]
