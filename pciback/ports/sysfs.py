@@ -20,6 +20,7 @@ MAX_DEVICES = 65536
 _ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
 _IO, _MEM, _PREFETCH, _MEM64 = 0x100, 0x200, 0x2000, 0x100000
 _CAP_PM = 0x01
+_CAP_NAMES = {_CAP_PM: "power management", 0x05: "MSI", 0x11: "MSI-X"}
 _PMCSR_STATE = 0x0003
 _PMCSR_PME_STATUS = 0x8000  # write-1-to-clear: never written back as read
 
@@ -117,7 +118,7 @@ class SysfsDevice:
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
             raise ValueError(f"no power state D{state}")
-        pos = self._capability(_CAP_PM)
+        pos = self.capability(_CAP_PM)
         pmcsr = self.read(pos + 4, 2) & ~(_PMCSR_STATE | _PMCSR_PME_STATUS)
         self.write(pos + 4, 2, pmcsr | state)
 
@@ -132,17 +133,19 @@ class SysfsDevice:
         raise ValueError(f"{self._address}: MSI is set up through the hypervisor port")
 
     def disable_msi(self) -> None:
-        cap = self._capability(0x05)
+        cap = self.capability(0x05)
         self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0x71)
 
     def enable_msix(self, entries: tuple[int, ...]) -> None:
         raise ValueError(f"{self._address}: MSI-X is set up through the hypervisor port")
 
     def disable_msix(self) -> None:
-        cap = self._capability(0x11)
+        cap = self.capability(0x11)
         self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0xC000)
 
-    def _capability(self, cap_id: int) -> int:
+    def capability(self, cap_id: int) -> int:
+        """The offset of the first capability `cap_id` in the standard chain (a bounded walk);
+        ValueError when there is none."""
         pos = self.read(0x34, 1) & ~3 if self.read(0x06, 2) & 0x10 else 0
         for _ in range(48):
             if pos < 0x40:
@@ -150,7 +153,8 @@ class SysfsDevice:
             if self.read(pos, 1) == cap_id:
                 return pos
             pos = self.read(pos + 1, 1) & ~3
-        raise ValueError(f"{self._address} has no capability {cap_id:#04x}")
+        name = _CAP_NAMES.get(cap_id, f"{cap_id:#04x}")
+        raise ValueError(f"{self._address} has no {name} capability")
 
 
 class SysfsBus:

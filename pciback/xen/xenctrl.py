@@ -63,21 +63,14 @@ def msix_table_base(address: str, root: Path = DEFAULT_ROOT) -> int:
     """The host address of the BAR holding the device's MSI-X table (Xen checks it against its
     own reading of the BAR), from sysfs, read-only."""
     device = SysfsBus(root).device(address)
-    pos = device.read(0x34, 1) & ~3 if device.read(0x06, 2) & 0x10 else 0
-    for _ in range(48):
-        if pos < 0x40:
-            break
-        if device.read(pos, 1) == 0x11:
-            bir = device.read(pos + 4, 4) & 7
-            lines = (device.dir / "resource").read_text().splitlines()
-            if bir > 5 or bir >= len(lines):
-                raise ValueError(f"{address}: MSI-X table in BAR {bir}, which is not there")
-            start = int(lines[bir].split()[0], 16)
-            if not start:
-                raise ValueError(f"{address}: BAR {bir} holding the MSI-X table is unassigned")
-            return start
-        pos = device.read(pos + 1, 1) & ~3
-    raise ValueError(f"{address} has no MSI-X capability")
+    bir = device.read(device.capability(0x11) + 4, 4) & 7
+    lines = (device.dir / "resource").read_text().splitlines()
+    if bir > 5 or bir >= len(lines):
+        raise ValueError(f"{address}: MSI-X table in BAR {bir}, which is not there")
+    start = int(lines[bir].split()[0], 16)
+    if not start:
+        raise ValueError(f"{address}: BAR {bir} holding the MSI-X table is unassigned")
+    return start
 
 
 class XenHypervisor:
