@@ -80,8 +80,8 @@ PieceWriter = Callable[[int, int, int], None]
 """`piece(start, length, data)`: the bytes [start, start+length) of one slot take `data`."""
 
 _BYTES_MASK = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
-_PERMISSIVE_WOULD_TAKE_IT = "enable permissive mode for this device if it needs that write"
-_NO_POLICY_FOR_HEADER = "no policy describes this header type, so no mode takes that write"
+PERMISSIVE_WOULD_TAKE_IT = "enable permissive mode for this device if it needs that write"
+NO_POLICY_FOR_HEADER = "no policy describes this header type, so no mode takes that write"
 
 
 def _reader(fixed: int, parts: list[tuple[Reader, int, int, int]]) -> Reader:
@@ -203,7 +203,7 @@ class ConfigSpace:
                 return inst
         return None
 
-    def warn_permissive(self, what: str, why: str = _PERMISSIVE_WOULD_TAKE_IT) -> None:
+    def warn_permissive(self, what: str, why: str = PERMISSIVE_WOULD_TAKE_IT) -> None:
         if self._warned_permissive:
             return
         self._warned_permissive = True
@@ -350,7 +350,7 @@ class ConfigSpace:
             self.device.write(start, piece, (data >> (8 * (start - pos))) & _BYTES_MASK[piece])
 
     def _write_host_owned(self, pos: int, length: int, data: int) -> None:
-        self.warn_permissive(f"undescribed bytes at {pos:#x}", _NO_POLICY_FOR_HEADER)
+        self.warn_permissive(f"undescribed bytes at {pos:#x}", NO_POLICY_FOR_HEADER)
 
     # -- laying out the tables -------------------------------------------------------------------
     def _classify(

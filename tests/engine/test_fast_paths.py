@@ -20,7 +20,7 @@ from pciback.engine import ConfigSpace, build_config_space
 from pciback.engine.hookapi import WRITE_HOOKS, HookContext
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.engine.snapshot import export_state, import_state
-from pciback.engine.space import Blocked, ChainLink, Gap, HostOwned
+from pciback.engine.space import NO_POLICY_FOR_HEADER, Blocked, ChainLink, Gap, HostOwned
 from pciback.errors import PciOpError, XenPciError
 from pciback.sim.device import SimDevice
 from pciback.tables import Edge
@@ -89,7 +89,9 @@ class Oracle:
                 pos = stop
             elif isinstance(slot, Gap):
                 run = self._run(pos, end, slot)
-                if space.permissive and not isinstance(slot, HostOwned):
+                if isinstance(slot, HostOwned):
+                    space.warn_permissive(f"undescribed bytes at {pos:#x}", NO_POLICY_FOR_HEADER)
+                elif space.permissive:
                     for start, length in natural_pieces(pos, run):
                         chunk = (value >> (8 * (start - offset))) & ((1 << (8 * length)) - 1)
                         space.device.write(start, length, chunk)
