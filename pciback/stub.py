@@ -40,7 +40,6 @@ STATUS = 0x06
 CAP_POINTER = 0x34
 CAP_MSI = 0x05
 CAP_MSIX = 0x11
-CLASS_BASE = 0x0B
 HEADER_TYPE = 0x0E
 SECONDARY_BUS = 0x19
 SUBORDINATE_BUS = 0x1A
@@ -298,10 +297,12 @@ class StubPool:
                 )
             self.ownership.claim(address, domid)
             device = self.bus.device(address)
-            buses = None
-            if device.read(HEADER_TYPE, 1) & 0x7F == 1:
-                buses = (device.read(SECONDARY_BUS, 1), device.read(SUBORDINATE_BUS, 1))
-            return Claimed(address, device.read(CLASS_BASE, 1) == 0x06, buses)
+            # A bridge by its header, as Linux's vpci decides: a host, ISA or "other" bridge
+            # function has a normal header and is placed like any endpoint.
+            if device.read(HEADER_TYPE, 1) & 0x7F != 1:
+                return Claimed(address, False)
+            buses = (device.read(SECONDARY_BUS, 1), device.read(SUBORDINATE_BUS, 1))
+            return Claimed(address, True, buses)
 
     def release(self, address: str, domid: int) -> None:
         """Back to the pool in its clean state; the per-guest state goes with the owner."""

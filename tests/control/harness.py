@@ -19,7 +19,8 @@ from pciback.xenbus.manager import XenbusBackends
 NET = "0000:03:00.0"
 BLK = "0000:03:00.1"  # a second function of the same physical slot
 RNG = "0000:04:00.0"
-BRIDGE = "0000:00:00.0"
+BRIDGE = "0000:00:00.0"  # a host bridge: class bridge, header type 0
+P2P = "0000:00:1c.0"  # a PCI-to-PCI bridge, header type 1 (`pci_bridge()`)
 
 DEVICES = {
     NET: "virtio-net-1af4-1041.bin",
@@ -56,6 +57,17 @@ class RecordingDataPath:
 
 def make_devices() -> dict[str, SimDevice]:
     return {a: SimDevice(a, fixture(n)) for a, n in DEVICES.items()}
+
+
+def pci_bridge(address: str = P2P, buses: tuple[int, int] = (5, 6)) -> SimDevice:
+    """A PCI-to-PCI bridge (header type 1) forwarding to buses `buses` (secondary,
+    subordinate)."""
+    config = bytearray(256)
+    config[0:4] = (0x1C10_8086).to_bytes(4, "little")
+    config[0x0A:0x0C] = (0x0604).to_bytes(2, "little")
+    config[0x0E] = 1
+    config[0x18:0x1B] = bytes([0, *buses])  # primary, secondary, subordinate
+    return SimDevice(address, bytes(config))
 
 
 class World:

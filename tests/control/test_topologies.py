@@ -9,7 +9,7 @@ from pciback.sim.fixtures import fixture
 from pciback.xenbus.states import XenbusState as S
 from pciback.xenbus.topology import Passthrough, TopologyError, VirtualBus
 
-from .harness import BLK, BRIDGE, NET, RNG, World, make_devices
+from .harness import BLK, BRIDGE, NET, P2P, RNG, World, make_devices, pci_bridge
 
 
 def test_passthrough_shows_real_addresses_and_publishes_roots() -> None:
@@ -34,13 +34,26 @@ def test_vpci_keeps_functions_of_one_device_in_one_slot() -> None:
 
 
 def test_vpci_refuses_bridges_passthrough_takes_them() -> None:
+    sim = make_devices()
+    sim[P2P] = pci_bridge()
+    w = World(sim=sim, hide=f"({P2P})")
+    w.guest(1, [P2P], mode="vpci")
+    assert "bridges cannot be exported" in (w.error(1) or "")
+    assert w.ownership.owner(P2P) is None  # the failed claim was given back
+    sim = make_devices()
+    sim[P2P] = pci_bridge()
+    w2 = World(sim=sim, hide=f"({P2P})")
+    w2.guest(2, [P2P], mode="passthrough")
+    assert w2.be(2, "state") == str(int(S.CONNECTED))
+
+
+def test_vpci_takes_a_bridge_class_function_with_a_normal_header() -> None:
+    """As Linux's vpci, which refuses by header type: a host bridge, ISA bridge or "other
+    bridge" function (class 06, header type 0) is an ordinary endpoint for placement."""
     w = World()
     w.guest(1, [BRIDGE], mode="vpci")
-    assert "bridges cannot be exported" in (w.error(1) or "")
-    assert w.ownership.owner(BRIDGE) is None  # the failed claim was given back
-    w2 = World()
-    w2.guest(2, [BRIDGE], mode="passthrough")
-    assert w2.be(2, "state") == str(int(S.CONNECTED))
+    assert w.error(1) is None
+    assert w.datapath.devices[(1, 0)] == {"0000:00:00.0": BRIDGE}
 
 
 def test_two_guests_two_topologies_side_by_side() -> None:
@@ -84,13 +97,8 @@ def test_passthrough_root_skips_buses_behind_an_exported_bridge() -> None:
 
 
 def test_pci_bridge_claim_reports_its_buses() -> None:
-    config = bytearray(256)
-    config[0:4] = (0x1C10_8086).to_bytes(4, "little")
-    config[0x0A:0x0C] = (0x0604).to_bytes(2, "little")  # PCI-to-PCI bridge
-    config[0x0E] = 1
-    config[0x18:0x1B] = bytes([0, 5, 6])  # primary, secondary, subordinate
     sim = make_devices()
-    sim["0000:00:1c.0"] = SimDevice("0000:00:1c.0", bytes(config))
+    sim[P2P] = pci_bridge()
     sim["0000:05:00.0"] = SimDevice("0000:05:00.0", fixture("virtio-rng-1af4-1044.bin"))
     w = World(sim=sim, hide="(00:1c.0)(05:00.0)(03:00.0)")
     front = w.guest(1, ["0000:00:1c.0", "0000:05:00.0", NET], mode="passthrough")

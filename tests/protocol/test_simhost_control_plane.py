@@ -12,6 +12,7 @@ from pciback.ports.hostbus import STUB_DRIVER
 from pciback.sim import PciOpError, SimHost, SimHostError, XenPciError
 from pciback.state import StateStore
 from pciback.xenbus.states import XenbusState as S
+from tests.control.harness import pci_bridge
 
 from .simconfig import FIXTURES, nic_config
 
@@ -68,7 +69,7 @@ def test_a_hot_add_refused_up_front_adds_none_of_the_devices(host: SimHost) -> N
 def test_a_reconfiguration_the_backend_refuses_closes_that_guest_only(host: SimHost) -> None:
     host.add_device(A, NET)
     host.add_device(B, NET)
-    host.add_device(BRIDGE, f"{FIXTURES}/intel-0d57-host-bridge.bin")
+    host.add_device(BRIDGE, bytes(pci_bridge(BRIDGE).config))  # a PCI-to-PCI bridge
     other = host.attach(1, [B], mode="vpci")
     host.attach(2, [A], mode="vpci")
     with pytest.raises(SimHostError, match=r"bridges cannot be exported.*its backend closed"):
