@@ -52,6 +52,7 @@ class WriteHookEntry(NamedTuple):
 class RegisterInstance:
     __slots__ = (
         "_read_ctx",
+        "block",
         "block_base",
         "cached",
         "const",
@@ -74,17 +75,25 @@ class RegisterInstance:
     )
 
     def __init__(
-        self, space: ConfigSpace, reg: Register, offset: int, block_base: int, rw1c: int = 0
+        self,
+        space: ConfigSpace,
+        reg: Register,
+        offset: int,
+        block_base: int,
+        block: str,
+        rw1c: int = 0,
     ) -> None:
-        """`rw1c`: device bits known to be write-1-to-clear beyond those the fields declare
-        (what the register a quirk replaces declared): never echoed back either."""
+        """`block`: the name of the table the register comes from. `rw1c`: device bits known
+        to be write-1-to-clear beyond those the fields declare (what the register a quirk
+        replaces declared): never echoed back either."""
         self.space = space
         self.reg = reg
         self.offset = offset
         self.block_base = block_base
+        self.block = block
         self.width = reg.width
         self.end = offset + reg.width
-        self.state: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}  # the hooks' (a BAR's sizing latch...), saved on restart
         initial = space.device.read(offset, reg.width)  # the one read at seize time
         self.hw_mask = self.shadow_mask = self.hw_rw1c = 0
         self.cached = self.const = self.shadow = 0

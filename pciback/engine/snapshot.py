@@ -15,7 +15,6 @@ from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import ConfigSpace
 
 VERSION = 1
-_INTERNAL_KEYS = frozenset({"block"})
 Scalar = bool | int | str
 # Hooks keep a handful of flags per register; anything larger did not come from them.
 MAX_HOOK_KEYS = 8
@@ -29,11 +28,7 @@ class SnapshotError(ValueError):
 def export_state(space: ConfigSpace) -> dict[str, Any]:
     registers: list[dict[str, Any]] = []
     for inst in sorted(space.registers, key=lambda r: r.offset):
-        state = {
-            k: v
-            for k, v in inst.state.items()
-            if k not in _INTERNAL_KEYS and isinstance(v, bool | int | str)
-        }
+        state = {k: v for k, v in inst.state.items() if isinstance(v, bool | int | str)}
         if not inst.shadow_mask and not state:
             continue
         registers.append(
@@ -92,5 +87,5 @@ def _apply(by_offset: dict[int, RegisterInstance], entry: object) -> str | None:
     ):
         return f"{name!r} at {offset:#x}: malformed hook state"
     inst.shadow = shadow & inst.shadow_mask
-    inst.state.update({k: v for k, v in state.items() if k not in _INTERNAL_KEYS})
+    inst.state.update(state)
     return None

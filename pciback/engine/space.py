@@ -197,12 +197,6 @@ class ConfigSpace:
     def slot_at(self, offset: int) -> Slot:
         return self._map[offset]
 
-    def register_named(self, block_name: str, register: str) -> RegisterInstance | None:
-        for inst in self.registers:
-            if inst.reg.name == register and inst.state.get("block") == block_name:
-                return inst
-        return None
-
     def warn_permissive(self, what: str, why: str = PERMISSIVE_WOULD_TAKE_IT) -> None:
         if self._warned_permissive:
             return
@@ -451,8 +445,7 @@ class ConfigSpace:
                     " the device's capability list is inconsistent"
                 )
                 continue
-            inst = RegisterInstance(self, reg, start, base)
-            inst.state["block"] = block.name
+            inst = RegisterInstance(self, reg, start, base, block.name)
             self.registers.append(inst)
             self._claim(start, reg.width, inst)
 
@@ -497,8 +490,8 @@ class ConfigSpace:
                 rw1c |= old.hw_rw1c << (8 * (old.offset - reg.offset))
                 if old in self.registers:
                     self.registers.remove(old)
-            inst = RegisterInstance(self, reg, reg.offset, 0, rw1c)
-            inst.state["block"] = block.name if block else "runtime-quirk"
+            name = block.name if block else "runtime-quirk"
+            inst = RegisterInstance(self, reg, reg.offset, 0, name, rw1c)
             self.registers.append(inst)
             self._claim(reg.offset, reg.width, inst)
 

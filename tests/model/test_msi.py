@@ -56,9 +56,9 @@ def test_registers_sit_where_the_control_bits_put_them(addr64: bool, masking: bo
     assert register_at(space, pos + CONTROL) == "control"
     for rel, name in names.items():
         assert register_at(space, pos + rel) == name
-    placed = {i.reg.name for i in space.registers if i.state["block"] == "msi"}
+    placed = {i.reg.name for i in space.registers if i.block == "msi"}
     assert placed == {"control", *names.values()}
-    last = max(i.end for i in space.registers if i.state["block"] == "msi")
+    last = max(i.end for i in space.registers if i.block == "msi")
     assert last - pos <= length
     assert not space.problems
 

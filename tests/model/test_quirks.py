@@ -28,7 +28,7 @@ def be2net(device: int) -> ConfigBuilder:
 def test_be2net_host_interrupt_bit_reaches_the_device(device: int) -> None:
     space, dev = be2net(device).space()
     slot = space.slot_at(0xFC)
-    assert isinstance(slot, RegisterInstance) and slot.state["block"].startswith("be2net")
+    assert isinstance(slot, RegisterInstance) and slot.block.startswith("be2net")
     space.write(0xFC, 4, 0xFFFF_FFFF)
     assert dev.read(0xFC, 4) == 0x1000_0005 | HOSTINTR
     space.write(0xFC, 4, 0)
@@ -91,7 +91,7 @@ def test_a_runtime_quirk_cannot_undo_the_chain_or_split_a_register(text: str, wh
     assert any(why in p for p in space.problems)
     offset = int(text.split("-")[1].split(":")[0], 16)
     slot = space.slot_at(offset)
-    assert not (isinstance(slot, RegisterInstance) and slot.state["block"] == "runtime-quirk")
+    assert not (isinstance(slot, RegisterInstance) and slot.block == "runtime-quirk")
     space.write(offset, 1, 0xFF)
     assert dev.read(0x40, 2) == 0x4801  # PM's ID and next pointer, untouched
 

@@ -26,7 +26,7 @@ def bridge(permissive: bool = False) -> View:
 def test_the_bridge_header_has_its_own_table() -> None:
     space, _ = bridge()
     assert not space.problems
-    assert {i.state["block"] for i in space.registers if i.offset < 0x40} == {"type1"}
+    assert {i.block for i in space.registers if i.offset < 0x40} == {"type1"}
 
 
 @pytest.mark.parametrize("permissive", [False, True])
