@@ -398,13 +398,12 @@ class ConfigSpace:
         self, table: Block | None, base: int, natural_end: int, region_end: int, link: int
     ) -> int:
         if table is None or table.length is None:
-            end = natural_end
-            if table is not None and table.registers:
-                end = max(end, base + link)
-            return max(link, min(end, region_end) - base)
+            # Up to the next capability or the region's end: capabilities start on dwords,
+            # so that is never less than the link.
+            return natural_end - base
         length = table.length
         if not isinstance(length, int):
-            length = length(self._lookup(table, base))
+            length = length(LookupFn(self.device, table, base))
         return max(link, min(length, region_end - base))
 
     def _set_link(self, found: FoundCapability, nxt: int, link: int) -> None:
@@ -418,11 +417,8 @@ class ConfigSpace:
         for off in range(start, min(start + length, self.size)):
             self._map[off] = slot
 
-    def _lookup(self, block: Block, base: int) -> LookupFn:
-        return LookupFn(self.device, block, base)
-
     def _place_block(self, block: Block, base: int, limit: int) -> None:
-        lookup = self._lookup(block, base)
+        lookup = LookupFn(self.device, block, base)
         for reg in block.registers:
             try:
                 if reg.present is not None and not reg.present(lookup):
