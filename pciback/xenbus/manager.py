@@ -125,13 +125,13 @@ class XenbusBackends:
             backend = PciBackend(
                 self.store, domid, devid, self.broker, self.datapath, self.default_mode
             )
+            self.store.watch(join(backend.frontend, "state"), _fe_token(key))
         except (XenbusConfigError, XenStoreError, ValueError) as exc:
             self.failed[key] = str(exc)
             log.error("dom%d/%d: cannot use backend directory: %s", domid, devid, exc)
             self._report(key, exc)
             return
         self.backends[key] = backend
-        self.store.watch(join(backend.frontend, "state"), _fe_token(key))
         self._guarded(key, lambda b: b.probe())
 
     def _report(self, key: Key, exc: Exception) -> None:
