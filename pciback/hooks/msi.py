@@ -11,6 +11,7 @@ from __future__ import annotations
 from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, capability_check, write_hook
 from pciback.errors import PciOpError, XenPciError
+from pciback.hooks.header import COMMAND, COMMAND_INTX_DISABLE
 from pciback.ports.bus import BarKind, PhysicalDevice
 
 CAP_MSI = 0x05
@@ -24,8 +25,6 @@ MSIX_TABLE = 0x04
 MSIX_PBA = 0x08
 MSIX_BIR = 0x7
 MSIX_ENTRY_SIZE = 16
-COMMAND = 0x04
-COMMAND_INTX_DISABLE = 1 << 10
 _MEMORY_BARS = (BarKind.MEM32, BarKind.MEM64)
 
 
