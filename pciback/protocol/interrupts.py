@@ -177,7 +177,7 @@ class InterruptControl:
         self._record(pirqs, ())
         try:
             self.device.enable_msi(vectors)
-        except ValueError as e:
+        except (ValueError, OSError) as e:  # a refusal, or the bus failed under us
             self._unmap(pirqs)
             self._record((), ())
             raise MsiRefused(str(e)) from e
@@ -222,7 +222,7 @@ class InterruptControl:
                     raise ValueError(f"PIRQ {pirq} does not fit the page")
             self._record((), tuple(mapped))
             self.device.enable_msix(tuple(entries))
-        except (HypervisorError, ValueError) as e:
+        except (HypervisorError, ValueError, OSError) as e:
             self._unmap(tuple(p for _, p in mapped))
             if mapped:
                 self._record((), ())

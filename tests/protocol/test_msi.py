@@ -224,3 +224,23 @@ def test_a_hot_remove_waits_for_the_op_in_flight_on_the_device(host: SimHost) ->
     assert host.owner(ADDR) is None
     assert host.hypervisor.pirqs_of(1) == []
     assert device.msix_entries is None
+
+
+@pytest.mark.parametrize("kind", ["msi", "msix"])
+def test_a_device_that_fails_to_be_programmed_leaves_no_pirq_mapped(
+    host: SimHost, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The physical bus may fail with an I/O error (a sysfs write to a device going away):
+    the PIRQs mapped for the enable are unmapped, as for a refusal."""
+    guest, device = attach(host)
+
+    def broken(*_: object) -> None:
+        raise OSError(5, "config write failed")
+
+    monkeypatch.setattr(device, f"enable_{kind}", broken)
+    enable = guest.enable_msi if kind == "msi" else lambda a: guest.enable_msix(a, [0])
+    assert refused(lambda: enable(ADDR)) == XenPciError.OP_FAILED
+    assert host.hypervisor.pirqs_of(1) == []
+    monkeypatch.undo()
+    enable(ADDR)  # and the bookkeeping lets the guest try again
+    assert len(host.hypervisor.pirqs_of(1)) == 1
