@@ -22,6 +22,7 @@ one crash window that leaks is between a map hypercall and the record's commit.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -41,6 +42,8 @@ MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
 MSI_ENABLE = 0x1
 MSIX_ENABLE = 0x8000
 STATE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class CapabilityLocator(Protocol):
@@ -186,10 +189,12 @@ class InterruptControl:
 
     def disable_msi(self) -> int:
         if self.msi_enabled:
-            self.device.disable_msi()
             pirqs, self.msi_pirqs = self.msi_pirqs, ()
-            self._unmap(pirqs)
-            self._record((), self.msix_pirqs)
+            try:
+                self.device.disable_msi()
+            finally:  # a device that fails here must not keep the guest's PIRQs mapped
+                self._unmap(pirqs)
+                self._record((), self.msix_pirqs)
         return self.intx_pirq()
 
     # -- MSI-X -----------------------------------------------------------------------------------
@@ -232,10 +237,12 @@ class InterruptControl:
 
     def disable_msix(self) -> int:
         if self.msix_enabled:
-            self.device.disable_msix()
             mapped, self.msix_pirqs = self.msix_pirqs, ()
-            self._unmap(tuple(p for _, p in mapped))
-            self._record(self.msi_pirqs, ())
+            try:
+                self.device.disable_msix()
+            finally:  # a device that fails here must not keep the guest's PIRQs mapped
+                self._unmap(tuple(p for _, p in mapped))
+                self._record(self.msi_pirqs, ())
         return self.intx_pirq()
 
     def restore(self) -> None:
@@ -247,9 +254,13 @@ class InterruptControl:
             self.device.enable_msix(tuple(entry for entry, _ in self.msix_pirqs))
 
     def teardown(self) -> None:
-        """The guest is going: nothing it set up may survive it."""
-        self.disable_msix()
-        self.disable_msi()
+        """The guest is going: nothing it set up may survive it, even when the device fails
+        to be unprogrammed (the pool resets it on release)."""
+        for disable in (self.disable_msix, self.disable_msi):
+            try:
+                disable()
+            except OSError as exc:
+                log.warning("%s: disabling interrupts failed: %s", self.device.address, exc)
 
     # -- persistence -----------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:

@@ -244,3 +244,18 @@ def test_a_device_that_fails_to_be_programmed_leaves_no_pirq_mapped(
     monkeypatch.undo()
     enable(ADDR)  # and the bookkeeping lets the guest try again
     assert len(host.hypervisor.pirqs_of(1)) == 1
+
+
+def test_a_device_failing_to_disable_msix_still_loses_its_pirqs_on_detach(
+    host: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guest, device = attach(host)
+    guest.enable_msix(ADDR, [0, 1])
+
+    def broken() -> None:
+        raise OSError(5, "config write failed")
+
+    monkeypatch.setattr(device, "disable_msix", broken)
+    host.detach(1, ADDR)
+    assert host.hypervisor.pirqs_of(1) == []
+    assert host.owner(ADDR) is None
