@@ -26,6 +26,14 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
     """
     if old == new:
         return False
+    # The port moves the function through the first PM capability of the chain: a device
+    # listing another one before this (hidden, or out of reach) gets no D-state from here.
+    first = next(p.found.offset for p in ctx.space.standard if p.found.ident == CAP_PM)
+    if first != ctx.block_base:
+        raise PciOpError(
+            XenPciError.ACCESS_DENIED,
+            f"PM capability at {ctx.block_base:#x} is not the function's first ({first:#x})",
+        )
     device = ctx.space.device
     pmc = device.read(ctx.block_base + PMC, 2)
     if (new == 1 and not pmc & PMC_D1) or (new == 2 and not pmc & PMC_D2):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.engine import build_config_space
 from pciback.errors import PciOpError, XenPciError
+from pciback.sim.device import SimDevice
 
-from .builders import CAP_PM, CapView, endpoint
+from .builders import ADDRESS, CAP_PM, CapView, endpoint
 
 PMC, PMCSR, BSE, DATA = 2, 4, 6, 7
 PME_SUPPORT = 0xF800
@@ -125,3 +127,21 @@ def test_a_pm_capability_at_the_end_of_standard_space_is_not_written_in_extended
     b.poke(0xFC, 4, (0x0003 << 16) | CAP_PM)
     _, dev = b.space()
     assert dev.writes == []
+
+
+def test_a_second_pm_capability_cannot_move_the_function() -> None:
+    # The port moves the function through the first PM capability of the chain, whatever the
+    # guest wrote to. A device listing two (the first one at 0xfc, its PMCSR out of standard
+    # space) must not have a write to the second reach the port.
+    b = endpoint()
+    pos = b.pm()
+    b.cfg[0x06] |= 0x10
+    b.poke(0xFC, 4, (0x0603 << 16) | (pos << 8) | CAP_PM)
+    cfg = bytearray(b.build())
+    cfg[0x34] = 0xFC
+    dev = SimDevice(ADDRESS, bytes(cfg))
+    space = build_config_space(dev)
+    with pytest.raises(PciOpError) as info:
+        space.write(pos + PMCSR, 2, 0x0003)
+    assert info.value.err is XenPciError.ACCESS_DENIED
+    assert dev.power_state == 0
