@@ -323,9 +323,9 @@ class SimDataPath:
         with devices.serving:
             result = dispatch(req, devices)
             if req.cmd == Cmd.CONF_WRITE and result.err == XenPciError.SUCCESS:
-                exported = devices.lookup(req.domain, req.bus, req.devfn)
-                if exported is not None:
-                    with devices.lock:
+                with devices.lock:
+                    exported = devices.by_devfn.get((req.domain, req.bus, req.devfn))
+                    if exported is not None:
                         devices.dirty.add(exported.physical.address)
         return result
 
