@@ -12,6 +12,8 @@ served rather than answered not_implemented.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +27,44 @@ from pciback.protocol.ops import OpRequest, OpResult
 log = logging.getLogger(__name__)
 
 _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+
+
+class RateLimit:
+    """At most `burst` messages every `interval` seconds, as the kernel's ratelimited printk:
+    a guest repeating a refused or failing op at its own pace must not flood dom0's log."""
+
+    def __init__(self, burst: int = 10, interval: float = 5.0) -> None:
+        self.burst = burst
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._start = -interval
+        self._count = 0
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """None when this message is to be dropped; else how many were dropped before it."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self.interval:
+                self._start, self._count = now, 0
+            if self._count >= self.burst:
+                self._suppressed += 1
+                return None
+            self._count += 1
+            suppressed, self._suppressed = self._suppressed, 0
+            return suppressed
+
+
+_LIMIT = RateLimit()
+
+
+def _log_limited(level: int, message: str, *args: object, exc_info: bool = False) -> None:
+    suppressed = _LIMIT.allow()
+    if suppressed is None:
+        return
+    if suppressed:
+        message += f" ({suppressed} similar message(s) suppressed)"
+    log.log(level, message, *args, exc_info=exc_info)
 
 
 class ConfigView(Protocol):
@@ -57,7 +97,7 @@ def dispatch(req: OpRequest, devices: DeviceLookup) -> OpResult:
     except PciOpError as e:
         return OpResult(e.err, 0)
     except Exception:
-        log.exception("op %d failed inside the backend", req.cmd)
+        _log_limited(logging.ERROR, "op %d failed inside the backend", req.cmd, exc_info=True)
         return OpResult(XenPciError.OP_FAILED, 0)
 
 
@@ -97,7 +137,7 @@ def _enable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(1))
     except MsiRefused as e:
-        log.info("%s: enable MSI refused: %s", dev.guest_address, e)
+        _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
 
 
@@ -106,7 +146,7 @@ def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(req.info), info=req.info)
     except MsiRefused as e:
-        log.info("%s: enable multi-MSI refused: %s", dev.guest_address, e)
+        _log_limited(logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0, info=e.info if e.info is not None else 0)
 
 
@@ -122,7 +162,7 @@ def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirqs = dev.irq.enable_msix(entries)
     except MsiRefused as e:
-        log.info("%s: enable MSI-X refused: %s", dev.guest_address, e)
+        _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
     return OpResult(XenPciError.SUCCESS, 0, vectors=tuple(pirqs))
 

@@ -3,12 +3,14 @@ view afterwards, and nothing left behind when the guest goes."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.hypervisor import IrqKind
+from pciback.protocol import dispatch
 from pciback.protocol.abi import Cmd
 from pciback.sim import MultiMsiRefused, SimGuest, SimHost
 from pciback.sim.device import SimDevice
@@ -259,3 +261,16 @@ def test_a_device_failing_to_disable_msix_still_loses_its_pirqs_on_detach(
     host.detach(1, ADDR)
     assert host.hypervisor.pirqs_of(1) == []
     assert host.owner(ADDR) is None
+
+
+def test_a_guest_repeating_refused_requests_cannot_flood_the_log(
+    host: SimHost, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Linux's ratelimited warnings: a refusal is logged, but not once per op."""
+    monkeypatch.setattr(dispatch, "_LIMIT", dispatch.RateLimit())  # not what earlier tests used
+    guest, _ = attach(host, msi=False)
+    caplog.set_level(logging.INFO, logger="pciback.protocol.dispatch")
+    for _ in range(200):
+        assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert 1 <= len(refusals) <= 20
