@@ -125,9 +125,13 @@ class BackendConnection:
             aer.bus = target.bus
             aer.devfn = target.devfn
             self._aer_answered.clear()
-            self._aer_pending = True
             try:
+                # Pending only once the bit is up: the service thread, if an op wakes it in
+                # between, would otherwise see the bit down and take that for the answer.
                 self.page.set_bit(Flag.PCIB_ACTIVE)
+                self._aer_pending = True
+                if not self.page.test_bit(Flag.PCIB_ACTIVE):  # answered before it was pending
+                    self._aer_answered.set()
                 self.port.notify()
                 answered = self._aer_answered.wait(timeout)
                 if not answered and self.page.clear_bit(Flag.PCIB_ACTIVE):

@@ -9,6 +9,8 @@ import pytest
 
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult, Flag
 from pciback.protocol.aer import AerOutcome
+from pciback.protocol.connection import AerTarget, BackendConnection
+from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.frontend import AerRequest
@@ -157,3 +159,25 @@ def test_ops_are_served_while_an_aer_request_is_pending(host: SimHost) -> None:
     assert guest.conf_read(ADDR, 0, 2) == 0x8086  # answered while the backend waits
     recovery.join(5)
     assert outcomes[0].killed
+
+
+def test_an_op_served_just_as_an_aer_request_is_posted_is_not_taken_for_the_answer() -> None:
+    """The service thread may run (woken by an op) between the backend marking a request
+    pending and raising _XEN_PCIB_active: it must not see the bit down and call that the
+    frontend's answer."""
+    page, channel = SharedPage(), EventChannel()
+    conn = BackendConnection(1, page, channel.backend, devices=None)  # type: ignore[arg-type]
+    real_set_bit = page.set_bit
+
+    def set_bit_after_a_wakeup(bit: Flag) -> bool:
+        conn.process_pending()  # what the service thread does when an op woke it right now
+        return real_set_bit(bit)
+
+    page.set_bit = set_bit_after_a_wakeup  # type: ignore[method-assign]
+    try:
+        answer = conn.aer_request(
+            Cmd.AER_DETECTED, int(ChannelState.IO_FROZEN), AerTarget(0, 0, 0), timeout=0.2
+        )
+    finally:
+        channel.close()
+    assert answer is None  # nobody answered: a timeout, not our own request read back
