@@ -3,7 +3,9 @@
 Interrupts are normally set up by the enable_msi / enable_msix ops, which map PIRQs first. A
 config write that flips an enable bit bypasses that mapping, so it is taken only when the
 operator allowed interrupt control (Linux's allow_interrupt_control, used by device models that
-drive the capability themselves), and never while another interrupt type is in use.
+drive the capability themselves), and never while the other message type is on. INTx in use
+is no bar: a function with MSI or MSI-X on does not use it, and Linux turns MSI on before it
+turns INTx off (xen-pciback allows that order too).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pciback.ports.bus import BarKind, PhysicalDevice
 
 CAP_MSI = 0x05
 CAP_MSIX = 0x11
+INTX = 0  # in the set of interrupt types in use, beside the capability IDs
 CONTROL = 0x02  # from the capability's start
 MSI_ENABLE = 1 << 0
 MSIX_FUNCTION_MASK = 1 << 14
@@ -45,7 +48,7 @@ def _in_use(ctx: HookContext) -> set[int]:
     if _enabled(ctx, CAP_MSIX, MSIX_ENABLE):
         types.add(CAP_MSIX)
     if not types and not ctx.space.device.read(COMMAND, 2) & COMMAND_INTX_DISABLE:
-        types.add(0)  # INTx: a function with MSI/MSI-X on cannot use it, so only then
+        types.add(INTX)  # a function with MSI/MSI-X on cannot use it, so only then
     return types
 
 
@@ -64,7 +67,7 @@ def _control(ctx: HookContext, old: int, new: int, cap_id: int, bit: int, what: 
         raise PciOpError(
             XenPciError.ACCESS_DENIED, f"{what} changes only through the op (interrupt control)"
         )
-    if new and bit != MSIX_FUNCTION_MASK and not _in_use(ctx) <= {cap_id}:
+    if new and bit != MSIX_FUNCTION_MASK and not _in_use(ctx) <= {cap_id, INTX}:
         raise PciOpError(XenPciError.ACCESS_DENIED, f"{what}: another interrupt type is in use")
     _toggle(ctx, bit, bool(new))
     return False

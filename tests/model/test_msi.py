@@ -122,13 +122,13 @@ def test_with_interrupt_control_enable_reaches_the_device_when_intx_is_off() -> 
     assert not dev.read(pos + CONTROL, 2) & 1
 
 
-def test_with_interrupt_control_enable_is_refused_while_intx_is_in_use() -> None:
+def test_with_interrupt_control_enable_is_taken_while_intx_is_in_use() -> None:
+    # Linux's own start-up order (and current xen-pciback's): MSI on first, INTx off after;
+    # a function with MSI on does not use INTx.
     space, dev, pos = msi_device(command=0x0006)
     space.allow_interrupt_control = True
-    with pytest.raises(PciOpError) as info:
-        space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) | 1)
-    assert info.value.err is XenPciError.ACCESS_DENIED
-    assert not dev.read(pos + CONTROL, 2) & 1
+    space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) | 1)
+    assert dev.read(pos + CONTROL, 2) & 1
 
 
 def test_permissive_mode_does_not_open_the_enable_bit() -> None:
