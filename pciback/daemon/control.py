@@ -160,6 +160,10 @@ class ControlServer:
         if not peer_allowed(peer, self.daemon_uid):
             self.refused += 1
             log.warning("control: refused pid %d uid %d", peer.pid, peer.uid)
+            # The request is read (bounded, never parsed) so that the caller's send completes
+            # and it reads the refusal rather than a reset connection.
+            with contextlib.suppress(ControlError, OSError):
+                _read_message(conn)
             return {"ok": False, "error": f"permission denied for uid {peer.uid}"}
         try:
             request = json.loads(_read_message(conn) or b"null")
@@ -185,9 +189,15 @@ def request(path: Path, op: str, arg: str | None = None, timeout: float = 10.0) 
         except OSError as exc:
             raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror}") from None
         message: dict[str, Any] = {"op": op} if arg is None else {"op": op, "arg": arg}
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        raw = _read_message(sock)
+        try:
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the daemon may answer (a refusal) before taking all of it: read that answer
+        try:
+            raw = _read_message(sock)
+        except OSError as exc:
+            raise ControlError(f"the daemon at {path} closed the connection: {exc}") from None
     finally:
         sock.close()
     try:
