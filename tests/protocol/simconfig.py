@@ -12,6 +12,7 @@ from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import SharedPage
 from pciback.sim.device import SimDevice
+from pciback.sim.fixtures import fixture_dir
 from pciback.sim.hypervisor import SimHypervisor
 
 PM_CAP = 0x40
@@ -20,7 +21,8 @@ MSIX_CAP = 0x70
 MSIX_TABLE_SIZE = 8
 MSI_CAPABLE_VECTORS = 8
 INTERRUPT_LINE = 11
-FIXTURES = "/work/shared/fixtures"
+# ../shared/fixtures beside the repository, or the copies shipped with the package.
+FIXTURES = str(fixture_dir())
 
 
 def nic_config(*, msi: bool = True, msix: bool = True, command: int = 0x0006) -> bytes:
