@@ -122,14 +122,25 @@ class StateStore:
         return [str(r[0]) for r in self._run("SELECT pattern FROM slots ORDER BY position")]
 
     # -- permissive and quirks ---------------------------------------------------------------
-    def set_permissive(self, address: str, on: bool) -> None:
+    # Per-device flags are tables of addresses; the names are these constants, never input.
+    _FLAG_TABLES = frozenset({"permissive", "interrupt_control"})
+
+    def _set_flag(self, table: str, address: str, on: bool) -> None:
+        assert table in self._FLAG_TABLES
         if on:
-            self._run("INSERT OR IGNORE INTO permissive VALUES (?)", (address,))
+            self._run(f"INSERT OR IGNORE INTO {table} VALUES (?)", (address,))
         else:
-            self._run("DELETE FROM permissive WHERE address = ?", (address,))
+            self._run(f"DELETE FROM {table} WHERE address = ?", (address,))
+
+    def _flagged(self, table: str) -> set[str]:
+        assert table in self._FLAG_TABLES
+        return {str(r[0]) for r in self._run(f"SELECT address FROM {table}")}
+
+    def set_permissive(self, address: str, on: bool) -> None:
+        self._set_flag("permissive", address, on)
 
     def permissive(self) -> set[str]:
-        return {str(r[0]) for r in self._run("SELECT address FROM permissive")}
+        return self._flagged("permissive")
 
     def add_quirk(self, address: str, offset: int, size: int, mask: int) -> None:
         self._run(
@@ -161,13 +172,10 @@ class StateStore:
 
     # -- interrupt control (Linux's allow_interrupt_control) ---------------------------------
     def set_interrupt_control(self, address: str, on: bool) -> None:
-        if on:
-            self._run("INSERT OR IGNORE INTO interrupt_control VALUES (?)", (address,))
-        else:
-            self._run("DELETE FROM interrupt_control WHERE address = ?", (address,))
+        self._set_flag("interrupt_control", address, on)
 
     def interrupt_control(self) -> set[str]:
-        return {str(r[0]) for r in self._run("SELECT address FROM interrupt_control")}
+        return self._flagged("interrupt_control")
 
     # -- what a guest holds: its view's virtual state, its mapped PIRQs ----------------------
     def save_view(self, address: str, domid: int, data: str) -> None:

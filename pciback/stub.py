@@ -325,16 +325,22 @@ class StubPool:
             raise StubError(f"{address} is not in the pciback pool")
         return stub
 
-    def set_permissive(self, device: str, on: bool = True) -> str:
+    def _set_flag(self, device: str, flag: str, on: bool, warning: str) -> str:
+        """A per-device flag (the driver's sysfs attributes): kept, persisted, warned when on."""
         with self._lock:
             address = parse_device(device)
             stub = self._stub(address)
-            if on and not stub.permissive:
-                log.warning("%s: permissive config-space writes enabled (unsafe)", address)
-            stub.permissive = on
+            if on and not getattr(stub, flag):
+                log.warning("%s: %s", address, warning)
+            setattr(stub, flag, on)
             if self.state:
-                self.state.set_permissive(address, on)
+                getattr(self.state, f"set_{flag}")(address, on)
             return address
+
+    def set_permissive(self, device: str, on: bool = True) -> str:
+        return self._set_flag(
+            device, "permissive", on, "permissive config-space writes enabled (unsafe)"
+        )
 
     def permissive(self) -> list[str]:
         with self._lock:
@@ -342,15 +348,9 @@ class StubPool:
 
     def set_interrupt_control(self, device: str, on: bool = True) -> str:
         """Linux's per-device allow_interrupt_control attribute (default off)."""
-        with self._lock:
-            address = parse_device(device)
-            stub = self._stub(address)
-            if on and not stub.interrupt_control:
-                log.warning("%s: guest interrupt control through config writes allowed", address)
-            stub.interrupt_control = on
-            if self.state:
-                self.state.set_interrupt_control(address, on)
-            return address
+        return self._set_flag(
+            device, "interrupt_control", on, "guest interrupt control through config writes allowed"
+        )
 
     def interrupt_control(self) -> list[str]:
         with self._lock:
