@@ -27,6 +27,9 @@ class BarResource:
     kind: BarKind
     size: int  # 0 for unused
     prefetchable: bool = False
+    # The host address the resource allocator gave it (0: unassigned): what a guest driving the
+    # BAR must be granted by the hypervisor (iomem pages or I/O ports).
+    start: int = 0
 
 
 class PhysicalDevice(Protocol):
@@ -48,6 +51,11 @@ class PhysicalDevice(Protocol):
 
     def bars(self) -> tuple[BarResource, ...]:
         """BARs 0..5 then the ROM (index 6); sized by the host, never by writing the BAR."""
+        ...
+
+    def host_irq(self) -> int:
+        """The IRQ dom0 gave the function's INTx pin (sysfs `irq`); 0 when it has none. On x86
+        this is the GSI, which a PV guest is given as its PIRQ."""
         ...
 
     def set_power_state(self, state: int) -> None:

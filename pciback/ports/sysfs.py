@@ -111,9 +111,21 @@ class SysfsDevice:
             else:
                 kind = BarKind.MEM32
             bars.append(
-                BarResource(index, kind, size, bool(flags & _PREFETCH) and kind != BarKind.IO)
+                BarResource(
+                    index,
+                    kind,
+                    size,
+                    bool(flags & _PREFETCH) and kind != BarKind.IO,
+                    start if kind is not BarKind.UNUSED else 0,
+                )
             )
         return tuple(bars)
+
+    def host_irq(self) -> int:
+        text = (self.dir / "irq").read_text()[:16].strip()
+        if not text.isascii() or not text.isdigit():
+            raise SysfsError(f"{self._address}: irq is {text!r}, not a number")
+        return int(text)
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:

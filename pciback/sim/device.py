@@ -24,6 +24,7 @@ MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 BAR0 = 0x10
 ROM_TYPE0 = 0x30
 ROM_TYPE1 = 0x38
+INTERRUPT_LINE = 0x3C
 _STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
 # A dump holds addresses, not sizes: a size guessed from an address's alignment is capped so
 # that a BAR placed high in a 64-bit window is not taken for hundreds of GiB.
@@ -56,6 +57,9 @@ class SimDevice:
         self.msi_vectors = 0  # 0: MSI off
         self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
         self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
+        # The IRQ the host gave the INTx pin (sysfs `irq`): the dump's interrupt line, which is
+        # what the firmware routed; a test may set another.
+        self.irq: int = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
         self._writable = self._writable_bits()
 
     # -- the PhysicalDevice port -------------------------------------------------------------
@@ -80,6 +84,9 @@ class SimDevice:
 
     def bars(self) -> tuple[BarResource, ...]:
         return self._bars
+
+    def host_irq(self) -> int:
+        return self.irq
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
@@ -239,13 +246,13 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
         if value & 1:
             addr = value & ~0x3
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 32, 256)
-            bars.append(BarResource(index, BarKind.IO, max(size, 4)))
+            bars.append(BarResource(index, BarKind.IO, max(size, 4), start=addr))
         elif (value >> 1) & 3 == 2 and index + 1 < count:
             hi = int.from_bytes(config[off + 4 : off + 8], "little")
             addr = (hi << 32) | (value & ~0xF)
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
             pref = bool(value & 0x8)
-            bars.append(BarResource(index, BarKind.MEM64, max(size, 16), pref))
+            bars.append(BarResource(index, BarKind.MEM64, max(size, 16), pref, start=addr))
             bars.append(BarResource(index + 1, BarKind.MEM64_UPPER, max(size, 16), pref))
             index += 2
             continue
@@ -254,13 +261,15 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
         else:
             addr = value & ~0xF
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
-            bars.append(BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8)))
+            bars.append(
+                BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8), start=addr)
+            )
         index += 1
     rom_off = ROM_TYPE1 if header_type == 1 else ROM_TYPE0
     rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & ~0x7FF
     if rom or 6 in sizes:
         size = sizes.get(6) or max(_lowest_set_bit(rom), 2048)
-        bars.append(BarResource(6, BarKind.ROM, size))
+        bars.append(BarResource(6, BarKind.ROM, size, start=rom))
     else:
         bars.append(BarResource(6, BarKind.UNUSED, 0))
     return tuple(bars)

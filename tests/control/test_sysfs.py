@@ -49,6 +49,7 @@ def fake_tree(root: Path) -> str:
         + "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
         + "0x00000000fe000000 0x00000000fe03ffff 0x0000000000046200\n"
     )
+    (dev / "irq").write_text("23\n")
     for name in ("reset", "driver_override"):
         (dev / name).write_text("")
     for driver in ("virtio-pci", "pci-stub"):
@@ -70,6 +71,12 @@ def test_fake_tree_reads_and_bars(tmp_path: Path) -> None:
     assert bars[1].kind == BarKind.MEM64_UPPER
     assert (bars[4].kind, bars[4].size) == (BarKind.IO, 0x20)
     assert (bars[6].kind, bars[6].size) == (BarKind.ROM, 0x40000)
+    # Where the host placed them: what the toolstack role grants a guest.
+    assert [b.start for b in bars] == [0x4000100000, 0, 0, 0, 0xC000, 0, 0xFE000000]
+    assert dev.host_irq() == 23
+    (tmp_path / "devices" / address / "irq").write_text("-1\n")
+    with pytest.raises(SysfsError, match="not a number"):
+        dev.host_irq()
     assert bus.driver(address) == "virtio-pci"
     with pytest.raises(KeyError):
         bus.device("../../etc")

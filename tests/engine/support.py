@@ -64,6 +64,9 @@ class MemoryDevice:
     def bars(self) -> tuple[BarResource, ...]:
         return tuple(BarResource(i, BarKind.UNUSED, 0) for i in range(7))
 
+    def host_irq(self) -> int:
+        return 0
+
     def set_power_state(self, state: int) -> None:
         pass
 
