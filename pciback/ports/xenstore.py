@@ -5,14 +5,20 @@ Semantics follow xenstored: absolute paths, writes create missing parents with e
 `rm` removes a subtree, a watch fires once when set and again for every change at or below its
 path, and a transaction either commits all its changes or fails with a conflict (the caller
 retries, a bounded number of times).
+
+Permissions are xenstored's: a node has an owner, who (like dom0) may do anything with it, a
+default access for every other domain, and per-domain exceptions; a node created inherits its
+parent's permissions (a guest owns what it creates). A guest can only write where it may, so a
+directory meant for the guest must be given to it before the guest may look at it.
 """
 
 from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import Protocol, TypeVar
 
 # Limits of the xenstore wire protocol (xen/include/public/io/xs_wire.h).
@@ -30,6 +36,49 @@ class XenStoreError(OSError):
 
     def __init__(self, code: int, path: str, message: str = "") -> None:
         super().__init__(code, message or errno.errorcode.get(code, str(code)), path)
+
+
+class Access(IntFlag):
+    """XS_PERM_* (xenstore_lib.h)."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+
+
+_ACCESS_LETTERS = {
+    "n": Access.NONE,
+    "r": Access.READ,
+    "w": Access.WRITE,
+    "b": Access.READ | Access.WRITE,
+}
+_PERMISSION = re.compile(r"([nrwb])([0-9]{1,5})")
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One entry of a node's permission list. The first entry of a list names the owner and
+    the access every domain not listed after it gets; later entries are per-domain."""
+
+    domid: int
+    access: Access = Access.NONE
+
+    def __str__(self) -> str:
+        """xenstore-chmod's form: n0, r5, w5, b5."""
+        letter = next(k for k, v in _ACCESS_LETTERS.items() if v == self.access)
+        return f"{letter}{self.domid}"
+
+    @classmethod
+    def parse(cls, text: str) -> Permission:
+        m = _PERMISSION.fullmatch(text)
+        if m is None or int(m[2]) > 0xFFFF:
+            raise ValueError(f"not a xenstore permission: {text[:16]!r} (n0, r5, w5 or b5)")
+        return cls(int(m[2]), _ACCESS_LETTERS[m[1]])
+
+
+def permissions(*texts: str) -> tuple[Permission, ...]:
+    """A permission list from xenstore-chmod's words: permissions("n0", "r5")."""
+    return tuple(Permission.parse(t) for t in texts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +102,14 @@ class StoreOps(Protocol):
 
     def list(self, path: str) -> list[str] | None:
         """Child names, sorted; None when the node does not exist."""
+        ...
+
+    def mkdir(self, path: str) -> None:
+        """Create the node (empty) and missing parents; an existing node is left as it is."""
+        ...
+
+    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+        """Replace the node's permission list (ENOENT when absent, EACCES when not ours)."""
         ...
 
 

@@ -5,12 +5,18 @@ of a guest's pcifront (publish the shared page, follow the backend's state, scan
 
 from __future__ import annotations
 
-from pciback.ports.xenstore import Transaction, run_transaction
+from typing import TYPE_CHECKING
+
+from pciback.ports.xenstore import Access, Permission, Transaction, run_transaction
 from pciback.protocol.abi import XEN_PCI_MAGIC
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
+from pciback.toolstack.layout import backend_perms, domain_path, frontend_perms
 from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT
 from pciback.xenbus.parse import parse_bdf
 from pciback.xenbus.states import XenbusState, state_or_unknown
+
+if TYPE_CHECKING:
+    from pciback.sim.domctl import SimDomctl
 
 S = XenbusState
 
@@ -26,20 +32,50 @@ def frontend_path(domid: int, devid: int = 0) -> str:
 class SimToolstack:
     """Dom0's toolstack: creates and edits backend and frontend directories as libxl does."""
 
-    def __init__(self, store: SimXenStore) -> None:
+    def __init__(self, store: SimXenStore, domains: SimDomctl | None = None) -> None:
         self.store = store
+        self.domains = domains  # the simulated Xen's domains, when the test has one
         self.xs = store.connect(0)
+        self.created: set[tuple[int, int]] = set()  # the backend devices libxl knows of
+
+    def make_domain(self, domid: int, name: str | None = None) -> None:
+        """A domain is built (libxl__domain_make): its home in xenstore, read-only to it, with
+        the few directories it may write, and the domain itself in the simulated Xen."""
+        home = domain_path(domid)
+        readonly = (Permission(0, Access.NONE), Permission(domid, Access.READ))
+        writable = (Permission(domid, Access.NONE),)
+
+        def body(tx: Transaction) -> None:
+            tx.rm(home)
+            for path, perms in (
+                (home, readonly),
+                (f"{home}/device", readonly),
+                (f"{home}/control", readonly),
+                (f"{home}/data", writable),
+                (f"{home}/error", writable),
+            ):
+                tx.mkdir(path)
+                tx.set_permissions(path, perms)
+            tx.write(f"{home}/name", name or f"guest{domid}")
+            tx.write(f"{home}/domid", str(domid))
+
+        run_transaction(self.xs, body)
+        if self.domains is not None:
+            self.domains.create_domain(domid)
 
     def create(
         self, domid: int, devices: list[str], mode: str | None = None, devid: int = 0
     ) -> None:
+        """The guest's PCI backend device with `devices`, as libxl creates it with a domain
+        (the domain is made first when it does not exist yet)."""
         be, fe = backend_path(domid, devid), frontend_path(domid, devid)
+        if self.xs.read(domain_path(domid)) is None:
+            self.make_domain(domid)
 
         def body(tx: Transaction) -> None:
-            tx.write(f"/local/domain/{domid}/name", f"guest{domid}")
-            tx.write(f"{fe}/backend", be)
-            tx.write(f"{fe}/backend-id", "0")
-            tx.write(f"{fe}/state", str(int(S.INITIALISING)))
+            tx.rm(be)
+            tx.mkdir(be)
+            tx.set_permissions(be, backend_perms(domid))
             tx.write(f"{be}/frontend", fe)
             tx.write(f"{be}/frontend-id", str(domid))
             tx.write(f"{be}/online", "1")
@@ -51,8 +87,15 @@ class SimToolstack:
                 tx.write(f"{be}/state-{i}", str(int(S.INITIALISING)))
             tx.write(f"{be}/num_devs", str(len(devices)))
             tx.write(f"{be}/state", str(int(S.INITIALISING)))
+            tx.rm(fe)
+            tx.mkdir(fe)
+            tx.set_permissions(fe, frontend_perms(domid))
+            tx.write(f"{fe}/backend", be)
+            tx.write(f"{fe}/backend-id", "0")
+            tx.write(f"{fe}/state", str(int(S.INITIALISING)))
 
         run_transaction(self.xs, body)
+        self.created.add((domid, devid))
 
     def hot_add(self, domid: int, address: str, devid: int = 0) -> int:
         be = backend_path(domid, devid)
@@ -89,10 +132,18 @@ class SimToolstack:
             self.xs.rm(f"{be}/{name}-{index}")
 
     def destroy(self, domid: int, devid: int = 0) -> None:
-        """Guest shutdown: the frontend is gone, the backend directory removed, domain released."""
-        self.xs.write(f"{backend_path(domid, devid)}/online", "0")
+        """Guest shutdown: the domain dies in Xen, its home goes, and the backend directories
+        libxl made for it are removed. A backend directory libxl did not make (the daemon's
+        toolstack role writes its own) stays for whoever made it."""
+        known = sorted(d for d, dev in self.created if d == domid)
+        if (domid, devid) in self.created:
+            self.xs.write(f"{backend_path(domid, devid)}/online", "0")
+        if self.domains is not None:
+            self.domains.destroy_domain(domid)
         self.store.release_domain(domid)
-        self.xs.rm(f"{BACKEND_ROOT}/{domid}")
+        if known:
+            self.xs.rm(f"{BACKEND_ROOT}/{domid}")
+        self.created = {k for k in self.created if k[0] != domid}
         # A later domain with this id must not be blamed for this one's failure.
         self.xs.rm(f"{ERROR_ROOT}/{domid}")
 

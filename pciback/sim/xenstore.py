@@ -1,8 +1,12 @@
 """An in-memory xenstore with per-domain connections, permissions, watches and transactions.
 
-Domain 0 may do anything. Another domain may read its own home (/local/domain/N) and the
-backend directories made for it (/local/domain/0/backend/*/N), and write only under its home:
-enough to let a simulated guest be as hostile as a real one and no more.
+Permissions follow xenstored (tools/xenstore/xenstored_core.c): every node carries a permission
+list (owner and default access first, then per-domain entries); domain 0 and a node's owner may
+do anything with it; a node created inherits its parent's list, and a guest owns what it
+creates; reading or writing a node that does not exist is decided by its nearest existing
+ancestor. So a guest may write only where the toolstack gave it a directory, and a directory
+created and filled before being given to the guest is, meanwhile, read-only to it: the ordering
+mistake the lab hit (xen-lab/README.md) fails here as it fails on Xen.
 """
 
 from __future__ import annotations
@@ -10,25 +14,79 @@ from __future__ import annotations
 import errno
 import threading
 from collections import deque
+from collections.abc import Sequence
 
-from pciback.ports.xenstore import WatchEvent, XenStoreError, check_path, check_value
+from pciback.ports.xenstore import (
+    Access,
+    Permission,
+    WatchEvent,
+    XenStoreError,
+    check_path,
+    check_value,
+)
 
 MAX_NODES = 1 << 16
 MAX_WATCHES = 1024
 MAX_PENDING = 1 << 14
 DOMAIN_QUOTA = 1000
+MAX_PERMS = 5  # xenstored's default quota of permission entries per node
+
+Perms = tuple[Permission, ...]
+ROOT_PERMS: Perms = (Permission(0, Access.NONE),)
+_ALL = Access.READ | Access.WRITE
+
+
+def access_of(domid: int, perms: Perms) -> Access:
+    """What `domid` may do with a node of these permissions (xenstored's perm_for_conn)."""
+    if domid == 0 or perms[0].domid == domid:
+        return _ALL
+    for entry in perms[1:]:
+        if entry.domid == domid:
+            return entry.access
+    return perms[0].access
+
+
+class Tree:
+    """Node values and permission lists: the store's own, or a transaction's copy."""
+
+    def __init__(
+        self, values: dict[str, str] | None = None, perms: dict[str, Perms] | None = None
+    ) -> None:
+        self.values: dict[str, str] = {"/": ""} if values is None else values
+        self.perms: dict[str, Perms] = {"/": ROOT_PERMS} if perms is None else perms
+
+    def copy(self) -> Tree:
+        return Tree(dict(self.values), dict(self.perms))
+
+    def nearest(self, path: str) -> str:
+        """The node itself when it exists, else its nearest existing ancestor."""
+        while path not in self.values:
+            path = path.rsplit("/", 1)[0] or "/"
+        return path
+
+    def allowed(self, domid: int, path: str, want: Access) -> bool:
+        if path.startswith("@"):
+            return domid == 0 and want == Access.READ
+        return want in access_of(domid, self.perms[self.nearest(path)])
+
+    def owned_by(self, domid: int) -> int:
+        return sum(1 for p in self.perms.values() if p[0].domid == domid)
 
 
 class SimXenStore:
     """The store itself; talk to it through `connect(domid)`."""
 
     def __init__(self, max_nodes: int = MAX_NODES) -> None:
-        self.nodes: dict[str, str] = {"/": ""}
+        self.tree = Tree()
         self.gens: dict[str, int] = {}
         self.gen = 0
         self.max_nodes = max_nodes
         self.lock = threading.RLock()
         self._clients: list[SimXenStoreClient] = []
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        return self.tree.values
 
     def connect(self, domid: int = 0) -> SimXenStoreClient:
         client = SimXenStoreClient(self, domid)
@@ -42,37 +100,68 @@ class SimXenStore:
                 self._clients.remove(client)
 
     def release_domain(self, domid: int) -> None:
-        """A domain died: its home goes and @releaseDomain watchers are told."""
+        """A domain died: its home goes (libxl removes it), what it owned elsewhere passes to
+        dom0 (xenstored does, so a later domain with the same id inherits nothing), and
+        @releaseDomain watchers are told."""
         with self.lock:
-            self.apply_rm(self.nodes, f"/local/domain/{domid}")
+            gone = self.apply_rm(self.tree, f"/local/domain/{domid}")
+            if gone:
+                self.touch(gone)
+                self.fire(f"/local/domain/{domid}", removed=True)
+            for path, perms in list(self.tree.perms.items()):
+                if perms[0].domid == domid:
+                    self.tree.perms[path] = (Permission(0, perms[0].access), *perms[1:])
             self.fire("@releaseDomain", removed=False)
 
-    # -- node operations on a node map (the store's own, or a transaction's copy) ---------------
-    def apply_write(self, nodes: dict[str, str], path: str, value: str) -> list[str]:
-        created = [p for p in _ancestors(path) if p not in nodes]
-        if len(nodes) + len(created) + (path not in nodes) > self.max_nodes:
+    # -- node operations on a tree (the store's own, or a transaction's copy) ----------------
+    def apply_write(self, tree: Tree, domid: int, path: str, value: str) -> list[str]:
+        created = [p for p in [*_ancestors(path), path] if p not in tree.values]
+        if len(tree.values) + len(created) > self.max_nodes:
             raise XenStoreError(errno.ENOSPC, path, "store quota exceeded")
         for p in created:
-            nodes[p] = ""
-        nodes[path] = value
-        return [*created, path]
+            parent = p.rsplit("/", 1)[0] or "/"
+            inherited = tree.perms[parent]
+            if domid != 0:  # unprivileged domains own what they create
+                inherited = (Permission(domid, inherited[0].access), *inherited[1:])
+            tree.values[p] = ""
+            tree.perms[p] = inherited
+        tree.values[path] = value
+        return created if path in created else [*created, path]
 
-    def apply_rm(self, nodes: dict[str, str], path: str) -> list[str]:
+    def apply_rm(self, tree: Tree, path: str) -> list[str]:
         if path == "/":
             raise XenStoreError(errno.EINVAL, path, "cannot remove the root")
         prefix = path + "/"
-        gone = [k for k in nodes if k == path or k.startswith(prefix)]
+        gone = [k for k in tree.values if k == path or k.startswith(prefix)]
         for k in gone:
-            del nodes[k]
+            del tree.values[k]
+            del tree.perms[k]
         return gone
 
     @staticmethod
-    def children(nodes: dict[str, str], path: str) -> list[str] | None:
-        if path not in nodes:
+    def apply_set_permissions(
+        tree: Tree, domid: int, path: str, perms: Sequence[Permission]
+    ) -> None:
+        if path not in tree.values:
+            raise XenStoreError(errno.ENOENT, path, "no such node")
+        if not perms or len(perms) > MAX_PERMS:
+            raise XenStoreError(errno.EINVAL, path, f"1 to {MAX_PERMS} permission entries")
+        current = tree.perms[path]
+        if domid != 0 and current[0].domid != domid:
+            raise XenStoreError(errno.EACCES, path, f"domain {domid} does not own it")
+        if domid != 0 and perms[0].domid != current[0].domid:
+            raise XenStoreError(errno.EPERM, path, "only dom0 may change a node's owner")
+        tree.perms[path] = tuple(perms)
+
+    @staticmethod
+    def children(tree: Tree, path: str) -> list[str] | None:
+        if path not in tree.values:
             return None
         prefix = "/" if path == "/" else path + "/"
         return sorted(
-            k[len(prefix) :] for k in nodes if k.startswith(prefix) and "/" not in k[len(prefix) :]
+            k[len(prefix) :]
+            for k in tree.values
+            if k.startswith(prefix) and "/" not in k[len(prefix) :] and k != "/"
         )
 
     def touch(self, paths: list[str]) -> None:
@@ -106,73 +195,77 @@ class SimXenStoreClient:
         self._cond = threading.Condition(store.lock)
 
     # -- permissions -------------------------------------------------------------------------
-    def _may_read(self, path: str) -> bool:
-        if self.domid == 0:
-            return True
-        home = f"/local/domain/{self.domid}"
-        if path == home or path.startswith(home + "/"):
-            return True
-        parts = path.split("/")
-        # /local/domain/0/backend/<type>/<domid>/...
-        return (
-            len(parts) >= 7
-            and parts[1:5] == ["local", "domain", "0", "backend"]
-            and (parts[6] == str(self.domid))
-        )
-
-    def _may_write(self, path: str) -> bool:
-        if self.domid == 0:
-            return True
-        home = f"/local/domain/{self.domid}"
-        return path.startswith(home + "/")
-
-    def check_read(self, path: str) -> str:
+    def check_read(self, tree: Tree, path: str) -> str:
         check_path(path)
-        if not self._may_read(path):
+        if not tree.allowed(self.domid, path, Access.READ):
             raise XenStoreError(errno.EACCES, path, f"domain {self.domid} may not read")
         return path
 
-    def check_write(self, path: str) -> str:
+    def check_write(self, tree: Tree, path: str) -> str:
         check_path(path)
-        if path.startswith("@") or not self._may_write(path):
+        if path.startswith("@") or not tree.allowed(self.domid, path, Access.WRITE):
             raise XenStoreError(errno.EACCES, path, f"domain {self.domid} may not write")
         return path
+
+    def check_quota(self, tree: Tree, path: str) -> None:
+        """A guest may own at most DOMAIN_QUOTA nodes, as xenstored's default quota: one
+        guest filling the store must not starve the others."""
+        if self.domid == 0 or path in tree.values:
+            return
+        if tree.owned_by(self.domid) >= DOMAIN_QUOTA:
+            raise XenStoreError(errno.EDQUOT, path, f"domain {self.domid} is over its quota")
+
+    def permissions(self, path: str) -> Perms | None:
+        """The node's permission list (xs_get_permissions), None when it does not exist."""
+        with self.store.lock:
+            tree = self.store.tree
+            return tree.perms.get(self.check_read(tree, path))
 
     # -- StoreOps ----------------------------------------------------------------------------
     def read(self, path: str) -> str | None:
         with self.store.lock:
-            return self.store.nodes.get(self.check_read(path))
-
-    def check_quota(self, nodes: dict[str, str], path: str) -> None:
-        """A guest may own at most DOMAIN_QUOTA nodes, as xenstored's default quota: one
-        guest filling the store must not starve the others."""
-        if self.domid == 0 or path in nodes:
-            return
-        home = f"/local/domain/{self.domid}/"
-        if sum(1 for k in nodes if k.startswith(home)) >= DOMAIN_QUOTA:
-            raise XenStoreError(errno.EDQUOT, path, f"domain {self.domid} is over its quota")
+            tree = self.store.tree
+            return tree.values.get(self.check_read(tree, path))
 
     def write(self, path: str, value: str) -> None:
         with self.store.lock:
-            self.check_write(path)
-            self.check_quota(self.store.nodes, path)
-            changed = self.store.apply_write(
-                self.store.nodes, self.check_write(path), check_value(path, value)
-            )
-            self.store.touch(changed)
-            for p in changed:
-                self.store.fire(p, removed=False)
+            self._write(path, check_value(path, value))
+
+    def mkdir(self, path: str) -> None:
+        with self.store.lock:
+            if self.check_write(self.store.tree, path) not in self.store.tree.values:
+                self._write(path, "")
+
+    def _write(self, path: str, value: str) -> None:
+        tree = self.store.tree
+        self.check_write(tree, path)
+        self.check_quota(tree, path)
+        changed = self.store.apply_write(tree, self.domid, path, value)
+        self.store.touch(changed)
+        for p in changed:
+            self.store.fire(p, removed=False)
 
     def rm(self, path: str) -> None:
         with self.store.lock:
-            gone = self.store.apply_rm(self.store.nodes, self.check_write(path))
-            if gone:
-                self.store.touch(gone)
-                self.store.fire(path, removed=True)
+            tree = self.store.tree
+            self.check_write(tree, path)
+            if path not in tree.values:
+                return
+            gone = self.store.apply_rm(tree, path)
+            self.store.touch(gone)
+            self.store.fire(path, removed=True)
 
     def list(self, path: str) -> list[str] | None:
         with self.store.lock:
-            return self.store.children(self.store.nodes, self.check_read(path))
+            tree = self.store.tree
+            return self.store.children(tree, self.check_read(tree, path))
+
+    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+        with self.store.lock:
+            check_path(path)
+            self.store.apply_set_permissions(self.store.tree, self.domid, path, perms)
+            self.store.touch([path])
+            self.store.fire(path, removed=False)
 
     def transaction(self) -> SimTransaction:
         return SimTransaction(self)
@@ -229,7 +322,7 @@ class SimTransaction:
         store = client.store
         with store.lock:
             self.start = store.gen
-            self.nodes = dict(store.nodes)
+            self.tree = store.tree.copy()
         self.touched: set[str] = set()
         self.removed: set[str] = set()
         self.written: set[str] = set()
@@ -241,28 +334,43 @@ class SimTransaction:
 
     def read(self, path: str) -> str | None:
         self._live()
-        self.touched.add(self.client.check_read(path))
-        return self.nodes.get(path)
+        self.touched.add(self.client.check_read(self.tree, path))
+        return self.tree.values.get(path)
 
     def write(self, path: str, value: str) -> None:
         self._live()
-        self.client.check_write(path)
-        self.client.check_quota(self.nodes, path)
-        changed = self.client.store.apply_write(self.nodes, path, check_value(path, value))
+        self._write(path, check_value(path, value))
+
+    def mkdir(self, path: str) -> None:
+        self._live()
+        if self.client.check_write(self.tree, path) not in self.tree.values:
+            self._write(path, "")
+
+    def _write(self, path: str, value: str) -> None:
+        self.client.check_write(self.tree, path)
+        self.client.check_quota(self.tree, path)
+        changed = self.client.store.apply_write(self.tree, self.client.domid, path, value)
         self.touched.update(changed)
         self.written.update(changed)
 
     def rm(self, path: str) -> None:
         self._live()
-        self.client.check_write(path)
-        if self.client.store.apply_rm(self.nodes, path):
+        self.client.check_write(self.tree, path)
+        if self.client.store.apply_rm(self.tree, path):
             self.touched.add(path)
             self.removed.add(path)
 
     def list(self, path: str) -> list[str] | None:
         self._live()
-        self.touched.add(self.client.check_read(path))
-        return self.client.store.children(self.nodes, path)
+        self.touched.add(self.client.check_read(self.tree, path))
+        return self.client.store.children(self.tree, path)
+
+    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+        self._live()
+        check_path(path)
+        self.client.store.apply_set_permissions(self.tree, self.client.domid, path, perms)
+        self.touched.add(path)
+        self.written.add(path)
 
     def commit(self) -> bool:
         self._live()
@@ -272,11 +380,12 @@ class SimTransaction:
             if store.changed_since(self.start, self.touched):
                 return False
             for path in sorted(self.removed):
-                gone = store.apply_rm(store.nodes, path)
+                gone = store.apply_rm(store.tree, path) if path in store.tree.values else []
                 store.touch(gone)
             for path in sorted(self.written):
-                if path in self.nodes:
-                    store.nodes[path] = self.nodes[path]
+                if path in self.tree.values:
+                    store.tree.values[path] = self.tree.values[path]
+                    store.tree.perms[path] = self.tree.perms[path]
             store.touch(sorted(self.written))
             for path in sorted(self.removed):
                 store.fire(path, removed=True)

@@ -9,20 +9,29 @@ from __future__ import annotations
 import errno
 import select
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
 
-from pciback.ports.xenstore import WatchEvent, XenStoreError, check_path, check_value
+from pciback.ports.xenstore import (
+    Permission,
+    WatchEvent,
+    XenStoreError,
+    check_path,
+    check_value,
+)
 from pciback.xen._loader import XenUnavailable, load
 
 XBT_NULL = 0
 XS_WATCH_PATH = 0
 XS_WATCH_TOKEN = 1
 MAX_CHILDREN = 65536  # a directory listing longer than this is not one the backend asked for
+MAX_PERMS = 16
 
 TYPEDEFS = {"xs_transaction_t": "uint32_t"}
 OPAQUE = ("struct xs_handle",)
+STRUCTS = ("struct xs_permissions { unsigned int id; unsigned int perms; };",)
 DECLS = (
     "struct xs_handle *xs_open(unsigned long flags);",
     "void xs_close(struct xs_handle *xsh);",
@@ -30,6 +39,9 @@ DECLS = (
     "bool xs_write(struct xs_handle *h, xs_transaction_t t, const char *path, const void *data,"
     " unsigned int len);",
     "bool xs_rm(struct xs_handle *h, xs_transaction_t t, const char *path);",
+    "bool xs_mkdir(struct xs_handle *h, xs_transaction_t t, const char *path);",
+    "bool xs_set_permissions(struct xs_handle *h, xs_transaction_t t, const char *path,"
+    " struct xs_permissions *perms, unsigned int num_perms);",
     "char **xs_directory(struct xs_handle *h, xs_transaction_t t, const char *path,"
     " unsigned int *num);",
     "bool xs_watch(struct xs_handle *h, const char *path, const char *token);",
@@ -41,13 +53,25 @@ DECLS = (
     "bool xs_transaction_end(struct xs_handle *h, xs_transaction_t t, bool abort);",
 )
 HEADERS = ("xenstore.h",)
-CONSTANTS = {"XBT_NULL": XBT_NULL, "XS_WATCH_PATH": XS_WATCH_PATH, "XS_WATCH_TOKEN": 1}
+CONSTANTS = {
+    "XBT_NULL": XBT_NULL,
+    "XS_WATCH_PATH": XS_WATCH_PATH,
+    "XS_WATCH_TOKEN": 1,
+    # struct xs_permissions as declared above, and the access bits Permission carries
+    "sizeof(struct xs_permissions)": 8,
+    "offsetof(struct xs_permissions, id)": 0,
+    "offsetof(struct xs_permissions, perms)": 4,
+    "XS_PERM_NONE": 0,
+    "XS_PERM_READ": 1,
+    "XS_PERM_WRITE": 2,
+}
 
 ffi = FFI()
 ffi.cdef(
     "\n".join(
         [f"typedef {t} {n};" for n, t in TYPEDEFS.items()]
         + [f"{s};" for s in OPAQUE]
+        + list(STRUCTS)
         + list(DECLS)
         + ["void free(void *ptr);"]  # the C library's: libxenstore returns malloc'ed memory
     )
@@ -109,6 +133,26 @@ class _Ops:
             ffi.errno != errno.ENOENT
         ):
             raise self._fail(path, "xs_rm")
+
+    def mkdir(self, path: str) -> None:
+        raw = _encode(path)
+        ffi.errno = 0
+        if not self._store.lib.xs_mkdir(self._store.handle(), self._tx, raw):
+            raise self._fail(path, "xs_mkdir")
+
+    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+        raw = _encode(path)
+        if not 0 < len(perms) <= MAX_PERMS:
+            raise XenStoreError(errno.EINVAL, path, f"1 to {MAX_PERMS} permission entries")
+        array = ffi.new("struct xs_permissions[]", len(perms))
+        for i, perm in enumerate(perms):
+            array[i].id = perm.domid
+            array[i].perms = int(perm.access)
+        ffi.errno = 0
+        if not self._store.lib.xs_set_permissions(
+            self._store.handle(), self._tx, raw, array, len(perms)
+        ):
+            raise self._fail(path, "xs_set_permissions")
 
     def list(self, path: str) -> list[str] | None:
         raw = _encode(path)

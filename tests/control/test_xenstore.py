@@ -6,7 +6,13 @@ import errno
 
 import pytest
 
-from pciback.ports.xenstore import Transaction, WatchEvent, XenStoreError, run_transaction
+from pciback.ports.xenstore import (
+    Transaction,
+    WatchEvent,
+    XenStoreError,
+    permissions,
+    run_transaction,
+)
 from pciback.sim.xenstore import DOMAIN_QUOTA, SimXenStore, SimXenStoreClient
 
 
@@ -48,18 +54,90 @@ def test_oversized_value_refused() -> None:
 
 
 def test_guest_permissions() -> None:
+    """xenstored's ACLs: dom0 may do anything; a guest reads and writes only where a node's
+    permissions (or, for a node not there, its nearest ancestor's) let it."""
     store = SimXenStore()
     dom0, guest = store.connect(0), store.connect(5)
-    dom0.write("/local/domain/0/backend/pci/5/0/num_devs", "1")
-    dom0.write("/local/domain/0/backend/pci/6/0/num_devs", "1")
+    for d in (5, 6):
+        dom0.mkdir(f"/local/domain/0/backend/pci/{d}/0")
+        dom0.set_permissions(f"/local/domain/0/backend/pci/{d}/0", permissions("n0", f"r{d}"))
+        dom0.write(f"/local/domain/0/backend/pci/{d}/0/num_devs", "1")
+    dom0.mkdir("/local/domain/5/device/pci/0")
+    dom0.set_permissions("/local/domain/5/device/pci/0", permissions("n5", "r0"))
     assert guest.read("/local/domain/0/backend/pci/5/0/num_devs") == "1"
+    assert guest.read("/local/domain/0/backend/pci/5/0/absent") is None  # readable parent
     guest.write("/local/domain/5/device/pci/0/magic", "7")
     for path in ("/local/domain/0/backend/pci/5/0/num_devs", "/local/domain/6/x"):
         with pytest.raises(XenStoreError) as info:
             guest.write(path, "9")
         assert info.value.errno == errno.EACCES
-    with pytest.raises(XenStoreError):
-        guest.read("/local/domain/0/backend/pci/6/0/num_devs")
+    for path in ("/local/domain/0/backend/pci/6/0/num_devs", "/local/domain/0/absent"):
+        with pytest.raises(XenStoreError) as info:
+            guest.read(path)
+        assert info.value.errno == errno.EACCES
+
+
+def test_children_inherit_permissions_and_a_guest_owns_what_it_creates() -> None:
+    store = SimXenStore()
+    dom0, guest = store.connect(0), store.connect(5)
+    dom0.mkdir("/local/domain/5")
+    dom0.set_permissions("/local/domain/5", permissions("n0", "r5"))
+    dom0.write("/local/domain/5/device/pci/0/backend", "x")  # inherits n0 r5: read-only to 5
+    assert dom0.permissions("/local/domain/5/device/pci/0") == permissions("n0", "r5")
+    with pytest.raises(XenStoreError) as info:
+        guest.write("/local/domain/5/device/pci/0/pci-op-ref", "8")
+    assert info.value.errno == errno.EACCES  # the lab's "13 Error writing configuration"
+    dom0.set_permissions("/local/domain/5/device/pci/0", permissions("n5", "r0"))
+    guest.write("/local/domain/5/device/pci/0/pci-op-ref", "8")
+    assert guest.permissions("/local/domain/5/device/pci/0/pci-op-ref") == permissions("n5", "r0")
+    with pytest.raises(XenStoreError) as info:
+        dom0.set_permissions("/local/domain/5/data", permissions("w5"))
+    assert info.value.errno == errno.ENOENT
+
+
+def test_only_owners_change_permissions_and_only_dom0_the_owner() -> None:
+    store = SimXenStore()
+    dom0, guest, other = store.connect(0), store.connect(5), store.connect(6)
+    dom0.mkdir("/g")
+    dom0.set_permissions("/g", permissions("n5"))
+    guest.set_permissions("/g", permissions("n5", "r6"))  # the owner may share it
+    assert other.read("/g") == ""
+    for client, perms, code in (
+        (other, permissions("n6"), errno.EACCES),  # not the owner
+        (guest, permissions("n6"), errno.EPERM),  # giving it away needs dom0
+        (guest, (), errno.EINVAL),
+        (dom0, permissions("n0"), errno.ENOENT),  # on /absent below
+    ):
+        path = "/absent" if client is dom0 else "/g"
+        with pytest.raises(XenStoreError) as info:
+            client.set_permissions(path, perms)
+        assert info.value.errno == code
+
+
+def test_a_transaction_creates_chmods_and_fills_at_once() -> None:
+    store = SimXenStore()
+    dom0, guest = store.connect(0), store.connect(5)
+    dom0.mkdir("/local/domain/5/device")
+    dom0.set_permissions("/local/domain/5/device", permissions("n0", "r5"))
+
+    def body(tx: Transaction) -> None:
+        tx.mkdir("/local/domain/5/device/pci/0")
+        tx.set_permissions("/local/domain/5/device/pci/0", permissions("n5", "r0"))
+        tx.write("/local/domain/5/device/pci/0/state", "1")
+        assert guest.read("/local/domain/5/device/pci/0") is None  # nothing seen yet
+
+    run_transaction(dom0, body)
+    assert guest.permissions("/local/domain/5/device/pci/0/state") == permissions("n5", "r0")
+    guest.write("/local/domain/5/device/pci/0/state", "3")
+
+
+def test_a_dead_domains_nodes_pass_to_dom0() -> None:
+    store = SimXenStore()
+    dom0 = store.connect(0)
+    dom0.mkdir("/local/domain/0/backend/vif/5")
+    dom0.set_permissions("/local/domain/0/backend/vif/5", permissions("n5", "r0"))
+    store.release_domain(5)
+    assert dom0.permissions("/local/domain/0/backend/vif/5") == permissions("n0", "r0")
 
 
 def test_watch_fires_on_set_and_on_changes_below() -> None:
@@ -138,6 +216,8 @@ def test_unrelated_change_does_not_conflict() -> None:
 def test_guest_quota_protects_the_store() -> None:
     store = SimXenStore()
     guest, dom0 = store.connect(4), store.connect(0)
+    dom0.mkdir("/local/domain/4/junk")
+    dom0.set_permissions("/local/domain/4/junk", permissions("n4"))
     with pytest.raises(XenStoreError) as info:
         for i in range(DOMAIN_QUOTA + 10):
             guest.write(f"/local/domain/4/junk/{i}", "x")

@@ -176,6 +176,7 @@ class FakeXenstore(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.nodes: dict[str, bytes] = {}
+        self.perms: dict[str, list[tuple[int, int]]] = {}
         self.watches: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
         self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -230,6 +231,19 @@ class FakeXenstore(Recorder):
             return bool(self._fail(errno.ENOENT, null=False))
         for k in [k for k in self.nodes if k == key or k.startswith(key + "/")]:
             del self.nodes[k]
+        return True
+
+    def xs_mkdir(self, h: Any, t: int, path: bytes) -> bool:
+        self.nodes.setdefault(_s(path), b"")
+        self.calls.append(("mkdir", t, _s(path)))
+        return True
+
+    def xs_set_permissions(self, h: Any, t: int, path: bytes, perms: Any, num: int) -> bool:
+        key = _s(path)
+        if key not in self.nodes:
+            return bool(self._fail(errno.ENOENT, null=False))
+        self.perms[key] = [(perms[i].id, perms[i].perms) for i in range(num)]
+        self.calls.append(("chmod", t, key))
         return True
 
     def xs_directory(self, h: Any, t: int, path: bytes, num: Any) -> Any:
