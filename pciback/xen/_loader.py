@@ -17,7 +17,9 @@ class XenUnavailable(RuntimeError):
     """Something a real dom0 has is missing here; the message names it."""
 
 
-_loaded: dict[str, Any] = {}
+# Keyed by library and FFI: a library opened through two FFIs (two adapters declaring different
+# functions of libxenctrl) is two handles, each knowing its own declarations.
+_loaded: dict[tuple[str, int], Any] = {}
 _loaded_lock = threading.Lock()
 
 
@@ -30,9 +32,9 @@ def load(ffi: FFI, name: str, sonames: tuple[str, ...], package: str) -> Any:
     (libxenctrl's soname carries the Xen release, so a fixed list alone would miss newer ones).
     Cached because find_library runs ldconfig, and every connection asks for libxenevtchn."""
     with _loaded_lock:
-        lib = _loaded.get(name)
+        lib = _loaded.get((name, id(ffi)))
         if lib is None:
-            lib = _loaded[name] = _load(ffi, name, sonames, package)
+            lib = _loaded[(name, id(ffi))] = _load(ffi, name, sonames, package)
         return lib
 
 

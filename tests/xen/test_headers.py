@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pciback.xen import atomic, evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import atomic, domctl, evtchn, gnttab, xenctrl, xenstore
 
-MODULES = [xenstore, gnttab, evtchn, xenctrl]
+MODULES = [xenstore, gnttab, evtchn, xenctrl, domctl]
 _DECL = re.compile(r"(?P<ret>.*?)\b(?P<name>\w+)\((?P<args>.*)\);")
 GCC = shutil.which("gcc")
 
@@ -101,6 +101,44 @@ def test_a_wrong_prototype_fails_the_check(wrong: str, right: str, tmp_path: Pat
     result = compile_check(c_check(xenstore, decls), tmp_path)
     assert result.returncode != 0
     assert "incompatible" in result.stderr or "qualifier" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("constant", "wrong"),
+    [
+        ("offsetof(xc_domaininfo_t, flags)", 8),  # a field read at the wrong place
+        ("XEN_DOMINF_dying", 4),  # the shutdown bit taken for dying
+        ("sizeof(xc_domaininfo_t) <= 1024", 0),
+    ],
+)
+def test_a_wrong_layout_fails_the_check(constant: str, wrong: int, tmp_path: Path) -> None:
+    """The structure fields the adapters read are checked, not only the prototypes."""
+    _need(domctl)
+    mutated = SimpleNamespace(
+        HEADERS=domctl.HEADERS,
+        TYPEDEFS=domctl.TYPEDEFS,
+        CONSTANTS={**domctl.CONSTANTS, constant: wrong},
+        DECLS=(),
+    )
+    result = compile_check(c_check(mutated), tmp_path)
+    assert result.returncode != 0
+    assert "constant" in result.stderr
+
+
+def test_xs_permissions_layout_is_checked(tmp_path: Path) -> None:
+    _need(xenstore)
+    mutated = SimpleNamespace(
+        HEADERS=xenstore.HEADERS,
+        TYPEDEFS={},
+        CONSTANTS={**xenstore.CONSTANTS, "offsetof(struct xs_permissions, perms)": 2},
+        DECLS=(
+            "bool xs_set_permissions(struct xs_handle *h, xs_transaction_t t,"
+            " const char *path, struct xs_permissions *perms, int num_perms);",
+        ),
+    )
+    result = compile_check(c_check(mutated), tmp_path)
+    assert result.returncode != 0
+    assert "xs_set_permissions" in result.stderr and "perms" in result.stderr
 
 
 def test_a_wrong_typedef_fails_the_check(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pciback.xen import atomic, environment, evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import atomic, domctl, environment, evtchn, gnttab, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, XenUnavailable, check_domid, missing_nodes
 
 MODULES: list[tuple[ModuleType, str]] = [
@@ -16,6 +16,7 @@ MODULES: list[tuple[ModuleType, str]] = [
     (gnttab, "gnttab_library"),
     (evtchn, "library"),
     (xenctrl, "library"),
+    (domctl, "library"),
 ]
 
 
@@ -25,7 +26,9 @@ MODULES: list[tuple[ModuleType, str]] = [
     [
         (m, f, p)
         for (m, f), p in zip(
-            MODULES, ["libxenstore4", "libxengnttab1", "libxenevtchn1", "libxenctrl"], strict=True
+            MODULES,
+            ["libxenstore4", "libxengnttab1", "libxenevtchn1", "libxenctrl", "libxenctrl"],
+            strict=True,
         )
     ],
 )
@@ -33,7 +36,7 @@ def test_a_missing_library_names_itself_and_its_package(
     module: ModuleType, loader: str, package: str
 ) -> None:
     name = module.__name__.rsplit(".", 1)[-1]
-    lib = {"gnttab": "xengnttab", "evtchn": "xenevtchn"}.get(name, name)
+    lib = {"gnttab": "xengnttab", "evtchn": "xenevtchn", "domctl": "xenctrl"}.get(name, name)
     with pytest.raises(XenUnavailable, match=rf"lib{lib} not found \(tried .*{package}"):
         getattr(module, loader)()
 
@@ -98,8 +101,9 @@ def test_every_declared_function_is_exported_by_the_installed_library(
         (xenstore.XenStoreClient, xenstore.library),
         (gnttab.GrantTable, gnttab.gnttab_library),
         (xenctrl.XenHypervisor, xenctrl.library),
+        (domctl.XenDomainResources, domctl.library),
     ],
-    ids=["xs_open", "xengnttab_open", "xc_interface_open"],
+    ids=["xs_open", "xengnttab_open", "xc_interface_open", "xc_interface_open (domctl)"],
 )
 def test_opening_without_xen_fails_cleanly(opener: Any, loader: Any) -> None:
     """The real libraries, on a machine with no /dev/xen: a message, not a crash."""
