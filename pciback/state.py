@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS view_state (
     address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS irq_state (
     address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attachments (
+    address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
 """
 
 # A guest's record as read back: (domid, JSON text), both checked for type and size only.
@@ -219,3 +221,32 @@ class StateStore:
             log.error("state database: unusable %s row for %.64r; dropped", table, address)
             self._run(f"DELETE FROM {table} WHERE address IS ?", (address,))
         return records
+
+    # -- the toolstack role's attachments ------------------------------------------------------
+    # An attachment is recorded before anything is granted to the guest and forgotten after
+    # everything is revoked, so a daemon that dies in between finds what to finish or undo.
+    # These writes are committed before they return whatever the rest of the state does: the
+    # grant that follows must never be ahead of its record. (A table added to schema 2 without
+    # a version change: an older daemon ignores it.)
+    def save_attachment(self, address: str, domid: int, data: str) -> None:
+        if len(data) > MAX_RECORD:
+            raise StateError(f"{address}: an attachment record of {len(data)} characters")
+        self._commit_now(
+            "INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (address, domid, data)
+        )
+
+    def attachments(self) -> dict[str, Record]:
+        return self._records("attachments")
+
+    def forget_attachment(self, address: str) -> None:
+        self._commit_now("DELETE FROM attachments WHERE address = ?", (address,))
+
+    def _commit_now(self, sql: str, args: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(sql, args)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
