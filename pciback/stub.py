@@ -269,8 +269,9 @@ class StubPool:
         log.info("seized %s from %s", address, driver or "no driver")
         return stub
 
-    def unseize(self, address: str) -> None:
-        """Return a device nobody owns to the host driver it was taken from."""
+    def unseize(self, address: str, rebind: bool = True) -> None:
+        """Return a device nobody owns to the host driver it was taken from (with `rebind`
+        False, leave it bound to no driver, as `xl pci-assignable-remove` without -r)."""
         with self._lock:
             stub = self._stub(address)
             owner = self.ownership.owner(address)
@@ -283,9 +284,10 @@ class StubPool:
                 self.state.set_permissive(address, False)
                 self.state.set_interrupt_control(address, False)
             self.bus.unbind(address)
-            if stub.host_driver is not None:
-                self.bus.bind(address, stub.host_driver)
-            log.info("returned %s to %s", address, stub.host_driver or "no driver")
+            driver = stub.host_driver if rebind else None
+            if driver is not None:
+                self.bus.bind(address, driver)
+            log.info("returned %s to %s", address, driver or "no driver")
 
     # -- the broker the xenbus backend uses --------------------------------------------------
     def claim(self, address: str, domid: int) -> Claimed:

@@ -19,16 +19,19 @@ from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
 from pciback.ownership import Ownership
-from pciback.ports.xenstore import XenStore
+from pciback.ports.xenstore import WatchEvent, XenStore
 from pciback.reconcile import reconcile
 from pciback.sim.device import SimDevice
+from pciback.sim.domctl import SimDomctl
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.state import StateStore
 from pciback.stub import StubError, StubPool
-from pciback.xenbus.manager import XenbusBackends
+from pciback.toolstack import requests as toolstack_requests
+from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
+from pciback.xenbus.manager import MAX_EVENTS_PER_PUMP, XenbusBackends
 
 if TYPE_CHECKING:
     from pciback.xen.environment import XenEnvironment
@@ -58,6 +61,7 @@ class SimEnvironment:
     store: SimXenStore = field(default_factory=SimXenStore)
     hypervisor: SimHypervisor = field(default_factory=SimHypervisor)
     grants: SimGrantTable = field(default_factory=SimGrantTable)
+    domains: SimDomctl = field(default_factory=SimDomctl)  # the toolstack role's Xen
     bus: SimHostBus = field(init=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +130,16 @@ class Daemon:
         self.datapath: SimDataPath = self.env.make_datapath(self.pool, self.ownership)
         self.xs: XenStore = self.env.connect_store()
         self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)
+        self.toolstack = Toolstack(
+            self.xs,
+            self.env.domains,
+            self.env.bus,
+            self.pool,
+            self.ownership,
+            self.backends,
+            self.state,
+            self.lock,
+        )
         socket_path = config.control_socket if control else None
         self.control = ControlServer(socket_path, self.handle) if socket_path else None
         self.stopped = threading.Event()
@@ -142,10 +156,14 @@ class Daemon:
             for quirk in self.config.quirks:
                 self._apply(lambda q=quirk: self.pool.add_quirk(q))
             self.backends.start()
+            self.toolstack.start()
             self.backends.pump()
             # A real xenstore may not have delivered the watch's first event yet; what follows
             # releases whatever no backend resumed, so every backend must have been looked at.
             self.backends.scan()
+            # Attachments a previous daemon left half done are finished or undone, and those of
+            # guests that died meanwhile cleaned up, before stale ownership is released below.
+            self.toolstack.reconcile()
             # Guests resumed above adopted their saved interrupts; the rest are unmapped here.
             swept = self.datapath.sweep_saved()
             released = reconcile(self.ownership, self.pool, self.backends)
@@ -174,14 +192,31 @@ class Daemon:
         if event is None:
             return 0
         with self.lock:
-            self.backends.handle(event)
-            return 1 + self.backends.pump(0.0)
+            self._dispatch(event)
+            return 1 + self._drain()
 
     def pump(self) -> int:
         """Handle every pending watch event without waiting; returns how many. For a caller
         that drives the daemon in-process instead of running its loop on a thread."""
         with self.lock:
-            return self.backends.pump(0.0)
+            return self._drain()
+
+    def _dispatch(self, event: WatchEvent) -> None:
+        # The toolstack role's own @releaseDomain watch; every other event is the backends'.
+        if event.token == RELEASE_TOKEN:
+            self.toolstack.reap()
+        else:
+            self.backends.handle(event)
+
+    def _drain(self) -> int:
+        """XenbusBackends.pump, with the toolstack role's events routed to it."""
+        handled = 0
+        event = self.xs.next_event(0.0)
+        while event is not None and handled < MAX_EVENTS_PER_PUMP:
+            self._dispatch(event)
+            handled += 1
+            event = self.xs.next_event(0.0)
+        return handled
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -194,6 +229,7 @@ class Daemon:
         if self.control is not None:
             self.control.stop()
         with self.lock:
+            self.toolstack.stop()
             self.backends.stop()
             self.env.release(self.xs)
             self.state.close()
@@ -202,6 +238,10 @@ class Daemon:
     # -- control requests --------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> Any:
         op = request["op"]
+        if op in toolstack_requests.OPS:
+            # Not under the lock: attach and detach wait for the guest, and serving it needs
+            # the watch loop, which needs the lock. They take it step by step.
+            return toolstack_requests.serve(self.toolstack, request)
         arg = request.get("arg")
         with self.lock:
             if op == "list":
@@ -266,4 +306,4 @@ class Daemon:
             }
             for (domid, devid), backend in sorted(self.backends.backends.items())
         ]
-        return {"devices": devices, "guests": guests}
+        return {"devices": devices, "guests": guests, "attachments": self.toolstack.listing()}

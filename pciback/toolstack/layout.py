@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pciback.ports.xenstore import Access, Permission, StoreOps, join
-from pciback.xenbus.backend import BACKEND_ROOT
+from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT
 from pciback.xenbus.parse import MAX_DEVS, XenbusConfigError, parse_bdf
 from pciback.xenbus.states import XenbusState, state_or_unknown
 
@@ -155,10 +155,17 @@ def close_backend(tx: StoreOps, domid: int) -> None:
         tx.write(join(be, "state"), str(int(S.CLOSING)))
 
 
+def error_path(domid: int, devid: int = DEVID) -> str:
+    """Where the backend reports a failure (xenbus_dev_fatal's node)."""
+    return f"{ERROR_ROOT}/{domid}/{devid}"
+
+
 def destroy_directories(tx: StoreOps, domid: int) -> None:
-    """Both directories and the parents they leave empty (libxl__device_destroy)."""
+    """Both directories and the parents they leave empty (libxl__device_destroy), and the
+    backend's error report, which would otherwise be blamed on the next guest with this id."""
     path_cleanup(tx, frontend_path(domid))
     path_cleanup(tx, backend_path(domid))
+    path_cleanup(tx, error_path(domid))
 
 
 def path_cleanup(tx: StoreOps, path: str) -> None:

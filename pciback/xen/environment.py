@@ -3,6 +3,7 @@ everything that is missing. UNTESTED AGAINST XEN (see pciback.xen)."""
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
 from pciback.ownership import Ownership
+from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
@@ -17,6 +19,7 @@ from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.stub import StubPool
 from pciback.xen import atomic, evtchn, gnttab, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
+from pciback.xen.domctl import XenDomainResources
 from pciback.xen.evtchn import XenEventPort
 from pciback.xen.gnttab import GrantTable
 from pciback.xen.xenctrl import XenHypervisor
@@ -116,16 +119,33 @@ def _close_all(items: list[_Closable]) -> None:
         item.close()
 
 
+class NoDomainControl:
+    """The DomainResources port where none was opened: every call says so."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def refuse(*args: Any) -> Any:
+            raise DomainError(f"{name}: no domain-control interface was opened", errno.ENOSYS)
+
+        return refuse
+
+
 class XenEnvironment:
     """The ports of a real dom0: sysfs, xenstore, grant table, hypervisor."""
 
     def __init__(
-        self, bus: SysfsBus, store: XenStoreClient, grants: GrantTable, hypervisor: XenHypervisor
+        self,
+        bus: SysfsBus,
+        store: XenStoreClient,
+        grants: GrantTable,
+        hypervisor: XenHypervisor,
+        domains: DomainResources | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
         self.grants = grants
         self.hypervisor = hypervisor
+        # The toolstack role's hypercalls (attach, detach); without them those requests fail.
+        self.domains: DomainResources = domains if domains is not None else NoDomainControl()
 
     def make_datapath(self, pool: StubPool, ownership: Ownership) -> XenDataPath:
         return XenDataPath(self.grants, self.bus, self.hypervisor, pool, ownership)
@@ -139,6 +159,8 @@ class XenEnvironment:
         self.store.close()
         self.grants.close()
         self.hypervisor.close()
+        if isinstance(self.domains, XenDomainResources):
+            self.domains.close()
 
 
 def open_environment(
@@ -166,7 +188,9 @@ def open_environment(
         grants = GrantTable()
         opened.append(grants)
         hypervisor = XenHypervisor(table_base=lambda a: xenctrl.msix_table_base(a, sysfs_root))
+        opened.append(hypervisor)
+        domains = XenDomainResources()
     except BaseException:
         _close_all(opened)
         raise
-    return XenEnvironment(bus, store, grants, hypervisor)
+    return XenEnvironment(bus, store, grants, hypervisor, domains)
