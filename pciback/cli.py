@@ -19,6 +19,7 @@ from pciback import __version__
 COMMAND_MODULES = (
     "pciback.cli_daemon",
     "pciback.cli_control",
+    "pciback.cli_toolstack",
     "pciback.cli_view",
 )
 

@@ -157,4 +157,9 @@ def _list(args: argparse.Namespace) -> int:
         error = f"  error: {guest['error']}" if guest["error"] else ""
         print(f"  dom{guest['domid']}/{guest['devid']} {guest['topology']} {guest['state']}")
         print(f"    {devices}{error}")
+    attachments = result.get("attachments") or []
+    if attachments:
+        print("attached by pciback:")
+    for item in attachments:
+        print(f"  {item['device']}  dom{item['domid']}  {item['phase']}")
     return 0

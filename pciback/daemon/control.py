@@ -16,7 +16,7 @@ import socket
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,15 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {exc}"}
 
 
-def request(path: Path, op: str, arg: str | None = None, timeout: float = 10.0) -> Any:
-    """Send one request to the daemon; the result, or ControlError with the daemon's words."""
+def request(
+    path: Path,
+    op: str,
+    arg: str | None = None,
+    timeout: float = 10.0,
+    fields: Mapping[str, Any] | None = None,
+) -> Any:
+    """Send one request to the daemon; the result, or ControlError with the daemon's words.
+    `fields` are further members of the request object (the toolstack role's requests)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -189,6 +196,7 @@ def request(path: Path, op: str, arg: str | None = None, timeout: float = 10.0) 
         except OSError as exc:
             raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror}") from None
         message: dict[str, Any] = {"op": op} if arg is None else {"op": op, "arg": arg}
+        message.update(fields or {})
         try:
             sock.sendall(json.dumps(message).encode() + b"\n")
             sock.shutdown(socket.SHUT_WR)
