@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pciback.control.hide import format_address, parse_address
@@ -167,10 +167,12 @@ class SimHost:
         config = Config(state_dir=state_dir, permissive_all=permissive, log_level="warning")
         self.daemon = Daemon(config, self.env, control=False)
         self.daemon.start()
-        self.toolstack = SimToolstack(self.env.store)
+        self.toolstack = SimToolstack(self.env.store, self.env.domains)
         self._lock = threading.RLock()
         self._guests: dict[int, SimGuest] = {}
         self._domains: dict[int, SimDomain] = {}
+        self._made: set[int] = set()  # domains created (paused) for the daemon's toolstack role
+        self.daemon.toolstack.drive = _driver(self.daemon, self._domains)
         self._finalizer = weakref.finalize(self, _shut_down, self.daemon, self._domains)
 
     @property
@@ -185,7 +187,7 @@ class SimHost:
 
     def close(self) -> None:
         with self._lock:
-            for domid in list(self._guests):
+            for domid in sorted(set(self._guests) | self._made):
                 self.destroy_guest(domid)
             self._finalizer()
 
@@ -252,6 +254,7 @@ class SimHost:
                 raise SimHostError("the daemon is running")
             self._finalizer.detach()
             self.daemon = Daemon(self.daemon.config, self.env, control=False)
+            self.daemon.toolstack.drive = _driver(self.daemon, self._domains)
             self._finalizer = weakref.finalize(self, _shut_down, self.daemon, self._domains)
             self.daemon.start()
             for domain in self._domains.values():
@@ -326,12 +329,15 @@ class SimHost:
         with self._lock:
             self._guests.pop(domid, None)
             domain = self._domains.pop(domid, None)
-            if domain is None:
+            made = domid in self._made
+            self._made.discard(domid)
+            if domain is None and not made:
                 return
             self.toolstack.destroy(domid)
             if not self.daemon.stopped.is_set():
                 self.daemon.pump()
-            domain.close()
+            if domain is not None:
+                domain.close()
 
     def inject_aer(self, address: str, state: ChannelState = ChannelState.IO_FROZEN) -> AerOutcome:
         """An uncorrectable error on `address`, recovered with its owner's help if it can.
@@ -344,6 +350,92 @@ class SimHost:
         if outcome.killed:  # the toolstack reaps the killed domain
             self.destroy_guest(owner)
         return outcome
+
+    # -- the daemon's toolstack role (pciback attach / detach instead of xl) -----------------------
+    def create_domain(self, domid: int) -> None:
+        """`xl create -p`: the domain exists, paused, with its xenstore home as libxl makes it
+        and no PCI device: nothing of the guest runs until `unpause`."""
+        with self._lock:
+            self._running()
+            if not 0 < domid <= DOMID_MAX:
+                raise SimHostError(f"domain {domid} cannot be a pcifront guest")
+            if domid in self._guests or domid in self._made:
+                raise SimHostError(f"domain {domid} exists")
+            self.toolstack.make_domain(domid)
+            self._made.add(domid)
+
+    def daemon_attach(
+        self,
+        domid: int,
+        address: str,
+        *,
+        vdev: int | None = None,
+        permissive: bool = False,
+        interrupt_control: bool = False,
+    ) -> dict[str, object]:
+        """`pciback attach`: the daemon's own toolstack role gives the device, through the same
+        control request the CLI sends. A running guest answers the hot plug before this
+        returns; a paused one finds the directory when it is unpaused."""
+        address = _normalise(address)
+        with self._lock:
+            self._running()
+            device = self.physical(address)
+            if self.owner(address) is None:
+                device.hand_over()
+            request: dict[str, object] = {
+                "op": "attach",
+                "domid": domid,
+                "device": address,
+                "permissive": permissive,
+                "interrupt_control": interrupt_control,
+            }
+            if vdev is not None:
+                request["vdev"] = vdev
+            result = self._toolstack_request(request)
+            guest = self._guests.get(domid)
+            if guest is not None:
+                if guest.domain.xenbus.state() == XenbusState.INITIALISING:
+                    guest.domain.boot(self.op_timeout)  # a new PCI device: pcifront probes it
+                else:
+                    self._settle(guest)
+            return result
+
+    def daemon_detach(self, domid: int, address: str) -> dict[str, object]:
+        """`pciback detach`: hot unplug answered by the guest, grants revoked."""
+        with self._lock:
+            self._running()
+            request = {"op": "detach", "domid": domid, "device": _normalise(address)}
+            return self._toolstack_request(request)
+
+    def unpause(self, domid: int, mode: str | None = None) -> SimGuest:
+        """`xl unpause` of a domain made by `create_domain`: the guest boots, its pcifront finds
+        the directory the daemon wrote and connects; `guest.enumerate()` then scans it."""
+        with self._lock:
+            self._running()
+            if domid not in self._made:
+                raise SimHostError(f"domain {domid} was not created paused")
+            self._made.discard(domid)
+            domain = SimDomain(
+                self.env.store, self.env.grants, domid, self.op_timeout, pump=self.daemon.pump
+            )
+            guest = SimGuest(domain, mode or self.daemon.config.topology, self.daemon.datapath)
+            self._domains[domid] = domain
+            self._guests[domid] = guest
+            if domain.xenbus.backend_state() != XenbusState.UNKNOWN:
+                try:
+                    domain.boot(self.op_timeout)
+                except (BackendClosed, TimeoutError) as exc:
+                    why = self._backend_error(domid) or str(exc)
+                    raise SimHostError(f"domain {domid}: {why}") from None
+            return guest
+
+    def _toolstack_request(self, request: dict[str, object]) -> dict[str, object]:
+        try:
+            result = self.daemon.handle(dict(request))
+        except (ControlError, ValueError) as exc:
+            raise SimHostError(str(exc)) from None
+        assert isinstance(result, dict)
+        return result
 
     # -- the toolstack's side ----------------------------------------------------------------------
     def _make_assignable(self, address: str) -> None:
@@ -390,6 +482,21 @@ class SimHost:
 
     def backend_state(self, domid: int) -> XenbusState:
         return self.guest(domid).domain.xenbus.backend_state()
+
+
+def _driver(daemon: Daemon, domains: dict[int, SimDomain]) -> Callable[[], int]:
+    """What makes the simulated world move while the daemon's toolstack role waits for it:
+    the daemon's pending watch events, then each guest's pcifront. (Not a SimHost method: the
+    daemon must hold no reference to the host, or the host would never be collected.)"""
+
+    def drive() -> int:
+        moved = daemon.pump()
+        for domain in list(domains.values()):
+            if not domain.closed:
+                moved += domain.xenbus.step()
+        return moved
+
+    return drive
 
 
 def _normalise(address: str) -> str:

@@ -5,9 +5,10 @@ of a guest's pcifront (publish the shared page, follow the backend's state, scan
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
-from pciback.ports.xenstore import Access, Permission, Transaction, run_transaction
+from pciback.ports.xenstore import Access, Permission, Transaction, XenStoreError, run_transaction
 from pciback.protocol.abi import XEN_PCI_MAGIC
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.toolstack.layout import backend_perms, domain_path, frontend_perms
@@ -167,7 +168,17 @@ class SimPcifront:
         return state_or_unknown(self.xs.read(f"{self.fe}/state"))
 
     def backend_state(self) -> XenbusState:
-        return state_or_unknown(self.xs.read(f"{self.be}/state"))
+        return state_or_unknown(self._backend("state"))
+
+    def _backend(self, name: str) -> str | None:
+        """A backend node as the guest reads it: once the toolstack removed the directory,
+        the guest may not even look (its nearest ancestor is dom0's), which is absence."""
+        try:
+            return self.xs.read(f"{self.be}/{name}")
+        except XenStoreError as exc:
+            if exc.errno == errno.EACCES:
+                return None
+            raise
 
     def switch(self, state: XenbusState) -> None:
         if self.state() != state:
@@ -184,6 +195,8 @@ class SimPcifront:
 
     def step(self) -> bool:
         """React once to the backend's state as pcifront does; True when something changed."""
+        if self.xs.read(self.fe) is None:
+            return False  # the PCI device was removed: pcifront is gone with it
         before = self.state()
         be = self.backend_state()
         if be == S.CONNECTED and before == S.INITIALISED:
@@ -203,16 +216,16 @@ class SimPcifront:
         self.switch(S.CLOSED)
 
     def _read_roots(self) -> list[str]:
-        count = int(self.xs.read(f"{self.be}/root_num") or "0")
-        return [self.xs.read(f"{self.be}/root-{j}") or "" for j in range(min(count, 256))]
+        count = int(self._backend("root_num") or "0")
+        return [self._backend(f"root-{j}") or "" for j in range(min(count, 256))]
 
     def devices(self) -> list[str]:
         """Guest addresses the backend published for devices in use (state-N Initialised)."""
-        count = int(self.xs.read(f"{self.be}/num_devs") or "0")
+        count = int(self._backend("num_devs") or "0")
         found = []
         for i in range(min(count, 256)):
-            if state_or_unknown(self.xs.read(f"{self.be}/state-{i}")) == S.INITIALISED:
-                vdev = self.xs.read(f"{self.be}/vdev-{i}")
+            if state_or_unknown(self._backend(f"state-{i}")) == S.INITIALISED:
+                vdev = self._backend(f"vdev-{i}")
                 if vdev is not None:
                     found.append(parse_bdf("vdev", vdev))
         return found

@@ -1,0 +1,247 @@
+"""The daemon's toolstack role end to end on the simulated host: attach to a paused domain and
+to a running guest, what Xen is asked to grant, detach leaving nothing behind, refusals, and the
+clean-up after a guest is destroyed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from pciback.sim import SimHost, SimHostError
+from pciback.toolstack.grants import Grants, grants_for, subtract
+from pciback.xenbus.states import XenbusState as S
+
+from .support import BE3, DOM0_IRQ, NET, NIC, NIC2, SPARE, make_host, nic_with_io, node_map
+
+# nic_with_io's resources: 128 KiB of memory at 0xfebc0000, 32 ports at 0xc000, a 256 KiB ROM
+# at 0xfeb80000, and dom0's IRQ 23 (its dump's interrupt line says 11).
+# Xen's rangeset merges the adjacent ROM and BAR: one inclusive range of pages.
+NIC_MEMORY = [(0xFEB80, 0xFEBC0 + 31)]
+
+
+@pytest.fixture
+def host() -> Iterator[SimHost]:
+    h = make_host()
+    yield h
+    h.close()
+
+
+def no_pci_nodes(host: SimHost) -> bool:
+    return not [p for p in host.env.store.nodes if "/pci" in p]
+
+
+def test_grants_follow_the_bars_and_dom0s_irq() -> None:
+    grants = grants_for(nic_with_io())
+    assert grants == Grants(
+        iomem=((0xFEBC0, 32), (0xFEB80, 64)), ioports=((0xC000, 0x20),), gsi=DOM0_IRQ
+    )
+    assert Grants.from_json(grants.to_json()) == grants
+    unaligned = subtract([(10, 10)], [(12, 2), (19, 5)])
+    assert unaligned == [(10, 2), (14, 5)]
+
+
+def test_a_paused_domain_gets_the_device_and_finds_it_when_it_boots(host: SimHost) -> None:
+    host.create_domain(3)
+    result = host.daemon_attach(3, NIC)
+    assert result["state"] == "taken" and not result["hot"]
+    assert host.owner(NIC) == 3  # claimed by the backend before the guest runs
+    granted = host.env.domains.granted(3)
+    assert granted.iomem == NIC_MEMORY
+    assert granted.ioports == [(0xC000, 0xC01F)]
+    assert granted.pirqs == {DOM0_IRQ: DOM0_IRQ} and granted.irqs == [DOM0_IRQ]
+    assert granted.devices == [NIC]
+    guest = host.unpause(3)
+    found = guest.enumerate()
+    assert [(d.vendor, d.device) for d in found] == [(0x8086, 0x10D3)]
+    assert guest.conf_read(found[0].address, 0, 2) == 0x8086
+    assert host.daemon.status()["attachments"] == [{"domid": 3, "device": NIC, "phase": "attached"}]
+
+
+def test_a_running_guest_gets_a_second_device_by_reconfiguration(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    guest = host.unpause(3)
+    toolstack = host.daemon.toolstack
+    toolstack.drive = lambda: 0  # the guest does not answer yet: see what was written
+    result = host.daemon.handle({"op": "attach", "domid": 3, "device": NIC2})
+    assert result["state"] == "pending" and result["hot"]
+    written = {k: v for k, (v, _) in node_map(host, BE3).items()}
+    assert (written["state"], written["num_devs"], written["dev-1"], written["state-1"]) == (
+        str(int(S.RECONFIGURING)),
+        "2",
+        NIC2,
+        "1",
+    )
+    guest.domain.settled()
+    assert sorted(guest.devices) == ["0000:00:00.0", "0000:00:00.1"]
+    assert host.owner(NIC2) == 3
+    assert host.env.domains.granted(3).devices == [NIC, NIC2]
+
+
+def test_detach_leaves_no_node_and_nothing_granted(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    guest = host.unpause(3)
+    resets = host.physical(NIC).resets
+    result = host.daemon_detach(3, NIC)
+    assert result == {"domid": 3, "device": NIC, "state": "released", "problems": []}
+    assert no_pci_nodes(host)
+    assert host.env.domains.leftovers() == {}
+    assert host.owner(NIC) is None and host.is_seized(NIC)
+    assert host.physical(NIC).resets > resets  # the pool reset it on release
+    assert guest.devices == [] and host.daemon.status()["attachments"] == []
+    # Back in the pool, it can go to another guest.
+    host.create_domain(4)
+    host.daemon_attach(4, NIC)
+    assert host.owner(NIC) == 4
+
+
+def test_detaching_one_of_two_keeps_the_other_and_its_shared_gsi(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    guest = host.unpause(3)
+    host.daemon_attach(3, NIC2)  # same INTx line as NIC: GSI 23 shared
+    host.daemon_detach(3, NIC)
+    written = {k: v for k, (v, _) in node_map(host, BE3).items()}
+    assert (written["num_devs"], written["dev-0"], written["key-0"]) == ("1", NIC2, NIC2)
+    assert not any(k.endswith("-1") for k in written)
+    assert guest.devices == ["0000:00:00.1"]
+    granted = host.env.domains.granted(3)
+    assert granted.devices == [NIC2]
+    assert granted.pirqs == {DOM0_IRQ: DOM0_IRQ}  # NIC2 still uses it
+    host.daemon_detach(3, NIC2)
+    assert host.env.domains.leftovers() == {} and no_pci_nodes(host)
+
+
+def test_permissive_and_interrupt_control_last_as_long_as_the_attachment(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC, vdev=5, permissive=True, interrupt_control=True)
+    written = {k: v for k, (v, _) in node_map(host, BE3).items()}
+    assert written["opts-0"].startswith("msitranslate=0,power_mgmt=0,permissive=1,")
+    assert written["vdevfn-0"] == "28"
+    pool = host.daemon.pool
+    assert pool.permissive() == [NIC] and pool.interrupt_control() == [NIC]
+    host.daemon_detach(3, NIC)
+    assert pool.permissive() == [] and pool.interrupt_control() == []
+
+
+@pytest.mark.parametrize(
+    ("domid", "device", "message"),
+    [
+        (3, SPARE, f"{SPARE} is not assignable: run pciback assignable-add {SPARE}"),
+        (3, "0000:09:00.0", "no PCI device 0000:09:00.0 on this host"),
+        (9, NIC, "no domain 9 (or it is dying)"),
+        (0, NIC, "domain 0 is dom0"),
+        (40000, NIC, "domain id 40000 out of range"),
+        (3, "03:00", "expected"),
+    ],
+)
+def test_refusals_are_one_line_and_change_nothing(
+    host: SimHost, domid: int, device: str, message: str
+) -> None:
+    host.create_domain(3)
+    with pytest.raises(ValueError) as info:
+        host.daemon.handle({"op": "attach", "domid": domid, "device": device})
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert host.env.domains.calls == [] and no_pci_nodes(host)
+
+
+def test_a_device_another_guest_holds_names_that_guest(host: SimHost) -> None:
+    host.create_domain(3)
+    host.create_domain(4)
+    host.daemon_attach(3, NIC)
+    with pytest.raises(SimHostError, match=f"^{NIC} is assigned to domain 3$"):
+        host.daemon_attach(4, NIC)
+    with pytest.raises(SimHostError, match="already assigned to domain 3"):
+        host.daemon_attach(3, NIC)
+    host.attach(5, [NET])  # the libxl stand-in's guest: held through the ownership registry
+    with pytest.raises(SimHostError, match=f"^{NET} is assigned to domain 5$"):
+        host.daemon_attach(4, NET)
+    with pytest.raises(SimHostError, match="not attached to domain 4 by pciback"):
+        host.daemon_detach(4, NIC)
+
+
+def test_a_second_device_waits_for_the_first_boot(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    with pytest.raises(SimHostError, match="pcifront has not connected yet"):
+        host.daemon_attach(3, NIC2)
+    assert host.env.domains.granted(3).devices == [NIC]
+
+
+def test_a_paused_domains_only_device_can_be_taken_back(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    host.daemon_detach(3, NIC)
+    assert no_pci_nodes(host) and host.env.domains.leftovers() == {}
+    assert host.owner(NIC) is None
+
+
+def test_a_guest_that_never_answers_keeps_its_device(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    host.unpause(3)
+    host.daemon.toolstack.drive = host.daemon.pump  # the guest's pcifront is hung
+    with pytest.raises(SimHostError, match=r"did not let go of it .* nothing was undone"):
+        host.daemon_detach(3, NIC)
+    assert host.owner(NIC) == 3
+    assert host.env.domains.granted(3).devices == [NIC]
+    assert host.daemon.status()["attachments"][0]["phase"] == "attached"
+
+
+def test_without_an_iommu_the_attach_warns_and_works(
+    host: SimHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    host.env.domains.iommu = False
+    host.create_domain(3)
+    with caplog.at_level(logging.WARNING, logger="pciback.toolstack"):
+        host.daemon_attach(3, NIC)
+    assert any("refuse the guest's MSI/MSI-X" in r.getMessage() for r in caplog.records)
+    host.unpause(3)
+    host.daemon_detach(3, NIC)
+    assert host.env.domains.leftovers() == {}
+
+
+def test_a_failed_grant_undoes_the_others(host: SimHost) -> None:
+    host.create_domain(3)
+    host.env.domains.fail["irq_permission"] = 1  # EPERM, after the BARs and the PIRQ
+    with pytest.raises(SimHostError, match=r"irq_permission .* nothing was left granted"):
+        host.daemon_attach(3, NIC)
+    assert host.env.domains.leftovers() == {} and no_pci_nodes(host)
+    assert host.daemon.status()["attachments"] == []
+    host.daemon_attach(3, NIC)  # and it can be tried again
+
+
+def test_a_destroyed_guests_directory_is_removed_and_its_device_returns(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    host.unpause(3)
+    host.destroy_guest(3)  # xl destroy: libxl removes the guest's home, not our directory
+    assert no_pci_nodes(host)
+    assert host.owner(NIC) is None and host.is_seized(NIC)
+    assert host.daemon.status()["attachments"] == []
+    assert host.daemon.backends.backends == {}
+    host.create_domain(4)
+    host.daemon_attach(4, NIC)
+
+
+def test_assignable_commands_over_the_pool(host: SimHost) -> None:
+    handle = host.daemon.handle
+    assert handle({"op": "assignable_list"}) == [NIC, NIC2, NET]
+    assert handle({"op": "assignable_add", "device": SPARE}) == {"device": SPARE, "seized": True}
+    assert handle({"op": "assignable_add", "device": SPARE})["seized"] is False
+    host.create_domain(3)
+    host.daemon_attach(3, SPARE)
+    with pytest.raises(ValueError, match=f"assigned to domain 3: run pciback detach 3 {SPARE}"):
+        handle({"op": "assignable_remove", "device": SPARE})
+    host.daemon_detach(3, SPARE)
+    assert handle({"op": "assignable_remove", "device": SPARE, "rebind": True}) == {
+        "device": SPARE,
+        "driver": "host",
+    }
+    assert host.env.bus.driver(SPARE) == "host" and not host.is_seized(SPARE)
+    handle({"op": "assignable_remove", "device": NET})
+    assert host.env.bus.driver(NET) is None  # as xl without -r: unbound
+    assert NET not in host.daemon.pool.slots()
