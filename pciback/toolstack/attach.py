@@ -148,8 +148,31 @@ class Toolstack:
             raise ToolstackError(f"{address} is assigned to domain {holder}")
 
     def _holder(self, address: str) -> int | None:
+        self._prune(address)
         record = self.records.get(address)
         return record.domid if record is not None else self.ownership.owner(address)
+
+    def _prune(self, address: str) -> None:
+        """A completed attachment whose device is no longer in its guest's directory was
+        undone by someone else (libxl finds the devices through the backend directory, so
+        `xl pci-detach` and xl's domain destruction remove them their own way): revoke what
+        may be left and forget it, rather than keep the device from every other guest."""
+        record = self.records.get(address)
+        if record is None or record.phase is not Phase.ATTACHED:
+            return
+        if layout.find_device(self.store, record.domid, address) is not None:
+            return
+        if not self._alive(record.domid):
+            self._forget_dead(record.domid)
+            return
+        log.warning(
+            "%s: no longer in domain %d's PCI directory (detached by another toolstack?); "
+            "forgetting the attachment",
+            address,
+            record.domid,
+        )
+        self._release_if_unheld(record)
+        self._undo(record)
 
     def _check_domain(self, domid: int) -> None:
         try:
@@ -210,7 +233,9 @@ class Toolstack:
             self.domains.ioport_permission(domid, first, count, True)
         for first, count in grants.iomem:
             self.domains.iomem_permission(domid, first, count, True)
-        if grants.gsi is not None and not self._gsi_shared(record):
+        with self.lock:
+            shared = self._gsi_shared(record)
+        if grants.gsi is not None and not shared:
             pirq = self.domains.map_gsi(domid, grants.gsi)
             if pirq != grants.gsi:
                 with contextlib.suppress(DomainError):
@@ -325,7 +350,14 @@ class Toolstack:
         if found is None:
             return  # its nodes are gone already: only the grants are left
         count = found[1]
-        if self._backend_state(domid) not in _RUNNING:
+        state = self._backend_state(domid)
+        if state in (S.CLOSING, S.CLOSED):
+            # The backend gave up on this guest (an error, or the guest closed it): the whole
+            # PCI device is going, with every device in it.
+            log.warning("domain %d: its PCI backend is %s; removing it whole", domid, state.name)
+            self._close_device(domid, wait=False)
+            return
+        if state not in _RUNNING:
             # The frontend never connected (a paused guest not yet booted): nobody can answer a
             # hot unplug, and nobody uses the device yet. Only the whole device can go.
             if count > 1:
@@ -426,14 +458,18 @@ class Toolstack:
         """Exactly what attach granted, less what another device of the same guest still
         needs. Every step is tried; the failures are returned (and logged)."""
         domid, grants = record.domid, record.grants
-        others = [r.grants for r in self.records.of_domain(domid) if r.address != record.address]
+        with self.lock:
+            others = [
+                g.grants for g in self.records.of_domain(domid) if g.address != record.address
+            ]
         problems: list[str] = []
 
         def attempt(call: Callable[[], None], tolerated: frozenset[int] = frozenset()) -> None:
             try:
                 call()
             except DomainError as exc:
-                if exc.errno not in tolerated:
+                # ESRCH: the guest died meanwhile, and Xen dropped all of it with the guest.
+                if exc.errno not in tolerated and exc.errno != errno.ESRCH:
                     problems.append(str(exc))
                     log.error("revoking from domain %d: %s", domid, exc)
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from pciback.sim import SimHost, SimHostError
+from pciback.sim.toolstack import SimPcifront
 from pciback.toolstack.grants import Grants, grants_for, subtract
 from pciback.xenbus.states import XenbusState as S
 
@@ -245,3 +246,39 @@ def test_assignable_commands_over_the_pool(host: SimHost) -> None:
     handle({"op": "assignable_remove", "device": NET})
     assert host.env.bus.driver(NET) is None  # as xl without -r: unbound
     assert NET not in host.daemon.pool.slots()
+
+
+def test_a_guest_whose_backend_failed_is_detached_whole(host: SimHost) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    front = SimPcifront(host.env.store, 3)
+    front.publish(magic="6")  # a pcifront of another protocol version: the backend gives up
+    host.daemon.pump()
+    assert front.backend_state() == S.CLOSING
+    assert "version mismatch" in (host.daemon.toolstack._backend_error(3) or "")
+    with pytest.raises(
+        SimHostError, match=r"is closing \(.*version mismatch.*\); detach its devices first"
+    ):
+        host.daemon_attach(3, NIC2)
+    host.daemon_detach(3, NIC)
+    assert no_pci_nodes(host)  # the error report went with the directories
+    assert host.env.domains.leftovers() == {} and host.owner(NIC) is None
+
+
+def test_a_device_another_toolstack_detached_is_forgotten_when_asked_for(
+    host: SimHost,
+) -> None:
+    """libxl finds devices through the backend directory: `xl pci-detach` can unplug one the
+    daemon attached. The attachment is then forgotten (and revoked) when the device is next
+    asked for, instead of keeping it from every other guest."""
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    guest = host.unpause(3)
+    index = host.toolstack.hot_remove(3, NIC)  # what xl pci-detach writes
+    guest.domain.settled()
+    host.toolstack.finish_remove(3, index)
+    assert host.owner(NIC) is None
+    host.create_domain(4)
+    host.daemon_attach(4, NIC)
+    assert set(host.env.domains.leftovers()) == {4}
+    assert [a["domid"] for a in host.daemon.status()["attachments"]] == [4]
