@@ -132,7 +132,7 @@ def remove_device(tx: StoreOps, domid: int, index: int) -> None:
     """Hot unplug, last step: the device's nodes go, the following devices move down one
     index and num_devs drops by one, as libxl__device_pci_remove_xenstore does."""
     be = backend_path(domid)
-    count = read_count(tx, be)
+    count = min(read_count(tx, be), MAX_DEVS)
     for key in DEVICE_KEYS:
         tx.rm(join(be, f"{key}-{index}"))
     tx.write(join(be, "num_devs"), str(max(count - 1, 0)))

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pciback.ports.domain import DomainError
+from pciback.ports.xenstore import XenStoreError
+from pciback.stub import StubError
 from pciback.toolstack.attach import Toolstack, ToolstackError
+from pciback.xenbus.parse import XenbusConfigError
 
 OPS = frozenset(
     {"attach", "detach", "assignable_add", "assignable_remove", "assignable_list", "attachments"}
@@ -23,6 +27,14 @@ MAX_FIELD = 64
 
 
 def serve(toolstack: Toolstack, request: dict[str, Any]) -> Any:
+    """Run one request; every failure is a ToolstackError with a one-line message."""
+    try:
+        return _serve(toolstack, request)
+    except (XenStoreError, DomainError, XenbusConfigError, StubError) as exc:
+        raise ToolstackError(f"{request['op']}: {exc}") from None
+
+
+def _serve(toolstack: Toolstack, request: dict[str, Any]) -> Any:
     op = request["op"]
     if op == "assignable_list":
         return toolstack.assignable_list()

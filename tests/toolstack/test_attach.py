@@ -4,11 +4,13 @@ clean-up after a guest is destroyed."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterator
 
 import pytest
 
+from pciback.ports.xenstore import XenStoreError
 from pciback.sim import SimHost, SimHostError
 from pciback.sim.toolstack import SimPcifront
 from pciback.toolstack.grants import Grants, grants_for, subtract
@@ -282,3 +284,49 @@ def test_a_device_another_toolstack_detached_is_forgotten_when_asked_for(
     host.daemon_attach(4, NIC)
     assert set(host.env.domains.leftovers()) == {4}
     assert [a["domid"] for a in host.daemon.status()["attachments"]] == [4]
+
+
+def test_a_running_guest_without_pci_gets_its_first_device(host: SimHost) -> None:
+    host.create_domain(3)
+    guest = host.unpause(3)  # booted with no PCI device at all
+    assert guest.devices == []
+    result = host.daemon_attach(3, NET)
+    assert not result["hot"]  # a new PCI device: the guest's pcifront probes it
+    assert [(d.vendor, d.device) for d in guest.enumerate()] == [(0x1AF4, 0x1041)]
+    assert host.env.domains.granted(3).devices == [NET]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"op": "attach", "domid": "3", "device": NIC}, "'domid' must be a number"),
+        ({"op": "attach", "domid": True, "device": NIC}, "'domid' must be a number"),
+        ({"op": "detach", "domid": 3}, "'device' must be a device"),
+        ({"op": "attach", "domid": 3, "device": NIC * 20}, "'device' must be a device"),
+        ({"op": "attach", "domid": 3, "device": NIC, "permissive": 1}, "true or false"),
+        ({"op": "attach", "domid": 3, "device": NIC, "vdev": 40}, "slot 0x28 out of range"),
+        ({"op": "assignable_remove", "device": NIC, "rebind": "no"}, "true or false"),
+    ],
+)
+def test_malformed_requests_are_refused_by_field(
+    host: SimHost, request_: dict[str, object], message: str
+) -> None:
+    host.create_domain(3)
+    with pytest.raises(ValueError, match=message):
+        host.daemon.handle(request_)
+    assert host.env.domains.calls == []
+
+
+def test_a_failing_store_is_a_one_line_refusal(
+    host: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host.create_domain(3)
+
+    def broken(path: str) -> str | None:
+        raise XenStoreError(errno.EIO, path, "xs_read: EIO")
+
+    monkeypatch.setattr(host.daemon.toolstack.store, "read", broken)
+    with pytest.raises(ValueError) as info:
+        host.daemon.handle({"op": "attach", "domid": 3, "device": NIC})
+    assert str(info.value).startswith("attach: ") and "EIO" in str(info.value)
+    assert "\n" not in str(info.value)
