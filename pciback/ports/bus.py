@@ -50,6 +50,11 @@ class PhysicalDevice(Protocol):
         """BARs 0..5 then the ROM (index 6); sized by the host, never by writing the BAR."""
         ...
 
+    def host_irq(self) -> int:
+        """The IRQ dom0 routed for the function's INTx pin (Linux's `dev->irq`, sysfs `irq`):
+        for a PV guest the GSI it binds, which may differ from the firmware's interrupt line."""
+        ...
+
     def set_power_state(self, state: int) -> None:
         """Move to D0..D3hot (0..3) the way the host's PCI core does."""
         ...

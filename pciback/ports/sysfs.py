@@ -115,6 +115,12 @@ class SysfsDevice:
             )
         return tuple(bars)
 
+    def host_irq(self) -> int:
+        text = (self.dir / "irq").read_text().strip()
+        if not text.isdigit() or len(text) > 10:
+            raise SysfsError(f"{self._address}: unexpected irq {text[:16]!r}")
+        return int(text)
+
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
             raise ValueError(f"no power state D{state}")

@@ -22,6 +22,7 @@ CAP_MSIX = 0x11
 _INTX_DISABLE = 0x400
 MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 BAR0 = 0x10
+INTERRUPT_LINE = 0x3C
 ROM_TYPE0 = 0x30
 ROM_TYPE1 = 0x38
 _STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
@@ -56,6 +57,8 @@ class SimDevice:
         self.msi_vectors = 0  # 0: MSI off
         self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
         self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
+        # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
+        self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
         self._writable = self._writable_bits()
 
     # -- the PhysicalDevice port -------------------------------------------------------------
@@ -80,6 +83,9 @@ class SimDevice:
 
     def bars(self) -> tuple[BarResource, ...]:
         return self._bars
+
+    def host_irq(self) -> int:
+        return self.irq
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
