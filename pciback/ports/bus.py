@@ -55,6 +55,13 @@ class PhysicalDevice(Protocol):
         for a PV guest the GSI it binds, which may differ from the firmware's interrupt line."""
         ...
 
+    def enable(self) -> None:
+        """What the host's pci_enable_device does, once: decode on for the BARs the device
+        has and its INTx pin routed to an IRQ (`host_irq`). A seized device stays enabled on
+        the host for its stay in the pool, as the hypervisor needs memory decoding to prepare
+        its MSI-X table."""
+        ...
+
     def set_power_state(self, state: int) -> None:
         """Move to D0..D3hot (0..3) the way the host's PCI core does."""
         ...

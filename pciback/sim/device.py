@@ -20,6 +20,8 @@ STATUS = 0x06
 CAP_MSI = 0x05
 CAP_MSIX = 0x11
 _INTX_DISABLE = 0x400
+_COMMAND_IO = 0x1
+_COMMAND_MEMORY = 0x2
 MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 BAR0 = 0x10
 INTERRUPT_LINE = 0x3C
@@ -56,6 +58,7 @@ class SimDevice:
         self.power_state = 0
         self.msi_vectors = 0  # 0: MSI off
         self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
+        self.enabled = False  # the host's pci_enable_device was done
         self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
         # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
         self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
@@ -86,6 +89,18 @@ class SimDevice:
 
     def host_irq(self) -> int:
         return self.irq
+
+    def enable(self) -> None:
+        decode = 0
+        for bar in self._bars:
+            if bar.kind is BarKind.IO:
+                decode |= _COMMAND_IO
+            elif bar.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM):
+                decode |= _COMMAND_MEMORY
+        command = self.read(COMMAND, 2)
+        if command | decode != command:
+            self.write(COMMAND, 2, command | decode)
+        self.enabled = True
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:

@@ -279,6 +279,7 @@ def msix_control(tmp_path: Path) -> tuple[InterruptControl, SimHypervisor]:
     device.disable_msix()  # the dump was taken with the guest driver's MSI-X on
     device.write(COMMAND, 2, 0x6)
     hv = SimHypervisor()
+    hv.prepare_msix(NET)  # what the stub pool does when it seizes the device
 
     class Caps:
         def capability_offset(self, cap_id: int) -> int | None:

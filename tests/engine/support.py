@@ -64,6 +64,12 @@ class MemoryDevice:
     def bars(self) -> tuple[BarResource, ...]:
         return tuple(BarResource(i, BarKind.UNUSED, 0) for i in range(7))
 
+    def host_irq(self) -> int:
+        return 0  # never routed by a host
+
+    def enable(self) -> None:
+        pass
+
     def set_power_state(self, state: int) -> None:
         pass
 
