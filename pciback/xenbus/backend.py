@@ -14,6 +14,9 @@ Where this differs from Linux it is on purpose:
   writing across several transactions) is waited for at the next watch event, not an error;
 - a device listed while the backend is Initialised and the guest has not connected yet is
   exported too: libxl writes one transaction per device when it creates a domain with several;
+- a frontend that starts over after Closed while the device stays online (Initialising, or
+  Initialised with a new page: pcifront reloaded, a kexec'd kernel) is set up again, as blkback
+  does; its devices stayed with the guest meanwhile, as they do across Closed in Linux;
 - a backend that goes away writes Closed where its directory is still there, as Linux's xenbus
   does for a driver that cannot rebind: libxl waits for it when it destroys a domain.
 """
@@ -77,6 +80,7 @@ class PciBackend:
         self.frontend = frontend
         self.waiting: str | None = None  # what the device list lacks; logged once per wait
         self.listed = -1  # num_devs when the list was last set up in full
+        self.restarts = 0  # frontend cycles after the first
 
     # -- xenstore helpers --------------------------------------------------------------------
     def node(self, name: str) -> str:
@@ -91,7 +95,12 @@ class PciBackend:
     def switch_state(self, state: XenbusState) -> None:
         if self.state() != state:
             self.store.write(self.node("state"), str(int(state)))
-            log.info("dom%d/%d backend -> %s", self.domid, self.devid, state.name)
+            log.log(self._level(), "dom%d/%d backend -> %s", self.domid, self.devid, state.name)
+
+    def _level(self) -> int:
+        # A guest restarting its frontend in a loop must not flood the log: the first restart
+        # is told, the ones after it only at debug level.
+        return logging.INFO if self.restarts <= 1 else logging.DEBUG
 
     def fatal(self, code: int, message: str) -> None:
         """Report in the error node, as xenbus_dev_fatal does, and close this backend only."""
@@ -167,6 +176,8 @@ class PciBackend:
     def frontend_changed(self) -> str | None:
         """React to the frontend's state; returns why this backend should go, if it should."""
         fe = self.frontend_state()
+        if fe in (XenbusState.INITIALISING, XenbusState.INITIALISED) and self._may_start_over():
+            self.start_over()
         if fe == XenbusState.INITIALISED:
             self.attach()
         elif fe == XenbusState.RECONFIGURING:
@@ -185,6 +196,18 @@ class PciBackend:
         elif fe == XenbusState.UNKNOWN and self.store.read(self.frontend) is None:
             return "the frontend is gone"
         return None
+
+    def _may_start_over(self) -> bool:
+        return self.state() == XenbusState.CLOSED and self.error is None and self.online()
+
+    def start_over(self) -> None:
+        """The frontend begins a new cycle after Closed: InitWait and set-up again, keeping the
+        devices and their guest addresses (the toolstack did not take them away)."""
+        self.restarts += 1
+        log.log(self._level(), "dom%d/%d: the frontend starts over", self.domid, self.devid)
+        self.listed = -1
+        self.switch_state(XenbusState.INIT_WAIT)
+        self.setup()
 
     def online(self) -> bool:
         text = self.store.read(self.node("online"))

@@ -293,5 +293,27 @@ def test_a_guest_removing_its_frontend_loses_its_devices_once_and_cannot_take_th
     assert_neighbour_untouched(w)
 
 
+def test_a_guest_cycling_its_frontend_cannot_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pciback.xenbus")
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci")
+    told = []
+    for _ in range(6):
+        front.close()
+        w.settle()
+        front.switch(S.INITIALISING)
+        front.publish()
+        w.settle()
+        assert w.be(2, "state") == str(int(S.CONNECTED))
+        told.append(sum(r.levelno >= logging.INFO for r in caplog.records))
+    assert told[2:] == [told[1]] * 4  # from the second restart on, nothing at info level
+    assert said(caplog, "the frontend starts over") == 1
+    assert w.sim[RNG].resets == 1  # kept across the restarts: seized once, never released
+    assert_neighbour_untouched(w)
+
+
 def said(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(text in r.getMessage() for r in caplog.records)
