@@ -350,8 +350,10 @@ class PciBackend:
     def resume(self) -> None:
         """Rebuild from xenstore what a previous daemon had set up, keeping guest addresses."""
         try:
-            devices = read_devices(self.store, self.nodename)
-            if isinstance(devices, NotYet):  # complete when the manager looked, just before
+            # An entry the toolstack is still writing is not the guest's yet: its
+            # reconfiguration reads the list again, by the whole rule.
+            devices = read_devices(self.store, self.nodename, skip_unfinished=True)
+            if isinstance(devices, NotYet):  # num_devs: there when the manager looked
                 raise XenbusConfigError(self.node(devices.missing), "missing", code=errno.ENOENT)
             for entry in devices:
                 if entry.state not in (XenbusState.INITIALISED, XenbusState.CLOSING):

@@ -11,7 +11,10 @@ The rule. A backend directory is acted on only when all of these hold:
 - `frontend` is there and names a path under /local/domain/D/; `frontend-id` is there and is D;
 - `state` is there: the toolstack's Initialising, which it writes once. Acting before it would
   let a late write of it undo the InitWait this backend wrote;
-- `num_devs` is there, and for every index N below it `dev-N` and `state-N` are there;
+- `num_devs` is there, and for every index N below it `dev-N` and `state-N` are there, unless
+  the directory was set up before (its `state` beyond InitWait: a daemon restarting under a
+  running guest): then an entry still being written is not the guest's yet and is left to the
+  reconfiguration the toolstack will ask for, instead of holding back what the guest has;
 - the frontend directory exists: Linux's backend also looks for the other end before it talks
   to it, and a frontend directory that is not there yet is not one that went away.
 
@@ -47,6 +50,7 @@ from pciback.xenbus.states import XenbusState
 
 MAX_FRONTEND_PATH = 256
 DOMID_BITS_MAX = 0xFFFF  # domid_t; frontend-id must be this directory's domain anyway
+_NOT_SET_UP = (XenbusState.UNKNOWN, XenbusState.INITIALISING, XenbusState.INIT_WAIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +94,12 @@ def read_frontend(store: StoreOps, nodename: str, domid: int) -> str | NotYet:
         raise XenbusConfigError(node, exc.strerror or "malformed") from None
 
 
-def read_devices(store: StoreOps, nodename: str) -> tuple[Listed, ...] | NotYet:
+def read_devices(
+    store: StoreOps, nodename: str, skip_unfinished: bool = False
+) -> tuple[Listed, ...] | NotYet:
     """The devices listed (num_devs, dev-N, state-N); a device listed twice is an error unless
-    one of the two entries is already Closed (removed, the toolstack has not pruned it yet)."""
+    one of the two entries is already Closed (removed, the toolstack has not pruned it yet).
+    `skip_unfinished`: an entry missing dev-N or state-N is left out instead of waited for."""
     count_node = join(nodename, "num_devs")
     count_text = store.read(count_node)
     if count_text is None:
@@ -103,10 +110,10 @@ def read_devices(store: StoreOps, nodename: str) -> tuple[Listed, ...] | NotYet:
     for i in range(count):
         dev_node, state_node = join(nodename, f"dev-{i}"), join(nodename, f"state-{i}")
         dev_text, state_text = store.read(dev_node), store.read(state_node)
-        if dev_text is None:
-            return NotYet(f"dev-{i}")
-        if state_text is None:
-            return NotYet(f"state-{i}")
+        if dev_text is None or state_text is None:
+            if skip_unfinished:
+                continue
+            return NotYet(f"dev-{i}" if dev_text is None else f"state-{i}")
         entry = Listed(i, parse_bdf(dev_node, dev_text), parse_state(state_node, state_text))
         if entry.state != XenbusState.CLOSED:
             if entry.physical in live:
@@ -132,14 +139,14 @@ def read_directory(store: StoreOps, nodename: str, domid: int) -> Complete | Not
     state_text = store.read(state_node)
     if state_text is None:
         return NotYet("state", frontend)
-    parse_state(state_node, state_text)
+    set_up_before = parse_state(state_node, state_text) not in _NOT_SET_UP
     count_text = store.read(join(nodename, "num_devs"))
     if count_text is None:
         return NotYet("num_devs", frontend)
     parse_uint(join(nodename, "num_devs"), count_text, MAX_DEVS)
     if store.read(frontend) is None:
         return NotYet(f"the frontend directory {frontend}", frontend, for_frontend=True)
-    devices = read_devices(store, nodename)
+    devices = read_devices(store, nodename, skip_unfinished=set_up_before)
     if isinstance(devices, NotYet):
         return NotYet(devices.missing, frontend)
     return Complete(frontend, devices)

@@ -99,3 +99,14 @@ def test_a_closed_entry_may_list_a_device_again(xs: SimXenStoreClient) -> None:
         (1, RNG, S.INITIALISING),
         (2, NET, S.INITIALISING),
     ]
+
+
+def test_a_directory_set_up_before_does_not_wait_for_an_entry_being_written(
+    xs: SimXenStoreClient,
+) -> None:
+    """A daemon restarting under a running guest while the toolstack adds a device."""
+    xs.write(f"{BE}/num_devs", "3")  # dev-2 and state-2 not written yet
+    assert read_directory(xs, BE, 2) == NotYet("dev-2", FE)
+    xs.write(f"{BE}/state", str(int(S.CONNECTED)))
+    found = read_directory(xs, BE, 2)
+    assert isinstance(found, Complete) and [e.index for e in found.devices] == [0, 1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,8 @@ class Lab:
     """A simulated dom0 running the daemon, a toolstack replaying steps, and guests booted by
     hand (their pcifront follows the backend whenever the lab settles)."""
 
-    def __init__(self) -> None:
-        self.host = SimHost(op_timeout=5.0)
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.host = SimHost(op_timeout=5.0, state_dir=state_dir)
         for address in (NET, BLK, RNG):
             self.host.add_device(address, fixture(DEVICES[address]))
         self.host.hide(f"({NET})({BLK})({RNG})")
@@ -80,9 +81,9 @@ class Lab:
 
 
 @pytest.fixture
-def lab(caplog: pytest.LogCaptureFixture) -> Iterator[Lab]:
+def lab(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> Iterator[Lab]:
     caplog.set_level(logging.INFO, logger="pciback")
-    lab = Lab()
+    lab = Lab(tmp_path / "state")
     yield lab
     lab.close()
 
@@ -319,4 +320,24 @@ def test_the_lab_script_run_again_for_a_running_guest(
     domain.boot(5.0)  # pcifront probes the new frontend directory
     connected(lab, D, [NET, RNG])
     assert said(caplog, "unregistering") == 1
+    assert loud(caplog) == []
+
+
+def test_a_daemon_restarting_mid_way_through_a_hot_attach_keeps_what_the_guest_has(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new daemon finds num_devs counting a device whose nodes are not written yet: it
+    resumes the guest with what it has (before the rule, the old resume did the same), and the
+    rest of the attach goes as if nothing had happened."""
+    domain = boot(lab, "libxl", D, [NET])
+    resets = lab.host.physical(NET).resets
+    count, request, *device = lab.toolstack.hot_attach_count_first(D, 1, RNG)
+    lab.replay([count])
+    lab.host.restart_daemon()
+    domain.pump = lab.host.daemon.pump
+    assert KEY in lab.host.daemon.backends.backends
+    assert lab.host.owner(NET) == D and lab.host.physical(NET).resets == resets
+    lab.replay([request, *device])
+    domain.settled(5.0)
+    connected(lab, D, [NET, RNG])
     assert loud(caplog) == []
