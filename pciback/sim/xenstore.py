@@ -2,7 +2,10 @@
 
 Domain 0 may do anything. Another domain may read its own home (/local/domain/N) and the
 backend directories made for it (/local/domain/0/backend/*/N), and write only under its home:
-enough to let a simulated guest be as hostile as a real one and no more.
+enough to let a simulated guest be as hostile as a real one and no more. Permissions a toolstack
+sets (`set_permissions`, as `xenstore-chmod`) are kept but not enforced, for that fixed rule;
+setting them fires the node's watches, as xenstored does, so a toolstack's exact order can be
+replayed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class SimXenStore:
 
     def __init__(self, max_nodes: int = MAX_NODES) -> None:
         self.nodes: dict[str, str] = {"/": ""}
+        self.perms: dict[str, tuple[str, ...]] = {}
         self.gens: dict[str, int] = {}
         self.gen = 0
         self.max_nodes = max_nodes
@@ -64,6 +68,8 @@ class SimXenStore:
         gone = [k for k in nodes if k == path or k.startswith(prefix)]
         for k in gone:
             del nodes[k]
+            if nodes is self.nodes:
+                self.perms.pop(k, None)
         return gone
 
     @staticmethod
@@ -174,6 +180,21 @@ class SimXenStoreClient:
         with self.store.lock:
             return self.store.children(self.store.nodes, self.check_read(path))
 
+    def set_permissions(self, path: str, perms: tuple[str, ...]) -> None:
+        """`xenstore-chmod PATH n0 r5`: ("n0", "r5"); the node must exist (ENOENT)."""
+        with self.store.lock:
+            self.check_write(path)
+            if path not in self.store.nodes:
+                raise XenStoreError(errno.ENOENT, path, "no such node")
+            self.store.perms[path] = perms
+            self.store.touch([path])
+            self.store.fire(path, removed=False)
+
+    def get_permissions(self, path: str) -> tuple[str, ...] | None:
+        with self.store.lock:
+            self.check_read(path)
+            return self.store.perms.get(path) if path in self.store.nodes else None
+
     def transaction(self) -> SimTransaction:
         return SimTransaction(self)
 
@@ -233,6 +254,7 @@ class SimTransaction:
         self.touched: set[str] = set()
         self.removed: set[str] = set()
         self.written: set[str] = set()
+        self.perms: dict[str, tuple[str, ...]] = {}
         self.done = False
 
     def _live(self) -> None:
@@ -264,6 +286,15 @@ class SimTransaction:
         self.touched.add(self.client.check_read(path))
         return self.client.store.children(self.nodes, path)
 
+    def set_permissions(self, path: str, perms: tuple[str, ...]) -> None:
+        self._live()
+        self.client.check_write(path)
+        if path not in self.nodes:
+            raise XenStoreError(errno.ENOENT, path, "no such node")
+        self.perms[path] = perms
+        self.touched.add(path)
+        self.written.add(path)
+
     def commit(self) -> bool:
         self._live()
         self.done = True
@@ -277,6 +308,9 @@ class SimTransaction:
             for path in sorted(self.written):
                 if path in self.nodes:
                     store.nodes[path] = self.nodes[path]
+            for path, perms in self.perms.items():
+                if path in self.nodes:
+                    store.perms[path] = perms
             store.touch(sorted(self.written))
             for path in sorted(self.removed):
                 store.fire(path, removed=True)
