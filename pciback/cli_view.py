@@ -81,9 +81,13 @@ def guest_view(
     hide_extended: Iterable[int] = (),
     extra_registers: Iterable[Register] = (),
     address: str = DEFAULT_ADDRESS,
+    host_irq: int | None = None,
 ) -> tuple[bytes, ConfigSpace]:
-    """Every byte of the guest-visible config space of a dump, and the view that served it."""
+    """Every byte of the guest-visible config space of a dump, and the view that served it.
+    `host_irq`: the IRQ dom0 routed for the device (default: the dump's interrupt line)."""
     device = SimDevice(address, config)
+    if host_irq is not None:
+        device.irq = host_irq
     space = build_config_space(
         device,
         permissive=permissive,
@@ -95,6 +99,13 @@ def guest_view(
         space.read(offset, 4).to_bytes(4, "little") for offset in range(0, space.size, 4)
     )
     return data, space
+
+
+def irq_number(text: str) -> int:
+    value = int(text.strip(), 0)
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"IRQ {text!r} out of range")
+    return value
 
 
 def standard_id(text: str) -> int:
@@ -140,6 +151,13 @@ def register(sub: Subparsers) -> None:
         metavar="REG:SIZE:MASK",
         help="a runtime quirk field as the quirks attribute takes it (hex); repeatable",
     )
+    parser.add_argument(
+        "--host-irq",
+        type=irq_number,
+        metavar="IRQ",
+        help="the IRQ dom0 routed for the device (its sysfs irq), which a guest reads as its "
+        "interrupt line (default: the dump's own interrupt line)",
+    )
     parser.add_argument("--format", choices=("text", "binary"), default="text")
     parser.add_argument("--address", help="DDDD:BB:DD.F for the text header (default: the dump's)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
@@ -172,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         hide_extended=args.hide_ext_cap,
         extra_registers=[quirk_register(q) for q in quirks],
         address=address,
+        host_irq=args.host_irq,
     )
     for problem in space.problems:
         print(f"pciback view: {args.dump}: {problem}", file=sys.stderr)

@@ -1,8 +1,13 @@
 """The stub pool: devices taken from the host and kept clean for guests.
 
-Seize: unbind the host driver, save the config space, reset the function, restore the saved
-state and disable the device (an endpoint: bus mastering and MSI/MSI-X off), as Linux does when
-it binds; the saved bytes are the device's clean state for its whole stay in the pool.
+Seize: unbind the host driver, enable the device on the host (decode on, its INTx pin routed to
+the IRQ guests are shown), let the hypervisor prepare its MSI-X table, save the config space,
+reset the function, restore the saved state and disable the device (an endpoint: bus mastering
+and MSI/MSI-X off), as Linux does when it binds; the saved bytes are the device's clean state
+for its whole stay in the pool. Unlike Linux, the device stays enabled on the host until it
+leaves the pool: Linux disables it and enables it again when the guest turns decoding on, but
+user space cannot enable a device under the guest's feet as the kernel can, and Xen needs
+memory decoding whenever it touches the MSI-X table.
 Release from a guest: reset, restore the clean state, disable, unregister the owner.
 Unseize: hand the device back to the driver it came from.
 
@@ -15,6 +20,7 @@ the device leaves the pool (Linux keeps them with the device's pciback data like
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from pciback.engine.chain import walk
 from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
+from pciback.ports.hypervisor import HypervisorError, HypervisorPort
 from pciback.state import StateStore
 from pciback.xenbus.interfaces import Claimed
 
@@ -140,8 +147,11 @@ class StubPool:
         ownership: Ownership,
         state: StateStore | None = None,
         permissive_all: bool = False,
+        hypervisor: HypervisorPort | None = None,
     ) -> None:
+        """`hypervisor`: prepares and releases MSI-X tables (None: nothing to tell one)."""
         self.bus = bus
+        self.hypervisor = hypervisor
         self.ownership = ownership
         self.state = state
         # The module parameter `permissive` of the Linux driver: every device, not one.
@@ -182,6 +192,10 @@ class StubPool:
                     self.bus.unbind(address)
                 if self.bus.driver(address) is None:
                     self.bus.bind(address, STUB_DRIVER)
+                # Both are no-ops when the previous daemon did them; after a host reboot they
+                # are needed again (the hypervisor forgot the MSI-X table too).
+                device.enable()
+                self._prepare_msix(device)
                 stub = StubDevice(address, saved, driver if driver != STUB_DRIVER else None)
                 stub.permissive = address in permissive
                 stub.interrupt_control = address in interrupt_control
@@ -254,6 +268,8 @@ class StubPool:
             driver = None
         elif driver is not None:
             self.bus.unbind(address)
+        device.enable()
+        self._prepare_msix(device)
         saved = save_config(device)
         device.reset()
         restore_config(device, saved)
@@ -283,11 +299,34 @@ class StubPool:
                 self.state.clear_quirks(address)
                 self.state.set_permissive(address, False)
                 self.state.set_interrupt_control(address, False)
+            self._release_msix(self.bus.device(address))
             self.bus.unbind(address)
             driver = stub.host_driver if rebind else None
             if driver is not None:
                 self.bus.bind(address, driver)
             log.info("returned %s to %s", address, driver or "no driver")
+
+    def _prepare_msix(self, device: PhysicalDevice) -> None:
+        """As Linux's pciback when it takes a device: without it, Xen maps no MSI-X vector for
+        a guest the device is assigned to. A failure costs the guest MSI-X, not the device."""
+        if self.hypervisor is None or find_capability(device, CAP_MSIX) is None:
+            return
+        try:
+            self.hypervisor.prepare_msix(device.address)
+        except HypervisorError as exc:
+            if exc.code == errno.EBUSY:  # prepared before (a restarted daemon re-adopting it)
+                return
+            log.warning(
+                "%s: MSI-X preparation failed (%s); MSI-X will be refused", device.address, exc
+            )
+
+    def _release_msix(self, device: PhysicalDevice) -> None:
+        if self.hypervisor is None or find_capability(device, CAP_MSIX) is None:
+            return
+        try:
+            self.hypervisor.release_msix(device.address)
+        except HypervisorError as exc:
+            log.warning("%s: MSI-X release failed: %s", device.address, exc)
 
     # -- the broker the xenbus backend uses --------------------------------------------------
     def claim(self, address: str, domid: int) -> Claimed:

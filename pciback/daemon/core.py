@@ -126,7 +126,13 @@ class Daemon:
         self.lock = threading.RLock()
         self.state = StateStore(config.state_dir)
         self.ownership = Ownership(self.state)
-        self.pool = StubPool(self.env.bus, self.ownership, self.state, config.permissive_all)
+        self.pool = StubPool(
+            self.env.bus,
+            self.ownership,
+            self.state,
+            config.permissive_all,
+            hypervisor=self.env.hypervisor,
+        )
         self.datapath: SimDataPath = self.env.make_datapath(self.pool, self.ownership)
         self.xs: XenStore = self.env.connect_store()
         self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)

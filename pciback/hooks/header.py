@@ -149,6 +149,11 @@ def capability_pointer(ctx: HookContext, value: int) -> int:
     return ctx.space.first_capability
 
 
+@read_hook("host_irq")
+def host_irq(ctx: HookContext, value: int) -> int:
+    return ctx.space.device.host_irq() & 0xFF
+
+
 @read_hook("capability_list")
 def capability_list(ctx: HookContext, value: int) -> int:
     return 1 if ctx.space.exposed else 0

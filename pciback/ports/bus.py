@@ -54,8 +54,15 @@ class PhysicalDevice(Protocol):
         ...
 
     def host_irq(self) -> int:
-        """The IRQ dom0 gave the function's INTx pin (sysfs `irq`); 0 when it has none. On x86
-        this is the GSI, which a PV guest is given as its PIRQ."""
+        """The IRQ dom0 routed for the function's INTx pin (Linux's `dev->irq`, sysfs `irq`):
+        for a PV guest the GSI it binds, which may differ from the firmware's interrupt line."""
+        ...
+
+    def enable(self) -> None:
+        """What the host's pci_enable_device does, once: decode on for the BARs the device
+        has and its INTx pin routed to an IRQ (`host_irq`). A seized device stays enabled on
+        the host for its stay in the pool, as the hypervisor needs memory decoding to prepare
+        its MSI-X table."""
         ...
 
     def set_power_state(self, state: int) -> None:

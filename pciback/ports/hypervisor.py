@@ -1,5 +1,6 @@
 """The hypervisor port: the few hypercalls the backend needs (PHYSDEVOP_map_pirq / unmap_pirq
-for MSI and MSI-X, and destroying a domain that cannot handle a device error)."""
+for MSI and MSI-X, PHYSDEVOP_prepare_msix / release_msix around a device's stay in the pool,
+and destroying a domain that cannot handle a device error)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ class IrqKind(Enum):
 
 
 class HypervisorError(Exception):
-    """A hypercall failed; the message says which and why."""
+    """A hypercall failed; the message says which and why, `code` is its errno when known."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class HypervisorPort(Protocol):
@@ -24,6 +29,15 @@ class HypervisorPort(Protocol):
 
     def unmap_pirq(self, domid: int, pirq: int) -> None:
         """Undo one PIRQ of a `map_pirq` (each PIRQ of a block is unmapped on its own)."""
+        ...
+
+    def prepare_msix(self, address: str) -> None:
+        """The device's MSI-X table stays where it is while the device serves guests: Xen may
+        locate it now (and map MSI-X vectors later for a guest the device is assigned to)."""
+        ...
+
+    def release_msix(self, address: str) -> None:
+        """Undo `prepare_msix` when the device goes back to the host."""
         ...
 
     def kill_domain(self, domid: int) -> None: ...

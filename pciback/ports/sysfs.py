@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 from pciback.ports.bus import BarKind, BarResource
@@ -19,8 +20,11 @@ KERNEL_STUB = "pci-stub"  # what holds a seized device on the host while this da
 MAX_DEVICES = 65536
 _ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
 _IO, _MEM, _PREFETCH, _MEM64 = 0x100, 0x200, 0x2000, 0x100000
-_CAP_PM = 0x01
-_CAP_NAMES = {_CAP_PM: "power management", 0x05: "MSI", 0x11: "MSI-X"}
+_CAP_PM, _CAP_MSI, _CAP_MSIX = 0x01, 0x05, 0x11
+_CAP_NAMES = {_CAP_PM: "power management", _CAP_MSI: "MSI", _CAP_MSIX: "MSI-X"}
+_COMMAND, _INTX_DISABLE = 0x04, 0x0400
+_MSI_ENABLE, _MSI_MME = 0x0001, 0x0070
+_MSIX_ENABLE, _MSIX_MASKALL = 0x8000, 0x4000
 _PMCSR_STATE = 0x0003
 _PMCSR_PME_STATUS = 0x8000  # write-1-to-clear: never written back as read
 
@@ -44,6 +48,8 @@ class SysfsDevice:
         self.writable = writable
         size = (directory / "config").stat().st_size
         self._size = 4096 if size >= 4096 else 256
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -57,16 +63,26 @@ class SysfsDevice:
         if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
             raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
 
+    def _config_fd(self) -> int:
+        # Kept open: opening the file costs more than the read itself, and guests read often.
+        with self._fd_lock:
+            if self._fd is None:
+                flags = os.O_RDWR if self.writable else os.O_RDONLY
+                self._fd = os.open(self.dir / "config", flags | os.O_CLOEXEC)
+            return self._fd
+
     def read(self, offset: int, size: int) -> int:
         self._check(offset, size)
-        fd = os.open(self.dir / "config", os.O_RDONLY)
-        try:
-            data = os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
+        data = os.pread(self._config_fd(), size, offset)
         if len(data) != size:  # an unprivileged reader sees only the first 64 bytes
             raise SysfsError(f"{self._address}: short config read at {offset:#x}")
         return int.from_bytes(data, "little")
+
+    def close(self) -> None:
+        with self._fd_lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _write_file(self, name: str, data: bytes, offset: int | None = None) -> None:
         if not self.writable:
@@ -82,9 +98,13 @@ class SysfsDevice:
 
     def write(self, offset: int, size: int, value: int) -> None:
         self._check(offset, size)
-        self._write_file(
-            "config", (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), offset
-        )
+        if not self.writable:
+            raise SysfsError(f"{self._address}: sysfs bus opened read-only")
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        # One pwrite of the access's width: the kernel makes it one config cycle of that size,
+        # which Xen's intercepts of the MSI/MSI-X control registers require.
+        if os.pwrite(self._config_fd(), data, offset) != size:
+            raise SysfsError(f"{self._address}: short config write at {offset:#x}")
 
     def bars(self) -> tuple[BarResource, ...]:
         lines = (self.dir / "resource").read_text().splitlines()[:7]
@@ -122,9 +142,9 @@ class SysfsDevice:
         return tuple(bars)
 
     def host_irq(self) -> int:
-        text = (self.dir / "irq").read_text()[:16].strip()
-        if not text.isascii() or not text.isdigit():
-            raise SysfsError(f"{self._address}: irq is {text!r}, not a number")
+        text = (self.dir / "irq").read_text().strip()
+        if not text.isdigit() or len(text) > 10:
+            raise SysfsError(f"{self._address}: unexpected irq {text[:16]!r}")
         return int(text)
 
     def set_power_state(self, state: int) -> None:
@@ -139,21 +159,48 @@ class SysfsDevice:
             raise SysfsError(f"{self._address} offers no reset method")
         self._write_file("reset", b"1")
 
-    # Enabling MSI/MSI-X on a real dom0 goes through the hypervisor's physdev operations;
-    # turning them off is clearing the enable bit, which is all a seize or release needs.
+    def enable(self) -> None:
+        if (self.dir / "enable").read_text().strip() == "0":
+            self._write_file("enable", b"1")
+
+    # On Xen the split is the one Linux's dom0 kernel follows: mapping a PIRQ (the hypervisor
+    # port) makes Xen write the message (MSI address/data, or the MSI-X table entry, which
+    # Xen keeps masked until the guest binds the PIRQ); dom0 then sets the enable bit and
+    # masks INTx, and on the way back clears the enable bit and unmasks INTx before the PIRQs
+    # are unmapped. Xen accepts only 16-bit writes of the control registers from dom0.
     def enable_msi(self, vectors: int) -> None:
-        raise ValueError(f"{self._address}: MSI is set up through the hypervisor port")
+        if vectors < 1 or vectors > 32 or vectors & (vectors - 1):
+            raise ValueError(f"{self._address}: {vectors} MSI vectors")
+        cap = self.capability(_CAP_MSI)
+        control = self.read(cap + 2, 2)
+        mme = (vectors.bit_length() - 1) << 4
+        self.write(cap + 2, 2, (control & ~_MSI_MME) | mme | _MSI_ENABLE)
+        self._set_intx_disable(True)
 
     def disable_msi(self) -> None:
-        cap = self.capability(0x05)
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0x71)
+        cap = self.capability(_CAP_MSI)
+        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~(_MSI_MME | _MSI_ENABLE))
+        self._set_intx_disable(False)
 
     def enable_msix(self, entries: tuple[int, ...]) -> None:
-        raise ValueError(f"{self._address}: MSI-X is set up through the hypervisor port")
+        cap = self.capability(_CAP_MSIX)
+        control = self.read(cap + 2, 2)
+        table_size = (control & 0x7FF) + 1
+        if not entries or any(not 0 <= e < table_size for e in entries):
+            raise ValueError(f"{self._address}: MSI-X table has {table_size} entries")
+        self.write(cap + 2, 2, (control | _MSIX_ENABLE) & ~_MSIX_MASKALL)
+        self._set_intx_disable(True)
 
     def disable_msix(self) -> None:
-        cap = self.capability(0x11)
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0xC000)
+        cap = self.capability(_CAP_MSIX)
+        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~(_MSIX_ENABLE | _MSIX_MASKALL))
+        self._set_intx_disable(False)
+
+    def _set_intx_disable(self, on: bool) -> None:
+        command = self.read(_COMMAND, 2)
+        wanted = command | _INTX_DISABLE if on else command & ~_INTX_DISABLE
+        if wanted != command:
+            self.write(_COMMAND, 2, wanted)
 
     def capability(self, cap_id: int) -> int:
         """The offset of the first capability `cap_id` in the standard chain (a bounded walk);
@@ -174,6 +221,8 @@ class SysfsBus:
         _guard(root, writable)
         self.root = root
         self.writable = writable
+        self._lock = threading.Lock()
+        self._devices: dict[str, SysfsDevice] = {}
 
     def addresses(self) -> list[str]:
         names: list[str] = []
@@ -193,7 +242,13 @@ class SysfsBus:
         return path
 
     def device(self, address: str) -> SysfsDevice:
-        return SysfsDevice(self._dir(address), address, self.writable)
+        """One object per function, so its config file stays open between accesses."""
+        directory = self._dir(address)
+        with self._lock:
+            device = self._devices.get(address)
+            if device is None:
+                device = self._devices[address] = SysfsDevice(directory, address, self.writable)
+            return device
 
     def driver(self, address: str) -> str | None:
         link = self._dir(address) / "driver"

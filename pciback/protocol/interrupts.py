@@ -35,7 +35,6 @@ CAP_MSI = 0x05
 CAP_MSIX = 0x11
 COMMAND = 0x04
 COMMAND_MEMORY = 0x2
-INTERRUPT_LINE = 0x3C
 INTERRUPT_PIN = 0x3D
 MSI_MAX_VECTORS = 32
 MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
@@ -150,10 +149,11 @@ class InterruptControl:
         return bool(self.msix_pirqs)
 
     def intx_pirq(self) -> int:
-        """What a disable answers: the legacy interrupt, which dom0 maps one to one to a GSI."""
+        """What a disable answers, as Linux: dom0's IRQ for the device, which is the GSI and
+        the PIRQ the guest was granted for it (never the firmware's interrupt-line byte)."""
         if self.device.read(INTERRUPT_PIN, 1) == 0:
             return 0
-        return self.device.read(INTERRUPT_LINE, 1)
+        return self.device.host_irq()
 
     # -- MSI -------------------------------------------------------------------------------------
     def enable_msi(self, vectors: int = 1) -> int:

@@ -20,11 +20,13 @@ STATUS = 0x06
 CAP_MSI = 0x05
 CAP_MSIX = 0x11
 _INTX_DISABLE = 0x400
+_COMMAND_IO = 0x1
+_COMMAND_MEMORY = 0x2
 MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 BAR0 = 0x10
+INTERRUPT_LINE = 0x3C
 ROM_TYPE0 = 0x30
 ROM_TYPE1 = 0x38
-INTERRUPT_LINE = 0x3C
 _STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
 # A dump holds addresses, not sizes: a size guessed from an address's alignment is capped so
 # that a BAR placed high in a 64-bit window is not taken for hundreds of GiB.
@@ -56,10 +58,10 @@ class SimDevice:
         self.power_state = 0
         self.msi_vectors = 0  # 0: MSI off
         self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
+        self.enabled = False  # the host's pci_enable_device was done
         self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
-        # The IRQ the host gave the INTx pin (sysfs `irq`): the dump's interrupt line, which is
-        # what the firmware routed; a test may set another.
-        self.irq: int = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
+        # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
+        self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
         self._writable = self._writable_bits()
 
     # -- the PhysicalDevice port -------------------------------------------------------------
@@ -87,6 +89,18 @@ class SimDevice:
 
     def host_irq(self) -> int:
         return self.irq
+
+    def enable(self) -> None:
+        decode = 0
+        for bar in self._bars:
+            if bar.kind is BarKind.IO:
+                decode |= _COMMAND_IO
+            elif bar.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM):
+                decode |= _COMMAND_MEMORY
+        command = self.read(COMMAND, 2)
+        if command | decode != command:
+            self.write(COMMAND, 2, command | decode)
+        self.enabled = True
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:

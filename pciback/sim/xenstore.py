@@ -140,10 +140,14 @@ class SimXenStore:
 
     @staticmethod
     def apply_set_permissions(
-        tree: Tree, domid: int, path: str, perms: Sequence[Permission]
+        tree: Tree, domid: int, path: str, given: Sequence[Permission | str]
     ) -> None:
         if path not in tree.values:
             raise XenStoreError(errno.ENOENT, path, "no such node")
+        try:
+            perms = tuple(p if isinstance(p, Permission) else Permission.parse(p) for p in given)
+        except ValueError as exc:
+            raise XenStoreError(errno.EINVAL, path, str(exc)) from None
         if not perms or len(perms) > MAX_PERMS:
             raise XenStoreError(errno.EINVAL, path, f"1 to {MAX_PERMS} permission entries")
         current = tree.perms[path]
@@ -151,7 +155,7 @@ class SimXenStore:
             raise XenStoreError(errno.EACCES, path, f"domain {domid} does not own it")
         if domid != 0 and perms[0].domid != current[0].domid:
             raise XenStoreError(errno.EPERM, path, "only dom0 may change a node's owner")
-        tree.perms[path] = tuple(perms)
+        tree.perms[path] = perms
 
     @staticmethod
     def children(tree: Tree, path: str) -> list[str] | None:
@@ -260,7 +264,13 @@ class SimXenStoreClient:
             tree = self.store.tree
             return self.store.children(tree, self.check_read(tree, path))
 
-    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+    def get_permissions(self, path: str) -> tuple[str, ...] | None:
+        """The permissions as `xenstore-ls -p` shows them ("n0", "r5"), None when absent."""
+        perms = self.permissions(path)
+        return None if perms is None else tuple(str(p) for p in perms)
+
+    def set_permissions(self, path: str, perms: Sequence[Permission | str]) -> None:
+        """The port's call, also taking xenstore-chmod's words ("n0", "r5")."""
         with self.store.lock:
             check_path(path)
             self.store.apply_set_permissions(self.store.tree, self.domid, path, perms)
@@ -365,7 +375,7 @@ class SimTransaction:
         self.touched.add(self.client.check_read(self.tree, path))
         return self.client.store.children(self.tree, path)
 
-    def set_permissions(self, path: str, perms: Sequence[Permission]) -> None:
+    def set_permissions(self, path: str, perms: Sequence[Permission | str]) -> None:
         self._live()
         check_path(path)
         self.client.store.apply_set_permissions(self.tree, self.client.domid, path, perms)

@@ -17,7 +17,7 @@ from pciback.ports.hypervisor import HypervisorPort
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.stub import StubPool
-from pciback.xen import atomic, evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
 from pciback.xen.domctl import XenDomainResources
 from pciback.xen.evtchn import XenEventPort
@@ -30,6 +30,7 @@ LIBRARIES: dict[str, Callable[[], Any]] = {
     "libxengnttab": gnttab.gnttab_library,
     "libxenevtchn": evtchn.library,
     "libxenctrl": xenctrl.library,
+    "libxencall": physdev.library,
     "libatomic": atomic.library,
 }
 
@@ -187,7 +188,11 @@ def open_environment(
         opened.append(store)
         grants = GrantTable()
         opened.append(grants)
-        hypervisor = XenHypervisor(table_base=lambda a: xenctrl.msix_table_base(a, sysfs_root))
+        calls = physdev.PhysdevCalls()
+        opened.append(calls)
+        hypervisor = XenHypervisor(
+            table_base=lambda a: xenctrl.msix_table_base(a, sysfs_root), physdev=calls
+        )
         opened.append(hypervisor)
         domains = XenDomainResources()
     except BaseException:

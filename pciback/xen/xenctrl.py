@@ -1,10 +1,16 @@
-"""The hypervisor port over libxenctrl, UNTESTED AGAINST XEN.
+"""The hypervisor port over libxenctrl.
 
 PIRQs are mapped straight into the guest (as Linux dom0 does for a device whose owner is
 registered): xc_physdev_map_pirq_msi with the guest's domid lets Xen allocate the PIRQ and,
 in map_domain_pirq, grant the guest access to it, so no xc_domain_irq_permission is needed;
-unmapping revokes it. libxenctrl issues MAP_PIRQ_TYPE_MSI_SEG only, so multi-message MSI
-(MAP_PIRQ_TYPE_MULTI_MSI) is refused here rather than emulated with unrelated PIRQs.
+unmapping revokes it. Xen finds the device among the guest's own, so the device must have
+been assigned to the guest (xc_assign_device) and, for MSI-X, prepared while dom0 held it
+(PHYSDEVOP_prepare_msix, pciback.xen.physdev). Xen writes the message (MSI address/data, or the
+MSI-X table entry); the enable bits are dom0's to set (pciback.ports.sysfs).
+
+libxenctrl issues MAP_PIRQ_TYPE_MSI, which Xen reads as PCI segment 0, and no
+MAP_PIRQ_TYPE_MULTI_MSI: a device on another segment and multi-message MSI are refused here
+rather than mapped for the wrong device or emulated with unrelated PIRQs.
 
 A domain that cannot survive a device error is shut down with reason "crash", so the toolstack
 applies the guest's on_crash policy and cleans up; destroying it behind the toolstack's back is
@@ -25,6 +31,7 @@ from pciback.control.hide import parse_address
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus
 from pciback.xen._loader import XenUnavailable, check_domid, load
+from pciback.xen.physdev import PhysdevCalls
 
 SHUTDOWN_CRASH = 3
 MSIX_MAX_ENTRIES = 2048
@@ -80,9 +87,12 @@ class XenHypervisor:
         self,
         lib: Any = None,
         table_base: Callable[[str], int] = msix_table_base,
+        physdev: PhysdevCalls | None = None,
     ) -> None:
+        """`physdev`: the libxencall handle for prepare/release_msix (None: refused)."""
         self.lib = lib if lib is not None else library()
         self.table_base = table_base
+        self.physdev = physdev
         self._lock = threading.Lock()
         ffi.errno = 0
         handle = self.lib.xc_interface_open(ffi.NULL, ffi.NULL, 0)
@@ -102,7 +112,7 @@ class XenHypervisor:
             rc = fn(self._handle, *args)
         if rc != 0:
             code = ffi.errno or errno.EIO
-            raise HypervisorError(f"{what}: {errno.errorcode.get(code, code)}")
+            raise HypervisorError(f"{what}: {errno.errorcode.get(code, code)}", code)
 
     def map_pirq(self, domid: int, address: str, kind: IrqKind, index: int, count: int) -> int:
         try:
@@ -114,6 +124,11 @@ class XenHypervisor:
             raise HypervisorError(
                 f"map_pirq {address}: {count} vectors; multi-message MSI needs "
                 "MAP_PIRQ_TYPE_MULTI_MSI, which libxenctrl does not issue"
+            )
+        if segment != 0:
+            raise HypervisorError(
+                f"map_pirq {address}: PCI segment {segment}; libxenctrl's MAP_PIRQ_TYPE_MSI "
+                "reaches segment 0 only"
             )
         if kind is IrqKind.MSI:
             if index != 0:
@@ -134,7 +149,7 @@ class XenHypervisor:
             AUTO,
             pirq,
             slot << 3 | function,
-            segment << 16 | bus,
+            bus,
             entry,
             base,
         )
@@ -167,6 +182,16 @@ class XenHypervisor:
             allow,
         )
 
+    def prepare_msix(self, address: str) -> None:
+        if self.physdev is None:
+            raise HypervisorError(f"PHYSDEVOP_prepare_msix {address}: libxencall not opened")
+        self.physdev.prepare_msix(address)
+
+    def release_msix(self, address: str) -> None:
+        if self.physdev is None:
+            raise HypervisorError(f"PHYSDEVOP_release_msix {address}: libxencall not opened")
+        self.physdev.release_msix(address)
+
     def kill_domain(self, domid: int) -> None:
         try:
             check_domid(domid)  # never dom0: that is this host
@@ -184,3 +209,5 @@ class XenHypervisor:
             handle, self._handle = self._handle, None
         if handle is not None:
             self.lib.xc_interface_close(handle)
+        if self.physdev is not None:
+            self.physdev.close()

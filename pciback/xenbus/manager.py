@@ -2,6 +2,21 @@
 
 Every guest is handled apart: whatever its xenstore holds, a failure is reported for that guest
 (error node, Closing) and the others are untouched.
+
+A backend directory (a key: domain and device id) is, here, in one of four tables:
+
+backends  taken: a PciBackend drives it.
+waiting   not complete enough yet by the rule of directory.py (a toolstack writing across
+          several transactions, the backend directory before the frontend one): nothing is
+          written or claimed, one line says what it waits for, and the directory is read again
+          at its next watch event; at frontend events only while it waits for the frontend.
+failed    it holds a malformed node: reported once (log and error node), read again when the
+          toolstack changes it.
+retired   its backend went away (the frontend closed offline, or is gone) but the directory
+          stays until the toolstack removes it: nothing is said or done for it any more, unless
+          the toolstack offers it again (its `state` back to Initialising, as for a new guest).
+
+A key leaves every table when its backend directory is removed.
 """
 
 from __future__ import annotations
@@ -9,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pciback.ports.xenstore import WatchEvent, XenStore, XenStoreError, join
-from pciback.xenbus.backend import BACKEND_ROOT, PciBackend
+from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT, PciBackend
+from pciback.xenbus.directory import NotYet, read_directory
 from pciback.xenbus.interfaces import DataPath, DeviceBroker
 from pciback.xenbus.parse import XenbusConfigError
+from pciback.xenbus.states import XenbusState, state_or_unknown
 
 MAX_GUESTS = 4096
 MAX_DEVIDS = 16
@@ -35,6 +53,12 @@ def _small_int(text: str, limit: int) -> int | None:
     return value if value <= limit else None
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    missing: str
+    for_frontend: bool
+
+
 class XenbusBackends:
     def __init__(
         self,
@@ -50,7 +74,10 @@ class XenbusBackends:
         self.default_mode = default_mode
         self.on_guest_gone = on_guest_gone
         self.backends: dict[Key, PciBackend] = {}
-        self.failed: dict[Key, str] = {}  # guests whose directory could not even be read
+        self.waiting: dict[Key, Waiting] = {}
+        self.failed: dict[Key, str] = {}  # the error, told once
+        self.retired: dict[Key, str] = {}  # why its backend went away
+        self.watched: dict[Key, str] = {}  # the frontend state node watched for each key
 
     def start(self) -> None:
         self.store.watch(BACKEND_ROOT, _BACKEND_TOKEN)
@@ -60,8 +87,10 @@ class XenbusBackends:
         """Stop watching; connections are dropped but nothing a guest holds is released."""
         self.store.unwatch(BACKEND_ROOT, _BACKEND_TOKEN)
         self.store.unwatch("@releaseDomain", _RELEASE_TOKEN)
+        for key, path in self.watched.items():
+            self.store.unwatch(path, _fe_token(key))
+        self.watched.clear()
         for key, backend in self.backends.items():
-            self.store.unwatch(join(backend.frontend, "state"), _fe_token(key))
             if backend.connected:
                 backend.connected = False
                 self.datapath.suspend(*key)
@@ -79,24 +108,31 @@ class XenbusBackends:
     def handle(self, event: WatchEvent) -> None:
         if event.token == _BACKEND_TOKEN:
             key = self._key_of(event.path)
-            if key is not None and key in self.failed:
-                del self.failed[key]  # its directory changed: look again
-                self.scan()
-            elif key is None or key not in self.backends:
+            if key is None or not self._known(key):
                 self.scan()
             else:
-                self._guarded(key, lambda b: b.backend_changed())
-                self._reap(key)
+                self._directory_changed(key)
         elif event.token.startswith(_FRONTEND_TOKEN):
             key = self._parse_fe_token(event.token)
-            if key is not None and key in self.backends:
+            if key is None:
+                return
+            if key in self.backends:
                 self._frontend_changed(key)
+            elif key in self.waiting and self.waiting[key].for_frontend:
+                self._examine(key)
+            # Else a wait for the toolstack, which the guest cannot hurry, or an event queued
+            # before its watch went: nothing to read.
         elif event.token == _RELEASE_TOKEN:
             self.scan()
 
+    def _known(self, key: Key) -> bool:
+        return any(
+            key in table for table in (self.backends, self.waiting, self.failed, self.retired)
+        )
+
     # -- discovery ---------------------------------------------------------------------------
     def scan(self) -> None:
-        """Compare the backend directories in xenstore with the backends held here."""
+        """Compare the backend directories in xenstore with the keys held here."""
         present: set[Key] = set()
         for domtext in (self.store.list(BACKEND_ROOT) or [])[:MAX_GUESTS]:
             domid = _small_int(domtext, DOMID_MAX)
@@ -106,45 +142,127 @@ class XenbusBackends:
                 devid = _small_int(devtext, MAX_DEVIDS - 1)
                 if devid is not None:
                     present.add((domid, devid))
-        for key in sorted(set(self.backends) - present):
-            self._unregister(key, "its backend directory was removed")
-        for key in sorted(present - set(self.backends) - set(self.failed)):
-            self._probe(key)
-        for key in sorted(set(self.failed) - present):
-            del self.failed[key]
+        known = self._all_keys()
+        for key in sorted(known - present):
+            self._forget(key)
+        for key in sorted(present - known):
+            self._examine(key)
+        for key in sorted(set(self.retired) & present):
+            self._look_at_retired(key)
         for key in sorted(self.backends):
             if self.store.read(f"/local/domain/{key[0]}") is None and self._domain_gone(key):
                 self._unregister(key, "the domain is gone")
 
+    def _all_keys(self) -> set[Key]:
+        return set(self.backends) | set(self.waiting) | set(self.failed) | set(self.retired)
+
     def _domain_gone(self, key: Key) -> bool:
         return self.store.read(join(self.backends[key].frontend, "state")) is None
 
-    def _probe(self, key: Key) -> None:
+    def _directory_changed(self, key: Key) -> None:
+        """A watch event at or below the backend directory of a key held here."""
+        if self.store.read(_nodename(key)) is None:
+            self._forget(key)
+        elif key in self.backends:
+            self._guarded(key, lambda b: b.backend_changed())
+            self._reap(key)
+        elif key in self.retired:
+            self._look_at_retired(key)
+        else:
+            self._examine(key)
+
+    def _examine(self, key: Key) -> None:
+        """Take the directory if it is complete enough, else note what it waits for."""
         domid, devid = key
         try:
+            found = read_directory(self.store, _nodename(key), domid)
+            if isinstance(found, NotYet):
+                self._wait(key, found)
+                return
             backend = PciBackend(
-                self.store, domid, devid, self.broker, self.datapath, self.default_mode
+                self.store,
+                domid,
+                devid,
+                self.broker,
+                self.datapath,
+                found.frontend,
+                self.default_mode,
             )
-            self.store.watch(join(backend.frontend, "state"), _fe_token(key))
+            self._watch_frontend(key, found.frontend)
         except (XenbusConfigError, XenStoreError, ValueError) as exc:
-            self.failed[key] = str(exc)
-            log.error("dom%d/%d: cannot use backend directory: %s", domid, devid, exc)
-            self._report(key, exc)
+            self._fail(key, exc)
             return
+        self.failed.pop(key, None)
+        if self.waiting.pop(key, None) is not None:
+            log.info("dom%d/%d: backend directory complete", domid, devid)
         self.backends[key] = backend
-        self._guarded(key, lambda b: b.probe())
+        outcome: list[str | None] = []
+        self._guarded(key, lambda b: outcome.append(b.probe()))
+        self._follow(key, outcome)
 
-    def _report(self, key: Key, exc: Exception) -> None:
-        with contextlib.suppress(XenStoreError):
-            self.store.write(
-                f"/local/domain/0/error/backend/pci/{key[0]}/{key[1]}/error", f"22 {exc}"[:1024]
+    def _wait(self, key: Key, found: NotYet) -> None:
+        if found.frontend is not None:
+            self._watch_frontend(key, found.frontend)
+        before = self.waiting.get(key)
+        self.waiting[key] = Waiting(found.missing, found.for_frontend)
+        self.failed.pop(key, None)
+        if before is None:
+            log.info(
+                "dom%d/%d: backend directory not complete yet: waiting for %s", *key, found.missing
             )
+        elif before.missing != found.missing:
+            log.debug("dom%d/%d: now waiting for %s", *key, found.missing)
+
+    def _fail(self, key: Key, exc: Exception) -> None:
+        self.waiting.pop(key, None)
+        self._unwatch_frontend(key)
+        message = str(exc)
+        if self.failed.get(key) == message:
+            return  # told already; the toolstack changed something else
+        self.failed[key] = message
+        log.error("dom%d/%d: cannot use backend directory: %s", key[0], key[1], message)
+        code = exc.code if isinstance(exc, XenbusConfigError) else 22
+        with contextlib.suppress(XenStoreError):
+            self.store.write(f"{ERROR_ROOT}/{key[0]}/{key[1]}/error", f"{code} {message}"[:1024])
+
+    def _look_at_retired(self, key: Key) -> None:
+        state = state_or_unknown(self.store.read(join(_nodename(key), "state")))
+        if state == XenbusState.INITIALISING:  # the toolstack offers it anew
+            del self.retired[key]
+            log.info("dom%d/%d: backend directory offered again", *key)
+            self._examine(key)
+
+    def _forget(self, key: Key) -> None:
+        """The backend directory is gone: nothing of this key stays."""
+        self._unregister(key, "its backend directory was removed")
+        self.waiting.pop(key, None)
+        self.failed.pop(key, None)
+        self.retired.pop(key, None)
+        self._unwatch_frontend(key)
+
+    def _watch_frontend(self, key: Key, frontend: str) -> None:
+        path = join(frontend, "state")
+        if self.watched.get(key) == path:
+            return
+        self._unwatch_frontend(key)
+        self.store.watch(path, _fe_token(key))
+        self.watched[key] = path
+
+    def _unwatch_frontend(self, key: Key) -> None:
+        path = self.watched.pop(key, None)
+        if path is not None:
+            with contextlib.suppress(XenStoreError):
+                self.store.unwatch(path, _fe_token(key))
 
     def _frontend_changed(self, key: Key) -> None:
         outcome: list[str | None] = []
         self._guarded(key, lambda b: outcome.append(b.frontend_changed()))
-        if outcome and outcome[0] == "unregister":
-            self._unregister(key, "the frontend closed")
+        self._follow(key, outcome)
+
+    def _follow(self, key: Key, outcome: list[str | None]) -> None:
+        """After the backend reacted: unregister it when it said why, else reap it."""
+        if outcome and outcome[0] is not None:
+            self._unregister(key, outcome[0])
         else:
             self._reap(key)
 
@@ -159,12 +277,17 @@ class XenbusBackends:
         if backend is None:
             return
         log.info("dom%d/%d: unregistering backend: %s", key[0], key[1], why)
-        with contextlib.suppress(XenStoreError):
-            self.store.unwatch(join(backend.frontend, "state"), _fe_token(key))
+        self._unwatch_frontend(key)
         try:
             backend.free()
         except Exception:
             log.exception("dom%d/%d: releasing devices failed", key[0], key[1])
+        try:
+            backend.mark_closed()
+        except XenStoreError as exc:
+            log.warning("dom%d/%d: could not write Closed: %s", key[0], key[1], exc)
+        if self.store.read(_nodename(key)) is not None:
+            self.retired[key] = why
         if self.on_guest_gone is not None and not any(k[0] == key[0] for k in self.backends):
             self.on_guest_gone(key[0])
 
@@ -195,6 +318,10 @@ class XenbusBackends:
         domtext, _, devtext = token[len(_FRONTEND_TOKEN) :].partition(":")
         domid, devid = _small_int(domtext, DOMID_MAX), _small_int(devtext, MAX_DEVIDS - 1)
         return None if domid is None or devid is None else (domid, devid)
+
+
+def _nodename(key: Key) -> str:
+    return f"{BACKEND_ROOT}/{key[0]}/{key[1]}"
 
 
 def _fe_token(key: Key) -> str:

@@ -10,6 +10,7 @@ import re
 
 from pciback.control.hide import format_address
 from pciback.ports.xenstore import StoreOps
+from pciback.xenbus.states import XenbusState
 
 MAX_DEVS = 256  # a virtual bus has 32 slots of 8 functions; passthrough lists no more
 _BDF = re.compile(r"([0-9a-fA-F]{1,4}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-9a-fA-F]{1,2})")
@@ -36,15 +37,24 @@ def read_required(store: StoreOps, path: str) -> str:
     return value
 
 
-def read_uint(store: StoreOps, path: str, limit: int) -> int:
+def parse_uint(path: str, text: str, limit: int) -> int:
     """A decimal unsigned number no greater than `limit`."""
-    text = read_required(store, path).strip()
+    text = text.strip()
     if not _UINT.fullmatch(text):
         raise XenbusConfigError(path, f"expected a decimal number, found {_show(text)}")
     value = int(text)
     if value > limit:
         raise XenbusConfigError(path, f"{value} is above the limit {limit}")
     return value
+
+
+def read_uint(store: StoreOps, path: str, limit: int) -> int:
+    return parse_uint(path, read_required(store, path), limit)
+
+
+def parse_state(path: str, text: str) -> XenbusState:
+    """A state node the toolstack wrote: strict, unlike `state_or_unknown` for the guest's."""
+    return XenbusState(parse_uint(path, text, XenbusState.RECONFIGURED))
 
 
 def parse_bdf(path: str, text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 
 import pytest
 
@@ -34,30 +35,67 @@ def closed(w: World) -> bool:
 @pytest.mark.parametrize(
     ("node", "value", "fragment"),
     [
-        ("num_devs", None, "num_devs: missing"),
         ("num_devs", "two", "expected a decimal number"),
         ("num_devs", "-1", "expected a decimal number"),
         ("num_devs", "4294967297", "above the limit 256"),
         ("num_devs", "9" * 4000, "expected a decimal number"),
         ("dev-0", "0000:04:00.9", "out of range"),
         ("dev-0", "not-a-device", "expected DDDD:BB:DD.F"),
-        ("dev-0", None, "dev-0: missing"),
+        ("dev-1", RNG, "0000:04:00.0 is dev-0 already"),
+        ("state-0", "one", "expected a decimal number"),
+        ("state-0", "9", "above the limit 8"),
+        ("state", "", "expected a decimal number"),
+        ("frontend-id", "1", "'1' is not domain 2"),
+        ("frontend-id", "0x2", "expected a decimal number"),
         ("frontend", "/local/domain/1/device/pci/0", "not under /local/domain/2/"),
         ("frontend", "/local/domain/2/device/pci/0 !", "malformed xenstore path"),
     ],
 )
-def test_bad_toolstack_nodes(node: str, value: str | None, fragment: str) -> None:
+def test_bad_toolstack_nodes(node: str, value: str, fragment: str) -> None:
     w = World()
     healthy_neighbour(w)
     w.toolstack.create(2, [RNG], "vpci")
     xs = w.toolstack.xs  # the edit lands before the backend has looked at the directory
-    if value is None:
-        xs.rm(f"{BE2}/{node}")
-    else:
-        xs.write(f"{BE2}/{node}", value)
+    if node == "dev-1":
+        xs.write(f"{BE2}/state-1", "1")
+        xs.write(f"{BE2}/num_devs", "2")
+    xs.write(f"{BE2}/{node}", value)
     w.settle()
     assert fragment in (w.error(2) or "")
     assert w.ownership.owner(RNG) is None
+    assert_neighbour_untouched(w)
+
+
+@pytest.mark.parametrize(
+    "node", ["frontend", "frontend-id", "state", "num_devs", "dev-0", "state-0", "frontend dir"]
+)
+def test_a_node_not_written_yet_is_waited_for(node: str) -> None:
+    """Was an error for num_devs and dev-0 ("missing"), which closed the guest's backend when
+    a toolstack wrote across several transactions and the daemon looked in between."""
+    w = World()
+    healthy_neighbour(w)
+    w.toolstack.create(2, [RNG], "vpci")
+    xs = w.toolstack.xs
+    path = FE2 if node == "frontend dir" else f"{BE2}/{node}"
+    value = xs.read(path)
+    assert value is not None
+    xs.rm(path)
+    w.settle()
+    assert (2, 0) in w.backends.waiting and (2, 0) not in w.backends.backends
+    assert w.error(2) is None and w.ownership.owner(RNG) is None
+    assert w.be(2, "state") in (None, str(int(S.INITIALISING)))  # nothing written meanwhile
+    if node == "frontend dir":
+        # What a toolstack writes there last: the directory, given to the guest, and its state
+        # (the guest itself may not create it: its device directory is read-only to it).
+        xs.mkdir(FE2)
+        xs.set_permissions(FE2, ("n2", "r0"))
+        xs.write(f"{FE2}/state", str(int(S.INITIALISING)))
+    else:
+        xs.write(path, value)
+    w.fronts[2] = front = SimPcifront(w.store, 2)
+    front.publish()
+    w.settle()
+    assert w.be(2, "state") == str(int(S.CONNECTED)) and w.ownership.owner(RNG) == 2
     assert_neighbour_untouched(w)
 
 
@@ -176,13 +214,14 @@ def test_frontend_published_before_backend_dir_is_fine() -> None:
 
 
 def test_backend_directory_completed_later_is_picked_up() -> None:
+    """Was reported as an error ("frontend: missing") before the rest arrived."""
     w = World()
     healthy_neighbour(w)
     xs = w.toolstack.xs
     xs.write(f"{BE2}/state", "1")  # a toolstack writing node by node, frontend link not yet there
     w.settle()
-    assert (2, 0) in w.backends.failed
-    assert "frontend: missing" in (w.error(2) or "")
+    assert w.backends.waiting[(2, 0)].missing == "frontend"
+    assert (2, 0) not in w.backends.failed and w.error(2) is None
     w.guest(2, [RNG], mode="vpci")  # the rest of the directory arrives
     assert w.be(2, "state") == str(int(S.CONNECTED))
 
@@ -206,3 +245,82 @@ def test_a_watch_the_store_refuses_fails_that_guest_only(monkeypatch: pytest.Mon
     assert (2, 0) not in w.backends.backends and (2, 0) in w.backends.failed
     assert w.ownership.owner(RNG) is None
     assert_neighbour_untouched(w)
+
+
+def test_frontend_events_do_not_reread_a_directory_the_toolstack_has_not_finished(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pciback.xenbus")
+    w = World()
+    healthy_neighbour(w)
+    w.toolstack.create(2, [RNG], "vpci")
+    w.toolstack.xs.rm(f"{BE2}/dev-0")  # the toolstack's next write has not come yet
+    w.settle()
+    assert w.backends.waiting[(2, 0)].missing == "dev-0"
+    reads: list[str] = []
+    store = w.backends.store
+    real_read = store.read
+
+    def counted(path: str) -> str | None:
+        reads.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(store, "read", counted)
+    guest = SimPcifront(w.store, 2)
+    for i in range(200):
+        guest.xs.write(f"{FE2}/state", str(i % 9))
+        w.settle()
+    assert reads == []
+    assert said(caplog, "waiting for dev-0") == 1
+    assert w.ownership.owner(RNG) is None and w.error(2) is None
+    assert_neighbour_untouched(w)
+
+
+def test_a_guest_removing_its_frontend_loses_its_devices_once_and_cannot_take_them_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pciback.xenbus")
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci")
+    # xenstored lets a guest make its frontend directory again only where it owns the parent:
+    # give it the parent, as a careless toolstack might, so that it can try.
+    w.toolstack.xs.set_permissions(FE2.rsplit("/", 1)[0], ("n2",))
+    front.xs.rm(FE2)
+    w.settle()
+    assert w.ownership.owner(RNG) is None and (2, 0) in w.backends.retired
+    for _ in range(3):  # recreating it, as if pcifront started over, claims nothing
+        front.switch(S.INITIALISING)
+        front.publish()
+        w.settle()
+        front.xs.rm(FE2)
+        w.settle()
+    assert w.ownership.owner(RNG) is None
+    assert said(caplog, "dom2/0: unregistering backend") == 1
+    assert_neighbour_untouched(w)
+
+
+def test_a_guest_cycling_its_frontend_cannot_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pciback.xenbus")
+    w = World()
+    healthy_neighbour(w)
+    front = w.guest(2, [RNG], mode="vpci")
+    told = []
+    for _ in range(6):
+        front.close()
+        w.settle()
+        front.switch(S.INITIALISING)
+        front.publish()
+        w.settle()
+        assert w.be(2, "state") == str(int(S.CONNECTED))
+        told.append(sum(r.levelno >= logging.INFO for r in caplog.records))
+    assert told[2:] == [told[1]] * 4  # from the second restart on, nothing at info level
+    assert said(caplog, "the frontend starts over") == 1
+    assert w.sim[RNG].resets == 1  # kept across the restarts: seized once, never released
+    assert_neighbour_untouched(w)
+
+
+def said(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in r.getMessage() for r in caplog.records)

@@ -52,6 +52,8 @@ def fake_tree(root: Path) -> str:
     (dev / "irq").write_text("23\n")
     for name in ("reset", "driver_override"):
         (dev / name).write_text("")
+    (dev / "enable").write_text("0\n")
+    (dev / "irq").write_text("23\n")  # dom0's routing; the config byte says 0x0b
     for driver in ("virtio-pci", "pci-stub"):
         (root / "drivers" / driver).mkdir(parents=True)
         for name in ("bind", "unbind"):
@@ -75,7 +77,7 @@ def test_fake_tree_reads_and_bars(tmp_path: Path) -> None:
     assert [b.start for b in bars] == [0x4000100000, 0, 0, 0, 0xC000, 0, 0xFE000000]
     assert dev.host_irq() == 23
     (tmp_path / "devices" / address / "irq").write_text("-1\n")
-    with pytest.raises(SysfsError, match="not a number"):
+    with pytest.raises(SysfsError, match="unexpected irq"):
         dev.host_irq()
     assert bus.driver(address) == "virtio-pci"
     with pytest.raises(KeyError):
@@ -92,6 +94,8 @@ def test_fake_tree_write_paths(tmp_path: Path) -> None:
     assert pool.add_slot(address) == [address]
     assert (tmp_path / "drivers/virtio-pci/unbind").read_text() == address
     assert (tmp_path / "devices" / address / "reset").read_text() == "1"
+    assert (tmp_path / "devices" / address / "enable").read_text().startswith("1")
+    assert dev.host_irq() == 23
     # the fake symlink still points at virtio-pci, so no bind was attempted; force one:
     os.unlink(tmp_path / "devices" / address / "driver")
     bus.bind(address, "pciback")
@@ -112,3 +116,37 @@ def test_fake_tree_power_state_keeps_a_pending_pme(tmp_path: Path) -> None:
     dev = SysfsBus(tmp_path, writable=True).device(address)
     dev.set_power_state(3)
     assert dev.read(0xC4, 2) == 0x0003
+
+
+def test_fake_tree_msix_enable_is_dom0s_part_only(tmp_path: Path) -> None:
+    """After Xen mapped the PIRQs and wrote the table, dom0 sets MSI-X enable, clears the
+    function mask and masks INTx; disabling undoes the three. Nothing else is written."""
+    address = fake_tree(tmp_path)
+    path = tmp_path / "devices" / address / "config"
+    dev = SysfsBus(tmp_path, writable=True).device(address)
+    cap = dev.capability(0x11)
+    dev.write(cap + 2, 2, (dev.read(cap + 2, 2) & ~0x8000) | 0x4000)  # off, function masked
+    dev.write(0x04, 2, dev.read(0x04, 2) & ~0x400)  # INTx unmasked
+    before = bytearray(path.read_bytes())
+    dev.enable_msix((0, 1))
+    after = bytearray(path.read_bytes())
+    changed = [i for i in range(len(after)) if after[i] != before[i]]
+    assert changed == [0x05, cap + 3]  # INTx disable (bit 10) and the control's high byte
+    assert dev.read(cap + 2, 2) & 0xC000 == 0x8000 and dev.read(0x04, 2) & 0x400
+    with pytest.raises(ValueError, match="entries"):
+        dev.enable_msix((0x7FF,))
+    dev.disable_msix()
+    assert dev.read(cap + 2, 2) & 0xC000 == 0 and not dev.read(0x04, 2) & 0x400
+
+
+def test_fake_tree_keeps_one_open_config_file(tmp_path: Path) -> None:
+    address = fake_tree(tmp_path)
+    bus = SysfsBus(tmp_path)
+    assert bus.device(address) is bus.device(address)
+    dev = bus.device(address)
+    dev.read(0, 4)
+    fd = dev._fd
+    dev.read(4, 4)
+    assert fd is not None and dev._fd == fd
+    dev.close()
+    assert dev._fd is None and dev.read(0, 2) == 0x1AF4

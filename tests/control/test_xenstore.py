@@ -224,3 +224,27 @@ def test_guest_quota_protects_the_store() -> None:
     assert info.value.errno == errno.EDQUOT
     dom0.write("/local/domain/0/backend/pci/5/0/state", "1")  # others still write
     guest.write("/local/domain/4/junk/0", "overwrite is fine")
+
+
+def test_set_permissions_is_kept_and_fires_watches_as_xenstored() -> None:
+    store = SimXenStore()
+    xs, watcher = store.connect(0), store.connect(0)
+    watcher.watch("/local/domain/0/backend", "be")
+    drain(watcher)
+    be = "/local/domain/0/backend/pci/3/0"
+    with pytest.raises(XenStoreError) as info:
+        xs.set_permissions(be, ("n0", "r3"))
+    assert info.value.errno == errno.ENOENT
+    xs.write(be, "")
+    drain(watcher)
+    xs.set_permissions(be, ("n0", "r3"))  # an empty directory's chmod is a change to watchers
+    assert drain(watcher) == [WatchEvent(be, "be")]
+    assert xs.get_permissions(be) == ("n0", "r3")
+    tx = xs.transaction()
+    tx.rm(be)
+    tx.write(be, "")
+    tx.set_permissions(be, ("n0", "r4"))
+    assert tx.commit()
+    assert xs.get_permissions(be) == ("n0", "r4")
+    xs.rm(be)
+    assert xs.get_permissions(be) is None

@@ -65,7 +65,10 @@ class MemoryDevice:
         return tuple(BarResource(i, BarKind.UNUSED, 0) for i in range(7))
 
     def host_irq(self) -> int:
-        return 0
+        return 0  # never routed by a host
+
+    def enable(self) -> None:
+        pass
 
     def set_power_state(self, state: int) -> None:
         pass

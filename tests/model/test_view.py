@@ -103,6 +103,19 @@ def test_binary_output_and_an_output_file(
     assert out.read_bytes() == guest_view(dump)[0]
 
 
+def test_the_host_irq_is_the_interrupt_line_the_guest_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dump taken in dom0 holds the firmware's interrupt line; the guest reads dom0's IRQ."""
+    dump = rich_dump(tmp_path)
+    status, text, _ = run_view(capsys, str(dump), "--host-irq", "23")
+    [parsed] = parse_lspci_text(text)
+    assert status == 0 and parsed.config[0x3C] == 23 and parsed.config[0x3D] == 1
+    assert parsed.config[:0x3C] == guest_view(dump)[0][:0x3C]
+    with pytest.raises(SystemExit):
+        main(["view", str(dump), "--host-irq", "-1"])
+
+
 def test_hidden_capabilities_by_number_and_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,7 +26,9 @@ def attach(
 ) -> tuple[SimGuest, SimDevice]:
     config = nic_config(msi=msi, msix=msix, command=command)
     device = host.add_device(ADDR, config, bar_sizes={0: 0x4000})
-    return host.attach(1, [ADDR]), device
+    guest = host.attach(1, [ADDR])
+    host.hypervisor.calls.clear()  # from here on: what the guest causes
+    return guest, device
 
 
 def refused(call: object) -> XenPciError:
@@ -152,7 +154,8 @@ def test_msix_counts_beyond_the_page_are_refused(host: SimHost, count: int) -> N
 
 
 def test_msix_needs_memory_decoding(host: SimHost) -> None:
-    guest, device = attach(host, command=0)
+    guest, device = attach(host)
+    device.write(0x04, 2, 0)  # decoding off on the host (the pool leaves it on)
     assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
     device.write(0x04, 2, 0x2)  # the host turns decoding on
     assert len(guest.enable_msix(ADDR, [0])) == 1

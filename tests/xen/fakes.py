@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from pciback.protocol.abi import PAGE_SIZE
-from pciback.xen import evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import evtchn, gnttab, physdev, xenctrl, xenstore
 
 
 def _s(arg: Any) -> str:
@@ -302,3 +302,36 @@ class FakeXenstore(Recorder):
             self.tx_conflicts -= 1
             return bool(self._fail(errno.EAGAIN, null=False))
         return True
+
+
+class FakeXencall(Recorder):
+    """libxencall: hypercall buffers are plain memory here; each hypercall is recorded with the
+    bytes its buffer held."""
+
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.fail = fail
+        self._buffers: list[Any] = []
+
+    def xencall_open(self, logger: Any, flags: int) -> Any:
+        return self.handle
+
+    def xencall_close(self, xcall: Any) -> int:
+        self.calls.append(("close",))
+        return 0
+
+    def xencall_alloc_buffer(self, xcall: Any, size: int) -> Any:
+        buffer = physdev.ffi.new("char[]", size)
+        self._buffers.append(buffer)
+        return buffer
+
+    def xencall_free_buffer(self, xcall: Any, pointer: Any) -> None:
+        self.calls.append(("free",))
+
+    def xencall2(self, xcall: Any, op: int, arg1: int, arg2: int) -> int:
+        device = physdev.ffi.cast("struct physdev_pci_device *", arg2)
+        self.calls.append(("call", op, arg1, int(device.seg), int(device.bus), int(device.devfn)))
+        if self.fail:
+            physdev.ffi.errno = self.fail
+            return -1
+        return 0

@@ -16,15 +16,16 @@ from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.ports.xenstore import WatchEvent, XenStoreError, run_transaction
 from pciback.protocol.abi import Cmd, Flag
 from pciback.protocol.abi import ffi as abi_ffi
-from pciback.xen import atomic, gnttab
+from pciback.xen import atomic, gnttab, physdev
 from pciback.xen._loader import XenUnavailable
 from pciback.xen.atomic import BitAction, bit_op, word_of
 from pciback.xen.environment import XenDataPath
 from pciback.xen.evtchn import XenEventPort
 from pciback.xen.gnttab import GrantTable
+from pciback.xen.physdev import PhysdevCalls
 from pciback.xen.xenctrl import SHUTDOWN_CRASH, XenHypervisor, msix_table_base
 from pciback.xen.xenstore import XenStoreClient
-from tests.xen.fakes import FakeEvtchn, FakeGnttab, FakeXenctrl, FakeXenstore
+from tests.xen.fakes import FakeEvtchn, FakeGnttab, FakeXencall, FakeXenctrl, FakeXenstore
 
 
 def _need_libatomic() -> None:
@@ -37,11 +38,15 @@ def _need_libatomic() -> None:
 # -- libxenctrl ------------------------------------------------------------------------------
 
 
-def test_msi_maps_into_the_guest_with_segment_and_devfn() -> None:
+def test_msi_maps_into_the_guest_with_bus_and_devfn() -> None:
     lib = FakeXenctrl(pirq=81)
     hv = XenHypervisor(lib=lib, table_base=lambda a: pytest.fail("MSI has no table"))
-    assert hv.map_pirq(5, "0001:03:02.1", IrqKind.MSI, 0, 1) == 81
-    assert lib.calls == [("map", 5, -1, -1, 2 << 3 | 1, 1 << 16 | 3, 0, 0)]
+    assert hv.map_pirq(5, "0000:03:02.1", IrqKind.MSI, 0, 1) == 81
+    assert lib.calls == [("map", 5, -1, -1, 2 << 3 | 1, 3, 0, 0)]
+    # MAP_PIRQ_TYPE_MSI names segment 0: another segment would map some other device
+    with pytest.raises(HypervisorError, match="segment 1"):
+        hv.map_pirq(5, "0001:03:02.1", IrqKind.MSI, 0, 1)
+    assert len(lib.calls) == 1
 
 
 def test_msix_passes_the_entry_and_the_table_bar() -> None:
@@ -327,3 +332,34 @@ def test_reconnecting_releases_the_old_page_and_port_and_suspend_releases_the_ne
     assert evt.calls[-2:] == [("unbind", 41), ("close", 41)]
     path.close()
     assert len([c for c in gnt.calls if c[0] == "unmap"]) == 2
+
+
+# -- libxencall: PHYSDEVOP_prepare_msix / release_msix -----------------------------------------
+
+
+def test_prepare_and_release_msix_name_the_device_in_a_hypercall_buffer() -> None:
+    lib = FakeXencall()
+    calls = PhysdevCalls(lib=lib)
+    hv = XenHypervisor(lib=FakeXenctrl(), physdev=calls)
+    hv.prepare_msix("0000:00:03.0")
+    hv.release_msix("0000:05:1f.7")
+    op = physdev.HYPERVISOR_PHYSDEV_OP
+    assert [c for c in lib.calls if c[0] == "call"] == [
+        ("call", op, physdev.PHYSDEVOP_PREPARE_MSIX, 0, 0, 3 << 3),
+        ("call", op, physdev.PHYSDEVOP_RELEASE_MSIX, 0, 5, 0x1F << 3 | 7),
+    ]
+    assert lib.calls.count(("free",)) == 2  # every buffer given back
+    hv.close()
+    assert ("close",) in lib.calls
+
+
+def test_a_refused_preparation_carries_its_errno() -> None:
+    calls = PhysdevCalls(lib=FakeXencall(fail=errno.EBUSY))
+    with pytest.raises(HypervisorError, match="EBUSY") as info:
+        calls.prepare_msix("0000:00:03.0")
+    assert info.value.code == errno.EBUSY
+    with pytest.raises(HypervisorError, match="not a PCI address"):
+        calls.prepare_msix("00:03.0")
+    hv = XenHypervisor(lib=FakeXenctrl())  # no libxencall: refused, with the reason
+    with pytest.raises(HypervisorError, match="libxencall"):
+        hv.prepare_msix("0000:00:03.0")

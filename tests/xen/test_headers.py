@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pciback.xen import atomic, domctl, evtchn, gnttab, xenctrl, xenstore
+from pciback.xen import atomic, domctl, evtchn, gnttab, physdev, xenctrl, xenstore
 
-MODULES = [xenstore, gnttab, evtchn, xenctrl, domctl]
+MODULES = [xenstore, gnttab, evtchn, xenctrl, physdev, domctl]
 _DECL = re.compile(r"(?P<ret>.*?)\b(?P<name>\w+)\((?P<args>.*)\);")
 GCC = shutil.which("gcc")
 
@@ -38,7 +38,8 @@ def _header_present(header: str) -> bool:
 
 
 def c_check(module: ModuleType | Any, decls: tuple[str, ...] | None = None) -> str:
-    lines = ["#include <stdint.h>", "#include <stdbool.h>"]
+    lines = [f"#define {d}" for d in getattr(module, "DEFINES", ())]
+    lines += ["#include <stdint.h>", "#include <stdbool.h>", "#include <stddef.h>"]
     lines += [f"#include <{h}>" for h in module.HEADERS]
     for name, target in module.TYPEDEFS.items():
         lines.append(
