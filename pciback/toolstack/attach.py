@@ -113,9 +113,9 @@ class Toolstack:
             with self.lock:
                 self._check_assignable(domid, address)
             self._check_domain(domid)
-            hot = self.store.read(join(backend_path(domid), "num_devs")) is not None
-            if hot:
-                self._ready_for_hot_add(domid)
+            exists = self.store.read(join(backend_path(domid), "num_devs")) is not None
+            if exists:
+                self._ready_for_another(domid)
             with self.lock:
                 self._check_assignable(domid, address)  # unchanged while we waited?
                 record = self._record(domid, address, entry, interrupt_control)
@@ -124,7 +124,7 @@ class Toolstack:
                 self._grant(record)
                 with self.lock:
                     self._set_flags(record, on=True)
-                self._write(domid, entry, hot)
+                hot = self._write(domid, entry, exists)
             except (DomainError, XenStoreError, XenbusConfigError, ToolstackError) as exc:
                 problems = self._undo(record)
                 why = f"attach {address} to domain {domid}: {exc}"
@@ -186,9 +186,10 @@ class Toolstack:
                 f"domain {domid} has no /local/domain/{domid} in xenstore yet (still being built?)"
             )
 
-    def _ready_for_hot_add(self, domid: int) -> None:
-        """libxl waits for the backend to be Connected before a hot add; a guest whose pcifront
-        never connected cannot answer one, so that is refused at once."""
+    def _ready_for_another(self, domid: int) -> None:
+        """A guest that has a PCI device already: before its pcifront connected, the device
+        simply joins the list (libxl's `starting`); once it has, libxl waits for the backend
+        to be Connected before a hot add."""
         be_state = self._backend_state(domid)
         if be_state in (S.CLOSING, S.CLOSED):
             raise ToolstackError(
@@ -197,10 +198,7 @@ class Toolstack:
                 + "; detach its devices first"
             )
         if be_state not in _RUNNING and self._frontend_state(domid) < S.INITIALISED:
-            raise ToolstackError(
-                f"domain {domid} has a PCI device already and its pcifront has not connected "
-                "yet: attach further devices once the guest runs"
-            )
+            return  # not booted (or pcifront not started): no answer is needed
         if not self._wait(lambda: self._backend_state(domid) == S.CONNECTED):
             raise ToolstackError(
                 f"the PCI backend of domain {domid} did not become Connected within "
@@ -267,18 +265,36 @@ class Toolstack:
             if r.address != record.address
         )
 
-    def _write(self, domid: int, entry: DeviceEntry, hot: bool) -> None:
+    def _write(self, domid: int, entry: DeviceEntry, exists: bool) -> bool:
+        """The xenstore part, in one transaction; True when it was a hot add."""
         name = self.store.read(join(layout.domain_path(domid), "name"))
+        be = backend_path(domid)
 
-        def create(tx: StoreOps) -> None:
-            if tx.read(join(backend_path(domid), "num_devs")) is not None:
+        def create(tx: StoreOps) -> bool:
+            if tx.read(join(be, "num_devs")) is not None:
                 raise ToolstackError(f"domain {domid} got a PCI backend meanwhile; try again")
             layout.create_pci_backend(tx, domid, name, entry)
+            return False
 
-        def add(tx: StoreOps) -> None:
-            layout.add_device(tx, domid, entry)
+        def add(tx: StoreOps) -> bool:
+            # Decided on what the transaction reads, so a frontend or backend changing state
+            # meanwhile makes the commit conflict. The backend connects only once the frontend
+            # is Initialised: before, the device joins the list; after, only a reconfiguration
+            # reaches the guest, and it must wait for Connected.
+            state = state_or_unknown(tx.read(join(be, "state")))
+            frontend = state_or_unknown(tx.read(join(frontend_path(domid), "state")))
+            if state in (S.CLOSING, S.CLOSED):
+                raise ToolstackError(f"the PCI backend of domain {domid} is {state.name.lower()}")
+            connecting = state != S.CONNECTED and frontend >= S.INITIALISED
+            if connecting or (state in _RUNNING and state != S.CONNECTED):
+                raise ToolstackError(
+                    f"the PCI backend of domain {domid} is {state.name}; try again"
+                )
+            hot = state == S.CONNECTED
+            layout.add_device(tx, domid, entry, reconfigure=hot)
+            return hot
 
-        run_transaction(self.store, add if hot else create)
+        return run_transaction(self.store, add if exists else create)
 
     def _attach_outcome(self, domid: int, address: str, hot: bool) -> dict[str, Any]:
         """Wait (bounded) for the backend to take the device: at once for a new guest's

@@ -102,22 +102,19 @@ def create_pci_backend(tx: StoreOps, domid: int, name: str | None, device: Devic
     _write_all(tx, fe, {"backend": be, "backend-id": "0", "state": str(int(S.INITIALISING))})
 
 
-def add_device(tx: StoreOps, domid: int, device: DeviceEntry) -> int:
-    """A further device for a running guest: its nodes at index num_devs, num_devs + 1 and the
-    backend to Reconfiguring, in one transaction. Returns the index."""
+def add_device(tx: StoreOps, domid: int, device: DeviceEntry, *, reconfigure: bool) -> int:
+    """A further device: its nodes at index num_devs and num_devs + 1, in one transaction; with
+    `reconfigure` (a running guest: libxl's hot add) the backend to Reconfiguring as well,
+    without (the guest has not connected yet: libxl's `starting`) the backend takes the
+    longer list when the frontend connects. Returns the index."""
     be = backend_path(domid)
     index = read_count(tx, be)
     if index >= MAX_DEVS:
         raise XenbusConfigError(join(be, "num_devs"), f"already {index} devices")
-    _write_all(
-        tx,
-        be,
-        {
-            **device.nodes(index),
-            "num_devs": str(index + 1),
-            "state": str(int(S.RECONFIGURING)),
-        },
-    )
+    nodes = {**device.nodes(index), "num_devs": str(index + 1)}
+    if reconfigure:
+        nodes["state"] = str(int(S.RECONFIGURING))
+    _write_all(tx, be, nodes)
     return index
 
 

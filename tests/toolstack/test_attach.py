@@ -166,12 +166,19 @@ def test_a_device_another_guest_holds_names_that_guest(host: SimHost) -> None:
         host.daemon_detach(4, NIC)
 
 
-def test_a_second_device_waits_for_the_first_boot(host: SimHost) -> None:
+def test_two_devices_before_the_first_boot(host: SimHost) -> None:
+    """Before the guest's pcifront connects, a further device joins the list without a
+    reconfiguration (libxl's `starting` form); the guest finds both when it boots."""
     host.create_domain(3)
     host.daemon_attach(3, NIC)
-    with pytest.raises(SimHostError, match="pcifront has not connected yet"):
-        host.daemon_attach(3, NIC2)
-    assert host.env.domains.granted(3).devices == [NIC]
+    result = host.daemon_attach(3, NIC2)
+    assert result["state"] == "taken" and not result["hot"]
+    assert {k: v for k, (v, _) in node_map(host, BE3).items()}["num_devs"] == "2"
+    guest = host.unpause(3)
+    assert [d.address for d in guest.enumerate()] == ["0000:00:00.0", "0000:00:00.1"]
+    assert host.env.domains.granted(3).devices == [NIC, NIC2]
+    assert host.daemon_attach(3, NET)["hot"]  # once it runs, a further one is a hot plug
+    assert len(guest.devices) == 3
 
 
 def test_a_paused_domains_only_device_can_be_taken_back(host: SimHost) -> None:

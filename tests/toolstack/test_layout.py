@@ -83,7 +83,9 @@ def test_a_hot_add_appends_and_asks_for_a_reconfiguration() -> None:
     run_transaction(
         libxl.xs, lambda tx: layout.create_pci_backend(tx, 3, "guest3", DeviceEntry(NIC))
     )
-    index = run_transaction(libxl.xs, lambda tx: layout.add_device(tx, 3, DeviceEntry(NIC2)))
+    index = run_transaction(
+        libxl.xs, lambda tx: layout.add_device(tx, 3, DeviceEntry(NIC2), reconfigure=True)
+    )
     assert index == 1
     got = nodes(store, BE3)
     assert {k: got[k][0] for k in ("key-1", "dev-1", "state-1", "opts-1", "num_devs", "state")} == {
@@ -103,7 +105,9 @@ def test_removing_one_of_three_moves_the_next_down_as_libxl() -> None:
         libxl.xs, lambda tx: layout.create_pci_backend(tx, 3, "guest3", DeviceEntry(NIC))
     )
     for entry in (DeviceEntry(NIC2, 6 << 3), DeviceEntry(third)):
-        run_transaction(libxl.xs, partial(layout.add_device, domid=3, device=entry))
+        run_transaction(
+            libxl.xs, partial(layout.add_device, domid=3, device=entry, reconfigure=True)
+        )
     libxl.xs.write(f"{BE3}/vdev-1", "0000:00:06.00")  # what the backend published
     libxl.xs.write(f"{BE3}/vdev-2", "0000:00:07.00")
     run_transaction(libxl.xs, lambda tx: layout.remove_device(tx, 3, 0))
