@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test generate check-generated lint typecheck pytest bench system-deps clean
+.PHONY: demo test generate check-generated lint typecheck pytest bench system-deps clean lab lab-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The real-Xen lab (lab/README.md): minutes per run, root, outside CI.
+lab:
+	lab/lab.sh build
+
+lab-test:
+	lab/lab.sh test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

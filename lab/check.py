@@ -1,0 +1,157 @@
+"""The report of a lab run (lab/lab.sh test): every scenario check of the daemon's run, the
+guest consoles searched for pcifront's "pciback not responding", the guest's view of the same
+device through the daemon and through Linux's xen-pciback side by side, and the benchmark as
+ratios ours/kernel. Exit status 0 only when every check passed and no op timed out.
+
+    python3 lab/check.py RUN-DIR      (RUN-DIR holds daemon/ and kernel/, as lab.sh test leaves it)
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Every check the daemon's scenarios print; one missing means the run stopped before it.
+EXPECTED_DAEMON = (
+    "daemon-start a-attach a-boot a-enumerates a-fidelity b-msix b-msi b-intx-line b-intx "
+    "a-hot-attach a-hot-enumerates a-hot-fidelity a-hot-msix d-restart d-config d-irq-a d-irq-b "
+    "c-detach c-detach-guest c-detach-owner c-detach-xen c-second c-second-boot "
+    "c-second-enumerates c-second-msix c-shutdown c-shutdown-owner c-shutdown-nodes "
+    "c-shutdown-xen c-destroy-owner c-destroy-nodes c-destroy-xen c-third c-third-boot "
+    "c-third-enumerates c-third-config"
+).split()
+EXPECTED_KERNEL = "k-boot k-enumerates k-msix".split()
+CHECK = re.compile(r"LAB-CHECK (\S+) (PASS|FAIL) ?(.*)")
+STAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
+OPS = re.compile(r"(\w+)=([\d.]+)")
+NOT_RESPONDING = "pciback not responding"
+
+
+@dataclass
+class Run:
+    name: str
+    directory: Path
+    checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    timeouts: int = 0
+    finished: bool = False
+
+    @classmethod
+    def read(cls, name: str, directory: Path) -> Run:
+        run = cls(name, directory)
+        serial = directory / "serial.log"
+        text = serial.read_text(errors="replace") if serial.is_file() else ""
+        run.finished = "LAB-RESULT" in text
+        for line in text.splitlines():
+            match = CHECK.search(line)
+            if match:
+                run.checks[match[1]] = (match[2] == "PASS", match[3].strip())
+        run.timeouts = text.count(NOT_RESPONDING) + sum(
+            log.read_text(errors="replace").count(NOT_RESPONDING)
+            for log in run.results().glob("guest-*.log")
+        )
+        return run
+
+    def results(self) -> Path:
+        return self.directory / "results"
+
+    def lines(self, name: str, prefix: str) -> list[str]:
+        path = self.results() / name
+        if not path.is_file():
+            return []
+        return [line for line in path.read_text(errors="replace").splitlines() if line.startswith(prefix)]
+
+
+def scan_seconds(run: Run) -> float | None:
+    """The guest's boot-time PCI scan: pcifront's first line to the last line about the bus."""
+    stamps = [float(m[1]) for line in run.lines("scan.txt", "LAB-SCAN") if (m := STAMP.search(line))]
+    return stamps[-1] - stamps[0] if len(stamps) >= 2 else None
+
+
+def lspci_seconds(run: Run) -> list[float]:
+    starts: dict[str, float] = {}
+    durations = []
+    for line in run.lines("bench.txt", "LAB-LOOP"):
+        stamp = STAMP.search(line)
+        words = line.split()
+        if stamp is None or len(words) < 2:
+            continue
+        key = words[-2]
+        if words[-1] == "start":
+            starts[key] = float(stamp[1])
+        elif words[-1] == "end" and key in starts:
+            durations.append(float(stamp[1]) - starts[key])
+    return durations
+
+
+def op_figures(run: Run) -> dict[str, float]:
+    for line in run.lines("bench.txt", "LAB-OPS"):
+        return {k: float(v) for k, v in OPS.findall(line)}
+    return {}
+
+
+def view_lines(run: Run) -> list[str]:
+    """The guest's lspci -nn -xxxx -vvv of the device, less what differs by nature between two
+    boots: nothing, so far (any difference is for docs/policy-vs-linux.md or a fix)."""
+    return [line.split(" ", 2)[2] if line.count(" ") >= 2 else "" for line in run.lines("vvv-03.txt", "LAB-VVV")]
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs:
+        return "n/a"
+    return f"{ours / theirs:.2f}x"
+
+
+def report(directory: Path) -> int:
+    daemon = Run.read("daemon", directory / "daemon")
+    kernel = Run.read("kernel", directory / "kernel")
+    ok = True
+    print(f"# Lab run {directory}\n")
+    for run, expected in ((daemon, EXPECTED_DAEMON), (kernel, EXPECTED_KERNEL)):
+        passed = sum(1 for name in expected if run.checks.get(name, (False, ""))[0])
+        print(f"## {run.name} backend: {passed}/{len(expected)} checks passed"
+              + ("" if run.finished else " (the run did not finish)"))
+        for name in expected:
+            good, detail = run.checks.get(name, (False, "never reached"))
+            ok &= good
+            print(f"  {'PASS' if good else 'FAIL'}  {name:22s} {detail}")
+        print(f"  pcifront timeouts ({NOT_RESPONDING!r}): {run.timeouts}")
+        ok &= run.timeouts == 0 and run.finished
+        print()
+
+    ours, theirs = view_lines(daemon), view_lines(kernel)
+    print("## The guest's lspci -nn -xxxx -vvv: daemon vs Linux xen-pciback")
+    if not ours or not theirs:
+        print("  missing output of one run")
+    else:
+        differ = [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b]
+        print(f"  {len(ours)} vs {len(theirs)} lines, {len(differ)} differ")
+        for i, a, b in differ[:40]:
+            print(f"  line {i}:\n    daemon: {a}\n    kernel: {b}")
+    print()
+
+    print("## Benchmark (guest-side times; ours / kernel)")
+    scans = scan_seconds(daemon), scan_seconds(kernel)
+    loops = lspci_seconds(daemon), lspci_seconds(kernel)
+    ops = op_figures(daemon), op_figures(kernel)
+    median = [statistics.median(x) if x else None for x in loops]
+    print(f"  boot-time PCI scan         {scans[0]}s vs {scans[1]}s  -> {ratio(*scans)}")
+    print(f"  lspci -xxxx -vvv (median)  {median[0]}s vs {median[1]}s  -> {ratio(*median)}")
+    for key, label in (("median_us", "config read, median"), ("p99_us", "config read, p99"),
+                       ("max_us", "config read, worst")):
+        a, b = ops[0].get(key), ops[1].get(key)
+        print(f"  {label:26s} {a} us vs {b} us  -> {ratio(a, b)}")
+    a, b = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
+    print(f"  config ops per second      {a} vs {b}  -> {ratio(a, b)} (higher is faster)")
+    print()
+    print("RESULT: " + ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(report(Path(sys.argv[1])))

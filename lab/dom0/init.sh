@@ -1,0 +1,36 @@
+#!/bin/bash
+# PID 1 of the lab's dom0 (installed as /sbin/lab-init). No systemd: mount what the Xen tools
+# need, load the Xen device modules, start xenstored and xenconsoled as Debian's init script
+# does, then run the scenarios the kernel command line names (lab.run=daemon|kernel) and power
+# off, or give a shell on the console.
+export PATH=/opt/pciback/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+t() { echo "DOM0[$(cut -d' ' -f1 /proc/uptime)] $*"; }
+mount -t proc proc /proc 2>/dev/null; mount -t sysfs sys /sys
+mountpoint -q /dev || mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
+mount -o remount,rw /
+mount -t tmpfs tmpfs /run; mkdir -p /run/xen /run/xenstored /var/log/xen /var/run
+mount -t tmpfs tmpfs /tmp
+hostname xen-dom0
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd pci-stub; do modprobe $m || t "modprobe $m failed"; done
+mount -t xenfs xenfs /proc/xen
+XB=$(ls -d /usr/lib/xen-*/bin | head -1)
+export XENSTORED_ROOTDIR=/run/xenstored
+${XENSTORED:-$(command -v xenstored || echo $XB/xenstored)} --pid-file /run/xen/xenstored.pid
+for i in $(seq 50); do xenstore-read /local >/dev/null 2>&1 && break; sleep 0.2; done
+$XB/xen-init-dom0 >/dev/null && t "xen-init-dom0 done"
+mkdir -p /var/log/xen/console
+$XB/xenconsoled --pid-file=/run/xen/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
+xl info | grep -E 'xen_version|virt_caps'
+t "dom0 ready"
+run=$(sed -n 's/.*lab\.run=\([a-z]*\).*/\1/p' /proc/cmdline)
+if [ -n "$run" ] && [ -x "/root/lab/scenarios-$run.sh" ]; then
+  mkdir -p /root/results
+  "/root/lab/scenarios-$run.sh"; rc=$?
+  cp -a /var/log/xen/console/. /root/results/ 2>/dev/null
+  xl dmesg > /root/results/xl-dmesg.log 2>&1
+  dmesg > /root/results/dom0-dmesg.log
+  t "scenarios exit $rc"; echo "LAB-RESULT rc=$rc"
+  sync; busybox poweroff -f
+fi
+exec setsid bash -c 'exec bash -i </dev/hvc0 >/dev/hvc0 2>&1'

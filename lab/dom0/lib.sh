@@ -1,0 +1,111 @@
+# Helpers of the dom0 scenario scripts (sourced). Guests are driven by typing `lab TAG CMD` on
+# their console (xenconsoled's pty) and reading the answer from the console log.
+export PATH=/opt/pciback/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+LAB=/root/lab
+R=/root/results
+CONSOLES=/var/log/xen/console
+FAILED=0
+mkdir -p "$R"
+
+t() { echo "DOM0[$(cut -d' ' -f1 /proc/uptime)] $*"; }
+
+# check NAME DETAIL COMMAND...: run COMMAND; one LAB-CHECK line either way.
+check() {
+  local name=$1 detail=$2; shift 2
+  if "$@"; then echo "LAB-CHECK $name PASS $detail"
+  else echo "LAB-CHECK $name FAIL $detail"; FAILED=1; fi
+}
+
+# wait_for SECONDS COMMAND...: poll (slowly: every process start costs under TCG) until it succeeds.
+wait_for() {
+  local limit=$1 i=0; shift
+  while ! "$@"; do i=$((i + 1)); [ $i -ge "$limit" ] && return 1; sleep 1; done
+}
+
+domid() { xl domid "$1" 2>/dev/null; }
+console_log() { echo "$CONSOLES/guest-$1.log"; }
+
+# create NAME: a paused guest (xl create -p), so a device can be attached before it first runs.
+create() {
+  xl create -p "$LAB/guest.cfg" "name=\"$1\"" >/dev/null 2>&1 || { t "xl create $1 failed"; return 1; }
+  t "created $1 as domain $(domid "$1") (paused)"
+}
+
+booted() { grep -aq DOMU-READY "$(console_log "$1")" 2>/dev/null; }
+
+# gcmd NAME CMD [ARGS]: run `lab` in the guest; its output (LAB- lines, \r stripped) on
+# stdout; the status is the command's in the guest (124 when it did not answer in time).
+gcmd() {
+  local name=$1 d tty log tag
+  shift
+  d=$(domid "$name") || return 1
+  tty=$(xenstore-read "/local/domain/$d/console/tty" 2>/dev/null) || return 1
+  log=$(console_log "$name")
+  tag="c$(date +%s%N)"   # gcmd runs in $(...) subshells too: no counter would survive
+  printf 'lab %s %s\n' "$tag" "$*" > "$tty"
+  wait_for "${GCMD_TIMEOUT:-300}" grep -aq "LAB-END $tag " "$log" || { t "$name: no answer to $*"; return 124; }
+  tr -d '\r' < "$log" | awk -v b="LAB-BEGIN $tag " -v e="LAB-END $tag " \
+    'index($0, b) == 1 {on = 1} on && /^LAB-/ {print} index($0, e) == 1 {exit}'
+  tr -d '\r' < "$log" | grep -a "^LAB-END $tag " | grep -q 'rc=0 '
+}
+
+# The IRQ count and delivery kind of a guest function from `lab irqs` output on stdin.
+irq_count() { awk -v d="$1" '$1 == "LAB-IRQ" && $2 == d {print $5}'; }
+irq_kind() { awk -v d="$1" '$1 == "LAB-IRQ" && $2 == d {print $4}'; }
+
+# interrupts_arrive NAME GUEST-ADDR KIND-REGEX: the function's interrupt count rises over a few
+# seconds (the e1000e watchdog raises one every 2 s once the link is up) and they are delivered
+# as KIND (msi-x, msi, or an IO-APIC line for INTx).
+interrupts_arrive() {
+  local name=$1 addr=$2 want=$3 a b kind
+  a=$(gcmd "$name" irqs | tee -a "$R/irqs.log" | irq_count "$addr")
+  sleep "${IRQ_WAIT:-10}"
+  b=$(gcmd "$name" irqs | tee -a "$R/irqs.log" | irq_count "$addr")
+  kind=$(gcmd "$name" irqs | irq_kind "$addr")
+  echo "interrupts of $name $addr: ${a:-?} -> ${b:-?} ($kind)"
+  [ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ] && echo "$kind" | grep -Eq -- "$want"
+}
+
+# The guest address the daemon gave a physical function in domain D (from `pciback list`).
+guest_address() {
+  pciback list --json | python3 -c '
+import json, sys
+d, phys = int(sys.argv[1]), sys.argv[2]
+for g in json.load(sys.stdin)["guests"]:
+    if g["domid"] == d:
+        for guest, p in g["devices"].items():
+            if p == phys:
+                print(guest)
+' "$1" "$2"
+}
+
+owner() {
+  pciback list --json | python3 -c '
+import json, sys
+for dev in json.load(sys.stdin)["devices"]:
+    if dev["address"] == sys.argv[1]:
+        print("none" if dev["owner"] is None else dev["owner"])
+' "$1"
+}
+
+# Xen's own view of a function: its owning domain and its MSI IRQs (debug key Q).
+xen_view() {
+  xl debug-keys Q
+  xl dmesg | grep -a "${1#0000:} - " | tail -1
+}
+
+hexlines() { sed -n 's/^.*\(\b[0-9a-f][0-9a-f][0-9a-f]*: \([0-9a-f][0-9a-f] \)\{15\}[0-9a-f][0-9a-f]\)$/\1/p'; }
+
+# fidelity NAME GUEST-ADDR BDF: the guest's lspci -xxxx of the function, byte for byte, equals
+# what the simulated host serves for a dump of the same function taken here through sysfs.
+fidelity() {
+  local name=$1 addr=$2 bdf=$3 f
+  f=$R/fidelity-$name-${bdf//:/_}
+  gcmd "$name" xxxx "$addr" | sed 's/^LAB-XXXX [^ ]* //' > "$f.guest.txt"
+  lspci -xxxx -s "$bdf" > "$f.dom0-dump.txt"
+  pciback view "$f.dom0-dump.txt" --host-irq "$(cat "/sys/bus/pci/devices/$bdf/irq")" > "$f.sim.txt"
+  diff <(hexlines < "$f.guest.txt") <(hexlines < "$f.sim.txt") > "$f.diff"
+  local lines; lines=$(hexlines < "$f.guest.txt" | wc -l)
+  echo "fidelity $name $addr ($bdf): $lines lines compared, $(grep -c '^<' "$f.diff") differ"
+  [ "$lines" -ge 256 ] && [ ! -s "$f.diff" ]
+}

@@ -1,0 +1,107 @@
+#!/bin/bash
+# The scenarios with the project's daemon as dom0's PCI backend, each ending in LAB-CHECK lines
+# (lab/check.py reads them from the serial log):
+#   a  a function attached before the guest first runs, one hot-attached to the running guest;
+#      the guest's lspci -xxxx of each equals the simulated host's view of a dom0 dump of it
+#   b  the guest's e1000e driver receives interrupts by MSI-X, MSI and INTx, each forced in its
+#      own load of the driver, through the real hypervisor
+#   d  the daemon killed (SIGKILL) and started again under the guest: config space and
+#      interrupts go on
+#   c  hot detach, guest shutdown and xl destroy: the owner released, Xen's assignment and
+#      PIRQs gone, no xenstore node left, and a second guest takes the function
+. /root/lab/lib.sh
+A=0000:00:03.0 B=0000:00:04.0
+
+start_daemon() {
+  pciback daemon --config "$LAB/pciback.toml" >> "$R/daemon.log" 2>&1 &
+  DAEMON=$!
+  wait_for 120 test -S /var/lib/pciback/control.sock && wait_for 60 pciback list >/dev/null 2>&1
+}
+
+backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
+released() { [ "$(owner "$1")" = none ]; }
+not_assigned_to() { ! xen_view "$2" | grep -q -- "- d$1 "; }
+
+t "backend: the pciback daemon"
+check daemon-start "the daemon serves its control socket" start_daemon
+pciback list
+
+# -- a: attached before the guest's first run ------------------------------------------------
+create g1
+D1=$(domid g1)
+check a-attach "pciback attach $D1 $A (paused guest)" pciback attach "$D1" "$A"
+xl unpause g1
+check a-boot "the guest boots" wait_for 240 booted g1
+check a-enumerates "the guest sees the function" gcmd g1 wait-devices 1
+gcmd g1 devices
+check a-fidelity "$A: guest lspci = simulated host on a dom0 dump" fidelity g1 00:00.0 "$A"
+gcmd g1 scan > "$R/scan.txt"
+gcmd g1 vvv 00:00.0 > "$R/vvv-03.txt"
+gcmd g1 bench 00:00.0 > "$R/bench.txt"
+grep -E 'LAB-OPS' "$R/bench.txt"
+
+# -- b: the driver's interrupts, one delivery mode per driver load ---------------------------
+gcmd g1 driver 2 > "$R/driver-g1-msix.txt"
+check b-msix "MSI-X interrupts arrive" interrupts_arrive g1 0000:00:00.0 'msi-x'
+gcmd g1 driver 1 > "$R/driver-g1-msi.txt"
+check b-msi "MSI interrupts arrive" interrupts_arrive g1 0000:00:00.0 'msi$'
+gcmd g1 driver 0 > "$R/driver-g1-intx.txt"
+GSI=$(cat "/sys/bus/pci/devices/$A/irq")
+check b-intx-line "the guest binds dom0's GSI $GSI" grep -q "mapped GSI$GSI to" "$R/driver-g1-intx.txt"
+check b-intx "INTx interrupts arrive" interrupts_arrive g1 0000:00:00.0 'pcifront$|ioapic|level|edge'
+gcmd g1 driver 2 > /dev/null
+
+# -- a: hot attach to the running guest --------------------------------------------------------
+check a-hot-attach "pciback attach $D1 $B (running guest)" pciback attach "$D1" "$B"
+check a-hot-enumerates "the guest sees both functions" gcmd g1 wait-devices 2
+GB=$(guest_address "$D1" "$B")
+check a-hot-fidelity "$B as ${GB:-?}: guest lspci = simulated host" fidelity g1 "${GB#0000:}" "$B"
+gcmd g1 driver 2 > "$R/driver-g1-both.txt"
+check a-hot-msix "the hot-attached function's MSI-X interrupts arrive" \
+  interrupts_arrive g1 "$GB" 'msi-x'
+
+# -- d: SIGKILL and a new daemon under the running guest --------------------------------------
+kill -9 "$DAEMON"; wait "$DAEMON" 2>/dev/null
+t "daemon killed (SIGKILL)"
+check d-restart "a new daemon starts on the same state" start_daemon
+check d-config "the guest's config reads still answer" gcmd g1 heartbeat
+check d-irq-a "$A: interrupts still arrive" interrupts_arrive g1 0000:00:00.0 'msi-x'
+check d-irq-b "$B: interrupts still arrive" interrupts_arrive g1 "$GB" 'msi-x'
+
+# -- c: hot detach; a second guest takes the function ------------------------------------------
+check c-detach "pciback detach $D1 $B" pciback detach "$D1" "$B"
+check c-detach-guest "the guest lost the function" gcmd g1 wait-devices 1
+check c-detach-owner "$B back in the pool" released "$B"
+check c-detach-xen "Xen no longer assigns $B to d$D1" not_assigned_to "$D1" "$B"
+xen_view "$B"
+create g2
+D2=$(domid g2)
+check c-second "pciback attach $D2 $B" pciback attach "$D2" "$B"
+xl unpause g2
+check c-second-boot "the second guest boots" wait_for 240 booted g2
+check c-second-enumerates "the second guest sees $B" gcmd g2 wait-devices 1
+gcmd g2 driver 2 > "$R/driver-g2-msix.txt"
+check c-second-msix "the second guest's interrupts arrive" interrupts_arrive g2 0000:00:00.0 'msi-x'
+
+# -- c: guest shutdown and xl destroy --------------------------------------------------------
+xl shutdown -w g2 >/dev/null 2>&1 &
+check c-shutdown "g2 shuts down" wait_for 180 sh -c '! xl domid g2 >/dev/null 2>&1'
+check c-shutdown-owner "$B back in the pool" wait_for 60 released "$B"
+check c-shutdown-nodes "no backend directory left for d$D2" wait_for 60 backend_gone "$D2"
+check c-shutdown-xen "Xen no longer assigns $B to d$D2" not_assigned_to "$D2" "$B"
+xl destroy g1
+check c-destroy-owner "$A back in the pool" wait_for 60 released "$A"
+check c-destroy-nodes "no backend directory left for d$D1" wait_for 60 backend_gone "$D1"
+check c-destroy-xen "Xen no longer assigns $A to d$D1" not_assigned_to "$D1" "$A"
+xen_view "$A"
+create g3
+D3=$(domid g3)
+check c-third "pciback attach $D3 $A after the destroy" pciback attach "$D3" "$A"
+xl unpause g3
+check c-third-boot "the third guest boots" wait_for 240 booted g3
+check c-third-enumerates "the third guest sees $A" gcmd g3 wait-devices 1
+check c-third-config "its config space answers" gcmd g3 heartbeat
+xl destroy g3
+pciback list
+grep -c 'pciback not responding' "$CONSOLES"/guest-*.log
+exit $FAILED
