@@ -17,9 +17,15 @@ check() {
 }
 
 # wait_for SECONDS COMMAND...: poll (slowly: every process start costs under TCG) until it succeeds.
+# A status of 2 from COMMAND means it can never succeed: give up at once.
 wait_for() {
-  local limit=$1 i=0; shift
-  while ! "$@"; do i=$((i + 1)); [ $i -ge "$limit" ] && return 1; sleep 1; done
+  local limit=$1 i=0 rc; shift
+  while true; do
+    "$@"; rc=$?
+    [ $rc = 0 ] && return 0
+    [ $rc = 2 ] && return 1
+    i=$((i + 1)); [ $i -ge "$limit" ] && return 1; sleep 1
+  done
 }
 
 domid() { xl domid "$1" 2>/dev/null; }
@@ -31,7 +37,8 @@ create() {
   t "created $1 as domain $(domid "$1") (paused)"
 }
 
-booted() { grep -aq DOMU-READY "$(console_log "$1")" 2>/dev/null; }
+log_has() { grep -aq -- "$1" "$2" 2>/dev/null || return 1; }   # never 2: no log yet is "not yet"
+booted() { log_has DOMU-READY "$(console_log "$1")"; }
 
 # gcmd NAME CMD [ARGS]: run `lab` in the guest; its output (LAB- lines, \r stripped) on
 # stdout; the status is the command's in the guest (124 when it did not answer in time).
@@ -43,7 +50,7 @@ gcmd() {
   log=$(console_log "$name")
   tag="c$(date +%s%N)"   # gcmd runs in $(...) subshells too: no counter would survive
   printf 'lab %s %s\n' "$tag" "$*" > "$tty"
-  wait_for "${GCMD_TIMEOUT:-300}" grep -aq "LAB-END $tag " "$log" || { t "$name: no answer to $*"; return 124; }
+  wait_for "${GCMD_TIMEOUT:-300}" log_has "LAB-END $tag " "$log" || { t "$name: no answer to $*"; return 124; }
   tr -d '\r' < "$log" | awk -v b="LAB-BEGIN $tag " -v e="LAB-END $tag " \
     'index($0, b) == 1 {on = 1} on && /^LAB-/ {print} index($0, e) == 1 {exit}'
   tr -d '\r' < "$log" | grep -a "^LAB-END $tag " | grep -q 'rc=0 '
