@@ -1,8 +1,9 @@
 """The daemon: wires the ports (simulated, or a real dom0's), the stub pool, ownership, the
 xenbus backends and the control socket, and runs the watch loop.
 
-Stopping (SIGTERM) stops servicing and closes the state database; it releases nothing a guest
-holds: ownership, device state and xenstore stay as they are for the next start to resume.
+Stopping (SIGTERM) stops servicing, writes what the state writer still holds and closes the
+state database; it releases nothing a guest holds: ownership, device state and xenstore stay as
+they are for the next start to resume (pciback.state says what a crash can lose instead).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Daemon:
             # Guests resumed above adopted their saved interrupts; the rest are unmapped here.
             swept = self.datapath.sweep_saved()
             released = reconcile(self.ownership, self.pool, self.backends)
+            self.state.flush()  # what start-up resolved is on disk before it is reported
             log.info(
                 "started: %d device(s) in the pool (%d newly seized), %d guest backend(s), "
                 "%d stale registration(s) released, %d orphaned interrupt record(s) swept",
