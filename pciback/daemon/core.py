@@ -3,7 +3,8 @@ xenbus backends and the control socket, and runs the watch loop.
 
 Stopping (SIGTERM) stops servicing, writes what the state writer still holds and closes the
 state database; it releases nothing a guest holds: ownership, device state and xenstore stay as
-they are for the next start to resume (pciback.state says what a crash can lose instead).
+they are for the next start to resume. `kill` is what a crash leaves instead (pciback.state says
+what that can lose).
 """
 
 from __future__ import annotations
@@ -200,6 +201,20 @@ class Daemon:
             self.env.release(self.xs)
             self.state.close()
         log.info("stopped; guests keep their devices (%d owned)", len(self.ownership.all()))
+
+    def kill(self) -> None:
+        """What SIGKILL or a crash leaves behind (the simulated host's crash_daemon): nothing
+        more reaches the state directory, servicing stops where it is, nothing is saved,
+        released or given back."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self.state.abandon()
+        if self.control is not None:
+            self.control.stop()
+        self.datapath.abandon()
+        self.env.release(self.xs)
+        log.warning("killed; %d device(s) owned", len(self.ownership.all()))
 
     # -- control requests --------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> Any:

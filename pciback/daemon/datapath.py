@@ -570,3 +570,15 @@ class SimDataPath:
     def close(self) -> None:
         for domid, devid in list(self._links):
             self.disconnect(domid, devid)
+
+    def abandon(self, timeout: float = 0.2) -> None:
+        """The daemon is killed: the service threads stop (one stuck in an op is not waited
+        for beyond `timeout`), and nothing is saved, dropped or given back."""
+        with self._lock:
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.connection.close(timeout)
+            # A dead daemon's wake-ups die with it: the kick meant for a thread stuck in an op
+            # must not wake the next daemon's connection on the same channel before it has
+            # its devices.
+            link.connection.port.wait(0)
