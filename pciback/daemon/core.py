@@ -1,8 +1,10 @@
 """The daemon: wires the ports (simulated, or a real dom0's), the stub pool, ownership, the
 xenbus backends and the control socket, and runs the watch loop.
 
-Stopping (SIGTERM) stops servicing and closes the state database; it releases nothing a guest
-holds: ownership, device state and xenstore stay as they are for the next start to resume.
+Stopping (SIGTERM) stops servicing, writes what the state writer still holds and closes the
+state database; it releases nothing a guest holds: ownership, device state and xenstore stay as
+they are for the next start to resume. `kill` is what a crash leaves instead (pciback.state says
+what that can lose).
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class Daemon:
             # Guests resumed above adopted their saved interrupts; the rest are unmapped here.
             swept = self.datapath.sweep_saved()
             released = reconcile(self.ownership, self.pool, self.backends)
+            self.state.flush()  # what start-up resolved is on disk before it is reported
             log.info(
                 "started: %d device(s) in the pool (%d newly seized), %d guest backend(s), "
                 "%d stale registration(s) released, %d orphaned interrupt record(s) swept",
@@ -240,6 +243,20 @@ class Daemon:
             self.env.release(self.xs)
             self.state.close()
         log.info("stopped; guests keep their devices (%d owned)", len(self.ownership.all()))
+
+    def kill(self) -> None:
+        """What SIGKILL or a crash leaves behind (the simulated host's crash_daemon): nothing
+        more reaches the state directory, servicing stops where it is, nothing is saved,
+        released or given back."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self.state.abandon()
+        if self.control is not None:
+            self.control.stop()
+        self.datapath.abandon()
+        self.env.release(self.xs)
+        log.warning("killed; %d device(s) owned", len(self.ownership.all()))
 
     # -- control requests --------------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> Any:

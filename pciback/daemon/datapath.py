@@ -2,22 +2,39 @@
 exported devices each connection serves (issue 4's transport, dispatcher and interrupts over the
 engine's config-space view).
 
-What a guest holds survives a daemon restart through the state database: each exported view's
-virtual state (shadow registers, BAR sizing latches) and each device's mapped PIRQs. Interrupt
-records are written on every change, before the device is programmed. A view is saved after a
-wake-up of its connection whose conf writes changed it (the frontend already has its answers
-then), and on a clean stop. So a crash loses the view changes of the ops served in the batch
-under way, and leaks a PIRQ mapped just before it (see pciback.protocol.interrupts). Records are
-read back as untrusted: what fails validation is logged and the device is shown as it is.
+What a guest holds survives a daemon restart through the state store (pciback.state): each
+exported view's virtual state (shadow registers, BAR sizing latches) and each device's mapped
+PIRQs. No op waits for the disk (Linux's pcifront gives an op 2 s, then fails it):
+
+- Before a map hypercall its intent is recorded, and the PIRQs it mapped before the device is
+  programmed; both go to the interrupt journal (a write(2), no fsync), so a crash of the daemon
+  at any point loses neither. A restarted daemon adopts the recorded PIRQs of the guests it
+  resumes and unmaps the others'; for an intent left over (a crash between the hypercall and
+  the record) it unmaps whatever the hypervisor shows mapped for that domain and device beyond
+  the adopted record, if the hypervisor port can tell (SimHypervisor can; the Xen adapter
+  cannot yet, and then the PIRQs are logged as stranded until the domain is destroyed).
+- A view is marked after the ops that changed it; the state writer takes its snapshot (under
+  the connection's serving lock, between two ops) and writes it behind, at most FLUSH_DELAY
+  (0.5 s) plus the disk's time later, at once on a clean stop (`suspend`, `Daemon.stop`) and
+  when a device is given back (`set_devices`, `disconnect`). So a crash loses the view changes
+  of that window, and the guest then sees those registers as they were before.
+
+Records are read back as untrusted: what fails validation is logged and the device is shown as
+it is.
+
+Lock order: a connection's `serving`, then its `lock`, then the state writer's. The writer takes
+`serving` and `lock` only for a snapshot, holding nothing else; so nobody waits for the writer
+(`flush`) while holding a connection's locks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
-import sqlite3
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import parse_address
@@ -25,7 +42,7 @@ from pciback.daemon.quirks import quirk_register
 from pciback.errors import XenPciError
 from pciback.ownership import Ownership
 from pciback.ports.hostbus import HostBus
-from pciback.ports.hypervisor import HypervisorPort
+from pciback.ports.hypervisor import HypervisorError, HypervisorPort, PirqLookup
 from pciback.protocol.abi import ChannelState, Cmd
 from pciback.protocol.aer import DEFAULT_TIMEOUT, AerOutcome, recover
 from pciback.protocol.connection import AerTarget, BackendConnection
@@ -33,7 +50,7 @@ from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl, InterruptStateError, unmap_saved
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
-from pciback.state import StateError
+from pciback.state import Record, StateError
 from pciback.stub import StubPool
 
 if TYPE_CHECKING:
@@ -102,8 +119,8 @@ class _GuestDevices:
         self.by_guest: dict[str, tuple[str, ExportedDevice]] = {}
         self.by_devfn: dict[tuple[int, int, int], ExportedDevice] = {}
         self.spaces: dict[str, ConfigSpace] = {}  # physical address -> the view exported
-        self.dirty: set[str] = set()  # physical addresses a conf write reached since a save
-        self.saved: dict[str, str] = {}  # physical address -> the view state last saved
+        self.dirty: set[str] = set()  # physical addresses a conf write reached since queued
+        self.saved: dict[str, str] = {}  # physical address -> the view state last snapshotted
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
         with self.lock:
@@ -144,7 +161,7 @@ class SimDataPath:
             channel.backend,
             devices,
             handler=lambda req: self._serve_op(devices, req),
-            after_batch=lambda: self._save_views(domid, devices, dirty_only=True),
+            after_batch=lambda: self._queue_views(domid, devices),
         )
         with self._lock:
             self._links[(domid, devid)] = _Link(connection, devices)
@@ -159,10 +176,12 @@ class SimDataPath:
         if link is None:
             return
         table = link.devices
+        dropped = False
         with table.serving, table.lock:
             for guest, (physical, exported) in list(table.by_guest.items()):
                 if devices.get(guest) != physical:
                     self._drop(table, physical, exported)
+                    dropped = True
                     del table.by_guest[guest]
                     domain, bus, slot, function = parse_address(guest)
                     table.by_devfn.pop((domain, bus, slot << 3 | function), None)
@@ -173,6 +192,8 @@ class SimDataPath:
                 table.by_guest[guest] = (physical, exported)
                 domain, bus, slot, function = parse_address(guest)
                 table.by_devfn[(domain, bus, slot << 3 | function)] = exported
+        if dropped:
+            self._flush()  # a device given back leaves no record behind, even after a crash
 
     def _export(
         self, domid: int, guest: str, physical: str, table: _GuestDevices
@@ -192,7 +213,12 @@ class SimDataPath:
         def record(state: dict[str, Any]) -> None:
             self._save_interrupts(physical, owner, state)
 
-        irq = InterruptControl(owner, device, self.hypervisor, view, on_change=record)
+        def intend(intent: dict[str, Any]) -> None:
+            self._save_intent(physical, owner, intent)
+
+        irq = InterruptControl(
+            owner, device, self.hypervisor, view, on_change=record, before_map=intend
+        )
         self._restore(domid, physical, view, irq, table)
         table.spaces[physical] = view
         return ExportedDevice(guest, device, view, irq)
@@ -237,24 +263,66 @@ class SimDataPath:
             # The operator's current policy wins over the flags the record carries.
             view.permissive, _ = self.pool.policy(physical)
             view.allow_interrupt_control = self.pool.allows_interrupt_control(physical)
+        self._restore_interrupts(domid, physical, irq)
+        intent = state.intents().get(physical)
+        if intent is not None:
+            adopted = (*irq.msi_pirqs, *(pirq for _, pirq in irq.msix_pirqs))
+            self._resolve_intent(physical, intent, adopted if intent[0] == domid else ())
+
+    def _restore_interrupts(self, domid: int, physical: str, irq: InterruptControl) -> None:
+        state = self.pool.state
+        assert state is not None
         saved_irq = state.interrupts().get(physical)
-        if saved_irq is not None:
-            saved_domid, text = saved_irq
-            try:
-                data = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                log.error("%s: saved interrupt state unreadable (%s); dropped", physical, exc)
-                state.forget_interrupts(physical)
-                return
-            try:
-                if saved_domid != domid:
-                    raise InterruptStateError(f"saved for domain {saved_domid}, not {domid}")
-                irq.import_state(data)
-            except InterruptStateError as exc:
-                log.error("%s: saved interrupt state not adopted: %s", physical, exc)
-                self._unmap_record(physical, saved_domid, data)
-            else:
-                log.info("%s: interrupts of domain %d adopted: %s", physical, domid, text)
+        if saved_irq is None:
+            return
+        saved_domid, text = saved_irq
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            log.error("%s: saved interrupt state unreadable (%s); dropped", physical, exc)
+            state.forget_interrupts(physical)
+            return
+        try:
+            if saved_domid != domid:
+                raise InterruptStateError(f"saved for domain {saved_domid}, not {domid}")
+            irq.import_state(data)
+        except InterruptStateError as exc:
+            log.error("%s: saved interrupt state not adopted: %s", physical, exc)
+            self._unmap_record(physical, saved_domid, data)
+        else:
+            log.info("%s: interrupts of domain %d adopted: %s", physical, domid, text)
+
+    def _resolve_intent(self, physical: str, intent: Record, adopted: tuple[int, ...]) -> None:
+        """A map was under way when the previous daemon died, and its PIRQs never made it to a
+        record: unmap what the hypervisor shows mapped for that domain and device beyond the
+        `adopted` record (the device was not programmed for them: that comes after the
+        record)."""
+        domid, text = intent
+        state = self.pool.state
+        assert state is not None
+        if isinstance(self.hypervisor, PirqLookup):
+            stray = [p for p in self.hypervisor.mapped_pirqs(domid, physical) if p not in adopted]
+            for pirq in stray:
+                with contextlib.suppress(HypervisorError):  # gone with its domain already
+                    self.hypervisor.unmap_pirq(domid, pirq)
+            log.warning(
+                "%s: a map for domain %d was under way when the daemon stopped (%.200s); "
+                "PIRQs unmapped: %s",
+                physical,
+                domid,
+                text,
+                stray or "none",
+            )
+        else:
+            log.error(
+                "%s: a map for domain %d was under way when the daemon stopped (%.200s); the "
+                "hypervisor cannot list what it mapped, so any PIRQ it made stays until the "
+                "domain is destroyed",
+                physical,
+                domid,
+                text,
+            )
+        state.forget_intent(physical, domid)
 
     def _unmap_record(self, physical: str, domid: int, data: object) -> None:
         state = self.pool.state
@@ -291,10 +359,14 @@ class SimDataPath:
                 data = None
             self._unmap_record(physical, domid, data)
             swept.append(physical)
+        for physical, intent in state.intents().items():
+            if (physical, intent[0]) not in held:
+                self._resolve_intent(physical, intent, ())
+                swept.append(physical)
         for physical, (domid, _) in state.views().items():
             if (physical, domid) not in held:
                 state.forget_view(physical)
-        return swept
+        return sorted(set(swept))
 
     def held(self) -> set[tuple[str, int]]:
         """(physical address, domain) of every device a connection serves now."""
@@ -314,10 +386,20 @@ class SimDataPath:
             if data["msi"] or data["msix"]:
                 state.save_interrupts(physical, domid, json.dumps(data))
             else:
-                state.forget_interrupts(physical)
-        except (sqlite3.Error, StateError):
+                state.forget_interrupts(physical, domid)
+        except (OSError, StateError):
             # The guest's op goes on; the mapping is only at risk across a restart.
             log.exception("%s: saving the interrupt state failed", physical)
+
+    def _save_intent(self, physical: str, domid: int, intent: dict[str, Any]) -> None:
+        state = self.pool.state
+        if state is None:
+            return
+        try:
+            state.intend_interrupts(physical, domid, json.dumps(intent))
+        except (OSError, StateError):
+            # As above: only a crash before the PIRQs are recorded would strand them.
+            log.exception("%s: recording the intent to map failed", physical)
 
     def _serve_op(self, devices: _GuestDevices, req: OpRequest) -> OpResult:
         with devices.serving:
@@ -329,30 +411,58 @@ class SimDataPath:
                         devices.dirty.add(exported.physical.address)
         return result
 
-    def _save_views(self, domid: int, devices: _GuestDevices, dirty_only: bool) -> None:
-        """Save the views that changed since their last save. Under the table's lock, so a
-        device being dropped cannot have its record written back after it was deleted."""
-        from pciback.engine.snapshot import export_state
-
+    def _queue_views(self, domid: int, devices: _GuestDevices) -> None:
+        """After a batch of ops: the views they changed are queued for the state writer, which
+        takes their snapshots when it gets to them (the op path only marks them)."""
         with devices.lock:
-            names = set(devices.dirty) if dirty_only else set(devices.spaces)
-            devices.dirty.clear()
-            state = self.pool.state if names else None
+            dirty, devices.dirty = devices.dirty, set()
+            state = self.pool.state if dirty else None
             if state is None:
                 return
-            for physical in sorted(names):
-                space = devices.spaces.get(physical)
-                if space is None:
-                    continue
+            for physical in dirty:
+                state.save_view_later(physical, partial(self._snapshot, domid, devices, physical))
+
+    @staticmethod
+    def _snapshot(domid: int, devices: _GuestDevices, physical: str) -> Record | None:
+        """The view's state between two ops; None when it is gone or unchanged since the last
+        snapshot. Called by the state writer."""
+        from pciback.engine.snapshot import export_state
+
+        with devices.serving, devices.lock:
+            space = devices.spaces.get(physical)
+            if space is None:  # dropped: its record was forgotten, it must stay so
+                return None
+            text = json.dumps(export_state(space), sort_keys=True)
+            if devices.saved.get(physical) == text:
+                return None
+            devices.saved[physical] = text
+        return domid, text
+
+    def _save_all_views(self, domid: int, devices: _GuestDevices) -> None:
+        """Queue every view as it is now (its service thread stopped), then wait for them."""
+        from pciback.engine.snapshot import export_state
+
+        with devices.serving, devices.lock:
+            state = self.pool.state if devices.spaces else None
+            if state is None:
+                return
+            for physical, space in devices.spaces.items():
                 text = json.dumps(export_state(space), sort_keys=True)
                 if devices.saved.get(physical) == text:
                     continue
                 try:
                     state.save_view(physical, domid, text)
-                except (sqlite3.Error, StateError):
+                except StateError:
                     log.exception("%s: saving the view state failed", physical)
                     continue
                 devices.saved[physical] = text
+        self._flush()
+
+    def _flush(self) -> None:
+        """Wait for the state writer; only where no connection's lock is held."""
+        state = self.pool.state
+        if state is not None and not state.flush():
+            log.error("the saved state could not be written; a crash now would lose it")
 
     def _drop(self, devices: _GuestDevices, physical: str, exported: ExportedDevice) -> None:
         """The guest lets the device go: its interrupts and its saved view go with it.
@@ -363,10 +473,7 @@ class SimDataPath:
         devices.dirty.discard(physical)
         state = self.pool.state
         if state is not None:
-            try:
-                state.forget_view(physical)
-            except (sqlite3.Error, StateError):
-                log.exception("%s: forgetting the view state failed", physical)
+            state.forget_view(physical)
 
     def apply_policy(self, physical: str) -> None:
         """The operator changed a device's permissive or interrupt-control knob: a view
@@ -389,10 +496,13 @@ class SimDataPath:
             return
         link.connection.close()
         with link.devices.serving, link.devices.lock:
+            dropped = bool(link.devices.by_guest)
             for physical, exported in link.devices.by_guest.values():
                 self._drop(link.devices, physical, exported)
             link.devices.by_guest.clear()
             link.devices.by_devfn.clear()
+        if dropped:
+            self._flush()
 
     # -- what the host side asks of a live connection -----------------------------------------
     def connection(self, domid: int, devid: int = 0) -> BackendConnection | None:
@@ -455,8 +565,20 @@ class SimDataPath:
             link = self._links.pop((domid, devid), None)
         if link is not None:
             link.connection.close()
-            self._save_views(domid, link.devices, dirty_only=False)
+            self._save_all_views(domid, link.devices)
 
     def close(self) -> None:
         for domid, devid in list(self._links):
             self.disconnect(domid, devid)
+
+    def abandon(self, timeout: float = 0.2) -> None:
+        """The daemon is killed: the service threads stop (one stuck in an op is not waited
+        for beyond `timeout`), and nothing is saved, dropped or given back."""
+        with self._lock:
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.connection.close(timeout)
+            # A dead daemon's wake-ups die with it: the kick meant for a thread stuck in an op
+            # must not wake the next daemon's connection on the same channel before it has
+            # its devices.
+            link.connection.port.wait(0)

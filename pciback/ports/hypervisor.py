@@ -5,7 +5,7 @@ and destroying a domain that cannot handle a device error)."""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class IrqKind(Enum):
@@ -41,3 +41,13 @@ class HypervisorPort(Protocol):
         ...
 
     def kill_domain(self, domid: int) -> None: ...
+
+
+@runtime_checkable
+class PirqLookup(Protocol):
+    """What a hypervisor port may add: the PIRQs mapped for a domain on a device, so that a
+    daemon restarted after a crash between a map hypercall and its record can find them."""
+
+    def mapped_pirqs(self, domid: int, address: str) -> list[int]:
+        """The MSI and MSI-X PIRQs mapped for `domid` on the device at `address`."""
+        ...

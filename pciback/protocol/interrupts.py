@@ -13,10 +13,12 @@ bookkeeping, never the capability bits, which the device or the guest could have
 That bookkeeping is exported after every change (`on_change`), so that a restarted daemon can
 adopt it (`import_state`) or, for a guest that went away meanwhile, unmap its PIRQs
 (`saved_pirqs`). The saved form is untrusted on the way back in. The order of a change makes a
-crash leave either a leaked mapping or a record the device contradicts, never worse: an enable
-maps, records, then programs the device; a disable unprograms the device, unmaps, then records.
-So a record whose enable bit the device no longer has is stale, and is refused on import. The
-one crash window that leaks is between a map hypercall and the record's commit.
+crash leave an intent to resolve or a record the device contradicts, never worse: an enable
+announces what it is about to map (`before_map`), maps, records, then programs the device; a
+disable unprograms the device, unmaps, then records. So a record whose enable bit the device no
+longer has is stale, and is refused on import; and an intent still there after a crash (its
+PIRQs never recorded) tells the next daemon which domain and device to look for PIRQs the map
+may have produced. Every record after an intent settles it, a failed map's too.
 """
 
 from __future__ import annotations
@@ -130,13 +132,16 @@ class InterruptControl:
         hypervisor: HypervisorPort,
         caps: CapabilityLocator,
         on_change: Callable[[dict[str, Any]], None] | None = None,
+        before_map: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        """`on_change` gets the new exported state after every change (for persistence)."""
+        """`on_change` gets the new exported state after every change, `before_map` what is
+        about to be mapped before any map hypercall (both for persistence)."""
         self.domid = domid
         self.device = device
         self.hypervisor = hypervisor
         self.caps = caps
         self.on_change = on_change
+        self.before_map = before_map
         self.msi_pirqs: tuple[int, ...] = ()
         self.msix_pirqs: tuple[tuple[int, int], ...] = ()  # (entry, pirq)
 
@@ -170,11 +175,13 @@ class InterruptControl:
         if vectors < 1 or vectors & (vectors - 1) or vectors > capable:
             hint = min(capable, 1 << (max(vectors, 1).bit_length() - 1))
             raise MsiRefused(f"cannot enable {vectors} MSI vectors", info=hint)
+        self._intend(IrqKind.MSI, list(range(vectors)))
         try:
             base = self.hypervisor.map_pirq(
                 self.domid, self.device.address, IrqKind.MSI, 0, vectors
             )
         except HypervisorError as e:
+            self._record((), ())  # nothing was mapped: the intent is settled
             raise MsiRefused(str(e)) from e
         pirqs = tuple(range(base, base + vectors))
         self._record(pirqs, ())
@@ -217,6 +224,7 @@ class InterruptControl:
         if any(not 0 <= e < table_size for e in entries) or len(set(entries)) != len(entries):
             raise MsiRefused("MSI-X entries out of the table or repeated")
         mapped: list[tuple[int, int]] = []
+        self._intend(IrqKind.MSIX, list(entries))
         try:
             for entry in entries:
                 pirq = self.hypervisor.map_pirq(
@@ -229,8 +237,7 @@ class InterruptControl:
             self.device.enable_msix(tuple(entries))
         except (HypervisorError, ValueError, OSError) as e:
             self._unmap(tuple(p for _, p in mapped))
-            if mapped:
-                self._record((), ())
+            self._record((), ())  # also settles the intent when nothing was mapped
             raise MsiRefused(str(e)) from e
         self.msix_pirqs = tuple(mapped)
         return [p for _, p in mapped]
@@ -274,6 +281,18 @@ class InterruptControl:
             "msi": list(msi),
             "msix": [[entry, pirq] for entry, pirq in msix],
         }
+
+    def _intend(self, kind: IrqKind, indexes: list[int]) -> None:
+        if self.before_map is not None:
+            self.before_map(
+                {
+                    "version": STATE_VERSION,
+                    "domid": self.domid,
+                    "address": self.device.address,
+                    "kind": kind.value,
+                    "indexes": indexes,  # MSI: the vectors; MSI-X: the table entries
+                }
+            )
 
     def _record(self, msi: tuple[int, ...], msix: tuple[tuple[int, int], ...]) -> None:
         if self.on_change is not None:

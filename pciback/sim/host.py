@@ -15,8 +15,9 @@ a removed device's nodes are deleted once the backend let it go, and a guest kil
 recovery is reaped.
 
 The daemon can be stopped and started again under running guests (`stop_daemon`,
-`start_daemon`, `restart_daemon`, with a `state_dir`), as an operator restarts the service:
-what the guests hold is resumed from the state database.
+`start_daemon`, `restart_daemon`, with a `state_dir`), as an operator restarts the service, or
+die and be started again (`crash_daemon`, `start_daemon`): what the guests hold is resumed from
+the state database.
 
 A device the pool seized was reset, restored and had bus mastering turned off before any guest
 saw it; `physical(addr).writes` starts afresh when `attach` hands the device to a guest, so it
@@ -246,6 +247,15 @@ class SimHost:
             if self.daemon.config.state_dir is None:
                 raise SimHostError("a daemon restart needs a state_dir")
             self.daemon.stop()
+
+    def crash_daemon(self) -> None:
+        """The daemon dies without stopping (SIGKILL, a crash): what is not in the state
+        directory yet is lost, the guests keep their devices, pages and PIRQs, and their ops
+        wait for the next daemon (`start_daemon`)."""
+        with self._lock:
+            if self.daemon.config.state_dir is None:
+                raise SimHostError("a daemon restart needs a state_dir")
+            self.daemon.kill()
 
     def start_daemon(self) -> None:
         """A new daemon on the same host and state directory resumes the guests."""

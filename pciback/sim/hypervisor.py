@@ -76,6 +76,12 @@ class SimHypervisor:
     def pirqs_of(self, domid: int) -> list[int]:
         return sorted(p for p, m in self.mapped.items() if m.domid == domid)
 
+    def mapped_pirqs(self, domid: int, address: str) -> list[int]:
+        """The hypervisor's own knowledge (a PirqLookup), read without a logged call."""
+        return sorted(
+            p for p, m in self.mapped.items() if m.domid == domid and m.address == address
+        )
+
     def _find_free(self, count: int) -> int:
         # Multi-message MSI needs a block aligned to its size, as the vector allocator gives.
         align = 1 << (count - 1).bit_length()

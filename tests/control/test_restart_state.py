@@ -82,8 +82,9 @@ def test_restart_keeps_what_the_guest_sees_and_its_pirqs(tmp_path: Path) -> None
         assert before[BAR0 // 4] == 0xFFF0_0004  # 1 MiB, 64-bit: the sizing answer
         mapped = h.hypervisor.pirqs_of(1)
         writes = list(h.physical(NET).writes)
-        # Saved after each batch of ops (the read above followed the last write), so a crash
-        # now would keep it too, not only the clean stop below.
+        # Written behind, at most FLUSH_DELAY later; once flushed a crash would keep it too,
+        # not only the clean stop below.
+        assert h.daemon.state.flush()
         view = json.loads(rows(tmp_path, "view_state")[NET][1])
         command = next(r for r in view["registers"] if r["offset"] == COMMAND)
         assert command["shadow"] & PARITY_RESPONSE
@@ -98,6 +99,7 @@ def test_restart_keeps_what_the_guest_sees_and_its_pirqs(tmp_path: Path) -> None
         h.guest(1).disable_msix(NET)  # the adopted PIRQs are the ones given back
         assert h.hypervisor.pirqs_of(1) == []
         assert {("unmap_pirq", 1, p) for p in pirqs} <= set(h.hypervisor.calls)
+        assert h.daemon.state.flush()  # the journal's record is folded behind
         assert rows(tmp_path, "irq_state") == {}
         h.guest(1).enable_msix(NET, [1])
         h.destroy_guest(1)
