@@ -135,10 +135,12 @@ def _conf_write(req: OpRequest, dev: ExportedDevice) -> OpResult:
 
 def _enable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
-        return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(1))
+        pirq = dev.irq.enable_msi(1)
     except MsiRefused as e:
         _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
+    _log_limited(logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq)
+    return OpResult(XenPciError.SUCCESS, pirq)
 
 
 def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
@@ -151,7 +153,21 @@ def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
 
 
 def _disable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
+    # Interrupt set-up is rare and decides whether the guest's driver works: worth a line.
+    _log_limited(logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev))
+    if dev.irq.msix_enabled and not dev.irq.msi_enabled:
+        # Linux 6.1 guests tear MSI-X down with this op: pci_msix_shutdown clears the device's
+        # msix_enabled before the frontend is asked, which then picks disable_msi. Either way
+        # the guest wants its vectors gone; left mapped, no later enable could succeed (Linux's
+        # backend keeps them, and refuses every later enable: -EALREADY, -ENXIO).
+        return OpResult(XenPciError.SUCCESS, dev.irq.disable_msix())
     return OpResult(XenPciError.SUCCESS, dev.irq.disable_msi())
+
+
+def _irq_mode(dev: ExportedDevice) -> str:
+    if dev.irq.msix_enabled:
+        return "MSI-X was on"
+    return "MSI was on" if dev.irq.msi_enabled else "nothing was on"
 
 
 def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
@@ -164,10 +180,12 @@ def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
     except MsiRefused as e:
         _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
+    _log_limited(logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs)
     return OpResult(XenPciError.SUCCESS, 0, vectors=tuple(pirqs))
 
 
 def _disable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
+    _log_limited(logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev))
     return OpResult(XenPciError.SUCCESS, dev.irq.disable_msix())
 
 

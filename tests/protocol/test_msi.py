@@ -61,6 +61,23 @@ def test_disable_msi_unmaps_and_answers_the_intx_line(host: SimHost) -> None:
     assert device.msi_vectors == 0
 
 
+def test_disable_msi_after_msix_tears_msix_down_as_a_linux_6_1_guest_asks(
+    host: SimHost,
+) -> None:
+    """A Linux 6.1 guest unloading a driver that used MSI-X sends XEN_PCI_OP_disable_msi (its
+    PCI core clears msix_enabled before asking the frontend): the vectors go all the same, so
+    the next driver can enable MSI or MSI-X again."""
+    guest, device = attach(host)
+    pirqs = guest.enable_msix(ADDR, [0, 1])
+    reply = guest.frontend.do_op(Cmd.DISABLE_MSI, ADDR)
+    assert (reply.err, reply.value) == (XenPciError.SUCCESS, INTERRUPT_LINE)
+    assert host.hypervisor.pirqs_of(1) == [] and device.msix_entries is None
+    assert {("unmap_pirq", 1, p) for p in pirqs} <= set(host.hypervisor.calls)
+    assert guest.enable_msi(ADDR)  # what the next driver load asks
+    guest.disable_msi(ADDR)
+    assert len(guest.enable_msix(ADDR, [2])) == 1
+
+
 def test_msi_twice_is_refused_without_a_second_mapping(host: SimHost) -> None:
     guest, _ = attach(host)
     guest.enable_msi(ADDR)
