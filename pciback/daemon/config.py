@@ -3,7 +3,7 @@
 backend = "sim"                 # "sim" (simulated host) or "xen" (a real dom0)
                                 # "xen" needs /proc/xen, /dev/xen, libxenstore, libxengnttab,
                                 # libxenevtchn, libxenctrl, libatomic and, to drive the real
-                                # /sys, PCIBACK_ALLOW_SYSFS_WRITES=1; untested against Xen
+                                # /sys, PCIBACK_ALLOW_SYSFS_WRITES=1 (lab/README.md)
 state_dir = "/var/lib/pciback"  # SQLite state; created 0700
 socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock)
 topology = "vpci"               # default guest topology: "vpci" or "passthrough"

@@ -93,7 +93,7 @@ class SimEnvironment:
 
 def open_xen() -> XenEnvironment:
     """The real dom0's ports, or a DaemonError naming what this machine lacks."""
-    from pciback.xen import UNTESTED_NOTE
+    from pciback.xen import YOUNG_NOTE
     from pciback.xen._loader import XenUnavailable
     from pciback.xen.environment import open_environment
 
@@ -101,7 +101,7 @@ def open_xen() -> XenEnvironment:
         env = open_environment()
     except XenUnavailable as exc:
         raise DaemonError(f'backend = "xen": cannot use the Xen adapters: {exc}') from None
-    log.warning('backend = "xen": %s', UNTESTED_NOTE)
+    log.warning('backend = "xen": %s', YOUNG_NOTE)
     return env
 
 

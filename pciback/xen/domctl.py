@@ -1,5 +1,5 @@
-"""The domain-control port over libxenctrl, UNTESTED AGAINST XEN: the calls libxl's
-pci_add_dm_done and do_pci_remove / pci_remove_detached make for a PV guest's PCI device.
+"""The domain-control port over libxenctrl: the calls libxl's pci_add_dm_done and
+do_pci_remove / pci_remove_detached make for a PV guest's PCI device.
 
 A separate FFI from pciback.xen.xenctrl (the hypervisor port of the data path): the toolstack
 role is its own party, with its own handle. Domain existence comes from

@@ -1,4 +1,4 @@
-"""The xenstore port over libxenstore (xs_open and friends), UNTESTED AGAINST XEN.
+"""The xenstore port over libxenstore (xs_open and friends).
 
 One handle serves the daemon: libxenstore serialises requests on it and, once `xs_fileno` has
 been asked for, reads watch events on a thread of its own, so `next_event` can poll the fd.

@@ -16,7 +16,7 @@ from pciback.daemon.datapath import SimDataPath
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
-from pciback.xen import UNTESTED_NOTE, atomic, environment
+from pciback.xen import YOUNG_NOTE, atomic, environment
 from pciback.xen._loader import PROC_XEN, XenUnavailable
 from pciback.xen.environment import XenDataPath, XenEnvironment
 from pciback.xen.gnttab import GrantTable
@@ -95,12 +95,12 @@ def fake_dom0(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return libs
 
 
-def test_xen_wires_the_xen_ports_and_says_they_are_untested(
+def test_xen_wires_the_xen_ports_and_says_they_are_young(
     tmp_path: Path, fake_dom0: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="pciback.daemon"):
         daemon = Daemon(config(tmp_path, "xen"), control=False)
-    assert any(UNTESTED_NOTE in r.getMessage() for r in caplog.records)
+    assert any(YOUNG_NOTE in r.getMessage() for r in caplog.records)
     assert isinstance(daemon.env, XenEnvironment)
     assert isinstance(daemon.datapath, XenDataPath)
     daemon.start()
