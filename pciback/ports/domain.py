@@ -59,5 +59,12 @@ class DomainResources(Protocol):
         ...
 
     def deassign_device(self, domid: int, address: str) -> None:
-        """xc_deassign_device: the device goes back to dom0 (or Xen's quarantine)."""
+        """xc_deassign_device: the device goes to Xen's quarantine (DOMID_IO), where Xen 4.17
+        puts every device a guest gives back, or to dom0 when quarantine is off."""
+        ...
+
+    def dequarantine(self, address: str) -> None:
+        """xc_deassign_device from DOMID_IO: the device is dom0's again, so a host driver can
+        use it (in quarantine its DMA reaches only a scratch page). DomainError ENODEV when it
+        was not in quarantine, an errno in NO_IOMMU when this Xen has no IOMMU."""
         ...

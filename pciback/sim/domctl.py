@@ -87,6 +87,9 @@ class SimDomctl:
         self.iommu = iommu  # False: a Xen (or domain) without an IOMMU: assignment refused
         self.domains: dict[int, XenDomain] = {}
         self.assigned: dict[str, int] = {}  # device -> the guest Xen assigned it to
+        # Devices in Xen's quarantine (DOMID_IO): where Xen 4.17 puts a device a guest gives
+        # back (deassigned, or its domain destroyed), until dom0 takes it back.
+        self.quarantined: set[str] = set()
         self.calls: list[tuple[object, ...]] = []
         self.fail: dict[str, int] = {}  # tests: the named call fails once with this errno
         self.crash_on: set[str] = set()  # tests: the named call raises SimulatedCrash once
@@ -98,6 +101,7 @@ class SimDomctl:
     def destroy_domain(self, domid: int) -> None:
         """The domain dies: Xen drops its permissions and PIRQs and takes its devices back."""
         self.domains.pop(domid, None)
+        self.quarantined |= {a for a, d in self.assigned.items() if d == domid}
         self.assigned = {a: d for a, d in self.assigned.items() if d != domid}
 
     # -- assertions --------------------------------------------------------------------------
@@ -175,6 +179,7 @@ class SimDomctl:
         if address in self.assigned:  # Xen: owned by neither dom0 nor the quarantine
             raise DomainError(f"assign_device dom{domid} {address}", errno.EBUSY)
         self.assigned[address] = domid
+        self.quarantined.discard(address)
 
     def deassign_device(self, domid: int, address: str) -> None:
         self._enter("deassign_device", domid, address)
@@ -183,3 +188,15 @@ class SimDomctl:
         if self.assigned.get(address) != domid:
             raise DomainError(f"deassign_device dom{domid} {address}", errno.ENODEV)
         del self.assigned[address]
+        self.quarantined.add(address)
+
+    def dequarantine(self, address: str) -> None:
+        self.calls.append(("dequarantine", address))
+        code = self.fail.pop("dequarantine", None)
+        if code is not None:
+            raise DomainError(f"dequarantine {address}", code)
+        if not self.iommu:
+            raise DomainError(f"dequarantine {address}", errno.EOPNOTSUPP)
+        if address not in self.quarantined:
+            raise DomainError(f"dequarantine {address}", errno.ENODEV)
+        self.quarantined.discard(address)

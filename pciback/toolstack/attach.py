@@ -614,10 +614,24 @@ class Toolstack:
             if address not in self.pool.devices:
                 raise ToolstackError(f"{address} is not assignable")
             driver = self.pool.devices[address].host_driver
+            self._dequarantine(address)
             with contextlib.suppress(StubError):  # seized by a hide pattern: no own slot
                 self.pool.remove_slot(address)
             self.pool.unseize(address, rebind=rebind)
             return {"device": address, "driver": driver if rebind else None}
+
+    def _dequarantine(self, address: str) -> None:
+        """A device a guest had is in Xen's quarantine (Xen 4.17 puts it there when it is
+        deassigned or its guest dies), where its DMA reaches only a scratch page: give it
+        back to dom0 before a host driver gets it, as libxl's pci-assignable-remove does."""
+        try:
+            self.domains.dequarantine(address)
+        except DomainError as exc:
+            if exc.errno == errno.ENODEV or exc.errno in NO_IOMMU:
+                return  # never quarantined, or no IOMMU to quarantine it
+            raise ToolstackError(
+                f"{address}: cannot take it out of Xen's quarantine: {exc}"
+            ) from None
 
     def assignable_list(self) -> list[str]:
         with self.lock:

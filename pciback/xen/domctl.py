@@ -23,6 +23,7 @@ from pciback.xen._loader import XenUnavailable, check_domid, load
 
 DOMINF_DYING = 1
 RDM_RELAXED = 1  # XEN_DOMCTL_DEV_RDM_RELAXED
+DOMID_IO = 0x7FF1  # Xen's sentinel domain of quarantined devices (xen.h)
 RDM_STRICT = 0  # libxl's default rdm_policy "strict": the flag word with RDM_RELAXED cleared
 INFO_BUFFER = 1024  # bytes given for one xc_domaininfo_t (112 in Xen 4.17)
 MAX_MFN = 1 << 52  # x86-64 physical address width, in pages
@@ -60,6 +61,7 @@ HEADERS = ("xenctrl.h",)
 CONSTANTS = {
     "XEN_DOMINF_dying": DOMINF_DYING,
     "XEN_DOMCTL_DEV_RDM_RELAXED": RDM_RELAXED,
+    "DOMID_IO": DOMID_IO,
     "offsetof(xc_domaininfo_t, domain)": 0,
     "offsetof(xc_domaininfo_t, flags)": 4,
     "sizeof(((xc_domaininfo_t *)0)->domain)": 2,
@@ -176,6 +178,10 @@ class XenDomainResources:
         what = f"xc_deassign_device dom{domid} {address}"
         self._guest(what, domid)
         self._call(what, self.lib.xc_deassign_device, domid, self._sbdf(what, address))
+
+    def dequarantine(self, address: str) -> None:
+        what = f"xc_deassign_device DOMID_IO {address}"
+        self._call(what, self.lib.xc_deassign_device, DOMID_IO, self._sbdf(what, address))
 
     @staticmethod
     def _sbdf(what: str, address: str) -> int:

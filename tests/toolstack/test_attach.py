@@ -247,11 +247,13 @@ def test_assignable_commands_over_the_pool(host: SimHost) -> None:
     with pytest.raises(ValueError, match=f"assigned to domain 3: run pciback detach 3 {SPARE}"):
         handle({"op": "assignable_remove", "device": SPARE})
     host.daemon_detach(3, SPARE)
+    assert SPARE in host.env.domains.quarantined  # where Xen 4.17 puts what a guest gave back
     assert handle({"op": "assignable_remove", "device": SPARE, "rebind": True}) == {
         "device": SPARE,
         "driver": "host",
     }
     assert host.env.bus.driver(SPARE) == "host" and not host.is_seized(SPARE)
+    assert SPARE not in host.env.domains.quarantined  # dom0's again: its driver can DMA
     handle({"op": "assignable_remove", "device": NET})
     assert host.env.bus.driver(NET) is None  # as xl without -r: unbound
     assert NET not in host.daemon.pool.slots()
@@ -337,3 +339,16 @@ def test_a_failing_store_is_a_one_line_refusal(
         host.daemon.handle({"op": "attach", "domid": 3, "device": NIC})
     assert str(info.value).startswith("attach: ") and "EIO" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_device_that_cannot_leave_quarantine_is_not_given_to_a_host_driver(
+    host: SimHost,
+) -> None:
+    host.create_domain(3)
+    host.daemon_attach(3, NIC)
+    host.destroy_guest(3)  # Xen quarantines the dead guest's device
+    assert NIC in host.env.domains.quarantined
+    host.env.domains.fail["dequarantine"] = errno.EPERM
+    with pytest.raises(ValueError, match="quarantine"):
+        host.daemon.handle({"op": "assignable_remove", "device": NIC, "rebind": True})
+    assert host.is_seized(NIC)  # still the pool's: a host driver would DMA into a scratch page

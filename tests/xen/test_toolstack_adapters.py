@@ -87,6 +87,7 @@ def test_grants_reach_libxenctrl_as_libxl_passes_them() -> None:
     xc.irq_permission(3, 23, True)
     xc.assign_device(3, "0000:03:00.1")
     xc.deassign_device(3, "0000:03:00.1")
+    xc.dequarantine("0000:03:00.1")
     xc.unmap_gsi(3, 23)
     assert lib.calls == [
         ("iomem", 3, 0xFEBF0, 4, 1),
@@ -95,6 +96,7 @@ def test_grants_reach_libxenctrl_as_libxl_passes_them() -> None:
         ("irq_permission", 3, 23, True),
         ("assign", 3, 0x301, 0),  # rdm_policy strict: flag 0
         ("deassign", 3, 0x301),
+        ("deassign", 0x7FF1, 0x301),  # out of Xen's quarantine (DOMID_IO), back to dom0
         ("unmap_pirq", 3, 23),
     ]
     xc.close()
