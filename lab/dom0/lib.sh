@@ -116,3 +116,10 @@ fidelity() {
   echo "fidelity $name $addr ($bdf): $lines lines compared, $(grep -c '^<' "$f.diff") differ"
   [ "$lines" -ge 256 ] && [ ! -s "$f.diff" ]
 }
+
+# What dom0 and Xen see of a function's interrupts: its capabilities' control registers and
+# Xen's MSI state (debug key M), for the record of each driver load.
+physical_irq_state() {
+  lspci -vv -s "$1" | grep -E 'Control:|MSI|Interrupt'
+  xl debug-keys M; xl dmesg | grep -a -E 'MSI|msi' | tail -12
+}
