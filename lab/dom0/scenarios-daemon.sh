@@ -27,6 +27,8 @@ daemon_up() {
 backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
 released() { [ "$(owner "$1")" = none ]; }
 not_assigned_to() { ! xen_view "$2" | grep -q -- "- d$1 "; }
+no_node_of() { ! xenstore-ls "/local/domain/0/backend/pci/$1/0" 2>/dev/null | grep -q "${2#0000:}"; }
+not_attached() { ! pciback list --json | grep -q "\"device\": \"$1\""; }
 
 t "backend: the pciback daemon"
 check daemon-start "the daemon serves its control socket" start_daemon
@@ -86,6 +88,8 @@ check c-detach "pciback detach $D1 $B" pciback detach "$D1" "$B"
 check c-detach-guest "the guest lost the function" gcmd g1 wait-devices 1
 check c-detach-owner "$B back in the pool" released "$B"
 check c-detach-xen "Xen no longer assigns $B to d$D1" not_assigned_to "$D1" "$B"
+check c-detach-nodes "no node of $B left in d$D1's backend directory" no_node_of "$D1" "$B"
+check c-detach-record "the daemon holds no attachment of $B" not_attached "$B"
 xen_view "$B"
 create g2
 D2=$(domid g2)
