@@ -19,7 +19,8 @@ from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extr
 
 from pciback.control.hide import parse_address
 from pciback.ports.domain import DomainError
-from pciback.xen._loader import XenUnavailable, check_domid, load
+from pciback.xen._loader import check_domid, load
+from pciback.xen.xenctrl import open_interface
 
 DOMINF_DYING = 1
 RDM_RELAXED = 1  # XEN_DOMCTL_DEV_RDM_RELAXED
@@ -96,15 +97,7 @@ class XenDomainResources:
     def __init__(self, lib: Any = None) -> None:
         self.lib = lib if lib is not None else library()
         self._lock = threading.Lock()
-        ffi.errno = 0
-        handle = self.lib.xc_interface_open(ffi.NULL, ffi.NULL, 0)
-        if handle == ffi.NULL:
-            code = ffi.errno or errno.ENOENT
-            raise XenUnavailable(
-                f"xc_interface_open failed ({errno.errorcode.get(code, code)}): "
-                "is /dev/xen/privcmd there and this process root?"
-            )
-        self._handle: Any = handle
+        self._handle: Any = open_interface(self.lib, ffi)
 
     def _call(self, what: str, fn: Callable[..., int], *args: Any) -> int:
         with self._lock:

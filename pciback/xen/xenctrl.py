@@ -66,6 +66,20 @@ def library() -> Any:
     return load(ffi, "xenctrl", ("libxenctrl.so.4.17", "libxenctrl.so"), "libxenctrl4.17")
 
 
+def open_interface(lib: Any, lib_ffi: FFI) -> Any:
+    """A libxenctrl handle (each adapter over libxenctrl has its own FFI and handle), or
+    XenUnavailable saying what is likely missing."""
+    lib_ffi.errno = 0
+    handle = lib.xc_interface_open(lib_ffi.NULL, lib_ffi.NULL, 0)
+    if handle == lib_ffi.NULL:
+        code = lib_ffi.errno or errno.ENOENT
+        raise XenUnavailable(
+            f"xc_interface_open failed ({errno.errorcode.get(code, code)}): "
+            "is /dev/xen/privcmd there and this process root?"
+        )
+    return handle
+
+
 def msix_table_base(address: str, root: Path = DEFAULT_ROOT) -> int:
     """The host address of the BAR holding the device's MSI-X table (Xen checks it against its
     own reading of the BAR), from sysfs, read-only."""
@@ -94,15 +108,7 @@ class XenHypervisor:
         self.table_base = table_base
         self.physdev = physdev
         self._lock = threading.Lock()
-        ffi.errno = 0
-        handle = self.lib.xc_interface_open(ffi.NULL, ffi.NULL, 0)
-        if handle == ffi.NULL:
-            code = ffi.errno or errno.ENOENT
-            raise XenUnavailable(
-                f"xc_interface_open failed ({errno.errorcode.get(code, code)}): "
-                "is /dev/xen/privcmd there and this process root?"
-            )
-        self._handle: Any = handle
+        self._handle: Any = open_interface(self.lib, ffi)
 
     def _call(self, what: str, fn: Callable[..., int], *args: Any) -> None:
         with self._lock:
