@@ -16,36 +16,63 @@ import contextlib
 import os
 import select
 import threading
-from typing import Any
+from typing import Any, Final
 
-from pciback.protocol.abi import PAGE_SIZE, SHAREDINFO_SIZE, Flag, ffi
+from pciback.protocol.abi import (
+    FLAGS_OFFSET,
+    FLAGS_SIZE,
+    OP_OFFSET,
+    OP_SIZE,
+    PAGE_SIZE,
+    SHAREDINFO_SIZE,
+    Flag,
+    ffi,
+)
+
+# The flags word as a memoryview item: the native unsigned int, which must be its size.
+_FLAGS_FORMAT: Final = "I"
+if memoryview(bytes(FLAGS_SIZE)).cast(_FLAGS_FORMAT).itemsize != FLAGS_SIZE:
+    raise ImportError("the flags word is not a native unsigned int")
 
 
 class SharedPage:
     """`struct xen_pci_sharedinfo` over a page-sized writable buffer."""
 
-    def __init__(self, buffer: bytearray | None = None) -> None:
-        self.buffer = bytearray(PAGE_SIZE) if buffer is None else buffer
-        if len(self.buffer) < SHAREDINFO_SIZE:
-            raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
-        self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", self.buffer)
+    def __init__(self, buffer: Any = None) -> None:
         self._flags_lock = threading.Lock()
+        self._bind(bytearray(PAGE_SIZE) if buffer is None else buffer)
+
+    def _bind(self, buffer: Any) -> None:
+        """Lay the views over `buffer`: `info` (cffi, for everything but the op path), the flags
+        word and the op's bytes (memoryviews, for the op path)."""
+        bytes_view = memoryview(buffer).cast("B")
+        if len(bytes_view) < SHAREDINFO_SIZE:
+            raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
+        self.buffer = buffer
+        self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", buffer)
+        self._flags = bytes_view[FLAGS_OFFSET : FLAGS_OFFSET + FLAGS_SIZE].cast(_FLAGS_FORMAT)
+        self._op = bytes_view[OP_OFFSET : OP_OFFSET + OP_SIZE]
+
+    def copy_op(self) -> bytes:
+        """The op's bytes, copied out of the page in one go (one memcpy): a new bytes object
+        whatever the buffer is, where slicing a memoryview buffer would copy nothing."""
+        return self._op.tobytes()
 
     def test_bit(self, bit: Flag) -> bool:
-        return bool(int(self.info.flags) >> bit & 1)
+        return bool(self._flags[0] >> bit & 1)
 
     def set_bit(self, bit: Flag) -> bool:
         """Set `bit`; return whether it was set before (test_and_set_bit)."""
         with self._flags_lock:
-            old = int(self.info.flags)
-            self.info.flags = old | (1 << bit)
+            old = self._flags[0]
+            self._flags[0] = old | (1 << bit)
         return bool(old >> bit & 1)
 
     def clear_bit(self, bit: Flag) -> bool:
         """Clear `bit`; return whether it was set before (test_and_clear_bit)."""
         with self._flags_lock:
-            old = int(self.info.flags)
-            self.info.flags = old & ~(1 << bit) & 0xFFFFFFFF
+            old = self._flags[0]
+            self._flags[0] = old & ~(1 << bit) & 0xFFFFFFFF
         return bool(old >> bit & 1)
 
 
