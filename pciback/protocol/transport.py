@@ -76,6 +76,9 @@ class SharedPage:
         return bool(old >> bit & 1)
 
 
+_ONE = (1).to_bytes(8, "little")  # what an eventfd is written to count one
+
+
 class Doorbell:
     """A level-free wake-up: rings accumulate until the owner's next `wait` consumes them.
 
@@ -111,9 +114,10 @@ class Doorbell:
                 self._ring()
 
     def _ring(self) -> None:
-        # A saturated counter still wakes the owner.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wfd, (1).to_bytes(8, "little"))
+        try:  # noqa: SIM105 - rung on every op: try/except costs less than contextlib.suppress
+            os.write(self._wfd, _ONE)
+        except BlockingIOError:
+            pass  # a saturated counter still wakes the owner
 
     def wait(self, timeout: float | None) -> bool:
         """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings.
