@@ -16,6 +16,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from typing import Any, Final
 
 from pciback.protocol.abi import (
@@ -165,6 +166,10 @@ class Doorbell:
 class EventPort:
     """One end of an event channel: rings the peer's doorbell, sleeps on its own."""
 
+    # When the last `wait` stopped sleeping (perf_counter_ns): where the service time of the
+    # ops that wake-up finds starts (pciback.protocol.opstats).
+    woke_ns = 0
+
     def __init__(self, own: Doorbell, peer: Doorbell) -> None:
         self._own = own
         self._peer = peer
@@ -173,7 +178,9 @@ class EventPort:
         self._peer.ring()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._own.wait(timeout)
+        rung = self._own.wait(timeout)
+        self.woke_ns = time.perf_counter_ns()
+        return rung
 
     def kick_self(self) -> None:
         """Wake this end's own waiter (used to stop a service thread)."""
