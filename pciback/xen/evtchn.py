@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import select
 import threading
+import time
 from typing import Any
 
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
@@ -82,6 +83,10 @@ class XenEventPort(EventPort):
         self.local_port = local
         self._fd = int(self.lib.xenevtchn_fd(handle))
         self._kick = Doorbell()  # close() and OPS_PER_WAKEUP wake the thread through this
+        # One poll object for the life of the port: no fd lists built per wake-up.
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self._poll.register(self._kick.fileno(), select.POLLIN)
         self._lock = threading.Lock()
         self._left = threading.Condition(self._lock)
         self._sleepers = 0
@@ -94,7 +99,8 @@ class XenEventPort(EventPort):
         with self._lock:
             if self._handle is None:
                 return
-            ffi.errno = 0
+            # No errno reset first (ffi.errno is a Python property): ioctl(2), which this is,
+            # sets errno whenever it fails.
             if self.lib.xenevtchn_notify(self._handle, self.local_port) < 0:
                 raise _error(f"notifying dom{self.domid} on port {self.local_port}")
 
@@ -104,23 +110,33 @@ class XenEventPort(EventPort):
                 return False
             self._sleepers += 1
         try:
-            kick = self._kick.fileno()
-            ready, _, _ = select.select([self._fd, kick], [], [], timeout)
+            ready = self._poll.poll(None if timeout is None else max(0.0, timeout * 1000))
+        except BaseException:
             with self._lock:
-                if self._handle is None:
-                    return False
-                if kick in ready:
-                    self._kick.wait(0)
-                if self._fd in ready:
+                self._leave()
+            raise
+        self.woke_ns = time.perf_counter_ns()
+        with self._lock:
+            self._leave()
+            if self._handle is None:
+                return False
+            for fd, _ in ready:
+                if fd == self._fd:
                     self._take_pending()
-            return bool(ready)
-        finally:
-            with self._lock:
-                self._sleepers -= 1
-                self._left.notify_all()
+                else:
+                    self._kick.drain()
+        return bool(ready)
+
+    def _leave(self) -> None:
+        """A sleeper is gone (the lock held); `close` waits for the last one."""
+        self._sleepers -= 1
+        if self._handle is None:
+            self._left.notify_all()
 
     def _take_pending(self) -> None:
-        ffi.errno = 0
+        # Only a port the kernel delivered, and so masked, is unmasked: one read(2) and one
+        # write(2), the least a delivered event costs (the kernel masks it until told). No
+        # errno reset first: read(2) of the device returns a whole port or fails with errno.
         port = int(self.lib.xenevtchn_pending(self._handle))
         if port < 0 and ffi.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
             raise _error("xenevtchn_pending")
@@ -135,7 +151,7 @@ class XenEventPort(EventPort):
 
     def close(self) -> None:
         """Unbind and close, after waking a thread asleep in `wait` and letting it leave: its
-        select must not outlive the fd, which the next open may reuse."""
+        poll must not outlive the fd, which the next open may reuse."""
         with self._lock:
             handle, self._handle = self._handle, None
             if handle is None:
