@@ -1,9 +1,18 @@
 """The backend end of an interdomain event channel through libxenevtchn, UNTESTED AGAINST XEN.
 
 Each connection binds its port on a handle of its own, so the handle's fd (and
-`xenevtchn_pending`) concern that port alone; the kernel masks a port when it delivers it, so a
-wake-up unmasks it before the shared page is looked at, and an event that arrives meanwhile
-wakes the next wait.
+`xenevtchn_pending`) concern that port alone. The kernel masks a port when it delivers an event
+to user space and keeps it masked until user space unmasks it; an event that arrives while it
+is masked is kept pending and delivered at the unmask.
+
+An event costs a poll(2) that returns, and then xenevtchn_pending (read(2)) and
+xenevtchn_unmask (write(2)). Those two are made at the next `wait`, before it sleeps, rather
+than when the wake-up returns: the ops the wake-up finds are answered first, so the guest,
+which waits for each op, no longer waits for two system calls (each one a trip through the
+hypervisor in a PV dom0) on every op. The port stays masked only while they are served; an
+op the guest posts meanwhile is found by the service loop (it tests the active bit after
+every op) or, its event having been kept pending, wakes the next poll as soon as the port is
+unmasked.
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ class XenEventPort(EventPort):
         self._lock = threading.Lock()
         self._left = threading.Condition(self._lock)
         self._sleepers = 0
+        self._unacknowledged = False  # an event was delivered and is not yet taken
 
     @property
     def closed(self) -> bool:
@@ -108,6 +118,9 @@ class XenEventPort(EventPort):
         with self._lock:
             if self._handle is None:
                 return False
+            if self._unacknowledged:
+                self._unacknowledged = False
+                self._acknowledge()
             self._sleepers += 1
         try:
             ready = self._poll.poll(None if timeout is None else max(0.0, timeout * 1000))
@@ -122,7 +135,7 @@ class XenEventPort(EventPort):
                 return False
             for fd, _ in ready:
                 if fd == self._fd:
-                    self._take_pending()
+                    self._unacknowledged = True  # taken at the next wait, see the module
                 else:
                     self._kick.drain()
         return bool(ready)
@@ -133,10 +146,10 @@ class XenEventPort(EventPort):
         if self._handle is None:
             self._left.notify_all()
 
-    def _take_pending(self) -> None:
-        # Only a port the kernel delivered, and so masked, is unmasked: one read(2) and one
-        # write(2), the least a delivered event costs (the kernel masks it until told). No
-        # errno reset first: read(2) of the device returns a whole port or fails with errno.
+    def _acknowledge(self) -> None:
+        """Take the delivered event and unmask its port: one read(2), one write(2). Only a port
+        the kernel delivered, and so masked, is unmasked. No errno reset first (ffi.errno is a
+        Python property): read(2) of the device returns a whole port or fails with errno."""
         port = int(self.lib.xenevtchn_pending(self._handle))
         if port < 0 and ffi.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
             raise _error("xenevtchn_pending")
