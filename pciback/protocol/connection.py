@@ -57,6 +57,7 @@ class BackendConnection:
         self.handler = handler or (lambda req: dispatch(req, self.devices))
         self.after_batch = after_batch
         self.stats = OpStats()
+        self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._aer_lock = threading.Lock()
@@ -82,6 +83,7 @@ class BackendConnection:
         port, stop = self.port, self._stop
         while not stop.is_set():
             port.wait(None)
+            self._account_busy(port)
             if stop.is_set():
                 return
             if port.closed:  # the guest's end went first; nothing can wake us again
@@ -92,6 +94,12 @@ class BackendConnection:
                     self.after_batch()
             except Exception:  # the thread must outlive a bug, or the guest hangs
                 log.exception("dom%d: servicing the shared page failed", self.domid)
+
+    def _account_busy(self, port: EventPort) -> None:
+        """After a wait: the wake-up before it was busy until this wait went to sleep."""
+        if self._busy_since:
+            self.stats.busy_ns += max(0, port.slept_ns - self._busy_since)
+        self._busy_since = port.woke_ns
 
     def process_pending(self, woke_ns: int | None = None) -> int:
         """What one wake-up does; returns the number of ops served. `woke_ns`: when the wake-up

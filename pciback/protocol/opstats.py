@@ -1,10 +1,15 @@
 """How long a connection's ops take inside the daemon: counters cheap enough for every op.
 
 An op's service time runs from the wake-up that found it (the moment the event channel's wait
-returned, before the wake-up's own system calls) or, for the next op of the same wake-up, from
-the end of the op before, to the return of the notify that hands the answer back. What a guest
-measures beyond that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its
-scheduler, and the thread's wait for the GIL after its wake-up.
+returned) or, for the next op of the same wake-up, from the end of the op before, to the return
+of the notify that hands the answer back. What a guest measures beyond that is outside the
+daemon: the guest's own kernel, Xen, dom0's kernel and its scheduler, and the thread's wait for
+the GIL after its wake-up.
+
+The service thread's busy time runs from each wake-up to the moment it goes to sleep again: the
+ops, and what it does once they are answered (the views queued for the state writer, the
+event taken and its port unmasked). Beyond the ops' service time, that work delays an op only
+when the guest posts it before the thread is back asleep.
 
 Written by the service thread alone; `as_dict` may run on any thread and then sees counters
 that are each right but may be an op apart from one another.
@@ -20,12 +25,13 @@ BUCKETS = 24
 
 
 class OpStats:
-    __slots__ = ("histogram", "max_ns", "ops", "service_ns", "wakeups")
+    __slots__ = ("busy_ns", "histogram", "max_ns", "ops", "service_ns", "wakeups")
 
     def __init__(self) -> None:
         self.ops = 0
         self.wakeups = 0  # wake-ups of the service thread, whether or not they found an op
         self.service_ns = 0
+        self.busy_ns = 0  # up to the last wake-up but one: the last one's ends with its sleep
         self.max_ns = 0
         self.histogram = [0] * BUCKETS
 
@@ -46,6 +52,7 @@ class OpStats:
             "ops": ops,
             "wakeups": self.wakeups,
             "service_ns_total": total,
+            "busy_ns_total": self.busy_ns,
             "service_us_mean": round(total / ops / 1000, 1) if ops else None,
             "service_us_max": round(self.max_ns / 1000, 1),
             "histogram": [

@@ -178,8 +178,10 @@ class Doorbell:
 class EventPort:
     """One end of an event channel: rings the peer's doorbell, sleeps on its own."""
 
-    # When the last `wait` stopped sleeping (perf_counter_ns): where the service time of the
-    # ops that wake-up finds starts (pciback.protocol.opstats).
+    # When the last `wait` went to sleep and when it stopped sleeping (perf_counter_ns): where
+    # the service thread's busy time ends and where its ops' service time starts
+    # (pciback.protocol.opstats).
+    slept_ns = 0
     woke_ns = 0
 
     def __init__(self, own: Doorbell, peer: Doorbell) -> None:
@@ -190,6 +192,7 @@ class EventPort:
         self._peer.ring()
 
     def wait(self, timeout: float | None) -> bool:
+        self.slept_ns = time.perf_counter_ns()
         rung = self._own.wait(timeout)
         self.woke_ns = time.perf_counter_ns()
         return rung

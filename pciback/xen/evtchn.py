@@ -122,6 +122,7 @@ class XenEventPort(EventPort):
                 self._unacknowledged = False
                 self._acknowledge()
             self._sleepers += 1
+        self.slept_ns = time.perf_counter_ns()
         try:
             ready = self._poll.poll(None if timeout is None else max(0.0, timeout * 1000))
         except BaseException:

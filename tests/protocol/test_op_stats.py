@@ -52,8 +52,10 @@ def test_the_summary_line_names_count_mean_and_bounds() -> None:
     for ns in [3_000] * 99 + [40_000]:
         stats.record(ns)
     stats.wakeups = 100
+    stats.busy_ns = 500_000
     assert _op_summary(stats.as_dict()) == (
-        "ops 100 (100 wake-ups), in the daemon: mean 3.4 us, p50 < 4 us, p99 < 4 us, max 40.0 us"
+        "ops 100 (100 wake-ups), in the daemon: mean 3.4 us, p50 < 4 us, p99 < 4 us, "
+        "max 40.0 us; thread busy 5.0 us per op"
     )
     assert _op_summary(OpStats().as_dict()) == "ops 0 (0 wake-ups)"
 
@@ -115,6 +117,27 @@ def test_the_wait_stamps_its_wake_up(rig: Rig) -> None:
     rig.channel.frontend.notify()
     assert rig.channel.backend.wait(1.0)
     assert before <= rig.channel.backend.woke_ns <= time.perf_counter_ns()
+
+
+def test_busy_time_runs_from_each_wake_up_to_the_next_sleep(rig: Rig) -> None:
+    port = rig.channel.backend
+    port.slept_ns, port.woke_ns = 1_000, 2_000
+    rig.conn._account_busy(port)  # the first wake-up: nothing before it to account
+    assert rig.conn.stats.busy_ns == 0
+    port.slept_ns, port.woke_ns = 9_000, 50_000
+    rig.conn._account_busy(port)
+    assert rig.conn.stats.busy_ns == 7_000  # woke at 2 µs, asleep again at 9 µs
+    port.slept_ns, port.woke_ns = 53_000, 60_000
+    rig.conn._account_busy(port)
+    assert rig.conn.stats.as_dict()["busy_ns_total"] == 10_000
+
+
+def test_a_served_guest_shows_busy_time(host: SimHost) -> None:
+    host.add_device(ADDR, nic_config(), bar_sizes={0: 0x4000})
+    guest = host.attach(1, [ADDR])
+    for _ in range(3):
+        guest.conf_read(ADDR, 0, 4)  # each wake-up but the last is accounted by the next wait
+    assert host.daemon.status()["guests"][0]["ops"]["busy_ns_total"] > 0
 
 
 def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
