@@ -4,12 +4,15 @@ Xen event-channel path.
 1. CPU: the data path the daemon builds (the op handler with its locks, dispatch, the
    config-space engine on a simulated device) behind one connection, served by `serve_one` in
    a loop on this thread, with nobody waiting on the guest's doorbell. Thread CPU time
-   (CLOCK_THREAD_CPUTIME_ID) and wall time per op, medians of several rounds.
+   (CLOCK_THREAD_CPUTIME_ID) and wall time per op, medians (and best) of several rounds.
 2. System calls: the same handler behind a `XenEventPort` and a `XenSharedPage`, the Xen
    libraries replaced by stand-ins that count their calls as the system calls libxenevtchn
    makes for them (xenevtchn_pending: read(2), xenevtchn_unmask: write(2), xenevtchn_notify:
    ioctl(2)); the daemon's own select/poll/read/write are counted by wrapping them. One op per
-   wake-up, as pcifront sends them: the guest posts an op, sends its event, and waits.
+   wake-up, as pcifront sends them: the guest posts an op when the service thread has gone to
+   sleep, sends its event, and waits for the answer; "ahead" counts the system calls made
+   between the guest's event and the notify that answers it. Then the CPU per op of that
+   whole path (wait and process_pending) with the stand-ins, uncounted.
 
 In a PV dom0 each system call goes through the hypervisor; libatomic calls are not system
 calls (a locked instruction), but each is a foreign call, so they are counted too. Device
