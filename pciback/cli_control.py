@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pciback.daemon.control import ControlError, request
+from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
@@ -137,6 +138,24 @@ def _irq(args: argparse.Namespace) -> int:
     return rc
 
 
+def _op_summary(stats: dict[str, Any]) -> str:
+    """One line of a guest's op counters: how many, and how long they took inside the daemon
+    (percentiles as the histogram bounds them)."""
+    if not stats["ops"]:
+        return f"ops 0 ({stats['wakeups']} wake-ups)"
+
+    def bound(fraction: float) -> str:
+        ceiling = percentile_ceiling(stats, fraction)
+        return f"< {ceiling} us" if ceiling is not None else f">= {bucket_floor(BUCKETS - 1)} us"
+
+    busy = stats["busy_ns_total"] / stats["ops"] / 1000
+    return (
+        f"ops {stats['ops']} ({stats['wakeups']} wake-ups), in the daemon: mean "
+        f"{stats['service_us_mean']} us, p50 {bound(0.5)}, p99 {bound(0.99)}, "
+        f"max {stats['service_us_max']} us; thread busy {busy:.1f} us per op"
+    )
+
+
 def _list(args: argparse.Namespace) -> int:
     rc, result = _call(args, "list")
     if rc != 0:
@@ -157,6 +176,8 @@ def _list(args: argparse.Namespace) -> int:
         error = f"  error: {guest['error']}" if guest["error"] else ""
         print(f"  dom{guest['domid']}/{guest['devid']} {guest['topology']} {guest['state']}")
         print(f"    {devices}{error}")
+        if guest.get("ops"):
+            print(f"    {_op_summary(guest['ops'])}")
     attachments = result.get("attachments") or []
     if attachments:
         print("attached by pciback:")

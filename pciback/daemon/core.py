@@ -326,7 +326,14 @@ class Daemon:
                 "state": backend.state().name,
                 "devices": backend.topology.devices(),
                 "error": backend.error,
+                "ops": self._op_stats(domid, devid),
             }
             for (domid, devid), backend in sorted(self.backends.backends.items())
         ]
         return {"devices": devices, "guests": guests, "attachments": self.toolstack.listing()}
+
+    def _op_stats(self, domid: int, devid: int) -> dict[str, Any] | None:
+        """How long the guest's ops took inside the daemon (pciback.protocol.opstats); None
+        while no connection serves it."""
+        connection = self.datapath.connection(domid, devid)
+        return None if connection is None else connection.stats.as_dict()

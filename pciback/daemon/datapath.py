@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from pciback.engine.space import ConfigSpace
 
 MAX_GRANTS = 4096
+_CONF_WRITE = Cmd.CONF_WRITE
+_SUCCESS = XenPciError.SUCCESS
 
 log = logging.getLogger("pciback.datapath")
 
@@ -123,8 +125,9 @@ class _GuestDevices:
         self.saved: dict[str, str] = {}  # physical address -> the view state last snapshotted
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
-        with self.lock:
-            return self.by_devfn.get((domain, bus, devfn))
+        # Called by the service thread inside `serving` (`_serve_op`), and every change of
+        # `by_devfn` holds `serving`: no other lock is needed for the table to stay put.
+        return self.by_devfn.get((domain, bus, devfn))
 
 
 class _Link:
@@ -160,7 +163,7 @@ class SimDataPath:
             page,
             channel.backend,
             devices,
-            handler=lambda req: self._serve_op(devices, req),
+            handler=partial(self._serve_op, devices),  # a partial: no Python frame of its own
             after_batch=lambda: self._queue_views(domid, devices),
         )
         with self._lock:
@@ -404,10 +407,10 @@ class SimDataPath:
     def _serve_op(self, devices: _GuestDevices, req: OpRequest) -> OpResult:
         with devices.serving:
             result = dispatch(req, devices)
-            if req.cmd == Cmd.CONF_WRITE and result.err == XenPciError.SUCCESS:
-                with devices.lock:
-                    exported = devices.by_devfn.get((req.domain, req.bus, req.devfn))
-                    if exported is not None:
+            if req.cmd == _CONF_WRITE and result.err == _SUCCESS:
+                exported = devices.lookup(req.domain, req.bus, req.devfn)
+                if exported is not None:
+                    with devices.lock:  # `dirty` is handed to the state writer under it
                         devices.dirty.add(exported.physical.address)
         return result
 

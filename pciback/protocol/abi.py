@@ -57,6 +57,8 @@ SHAREDINFO_SIZE: int = ffi.sizeof("struct xen_pci_sharedinfo")
 OP_SIZE: int = ffi.sizeof("struct xen_pci_op")
 AER_OP_SIZE: int = ffi.sizeof("struct xen_pcie_aer_op")
 OP_OFFSET: int = ffi.offsetof("struct xen_pci_sharedinfo", "op")
+FLAGS_OFFSET: int = ffi.offsetof("struct xen_pci_sharedinfo", "flags")
+FLAGS_SIZE: int = ffi.sizeof(dict(ffi.typeof("struct xen_pci_sharedinfo").fields)["flags"].type)
 AER_OP_OFFSET: int = ffi.offsetof("struct xen_pci_sharedinfo", "aer_op")
 
 
@@ -105,6 +107,8 @@ __all__ = [
     "AER_OP_OFFSET",
     "AER_OP_SIZE",
     "CDEF",
+    "FLAGS_OFFSET",
+    "FLAGS_SIZE",
     "OP_OFFSET",
     "OP_SIZE",
     "PAGE_SIZE",

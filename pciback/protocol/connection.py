@@ -12,10 +12,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 from pciback.protocol.abi import Flag
 from pciback.protocol.dispatch import DeviceLookup, dispatch
-from pciback.protocol.ops import OpRequest, OpResult
+from pciback.protocol.ops import OpRequest, OpResult, snapshot
+from pciback.protocol.opstats import OpStats
 from pciback.protocol.transport import EventPort, SharedPage
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 # A guest can keep re-raising the active bit; after this many ops in one wake-up the thread
 # goes back to sleep (with a self-kick) so `close` is never starved.
 OPS_PER_WAKEUP = 64
+_ACTIVE = Flag.PCIF_ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class BackendConnection:
         # Replaceable for the transport benchmark (a no-op handler) and for tests.
         self.handler = handler or (lambda req: dispatch(req, self.devices))
         self.after_batch = after_batch
-        self.ops_served = 0
+        self.stats = OpStats()
+        self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._aer_lock = threading.Lock()
@@ -76,39 +80,63 @@ class BackendConnection:
             self._thread = None
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.port.wait(None)
-            if self._stop.is_set():
+        port, stop = self.port, self._stop
+        while not stop.is_set():
+            port.wait(None)
+            self._account_busy(port)
+            if stop.is_set():
                 return
-            if self.port.closed:  # the guest's end went first; nothing can wake us again
+            if port.closed:  # the guest's end went first; nothing can wake us again
                 log.info("dom%d: event channel closed; service stops", self.domid)
                 return
             try:
-                if self.process_pending() and self.after_batch is not None:
+                if self.process_pending(port.woke_ns or None) and self.after_batch is not None:
                     self.after_batch()
             except Exception:  # the thread must outlive a bug, or the guest hangs
                 log.exception("dom%d: servicing the shared page failed", self.domid)
 
-    def process_pending(self) -> int:
-        """What one wake-up does; returns the number of ops served."""
+    def _account_busy(self, port: EventPort) -> None:
+        """After a wait: the wake-up before it was busy until this wait went to sleep."""
+        if self._busy_since:
+            self.stats.busy_ns += max(0, port.slept_ns - self._busy_since)
+        self._busy_since = port.woke_ns
+
+    def process_pending(self, woke_ns: int | None = None) -> int:
+        """What one wake-up does; returns the number of ops served. `woke_ns`: when the wake-up
+        happened (perf_counter_ns), where the first op's service time starts; now if None."""
+        start = perf_counter_ns() if woke_ns is None else woke_ns
+        page, stop = self.page, self._stop
+        self.stats.wakeups += 1
         served = 0
-        while self.page.test_bit(Flag.PCIF_ACTIVE) and not self._stop.is_set():
+        while page.test_bit(_ACTIVE) and not stop.is_set():
             if served == OPS_PER_WAKEUP:
                 self.port.kick_self()
                 break
-            self.serve_one()
+            start = self._serve_one(start)
             served += 1
-        if self._aer_pending and not self.page.test_bit(Flag.PCIB_ACTIVE):
+        if self._aer_pending and not page.test_bit(Flag.PCIB_ACTIVE):
             self._aer_answered.set()
         return served
 
     def serve_one(self) -> None:
-        req = OpRequest.snapshot(self.page)
-        result = self.handler(req)
-        result.write_back(self.page)
-        self.page.clear_bit(Flag.PCIF_ACTIVE)
-        self.ops_served += 1
+        """Serve the op the page holds (its active bit is set)."""
+        self._serve_one(perf_counter_ns())
+
+    def _serve_one(self, start: int) -> int:
+        """The op, its answer, the active bit cleared and the frontend notified, in that order;
+        returns when that was done (perf_counter_ns)."""
+        page = self.page
+        result = self.handler(snapshot(page))
+        result.write_back(page)
+        page.clear_bit(_ACTIVE)  # atomic, and only once the answer is in the page
         self.port.notify()
+        end = perf_counter_ns()
+        self.stats.record(end - start)
+        return end
+
+    @property
+    def ops_served(self) -> int:
+        return self.stats.ops
 
     # -- AER -------------------------------------------------------------------------------------
     def has_aer_handler(self) -> bool:

@@ -1,26 +1,34 @@
 """An op as the backend sees it: one private snapshot of the guest's `xen_pci_op`, and the few
 fields written back.
 
-The snapshot is taken with a single copy of the whole struct. Every decision is made on the
-snapshot, never on the page, so a guest rewriting the page mid-op (XSA-155) changes nothing.
-Only `err`, `value`, `info` (multi-MSI) and the first N MSI-X vectors go back to the page, N
-being the count the backend validated, not whatever the page says by then.
+The snapshot is taken with a single copy of the whole struct (`SharedPage.copy_op`); the header
+fields are unpacked from that copy, and the MSI-X entries too, only when an op asks for them.
+Every decision is made on the snapshot, never on the page, so a guest rewriting the page mid-op
+(XSA-155) changes nothing. Only `err`, `value`, `info` (multi-MSI) and the first N MSI-X vectors
+go back to the page, N being the count the backend validated, not whatever the page says by
+then.
+
+Both ends go through `struct` formats derived from the cffi declarations (pciback.protocol.
+layout) rather than cffi attribute access: per op that is one copy, one unpack and two or three
+packs, instead of a dozen cffi accesses and an allocation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 from pciback.errors import XenPciError
-from pciback.protocol.abi import OP_SIZE, SH_INFO_MAX_VEC, ffi
+from pciback.protocol.abi import OP_OFFSET, OP_SIZE, SH_INFO_MAX_VEC
+from pciback.protocol.layout import fields_struct, offset_of
 from pciback.protocol.transport import SharedPage
 
+_OP = "struct xen_pci_op"
+_ENTRY = "struct xen_msix_entry"
 
-@dataclass(frozen=True, slots=True)
-class OpRequest:
+
+class OpRequest(NamedTuple):
     """The guest's op, copied out once. Numbers are as the ABI types them (`offset` and `size`
-    are signed)."""
+    are signed). A tuple: built from the unpacked fields without a Python-level constructor."""
 
     cmd: int
     domain: int
@@ -30,43 +38,81 @@ class OpRequest:
     size: int
     value: int
     info: int
-    private: Any = field(repr=False, compare=False)  # the copy; MSI-X entries are read from it
+    private: bytes  # the copy of the whole op; MSI-X entries are read from it
+
+    def __repr__(self) -> str:  # the copy is 548 bytes of noise in a log line
+        return (
+            f"OpRequest(cmd={self.cmd}, domain={self.domain}, bus={self.bus}, "
+            f"devfn={self.devfn}, offset={self.offset}, size={self.size}, value={self.value}, "
+            f"info={self.info})"
+        )
 
     def msix_entries(self, count: int) -> tuple[tuple[int, int], ...]:
         """(entry, vector) of the first `count` slots of the snapshot (at most SH_INFO_MAX_VEC)."""
-        entries = self.private.msix_entries
         n = max(0, min(count, SH_INFO_MAX_VEC))
-        return tuple((int(entries[i].entry), int(entries[i].vector)) for i in range(n))
+        raw = self.private[_ENTRIES_AT : _ENTRIES_AT + n * _ENTRY_SIZE]
+        return tuple((entry, vector) for vector, entry in _ENTRY_FIELDS.iter_unpack(raw))
 
     @classmethod
     def snapshot(cls, page: SharedPage) -> OpRequest:
-        private: Any = ffi.new("struct xen_pci_op *")
-        ffi.memmove(private, ffi.addressof(page.info, "op"), OP_SIZE)
-        return cls(
-            cmd=int(private.cmd),
-            domain=int(private.domain),
-            bus=int(private.bus),
-            devfn=int(private.devfn),
-            offset=int(private.offset),
-            size=int(private.size),
-            value=int(private.value),
-            info=int(private.info),
-            private=private,
-        )
+        return snapshot(page)
 
 
-@dataclass(frozen=True, slots=True)
-class OpResult:
+# The header fields in OpRequest's order, which must be the struct's address order for one
+# unpack to fill the tuple; checked here, at import, rather than trusted.
+_HEADER_NAMES = OpRequest._fields[:-1]
+if sorted(_HEADER_NAMES, key=lambda name: offset_of(_OP, name)) != list(_HEADER_NAMES):
+    raise ImportError("OpRequest's fields are not in struct xen_pci_op's order")
+_HEADER = fields_struct(_OP, _HEADER_NAMES)
+_HEADER_AT = offset_of(_OP, _HEADER_NAMES[0])
+_ENTRY_FIELDS = fields_struct(_ENTRY, ("vector", "entry"))
+_ENTRY_SIZE = _ENTRY_FIELDS.size
+_ENTRIES_AT = offset_of(_OP, "msix_entries")
+if (
+    offset_of(_ENTRY, "vector") != 0
+    or offset_of(_OP, "msix_entries", 1) - _ENTRIES_AT != _ENTRY_SIZE
+):
+    raise ImportError("struct xen_msix_entry has bytes the entry format does not cover")
+
+_unpack_header = _HEADER.unpack_from
+_new_request = tuple.__new__
+
+
+def snapshot(page: SharedPage) -> OpRequest:
+    """The op on `page`, copied once: nothing of it is read from the page again."""
+    private = page.copy_op()
+    return _new_request(OpRequest, (*_unpack_header(private, _HEADER_AT), private))
+
+
+# Where each answered field sits in the page, and its format.
+_ERR = fields_struct(_OP, ("err",))
+_VALUE = fields_struct(_OP, ("value",))
+_INFO = fields_struct(_OP, ("info",))
+_VECTOR = fields_struct(_ENTRY, ("vector",))
+_ERR_AT = OP_OFFSET + offset_of(_OP, "err")
+_VALUE_AT = OP_OFFSET + offset_of(_OP, "value")
+_INFO_AT = OP_OFFSET + offset_of(_OP, "info")
+_VECTORS_AT = OP_OFFSET + _ENTRIES_AT + offset_of(_ENTRY, "vector")
+if _VECTORS_AT + SH_INFO_MAX_VEC * _ENTRY_SIZE > OP_OFFSET + OP_SIZE:
+    raise ImportError("the MSI-X vectors would be written past struct xen_pci_op")
+
+
+class OpResult(NamedTuple):
     err: XenPciError
     value: int
     info: int | None = None  # written back only when set
-    vectors: tuple[int, ...] = field(default=())  # MSI-X vectors, in request order
+    vectors: tuple[int, ...] = ()  # MSI-X vectors, in request order
 
     def write_back(self, page: SharedPage) -> None:
-        op = page.info.op
-        op.err = int(self.err)
-        op.value = self.value & 0xFFFFFFFF
+        """Into the page's `err`, `value`, `info` (when set) and one `vector` per validated
+        entry; nothing else of the page is written (pad bytes of a format would be)."""
+        buffer = page.buffer
+        _ERR.pack_into(buffer, _ERR_AT, self.err)
+        _VALUE.pack_into(buffer, _VALUE_AT, self.value & 0xFFFFFFFF)
         if self.info is not None:
-            op.info = self.info & 0xFFFFFFFF
+            _INFO.pack_into(buffer, _INFO_AT, self.info & 0xFFFFFFFF)
         for i, vector in enumerate(self.vectors[:SH_INFO_MAX_VEC]):
-            op.msix_entries[i].vector = vector & 0xFFFF
+            _VECTOR.pack_into(buffer, _VECTORS_AT + i * _ENTRY_SIZE, vector & 0xFFFF)
+
+
+__all__ = ["OpRequest", "OpResult", "snapshot"]

@@ -16,37 +16,68 @@ import contextlib
 import os
 import select
 import threading
-from typing import Any
+import time
+from typing import Any, Final
 
-from pciback.protocol.abi import PAGE_SIZE, SHAREDINFO_SIZE, Flag, ffi
+from pciback.protocol.abi import (
+    FLAGS_OFFSET,
+    FLAGS_SIZE,
+    OP_OFFSET,
+    OP_SIZE,
+    PAGE_SIZE,
+    SHAREDINFO_SIZE,
+    Flag,
+    ffi,
+)
+
+# The flags word as a memoryview item: the native unsigned int, which must be its size.
+_FLAGS_FORMAT: Final = "I"
+if memoryview(bytes(FLAGS_SIZE)).cast(_FLAGS_FORMAT).itemsize != FLAGS_SIZE:
+    raise ImportError("the flags word is not a native unsigned int")
 
 
 class SharedPage:
     """`struct xen_pci_sharedinfo` over a page-sized writable buffer."""
 
-    def __init__(self, buffer: bytearray | None = None) -> None:
-        self.buffer = bytearray(PAGE_SIZE) if buffer is None else buffer
-        if len(self.buffer) < SHAREDINFO_SIZE:
-            raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
-        self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", self.buffer)
+    def __init__(self, buffer: Any = None) -> None:
         self._flags_lock = threading.Lock()
+        self._bind(bytearray(PAGE_SIZE) if buffer is None else buffer)
+
+    def _bind(self, buffer: Any) -> None:
+        """Lay the views over `buffer`: `info` (cffi, for everything but the op path), the flags
+        word and the op's bytes (memoryviews, for the op path)."""
+        bytes_view = memoryview(buffer).cast("B")
+        if len(bytes_view) < SHAREDINFO_SIZE:
+            raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
+        self.buffer = buffer
+        self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", buffer)
+        self._flags = bytes_view[FLAGS_OFFSET : FLAGS_OFFSET + FLAGS_SIZE].cast(_FLAGS_FORMAT)
+        self._op = bytes_view[OP_OFFSET : OP_OFFSET + OP_SIZE]
+
+    def copy_op(self) -> bytes:
+        """The op's bytes, copied out of the page in one go (one memcpy): a new bytes object
+        whatever the buffer is, where slicing a memoryview buffer would copy nothing."""
+        return self._op.tobytes()
 
     def test_bit(self, bit: Flag) -> bool:
-        return bool(int(self.info.flags) >> bit & 1)
+        return bool(self._flags[0] >> bit & 1)
 
     def set_bit(self, bit: Flag) -> bool:
         """Set `bit`; return whether it was set before (test_and_set_bit)."""
         with self._flags_lock:
-            old = int(self.info.flags)
-            self.info.flags = old | (1 << bit)
+            old = self._flags[0]
+            self._flags[0] = old | (1 << bit)
         return bool(old >> bit & 1)
 
     def clear_bit(self, bit: Flag) -> bool:
         """Clear `bit`; return whether it was set before (test_and_clear_bit)."""
         with self._flags_lock:
-            old = int(self.info.flags)
-            self.info.flags = old & ~(1 << bit) & 0xFFFFFFFF
+            old = self._flags[0]
+            self._flags[0] = old & ~(1 << bit) & 0xFFFFFFFF
         return bool(old >> bit & 1)
+
+
+_ONE = (1).to_bytes(8, "little")  # what an eventfd is written to count one
 
 
 class Doorbell:
@@ -84,9 +115,10 @@ class Doorbell:
                 self._ring()
 
     def _ring(self) -> None:
-        # A saturated counter still wakes the owner.
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wfd, (1).to_bytes(8, "little"))
+        try:  # noqa: SIM105 - rung on every op: try/except costs less than contextlib.suppress
+            os.write(self._wfd, _ONE)
+        except BlockingIOError:
+            pass  # a saturated counter still wakes the owner
 
     def wait(self, timeout: float | None) -> bool:
         """Sleep until rung or `timeout` seconds pass; True when rung. Consumes pending rings.
@@ -109,6 +141,18 @@ class Doorbell:
                 return False
             with contextlib.suppress(BlockingIOError):  # another reader took the rings
                 os.read(self._rfd, 8)
+            return True
+
+    def drain(self) -> bool:
+        """Consume pending rings without sleeping: one read(2) where `wait(0)` makes a select
+        first. True when there were any; False, too, once the doorbell is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                os.read(self._rfd, 8)
+            except BlockingIOError:
+                return False
             return True
 
     def _leave(self) -> None:
@@ -134,6 +178,12 @@ class Doorbell:
 class EventPort:
     """One end of an event channel: rings the peer's doorbell, sleeps on its own."""
 
+    # When the last `wait` went to sleep and when it stopped sleeping (perf_counter_ns): where
+    # the service thread's busy time ends and where its ops' service time starts
+    # (pciback.protocol.opstats).
+    slept_ns = 0
+    woke_ns = 0
+
     def __init__(self, own: Doorbell, peer: Doorbell) -> None:
         self._own = own
         self._peer = peer
@@ -142,7 +192,10 @@ class EventPort:
         self._peer.ring()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._own.wait(timeout)
+        self.slept_ns = time.perf_counter_ns()
+        rung = self._own.wait(timeout)
+        self.woke_ns = time.perf_counter_ns()
+        return rung
 
     def kick_self(self) -> None:
         """Wake this end's own waiter (used to stop a service thread)."""

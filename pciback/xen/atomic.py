@@ -67,6 +67,41 @@ def word_of(buffer: Any) -> Any:
     return word
 
 
+class AtomicWord:
+    """The atomic bit operations on one word, libatomic's functions looked up once: the op path
+    tests and clears a bit of the flags word several times per op, and `bit_op` pays a lock
+    (`library`) and three look-ups each time."""
+
+    __slots__ = ("_fetch_and", "_fetch_or", "_load", "word")
+
+    def __init__(self, buffer: Any) -> None:
+        lib = library()
+        self.word = word_of(buffer)
+        # getattr: in a class body, `lib.__atomic_load_4` would be name-mangled.
+        self._load = getattr(lib, "__atomic_load_4")
+        self._fetch_or = getattr(lib, "__atomic_fetch_or_4")
+        self._fetch_and = getattr(lib, "__atomic_fetch_and_4")
+
+    # The bit is checked in line: a call to a checking helper would cost more than the atomic.
+    def test(self, bit: int) -> bool:
+        """The bit, read with a sequentially consistent load."""
+        if not 0 <= bit < 32:
+            raise ValueError(f"bit {bit} outside a 32-bit word")
+        return bool(self._load(self.word, SEQ_CST) >> bit & 1)
+
+    def set(self, bit: int) -> bool:
+        """test_and_set_bit: set `bit`, return whether it was set before."""
+        if not 0 <= bit < 32:
+            raise ValueError(f"bit {bit} outside a 32-bit word")
+        return bool(self._fetch_or(self.word, 1 << bit, SEQ_CST) >> bit & 1)
+
+    def clear(self, bit: int) -> bool:
+        """test_and_clear_bit: clear `bit`, return whether it was set before."""
+        if not 0 <= bit < 32:
+            raise ValueError(f"bit {bit} outside a 32-bit word")
+        return bool(self._fetch_and(self.word, ~(1 << bit) & 0xFFFFFFFF, SEQ_CST) >> bit & 1)
+
+
 def bit_op(word: Any, bit: int, action: BitAction) -> bool:
     """Apply `action` to `bit` of the word atomically; return the bit's value before."""
     if not 0 <= bit < 32:

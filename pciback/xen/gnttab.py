@@ -16,10 +16,9 @@ from typing import Any
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
 
 from pciback.protocol.abi import PAGE_SIZE, Flag
-from pciback.protocol.abi import ffi as abi_ffi
 from pciback.protocol.transport import SharedPage
 from pciback.xen._loader import XenUnavailable, check_domid, load
-from pciback.xen.atomic import BitAction, bit_op, library, word_of
+from pciback.xen.atomic import AtomicWord, library
 
 TYPEDEFS = {"xengnttab_handle": "struct xengntdev_handle"}
 OPAQUE = ("struct xengntdev_handle", "struct xentoollog_logger")
@@ -50,22 +49,22 @@ class XenSharedPage(SharedPage):
 
     def __init__(self, buffer: Any, release: Callable[[], None] | None = None) -> None:
         super().__init__(buffer)
-        self._word = word_of(self.buffer)
+        self._atomic = AtomicWord(self.buffer)
         self._release = release
         self._closed = threading.Lock()
 
     def test_bit(self, bit: Flag) -> bool:
-        return bit_op(self._word, bit, BitAction.TEST)
+        return self._atomic.test(bit)
 
     def set_bit(self, bit: Flag) -> bool:
         if bit not in BACKEND_SETS:
             raise ValueError(f"the backend never sets {bit.name}: the frontend owns it")
-        return bit_op(self._word, bit, BitAction.SET)
+        return self._atomic.set(bit)
 
     def clear_bit(self, bit: Flag) -> bool:
         if bit not in BACKEND_CLEARS:
             raise ValueError(f"the backend never clears {bit.name}: the frontend owns it")
-        return bit_op(self._word, bit, BitAction.CLEAR)
+        return self._atomic.clear(bit)
 
     def close(self) -> None:
         """Unmap. A reader that is late (a service thread that did not stop in time) finds a
@@ -73,9 +72,8 @@ class XenSharedPage(SharedPage):
         if not self._closed.acquire(blocking=False):
             return
         spare = bytearray(PAGE_SIZE)
-        self.buffer = spare
-        self.info = abi_ffi.from_buffer("struct xen_pci_sharedinfo *", spare)
-        self._word = word_of(spare)
+        self._bind(spare)
+        self._atomic = AtomicWord(spare)
         if self._release is not None:
             self._release()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from typing import Any
 
 from pciback.protocol.abi import PAGE_SIZE
@@ -106,10 +107,38 @@ class FakeGnttab(Recorder):
         return self.pages[(domid, ref)]
 
 
+_write = os.write  # the kernel's, not to be counted with the system calls a test counts
+
+
 class _EvtHandle:
+    """One handle's port as dom0's kernel keeps it: an event is delivered (the fd becomes
+    readable) and masks the port; one sent while it is masked is held, and delivered when the
+    port is unmasked."""
+
     def __init__(self, port: int) -> None:
         self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.port = port
+        self.lock = threading.Lock()
+        self.masked = False
+        self.held = False
+
+    def send(self) -> None:
+        with self.lock:
+            if self.masked:
+                self.held = True
+            else:
+                self._deliver()
+
+    def unmask(self) -> None:
+        with self.lock:
+            self.masked = False
+            if self.held:
+                self.held = False
+                self._deliver()
+
+    def _deliver(self) -> None:
+        self.masked = True
+        _write(self.fd, (1).to_bytes(8, "little"))
 
 
 class FakeEvtchn(Recorder):
@@ -124,7 +153,7 @@ class FakeEvtchn(Recorder):
         self.notified: list[int] = []
 
     def deliver(self, port: int) -> None:
-        os.write(self.handles[port].fd, (1).to_bytes(8, "little"))
+        self.handles[port].send()
 
     def xenevtchn_open(self, logger: Any, flags: int) -> Any:
         handle = _EvtHandle(self.next_port)
@@ -167,6 +196,7 @@ class FakeEvtchn(Recorder):
 
     def xenevtchn_unmask(self, xce: _EvtHandle, port: int) -> int:
         self.calls.append(("unmask", port))
+        xce.unmask()
         return 0
 
 

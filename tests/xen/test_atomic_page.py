@@ -16,7 +16,7 @@ from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel
 from pciback.xen import atomic
 from pciback.xen._loader import XenUnavailable
-from pciback.xen.atomic import BitAction, bit_op, word_of
+from pciback.xen.atomic import AtomicWord, BitAction, bit_op, word_of
 from pciback.xen.gnttab import XenSharedPage
 
 
@@ -40,6 +40,20 @@ def test_bit_ops_return_the_old_bit_and_touch_only_theirs() -> None:
     assert int.from_bytes(buf[0:4], "little") == 0x8000_0001
     with pytest.raises(ValueError, match="bit 32"):
         bit_op(word, 32, BitAction.SET)
+
+
+def test_the_atomic_word_tests_sets_and_clears_its_bits() -> None:
+    _need_libatomic()
+    buffer = bytearray(8)
+    buffer[0:4] = (0x8000_0004).to_bytes(4, "little")
+    word = AtomicWord(buffer)
+    assert word.test(2) and word.test(31) and not word.test(0)
+    assert word.set(0) is False and word.set(0) is True
+    assert word.clear(2) is True and word.clear(2) is False
+    assert int.from_bytes(buffer[0:4], "little") == 0x8000_0001
+    for operation in (word.test, word.set, word.clear):
+        with pytest.raises(ValueError, match="bit 32"):
+            operation(32)
 
 
 def test_concurrent_updates_of_different_bits_lose_nothing() -> None:

@@ -1,0 +1,87 @@
+"""How long a connection's ops take inside the daemon: counters cheap enough for every op.
+
+An op's service time runs from the wake-up that found it (the moment the event channel's wait
+returned) or, for the next op of the same wake-up, from the end of the op before, to the return
+of the notify that hands the answer back. What a guest measures beyond that is outside the
+daemon: the guest's own kernel, Xen, dom0's kernel and its scheduler, and the thread's wait for
+the GIL after its wake-up.
+
+The service thread's busy time runs from each wake-up to the moment it goes to sleep again: the
+ops, and what it does once they are answered (the views queued for the state writer, the
+event taken and its port unmasked). Beyond the ops' service time, that work delays an op only
+when the guest posts it before the thread is back asleep.
+
+Written by the service thread alone; `as_dict` may run on any thread and then sees counters
+that are each right but may be an op apart from one another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Bucket 0 holds ops under 1 µs, bucket k (1 <= k < BUCKETS - 1) those in [2^(k-1), 2^k) µs,
+# the last one everything from 2^(BUCKETS - 2) µs (about 4.2 s) up.
+BUCKETS = 24
+
+
+class OpStats:
+    __slots__ = ("busy_ns", "histogram", "max_ns", "ops", "service_ns", "wakeups")
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.wakeups = 0  # wake-ups of the service thread, whether or not they found an op
+        self.service_ns = 0
+        self.busy_ns = 0  # up to the last wake-up but one: the last one's ends with its sleep
+        self.max_ns = 0
+        self.histogram = [0] * BUCKETS
+
+    def record(self, ns: int) -> None:
+        """One op served in `ns` nanoseconds."""
+        self.ops += 1
+        self.service_ns += ns
+        if ns > self.max_ns:
+            self.max_ns = ns
+        bucket = (ns // 1000).bit_length()
+        self.histogram[bucket if bucket < BUCKETS else BUCKETS - 1] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as `pciback list --json` shows them (times in µs, except the exact
+        total in ns); `histogram` lists the non-empty buckets, `below_us` None for the last."""
+        ops, total, histogram = self.ops, self.service_ns, list(self.histogram)
+        return {
+            "ops": ops,
+            "wakeups": self.wakeups,
+            "service_ns_total": total,
+            "busy_ns_total": self.busy_ns,
+            "service_us_mean": round(total / ops / 1000, 1) if ops else None,
+            "service_us_max": round(self.max_ns / 1000, 1),
+            "histogram": [
+                {"from_us": bucket_floor(k), "below_us": bucket_ceiling(k), "ops": n}
+                for k, n in enumerate(histogram)
+                if n
+            ],
+        }
+
+
+def bucket_floor(k: int) -> int:
+    return 0 if k == 0 else 1 << (k - 1)
+
+
+def bucket_ceiling(k: int) -> int | None:
+    return None if k == BUCKETS - 1 else 1 << k
+
+
+def percentile_ceiling(stats: dict[str, Any], fraction: float) -> int | None:
+    """An upper bound (µs) of the `fraction` percentile of service time, from `as_dict`'s
+    histogram; None when there is no op or it falls in the open last bucket."""
+    ops = sum(bucket["ops"] for bucket in stats["histogram"])
+    seen = 0
+    for bucket in stats["histogram"]:
+        seen += bucket["ops"]
+        if ops and seen >= fraction * ops:
+            ceiling: int | None = bucket["below_us"]
+            return ceiling
+    return None
+
+
+__all__ = ["BUCKETS", "OpStats", "bucket_ceiling", "bucket_floor", "percentile_ceiling"]

@@ -1,0 +1,184 @@
+"""What one wake-up of the Xen event port costs in system calls, in what order, and that it does
+no more than an event needs: each system call of a PV dom0 goes through the hypervisor."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pciback.errors import XenPciError
+from pciback.protocol.abi import PAGE_SIZE, Cmd, Flag
+from pciback.protocol.connection import BackendConnection
+from pciback.protocol.ops import OpResult
+from pciback.xen import atomic, evtchn
+from pciback.xen._loader import XenUnavailable
+from pciback.xen.atomic import BitAction, bit_op, word_of
+from pciback.xen.evtchn import XenEventPort
+from pciback.xen.gnttab import XenSharedPage
+from tests.xen.fakes import FakeEvtchn
+
+_read = os.read  # the stand-in's own read, not one of the port's
+
+
+class Syscalls:
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def count(self, name: str) -> None:
+        self.made.append(name)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(self.made)
+
+    def clear(self) -> None:
+        self.made.clear()
+
+
+class CountingEvtchn(FakeEvtchn):
+    """FakeEvtchn with every call that is a system call in libxenevtchn counted: pending is a
+    read(2), unmask a write(2), notify an ioctl(2)."""
+
+    def __init__(self, syscalls: Syscalls, *, pending_fails: bool = False) -> None:
+        super().__init__()
+        self.syscalls = syscalls
+        self.pending_fails = pending_fails
+
+    def xenevtchn_pending(self, xce: Any) -> int:
+        self.syscalls.count("read")
+        if self.pending_fails:  # another reader took the event first
+            evtchn.ffi.errno = errno.EAGAIN
+            return -1
+        _read(xce.fd, 8)
+        return int(xce.port)
+
+    def xenevtchn_unmask(self, xce: Any, port: int) -> int:
+        self.syscalls.count("write")
+        return super().xenevtchn_unmask(xce, port)
+
+    def xenevtchn_notify(self, xce: Any, port: int) -> int:
+        self.syscalls.count("ioctl")
+        return super().xenevtchn_notify(xce, port)
+
+
+@pytest.fixture
+def syscalls(monkeypatch: pytest.MonkeyPatch) -> Syscalls:
+    """The port's own poll, read and write counted (monkeypatched before it is made)."""
+    calls = Syscalls()
+    real_poll, real_read, real_write = select.poll, os.read, os.write
+
+    class CountingPoll:
+        def __init__(self) -> None:
+            self._poll = real_poll()
+
+        def register(self, fd: int, mask: int) -> None:
+            self._poll.register(fd, mask)
+
+        def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+            calls.count("poll")
+            return self._poll.poll(timeout)
+
+    def counting_read(fd: int, n: int) -> bytes:
+        calls.count("read")
+        return real_read(fd, n)
+
+    def counting_write(fd: int, data: Any) -> int:
+        calls.count("write")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(select, "poll", CountingPoll)
+    monkeypatch.setattr(os, "read", counting_read)
+    monkeypatch.setattr(os, "write", counting_write)
+    return calls
+
+
+@pytest.fixture
+def port(syscalls: Syscalls) -> Iterator[tuple[XenEventPort, CountingEvtchn]]:
+    fake = CountingEvtchn(syscalls)
+    port = XenEventPort(5, 3, lib=fake)
+    yield port, fake
+    port.close()
+
+
+def _need_libatomic() -> None:
+    try:
+        atomic.library()
+    except XenUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_an_event_is_taken_and_unmasked_by_the_next_wait(
+    port: tuple[XenEventPort, CountingEvtchn], syscalls: Syscalls
+) -> None:
+    xen_port, fake = port
+    fake.deliver(xen_port.local_port)  # the hypervisor's doing, not the port's
+    syscalls.clear()
+    before = time.perf_counter_ns()
+    assert xen_port.wait(1.0)
+    assert before <= xen_port.slept_ns <= xen_port.woke_ns <= time.perf_counter_ns()
+    assert syscalls.made == ["poll"]  # the wake-up returns at once
+    assert xen_port.wait(0) is False
+    assert syscalls.made == ["poll", "read", "write", "poll"]
+    assert fake.calls == [("bind", 5, 3), ("unmask", 40)]
+
+
+def test_a_kick_is_taken_with_one_read_and_unmasks_nothing(
+    port: tuple[XenEventPort, CountingEvtchn], syscalls: Syscalls
+) -> None:
+    xen_port, fake = port
+    xen_port.kick_self()
+    syscalls.clear()
+    assert xen_port.wait(1.0)
+    assert syscalls.made == ["poll", "read"]  # no select before the read
+    assert xen_port.wait(0) is False  # the kick was consumed
+    assert ("unmask", 40) not in fake.calls
+
+
+def test_a_port_the_kernel_did_not_deliver_is_not_unmasked(syscalls: Syscalls) -> None:
+    fake = CountingEvtchn(syscalls, pending_fails=True)
+    xen_port = XenEventPort(5, 3, lib=fake)
+    try:
+        fake.deliver(xen_port.local_port)
+        syscalls.clear()
+        assert xen_port.wait(1.0)
+        xen_port.wait(0)
+        assert syscalls.made[:3] == ["poll", "read", "poll"]
+        assert "write" not in syscalls.made
+        assert ("unmask", 40) not in fake.calls
+    finally:
+        xen_port.close()
+
+
+def test_each_op_costs_four_system_calls_and_is_answered_before_two_of_them(
+    port: tuple[XenEventPort, CountingEvtchn], syscalls: Syscalls
+) -> None:
+    """poll, xenevtchn_notify (ioctl), then, at the next wait, xenevtchn_pending (read) and
+    xenevtchn_unmask (write): the least an op costs with a service thread that sleeps between
+    ops, and only the poll comes before the answer."""
+    _need_libatomic()
+    xen_port, fake = port
+    buffer = bytearray(PAGE_SIZE)
+    page = XenSharedPage(buffer)
+    answer = OpResult(XenPciError.SUCCESS, 0x1AF4)
+    no_devices: Any = None
+    conn = BackendConnection(3, page, xen_port, no_devices, lambda req: answer)
+    page.info.op.cmd = Cmd.CONF_READ
+    per_op = []
+    for _ in range(4):
+        bit_op(word_of(buffer), Flag.PCIF_ACTIVE, BitAction.SET)  # the guest's op and event
+        fake.deliver(xen_port.local_port)
+        syscalls.clear()
+        assert xen_port.wait(None)
+        assert conn.process_pending(xen_port.woke_ns) == 1
+        per_op.append(list(syscalls.made))
+    assert per_op[0] == ["poll", "ioctl"]
+    assert per_op[1:] == [["read", "write", "poll", "ioctl"]] * 3  # the last event's, then this
+    assert int(page.info.op.value) == 0x1AF4
+    assert conn.stats.ops == 4
