@@ -8,6 +8,7 @@ ratios ours/kernel. Exit status 0 only when every check passed and no op timed o
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import sys
@@ -99,6 +100,32 @@ def op_figures(run: Run) -> dict[str, float]:
     return {}
 
 
+def daemon_share(run: Run) -> tuple[int, float, float] | None:
+    """Ops the daemon served during the benchmark, its mean service time and its mean busy time
+    per op (µs), from its counters before and after (`pciback list --json`)."""
+    try:
+        before, after = (
+            json.loads((run.results() / f"list-{when}-bench.json").read_text())
+            for when in ("before", "after")
+        )
+    except (OSError, ValueError):
+        return None
+
+    def totals(listing: dict[str, object]) -> tuple[int, int, int]:
+        ops = service = busy = 0
+        for guest in listing.get("guests", []):  # type: ignore[union-attr]
+            counters = guest.get("ops") or {}
+            ops += counters.get("ops", 0)
+            service += counters.get("service_ns_total", 0)
+            busy += counters.get("busy_ns_total", 0)
+        return ops, service, busy
+
+    (o1, s1, b1), (o2, s2, b2) = totals(before), totals(after)
+    if o2 <= o1:
+        return None
+    return o2 - o1, (s2 - s1) / (o2 - o1) / 1000, (b2 - b1) / (o2 - o1) / 1000
+
+
 def view_lines(run: Run) -> list[str]:
     """The guest's lspci -nn -xxxx -vvv of the device, less what differs by nature between two
     boots: nothing, so far (any difference is for docs/policy-vs-linux.md or a fix)."""
@@ -154,6 +181,14 @@ def report(directory: Path) -> int:
         print(f"  {label:26s} {a} us vs {b} us  -> {ratio(a, b)}")
     a, b = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
     print(f"  config ops per second      {a} vs {b}  -> {ratio(a, b)} (higher is faster)")
+    share = daemon_share(daemon)
+    if share is not None and a:
+        served, service, busy = share
+        seen = 1e6 / a
+        print(f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
+              f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
+              f" answer and {busy:.0f} us awake per op; the rest is dom0's kernel, Xen and"
+              f" scheduling")
     print()
     print("RESULT: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1

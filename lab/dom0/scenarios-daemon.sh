@@ -45,8 +45,14 @@ gcmd g1 devices
 check a-fidelity "$A: guest lspci = simulated host on a dom0 dump" fidelity g1 00:00.0 "$A"
 gcmd g1 scan > "$R/scan.txt"
 gcmd g1 vvv 00:00.0 > "$R/vvv-03.txt"
+pciback list --json > "$R/list-before-bench.json"
 gcmd g1 bench 00:00.0 > "$R/bench.txt"
 grep -E 'LAB-OPS' "$R/bench.txt"
+# The daemon's own time per op over the same ops (service: wake-up to notify), against what
+# the guest measured: the rest is dom0's kernel, Xen and scheduling.
+pciback list --json > "$R/list-after-bench.json"
+pciback list | grep -i 'ops'
+
 
 # -- b: the driver's interrupts, one delivery mode per driver load ---------------------------
 # MSI first: a Linux 6.1 guest's e1000e tests MSI with one interrupt and 100 ms to get it.

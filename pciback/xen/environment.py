@@ -1,5 +1,5 @@
 """A real dom0 for the daemon: the ports on Xen, opened together, or one message naming
-everything that is missing. UNTESTED AGAINST XEN (see pciback.xen)."""
+everything that is missing."""
 
 from __future__ import annotations
 

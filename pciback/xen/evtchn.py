@@ -1,4 +1,4 @@
-"""The backend end of an interdomain event channel through libxenevtchn, UNTESTED AGAINST XEN.
+"""The backend end of an interdomain event channel through libxenevtchn.
 
 Each connection binds its port on a handle of its own, so the handle's fd (and
 `xenevtchn_pending`) concern that port alone. The kernel masks a port when it delivers an event

@@ -1,4 +1,4 @@
-"""The frontend's granted shared page through libxengnttab, UNTESTED AGAINST XEN.
+"""The frontend's granted shared page through libxengnttab.
 
 `GrantTable.map_page` maps the page the frontend granted (`pci-op-ref`) into this process and
 returns a `XenSharedPage`: the SharedPage layout over that memory, with the flags word changed
