@@ -17,8 +17,8 @@ from pathlib import Path
 
 # Every check the daemon's scenarios print; one missing means the run stopped before it.
 EXPECTED_DAEMON = (
-    "daemon-start a-attach a-boot a-enumerates a-fidelity b-msi b-intx-line b-intx b-msix "
-    "b-msi-after-msix "
+    "daemon-start a-attach a-boot a-enumerates a-fidelity b-intx-line b-intx b-msix "
+    "b-msi-attach b-msi-enumerates b-msi b-msi-detach b-msi-gone b-msi-released "
     "a-hot-attach a-hot-enumerates a-hot-fidelity a-hot-msix d-restart d-config d-irq-a d-irq-b "
     "c-detach c-detach-guest c-detach-owner c-detach-xen c-detach-nodes c-detach-record "
     "c-second c-second-boot "

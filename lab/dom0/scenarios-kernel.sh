@@ -4,7 +4,7 @@
 . /root/lab/lib.sh
 t "backend: Linux xen-pciback"
 modprobe xen-pciback || { t "modprobe xen-pciback failed"; exit 1; }
-for bdf in 0000:00:03.0 0000:00:04.0; do xl pci-assignable-add "$bdf" 2>&1; done
+for bdf in 0000:00:03.0 0000:00:04.0 0000:00:05.0; do xl pci-assignable-add "$bdf" 2>&1; done
 xl pci-assignable-list
 # The device from the guest's first boot, as an xl user gives it (pci= in the guest config).
 xl create "$LAB/guest.cfg" 'name="k1"' 'pci=["0000:00:03.0"]' >/dev/null 2>&1 || { t "xl create failed"; exit 1; }
@@ -25,6 +25,13 @@ for mode in 1:msi 0:intx 2:msix 1:msi-after-msix; do
   else echo "LAB-INFO k-${mode#*:} FAIL"; fi
 done
 check k-irq "interrupts arrive (last driver load)" interrupts_arrive k1 0000:00:00.0 '.'
+# MSI on the xHCI controller, hot-attached with xl as an xl user would.
+xl pci-attach k1 0000:00:05.0 2>&1
+if gcmd k1 wait-devices 2 >/dev/null && gcmd k1 usb > "$R/usb-k1.txt"; then
+  out=$(gcmd k1 irqs); echo "$out" | grep LAB-IRQ
+  if echo "$out" | awk '$1 == "LAB-IRQ" && $4 ~ /msi$/ && $5 > 0 {found=1} END {exit !found}'; then
+    echo "LAB-INFO k-xhci-msi PASS"; else echo "LAB-INFO k-xhci-msi FAIL"; fi
+else echo "LAB-INFO k-xhci-msi FAIL"; fi
 xl pci-list k1
 xl destroy k1
 exit $FAILED

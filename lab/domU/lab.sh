@@ -7,6 +7,12 @@ now() { cut -d' ' -f1 /proc/uptime; }
 mark() { echo "<7>$*" > /dev/kmsg; }   # a dmesg timestamp; level 7 stays off the console
 devices() { ls /sys/bus/pci/devices 2>/dev/null; }
 netdev_of() { ls "/sys/bus/pci/devices/$1/net" 2>/dev/null | head -1; }
+# The name a function's interrupts carry in /proc/interrupts: its netdev, or its driver's.
+irq_name_of() {
+  n=$(netdev_of "$1"); [ -n "$n" ] && { echo "$n"; return; }
+  case $(basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null) in
+    xhci_hcd) echo xhci_hcd ;;
+  esac; }
 run() {
 case $cmd in
 wait-devices)  # N [SECONDS]: until N PCI functions are visible (hot add and remove)
@@ -45,9 +51,14 @@ driver)  # MODE: (re)load e1000e with IntMode MODE (0 INTx, 1 MSI, 2 MSI-X), bri
   dmesg | sed -n '/LAB-DRIVER-MARK/,$p' | grep -iE 'e1000e|pcifront|msi|irq|gsi' | sed 's/^/LAB-DRIVER /';;
 rmmod)
   rmmod e1000e;;
+usb)  # load the xHCI driver; its controller's port events raise the first interrupts
+  mark "LAB-USB-MARK"
+  for m in $(cat /lib/mods/usb/order); do insmod /lib/mods/usb/$m 2>/dev/null; done
+  sleep 5
+  dmesg | sed -n '/LAB-USB-MARK/,$p' | grep -iE 'xhci|usb|msi|irq' | head -20 | sed 's/^/LAB-USB /';;
 irqs)  # per function: its netdev, how its interrupts are delivered, their total count
   for d in $(devices); do
-    n=$(netdev_of $d); [ -n "$n" ] || { echo "LAB-IRQ $d none - 0"; continue; }
+    n=$(irq_name_of $d); [ -n "$n" ] || { echo "LAB-IRQ $d none - 0"; continue; }
     grep -E " $n(-|\$)" /proc/interrupts | sed "s/^/LAB-IRQLINE $d /"
     total=$(grep -E " $n(-|\$)" /proc/interrupts | awk '{s+=$2} END {print s+0}')
     kind=$(grep -E " $n(-|\$)" /proc/interrupts | awk '{print $4}' | head -1)

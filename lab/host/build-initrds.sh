@@ -38,6 +38,8 @@ U=$LAB/initrd-domU; skel "$U"
 for k in $(mods xen-pcifront); do cp "$k" "$U/lib/mods/"; done
 mkdir -p "$U/lib/mods/drv"
 for k in $(mods e1000e); do cp "$k" "$U/lib/mods/drv/"; echo "$(basename "$k")"; done > "$U/lib/mods/drv/order"
+mkdir -p "$U/lib/mods/usb"
+for k in $(mods xhci-pci); do cp "$k" "$U/lib/mods/usb/"; echo "$(basename "$k")"; done > "$U/lib/mods/usb/order"
 install -m 0755 "$LAB_DIR/domU/init.sh" "$U/init"
 install -m 0755 "$LAB_DIR/domU/lab.sh" "$U/bin/lab"
 gcc -O2 -static -o "$U/bin/cfgbench" "$LAB_DIR/domU/cfgbench.c"
