@@ -21,7 +21,7 @@ IMAGE=${IMAGE:-$LAB/dom0.ext4}
 cmd=(qemu-system-x86_64 -accel "$ACCEL" -machine q35 -cpu "$CPU" -m 4G -smp 2
      -nographic -no-reboot -nic none "${IOMMU[@]}"
      -device e1000e,addr=03.0 -device e1000e,addr=04.0
-     -device qemu-xhci,id=xhci,addr=05.0,msix=off -device usb-kbd,bus=xhci.0
+     -device nec-usb-xhci,id=xhci,addr=05.0,msix=off -device usb-kbd,bus=xhci.0
      -drive file="$IMAGE",if=virtio,format=raw
      -kernel "$LAB/xen" -append "$XEN_ARGS"
      -initrd "$LAB/vmlinuz $DOM0_ARGS,$LAB/dom0-initrd.cpio.gz")
