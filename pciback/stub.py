@@ -120,6 +120,18 @@ def restore_config(device: PhysicalDevice, saved: bytes) -> None:
             device.write(off, 4, want)
 
 
+def _reset(device: PhysicalDevice) -> None:
+    """The best reset the device offers; a function with none (no FLR, no power-management
+    reset, nothing for a bus reset, as QEMU's xHCI) keeps going with only its saved state
+    restored, as Linux's backend does when its reset fails."""
+    try:
+        device.reset()
+    except OSError as exc:
+        log.warning(
+            "%s: not reset (%s): only its saved config space is restored", device.address, exc
+        )
+
+
 def disable(device: PhysicalDevice) -> None:
     """What xen_pcibk_reset_device does: an endpoint loses its interrupts and bus mastering; a
     bridge only memory-write-and-invalidate, since it forwards the DMA and interrupts of the
@@ -230,6 +242,8 @@ class StubPool:
                         seized.append(address)
                     except StubError as exc:
                         log.error("%s", exc)
+                    except OSError as exc:  # the bus failed for one device, not the list
+                        log.error("%s: not seized: %s", address, exc)
             return seized
 
     def device_added(self, address: str) -> bool:
@@ -271,7 +285,7 @@ class StubPool:
         device.enable()
         self._prepare_msix(device)
         saved = save_config(device)
-        device.reset()
+        _reset(device)
         restore_config(device, saved)
         disable(device)
         if self.bus.driver(address) is None:
@@ -353,7 +367,7 @@ class StubPool:
                 return
             if stub is not None:
                 device = self.bus.device(address)
-                device.reset()
+                _reset(device)
                 restore_config(device, stub.saved)
                 disable(device)
                 stub.isr_on, stub.ack_intr, stub.handled = False, True, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -150,3 +151,22 @@ def test_fake_tree_keeps_one_open_config_file(tmp_path: Path) -> None:
     assert fd is not None and dev._fd == fd
     dev.close()
     assert dev._fd is None and dev.read(0, 2) == 0x1AF4
+
+
+def test_a_function_without_a_reset_method_is_seized_all_the_same(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QEMU's xHCI has no reset method in sysfs (no FLR, no PM reset): as Linux, the device is
+    taken with only its saved state restored, and the other devices are not held up."""
+    address = fake_tree(tmp_path)
+    os.unlink(tmp_path / "devices" / address / "reset")
+    bus = SysfsBus(tmp_path, writable=True)
+    pool = StubPool(bus, Ownership())
+    with caplog.at_level(logging.WARNING, logger="pciback.stub"):
+        assert pool.add_slot(address) == [address]
+    assert any("not reset" in r.getMessage() for r in caplog.records)
+    os.unlink(tmp_path / "devices" / address / "enable")  # now the bus fails for it
+    pool.unseize(address, rebind=False)
+    with caplog.at_level(logging.ERROR, logger="pciback.stub"):
+        assert pool.add_slot(address) == []  # one failing device is logged, not raised
+    assert any("not seized" in r.getMessage() for r in caplog.records)
