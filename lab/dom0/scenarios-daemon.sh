@@ -58,6 +58,7 @@ grep -E 'LAB-OPS' "$R/bench.txt"
 # the guest measured: the rest is dom0's kernel, Xen and scheduling.
 pciback list --json > "$R/list-after-bench.json"
 pciback list | grep -i 'ops'
+dom0_costs | tee "$R/dom0-costs.txt"
 
 
 # -- b: the driver's interrupts, one delivery mode per driver load ---------------------------

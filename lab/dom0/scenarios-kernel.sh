@@ -17,14 +17,18 @@ gcmd k1 xxxx 00:00.0 > "$R/xxxx-03.txt"
 gcmd k1 bench 00:00.0 > "$R/bench.txt"
 cat "$R/bench.txt" | grep -E 'LAB-OPS'
 # The daemon's run's driver loads, in the same order, for comparison (informational: the
-# kernel backend has its own limits, e.g. after an MSI-X driver of a Linux 6.1 guest unloads).
-for mode in 1:msi 0:intx 2:msix 1:msi-after-msix; do
+# kernel backend has its own limits, e.g. after an MSI-X driver of a Linux 6.1 guest unloads,
+# and e1000e's MSI self-test fails under emulation with either backend).
+for mode in 1:msi 0:intx 2:msix; do
   gcmd k1 driver "${mode%%:*}" > "$R/driver-k1-${mode#*:}.txt"
   case ${mode#*:} in msix) want='msi-x';; intx) want='pcifront$|ioapic|level|edge';; *) want='msi$';; esac
   if interrupts_arrive k1 0000:00:00.0 "$want"; then echo "LAB-INFO k-${mode#*:} PASS"
   else echo "LAB-INFO k-${mode#*:} FAIL"; fi
 done
-check k-irq "interrupts arrive (last driver load)" interrupts_arrive k1 0000:00:00.0 '.'
+check k-irq "MSI-X interrupts arrive" interrupts_arrive k1 0000:00:00.0 'msi-x'
+gcmd k1 driver 1 > "$R/driver-k1-msi-after-msix.txt"
+if interrupts_arrive k1 0000:00:00.0 'msi$'; then echo "LAB-INFO k-msi-after-msix PASS"
+else echo "LAB-INFO k-msi-after-msix FAIL"; fi
 # MSI on the xHCI controller, hot-attached with xl as an xl user would.
 xl pci-attach k1 0000:00:05.0 2>&1
 if gcmd k1 wait-devices 2 >/dev/null && gcmd k1 usb > "$R/usb-k1.txt"; then
