@@ -14,7 +14,7 @@ cp -a "$LAB_DIR/dom0/." "$R/root/lab/"
 cp -a "$LAB/payload/wheels" "$R/root/lab/"
 rm -rf "$R/opt/pciback"
 $CH python3 -m venv /opt/pciback
-$CH /opt/pciback/bin/pip install -q --no-index --find-links /root/lab/wheels pciback
+$CH /opt/pciback/bin/pip install -q --no-index --find-links /root/lab/wheels pciback py-spy
 $CH /opt/pciback/bin/pciback --version >&2
 rm -rf "$R/var/lib/pciback" "$R/var/log/xen/console" "$R/root/results"
 SIZE_MB=$(( $(du -sm "$R" | cut -f1) + 512 ))
