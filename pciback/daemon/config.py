@@ -13,6 +13,8 @@ allow_interrupt_control = ["0000:03:00.0"]  # guest config writes toggle INTx/MS
 quirks = ["0000:03:00.0-40:2:ff00"]
 log_level = "info"              # debug, info, warning, error
 log_format = "json"             # "json" (structured, one object a line) or "text"
+op_linger_us = 2000             # backend = "xen": how long a guest's service thread looks for
+                                # its next op before sleeping (0: never; pciback.protocol.linger)
 
 [sim.devices]                   # backend = "sim": address = dump file (fixture name or path)
 "0000:03:00.0" = "virtio-net-1af4-1041.bin"
@@ -43,8 +45,10 @@ _KEYS = {
     "quirks",
     "log_level",
     "log_format",
+    "op_linger_us",
     "sim",
 }
+MAX_LINGER_US = 100_000
 
 
 class ConfigError(ValueError):
@@ -64,6 +68,7 @@ class Config:
     quirks: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "json"
+    op_linger_us: int | None = None  # None: the backend's default
     sim_devices: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
@@ -99,6 +104,13 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
     cfg.topology = _choice(data, "topology", TOPOLOGIES, "vpci")
     cfg.log_level = _choice(data, "log_level", LOG_LEVELS, "info")
     cfg.log_format = _choice(data, "log_format", ("json", "text"), "json")
+    linger = data.get("op_linger_us")
+    if linger is not None:
+        if not isinstance(linger, int) or isinstance(linger, bool):
+            raise ConfigError("op_linger_us: expected a whole number of microseconds")
+        if not 0 <= linger <= MAX_LINGER_US:
+            raise ConfigError(f"op_linger_us = {linger}: expected 0 to {MAX_LINGER_US}")
+        cfg.op_linger_us = linger
     for key in ("state_dir", "socket"):
         value = data.get(key)
         if value is not None:

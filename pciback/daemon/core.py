@@ -136,6 +136,8 @@ class Daemon:
             hypervisor=self.env.hypervisor,
         )
         self.datapath: SimDataPath = self.env.make_datapath(self.pool, self.ownership)
+        if config.op_linger_us is not None:
+            self.datapath.linger_ns = config.op_linger_us * 1000
         self.xs: XenStore = self.env.connect_store()
         self.backends = XenbusBackends(self.xs, self.pool, self.datapath, config.topology)
         self.toolstack = Toolstack(

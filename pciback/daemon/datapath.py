@@ -137,6 +137,11 @@ class _Link:
 
 
 class SimDataPath:
+    # The longest look for a guest's next op before its service thread sleeps (nanoseconds;
+    # pciback.protocol.linger). None in the simulation: its guests are threads of this process,
+    # and a service thread spinning on the page would hold the interpreter they need.
+    linger_ns = 0
+
     def __init__(
         self,
         grants: SimGrantTable,
@@ -165,6 +170,7 @@ class SimDataPath:
             devices,
             handler=partial(self._serve_op, devices),  # a partial: no Python frame of its own
             after_batch=lambda: self._queue_views(domid, devices),
+            linger_ns=self.linger_ns,
         )
         with self._lock:
             self._links[(domid, devid)] = _Link(connection, devices)

@@ -3,7 +3,10 @@
 A service thread sleeps on the event channel. On each wake-up it runs the pending op if the
 frontend raised _XEN_PCIF_active, and releases an AER request waiting for the frontend to drop
 _XEN_PCIB_active. One op at a time per connection; each is snapshotted, dispatched, written
-back, and only then is the active bit cleared and the frontend notified.
+back, and only then is the active bit cleared and the frontend notified. After answering, the
+thread may look at the page a little longer for the next op before it sleeps (see
+pciback.protocol.linger): the guest's notification of an op found that way is taken at the
+next wait, which then finds nothing to do.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from time import perf_counter_ns
 
 from pciback.protocol.abi import Flag
 from pciback.protocol.dispatch import DeviceLookup, dispatch
+from pciback.protocol.linger import Linger
 from pciback.protocol.ops import OpRequest, OpResult, snapshot
 from pciback.protocol.opstats import OpStats
 from pciback.protocol.transport import EventPort, SharedPage
@@ -46,9 +50,11 @@ class BackendConnection:
         devices: DeviceLookup,
         handler: Callable[[OpRequest], OpResult] | None = None,
         after_batch: Callable[[], None] | None = None,
+        linger_ns: int = 0,
     ) -> None:
         """`after_batch` runs on the service thread after each wake-up that served ops, once
-        the frontend has its answers: work there delays the next op, never this one's reply."""
+        the frontend has its answers: work there delays the next op, never this one's reply.
+        `linger_ns`: the longest look for a next op before sleeping (0: none)."""
         self.domid = domid
         self.page = page
         self.port = port
@@ -57,6 +63,7 @@ class BackendConnection:
         self.handler = handler or (lambda req: dispatch(req, self.devices))
         self.after_batch = after_batch
         self.stats = OpStats()
+        self.linger = Linger(linger_ns)
         self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,6 +91,7 @@ class BackendConnection:
         while not stop.is_set():
             port.wait(None)
             self._account_busy(port)
+            self.linger.woke()
             if stop.is_set():
                 return
             if port.closed:  # the guest's end went first; nothing can wake us again
@@ -114,8 +122,28 @@ class BackendConnection:
                 break
             start = self._serve_one(start)
             served += 1
+        if served and served < OPS_PER_WAKEUP:
+            served += self._linger(start, OPS_PER_WAKEUP - served)
         if self._aer_pending and not page.test_bit(Flag.PCIB_ACTIVE):
             self._aer_answered.set()
+        return served
+
+    def _linger(self, since: int, budget: int) -> int:
+        """Look for the guest's next op for the linger window after the answer given at
+        `since`, serving what comes (at most `budget` ops); returns how many were served."""
+        page, stop, linger = self.page, self._stop, self.linger
+        window = linger.window_ns()
+        served = 0
+        while window and served < budget and not stop.is_set():
+            now = perf_counter_ns()
+            if page.test_bit(_ACTIVE):
+                linger.hit(now - since)
+                since = self._serve_one(now)
+                served += 1
+                window = linger.window_ns()
+            elif now - since >= window:
+                linger.miss()
+                break
         return served
 
     def serve_one(self) -> None:

@@ -50,6 +50,19 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert cfg.sim_devices == {NET: "virtio-net-1af4-1041.bin"}
 
 
+def test_op_linger_reaches_the_data_path(tmp_path: Path) -> None:
+    path = tmp_path / "pciback.toml"
+    path.write_text("op_linger_us = 750\n")
+    daemon = Daemon(load_config(path), env(), control=False)
+    try:
+        assert daemon.datapath.linger_ns == 750_000
+    finally:
+        daemon.stop()
+    default = Daemon(parse_config({}), env(), control=False)
+    assert default.datapath.linger_ns == 0  # the simulation never lingers (its guests are threads)
+    default.stop()
+
+
 def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
     path = tmp_path / "pciback.toml"
     path.write_text(f'permissive = true\nhide = "({NET})"\n')
@@ -73,6 +86,8 @@ def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
         ("colour = 1", "unknown key(s): colour"),
         ('quirks = ["03:00.0-41:2:1"]', "aligned"),
         ("hide = [", "pciback.toml"),
+        ("op_linger_us = -1", "expected 0 to 100000"),
+        ("op_linger_us = true", "whole number of microseconds"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, text: str, fragment: str) -> None:

@@ -1,0 +1,126 @@
+"""Lingering after an answer: the next op of a burst is served without a wake-up, a guest whose
+ops come rarely makes the thread stop looking, and the window never exceeds its cap."""
+
+from __future__ import annotations
+
+from pciback.errors import XenPciError
+from pciback.protocol.abi import Cmd, Flag
+from pciback.protocol.connection import BackendConnection
+from pciback.protocol.linger import (
+    BACKOFF_WAKEUPS,
+    FLOOR_NS,
+    MISSES_BEFORE_BACKOFF,
+    WINDOW_PER_GAP,
+    Linger,
+)
+from pciback.protocol.ops import OpRequest, OpResult
+from pciback.protocol.transport import EventChannel, SharedPage
+
+from .simconfig import post_op
+
+CAP = 2_000_000
+
+
+def test_the_window_follows_the_gaps_within_its_cap() -> None:
+    linger = Linger(CAP)
+    assert linger.window_ns() == CAP  # nothing learnt yet: the cap
+    for _ in range(128):
+        linger.hit(10_000)  # a guest on hardware: ~10 µs between an answer and its next op
+    assert FLOOR_NS <= linger.window_ns() <= WINDOW_PER_GAP * 10_000 + 1000
+    for _ in range(64):
+        linger.hit(10 * CAP)  # gaps far beyond the cap never widen the window past it
+    assert linger.window_ns() == CAP
+    assert Linger(0).window_ns() == 0
+
+
+def test_misses_in_a_row_stop_lingering_for_a_while() -> None:
+    linger = Linger(CAP)
+    for _ in range(MISSES_BEFORE_BACKOFF - 1):
+        linger.miss()
+    linger.hit(1000)  # a hit in between resets the count
+    for _ in range(MISSES_BEFORE_BACKOFF - 1):
+        linger.miss()
+    assert linger.window_ns() > 0
+    linger.miss()
+    assert linger.window_ns() == 0
+    for _ in range(BACKOFF_WAKEUPS - 1):
+        linger.woke()
+    assert linger.window_ns() == 0
+    linger.woke()
+    assert linger.window_ns() > 0  # tried again
+
+
+class LatePage(SharedPage):
+    """A page whose guest posts its next op right after each answer, but where it becomes
+    visible only after a few more looks at the flags word: the gap between an answer and the
+    next op of a burst, counted in looks instead of time."""
+
+    def __init__(self, ops: int, looks: int) -> None:
+        super().__init__()
+        self.left = ops
+        self.looks = looks
+        self._hidden = 0
+
+    def post(self) -> None:
+        if self.left:
+            self.left -= 1
+            post_op(self, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+            self._hidden = self.looks
+
+    def test_bit(self, bit: Flag) -> bool:
+        if bit == Flag.PCIF_ACTIVE and self._hidden:
+            self._hidden -= 1
+            return False
+        return super().test_bit(bit)
+
+
+def connection(linger_ns: int, page: LatePage) -> tuple[BackendConnection, EventChannel]:
+    channel = EventChannel()
+
+    def handler(req: OpRequest) -> OpResult:
+        return OpResult(XenPciError.SUCCESS, 0)
+
+    conn = BackendConnection(1, page, channel.backend, None, handler=handler)  # type: ignore[arg-type]
+    conn.linger = Linger(linger_ns)
+    notify = channel.backend.notify
+
+    def answered() -> None:  # the guest reacts to each answer with its next op
+        notify()
+        page.post()
+
+    conn.port.notify = answered  # type: ignore[method-assign]
+    return conn, channel
+
+
+def test_a_burst_is_served_in_one_wake_up_when_lingering() -> None:
+    page = LatePage(ops=9, looks=3)
+    conn, channel = connection(CAP, page)
+    try:
+        post_op(page, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+        assert conn.process_pending() == 10  # the first op and the nine that followed it
+        assert conn.linger.hits == 9 and not page.test_bit(Flag.PCIF_ACTIVE)
+    finally:
+        channel.close()
+
+
+def test_without_lingering_the_next_op_waits_for_a_wake_up() -> None:
+    page = LatePage(ops=9, looks=3)
+    conn, channel = connection(0, page)
+    try:
+        post_op(page, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+        assert conn.process_pending() == 1
+        page._hidden = 0  # by the time the guest's event wakes the thread, the op is there
+        assert conn.process_pending() == 1
+    finally:
+        channel.close()
+
+
+def test_a_window_without_an_op_ends_and_counts_a_miss() -> None:
+    page = LatePage(ops=0, looks=0)  # a single op: nothing follows
+    conn, channel = connection(FLOOR_NS, page)
+    try:
+        post_op(page, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+        assert conn.process_pending() == 1
+        assert conn.linger._misses == 1
+    finally:
+        channel.close()
