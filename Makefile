@@ -47,8 +47,8 @@ check-generated: $(STAMP)
 	@echo "docs/policy-report.md is up to date"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pciback tests bench
-	$(BIN)/ruff format --check pciback tests bench
+	$(BIN)/ruff check pciback tests bench lab
+	$(BIN)/ruff format --check pciback tests bench lab
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -16,17 +16,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Every check the daemon's scenarios print; one missing means the run stopped before it.
-EXPECTED_DAEMON = (
-    "daemon-start a-attach a-boot a-enumerates a-fidelity b-intx-line b-intx b-msix "
-    "b-msi-attach b-msi-enumerates b-msi b-msi-detach b-msi-gone b-msi-released "
-    "a-hot-attach a-hot-enumerates a-hot-fidelity a-hot-msix d-restart d-config d-irq-a d-irq-b "
-    "c-detach c-detach-guest c-detach-owner c-detach-xen c-detach-nodes c-detach-record "
-    "c-second c-second-boot "
-    "c-second-enumerates c-second-msix c-shutdown c-shutdown-owner c-shutdown-nodes "
-    "c-shutdown-xen c-destroy-owner c-destroy-nodes c-destroy-xen c-third c-third-boot "
-    "c-third-enumerates c-third-config"
-).split()
-EXPECTED_KERNEL = "k-boot k-enumerates k-irq".split()
+EXPECTED_DAEMON = [
+    "daemon-start",
+    "a-attach",
+    "a-boot",
+    "a-enumerates",
+    "a-fidelity",
+    "b-intx-line",
+    "b-intx",
+    "b-msix",
+    "b-msi-attach",
+    "b-msi-enumerates",
+    "b-msi",
+    "b-msi-detach",
+    "b-msi-gone",
+    "b-msi-released",
+    "a-hot-attach",
+    "a-hot-enumerates",
+    "a-hot-fidelity",
+    "a-hot-msix",
+    "d-restart",
+    "d-config",
+    "d-irq-a",
+    "d-irq-b",
+    "c-detach",
+    "c-detach-guest",
+    "c-detach-owner",
+    "c-detach-xen",
+    "c-detach-nodes",
+    "c-detach-record",
+    "c-second",
+    "c-second-boot",
+    "c-second-enumerates",
+    "c-second-msix",
+    "c-shutdown",
+    "c-shutdown-owner",
+    "c-shutdown-nodes",
+    "c-shutdown-xen",
+    "c-destroy-owner",
+    "c-destroy-nodes",
+    "c-destroy-xen",
+    "c-third",
+    "c-third-boot",
+    "c-third-enumerates",
+    "c-third-config",
+]
+EXPECTED_KERNEL = ["k-boot", "k-enumerates", "k-irq"]
 CHECK = re.compile(r"LAB-CHECK (\S+) (PASS|FAIL) ?(.*)")
 INFO = re.compile(r"LAB-INFO (\S+) (PASS|FAIL)")
 STAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
@@ -69,12 +104,18 @@ class Run:
         path = self.results() / name
         if not path.is_file():
             return []
-        return [line for line in path.read_text(errors="replace").splitlines() if line.startswith(prefix)]
+        return [
+            line
+            for line in path.read_text(errors="replace").splitlines()
+            if line.startswith(prefix)
+        ]
 
 
 def scan_seconds(run: Run) -> float | None:
     """The guest's boot-time PCI scan: pcifront's first line to the last line about the bus."""
-    stamps = [float(m[1]) for line in run.lines("scan.txt", "LAB-SCAN") if (m := STAMP.search(line))]
+    stamps = [
+        float(m[1]) for line in run.lines("scan.txt", "LAB-SCAN") if (m := STAMP.search(line))
+    ]
     return stamps[-1] - stamps[0] if len(stamps) >= 2 else None
 
 
@@ -100,9 +141,10 @@ def op_figures(run: Run) -> dict[str, float]:
     return {}
 
 
-def daemon_share(run: Run) -> tuple[int, float, float] | None:
+def daemon_share(run: Run) -> tuple[int, float, float, int] | None:
     """Ops the daemon served during the benchmark, its mean service time and its mean busy time
-    per op (µs), from its counters before and after (`pciback list --json`)."""
+    per op (µs), and the wake-ups it took for them (fewer than ops: the rest were found while
+    lingering), from its counters before and after (`pciback list --json`)."""
     try:
         before, after = (
             json.loads((run.results() / f"list-{when}-bench.json").read_text())
@@ -111,25 +153,35 @@ def daemon_share(run: Run) -> tuple[int, float, float] | None:
     except (OSError, ValueError):
         return None
 
-    def totals(listing: dict[str, object]) -> tuple[int, int, int]:
-        ops = service = busy = 0
+    def totals(listing: dict[str, object]) -> tuple[int, int, int, int]:
+        ops = service = busy = wakeups = 0
         for guest in listing.get("guests", []):  # type: ignore[union-attr]
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
             service += counters.get("service_ns_total", 0)
             busy += counters.get("busy_ns_total", 0)
-        return ops, service, busy
+            wakeups += counters.get("wakeups", 0)
+        return ops, service, busy, wakeups
 
-    (o1, s1, b1), (o2, s2, b2) = totals(before), totals(after)
+    (o1, s1, b1, w1), (o2, s2, b2, w2) = totals(before), totals(after)
     if o2 <= o1:
         return None
-    return o2 - o1, (s2 - s1) / (o2 - o1) / 1000, (b2 - b1) / (o2 - o1) / 1000
+    return o2 - o1, (s2 - s1) / (o2 - o1) / 1000, (b2 - b1) / (o2 - o1) / 1000, w2 - w1
 
 
 def view_lines(run: Run) -> list[str]:
     """The guest's lspci -nn -xxxx -vvv of the device, less what differs by nature between two
     boots: nothing, so far (any difference is for docs/policy-vs-linux.md or a fix)."""
-    return [line.split(" ", 2)[2] if line.count(" ") >= 2 else "" for line in run.lines("vvv-03.txt", "LAB-VVV")]
+    return [
+        line.split(" ", 2)[2] if line.count(" ") >= 2 else ""
+        for line in run.lines("vvv-03.txt", "LAB-VVV")
+    ]
+
+
+def figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} {unit}" if unit == "s" else f"{value:.0f} {unit}"
 
 
 def ratio(ours: float | None, theirs: float | None) -> str:
@@ -145,8 +197,10 @@ def report(directory: Path) -> int:
     print(f"# Lab run {directory}\n")
     for run, expected in ((daemon, EXPECTED_DAEMON), (kernel, EXPECTED_KERNEL)):
         passed = sum(1 for name in expected if run.checks.get(name, (False, ""))[0])
-        print(f"## {run.name} backend: {passed}/{len(expected)} checks passed"
-              + ("" if run.finished else " (the run did not finish)"))
+        print(
+            f"## {run.name} backend: {passed}/{len(expected)} checks passed"
+            + ("" if run.finished else " (the run did not finish)")
+        )
         for name in expected:
             good, detail = run.checks.get(name, (False, "never reached"))
             ok &= good
@@ -173,22 +227,31 @@ def report(directory: Path) -> int:
     loops = lspci_seconds(daemon), lspci_seconds(kernel)
     ops = op_figures(daemon), op_figures(kernel)
     median = [statistics.median(x) if x else None for x in loops]
-    print(f"  boot-time PCI scan         {scans[0]}s vs {scans[1]}s  -> {ratio(*scans)}")
-    print(f"  lspci -xxxx -vvv (median)  {median[0]}s vs {median[1]}s  -> {ratio(*median)}")
-    for key, label in (("median_us", "config read, median"), ("p99_us", "config read, p99"),
-                       ("max_us", "config read, worst")):
+    for label, pair in (("boot-time PCI scan", scans), ("lspci -xxxx -vvv (median)", median)):
+        print(f"  {label:26s} {figure(pair[0], 's')} vs {figure(pair[1], 's')}  -> {ratio(*pair)}")
+    for key, label in (
+        ("median_us", "config read, median"),
+        ("p99_us", "config read, p99"),
+        ("max_us", "config read, worst"),
+    ):
         a, b = ops[0].get(key), ops[1].get(key)
-        print(f"  {label:26s} {a} us vs {b} us  -> {ratio(a, b)}")
+        print(f"  {label:26s} {figure(a, 'us')} vs {figure(b, 'us')}  -> {ratio(a, b)}")
     a, b = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
-    print(f"  config ops per second      {a} vs {b}  -> {ratio(a, b)} (higher is faster)")
+    print(
+        f"  config ops per second      {figure(a, '')}vs {figure(b, '')} -> {ratio(a, b)}"
+        " (higher is faster)"
+    )
     share = daemon_share(daemon)
     if share is not None and a:
-        served, service, busy = share
+        served, service, busy, wakeups = share
         seen = 1e6 / a
-        print(f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
-              f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
-              f" answer and {busy:.0f} us awake per op; the rest is dom0's kernel, Xen and"
-              f" scheduling")
+        print(
+            f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
+            f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
+            f" answer and {busy:.0f} us awake per op; the rest is dom0's kernel, Xen and"
+            f" scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
+            f" were found while lingering, without a wake-up"
+        )
     print()
     print("RESULT: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1

@@ -57,7 +57,9 @@ gcmd() {
 }
 
 # The IRQ count and delivery kind of a guest function from `lab irqs` output on stdin.
-irq_count() { awk -v d="$1" '$1 == "LAB-IRQ" && $2 == d {print $5}'; }
+# The guest's kernel writes to the same console: a message can land right after a count
+# ("25[  282.75] clocksource: ..."), so only the count's digits are taken.
+irq_count() { awk -v d="$1" '$1 == "LAB-IRQ" && $2 == d {v = $5; sub(/[^0-9].*/, "", v); print v}'; }
 irq_kind() { awk -v d="$1" '$1 == "LAB-IRQ" && $2 == d {print $4}'; }
 
 # interrupts_arrive NAME GUEST-ADDR KIND-REGEX: the function's interrupt count rises over a few
