@@ -15,6 +15,8 @@ log_level = "info"              # debug, info, warning, error
 log_format = "json"             # "json" (structured, one object a line) or "text"
 op_linger_us = 2000             # backend = "xen": how long a guest's service thread looks for
                                 # its next op before sleeping (0: never; pciback.protocol.linger)
+toolstack_timeout_s = 10        # how long attach and detach wait for a guest's pcifront (libxl:
+                                # 10 s); a detach that times out completes when the guest lets go
 
 [sim.devices]                   # backend = "sim": address = dump file (fixture name or path)
 "0000:03:00.0" = "virtio-net-1af4-1041.bin"
@@ -46,9 +48,11 @@ _KEYS = {
     "log_level",
     "log_format",
     "op_linger_us",
+    "toolstack_timeout_s",
     "sim",
 }
 MAX_LINGER_US = 100_000
+MAX_TOOLSTACK_TIMEOUT_S = 3600
 
 
 class ConfigError(ValueError):
@@ -69,6 +73,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "json"
     op_linger_us: int | None = None  # None: the backend's default
+    toolstack_timeout_s: float | None = None  # None: libxl's 10 s
     sim_devices: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
@@ -111,6 +116,16 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
         if not 0 <= linger <= MAX_LINGER_US:
             raise ConfigError(f"op_linger_us = {linger}: expected 0 to {MAX_LINGER_US}")
         cfg.op_linger_us = linger
+    wait = data.get("toolstack_timeout_s")
+    if wait is not None:
+        if not isinstance(wait, int | float) or isinstance(wait, bool):
+            raise ConfigError("toolstack_timeout_s: expected a number of seconds")
+        if not 0 < wait <= MAX_TOOLSTACK_TIMEOUT_S:
+            raise ConfigError(
+                f"toolstack_timeout_s = {wait}: expected more than 0, at most "
+                f"{MAX_TOOLSTACK_TIMEOUT_S}"
+            )
+        cfg.toolstack_timeout_s = float(wait)
     for key in ("state_dir", "socket"):
         value = data.get(key)
         if value is not None:

@@ -150,6 +150,8 @@ class Daemon:
             self.state,
             self.lock,
         )
+        if config.toolstack_timeout_s is not None:
+            self.toolstack.timeout = config.toolstack_timeout_s
         socket_path = config.control_socket if control else None
         self.control = ControlServer(socket_path, self.handle) if socket_path else None
         self.stopped = threading.Event()
@@ -218,6 +220,7 @@ class Daemon:
             self.toolstack.reap()
         else:
             self.backends.handle(event)
+            self.toolstack.settle()  # a guest letting go late finishes its pending detach
 
     def _drain(self) -> int:
         """XenbusBackends.pump, with the toolstack role's events routed to it."""

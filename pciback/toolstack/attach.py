@@ -60,6 +60,11 @@ class ToolstackError(ValueError):
     """An attach or detach refused or failed; the message is one line for the operator."""
 
 
+class NotLetGo(ToolstackError):
+    """The guest was asked to unplug the device and has not let go of it in time. The detach
+    stays pending: it completes when the guest lets go (`Toolstack.settle`)."""
+
+
 class Toolstack:
     def __init__(
         self,
@@ -352,6 +357,10 @@ class Toolstack:
                 self.records.put(record.at(Phase.DETACHING))
             try:
                 self._unplug(domid, address)
+            except NotLetGo as exc:
+                # Asked is asked: the guest may still answer (under emulation an xHCI driver
+                # takes longer than libxl's 10 s to let go), and its answer then finishes it.
+                raise ToolstackError(f"detach {address} from domain {domid}: {exc}") from None
             except (ToolstackError, XenStoreError, XenbusConfigError) as exc:
                 with self.lock:
                     if self.records.get(address) is not None:
@@ -405,6 +414,16 @@ class Toolstack:
                 layout.mark_closing(tx, domid, found[0])
 
         run_transaction(self.store, closing)
+        if not self._released(domid, address, wait=True):
+            raise NotLetGo(
+                f"the guest did not let go of it within {self.timeout:g} s (its pcifront did "
+                "not answer the hot unplug); the detach completes when it does (pciback list "
+                "shows it detaching), or destroy the domain"
+            )
+
+    def _released(self, domid: int, address: str, *, wait: bool) -> bool:
+        """Whether the guest let go of the device it was asked to unplug: its sub-state Closed
+        while the backend stays Connected, and the backend's hold on it dropped."""
 
         def released() -> bool:
             found = layout.find_device(self.store, domid, address)
@@ -417,12 +436,46 @@ class Toolstack:
                 and self.ownership.owner(address) != domid
             )
 
-        if not self._wait(released):
-            raise ToolstackError(
-                f"the guest did not let go of it within {self.timeout:g} s (its pcifront did "
-                "not answer the hot unplug); nothing was undone: run the detach again, or "
-                "destroy the domain"
-            )
+        if wait:
+            return self._wait(released)
+        with self.lock:
+            return released()
+
+    def settle(self) -> list[str]:
+        """Finish each pending detach whose guest has now let go of the device (after the
+        detach request timed out waiting for it); returns the devices detached. Called by the
+        watch loop after the backends handled an event; a request in progress is left alone."""
+        if not self._serial.acquire(blocking=False):
+            return []
+        try:
+            with self.lock:
+                pending = [r for r in self.records.all() if r.phase is Phase.DETACHING]
+            done = []
+            for record in pending:
+                if not self._alive(record.domid):
+                    continue  # reap's, on @releaseDomain
+                if not self._released(record.domid, record.address, wait=False):
+                    continue
+                found = layout.find_device(self.store, record.domid, record.address)
+                if found is not None and found[1] > 1:
+                    run_transaction(
+                        self.store,
+                        partial(self._remove_nodes, domid=record.domid, address=record.address),
+                    )
+                elif found is not None:
+                    self._close_device(record.domid, wait=False)
+                problems = self._finish_detach(record)
+                log.info(
+                    "detached %s from domain %d: the guest let go after the request had "
+                    "timed out%s",
+                    record.address,
+                    record.domid,
+                    _undone(problems),
+                )
+                done.append(record.address)
+            return done
+        finally:
+            self._serial.release()
 
     @staticmethod
     def _remove_nodes(tx: StoreOps, domid: int, address: str) -> None:

@@ -63,6 +63,19 @@ def test_op_linger_reaches_the_data_path(tmp_path: Path) -> None:
     default.stop()
 
 
+def test_toolstack_timeout_reaches_the_toolstack_role(tmp_path: Path) -> None:
+    path = tmp_path / "pciback.toml"
+    path.write_text("toolstack_timeout_s = 45\n")
+    daemon = Daemon(load_config(path), env(), control=False)
+    try:
+        assert daemon.toolstack.timeout == 45.0
+    finally:
+        daemon.stop()
+    default = Daemon(parse_config({}), env(), control=False)
+    assert default.toolstack.timeout == 10.0  # libxl's
+    default.stop()
+
+
 def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
     path = tmp_path / "pciback.toml"
     path.write_text(f'permissive = true\nhide = "({NET})"\n')
@@ -88,6 +101,8 @@ def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
         ("hide = [", "pciback.toml"),
         ("op_linger_us = -1", "expected 0 to 100000"),
         ("op_linger_us = true", "whole number of microseconds"),
+        ("toolstack_timeout_s = 0", "expected more than 0, at most 3600"),
+        ('toolstack_timeout_s = "10"', "a number of seconds"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, text: str, fragment: str) -> None:
