@@ -7,8 +7,9 @@
 #      own load of the driver, through the real hypervisor
 #   d  the daemon killed (SIGKILL) and started again under the guest: config space and
 #      interrupts go on
-#   c  hot detach, guest shutdown and xl destroy: the owner released, Xen's assignment and
-#      PIRQs gone, no xenstore node left, and a second guest takes the function
+#   c  hot detach, guest shutdown and xl destroy: the owner released, Xen's assignment, PIRQs
+#      and the guest's permissions on the BARs and GSI gone, no xenstore node left, and a
+#      second guest takes the function
 . /root/lab/lib.sh
 A=0000:00:03.0 B=0000:00:04.0 C=0000:00:05.0
 
@@ -27,6 +28,15 @@ daemon_up() {
 backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
 released() { [ "$(owner "$1")" = none ]; }
 not_assigned_to() { ! xen_view "$2" | grep -q -e "- d$1 " -e 'MSIs < *[0-9]'; }
+# What Xen lets domain D use of a function's BARs and GSI, from its rangesets (debug key q):
+# grants_of D BDF [--except-irq N] prints them; 0 something held, 1 nothing, 2 no record.
+grants_of() {
+  xl debug-keys q; sleep 1   # the dump is printed by a tasklet
+  xl dmesg | python3 "$LAB/granted.py" "$@"
+}
+holds() { grants_of "$@"; [ $? = 0 ]; }
+holds_nothing() { grants_of "$@"; [ $? = 1 ]; }
+gsi_of() { cat "/sys/bus/pci/devices/$1/irq"; }
 # An interrupt of KIND was delivered to the guest's function (count above zero).
 msi_delivered() {
   local out; out=$(gcmd "$1" irqs | tee -a "$R/irqs.log")
@@ -47,6 +57,7 @@ check a-attach "pciback attach $D1 $A (paused guest)" pciback attach "$D1" "$A"
 xl unpause g1
 check a-boot "the guest boots" wait_for 240 booted g1
 check a-enumerates "the guest sees the function" gcmd g1 wait-devices 1
+check a-grants "Xen lets d$D1 use $A's BARs and GSI" holds "$D1" "$A"
 gcmd g1 devices
 check a-fidelity "$A: guest lspci = simulated host on a dom0 dump" fidelity g1 00:00.0 "$A"
 gcmd g1 scan > "$R/scan.txt"
@@ -96,6 +107,7 @@ check b-msi "MSI interrupts arrive (xhci_hcd on $C as ${GC:-?})" msi_delivered g
 check b-msi-detach "pciback detach $D1 $C (its driver bound)" pciback detach "$D1" "$C"
 check b-msi-gone "the guest lost $C" gcmd g1 wait-devices 1
 check b-msi-released "Xen no longer assigns $C to d$D1, no MSI left" not_assigned_to "$D1" "$C"
+check b-msi-grants "d$D1 may use no BAR or GSI of $C" holds_nothing "$D1" "$C" --except-irq "$(gsi_of "$A")"
 
 # -- a: hot attach to the running guest --------------------------------------------------------
 check a-hot-attach "pciback attach $D1 $B (running guest)" pciback attach "$D1" "$B"
@@ -119,6 +131,7 @@ check c-detach "pciback detach $D1 $B" pciback detach "$D1" "$B"
 check c-detach-guest "the guest lost the function" gcmd g1 wait-devices 1
 check c-detach-owner "$B back in the pool" released "$B"
 check c-detach-xen "Xen no longer assigns $B to d$D1" not_assigned_to "$D1" "$B"
+check c-detach-grants "d$D1 may use no BAR or GSI of $B" holds_nothing "$D1" "$B" --except-irq "$(gsi_of "$A")"
 check c-detach-nodes "no node of $B left in d$D1's backend directory" no_node_of "$D1" "$B"
 check c-detach-record "the daemon holds no attachment of $B" not_attached "$B"
 xen_view "$B"
