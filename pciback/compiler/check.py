@@ -76,6 +76,7 @@ def check(
     consts = _check_consts(files, diags)
     hooks = _check_hooks(files, diags)
     seen: dict[tuple[BlockKindDecl, str], Pos] = {}
+    idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}
     for src in files:
         for block in src.blocks:
             key = (block.kind, block.name)
@@ -86,6 +87,7 @@ def check(
                 )
             else:
                 seen[key] = block.pos
+                _check_ident_unique(block, consts, idents, diags)
             BlockChecker(block, consts, hooks, diags, _declared_consts(files)).run()
     groups: dict[str, GroupDecl] = {}
     for src in files:
@@ -116,6 +118,38 @@ def _check_unused_groups(
             BlockKindDecl.QUIRK, name, None, None, "", (), group.registers, (), group.pos
         )
         BlockChecker(alone, consts, hooks, diags, _declared_consts(files)).run_registers()
+
+
+_IDENT_WORDS = {
+    BlockKindDecl.HEADER: "header type",
+    BlockKindDecl.CAPABILITY: "capability ID",
+    BlockKindDecl.EXTENDED_CAPABILITY: "extended capability ID",
+}
+
+
+def _check_ident_unique(
+    block: BlockDecl,
+    consts: Mapping[str, int],
+    idents: dict[tuple[BlockKindDecl, int], BlockDecl],
+    diags: Diagnostics,
+) -> None:
+    """One block per header type or capability ID, over every file of the run: the runtime
+    indexes the tables by it and refuses to load two."""
+    if block.ident is None or block.kind not in _IDENT_WORDS:
+        return
+    try:
+        value = evaluate(block.ident, consts)
+    except (EvalError, Unresolved):
+        return  # reported by the block's own checks
+    first = idents.setdefault((block.kind, value), block)
+    if first is not block:
+        assert first.ident is not None
+        shown = f"{value:#x}" if block.kind is not BlockKindDecl.HEADER else str(value)
+        diags.error(
+            _expr_pos(block.ident, block.pos),
+            f"duplicate {_IDENT_WORDS[block.kind]} {shown} of '{block.name}'"
+            f" (first defined by '{first.name}' at {_expr_pos(first.ident, first.pos)})",
+        )
 
 
 def _declared_consts(files: tuple[SourceFile, ...]) -> frozenset[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pciback.compiler.cli import main
 from tests.compiler.conftest import CheckRun
 
 HEADER = "header h type 0 {{\n{body}}}\n"
@@ -183,6 +186,16 @@ CASES: list[tuple[str, str, str]] = [
         "2:12: error: only a capability can be hidden",
     ),
     (
+        "duplicate capability ID",
+        "capability a id 0x05 { }\nconst MSI = 5\ncapability b id MSI { }\n",
+        "3:17: error: duplicate capability ID 0x5 of 'b' (first defined by 'a' at policy.pci:1:17)",
+    ),
+    (
+        "duplicate header type",
+        "header a type 0 { }\nheader b type 0 { }\n",
+        "2:15: error: duplicate header type 0 of 'b' (first defined by 'a' at policy.pci:1:15)",
+    ),
+    (
         "quirk without match keys is refused by the grammar",
         "quirk q { }\n",
         "1:9: error: syntax error: unexpected '{', expected 'match'",
@@ -242,7 +255,7 @@ def test_register_groups_are_shared_and_checked_where_used(check_source: CheckRu
         "}\n"
         "header a type 0 {\n    use ids\n}\n"
         "header b type 1 {\n    use ids\n    register more @0x00 u8 { v [7:0] hw ro }\n}\n"
-        "header c type 1 {\n    use nothing\n}\n"
+        "capability c id 5 {\n    use nothing\n}\n"
         "registers ids { }\n"
     )
     assert status == 1
@@ -250,4 +263,21 @@ def test_register_groups_are_shared_and_checked_where_used(check_source: CheckRu
         "policy.pci:9:20: error: register 'more' overlaps register 'vendor' at byte 0x0",
         "policy.pci:12:9: error: unknown register group 'nothing'",
         "policy.pci:14:11: error: duplicate register group 'ids' (first at policy.pci:1:11)",
+    ]
+
+
+def test_duplicate_capability_id_across_files_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Caught when compiled, not when the runtime loads the two tables."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "msi.pci").write_text("capability msi id 0x05 { }\n", encoding="utf-8")
+    (tmp_path / "vendor.pci").write_text(
+        "# a second description of MSI\n\ncapability msi_again id 0x05 { }\n", encoding="utf-8"
+    )
+    assert main(["check", "msi.pci", "vendor.pci"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "vendor.pci:3:25: error: duplicate capability ID 0x5 of 'msi_again'"
+        " (first defined by 'msi' at msi.pci:1:19)",
+        "1 error",
     ]
