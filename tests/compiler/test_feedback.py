@@ -392,7 +392,7 @@ def test_strict_reasons_asks_every_policy_decision_for_one(check_flags: FlagsRun
 
 
 @pytest.fixture
-def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_hooks: None) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "prelude.pci").write_text(
