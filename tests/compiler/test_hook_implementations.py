@@ -1,15 +1,19 @@
 """A hook the policy declares must be implemented in pciback/hooks, as declared: `pciback-dsl
-check` says so at the declaration, where before it passed and the first guest attach failed."""
+check` says so at the declaration, and the daemon refuses to start without it (one line), where
+before both passed and the first guest attach failed."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pciback.cli import main as pciback_main
 from pciback.compiler.cli import main
 from pciback.engine.hookapi import WRITE_HOOKS, HookContext
+from pciback.engine.policy import default_policy
 from tests.compiler.conftest import CheckRun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +88,32 @@ def test_check_fails_when_the_prelude_declares_a_hook_pciback_lacks(
         ' (no @write_hook("bist_start") in pciback/hooks)',
         "1 error",
     ]
+
+
+@pytest.fixture
+def fresh_policy() -> Iterator[None]:
+    """default_policy() is cached: loaded again here, and again after the test."""
+    default_policy.cache_clear()
+    yield
+    default_policy.cache_clear()
+
+
+def test_the_daemon_refuses_to_start_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fresh_policy: None,
+) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "pciback.toml"
+    config.write_text(f'backend = "sim"\nstate_dir = "{state}"\n', encoding="utf-8")
+    monkeypatch.delitem(WRITE_HOOKS, "bist_start")
+    assert pciback_main(["daemon", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "pciback: cannot start: the compiled policy names hooks pciback/hooks does not provide:"
+        " dsl/prelude.pci:12: on_write hook 'bist_start' is not implemented"
+        ' (no @write_hook("bist_start") in pciback/hooks)'
+    ]
+    assert not state.exists()  # refused before anything was touched
