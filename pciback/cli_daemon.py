@@ -35,13 +35,19 @@ def register(sub: Subparsers) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    from pciback.daemon.core import Daemon, DaemonError
+    from pciback.daemon.core import Daemon, DaemonError, check_policy
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 2
+    try:
+        # Before logging is set up and anything is touched: one line says what is wrong.
+        check_policy()
+    except DaemonError as exc:
+        print(f"pciback: cannot start: {exc}", file=sys.stderr)
+        return 1
     setup_logging(cfg.log_level, cfg.log_format)
     stop = threading.Event()
 

@@ -35,6 +35,10 @@ EXT_CAP_SPACE = 0x1000 - 0x100  # extended capabilities live in 0x100..0xFFF
 CONFIG_SPACE = 0x1000
 STD_CHAIN_LINK = 2  # capability ID and next pointer: the runtime's, never the policy's
 EXT_CHAIN_LINK = 4
+_CHAIN_LINK = {
+    BlockKindDecl.CAPABILITY: STD_CHAIN_LINK,
+    BlockKindDecl.EXTENDED_CAPABILITY: EXT_CHAIN_LINK,
+}
 MAX_COMBINATIONS = 4096
 _MATCH_WIDTH = {
     "vendor": 16,
@@ -76,6 +80,7 @@ def check(
     consts = _check_consts(files, diags)
     hooks = _check_hooks(files, diags)
     seen: dict[tuple[BlockKindDecl, str], Pos] = {}
+    idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}
     for src in files:
         for block in src.blocks:
             key = (block.kind, block.name)
@@ -86,6 +91,7 @@ def check(
                 )
             else:
                 seen[key] = block.pos
+                _check_ident_unique(block, consts, idents, diags)
             BlockChecker(block, consts, hooks, diags, _declared_consts(files)).run()
     groups: dict[str, GroupDecl] = {}
     for src in files:
@@ -116,6 +122,38 @@ def _check_unused_groups(
             BlockKindDecl.QUIRK, name, None, None, "", (), group.registers, (), group.pos
         )
         BlockChecker(alone, consts, hooks, diags, _declared_consts(files)).run_registers()
+
+
+_IDENT_WORDS = {
+    BlockKindDecl.HEADER: "header type",
+    BlockKindDecl.CAPABILITY: "capability ID",
+    BlockKindDecl.EXTENDED_CAPABILITY: "extended capability ID",
+}
+
+
+def _check_ident_unique(
+    block: BlockDecl,
+    consts: Mapping[str, int],
+    idents: dict[tuple[BlockKindDecl, int], BlockDecl],
+    diags: Diagnostics,
+) -> None:
+    """One block per header type or capability ID, over every file of the run: the runtime
+    indexes the tables by it and refuses to load two."""
+    if block.ident is None or block.kind not in _IDENT_WORDS:
+        return
+    try:
+        value = evaluate(block.ident, consts)
+    except (EvalError, Unresolved):
+        return  # reported by the block's own checks
+    first = idents.setdefault((block.kind, value), block)
+    if first is not block:
+        assert first.ident is not None
+        shown = f"{value:#x}" if block.kind is not BlockKindDecl.HEADER else str(value)
+        diags.error(
+            _expr_pos(block.ident, block.pos),
+            f"duplicate {_IDENT_WORDS[block.kind]} {shown} of '{block.name}'"
+            f" (first defined by '{first.name}' at {_expr_pos(first.ident, first.pos)})",
+        )
 
 
 def _declared_consts(files: tuple[SourceFile, ...]) -> frozenset[str]:
@@ -199,6 +237,7 @@ class BlockChecker:
 
     def run(self) -> None:
         block = self.block
+        errors = len(self.diags.errors)
         self._check_ident()
         self._check_policies()
         self._check_matches()
@@ -208,6 +247,9 @@ class BlockChecker:
                 self.diags.error(block.pos, f"a {block.kind.value} has no length")
             self._check_refs(block.length, "length")
             self._check_length(block.length)
+        # Judged once the registers are sound: a misplaced register would make holes of its own.
+        if len(self.diags.errors) == errors and block.kind in _CHAIN_LINK:
+            self._check_extent()
 
     def run_registers(self) -> None:
         """The checks of the registers alone, each and together."""
@@ -475,6 +517,65 @@ class BlockChecker:
             return None
         return fld
 
+    # -- extent: a capability's registers fill it, up to its length -----------------------------
+    def _check_extent(self) -> None:
+        """In every layout, no register lies past the capability's length (its bytes would be
+        undescribed) and every byte from the chain link to the capability's end (its length,
+        or its last register's end) belongs to a register: a byte no register covers follows
+        the device's default policy, which lets permissive mode write it. A range the policy
+        leaves unused on purpose is declared as a register of reserved fields (`_ [..] hw
+        rsvdp "why"`)."""
+        block = self.block
+        link = _CHAIN_LINK[block.kind]
+        refs = field_refs(block.length) + [
+            r for reg in block.registers for r in field_refs(reg.offset) + field_refs(reg.condition)
+        ]
+        envs = self._field_domain(refs, "the length and the register layout depend")
+        past: set[str] = set()
+        # A hidden capability is blocked whole: nothing of it is left to its holes.
+        hidden = any(p.hidden for p in block.policies[:1])
+        holes_reported = False
+        for env in envs or ():
+            try:
+                length = (
+                    evaluate(block.length, self.consts, env) if block.length is not None else None
+                )
+                present = [
+                    (evaluate(reg.offset, self.consts, env), reg)
+                    for reg in block.registers
+                    if reg.condition is None or evaluate(reg.condition, self.consts, env)
+                ]
+            except (EvalError, Unresolved):
+                return  # reported by the length and layout checks
+            when = _when(env)
+            what = _KIND_WORDS[block.kind].split(" ", 1)[1]
+            owner: dict[int, RegisterDecl] = {}
+            for offset, reg in sorted(present, key=lambda p: p[0]):
+                for byte in range(offset, offset + reg.width):
+                    owner[byte] = reg
+                if length is not None and offset + reg.width > length and reg.name not in past:
+                    past.add(reg.name)
+                    assert block.length is not None
+                    self.diags.error(
+                        _expr_pos(reg.offset, reg.pos),
+                        f"register '{reg.name}' at {offset:#x} ends at byte"
+                        f" {offset + reg.width - 1:#x}, past the {what}'s"
+                        f" length {length:#x}{when}"
+                        f" (declared at {_expr_pos(block.length, block.pos)})",
+                    )
+            if holes_reported or hidden:
+                continue
+            end = length if length is not None else max(owner, default=link - 1) + 1
+            holes = _ranges_of([b for b in range(link, end) if b not in owner])
+            for first, last in holes:
+                self.diags.error(
+                    block.pos,
+                    f"{_span(first, last)} of {what} '{block.name}'"
+                    f"{_neighbours(owner, first, last)} {'is' if first == last else 'are'}"
+                    f" covered by no register{when}: {_DECLARE_HOLE[first == last]}",
+                )
+            holes_reported = bool(holes)
+
     def _check_one_layout(self, env: Mapping[tuple[str, str], int]) -> None:
         kind = self.block.kind
         space, link = {
@@ -521,6 +622,48 @@ class BlockChecker:
                     )
                     break
                 taken[byte] = reg
+
+
+_DECLARE_HOLE = {
+    single: f"describe {it}, or declare {it} reserved"
+    ' (a register of `_ [..] hw rsvdp "why"` fields)'
+    for single, it in ((True, "it"), (False, "them"))
+}
+
+
+def _when(env: Mapping[tuple[str, str], int]) -> str:
+    """` when ctrl.wide = 1`: the field values of a layout, for a message about it."""
+    if not env:
+        return ""
+    return " when " + ", ".join(
+        f"{reg}.{fld} = {value}" for (reg, fld), value in sorted(env.items())
+    )
+
+
+def _ranges_of(values: list[int]) -> list[tuple[int, int]]:
+    """Ascending values as (first, last) runs."""
+    runs: list[tuple[int, int]] = []
+    for value in values:
+        if runs and runs[-1][1] == value - 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    return runs
+
+
+def _span(first: int, last: int) -> str:
+    return f"byte {first:#x}" if first == last else f"bytes {first:#x}..{last:#x}"
+
+
+def _neighbours(owner: Mapping[int, RegisterDecl], first: int, last: int) -> str:
+    before, after = owner.get(first - 1), owner.get(last + 1)
+    if before is not None and after is not None:
+        return f" (between registers '{before.name}' and '{after.name}')"
+    if before is not None:
+        return f" (after register '{before.name}')"
+    if after is not None:
+        return f" (before register '{after.name}')"
+    return ""
 
 
 def _expr_pos(expr: Expr, default: Pos) -> Pos:

@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The compiler's own dependencies are a build-time extra: a dom0 install lacks them.
         from pciback.compiler.emit import emit
+        from pciback.compiler.implementations import check_implementations
         from pciback.compiler.pipeline import analyse, policy_sources
         from pciback.compiler.report import report
     except ImportError as exc:
@@ -56,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             program = analyse(args.files, strict_reasons=args.strict_reasons)
+            # The tables are sound; the hooks they name must exist for the daemon to load them.
+            unimplemented = check_implementations(program)
+            if unimplemented:
+                _print_diagnostics(sorted([*program.warnings, *unimplemented]))
+                return 1
             _print_warnings(program, werror=args.werror)
             if args.werror and program.warnings:
                 return 1

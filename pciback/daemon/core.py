@@ -91,6 +91,17 @@ class SimEnvironment:
             self.store.disconnect(client)
 
 
+def check_policy() -> None:
+    """The compiled tables (generated/) and the hooks they name (pciback/hooks) agree, or a
+    DaemonError saying where they do not: refused at start-up, not at a guest's first attach."""
+    from pciback.engine.policy import PolicyError, default_policy
+
+    try:
+        default_policy()
+    except PolicyError as exc:
+        raise DaemonError(str(exc)) from None
+
+
 def open_xen() -> XenEnvironment:
     """The real dom0's ports, or a DaemonError naming what this machine lacks."""
     from pciback.xen import YOUNG_NOTE
@@ -115,6 +126,7 @@ class Daemon:
     ) -> None:
         """`control` False: no control socket (the simulated host drives the daemon in-process).
         backend = "xen" uses `env` only when it is a XenEnvironment, else opens this dom0's."""
+        check_policy()
         self.config = config
         self.env: SimEnvironment | XenEnvironment
         if config.backend == "xen":

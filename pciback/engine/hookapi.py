@@ -7,7 +7,8 @@ A read hook returns the value the guest sees for its field.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,51 @@ def read_hook(name: str) -> Callable[[ReadHook], ReadHook]:
         return fn
 
     return register
+
+
+def implementation_problem(name: str, kind: str, params: Sequence[str]) -> str | None:
+    """What is wrong with the implementation of a hook the policy declares as
+    `on_KIND NAME(PARAMS)` (kind "write" or "read"), as words that follow "hook 'NAME'"; None
+    when a registered implementation fits. The engine calls one as `fn(ctx, *values)`, so it
+    must take the context and then the declared parameters, by position and by name."""
+    table, other = (WRITE_HOOKS, READ_HOOKS) if kind == "write" else (READ_HOOKS, WRITE_HOOKS)
+    decorator = f'@{kind}_hook("{name}")'
+    fn: Callable[..., object] | None = table.get(name)
+    if fn is None:
+        wrong = other.get(name)
+        if wrong is not None:
+            other_kind = "read" if kind == "write" else "write"
+            return (
+                f"is implemented as an on_{other_kind} hook ({_where(wrong)}), not with {decorator}"
+            )
+        return f"is not implemented (no {decorator} in pciback/hooks)"
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - a callable Python cannot describe
+        return None
+    wanted = ("ctx", *params)
+    given = list(signature.parameters.values())
+    positional = [
+        p
+        for p in given
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    fits = (
+        len(positional) >= len(wanted)
+        and tuple(p.name for p in positional[1 : len(wanted)]) == tuple(params)
+        and all(p.default is not p.empty for p in positional[len(wanted) :])
+        and not any(
+            p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty for p in given
+        )
+    )
+    if fits:
+        return None
+    taken = ", ".join(str(p).split(":")[0].split("=")[0] for p in given)
+    return f"has an implementation that does not take ({', '.join(wanted)}): {_where(fn)}({taken})"
+
+
+def _where(fn: Callable[..., object]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 CapabilityCheck = Callable[["PhysicalDevice", int], "str | None"]

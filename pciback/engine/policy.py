@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS
+from pciback.engine.hookapi import implementation_problem
 from pciback.tables import Block, BlockKind, HookDecl, PolicyModule
 
 
@@ -53,16 +53,20 @@ class Policy:
         return policy
 
     def verify_hooks(self) -> None:
-        """Every declared hook is implemented, with the kind it was declared with."""
+        """Every declared hook is implemented, with the kind and the parameters it was declared
+        with (`pciback-dsl check` verifies the same before the tables are even compiled)."""
         import pciback.hooks  # noqa: F401  (registers the implementations)
 
-        missing = []
+        problems = []
         for hook in self.hooks.values():
-            table = WRITE_HOOKS if hook.kind == "write" else READ_HOOKS
-            if hook.name not in table:
-                missing.append(f"{hook.source}: on_{hook.kind} hook '{hook.name}'")
-        if missing:
-            raise PolicyError("hooks declared but not implemented: " + "; ".join(missing))
+            problem = implementation_problem(hook.name, hook.kind, hook.params)
+            if problem is not None:
+                problems.append(f"{hook.source}: on_{hook.kind} hook '{hook.name}' {problem}")
+        if problems:
+            raise PolicyError(
+                "the compiled policy names hooks pciback/hooks does not provide: "
+                + "; ".join(problems)
+            )
 
 
 @cache

@@ -72,7 +72,13 @@ def intx_disable(ctx: HookContext, old: int, new: int) -> bool:
 
 @write_hook("bist_start")
 def bist_start(ctx: HookContext, old: int, new: int) -> bool:
-    return bool(ctx.field("capable", ctx.old_register))
+    """Start BIST (0x40) only where the function says it has one (0x80, read from the device).
+
+    Called on every write of the byte: a write that does not start BIST reaches nothing, as a
+    running test is the device's to end (Linux drops such a write too unless only the start
+    bit differs from the device's byte).
+    """
+    return bool(new) and bool(ctx.field("capable", ctx.old_register))
 
 
 # -- BARs ------------------------------------------------------------------------------------------

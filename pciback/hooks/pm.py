@@ -21,11 +21,19 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
     """Ask the host's PCI core for the new D-state, as Linux's pm_ctrl_write does.
 
     The field itself is read-only: the device's PMCSR only changes through the port, which
-    knows the delays and the state to restore. A state the function does not support is
-    refused the way pci_set_power_state refuses it.
+    knows the delays and the state to restore. What pci_set_power_state refuses is refused
+    (the op fails with access_denied, Linux's PCIBIOS_SET_FAILED): a state the function does
+    not support, and a move from a low-power state to a shallower one other than D0 (D3hot to
+    D1, D2 to D1, ...: Linux's "can only go deeper", -EINVAL). `old` is the state the device's
+    PMCSR reports, where Linux keeps its own `current_state`; the port keeps the two equal.
     """
     if old == new:
         return False
+    if old != 0 and new != 0 and new < old:
+        raise PciOpError(
+            XenPciError.ACCESS_DENIED,
+            f"D{old} to D{new}: from a low-power state only D0 or a deeper state",
+        )
     # The port moves the function through the first PM capability of the chain: a device
     # listing another one before this (hidden, or out of reach) gets no D-state from here.
     first = next(p.found.offset for p in ctx.space.standard if p.found.ident == CAP_PM)

@@ -3,7 +3,10 @@
 The state checks are those Linux added after XSA-157 (a guest toggling modes or re-enabling
 could otherwise leak or double-map host interrupts): no MSI while MSI-X is on nor the reverse,
 no second enable, an MSI-X request bounded by the page (SH_INFO_MAX_VEC) and by the device's
-table, and memory decoding on before MSI-X (the table lives in a BAR).
+table, and memory decoding on before MSI-X (the table lives in a BAR). As the host's PCI core
+(pci_enable_msi / pci_enable_msix_exact), neither is enabled while the function is not in D0:
+in D1, D2 or D3hot it does not decode its BARs, where the MSI-X table lives, and it may not
+signal interrupts at all.
 
 Where this differs from Linux on purpose: Linux hands the guest a raw -errno for MSI-X
 failures (-EINVAL, -EALREADY, -ENXIO); every failure here is XEN_PCI_ERR_op_failed, so the
@@ -33,6 +36,7 @@ from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, IrqKind
 from pciback.protocol.abi import SH_INFO_MAX_VEC
 
+CAP_PM = 0x01
 CAP_MSI = 0x05
 CAP_MSIX = 0x11
 COMMAND = 0x04
@@ -43,6 +47,15 @@ MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
 MSI_ENABLE = 0x1
 MSIX_ENABLE = 0x8000
 STATE_VERSION = 1
+STATUS = 0x06
+STATUS_CAP_LIST = 0x10
+CAP_POINTER = 0x34
+PMCSR = 0x04  # from the PM capability's start
+PMCSR_STATE = 0x3
+STD_CAPS = range(0x40, 0x100)
+STD_TTL = 48
+ALL_ONES_16 = 0xFFFF
+D3COLD = 4  # Linux's PCI_D3cold: no config space to read
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +137,37 @@ def unmap_saved(hypervisor: HypervisorPort, domid: int, data: object) -> tuple[i
     return pirqs
 
 
+def power_state(device: PhysicalDevice) -> int:
+    """The D-state (0..3) the function's first PM capability reports, as the host's PCI core
+    knows it; 0 for a function without one (it is always in D0), D3COLD when its config space
+    reads all ones (powered off or gone). Read from the device itself, not the guest's view:
+    a capability hidden from the guest still tells the state."""
+    status = device.read(STATUS, 2)
+    if status == ALL_ONES_16:
+        return D3COLD
+    if not status & STATUS_CAP_LIST:
+        return 0
+    pos = device.read(CAP_POINTER, 1) & ~3
+    end = min(device.config_size, STD_CAPS.stop)
+    for _ in range(STD_TTL):  # a looping list ends here
+        if pos not in STD_CAPS or pos + 2 > end:
+            return 0
+        if device.read(pos, 1) == CAP_PM:
+            if pos + PMCSR + 2 > end:
+                return 0  # a PMCSR past standard space is no register of PM's
+            pmcsr = device.read(pos + PMCSR, 2)
+            return D3COLD if pmcsr == ALL_ONES_16 else pmcsr & PMCSR_STATE
+        pos = device.read(pos + 1, 1) & ~3
+    return 0
+
+
+def _require_d0(device: PhysicalDevice, what: str) -> None:
+    state = power_state(device)
+    if state != 0:
+        name = "D3cold" if state == D3COLD else f"D{state}"
+        raise MsiRefused(f"the function is in {name}: {what} is enabled only in D0")
+
+
 class InterruptControl:
     def __init__(
         self,
@@ -167,6 +211,7 @@ class InterruptControl:
             raise MsiRefused("MSI already enabled")
         if self.msix_enabled:
             raise MsiRefused("MSI-X is enabled")
+        _require_d0(self.device, "MSI")
         cap = self.caps.capability_offset(CAP_MSI)
         if cap is None:
             raise MsiRefused("no MSI capability")
@@ -215,6 +260,7 @@ class InterruptControl:
             raise MsiRefused("MSI is enabled")
         if not self.device.read(COMMAND, 2) & COMMAND_MEMORY:
             raise MsiRefused("memory decoding is off: the MSI-X table is unreachable")
+        _require_d0(self.device, "MSI-X")
         cap = self.caps.capability_offset(CAP_MSIX)
         if cap is None:
             raise MsiRefused("no MSI-X capability")

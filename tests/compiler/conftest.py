@@ -5,15 +5,37 @@ from pathlib import Path
 
 import pytest
 
+import pciback.hooks  # noqa: F401  (the real implementations, registered before the tests' own)
 from pciback.compiler.cli import main
+from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext
 
 CheckRun = Callable[[str], tuple[int, list[str], Path]]
 FlagsRun = Callable[..., tuple[int, list[str], str]]
 
 
+def _changed(ctx: HookContext, old: int, new: int) -> bool:
+    return True
+
+
+def _shown(ctx: HookContext, value: int) -> int:
+    return value
+
+
+@pytest.fixture
+def test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Implementations of the hooks the test policies declare, `changed` (on_write) and `shown`
+    (on_read), for the test's duration: `pciback-dsl check` verifies every declared hook
+    against pciback/hooks."""
+    monkeypatch.setitem(WRITE_HOOKS, "changed", _changed)
+    monkeypatch.setitem(READ_HOOKS, "shown", _shown)
+
+
 @pytest.fixture
 def check_source(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    test_hooks: None,
 ) -> CheckRun:
     """Run `pciback-dsl check` on one source; returns (exit status, error lines, file)."""
     monkeypatch.chdir(tmp_path)
@@ -31,7 +53,10 @@ def check_source(
 
 @pytest.fixture
 def check_flags(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    test_hooks: None,
 ) -> FlagsRun:
     """Run `pciback-dsl check [FLAGS] policy.pci` on one source; returns (exit status, every
     diagnostic line, errors and warnings, in order, and the summary line)."""

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pciback.compiler.cli import main
 from tests.compiler.conftest import CheckRun
 
 HEADER = "header h type 0 {{\n{body}}}\n"
+HOLE_HINT = (
+    ': describe them, or declare them reserved (a register of `_ [..] hw rsvdp "why"` fields)'
+)
+BYTE_HINT = HOLE_HINT.replace("them", "it")
 
 CASES: list[tuple[str, str, str]] = [
     (
@@ -182,6 +189,71 @@ CASES: list[tuple[str, str, str]] = [
         "header h type 0 {\n    policy hide\n}\n",
         "2:12: error: only a capability can be hidden",
     ),
+    # A capability's registers fill it: none past its length, no byte between them undescribed
+    # (an undescribed byte follows the device's default policy, which permissive mode opens).
+    (
+        "register past the length",
+        "capability c id 0x09 length 8 {\n    register a @0x02 u16 { f [15:0] hw ro }\n"
+        "    register b @0x04 u32 { f [31:0] hw ro }\n"
+        "    register c @0x08 u16 { f [15:0] hw ro }\n}\n",
+        "4:17: error: register 'c' at 0x8 ends at byte 0x9, past the capability's length 0x8"
+        " (declared at policy.pci:1:29)",
+    ),
+    (
+        "register past the length in one layout",
+        "capability c id 0x05 length 8 + 4 * ctrl.wide {\n"
+        "    register ctrl @0x02 u16 {\n        wide [0] hw ro\n        _ [15:1] hw ro\n    }\n"
+        "    register a @0x04 u32 { f [31:0] hw ro }\n"
+        "    register b @0x08 u32 if ctrl.wide { f [31:0] hw ro }\n"
+        "    register c @(0x08 + 4 * ctrl.wide) u16 { f [15:0] hw ro }\n}\n",
+        "8:18: error: register 'c' at 0x8 ends at byte 0x9, past the capability's length 0x8"
+        " when ctrl.wide = 0 (declared at policy.pci:1:29)",
+    ),
+    (
+        "register past an extended capability's length",
+        "extended_capability e id 0x1 length 0x8 {\n    register a @0x04 u32 { f [31:0] hw ro }\n"
+        "    register b @0x08 u16 { f [15:0] hw ro }\n}\n",
+        "3:17: error: register 'b' at 0x8 ends at byte 0x9, past the extended capability's"
+        " length 0x8 (declared at policy.pci:1:37)",
+    ),
+    (
+        "hole between registers",
+        "capability c id 0x09 {\n    register a @0x02 u16 { f [15:0] hw ro }\n"
+        "    register b @0x08 u32 { f [31:0] hw ro }\n}\n",
+        "1:12: error: bytes 0x4..0x7 of capability 'c' (between registers 'a' and 'b')"
+        " are covered by no register" + HOLE_HINT,
+    ),
+    (
+        "hole up to the length",
+        "capability c id 0x09 length 5 {\n    register a @0x02 u16 { f [15:0] hw ro }\n}\n",
+        "1:12: error: byte 0x4 of capability 'c' (after register 'a') is covered by no register"
+        + BYTE_HINT,
+    ),
+    (
+        "hole after an extended capability's header",
+        "extended_capability e id 0x1 {\n    register a @0x08 u32 { f [31:0] hw ro }\n}\n",
+        "1:21: error: bytes 0x4..0x7 of extended capability 'e' (before register 'a')"
+        " are covered by no register" + HOLE_HINT,
+    ),
+    (
+        "hole in one layout",
+        "capability c id 0x05 length 8 {\n"
+        "    register ctrl @0x02 u16 {\n        wide [0] hw ro\n        _ [15:1] hw ro\n    }\n"
+        "    register a @(0x04 + 2 * ctrl.wide) u16 { f [15:0] hw ro }\n"
+        "    register b @0x06 u16 if not ctrl.wide { f [15:0] hw ro }\n}\n",
+        "1:12: error: bytes 0x4..0x5 of capability 'c' (between registers 'ctrl' and 'a')"
+        " are covered by no register when ctrl.wide = 1" + HOLE_HINT,
+    ),
+    (
+        "duplicate capability ID",
+        "capability a id 0x05 { }\nconst MSI = 5\ncapability b id MSI { }\n",
+        "3:17: error: duplicate capability ID 0x5 of 'b' (first defined by 'a' at policy.pci:1:17)",
+    ),
+    (
+        "duplicate header type",
+        "header a type 0 { }\nheader b type 0 { }\n",
+        "2:15: error: duplicate header type 0 of 'b' (first defined by 'a' at policy.pci:1:15)",
+    ),
     (
         "quirk without match keys is refused by the grammar",
         "quirk q { }\n",
@@ -228,6 +300,7 @@ def test_clean_source_passes(check_source: CheckRun, capsys: pytest.CaptureFixtu
         "        rest [15:8] hw rsvdp\n"
         "        low [6:0] shadow(LOW) rw on_rising changed\n"
         "    }\n"
+        '    register gap @0x04 u32 { _ [31:0] hw rsvdp "a deliberate hole" }\n'
         "    register data @(0x08 + 4*ctrl.wide) u16 { d [15:0] shadow(0) rw }\n"
         "    register upper @0x08 u32 if ctrl.wide { a [31:0] shadow(0) rw }\n"
         "}\n"
@@ -242,7 +315,7 @@ def test_register_groups_are_shared_and_checked_where_used(check_source: CheckRu
         "}\n"
         "header a type 0 {\n    use ids\n}\n"
         "header b type 1 {\n    use ids\n    register more @0x00 u8 { v [7:0] hw ro }\n}\n"
-        "header c type 1 {\n    use nothing\n}\n"
+        "capability c id 5 {\n    use nothing\n}\n"
         "registers ids { }\n"
     )
     assert status == 1
@@ -251,3 +324,36 @@ def test_register_groups_are_shared_and_checked_where_used(check_source: CheckRu
         "policy.pci:12:9: error: unknown register group 'nothing'",
         "policy.pci:14:11: error: duplicate register group 'ids' (first at policy.pci:1:11)",
     ]
+
+
+def test_duplicate_capability_id_across_files_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Caught when compiled, not when the runtime loads the two tables."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "msi.pci").write_text("capability msi id 0x05 { }\n", encoding="utf-8")
+    (tmp_path / "vendor.pci").write_text(
+        "# a second description of MSI\n\ncapability msi_again id 0x05 { }\n", encoding="utf-8"
+    )
+    assert main(["check", "msi.pci", "vendor.pci"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "vendor.pci:3:25: error: duplicate capability ID 0x5 of 'msi_again'"
+        " (first defined by 'msi' at msi.pci:1:19)",
+        "1 error",
+    ]
+
+
+def test_declared_holes_pass(check_source: CheckRun) -> None:
+    """A range left unused on purpose is a register of reserved fields, with its reason; a
+    hidden capability is blocked whole and needs no description."""
+    status, errors, _ = check_source(
+        "capability c id 0x09 length 12 {\n"
+        "    register a @0x02 u16 { f [15:0] hw ro }\n"
+        '    register reserved @0x04 u32 { _ [31:0] hw rsvdp "reserved by the spec" }\n'
+        "    register b @0x08 u16 { f [15:0] hw ro }\n"
+        '    register tail @0x0a u8 { _ [7:0] hw rsvdp "reserved" }\n'
+        '    register vendor @0x0b u8 { v [7:0] hw ro permissive rw "the driver\'s own" }\n'
+        "}\n"
+        'capability hidden id 0x0a length 0x10 { policy hide "nothing of it is offered" }\n'
+    )
+    assert (status, errors) == (0, [])

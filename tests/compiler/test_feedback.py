@@ -392,18 +392,18 @@ def test_strict_reasons_asks_every_policy_decision_for_one(check_flags: FlagsRun
 
 
 @pytest.fixture
-def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_hooks: None) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "prelude.pci").write_text(
         "hook on_write changed(old, new)\nhook on_read shown(value)\n", encoding="utf-8"
     )
     (tmp_path / "p" / "a.pci").write_text(
-        "capability a id 5 { register r @0x04 u8 { f [7:0] hw rw on_write changed } }\n",
+        "capability a id 5 { register r @0x02 u8 { f [7:0] hw rw on_write changed } }\n",
         encoding="utf-8",
     )
     (tmp_path / "p" / "b.pci").write_text(
-        "capability b id 6 { register r @0x04 u8 { f [7:0] hw ro on_read shown } }\n",
+        "capability b id 6 { register r @0x02 u8 { f [7:0] hw ro on_read shown } }\n",
         encoding="utf-8",
     )
     return tmp_path

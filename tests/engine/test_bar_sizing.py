@@ -98,3 +98,29 @@ def test_sizing_with_byte_writes_is_not_sizing() -> None:
     original = view.read(0x10, 4)
     view.write(0x13, 1, 0xFF)  # only the top byte: the address bits are not all ones
     assert view.read(0x10, 4) == original
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "sizes"),
+    [
+        (0x10, 0xFFFFFFF0, True),  # 64-bit memory BAR, lower half: the flag bits do not matter
+        (0x10, 0xFFFFFFE0, False),  # an address bit clear
+        (0x14, 0xFFFFFFFE, False),  # upper half: every bit is an address bit
+        (0x18, 0xFFFFFFFC, True),  # I/O: bits 31:2
+        (0x18, 0xFFFFFFF8, False),
+        (0x1C, 0xFFFFFFF0, True),  # 32-bit memory
+        (0x30, 0xFFFFF800, True),  # ROM: bits 31:11, enable bit ignored
+        (0x30, 0xFFFFF000, False),
+    ],
+)
+def test_sizing_takes_any_value_with_every_address_bit_set(
+    offset: int, value: int, sizes: bool
+) -> None:
+    # Current Linux's rule (bar_write / rom_write): the value with the BAR's flag bits forced
+    # to 1 must be all ones.
+    dev = retyped(VIRTIO[0])
+    view = build_config_space(dev)
+    original = view.read(offset, 4)
+    view.write(offset, 4, value)
+    assert (view.read(offset, 4) != original) is sizes
+    assert dev.writes == []

@@ -46,8 +46,10 @@ capability moving id 0x05 length 0x0c + 4*ctrl.wide {
         _    [15:8] hw ro
         low  [6:0]  hw ro
     }
+    register gap @0x04 u32 { _ [31:0] hw rsvdp "unused, and declared so" }
     register upper @0x08 u32 if ctrl.wide { v [31:0] shadow(0) rw }
     register data @(0x08 + 4*ctrl.wide) u16 { v [15:0] shadow(0x5a5a) rw }
+    register tail @(0x0a + 4*ctrl.wide) u16 { _ [15:0] hw rsvdp "up to the length" }
 }
 """
 
