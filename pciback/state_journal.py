@@ -23,6 +23,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from pciback.state_dir import check_file, open_file
+
 log = logging.getLogger("pciback.state")
 
 JOURNAL_TABLES = frozenset({"irq_state", "irq_intent"})
@@ -37,11 +39,13 @@ def _path(directory: Path, generation: int) -> Path:
 
 
 def journal_files(directory: Path) -> list[tuple[int, Path]]:
-    """The journal generations present, oldest first."""
+    """The journal generations present, oldest first (StateDirError for a link or a file not
+    the daemon's among them: it is never read nor followed)."""
     found = []
     for path in directory.iterdir():
         match = _NAME.fullmatch(path.name)
         if match:
+            check_file(path)
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -66,7 +70,9 @@ def _checked(row: object, max_data: int, max_domid: int) -> JournalRow | None:
 def read_journal(path: Path, max_data: int, max_domid: int) -> list[JournalRow]:
     """The rows of one file, in order; lines that do not check are logged and skipped."""
     rows: list[JournalRow] = []
-    lines = path.read_bytes().split(b"\n")
+    fd = open_file(path, os.O_RDONLY)  # never through a link planted in its place
+    with os.fdopen(fd, "rb") as file:
+        lines = file.read().split(b"\n")
     for number, line in enumerate(lines, 1):
         if not line:
             continue
@@ -107,7 +113,7 @@ class Journal:
         self._written = False
 
     def _open(self, generation: int) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         return os.open(_path(self.directory, generation), flags, 0o600)
 
     def append(self, rows: Sequence[JournalRow]) -> None:

@@ -95,7 +95,11 @@ class ControlServer:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, 0o600)
+        # Checked, not chmod-ed: chmod follows a link that could have replaced the socket.
+        st = os.lstat(self.path)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_mode & 0o077:
+            sock.close()
+            raise ControlError(f"{self.path}: not the 0600 socket just made; refusing it")
         sock.listen(MAX_CLIENTS)
         sock.settimeout(0.2)
         self._sock = sock

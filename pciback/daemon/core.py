@@ -30,6 +30,7 @@ from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.state import StateStore
+from pciback.state_dir import StateDirLock
 from pciback.stub import StubError, StubPool
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
@@ -123,11 +124,31 @@ class Daemon:
         env: SimEnvironment | XenEnvironment | None = None,
         *,
         control: bool = True,
+        state_lock: StateDirLock | None = None,
     ) -> None:
         """`control` False: no control socket (the simulated host drives the daemon in-process).
-        backend = "xen" uses `env` only when it is a XenEnvironment, else opens this dom0's."""
+        backend = "xen" uses `env` only when it is a XenEnvironment, else opens this dom0's.
+        `state_lock`: the state directory's lock already taken (the CLI takes it before
+        logging starts); otherwise it is taken here."""
         check_policy()
         self.config = config
+        # First of all, before the environment, the state or any device is touched: a second
+        # daemon on this state directory would reset the devices the first one's guests hold.
+        if state_lock is None and config.state_dir is not None:
+            state_lock = StateDirLock.acquire(config.state_dir)
+        self.state_lock = state_lock
+        try:
+            self._build(env, control)
+        except BaseException:
+            state: StateStore | None = getattr(self, "state", None)
+            if state is not None:
+                state.close()
+            if self.state_lock is not None:
+                self.state_lock.release()
+            raise
+
+    def _build(self, env: SimEnvironment | XenEnvironment | None, control: bool) -> None:
+        config = self.config
         self.env: SimEnvironment | XenEnvironment
         if config.backend == "xen":
             self.env = (
@@ -259,6 +280,8 @@ class Daemon:
             self.backends.stop()
             self.env.release(self.xs)
             self.state.close()
+            if self.state_lock is not None:
+                self.state_lock.release()
         log.info("stopped; guests keep their devices (%d owned)", len(self.ownership.all()))
 
     def kill(self) -> None:
@@ -273,6 +296,8 @@ class Daemon:
             self.control.stop()
         self.datapath.abandon()
         self.env.release(self.xs)
+        if self.state_lock is not None:
+            self.state_lock.release()  # what the kernel does when a daemon dies
         log.warning("killed; %d device(s) owned", len(self.ownership.all()))
 
     # -- control requests --------------------------------------------------------------------
