@@ -35,20 +35,35 @@ def register(sub: Subparsers) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
+    from pciback.state import StateError, open_database
+    from pciback.state_dir import StateDirError, StateDirLock
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 2
+    lock: StateDirLock | None = None
     try:
-        # Before logging is set up and anything is touched: one line says what is wrong.
+        # Before logging is set up and anything is touched: one line says what is wrong. The
+        # state directory is checked and locked first of all, and its database validated (or
+        # created), so that a daemon refused here has done nothing at all.
         check_policy()
-    except DaemonError as exc:
+        if cfg.state_dir is not None:
+            lock = StateDirLock.acquire(cfg.state_dir)
+            open_database(lock.directory).close()
+    except (DaemonError, StateError, StateDirError) as exc:
+        if lock is not None:
+            lock.release()
         print(f"pciback: cannot start: {exc}", file=sys.stderr)
         return 1
     setup_logging(cfg.log_level, cfg.log_format)
+    if cfg.state_dir is None:
+        log.warning(
+            "persist = false: no state directory; a restart releases every device a guest holds"
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -58,9 +73,17 @@ def run_daemon(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, state_lock=lock)
+    except (DaemonError, StateError, StateDirError, OSError, ValueError) as exc:
+        if lock is not None:
+            lock.release()
+        log.error("cannot start: %s", exc)
+        print(f"pciback: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
         daemon.start()
-    except (DaemonError, OSError, ValueError) as exc:
+    except (DaemonError, StateError, StateDirError, ControlError, OSError, ValueError) as exc:
+        daemon.stop()
         log.error("cannot start: %s", exc)
         print(f"pciback: cannot start: {exc}", file=sys.stderr)
         return 1

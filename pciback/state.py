@@ -41,6 +41,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pciback.state_dir import StateDirError, check_directory, check_file, open_file
 from pciback.state_journal import Journal, JournalRow, journal_files, read_journal
 from pciback.state_writer import FLUSH_DELAY, Change, Key, Row, Snapshot, StateWriter
 
@@ -98,41 +99,147 @@ def _connect(target: str) -> sqlite3.Connection:
     return db
 
 
+# What the operator can do about a database that cannot be read.
+_WHAT_TO_DO = (
+    "restore it from a backup, or move it away to start with no saved state (which forgets "
+    "every device's owner and saved config space)"
+)
+
+
+def _create_database(directory: Path, target: Path) -> None:
+    """A new database with its schema, put in place by rename: a database file of 0 bytes or
+    without a schema version is then never one this daemon was creating, but damage."""
+    fresh = directory / (DB_NAME + ".new")
+    for stale in (fresh, directory / (DB_NAME + ".new-journal")):
+        if check_file(stale):
+            stale.unlink()  # a creation a crash interrupted
+    try:
+        os.close(open_file(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL))
+        db = sqlite3.connect(str(fresh), isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(
+                f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('schema', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        finally:
+            db.close()
+        fd = os.open(fresh, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(fresh, target)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)  # the rename itself is durable
+        finally:
+            os.close(fd)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StateError(
+            f"{target}: cannot create the state database: {reason}; make {directory} writable "
+            "(a read-only file system?), or set persist = false to run without saved state"
+        ) from None
+
+
+def open_database(directory: Path) -> sqlite3.Connection:
+    """The state database of a checked directory, created if missing, and validated before
+    anything is read from it: no link for it or its companion files, the daemon's own file,
+    SQLite's quick_check clean, a schema version this daemon knows. StateError (one line for
+    the operator, naming the file and what to do) otherwise: the daemon never acts on a state
+    it cannot read whole."""
+    target = directory / DB_NAME
+    for companion in ("-wal", "-shm", "-journal"):
+        check_file(directory / (DB_NAME + companion))
+    if not check_file(target):
+        _create_database(directory, target)
+    try:
+        fd = open_file(target, os.O_RDWR)
+    except StateDirError:
+        raise
+    except OSError as exc:
+        raise StateError(f"{target}: cannot open the state database: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size == 0:
+        raise StateError(f"{target}: the state database is empty (truncated); {_WHAT_TO_DO}")
+    try:
+        db = _connect(str(target))
+    except sqlite3.Error as exc:
+        raise StateError(
+            f"{target}: the state database is unreadable ({exc}); {_WHAT_TO_DO}"
+        ) from None
+    try:
+        _validate(db, target)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)  # tables added to schema 2 later, and schema 1's upgrade
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+    except StateError:
+        db.close()
+        raise
+    except sqlite3.OperationalError as exc:
+        db.close()
+        raise StateError(
+            f"{target}: cannot use the state database ({exc}); is its file system read-only "
+            "or full?"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StateError(
+            f"{target}: the state database is unreadable ({exc}); {_WHAT_TO_DO}"
+        ) from None
+    return db
+
+
+def _validate(db: sqlite3.Connection, target: Path) -> None:
+    rows = db.execute("PRAGMA quick_check").fetchall()
+    if rows != [("ok",)]:
+        detail = str(rows[0][0]) if rows else "no answer"
+        raise StateError(f"{target}: the state database is corrupt ({detail[:120]}); {_WHAT_TO_DO}")
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        row = None  # no meta table
+    if row is None:
+        raise StateError(
+            f"{target}: no schema version, not a pciback state database; {_WHAT_TO_DO}"
+        )
+    if row[0] not in ("1", str(SCHEMA_VERSION)):  # 1: its tables are added, nothing changes
+        raise StateError(
+            f"{target}: state database schema {str(row[0])[:16]}, this daemon knows "
+            f"{SCHEMA_VERSION}; run the pciback that wrote it, or {_WHAT_TO_DO}"
+        )
+
+
 class StateStore:
     """Thread-safe access to the state; `directory` None keeps it in memory (tests, demo)."""
 
     def __init__(self, directory: Path | None, *, flush_delay: float = FLUSH_DELAY) -> None:
-        if directory is None:
-            target = ":memory:"
-        else:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            target = str(directory / DB_NAME)
         self._lock = threading.Lock()  # the control plane's connection; never the op path's
-        self._db = _connect(target)
-        if directory is not None:
-            os.chmod(target, 0o600)  # ownership and saved device state are root's business
-        with self._lock:
-            self._db.execute(
-                "PRAGMA journal_mode=WAL" if directory else "PRAGMA journal_mode=MEMORY"
-            )
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] == "1":  # the new tables were just created; nothing else changed
-                self._db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
-                )
-            elif row[0] != str(SCHEMA_VERSION):
-                raise StateError(f"state database schema {row[0]}, expected {SCHEMA_VERSION}")
-        tables = {table: self._records(table) for table in GUEST_TABLES}
+        tables: dict[str, dict[str, Row]]
         self._journal: Journal | None = None
         self._writer_db: sqlite3.Connection | None = None
         if directory is None:
+            self._db = _connect(":memory:")
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=MEMORY")
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            tables = {table: self._records(table) for table in GUEST_TABLES}
             self.writer = StateWriter(tables, None)
             return
-        self._journal = Journal(directory, self._replay(directory, tables))
-        self._writer_db = _connect(target)
+        directory = check_directory(directory)
+        target = directory / DB_NAME
+        self._db = open_database(directory)
+        try:
+            tables = {table: self._records(table) for table in GUEST_TABLES}
+            self._journal = Journal(directory, self._replay(directory, tables))
+            self._writer_db = _connect(str(target))
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(f"{target}: cannot read the state database ({exc})") from None
         self.writer = StateWriter(tables, self._commit_rows, self._journal, flush_delay)
 
     def _replay(self, directory: Path, tables: dict[str, dict[str, Row]]) -> int:
