@@ -4,8 +4,17 @@ backend = "sim"                 # "sim" (simulated host) or "xen" (a real dom0)
                                 # "xen" needs /proc/xen, /dev/xen, libxenstore, libxengnttab,
                                 # libxenevtchn, libxenctrl, libatomic and, to drive the real
                                 # /sys, PCIBACK_ALLOW_SYSFS_WRITES=1 (lab/README.md)
-state_dir = "/var/lib/pciback"  # SQLite state; created 0700
-socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock)
+state_dir = "/var/lib/pciback"  # SQLite state (the default); created 0700 when missing. It must
+                                # be owned by the daemon's user, not group- or world-writable,
+                                # with no symbolic link in its path, and each parent owned by
+                                # root or that user and not writable by others unless sticky:
+                                # never a directory another user could have made first (such as
+                                # a fixed name under /tmp). One daemon per state directory.
+persist = false                 # no state directory: ownership, slots and guests' saved state
+                                # live in memory only, and a restart releases every device a
+                                # guest holds (demos, experiments). Not with state_dir.
+socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock; none
+                                # with persist = false)
 topology = "vpci"               # default guest topology: "vpci" or "passthrough"
 hide = "(0000:03:00.0)(04:00.*)"
 permissive = ["0000:03:00.0"]   # per device; `permissive = true` for every device (unsafe)
@@ -35,10 +44,12 @@ BACKENDS = ("sim", "xen")
 TOPOLOGIES = ("vpci", "passthrough")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_CONFIG = 1 << 20
+DEFAULT_STATE_DIR = Path("/var/lib/pciback")
 
 _KEYS = {
     "backend",
     "state_dir",
+    "persist",
     "socket",
     "topology",
     "hide",
@@ -62,6 +73,8 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     backend: str = "sim"
+    # None keeps the state in memory: what `persist = false` asks for, and what the simulated
+    # host and tests build in-process. A configuration file without the key gets the default.
     state_dir: Path | None = None
     socket: Path | None = None
     topology: str = "vpci"
@@ -133,6 +146,15 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
                 raise ConfigError(f"{key}: expected a path")
             path = Path(value)
             setattr(cfg, key, path if path.is_absolute() or base is None else base / path)
+    persist = data.get("persist", True)
+    if not isinstance(persist, bool):
+        raise ConfigError("persist: expected true or false")
+    if not persist and "state_dir" in data:
+        raise ConfigError("persist = false and state_dir contradict each other: remove one")
+    # Persistence unless asked otherwise: a daemon that forgot its owners on a restart would
+    # release the devices guests hold.
+    if persist and cfg.state_dir is None:
+        cfg.state_dir = DEFAULT_STATE_DIR
     hide = data.get("hide", "")
     if not isinstance(hide, str):
         raise ConfigError("hide: expected a string such as '(0000:03:00.0)(04:00.*)'")

@@ -52,33 +52,33 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
 
 def test_op_linger_reaches_the_data_path(tmp_path: Path) -> None:
     path = tmp_path / "pciback.toml"
-    path.write_text("op_linger_us = 750\n")
+    path.write_text("op_linger_us = 750\npersist = false\n")
     daemon = Daemon(load_config(path), env(), control=False)
     try:
         assert daemon.datapath.linger_ns == 750_000
     finally:
         daemon.stop()
-    default = Daemon(parse_config({}), env(), control=False)
+    default = Daemon(parse_config({"persist": False}), env(), control=False)
     assert default.datapath.linger_ns == 0  # the simulation never lingers (its guests are threads)
     default.stop()
 
 
 def test_toolstack_timeout_reaches_the_toolstack_role(tmp_path: Path) -> None:
     path = tmp_path / "pciback.toml"
-    path.write_text("toolstack_timeout_s = 45\n")
+    path.write_text("toolstack_timeout_s = 45\npersist = false\n")
     daemon = Daemon(load_config(path), env(), control=False)
     try:
         assert daemon.toolstack.timeout == 45.0
     finally:
         daemon.stop()
-    default = Daemon(parse_config({}), env(), control=False)
+    default = Daemon(parse_config({"persist": False}), env(), control=False)
     assert default.toolstack.timeout == 10.0  # libxl's
     default.stop()
 
 
 def test_permissive_true_is_the_global_module_parameter(tmp_path: Path) -> None:
     path = tmp_path / "pciback.toml"
-    path.write_text(f'permissive = true\nhide = "({NET})"\n')
+    path.write_text(f'permissive = true\nhide = "({NET})"\npersist = false\n')
     cfg = load_config(path)
     assert cfg.permissive_all and cfg.permissive == []
     daemon = Daemon(cfg, env(), control=False)
@@ -241,7 +241,7 @@ def test_demo_runs_to_completion() -> None:
 
 
 def test_daemon_without_state_dir_still_runs() -> None:
-    cfg = parse_config({"hide": f"({NET})"})
+    cfg = parse_config({"hide": f"({NET})", "persist": False})
     assert cfg.control_socket is None
     daemon = Daemon(cfg, env())
     daemon.start()
