@@ -37,7 +37,7 @@ def register(sub: Subparsers) -> None:
 def run_daemon(args: argparse.Namespace) -> int:
     from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
-    from pciback.state import StateError, open_database
+    from pciback.state import StateError, check_state
     from pciback.state_dir import StateDirError, StateDirLock
 
     try:
@@ -53,7 +53,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         check_policy()
         if cfg.state_dir is not None:
             lock = StateDirLock.acquire(cfg.state_dir)
-            open_database(lock.directory).close()
+            check_state(lock.directory)
     except (DaemonError, StateError, StateDirError) as exc:
         if lock is not None:
             lock.release()

@@ -193,6 +193,14 @@ def open_database(directory: Path) -> sqlite3.Connection:
     return db
 
 
+def check_state(directory: Path) -> None:
+    """What opening a StateStore on a checked `directory` would refuse, refused now and
+    nothing else done (the database is created if missing): the CLI calls it before logging
+    starts, so that a refusal is one line."""
+    open_database(directory).close()
+    journal_files(directory)  # a link or a foreign file among them is refused
+
+
 def _validate(db: sqlite3.Connection, target: Path) -> None:
     rows = db.execute("PRAGMA quick_check").fetchall()
     if rows != [("ok",)]:

@@ -106,7 +106,9 @@ def check_directory(path: Path, *, create: bool = True) -> Path:
                 st = os.lstat(current)
             except OSError as exc:
                 raise StateDirError(
-                    f"{current}: cannot create the state directory: {exc.strerror}"
+                    f"{current}: cannot create the state directory: {exc.strerror}; create it "
+                    "(0700, owned by the daemon's user), or set persist = false to run without "
+                    "saved state"
                 ) from None
         except OSError as exc:
             raise StateDirError(f"{current}: {exc.strerror}") from None
@@ -183,7 +185,11 @@ class StateDirLock:
         try:
             fd = open_file(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
-            raise StateDirError(f"{path}: cannot open the lock file: {exc.strerror}") from None
+            raise StateDirError(
+                f"{path}: cannot create the lock file: {exc.strerror}; the state directory must "
+                "be writable (a read-only file system?), or set persist = false to run without "
+                "saved state"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
