@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -72,9 +73,10 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # sqlite3.Error: a database that passed its checks and still fails is one line too.
     try:
         daemon = Daemon(cfg, state_lock=lock)
-    except (DaemonError, StateError, StateDirError, OSError, ValueError) as exc:
+    except (DaemonError, StateError, StateDirError, sqlite3.Error, OSError, ValueError) as exc:
         if lock is not None:
             lock.release()
         log.error("cannot start: %s", exc)
@@ -82,7 +84,15 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
     try:
         daemon.start()
-    except (DaemonError, StateError, StateDirError, ControlError, OSError, ValueError) as exc:
+    except (
+        DaemonError,
+        StateError,
+        StateDirError,
+        ControlError,
+        sqlite3.Error,
+        OSError,
+        ValueError,
+    ) as exc:
         daemon.stop()
         log.error("cannot start: %s", exc)
         print(f"pciback: cannot start: {exc}", file=sys.stderr)

@@ -10,9 +10,10 @@ state_dir = "/var/lib/pciback"  # SQLite state (the default); created 0700 when 
                                 # root or that user and not writable by others unless sticky:
                                 # never a directory another user could have made first (such as
                                 # a fixed name under /tmp). One daemon per state directory.
-persist = false                 # no state directory: ownership, slots and guests' saved state
-                                # live in memory only, and a restart releases every device a
-                                # guest holds (demos, experiments). Not with state_dir.
+persist = true                  # the default. false (and no state_dir): no state directory;
+                                # ownership, slots and guests' saved state live in memory only,
+                                # and a restart releases every device a guest holds (demos,
+                                # experiments, never a dom0 with guests)
 socket = "/run/pciback.sock"    # control socket (default: <state_dir>/control.sock; none
                                 # with persist = false)
 topology = "vpci"               # default guest topology: "vpci" or "passthrough"
