@@ -39,7 +39,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
     from pciback.state import StateError, check_state
-    from pciback.state_dir import StateDirError, StateDirLock
+    from pciback.state_dir import StateDirError, StateDirLock, check_file
 
     try:
         cfg = load_config(args.config)
@@ -55,6 +55,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         if cfg.state_dir is not None:
             lock = StateDirLock.acquire(cfg.state_dir)
             check_state(lock.directory)
+        if cfg.control_socket is not None:
+            check_file(cfg.control_socket, socket=True)
     except (DaemonError, StateError, StateDirError) as exc:
         if lock is not None:
             lock.release()

@@ -30,7 +30,7 @@ from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.state import StateStore
-from pciback.state_dir import StateDirLock
+from pciback.state_dir import StateDirLock, check_file
 from pciback.stub import StubError, StubPool
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
@@ -138,6 +138,10 @@ class Daemon:
             state_lock = StateDirLock.acquire(config.state_dir)
         self.state_lock = state_lock
         try:
+            # A link or a foreign file where the socket goes is refused now, not after start-up
+            # has reconciled the devices (the control server checks again when it binds).
+            if control and config.control_socket is not None:
+                check_file(config.control_socket, socket=True)
             self._build(env, control)
         except BaseException:
             state: StateStore | None = getattr(self, "state", None)

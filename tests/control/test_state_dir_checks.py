@@ -80,6 +80,24 @@ def test_a_planted_link_is_neither_followed_nor_chmod_ed(
     assert (state / name).is_symlink()
 
 
+def test_a_link_planted_as_the_control_socket_is_refused_before_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    populated(state)
+    target = victim(tmp_path)
+    (state / "control.sock").symlink_to(target)
+    message = refusal(tmp_path, state, capsys)
+    assert message == (
+        f"{state / 'control.sock'}: a symbolic link where a state file belongs; remove it"
+    )
+    assert untouched(target)
+    env = SimEnvironment.from_dumps({NET: DEVICES[NET]})
+    with pytest.raises(StateDirError):
+        Daemon(Config(state_dir=state, hide=f"({NET})"), env)
+    assert env.devices[NET].writes == [] and env.devices[NET].resets == 0
+
+
 def test_the_state_directory_as_a_link_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
