@@ -155,6 +155,11 @@ def _row(body: list[str], row: Row, y: int, permissive: bool) -> None:
 def render_html(audit: Audit, title: str) -> str:
     rows = []
     for row in audit.rows:
+        own = len(row.fields) > 1  # one field: the row's reason is that field's
+        if row.reason and own:
+            cells = (_offsets(row), row.register, "", "(register)", *[""] * 4, row.reason)
+            tds = "".join(f"<td>{_a(c)}</td>" for c in (*cells, row.source))
+            rows.append(f"<tr>{tds}</tr>")
         for fld in reversed(row.fields):
             cells = (
                 _offsets(row),
@@ -165,7 +170,7 @@ def render_html(audit: Audit, title: str) -> str:
                 fld.normal,
                 fld.permissive,
                 fld.hook,
-                fld.reason or row.reason,
+                fld.reason if own else fld.reason or row.reason,
                 fld.source,
             )
             colour = COLOURS[fld.category(audit.permissive)]

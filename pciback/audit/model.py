@@ -8,7 +8,7 @@ what is hidden, what is a gap), so the audit can never disagree with what a gues
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from pciback.engine.chain import EXT_START, STD_END, STD_START
@@ -128,8 +128,11 @@ def audit(space: ConfigSpace, address: str = "") -> Audit:
         slot = space.slot_at(pos)
         region = regions.get(pos) or _region_name(pos, regions)
         if isinstance(slot, RegisterInstance):
-            rows.append(_register_row(slot, region))
-            pos = slot.end
+            stop = pos
+            while stop < space.size and space.slot_at(stop) is slot:
+                stop += 1
+            rows.append(_register_row(slot, region, pos, stop))
+            pos = stop
         elif isinstance(slot, ChainLink):
             rows.append(_link_row(slot, region))
             pos = slot.end
@@ -177,13 +180,24 @@ def _region_name(pos: int, regions: dict[int, str]) -> str:
 
 
 # -- rows ------------------------------------------------------------------------------------------
-def _register_row(inst: RegisterInstance, region: str) -> Row:
+def _register_row(inst: RegisterInstance, region: str, start: int, stop: int) -> Row:
     reg = inst.reg
-    fields = tuple(_field(f, reg.reason) for f in sorted(reg.fields, key=lambda f: f.mask))
-    return Row(inst.offset, inst.width, region, reg.name, fields, reg.reason, reg.source)
+    fields = tuple(_field(f) for f in sorted(reg.fields, key=lambda f: f.mask))
+    if (start, stop) == (inst.offset, inst.end):
+        return Row(inst.offset, inst.width, region, reg.name, fields, reg.reason, reg.source)
+    # A capability list that overlaps itself: another capability's link won some of this
+    # register's bytes. Only the bytes it still owns are its.
+    lo, hi = 8 * (start - inst.offset), 8 * (stop - inst.offset) - 1
+    kept = tuple(
+        replace(f, lsb=max(f.lsb, lo) - lo, msb=min(f.msb, hi) - lo)
+        for f in fields
+        if f.lsb <= hi and f.msb >= lo
+    )
+    name = f"{reg.name}[{hi}:{lo}] of {inst.block} @{inst.block_base:#x}"
+    return Row(start, stop - start, region, name, kept, reg.reason, reg.source)
 
 
-def _field(fld: Field, register_reason: str) -> FieldAudit:
+def _field(fld: Field) -> FieldAudit:
     lsb = fld.shift
     msb = fld.mask.bit_length() - 1
     backing = fld.backing.value

@@ -104,7 +104,8 @@ def render_json(audit: Audit, title: str) -> str:
                 {
                     "name": f.name,
                     "bits": f.bits,
-                    "mask": f.mask,
+                    # A long run's mask would be thousands of digits: its width says it.
+                    "mask": f.mask if r.width <= 4 else None,
                     "backing": f.backing,
                     "normal": f.normal,
                     "permissive": f.permissive,
@@ -121,7 +122,7 @@ def render_json(audit: Audit, title: str) -> str:
             {
                 "offset": item.row.offset,
                 "register": item.row.register,
-                "direct_mask": item.direct_mask,
+                "direct_mask": item.direct_mask if item.row.width <= 4 else None,
                 "direct": [f.name for f in item.direct],
                 "hooked": {f.name: f.hook for f in item.hooked},
             }
