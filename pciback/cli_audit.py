@@ -2,18 +2,23 @@
 guest — who backs it, what a guest write does in normal and in permissive mode, the hook, the
 reason and the DSL line — then what the guest can change on the device.
 
+DEVICE (DDDD:BB:DD.F) is a device the running daemon holds: its config space as it reads now,
+its permissive flag and its quirk fields come over the control socket.
+
 `pciback audit --diff OLD NEW DUMP`: the same device under two policy trees (dsl/ directories,
 compiled on the fly, or generated/ trees): every bit whose guest access changed.
 
-Nothing here writes to a device: the dump becomes a simulated device, as for `pciback view`.
+Nothing here writes to a device: the bytes become a simulated device, as for `pciback view`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +28,14 @@ from pciback.audit.model import Audit, audit
 from pciback.audit.policies import PolicyTreeError, load_policy
 from pciback.audit.text import render_json, render_text
 from pciback.cli_view import DEFAULT_ADDRESS, extended_id, standard_id
-from pciback.dumps import Dump, DumpError, load_config
+from pciback.control.hide import parse_quirk
+from pciback.daemon.control import ControlError, request
+from pciback.daemon.quirks import quirk_register
+from pciback.dumps import Dump, DumpError, load_config, validate_config
 from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
 from pciback.sim.device import SimDevice
+from pciback.tables import Register
 
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
@@ -45,7 +54,12 @@ def register(sub: Subparsers) -> None:
         help="every bit of a device's config space under the policy, and what a guest can change",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("dump", type=Path, help="raw binary or lspci -x/-xxx/-xxxx text dump")
+    parser.add_argument(
+        "dump",
+        type=Path,
+        metavar="DEVICE|DUMP",
+        help="a device the daemon holds (DDDD:BB:DD.F), or a raw binary or lspci -x/-xxxx dump",
+    )
     parser.add_argument(
         "--permissive",
         action="store_true",
@@ -75,7 +89,20 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--format", choices=tuple(RENDERERS), default="text")
     parser.add_argument("--address", help="DDDD:BB:DD.F to show (default: the dump's)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.add_argument(
+        "--socket", help="the daemon's control socket, for a DEVICE (default: $PCIBACK_SOCKET)"
+    )
     parser.set_defaults(func=run)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What is audited: config bytes, and how the daemon builds its view when it is live."""
+
+    dump: Dump
+    title: str
+    permissive: bool = False
+    quirks: tuple[Register, ...] = ()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,39 +126,55 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> str:
-    dump = _load(args.dump)
-    address = args.address or dump.address or DEFAULT_ADDRESS
+    target = _load(args)
+    address = args.address or target.dump.address or DEFAULT_ADDRESS
     if args.diff is not None:
         if args.format != "text":
             raise AuditError("--diff prints text only")
         old_tree, new_tree = args.diff
-        old = _audit(dump, address, args, load_policy(old_tree))
-        new = _audit(dump, address, args, load_policy(new_tree))
+        old = _audit(target, address, args, load_policy(old_tree))
+        new = _audit(target, address, args, load_policy(new_tree))
         return render_diff(diff(old, new), str(old_tree), str(new_tree))
     policy = load_policy(args.policy) if args.policy is not None else None
-    result = _audit(dump, address, args, policy)
-    return RENDERERS[args.format](result, args.dump.name)
+    result = _audit(target, address, args, policy)
+    return RENDERERS[args.format](result, target.title)
 
 
-def _load(path: Path) -> Dump:
+def _load(args: argparse.Namespace) -> Target:
+    path: Path = args.dump
     if not path.exists() and _ADDRESS.match(str(path)):
-        # A live device would come from the daemon over the control socket: not built yet.
-        raise AuditError(
-            f"{path}: auditing a device of a running daemon is not supported yet; give a dump"
-            " (lspci -xxxx -s ADDRESS > FILE)"
-        )
+        return _live(str(path), args)
     if path.is_dir():
         raise AuditError(f"{path}: is a directory, not a dump")
-    return load_config(path)
+    return Target(load_config(path), path.name)
 
 
-def _audit(dump: Dump, address: str, args: argparse.Namespace, policy: Policy | None) -> Audit:
-    device = SimDevice(address, dump.config)
+def _live(device: str, args: argparse.Namespace) -> Target:
+    """A device the daemon holds, as it reads now; the daemon's own flags for it kept."""
+    from pciback.cli_control import DEFAULT_SOCKET
+
+    socket = Path(args.socket or os.environ.get("PCIBACK_SOCKET") or DEFAULT_SOCKET)
+    try:
+        reply = request(socket, "config", device)
+        config = bytes.fromhex(reply["config"])
+        quirks = tuple(quirk_register(parse_quirk(q)) for q in reply["quirks"])
+    except ControlError as exc:
+        raise AuditError(f"{device}: {exc}") from None
+    except (TypeError, KeyError, ValueError) as exc:
+        raise AuditError(f"{device}: the daemon's answer is not understood: {exc}") from None
+    address = str(reply["address"])
+    dump = Dump(validate_config(config, address), address)
+    return Target(dump, f"{address} (live)", bool(reply["permissive"]), quirks)
+
+
+def _audit(target: Target, address: str, args: argparse.Namespace, policy: Policy | None) -> Audit:
+    device = SimDevice(address, target.dump.config)
     space = build_config_space(
         device,
-        permissive=args.permissive,
+        permissive=args.permissive or target.permissive,
         policy=policy,
         hide=args.hide_cap,
         hide_extended=args.hide_ext_cap,
+        extra_registers=target.quirks,
     )
     return audit(space, address)

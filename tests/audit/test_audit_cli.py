@@ -48,7 +48,7 @@ def test_hide_cap_and_permissive(capsys: pytest.CaptureFixture[str]) -> None:
         (["missing.bin"], "missing.bin: cannot read: No such file or directory"),
         (["short.bin"], "short.bin: 10 bytes; a config space has 64 to 4096"),
         (["."], ".: is a directory, not a dump"),
-        (["0000:03:00.0"], "auditing a device of a running daemon is not supported yet"),
+        (["0000:03:00.0", "--socket", "none.sock"], "0000:03:00.0: "),
         (["ok.bin", "--policy", "nowhere"], "nowhere: not a directory"),
         (["ok.bin", "--diff", ".", "nowhere"], ".: neither *.pci policy files"),
         (["ok.bin", "-o", "no/such/dir/out.txt"], "cannot write: No such file or directory"),
