@@ -16,7 +16,7 @@ COLOURS = {
     Category.HIDDEN: "#444444",
     Category.HOST_OWNED: "#7fa7d9",
 }
-CELL = 26  # one bit's width
+CELL = 30  # one bit's width: room for a one-bit field's first letters
 ROW = 22
 LABEL = 330  # the offset / register column
 MARGIN = 10
@@ -142,12 +142,14 @@ def _row(body: list[str], row: Row, y: int, permissive: bool) -> None:
             body.append(f'<circle cx="{_cell_x(hi) + 5}" cy="{y + 5}" r="3" fill="#000"/>')
         span = CELL * (hi - lo + 1)
         name = fld.name if row.width <= 4 else f"{fld.name} {row.width} bytes"
-        fits = max(0, (span - 4) // 7)
+        # Narrow fields get a smaller font: a one-bit field's name is still worth 4 letters.
+        size, advance = (11, 6.7) if span > 2 * CELL else (8.5, 5.2)
+        fits = int((span - 3) // advance)
         if fits >= 2:
             shown = name if len(name) <= fits else name[: fits - 1] + "…"
             body.append(
                 f'<text x="{_cell_x(hi) + span / 2}" y="{y + 14}" text-anchor="middle"'
-                f' style="{FONT};font-size:11px;fill:{ink}">{_a(shown)}</text>'
+                f' style="{FONT};font-size:{size}px;fill:{ink}">{_a(shown)}</text>'
             )
         body.append("</g>")
 
