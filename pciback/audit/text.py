@@ -29,7 +29,9 @@ def render_text(audit: Audit, title: str) -> str:
             lines.append("  ".join(f"{c:<{_width(c)}}" for c in _COLUMNS) + "  reason [source]")
         head = row.reason if row.reason and len(row.fields) > 1 else ""
         if head:
-            lines.append(f"{_offsets(row):<{_width('offset')}}  {row.register}: {head}")
+            lines.append(
+                f"{_offsets(row):<{_width('offset')}}  {row.register}: {head} [{row.source}]"
+            )
         for fld in reversed(row.fields):  # high bits first, as the spec draws registers
             cells = (
                 _offsets(row),

@@ -79,6 +79,7 @@ def test_an_endpoint_command_register() -> None:
     assert permissive["command"].direct_mask & 0x0004
     text = render_text(result, ENDPOINT)
     assert "bus_master via on_write bus_master" in text
+    assert "command: who may change what is the XSA-120 question [dsl/prelude.pci:35]" in text
     assert "same as io_space: turning decode off under the host caused XSA-120" in text
 
 
