@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pciback.cli_control",
     "pciback.cli_toolstack",
     "pciback.cli_view",
+    "pciback.cli_audit",
 )
 
 if TYPE_CHECKING:

@@ -56,6 +56,9 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
                 if field_refs(r.offset)
                 else f"{evaluate(r.offset, consts):#04x}",
                 "name": r.name,
+                "bits": f"{8 * r.width - 1}:0",
+                "reason": _cell(r.reason),
+                "source": f"{r.pos.file}:{r.pos.line}",
                 "condition": to_text(r.condition) if r.condition is not None else "",
                 "fields": [_field(f, program) for f in r.fields],
             }
@@ -80,6 +83,7 @@ def _field(fld: FieldDecl, program: Program) -> dict[str, str]:
         "permissive": fld.permissive or "",
         "hooks": hooks,
         "reason": _cell(fld.reason),
+        "source": f"{fld.pos.file}:{fld.pos.line}",
     }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.control.hide import HideSyntaxError
+from pciback.control.hide import HideSyntaxError, parse_device
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
@@ -31,7 +31,7 @@ from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
 from pciback.state import StateStore
 from pciback.state_dir import StateDirLock, check_file
-from pciback.stub import StubError, StubPool
+from pciback.stub import StubError, StubPool, save_config
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
 from pciback.xenbus.manager import MAX_EVENTS_PER_PUMP, XenbusBackends
@@ -348,7 +348,22 @@ class Daemon:
             if op == "unseize":
                 self.pool.unseize(arg)
                 return None
+            if op == "config":
+                return self.config_of(arg)
         raise ControlError(f"unknown request {op!r}")
+
+    def config_of(self, device: str) -> dict[str, Any]:
+        """A seized device's config space as it reads now, and what its guest view is built
+        with: what `pciback audit DEVICE` lays the tables over. Reads only."""
+        address = parse_device(device)
+        permissive, quirks = self.pool.policy(address)
+        return {
+            "address": address,
+            "config": save_config(self.env.bus.device(address)).hex(),
+            "permissive": permissive,
+            "interrupt_control": self.pool.allows_interrupt_control(address),
+            "quirks": [f"{q.address}-{q.offset:x}:{q.size}:{q.mask:x}" for q in quirks],
+        }
 
     def status(self) -> dict[str, Any]:
         devices = []
