@@ -26,7 +26,7 @@ from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
-from pciback.tables import Block, Register
+from pciback.tables import Block, BlockKind, Register
 
 log = logging.getLogger("pciback.engine")
 
@@ -166,6 +166,7 @@ class ConfigSpace:
         self._writers: dict[tuple[int, int], Writer] = {}
         self.registers: list[RegisterInstance] = []
         hide_std, hide_ext = frozenset(hide), frozenset(hide_extended)
+        self._ids = _device_ids(device)  # what quirks and table variants match
         chains = walk(device.read, self.size)
         self.problems.extend(chains.problems)
         self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
@@ -404,7 +405,7 @@ class ConfigSpace:
     def _classify(
         self, found: FoundCapability, tables: dict[int, Block], hidden: frozenset[int]
     ) -> PlacedCapability:
-        table = tables.get(found.ident)
+        table = self._variant(found) or tables.get(found.ident)
         hide = found.ident in hidden or bool(table and table.hidden)
         check = CAPABILITY_CHECKS.get((found.extended, found.ident))
         if not hide and check is not None:
@@ -413,6 +414,18 @@ class ConfigSpace:
                 self.problems.append(f"{problem}: capability hidden")
                 hide = True
         return PlacedCapability(found, table, hide)
+
+    def _variant(self, found: FoundCapability) -> Block | None:
+        """The first table with a match describing this capability in this device."""
+        kind = BlockKind.EXTENDED_CAPABILITY if found.extended else BlockKind.CAPABILITY
+        for block in self.policy.variants:
+            if block.kind is kind and block.ident == found.ident and self._matches(block):
+                return block
+        return None
+
+    def _matches(self, block: Block) -> bool:
+        ids = self._ids
+        return all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in block.matches)
 
     def _lay_out_header(self) -> None:
         header_type = self.header_type = self.device.read(0x0E, 1) & 0x7F
@@ -506,9 +519,8 @@ class ConfigSpace:
             self._claim(start, reg.width, inst)
 
     def _lay_out_quirks(self, extra: Iterable[Register]) -> None:
-        ids = _device_ids(self.device)
         for quirk in self.policy.quirks:
-            if all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in quirk.matches):
+            if self._matches(quirk):
                 self._overlay(quirk, quirk.registers)
         extra = tuple(extra)
         if extra:
