@@ -565,21 +565,29 @@ class ConfigSpace:
 
 
 class LookupFn:
-    """A block's field values as the device holds them, for lengths and conditions."""
+    """A block's field values as the device holds them, for lengths and conditions.
 
-    __slots__ = ("base", "block", "device")
+    One lookup serves one placement of a block, at seize: each register it consults is read
+    from the device once, not once per condition naming it (a virtio capability's conditions
+    name its type eighteen times)."""
+
+    __slots__ = ("base", "block", "device", "seen")
 
     def __init__(self, device: PhysicalDevice, block: Block, base: int) -> None:
         self.device = device
         self.block = block
         self.base = base
+        self.seen: dict[int, int] = {}  # register offset in the device: its value
 
     def __call__(self, register: str, field: str) -> int:
         reg = next(r for r in self.block.registers if r.name == register)
         fld = next(f for f in reg.fields if f.name == field)
         if not isinstance(reg.offset, int):  # pragma: no cover - the compiler rules this out
             raise KeyError(f"{register} moves; it cannot be used in a condition")
-        value = self.device.read(self.base + reg.offset, reg.width)
+        at = self.base + reg.offset
+        value = self.seen.get(at)
+        if value is None:
+            value = self.seen[at] = self.device.read(at, reg.width)
         return (value & fld.mask) >> fld.shift
 
 
