@@ -40,9 +40,11 @@ def live_bits(view: ConfigSpace, offset: int) -> int:
     return (mask >> (8 * (offset - slot.offset))) & 0xFF
 
 
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
 @pytest.mark.parametrize("path", DUMPS, ids=IDS)
-def test_every_live_bit_is_read_live(path: Path) -> None:
+def test_every_live_bit_is_read_live(path: Path, permissive: bool) -> None:
     view, counting = view_of(path)
+    view.permissive = permissive  # which bits read 0 follows the mode
     sim = counting.inner
     assert isinstance(sim, SimDevice)
     for dword in range(0, view.size, 4):
