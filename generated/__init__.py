@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, vpd
+from . import aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     aer.MODULE,
@@ -15,5 +15,6 @@ MODULES: tuple[PolicyModule, ...] = (
     quirks.MODULE,
     type0.MODULE,
     type1.MODULE,
+    virtio.MODULE,
     vpd.MODULE,
 )

@@ -138,8 +138,9 @@ def _check_ident_unique(
     diags: Diagnostics,
 ) -> None:
     """One block per header type or capability ID, over every file of the run: the runtime
-    indexes the tables by it and refuses to load two."""
-    if block.ident is None or block.kind not in _IDENT_WORDS:
+    indexes the tables by it and refuses to load two. A table with a match is a variant for
+    the devices it matches, chosen before the unmatched one: not counted here."""
+    if block.ident is None or block.kind not in _IDENT_WORDS or block.matches:
         return
     try:
         value = evaluate(block.ident, consts)

@@ -21,6 +21,9 @@ class Policy:
     extended: dict[int, Block]
     quirks: tuple[Block, ...]
     hooks: dict[str, HookDecl]
+    # Capability tables with a match: each describes its capability in the devices it
+    # matches only, in place of the unmatched table (see ConfigSpace._classify).
+    variants: tuple[Block, ...] = ()
 
     @classmethod
     def from_modules(cls, modules: Iterable[PolicyModule]) -> Policy:
@@ -28,6 +31,7 @@ class Policy:
         caps: dict[int, Block] = {}
         ext: dict[int, Block] = {}
         quirks: list[Block] = []
+        variants: list[Block] = []
         hooks: dict[str, HookDecl] = {}
         index = {
             BlockKind.HEADER: headers,
@@ -41,6 +45,9 @@ class Policy:
                 if block.kind is BlockKind.QUIRK:
                     quirks.append(block)
                     continue
+                if block.matches:
+                    variants.append(block)
+                    continue
                 table = index[block.kind]
                 if block.ident in table:
                     raise PolicyError(
@@ -48,7 +55,7 @@ class Policy:
                         f" (also at {table[block.ident].source})"
                     )
                 table[block.ident] = block
-        policy = cls(headers, caps, ext, tuple(quirks), hooks)
+        policy = cls(headers, caps, ext, tuple(quirks), hooks, tuple(variants))
         policy.verify_hooks()
         return policy
 

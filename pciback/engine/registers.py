@@ -59,6 +59,7 @@ class RegisterInstance:
         "end",
         "fixed",
         "hw_mask",
+        "hw_read",
         "hw_rw1c",
         "masks",
         "offset",
@@ -119,6 +120,12 @@ class RegisterInstance:
             AccessMasks(reg.fields, True, self.hw_rw1c),
         )
         normal, permissive = self.masks
+        # Per mode, whether a read needs the device: device bits that read 0 in a mode
+        # (reserved ones) are only needed by a write, which must preserve them.
+        self.hw_read = (
+            bool(self.hw_mask & normal.visible),
+            bool(self.hw_mask & permissive.visible),
+        )
         # Bits whose write is dropped for lack of permissive mode; a field with a write hook
         # is acted on by its hook either way, so dropping its data is no loss worth a warning.
         hooked = 0
@@ -141,7 +148,8 @@ class RegisterInstance:
         self.fixed: int | None = None
         self._read_ctx: HookContext | None = None
         same_in_both_modes = normal.zero == permissive.zero
-        if not (self.hw_mask or self.shadow_mask or self.read_hooks) and same_in_both_modes:
+        reads_device = any(self.hw_read)
+        if not (reads_device or self.shadow_mask or self.read_hooks) and same_in_both_modes:
             self.fixed = self._compose(0, normal)
 
     def field_named(self, name: str) -> Field:
@@ -158,22 +166,36 @@ class RegisterInstance:
     def value(self) -> int:
         """The whole register as the guest sees it."""
         # _compose written out: this is the hottest path of a guest read.
-        visible = self.masks[self.space.permissive].visible
-        if self.hw_mask:
+        permissive = self.space.permissive
+        visible = self.masks[permissive].visible
+        if self.hw_read[permissive]:
             hw = self.space.device.read(self.offset, self.width)
             value = ((hw & self.hw_mask) | self.static | self.shadow) & visible
         else:
             value = (self.static | self.shadow) & visible
         if self.read_hooks:
-            # One context per register, reused: making one costs as much as a short hook, and
-            # a context is only valid during the hook call (see HookContext).
-            ctx = self._read_ctx
-            if ctx is None:
-                ctx = self._read_ctx = HookContext(self.space, self, value, value)
-            ctx.old_register = ctx.new_register = value
-            for mask, shift, read in self.read_hooks:
-                shown = read(ctx, (value & mask) >> shift)
-                value = (value & ~mask) | ((shown << shift) & mask)
+            value = self._hooked(value)
+        return value
+
+    def value_from(self, hw: int) -> int:
+        """The register as the guest sees it when the device holds `hw` in its bytes: for an
+        access that read the device once for several registers (ConfigSpace coalesces)."""
+        value = ((hw & self.hw_mask) | self.static | self.shadow) & self.masks[
+            self.space.permissive
+        ].visible
+        return self._hooked(value) if self.read_hooks else value
+
+    def _hooked(self, value: int) -> int:
+        """`value` as the read hooks show it."""
+        # One context per register, reused: making one costs as much as a short hook, and
+        # a context is only valid during the hook call (see HookContext).
+        ctx = self._read_ctx
+        if ctx is None:
+            ctx = self._read_ctx = HookContext(self.space, self, value, value)
+        ctx.old_register = ctx.new_register = value
+        for mask, shift, read in self.read_hooks:
+            shown = read(ctx, (value & mask) >> shift)
+            value = (value & ~mask) | ((shown << shift) & mask)
         return value
 
     # -- writes ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
-from pciback.tables import Block, Register
+from pciback.tables import Block, BlockKind, Register
 
 log = logging.getLogger("pciback.engine")
 
@@ -123,6 +123,17 @@ def _drop(value: int) -> None:
 _DESCRIBED = (RegisterInstance, ChainLink)  # a tuple: isinstance of a union costs more
 
 
+def _registers_whole(runs: list[Run]) -> bool:
+    """Whether every register an access reaches lies whole inside it: true of the compiled
+    tables' naturally aligned registers whenever an access spans several slots, but a
+    runtime quirk's register need not be aligned."""
+    return all(
+        pos == slot.offset and stop == slot.end
+        for pos, stop, slot in runs
+        if isinstance(slot, RegisterInstance)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PlacedCapability:
     found: FoundCapability
@@ -155,6 +166,7 @@ class ConfigSpace:
         self._writers: dict[tuple[int, int], Writer] = {}
         self.registers: list[RegisterInstance] = []
         hide_std, hide_ext = frozenset(hide), frozenset(hide_extended)
+        self._ids = _device_ids(device)  # what quirks and table variants match
         chains = walk(device.read, self.size)
         self.problems.extend(chains.problems)
         self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
@@ -263,10 +275,13 @@ class ConfigSpace:
         return run
 
     def _plan_read(self, offset: int, size: int) -> Reader:
+        runs = self._split(offset, size)
+        if self._device_reads(runs) > 1 and _registers_whole(runs):
+            return self._plan_coalesced(offset, size, runs)
         fixed = 0  # the bytes that can never change, in place
         # (source, bits to drop, bits to keep, where they go) for the bytes that can
         parts: list[tuple[Reader, int, int, int]] = []
-        for pos, stop, slot in self._split(offset, size):
+        for pos, stop, slot in runs:
             place = 8 * (pos - offset)
             if isinstance(slot, _DESCRIBED):
                 drop = 8 * (pos - slot.offset)
@@ -284,6 +299,48 @@ class ConfigSpace:
             # a hidden capability's body reads 0
         return _reader(fixed, parts)
 
+    # A physical read is a system call that costs far more than the engine's work: an access
+    # over several slots that read the device (command and status, a bridge's bus numbers, a
+    # register and a gap) reads the device once, at the access's offset and size, and gives
+    # each slot its bytes of that one value.
+    @staticmethod
+    def _device_reads(runs: list[Run]) -> int:
+        """How many device reads serving `runs` one by one would take."""
+        count = 0
+        for pos, stop, slot in runs:
+            if isinstance(slot, RegisterInstance):
+                count += any(slot.hw_read)
+            elif isinstance(slot, Gap):
+                count += len(natural_pieces(pos, stop - pos))
+        return count
+
+    def _plan_coalesced(self, offset: int, size: int, runs: list[Run]) -> Reader:
+        fixed = 0
+        # (the register that turns its bytes into its value, or None for raw gap bytes,
+        #  where its bytes are in the access's value, their mask)
+        parts: list[tuple[Callable[[int], int] | None, int, int]] = []
+        for pos, stop, slot in runs:
+            place = 8 * (pos - offset)
+            keep = _BYTES_MASK[stop - pos]
+            if isinstance(slot, ChainLink):
+                fixed |= ((slot.raw >> 8 * (pos - slot.offset)) & keep) << place
+            elif isinstance(slot, RegisterInstance):  # whole inside the access
+                parts.append((slot.value_from, place, keep))
+            elif isinstance(slot, Gap):
+                parts.append((None, place, keep))
+            # a hidden capability's body reads 0
+        pieces = tuple(parts)
+
+        def read_once() -> int:
+            hw = self.device.read(offset, size)
+            value = fixed
+            for convert, place, keep in pieces:
+                part = (hw >> place) & keep
+                value |= (part if convert is None else convert(part)) << place
+            return value
+
+        return read_once
+
     def _plan_write(self, offset: int, size: int) -> Writer:
         # (handler, start, length, bits to drop from the access's value, bits to keep)
         parts: list[tuple[PieceWriter, int, int, int, int]] = []
@@ -297,16 +354,14 @@ class ConfigSpace:
 
     # Undescribed accesses walk the map directly: a single run, as a rule.
     def _read_undescribed(self, offset: int, size: int) -> int:
-        value = 0
-        pos, end = offset, offset + size
-        while pos < end:
-            slot = self._map[pos]
-            run = self._run(pos, end, slot)
-            if isinstance(slot, Gap):  # a hidden capability's body reads 0
-                for start, length in natural_pieces(pos, run):
-                    value |= self.device.read(start, length) << (8 * (start - offset))
-            pos += run
-        return value
+        slot = self._map[offset]
+        if isinstance(slot, Gap) and self._run(offset, offset + size, slot) == size:
+            return self.device.read(offset, size)  # the usual case: one gap, one read
+        live = 0  # the bytes of gaps; a hidden capability's body reads 0
+        for pos in range(offset, offset + size):
+            if isinstance(self._map[pos], Gap):
+                live |= 0xFF << (8 * (pos - offset))
+        return self.device.read(offset, size) & live if live else 0
 
     def _write_undescribed(self, offset: int, size: int, value: int) -> None:
         pos, end = offset, offset + size
@@ -350,7 +405,7 @@ class ConfigSpace:
     def _classify(
         self, found: FoundCapability, tables: dict[int, Block], hidden: frozenset[int]
     ) -> PlacedCapability:
-        table = tables.get(found.ident)
+        table = self._variant(found) or tables.get(found.ident)
         hide = found.ident in hidden or bool(table and table.hidden)
         check = CAPABILITY_CHECKS.get((found.extended, found.ident))
         if not hide and check is not None:
@@ -360,8 +415,20 @@ class ConfigSpace:
                 hide = True
         return PlacedCapability(found, table, hide)
 
+    def _variant(self, found: FoundCapability) -> Block | None:
+        """The first table with a match describing this capability in this device."""
+        kind = BlockKind.EXTENDED_CAPABILITY if found.extended else BlockKind.CAPABILITY
+        for block in self.policy.variants:
+            if block.kind is kind and block.ident == found.ident and self._matches(block):
+                return block
+        return None
+
+    def _matches(self, block: Block) -> bool:
+        ids = self._ids
+        return all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in block.matches)
+
     def _lay_out_header(self) -> None:
-        header_type = self.device.read(0x0E, 1) & 0x7F
+        header_type = self.header_type = self.device.read(0x0E, 1) & 0x7F
         table = self.policy.headers.get(header_type)
         if table is None:
             # Linux refuses such a function; here it can be seen but its header never written.
@@ -393,6 +460,12 @@ class ConfigSpace:
             # 0x100 is where every walk of the extended list starts: keep a null header there.
             nxt = exposed[0].found.offset if exposed else 0
             self._claim(EXT_START, EXT_LINK, ChainLink(EXT_START, EXT_LINK, nxt << 20))
+        elif link == EXT_LINK and not caps and self.size > EXT_START:
+            # An empty list stays empty for the view's life (the chains are fixed at seize,
+            # and a capability appearing later would escape hiding): its head, which every
+            # extended capability search reads, is answered without the device.
+            head = self.device.read(EXT_START, EXT_LINK)
+            self._claim(EXT_START, EXT_LINK, ChainLink(EXT_START, EXT_LINK, head))
 
     def _extent(
         self, table: Block | None, base: int, natural_end: int, region_end: int, link: int
@@ -446,9 +519,8 @@ class ConfigSpace:
             self._claim(start, reg.width, inst)
 
     def _lay_out_quirks(self, extra: Iterable[Register]) -> None:
-        ids = _device_ids(self.device)
         for quirk in self.policy.quirks:
-            if all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in quirk.matches):
+            if self._matches(quirk):
                 self._overlay(quirk, quirk.registers)
         extra = tuple(extra)
         if extra:
@@ -493,21 +565,29 @@ class ConfigSpace:
 
 
 class LookupFn:
-    """A block's field values as the device holds them, for lengths and conditions."""
+    """A block's field values as the device holds them, for lengths and conditions.
 
-    __slots__ = ("base", "block", "device")
+    One lookup serves one placement of a block, at seize: each register it consults is read
+    from the device once, not once per condition naming it (a virtio capability's conditions
+    name its type eighteen times)."""
+
+    __slots__ = ("base", "block", "device", "seen")
 
     def __init__(self, device: PhysicalDevice, block: Block, base: int) -> None:
         self.device = device
         self.block = block
         self.base = base
+        self.seen: dict[int, int] = {}  # register offset in the device: its value
 
     def __call__(self, register: str, field: str) -> int:
         reg = next(r for r in self.block.registers if r.name == register)
         fld = next(f for f in reg.fields if f.name == field)
         if not isinstance(reg.offset, int):  # pragma: no cover - the compiler rules this out
             raise KeyError(f"{register} moves; it cannot be used in a condition")
-        value = self.device.read(self.base + reg.offset, reg.width)
+        at = self.base + reg.offset
+        value = self.seen.get(at)
+        if value is None:
+            value = self.seen[at] = self.device.read(at, reg.width)
         return (value & fld.mask) >> fld.shift
 
 

@@ -83,8 +83,8 @@ def bist_start(ctx: HookContext, old: int, new: int) -> bool:
 
 # -- BARs ------------------------------------------------------------------------------------------
 def _bar_of(ctx: HookContext) -> BarResource | None:
-    header_type = ctx.space.device.read(0x0E, 1) & 0x7F
-    rom = ROM_TYPE1 if header_type == 1 else ROM_TYPE0
+    # The layout the view was built for, read once at seize: not the device again per BAR.
+    rom = ROM_TYPE1 if ctx.space.header_type == 1 else ROM_TYPE0
     index = 6 if ctx.offset == rom else (ctx.offset - BAR0) // 4
     return next((b for b in ctx.space.device.bars() if b.index == index), None)
 
