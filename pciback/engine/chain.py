@@ -44,6 +44,14 @@ def walk(read: Reader, config_size: int) -> Chains:
     return chains
 
 
+def walk_standard(read: Reader, config_size: int) -> list[FoundCapability]:
+    """The standard list alone, for a caller that has checked the status register's
+    capability-list bit itself."""
+    chains = Chains()
+    _walk_standard(read, chains, config_size)
+    return chains.standard
+
+
 def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
     pos = read(CAP_POINTER, 1) & ~3
     seen: set[int] = set()

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from pciback.engine.chain import STATUS, STATUS_CAP_LIST, STD_END, walk_standard
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, IrqKind
@@ -47,13 +48,8 @@ MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
 MSI_ENABLE = 0x1
 MSIX_ENABLE = 0x8000
 STATE_VERSION = 1
-STATUS = 0x06
-STATUS_CAP_LIST = 0x10
-CAP_POINTER = 0x34
 PMCSR = 0x04  # from the PM capability's start
 PMCSR_STATE = 0x3
-STD_CAPS = range(0x40, 0x100)
-STD_TTL = 48
 ALL_ONES_16 = 0xFFFF
 D3COLD = 4  # Linux's PCI_D3cold: no config space to read
 
@@ -147,17 +143,13 @@ def power_state(device: PhysicalDevice) -> int:
         return D3COLD
     if not status & STATUS_CAP_LIST:
         return 0
-    pos = device.read(CAP_POINTER, 1) & ~3
-    end = min(device.config_size, STD_CAPS.stop)
-    for _ in range(STD_TTL):  # a looping list ends here
-        if pos not in STD_CAPS or pos + 2 > end:
-            return 0
-        if device.read(pos, 1) == CAP_PM:
-            if pos + PMCSR + 2 > end:
+    end = min(device.config_size, STD_END)
+    for cap in walk_standard(device.read, end):  # bounded: the device is not trusted
+        if cap.ident == CAP_PM:
+            if cap.offset + PMCSR + 2 > end:
                 return 0  # a PMCSR past standard space is no register of PM's
-            pmcsr = device.read(pos + PMCSR, 2)
+            pmcsr = device.read(cap.offset + PMCSR, 2)
             return D3COLD if pmcsr == ALL_ONES_16 else pmcsr & PMCSR_STATE
-        pos = device.read(pos + 1, 1) & ~3
     return 0
 
 
