@@ -1,5 +1,5 @@
-"""What one guest op costs the daemon: CPU per op of `serve_one`, and system calls per op of the
-Xen event-channel path.
+"""What one guest op costs the daemon: CPU per op of `serve_one`, system calls per op of the Xen
+event-channel path, and the interpreter work per op.
 
 1. CPU: the data path the daemon builds (the op handler with its locks, dispatch, the
    config-space engine on a simulated device) behind one connection, served by `serve_one` in
@@ -13,6 +13,10 @@ Xen event-channel path.
    sleep, sends its event, and waits for the answer; "ahead" counts the system calls made
    between the guest's event and the notify that answers it. Then the CPU per op of that
    whole path (wait and process_pending) with the stand-ins, uncounted.
+3. Interpreter work: the Python frames, C calls and source lines one op runs through on the Xen
+   path (found by the service loop, served, answered), counted by sys.settrace/setprofile. The
+   count is the same on every machine; under emulation (the lab's dom0 under TCG: 1-2 µs per
+   Python call, tens of µs per cold line) it is what the op's service time follows.
 
 In a PV dom0 each system call goes through the hypervisor; libatomic calls are not system
 calls (a locked instruction), but each is a foreign call, so they are counted too. Device
@@ -373,12 +377,67 @@ def bench_syscalls(guest: SimGuest) -> None:
         rig.close()
 
 
+# -- 3. interpreter work per op ------------------------------------------------------------------
+def count_work(serve: Callable[[], object]) -> tuple[int, int, int]:
+    """Python frames, C calls and source lines one call of `serve` runs through (sys.settrace
+    and sys.setprofile events): the same on every machine. Under emulation (the lab's dom0
+    under TCG) each line costs tens of µs, so this, not native CPU time, predicts there."""
+    counts = Counter[str]()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        counts[event] += 1
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            counts["line"] += 1
+        return trace
+
+    sys.setprofile(profile)
+    sys.settrace(trace)
+    try:
+        serve()
+    finally:
+        sys.settrace(None)
+        sys.setprofile(None)
+    return counts["call"], counts["c_call"], counts["line"]
+
+
+def bench_interpreter_work(guest: SimGuest) -> None:
+    from pciback.xen import atomic
+    from pciback.xen._loader import XenUnavailable
+
+    try:
+        real_atomics = atomic.library()
+    except XenUnavailable as exc:
+        print(f"interpreter work per op: skipped ({exc})")
+        return
+    print(
+        "interpreter work per op, Xen path (the op found by the service loop, served, answered;"
+        " real libatomic, stand-in event channel)"
+    )
+    print(f"  {'op':28s} {'frames':>7s} {'C calls':>8s} {'lines':>6s}")
+    rig = XenRig(guest, real_atomics)
+    try:
+        for label, cmd, offset, size, value in OPS_MEASURED:
+            post(rig.page, guest, cmd, offset, size, value)
+            for _ in range(2):  # warm up: plans, caches
+                rig.guest_posts()
+                rig.wake_up()
+            rig.guest_posts()
+            rig.port.wait(None)  # the wake-up itself is not the op's work
+            frames, c_calls, lines = count_work(rig.conn.process_pending)
+            print(f"  {label:28s} {frames:7d} {c_calls:8d} {lines:6d}")
+    finally:
+        rig.close()
+
+
 def main() -> int:
     with SimHost() as host:
         host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [ADDR])
         bench_cpu(guest)
         bench_syscalls(guest)
+        bench_interpreter_work(guest)
     return 0
 
 

@@ -169,7 +169,7 @@ class SimDataPath:
             channel.backend,
             devices,
             handler=partial(self._serve_op, devices),  # a partial: no Python frame of its own
-            after_batch=lambda: self._queue_views(domid, devices),
+            after_batch=partial(self._queue_views, domid, devices),
             linger_ns=self.linger_ns,
         )
         with self._lock:
@@ -423,6 +423,8 @@ class SimDataPath:
     def _queue_views(self, domid: int, devices: _GuestDevices) -> None:
         """After a batch of ops: the views they changed are queued for the state writer, which
         takes their snapshots when it gets to them (the op path only marks them)."""
+        if not devices.dirty:  # most batches are reads; only this thread adds to `dirty`
+            return
         with devices.lock:
             dirty, devices.dirty = devices.dirty, set()
             state = self.pool.state if dirty else None

@@ -23,14 +23,13 @@ from pciback.protocol.dispatch import DeviceLookup, dispatch
 from pciback.protocol.linger import Linger
 from pciback.protocol.ops import OpRequest, OpResult, snapshot
 from pciback.protocol.opstats import OpStats
-from pciback.protocol.transport import EventPort, SharedPage
+from pciback.protocol.transport import OP_PENDING, EventPort, SharedPage
 
 log = logging.getLogger(__name__)
 
 # A guest can keep re-raising the active bit; after this many ops in one wake-up the thread
 # goes back to sleep (with a self-kick) so `close` is never starved.
 OPS_PER_WAKEUP = 64
-_ACTIVE = Flag.PCIF_ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,9 @@ class BackendConnection:
         self.stats = OpStats()
         self.linger = Linger(linger_ns)
         self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
-        self._stop = threading.Event()
+        # Set once, by `close`; read on every op, where a plain attribute costs less than
+        # threading.Event.is_set (a Python call).
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._aer_lock = threading.Lock()
         self._aer_pending = False
@@ -81,19 +82,19 @@ class BackendConnection:
             self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._stopping = True
         self.port.kick_self()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def _serve(self) -> None:
-        port, stop = self.port, self._stop
-        while not stop.is_set():
+        port = self.port
+        while not self._stopping:
             port.wait(None)
             self._account_busy(port)
             self.linger.woke()
-            if stop.is_set():
+            if self._stopping:
                 return
             if port.closed:  # the guest's end went first; nothing can wake us again
                 log.info("dom%d: event channel closed; service stops", self.domid)
@@ -114,10 +115,10 @@ class BackendConnection:
         """What one wake-up does; returns the number of ops served. `woke_ns`: when the wake-up
         happened (perf_counter_ns), where the first op's service time starts; now if None."""
         start = perf_counter_ns() if woke_ns is None else woke_ns
-        page, stop = self.page, self._stop
+        page = self.page
         self.stats.wakeups += 1
         served = 0
-        while page.test_bit(_ACTIVE) and not stop.is_set():
+        while page.load_flags() & OP_PENDING and not self._stopping:
             if served == OPS_PER_WAKEUP:
                 self.port.kick_self()
                 break
@@ -132,12 +133,12 @@ class BackendConnection:
     def _linger(self, since: int, budget: int) -> int:
         """Look for the guest's next op for the linger window after the answer given at
         `since`, serving what comes (at most `budget` ops); returns how many were served."""
-        page, stop, linger = self.page, self._stop, self.linger
+        page, linger = self.page, self.linger
         window = linger.window_ns()
         served = 0
-        while window and served < budget and not stop.is_set():
+        while window and served < budget and not self._stopping:
             now = perf_counter_ns()
-            if page.test_bit(_ACTIVE):
+            if page.load_flags() & OP_PENDING:
                 linger.hit(now - since)
                 since = self._serve_one(now)
                 served += 1
@@ -157,7 +158,7 @@ class BackendConnection:
         page = self.page
         result = self.handler(snapshot(page))
         result.write_back(page)
-        page.clear_bit(_ACTIVE)  # atomic, and only once the answer is in the page
+        page.finish_op()  # atomic, and only once the answer is in the page
         self.port.notify()
         end = perf_counter_ns()
         self.stats.record(end - start)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pciback.errors import PciOpError, XenPciError
@@ -84,6 +84,12 @@ class ExportedDevice:
     physical: PhysicalDevice
     view: ConfigView
     irq: InterruptControl
+    # The physical device's, taken once: every config op checks against it, and a port's
+    # property would cost a Python call per op.
+    config_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config_size = self.physical.config_size
 
 
 class DeviceLookup(Protocol):
@@ -115,7 +121,7 @@ def dispatch(req: OpRequest, devices: DeviceLookup) -> OpResult:
 def _conf_read(req: OpRequest, dev: ExportedDevice) -> OpResult:
     size, offset = req.size, req.offset
     mask = _SIZE_MASK.get(size)
-    if mask is None or offset < 0 or offset % size or offset + size > dev.physical.config_size:
+    if mask is None or offset < 0 or offset % size or offset + size > dev.config_size:
         raise PciOpError(XenPciError.INVALID_OFFSET, f"bad access {offset}/{size}")
     return OpResult(_SUCCESS, dev.view.read(offset, size) & mask)
 
@@ -123,7 +129,7 @@ def _conf_read(req: OpRequest, dev: ExportedDevice) -> OpResult:
 def _conf_write(req: OpRequest, dev: ExportedDevice) -> OpResult:
     size, offset = req.size, req.offset
     mask = _SIZE_MASK.get(size)
-    if mask is None or offset < 0 or offset % size or offset + size > dev.physical.config_size:
+    if mask is None or offset < 0 or offset % size or offset + size > dev.config_size:
         raise PciOpError(XenPciError.INVALID_OFFSET, f"bad access {offset}/{size}")
     dev.view.write(offset, size, req.value & mask)
     return OpResult(_SUCCESS, req.value)

@@ -111,8 +111,9 @@ class OpResult(NamedTuple):
         _VALUE.pack_into(buffer, _VALUE_AT, self.value & 0xFFFFFFFF)
         if self.info is not None:
             _INFO.pack_into(buffer, _INFO_AT, self.info & 0xFFFFFFFF)
-        for i, vector in enumerate(self.vectors[:SH_INFO_MAX_VEC]):
-            _VECTOR.pack_into(buffer, _VECTORS_AT + i * _ENTRY_SIZE, vector & 0xFFFF)
+        if self.vectors:  # MSI-X only: a config op's answer ends above
+            for i, vector in enumerate(self.vectors[:SH_INFO_MAX_VEC]):
+                _VECTOR.pack_into(buffer, _VECTORS_AT + i * _ENTRY_SIZE, vector & 0xFFFF)
 
 
 __all__ = ["OpRequest", "OpResult", "snapshot"]

@@ -17,6 +17,8 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from pciback.protocol.abi import (
@@ -35,6 +37,9 @@ _FLAGS_FORMAT: Final = "I"
 if memoryview(bytes(FLAGS_SIZE)).cast(_FLAGS_FORMAT).itemsize != FLAGS_SIZE:
     raise ImportError("the flags word is not a native unsigned int")
 
+#: The bit of the flags word (`SharedPage.load_flags()`) that says an op awaits the backend.
+OP_PENDING: Final = 1 << Flag.PCIF_ACTIVE
+
 
 class SharedPage:
     """`struct xen_pci_sharedinfo` over a page-sized writable buffer."""
@@ -45,7 +50,7 @@ class SharedPage:
 
     def _bind(self, buffer: Any) -> None:
         """Lay the views over `buffer`: `info` (cffi, for everything but the op path), the flags
-        word and the op's bytes (memoryviews, for the op path)."""
+        word and the op's bytes (memoryviews, for the op path), and the op path's callables."""
         bytes_view = memoryview(buffer).cast("B")
         if len(bytes_view) < SHAREDINFO_SIZE:
             raise ValueError(f"a shared page needs {SHAREDINFO_SIZE} bytes")
@@ -53,11 +58,17 @@ class SharedPage:
         self.info: Any = ffi.from_buffer("struct xen_pci_sharedinfo *", buffer)
         self._flags = bytes_view[FLAGS_OFFSET : FLAGS_OFFSET + FLAGS_SIZE].cast(_FLAGS_FORMAT)
         self._op = bytes_view[OP_OFFSET : OP_OFFSET + OP_SIZE]
-
-    def copy_op(self) -> bytes:
-        """The op's bytes, copied out of the page in one go (one memcpy): a new bytes object
-        whatever the buffer is, where slicing a memoryview buffer would copy nothing."""
-        return self._op.tobytes()
+        # What the service loop does on every op, as callables that run no Python frame of
+        # their own where the page allows it: under emulation (the lab) each Python frame and
+        # line costs tens of µs. Bound again with the buffer, so a caller fetches them from the
+        # page at each use and never keeps one past a rebinding (XenSharedPage.close).
+        #: The op's bytes, copied out of the page in one go (one memcpy): a new bytes object
+        #: whatever the buffer is, where slicing a memoryview buffer would copy nothing.
+        self.copy_op: Callable[[], bytes] = self._op.tobytes
+        #: The flags word as it is now (test _XEN_PCIF_active with OP_PENDING).
+        self.load_flags: Callable[[], int] = partial(self._flags.__getitem__, 0)
+        #: Hand the answered op back: clear _XEN_PCIF_active (atomically).
+        self.finish_op: Callable[[], object] = partial(self.clear_bit, Flag.PCIF_ACTIVE)
 
     def test_bit(self, bit: Flag) -> bool:
         return bool(self._flags[0] >> bit & 1)

@@ -21,7 +21,9 @@ written result before it (Linux pairs a wmb with it).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
@@ -94,6 +96,17 @@ class AtomicWord:
         if not 0 <= bit < 32:
             raise ValueError(f"bit {bit} outside a 32-bit word")
         return bool(self._fetch_or(self.word, 1 << bit, SEQ_CST) >> bit & 1)
+
+    def loader(self) -> Callable[[], int]:
+        """`test`'s load as a callable that runs no Python frame: the whole word, for a loop
+        that looks at it often (the service loop's look for the next op)."""
+        return partial(self._load, self.word, SEQ_CST)
+
+    def clearer(self, bit: int) -> Callable[[], int]:
+        """`clear(bit)` as a callable that runs no Python frame; it returns the word before."""
+        if not 0 <= bit < 32:
+            raise ValueError(f"bit {bit} outside a 32-bit word")
+        return partial(self._fetch_and, self.word, ~(1 << bit) & 0xFFFFFFFF, SEQ_CST)
 
     def clear(self, bit: int) -> bool:
         """test_and_clear_bit: clear `bit`, return whether it was set before."""

@@ -49,9 +49,16 @@ class XenSharedPage(SharedPage):
 
     def __init__(self, buffer: Any, release: Callable[[], None] | None = None) -> None:
         super().__init__(buffer)
-        self._atomic = AtomicWord(self.buffer)
         self._release = release
         self._closed = threading.Lock()
+
+    def _bind(self, buffer: Any) -> None:
+        super()._bind(buffer)
+        self._atomic = AtomicWord(self.buffer)
+        # The op path's flag operations straight into libatomic (no Python frame): a
+        # sequentially consistent load, and the fetch-and that clears _XEN_PCIF_active.
+        self.load_flags = self._atomic.loader()
+        self.finish_op = self._atomic.clearer(Flag.PCIF_ACTIVE)
 
     def test_bit(self, bit: Flag) -> bool:
         return self._atomic.test(bit)
@@ -71,9 +78,7 @@ class XenSharedPage(SharedPage):
         zeroed private page, flags 0 and no op pending, instead of an unmapped address."""
         if not self._closed.acquire(blocking=False):
             return
-        spare = bytearray(PAGE_SIZE)
-        self._bind(spare)
-        self._atomic = AtomicWord(spare)
+        self._bind(bytearray(PAGE_SIZE))
         if self._release is not None:
             self._release()
 

@@ -127,14 +127,14 @@ def test_nothing_is_done_without_the_active_flag(rig: Rig) -> None:
 def test_a_guest_that_keeps_the_flag_up_is_served_in_bounded_batches(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clear = rig.page.clear_bit
+    finish = rig.page.finish_op
 
-    def guest_raises_it_again(bit: Flag) -> bool:
-        was = clear(bit)
-        rig.page.set_bit(bit)
+    def guest_raises_it_again() -> object:
+        was = finish()
+        rig.page.set_bit(Flag.PCIF_ACTIVE)
         return was
 
-    monkeypatch.setattr(rig.page, "clear_bit", guest_raises_it_again)
+    monkeypatch.setattr(rig.page, "finish_op", guest_raises_it_again)
     rig.conn.handler = lambda req: OpResult(XenPciError.SUCCESS, 0)
     rig.page.set_bit(Flag.PCIF_ACTIVE)
     assert rig.conn.process_pending() == OPS_PER_WAKEUP

@@ -14,7 +14,7 @@ from pciback.protocol.linger import (
     Linger,
 )
 from pciback.protocol.ops import OpRequest, OpResult
-from pciback.protocol.transport import EventChannel, SharedPage
+from pciback.protocol.transport import OP_PENDING, EventChannel, SharedPage
 
 from .simconfig import post_op
 
@@ -60,6 +60,8 @@ class LatePage(SharedPage):
         self.left = ops
         self.looks = looks
         self._hidden = 0
+        self._load = self.load_flags
+        self.load_flags = self._late_load
 
     def post(self) -> None:
         if self.left:
@@ -67,11 +69,12 @@ class LatePage(SharedPage):
             post_op(self, cmd=int(Cmd.CONF_READ), offset=0, size=4)
             self._hidden = self.looks
 
-    def test_bit(self, bit: Flag) -> bool:
-        if bit == Flag.PCIF_ACTIVE and self._hidden:
+    def _late_load(self) -> int:
+        flags = self._load()
+        if flags & OP_PENDING and self._hidden:
             self._hidden -= 1
-            return False
-        return super().test_bit(bit)
+            return flags & ~OP_PENDING
+        return flags
 
 
 def connection(linger_ns: int, page: LatePage) -> tuple[BackendConnection, EventChannel]:

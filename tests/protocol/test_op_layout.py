@@ -109,9 +109,11 @@ class RewrittenAfterCopy(SharedPage):
     def __init__(self) -> None:
         super().__init__()
         self.copies = 0
+        self._copy = self.copy_op
+        self.copy_op = self._copy_and_rewrite
 
-    def copy_op(self) -> bytes:
-        private = super().copy_op()
+    def _copy_and_rewrite(self) -> bytes:
+        private = self._copy()
         self.copies += 1
         self.buffer[OP_OFFSET : OP_OFFSET + len(private)] = bytes(
             b ^ 0xFF for b in private

@@ -13,7 +13,7 @@ from pciback.errors import XenPciError
 from pciback.protocol.abi import PAGE_SIZE, Cmd, Flag
 from pciback.protocol.connection import BackendConnection
 from pciback.protocol.ops import OpRequest, OpResult
-from pciback.protocol.transport import EventChannel
+from pciback.protocol.transport import OP_PENDING, EventChannel
 from pciback.xen import atomic
 from pciback.xen._loader import XenUnavailable
 from pciback.xen.atomic import AtomicWord, BitAction, bit_op, word_of
@@ -141,6 +141,25 @@ def test_closing_unmaps_once_and_leaves_an_idle_page() -> None:
     assert released == [1]
     assert not page.test_bit(Flag.PCIF_ACTIVE)  # a late reader sees nothing pending
     assert page.buffer is not buf
+
+
+def test_the_op_paths_flag_callables_go_through_the_atomics_of_the_mapped_page() -> None:
+    _need_libatomic()
+    buf = bytearray(PAGE_SIZE)
+    page = XenSharedPage(buf)
+    word = word_of(buf)
+    bit_op(word, Flag.PCIB_AERHANDLER, BitAction.SET)  # the guest's own bit
+    bit_op(word, Flag.PCIF_ACTIVE, BitAction.SET)  # and an op
+    assert page.load_flags() & OP_PENDING
+    page.finish_op()
+    assert not bit_op(word, Flag.PCIF_ACTIVE, BitAction.TEST)
+    assert bit_op(word, Flag.PCIB_AERHANDLER, BitAction.TEST)  # untouched
+    assert not page.load_flags() & OP_PENDING
+    bit_op(word, Flag.PCIF_ACTIVE, BitAction.SET)
+    page.close()  # rebinds: the callables fetched now read the idle spare page
+    assert page.load_flags() == 0
+    page.finish_op()
+    assert bit_op(word, Flag.PCIF_ACTIVE, BitAction.TEST)  # the unmapped page is left alone
 
 
 def test_a_connection_serves_an_op_on_the_atomic_page() -> None:
