@@ -21,7 +21,7 @@ DEFAULT_MAX_OPS = 50_000
 # What one recording may hold: it sizes the daemon's buffer (about 100 bytes an op) and the
 # file (about 130 bytes a line), so it is a hard bound, not a default.
 MAX_OPS = 200_000
-MAX_LINE = 1024  # bytes; the longest line the recorder writes is under 300
+MAX_LINE = 4096  # bytes; an op line is under 300, a device line with 64 quirks under 2000
 MAX_DEVICES = 256  # a guest has at most 32 slots of 8 functions
 MAX_QUIRKS = 64
 # Lines beyond the ops: the header, the device lines and the end line.

@@ -16,16 +16,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.trace.format import CONFIG_CMDS, Header, TraceOp, guest_address
 
 LEASE_S = 30.0
-READ_BATCH = 256  # ops per answer: under the control socket's 64 KiB at ~150 bytes each
+# What one answer holds: an op is one unit (at most ~200 bytes of JSON), a device ten (its
+# quirks can take ~1.8 KB): under the control socket's 64 KiB.
+READ_BATCH = 256
+DEVICE_UNITS = 10
 _WRITE = 1  # Cmd.CONF_WRITE, without the enum lookup
 
 # seq, cmd, device, domain, bus, devfn, offset, size, value asked, err, value answered
 _Raw = tuple[int, int, str | None, int, int, int, int, int, int, int, int]
+
+
+class _New(NamedTuple):
+    """A device reached for the first time, queued before its first op."""
+
+    physical: str
+    guest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +66,9 @@ class Recording:
         self.lease_s = lease_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: list[_Raw] = []
+        self._pending: list[_Raw | _New] = []
         self._count = 0
         self._seen: set[str] = set()
-        self._new: list[tuple[str, str]] = []
         self._unwrap: list[Callable[[], None]] = []
         self._read_at = clock()
         self.ended: str | None = None
@@ -80,15 +90,16 @@ class Recording:
                 expired = True
             else:
                 expired = False
+                if device is not None and device not in self._seen:
+                    self._seen.add(device)
+                    address = guest_address(req.domain, req.bus, req.devfn) or ""
+                    self._pending.append(_New(device, address))
                 seq = self._count
                 self._count += 1
                 self._pending.append(
                     (seq, req.cmd, device, req.domain, req.bus, req.devfn, req.offset,
                      req.size, req.value, int(result.err), result.value)
                 )  # fmt: skip
-                if device is not None and device not in self._seen:
-                    self._seen.add(device)
-                    self._new.append((device, guest_address(req.domain, req.bus, req.devfn) or ""))
                 full = self._count >= self.header.max_ops
         if expired:
             self.end("expired")
@@ -119,13 +130,26 @@ class Recording:
         return self._clock() - self._read_at > self.lease_s
 
     def take(self, limit: int = READ_BATCH) -> Batch:
+        """The oldest entries, `limit` units' worth; a device comes with the ops after it."""
+        devices: list[tuple[str, str]] = []
+        ops: list[TraceOp] = []
         with self._lock:
             self._read_at = self._clock()
-            raw, self._pending = self._pending[:limit], self._pending[limit:]
-            devices, self._new = self._new, []
+            units = taken = 0
+            for entry in self._pending:
+                units += DEVICE_UNITS if isinstance(entry, _New) else 1
+                if units > limit:
+                    break
+                taken += 1
+            raw, self._pending = self._pending[:taken], self._pending[taken:]
             done = self.ended if not self._pending else None
             count = self._count
-        return Batch(devices, [_op(r) for r in raw], done, count)
+        for entry in raw:
+            if isinstance(entry, _New):
+                devices.append((entry.physical, entry.guest))
+            else:
+                ops.append(_op(entry))
+        return Batch(devices, ops, done, count)
 
 
 def _op(raw: _Raw) -> TraceOp:

@@ -4,6 +4,7 @@ given back), one per domain, ended by the guest's disconnection or a recorder go
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +13,13 @@ from typing import Any
 import pytest
 
 from pciback.cli import main
-from pciback.daemon.control import ControlError, ControlServer
+from pciback.daemon.control import MAX_MESSAGE, ControlError, ControlServer
 from pciback.errors import XenPciError
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
-from pciback.trace.format import read_trace
+from pciback.stub import MAX_QUIRKS_PER_DEVICE
+from pciback.trace.format import MAX_LINE, read_trace
 from pciback.trace.recording import Recording
 
 NET = "0000:03:00.0"
@@ -75,15 +77,25 @@ def test_a_recording_stops_at_its_bound(host: SimHost) -> None:
 
 
 def test_reads_come_in_bounded_batches(host: SimHost) -> None:
+    # A device line with the most quirks a device may have is the longest thing a batch holds.
+    ask(host, "new_slot", arg=NET)
+    for i in range(MAX_QUIRKS_PER_DEVICE):
+        ask(host, "quirk_add", arg=f"{NET}-{0x100 + 4 * i:x}:4:ffffffff")
     host.attach(1, [NET])
     started = ask(host, "trace_start", domid=1)
     reads(host, 1, 300)
     ask(host, "trace_stop", domid=1, id=started["id"])
     first = ask(host, "trace_read", domid=1, id=started["id"])
-    assert len(first["ops"]) == 256 and first["ended"] is None
+    # The device counts for ten ops: it comes first, with the ops that fill the batch.
+    assert [d["device"] for d in first["devices"]] == [NET]
+    assert len(first["devices"][0]["quirks"]) == MAX_QUIRKS_PER_DEVICE
+    assert len(first["ops"]) == 256 - 10 and first["ended"] is None
+    reply = json.dumps({"ok": True, "result": first})
+    assert len(reply) < MAX_MESSAGE
+    assert max(len(json.dumps(x)) for x in first["devices"] + first["ops"]) < MAX_LINE
     second = ask(host, "trace_read", domid=1, id=started["id"])
-    assert len(second["ops"]) == 44 and second["ended"] == "stopped"
-    assert second["ops"][-1]["seq"] == 299
+    assert len(second["ops"]) == 54 and second["ended"] == "stopped"
+    assert second["devices"] == [] and second["ops"][-1]["seq"] == 299
 
 
 def test_only_the_named_device(host: SimHost) -> None:
