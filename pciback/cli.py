@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "pciback.cli_toolstack",
     "pciback.cli_view",
     "pciback.cli_audit",
+    "pciback.cli_trace",
 )
 
 if TYPE_CHECKING:

@@ -21,16 +21,26 @@ class PolicyTreeError(Exception):
 
 
 def load_policy(tree: Path) -> Policy:
+    return _from_modules(load_modules(tree), tree)
+
+
+def load_policy_and_modules(tree: Path) -> tuple[Policy, tuple[PolicyModule, ...]]:
+    """The policy and the compiled files it was made of (their sources' hashes name it)."""
+    modules = load_modules(tree)
+    return _from_modules(modules, tree), modules
+
+
+def load_modules(tree: Path) -> tuple[PolicyModule, ...]:
     if not tree.is_dir():
         raise PolicyTreeError(f"{tree}: not a directory (give a dsl/ or a generated/ tree)")
     if any(tree.glob("*.pci")):
         return _compile(tree)
     if (tree / "__init__.py").is_file():
-        return _from_modules(_import_tree(tree), tree)
+        return _import_tree(tree)
     raise PolicyTreeError(f"{tree}: neither *.pci policy files nor compiled tables (__init__.py)")
 
 
-def _compile(tree: Path) -> Policy:
+def _compile(tree: Path) -> tuple[PolicyModule, ...]:
     try:
         from pciback.compiler.diagnostics import CompileFailed
         from pciback.compiler.pipeline import compile_paths, policy_sources
@@ -47,8 +57,7 @@ def _compile(tree: Path) -> Policy:
     with tempfile.TemporaryDirectory(prefix="pciback-audit-") as tmp:
         for out in outputs:
             (Path(tmp) / out.name).write_text(out.text, encoding="utf-8")
-        modules = _import_tree(Path(tmp))
-    return _from_modules(modules, tree)
+        return _import_tree(Path(tmp))
 
 
 def _import_tree(tree: Path) -> tuple[PolicyModule, ...]:

@@ -34,7 +34,8 @@ from pciback.state_dir import StateDirLock, check_file
 from pciback.stub import StubError, StubPool, save_config
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
-from pciback.xenbus.manager import MAX_EVENTS_PER_PUMP, XenbusBackends
+from pciback.trace.format import DEFAULT_MAX_OPS, MAX_OPS
+from pciback.xenbus.manager import DOMID_MAX, MAX_EVENTS_PER_PUMP, XenbusBackends
 
 if TYPE_CHECKING:
     from pciback.xen.environment import XenEnvironment
@@ -50,6 +51,7 @@ DEFAULT_SIM_DEVICES = {
     "0000:06:00.0": "virtio-vsock-1af4-1053.bin",
 }
 DEFAULT_SIM_HIDE = "(0000:03:00.*)(04:00.0)(05:00.0)(06:00.0)"
+TRACE_OPS = frozenset({"trace_start", "trace_read", "trace_stop"})
 
 
 class DaemonError(RuntimeError):
@@ -311,6 +313,8 @@ class Daemon:
             # Not under the lock: attach and detach wait for the guest, and serving it needs
             # the watch loop, which needs the lock. They take it step by step.
             return toolstack_requests.serve(self.toolstack, request)
+        if op in TRACE_OPS:
+            return self._trace(op, request)
         arg = request.get("arg")
         with self.lock:
             if op == "list":
@@ -351,6 +355,34 @@ class Daemon:
             if op == "config":
                 return self.config_of(arg)
         raise ControlError(f"unknown request {op!r}")
+
+    def _trace(self, op: str, request: dict[str, Any]) -> Any:
+        """`pciback trace record`: start a recording, take what it holds, stop it. Not under
+        the daemon's lock: the recorder polls, and the watch loop must not wait for it."""
+        domid = request.get("domid")
+        if type(domid) is not int or not 0 < domid <= DOMID_MAX:
+            raise ControlError(f"{op}: domid must be a guest's domain number")
+        if op == "trace_start":
+            device = request.get("device")
+            if device is not None:
+                if not isinstance(device, str) or len(device) > 64:
+                    raise ControlError("trace_start: device must be DDDD:BB:DD.F")
+                try:
+                    device = parse_device(device)
+                except HideSyntaxError as exc:
+                    raise ControlError(f"trace_start: {exc}") from None
+            max_ops = request.get("max_ops", DEFAULT_MAX_OPS)
+            if type(max_ops) is not int or not 0 < max_ops <= MAX_OPS:
+                raise ControlError(f"trace_start: max_ops must be 1 to {MAX_OPS}")
+            recording = self.datapath.start_trace(domid, device, max_ops)
+            return {"id": recording.ident, "header": recording.header.line()}
+        ident = request.get("id")
+        if type(ident) is not int:
+            raise ControlError(f"{op}: id must be the number trace_start gave")
+        if op == "trace_read":
+            return self.datapath.read_trace(domid, ident)
+        self.datapath.stop_trace(domid, ident)
+        return None
 
     def config_of(self, device: str) -> dict[str, Any]:
         """A seized device's config space as it reads now, and what its guest view is built

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +53,9 @@ from pciback.protocol.interrupts import InterruptControl, InterruptStateError, u
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.state import Record, StateError
-from pciback.stub import StubPool
+from pciback.stub import StubError, StubPool
+from pciback.trace.format import DeviceInfo, op_line
+from pciback.trace.recording import Recording
 
 if TYPE_CHECKING:
     from pciback.engine.space import ConfigSpace
@@ -136,6 +140,34 @@ class _Link:
         self.devices = devices
 
 
+class _TracedOps:
+    """A connection's handler while its domain is recorded: the handler it wraps serves the
+    op, then the op and its answer go to the recording. Only a recorded connection pays for
+    this; the others keep their handler untouched."""
+
+    def __init__(
+        self, inner: Callable[[OpRequest], OpResult], devices: _GuestDevices, recording: Recording
+    ) -> None:
+        self.inner = inner
+        self.devices = devices
+        self.recording = recording
+
+    def __call__(self, req: OpRequest) -> OpResult:
+        lookup = self.devices.lookup
+        before = lookup(req.domain, req.bus, req.devfn)
+        result = self.inner(req)
+        # The device the op reached: the same before and after, or the guest's devices changed
+        # under it (a hot unplug) and the op is kept without one.
+        after = lookup(req.domain, req.bus, req.devfn)
+        device = before.physical.address if before is not None and before is after else None
+        try:
+            self.recording.add(req, result, device)
+        except Exception:  # the guest's answer matters more than the recording: it ends
+            log.exception("dom%d: recording an op failed; recording ended", self.recording.domid)
+            self.recording.end("lost")
+        return result
+
+
 class SimDataPath:
     # The longest look for a guest's next op before its service thread sleeps (nanoseconds;
     # pciback.protocol.linger). None in the simulation: its guests are threads of this process,
@@ -157,6 +189,8 @@ class SimDataPath:
         self.ownership = ownership
         self._links: dict[tuple[int, int], _Link] = {}
         self._lock = threading.Lock()
+        self._traces: dict[int, Recording] = {}  # domid -> its recording (pciback.trace)
+        self._trace_ids = itertools.count(1)
 
     def connect(self, domid: int, devid: int, gnt_ref: int, evtchn: int) -> None:
         page = self.grants.map(domid, gnt_ref)
@@ -173,7 +207,10 @@ class SimDataPath:
             linger_ns=self.linger_ns,
         )
         with self._lock:
-            self._links[(domid, devid)] = _Link(connection, devices)
+            link = self._links[(domid, devid)] = _Link(connection, devices)
+            recording = self._traces.get(domid)
+            if recording is not None:  # armed before the guest connected: from its first op
+                self._trace_link(link, recording)
         connection.start()
         log.info(
             "dom%d/%d: serving the shared page (gref %d, port %d)", domid, devid, gnt_ref, evtchn
@@ -506,6 +543,7 @@ class SimDataPath:
         if link is None:
             return
         link.connection.close()
+        self._end_trace_of(domid)
         with link.devices.serving, link.devices.lock:
             dropped = bool(link.devices.by_guest)
             for physical, exported in link.devices.by_guest.values():
@@ -514,6 +552,92 @@ class SimDataPath:
             link.devices.by_devfn.clear()
         if dropped:
             self._flush()
+
+    # -- recording a domain's ops (pciback.trace) ----------------------------------------------
+    def start_trace(self, domid: int, device: str | None, max_ops: int) -> Recording:
+        """Record `domid`'s ops (only those reaching `device`, if given) from now on, or from
+        its connection when it has none yet. One recording per domain; one its recorder no
+        longer reads gives way."""
+        from pciback.trace.identity import installed_identity
+
+        policy = installed_identity()
+        with self._lock:
+            old = self._traces.get(domid)
+            if old is not None:
+                if old.ended is None and not old.expired():
+                    raise ValueError(f"domain {domid} is being recorded already")
+                old.end("expired")
+            links = [link for (d, _), link in self._links.items() if d == domid]
+            recording = Recording(
+                next(self._trace_ids), domid, device, max_ops, policy, from_connect=not links
+            )
+            self._traces[domid] = recording
+            for link in links:
+                self._trace_link(link, recording)
+        log.info(
+            "dom%d: recording ops%s (at most %d)",
+            domid,
+            f" of {device}" if device else "",
+            max_ops,
+        )
+        return recording
+
+    def read_trace(self, domid: int, ident: int) -> dict[str, Any]:
+        """What the recording holds that its recorder has not taken yet (a bounded batch)."""
+        recording = self._recording(domid, ident)
+        batch = recording.take()
+        if batch.ended is not None:
+            with self._lock:
+                if self._traces.get(domid) is recording:
+                    del self._traces[domid]
+            log.info("dom%d: recording ended (%s), %d ops", domid, batch.ended, batch.count)
+        return {
+            "devices": [self._device_info(p, g).line() for p, g in batch.devices],
+            "ops": [op_line(op) for op in batch.ops],
+            "ended": batch.ended,
+            "count": batch.count,
+        }
+
+    def stop_trace(self, domid: int, ident: int) -> None:
+        """No op is recorded from now on; what was recorded stays to be read."""
+        self._recording(domid, ident).end("stopped")
+
+    def _recording(self, domid: int, ident: int) -> Recording:
+        with self._lock:
+            recording = self._traces.get(domid)
+        if recording is None or recording.ident != ident:
+            raise ValueError(f"no recording {ident} of domain {domid}")
+        return recording
+
+    def _trace_link(self, link: _Link, recording: Recording) -> None:
+        connection = link.connection
+        inner = connection.handler
+        traced = _TracedOps(inner, link.devices, recording)
+
+        def unwrap() -> None:
+            if connection.handler is traced:
+                connection.handler = inner
+
+        connection.handler = traced
+        if not recording.on_end(unwrap):
+            unwrap()
+
+    def _end_trace_of(self, domid: int) -> None:
+        """The domain's connection went: so does its recording (kept until it is read)."""
+        with self._lock:
+            recording = self._traces.get(domid)
+            gone = not any(d == domid for d, _ in self._links)
+        if recording is not None and gone:
+            recording.end("disconnected")
+
+    def _device_info(self, physical: str, guest: str) -> DeviceInfo:
+        try:
+            permissive, quirks = self.pool.policy(physical)
+            control = self.pool.allows_interrupt_control(physical)
+        except StubError:  # left the pool since: its flags went with it
+            permissive, quirks, control = False, (), False
+        names = tuple(f"{q.address}-{q.offset:x}:{q.size}:{q.mask:x}" for q in quirks)
+        return DeviceInfo(physical, guest, permissive, control, names)
 
     # -- what the host side asks of a live connection -----------------------------------------
     def connection(self, domid: int, devid: int = 0) -> BackendConnection | None:

@@ -19,14 +19,17 @@ The counts are deterministic: the benchmark prints them, and the tests hold them
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pciback.engine.space import ConfigSpace, build_config_space
+from pciback.errors import PciOpError
 from pciback.ports.bus import BarResource, PhysicalDevice
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture_dir
+from pciback.sim.frontend import SimFrontend
 
 # Offsets the guest kernel uses (include/uapi/linux/pci_regs.h), as the guest knows them.
 VENDOR_ID, COMMAND, STATUS, CLASS_REVISION = 0x00, 0x04, 0x06, 0x08
@@ -118,30 +121,19 @@ class PhaseCount:
         return self.physical_reads / self.guest_reads if self.guest_reads else 0.0
 
 
-@dataclass
-class Guest:
-    """The guest's side of one view: every access goes through the view and is counted."""
+class ScanGuest:
+    """What a phase needs of a guest: its config accesses, and the PCI core's helpers made of
+    them. `Guest` goes straight to a view; `FrontendGuest` through pcifront's ops."""
 
-    view: ConfigSpace
-    device: CountingDevice
-    phase: PhaseCount = field(default_factory=lambda: PhaseCount(""))
+    @property
+    def config_size(self) -> int:
+        raise NotImplementedError
 
     def read(self, offset: int, size: int) -> int:
-        before = self.device.reads
-        value = self.view.read(offset, size)
-        caused = self.device.reads - before
-        phase = self.phase
-        phase.guest_reads += 1
-        phase.physical_reads += caused
-        if caused > phase.worst:
-            phase.worst, phase.worst_at = caused, (offset, size)
-        return value
+        raise NotImplementedError
 
     def write(self, offset: int, size: int, value: int) -> None:
-        before = self.device.reads
-        self.view.write(offset, size, value)
-        self.phase.guest_writes += 1
-        self.phase.write_reads += self.device.reads - before
+        raise NotImplementedError
 
     # -- the PCI core's helpers, as drivers/pci/pci.c does them --------------------------------
     def find_capability(self, cap_id: int, start: int | None = None) -> int:
@@ -168,7 +160,7 @@ class Guest:
 
     def find_ext_capability(self, cap_id: int) -> int:
         """pci_find_ext_capability."""
-        if self.view.size <= 0x100:
+        if self.config_size <= 0x100:
             return 0
         pos = 0x100
         for _ in range(480):
@@ -183,7 +175,61 @@ class Guest:
         return 0
 
 
-def boot_scan(guest: Guest) -> None:
+@dataclass
+class Guest(ScanGuest):
+    """The guest's side of one view: every access goes through the view and is counted."""
+
+    view: ConfigSpace
+    device: CountingDevice
+    phase: PhaseCount = field(default_factory=lambda: PhaseCount(""))
+
+    @property
+    def config_size(self) -> int:
+        return self.view.size
+
+    def read(self, offset: int, size: int) -> int:
+        before = self.device.reads
+        value = self.view.read(offset, size)
+        caused = self.device.reads - before
+        phase = self.phase
+        phase.guest_reads += 1
+        phase.physical_reads += caused
+        if caused > phase.worst:
+            phase.worst, phase.worst_at = caused, (offset, size)
+        return value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        before = self.device.reads
+        self.view.write(offset, size, value)
+        self.phase.guest_writes += 1
+        self.phase.write_reads += self.device.reads - before
+
+
+class FrontendGuest(ScanGuest):
+    """The same phases as a guest's kernel runs them: every access an op over the shared page
+    to the daemon (a failed op reads all ones, as a PCI read that nothing answers)."""
+
+    def __init__(self, frontend: SimFrontend, address: str, config_size: int = 4096) -> None:
+        self.frontend = frontend
+        self.address = address
+        self._size = config_size
+
+    @property
+    def config_size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, size: int) -> int:
+        try:
+            return self.frontend.conf_read(self.address, offset, size)
+        except PciOpError:
+            return (1 << (8 * size)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        with contextlib.suppress(PciOpError):
+            self.frontend.conf_write(self.address, offset, size, value)
+
+
+def boot_scan(guest: ScanGuest) -> None:
     """pci_scan_device, pci_setup_device and pci_init_capabilities, in that order."""
     if guest.read(VENDOR_ID, 4) in (0, 0xFFFFFFFF):
         return
@@ -228,7 +274,7 @@ def boot_scan(guest: Guest) -> None:
     guest.find_ext_capability(EXT_DSN)
 
 
-def driver_probe(guest: Guest) -> None:
+def driver_probe(guest: ScanGuest) -> None:
     """A virtio-pci (modern) driver's probe: enable, find and map its structures, master."""
     pm = guest.find_capability(CAP_PM)  # pci_enable_device: to D0 first
     if pm:
@@ -257,13 +303,13 @@ def driver_probe(guest: Guest) -> None:
         guest.read(msix + 2, 2)
 
 
-def lspci(guest: Guest) -> None:
+def lspci(guest: ScanGuest) -> None:
     """`lspci -vvv -xxxx` as root: the config file read whole, one dword read each."""
-    for offset in range(0, guest.view.size, 4):
+    for offset in range(0, guest.config_size, 4):
         guest.read(offset, 4)
 
 
-PHASES: tuple[tuple[str, Callable[[Guest], None]], ...] = (
+PHASES: tuple[tuple[str, Callable[[ScanGuest], None]], ...] = (
     ("boot scan", boot_scan),
     ("driver probe", driver_probe),
     ("lspci -vvv", lspci),
