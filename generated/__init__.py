@@ -3,9 +3,10 @@
 
 from pciback.tables import PolicyModule
 
-from . import aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
+from . import acs, aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
+    acs.MODULE,
     aer.MODULE,
     msi.MODULE,
     msix.MODULE,
