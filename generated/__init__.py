@@ -3,11 +3,12 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
+from . import acs, aer, ari, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
     aer.MODULE,
+    ari.MODULE,
     msi.MODULE,
     msix.MODULE,
     pcie.MODULE,
