@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
+from . import acs, aer, ari, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -15,6 +15,7 @@ MODULES: tuple[PolicyModule, ...] = (
     pm.MODULE,
     prelude.MODULE,
     quirks.MODULE,
+    sriov.MODULE,
     type0.MODULE,
     type1.MODULE,
     virtio.MODULE,

@@ -63,6 +63,20 @@ CASES = [
         host_owned=[(0x06, 2)],
         cached=[(0x04, 2)],
     ),
+    Case(
+        "sriov",
+        "nvme-1b36-0010-sriov-pf",
+        0x0010,
+        True,
+        reads=[(0x04, 4, 0xFFE00007), (0x08, 2, 0x003F), (0x0A, 2, 0x0001)]
+        + [(rel, 2, 0xFFFF) for rel in (0x0C, 0x0E, 0x10, 0x14, 0x16, 0x1A)]
+        + [(0x12, 1, 0xFF), (0x13, 1, 0), (0x18, 2, 0)]
+        + [(rel, 4, 0xFFFFFFFF) for rel in range(0x1C, 0x40, 4)],
+        # VF Enable is set in this dump: a guest clearing it would pull the VFs from the host
+        host_owned=[(0x08, 2), (0x0A, 2), (0x10, 2), (0x20, 4)]
+        + [(rel, 4) for rel in range(0x24, 0x3C, 4)],
+        cached=[(0x04, 4), (0x0C, 2), (0x0E, 2), (0x12, 1), (0x1A, 2), (0x1C, 4), (0x3C, 4)],
+    ),
 ]
 
 
