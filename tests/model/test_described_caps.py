@@ -77,6 +77,15 @@ CASES = [
         + [(rel, 4) for rel in range(0x24, 0x3C, 4)],
         cached=[(0x04, 4), (0x0C, 2), (0x0E, 2), (0x12, 1), (0x1A, 2), (0x1C, 4), (0x3C, 4)],
     ),
+    Case(
+        "ats",
+        "virtio-net-1af4-1041-modern-aer-ats",
+        0x000F,
+        True,
+        reads=[(0x04, 2, 0x00FF), (0x06, 2, 0x801F)],
+        host_owned=[(0x06, 2)],
+        cached=[(0x04, 2)],
+    ),
 ]
 
 
