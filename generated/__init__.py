@@ -3,13 +3,14 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, dsn, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
     aer.MODULE,
     ari.MODULE,
     ats.MODULE,
+    dsn.MODULE,
     msi.MODULE,
     msix.MODULE,
     pcie.MODULE,

@@ -86,6 +86,15 @@ CASES = [
         host_owned=[(0x06, 2)],
         cached=[(0x04, 2)],
     ),
+    Case(
+        "dsn",
+        "e1000e-8086-10d3.bin",
+        0x0003,
+        True,
+        reads=[(0x04, 4, 0xFFFFFFFF), (0x08, 4, 0xFFFFFFFF)],
+        host_owned=[(0x04, 4), (0x08, 4)],  # read-only in the specification: in every mode
+        cached=[(0x04, 4), (0x08, 4)],
+    ),
 ]
 
 
