@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, dsn, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, dsn, dvsec, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -11,6 +11,7 @@ MODULES: tuple[PolicyModule, ...] = (
     ari.MODULE,
     ats.MODULE,
     dsn.MODULE,
+    dvsec.MODULE,
     msi.MODULE,
     msix.MODULE,
     pcie.MODULE,

@@ -95,6 +95,15 @@ CASES = [
         host_owned=[(0x04, 4), (0x08, 4)],  # read-only in the specification: in every mode
         cached=[(0x04, 4), (0x08, 4)],
     ),
+    Case(
+        "dvsec",
+        "cxl-type3-8086-0d93",
+        0x0023,
+        True,
+        reads=[(0x04, 4, 0xFFFFFFFF), (0x08, 2, 0xFFFF)],
+        host_owned=[(0x04, 4), (0x08, 2)],  # read-only in the specification: in every mode
+        cached=[(0x04, 4), (0x08, 2)],
+    ),
 ]
 
 
@@ -141,3 +150,24 @@ def test_what_the_specification_fixes_is_read_once(case: Case) -> None:
         sim.config[base + rel] ^= 0xFF
     assert {span: view.read(base + span[0], span[1]) for span in seen} == seen
     assert device.reads == 0
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_every_dvsec_header_is_described_and_its_body_stays_the_vendors(permissive: bool) -> None:
+    view, device = view_of(dump_named("cxl-type3-8086-0d93"))
+    sim = device.inner
+    assert isinstance(sim, SimDevice)
+    view.permissive = permissive
+    dvsecs = [c.offset for c in view.exposed_extended if c.ident == 0x0023]
+    assert len(dvsecs) == 3  # MANIFEST.md: CXL device, register locator, GPF
+    for base in dvsecs:
+        assert view.read(base + 4, 4) & 0xFFFF == 0x1E98  # the CXL consortium's vendor ID
+        assert isinstance(view.slot_at(base + 8), RegisterInstance)
+        body = base + 0x0C  # the vendor's layout: the engine default, as Linux
+        assert not isinstance(view.slot_at(body), RegisterInstance)
+        assert view.read(body, 4) == sim.read(body, 4)
+        view.write(body, 4, 0xA5A5A5A5)
+    if permissive:
+        assert [w[0] for w in sim.writes] == [base + 0x0C for base in dvsecs]
+    else:
+        assert sim.writes == []
