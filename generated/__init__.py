@@ -3,13 +3,14 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, dsn, dvsec, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dsn, dvsec, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
     aer.MODULE,
     ari.MODULE,
     ats.MODULE,
+    doe.MODULE,
     dsn.MODULE,
     dvsec.MODULE,
     msi.MODULE,

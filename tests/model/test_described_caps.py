@@ -104,6 +104,20 @@ CASES = [
         host_owned=[(0x04, 4), (0x08, 2)],  # read-only in the specification: in every mode
         cached=[(0x04, 4), (0x08, 2)],
     ),
+    Case(
+        "doe",
+        "cxl-type3-8086-0d93",
+        0x002E,
+        True,
+        reads=[
+            (0x04, 4, 0xFFFFFFFF),
+            (0x08, 4, 0x80000003),
+            (0x0C, 4, 0x80000007),
+            (0x10, 4, 0xFFFFFFFF),
+            (0x14, 4, 0xFFFFFFFF),
+        ],
+        host_owned=[(0x04, 4)],  # read-only in the specification: in every mode
+    ),
 ]
 
 
@@ -171,3 +185,30 @@ def test_every_dvsec_header_is_described_and_its_body_stays_the_vendors(permissi
         assert [w[0] for w in sim.writes] == [base + 0x0C for base in dvsecs]
     else:
         assert sim.writes == []
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_the_doe_mailbox_is_the_guests_in_permissive_mode_only(permissive: bool) -> None:
+    # As Linux: the mailbox is the function's own, undescribed there, so permissive opens it.
+    view, device = view_of(dump_named("cxl-type3-8086-0d93"))
+    sim = device.inner
+    assert isinstance(sim, SimDevice)
+    view.permissive = permissive
+    base = view.extended_capability_offset(0x002E)
+    assert base is not None
+    sim.config[base + 0x0C] |= 0x02  # an interrupt is pending
+    view.write(base + 0x10, 4, 0x00010001)  # a discovery request's first dword
+    view.write(base + 0x08, 4, 0x80000002)  # go, interrupt enable
+    view.write(base + 0x0C, 4, 0x00000000)  # a write of the status read back as 0s
+    if not permissive:
+        assert sim.writes == []
+        return
+    assert sim.read(base + 0x0C, 4) & 0x02  # the pending interrupt was not acknowledged
+    view.write(base + 0x0C, 4, 0x00000002)  # acknowledged now
+    # only the bytes holding a bit the guest may change; go lands after interrupt enable
+    assert sim.writes == [
+        (base + 0x10, 4, 0x00010001),
+        (base + 0x08, 1, 0x02),
+        (base + 0x0B, 1, 0x80),
+        (base + 0x0C, 1, 0x02),
+    ]
