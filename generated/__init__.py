@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dsn, dvsec, msi, msix, pcie, pm, prelude, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dsn, dvsec, msi, msix, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -18,6 +18,7 @@ MODULES: tuple[PolicyModule, ...] = (
     pcie.MODULE,
     pm.MODULE,
     prelude.MODULE,
+    pri.MODULE,
     quirks.MODULE,
     sriov.MODULE,
     type0.MODULE,

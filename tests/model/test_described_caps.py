@@ -4,20 +4,23 @@ For each: the guest reads what the device holds (reserved bits 0), a guest write
 that steers the host's fabric, IOMMU or other functions never reaches the device, in normal and
 in permissive mode, and what the specification fixes is read once at seize, never again. The
 masks and offsets below are the specification's (PCIe 6.0 chapter 7, PCI 3.0), written here
-independently of dsl/.
+independently of dsl/. Capabilities no QEMU dump carries are laid out on a synthetic function
+with a body whose reserved bits are set, so that reading them as 0 is seen.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 import pytest
 
-from pciback.engine import ConfigSpace
+from pciback.engine import ConfigSpace, build_config_space
 from pciback.engine.registers import RegisterInstance
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import CountingDevice, view_of
 
+from .builders import endpoint
 from .test_physical_reads import dump_named
 
 Span = tuple[int, int]  # offset in the capability, size
@@ -26,13 +29,14 @@ Span = tuple[int, int]  # offset in the capability, size
 @dataclass(frozen=True)
 class Case:
     name: str
-    dump: str  # fixture name prefix
+    dump: str  # fixture name prefix; "" for a synthetic function carrying `body`
     ident: int
     extended: bool
     # (offset, size, bits the guest reads as the device holds them; the others read 0)
     reads: list[tuple[int, int, int]] = field(default_factory=list)
     host_owned: list[Span] = field(default_factory=list)
     cached: list[Span] = field(default_factory=list)
+    body: bytes = b""  # from offset 4 (extended) or 2 (standard), when no dump carries it
 
 
 CASES = [
@@ -118,11 +122,36 @@ CASES = [
         ],
         host_owned=[(0x04, 4)],  # read-only in the specification: in every mode
     ),
+    Case(
+        "pri",
+        "",
+        0x0013,
+        True,
+        reads=[(0x04, 2, 0x0003), (0x06, 2, 0x8103), (0x08, 4, 0xFFFFFFFF), (0x0C, 4, 0xFFFFFFFF)],
+        host_owned=[(0x04, 2), (0x06, 2), (0x0C, 4)],
+        cached=[(0x08, 4)],
+        body=struct.pack("<HHII", 0xFFFD, 0xFFFF, 0x00000200, 0x00000040),  # enabled, stopped
+    ),
 ]
 
 
+def synthetic(case: Case) -> tuple[ConfigSpace, CountingDevice]:
+    """A function carrying the capability as `case.body` lays it out, for capabilities that no
+    QEMU dump has."""
+    b = endpoint(size=4096 if case.extended else 256)
+    b.pcie()
+    if case.extended:
+        b.ext_cap(case.ident, case.body)
+    else:
+        b.cap(case.ident, case.body)
+    device = CountingDevice(b.sim())
+    view = build_config_space(device)
+    device.reads = 0
+    return view, device
+
+
 def located(case: Case) -> tuple[ConfigSpace, CountingDevice, SimDevice, int]:
-    view, device = view_of(dump_named(case.dump))
+    view, device = view_of(dump_named(case.dump)) if case.dump else synthetic(case)
     sim = device.inner
     assert isinstance(sim, SimDevice)
     find = view.extended_capability_offset if case.extended else view.capability_offset
