@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dsn, dvsec, msi, msix, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dsn, dvsec, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -15,6 +15,7 @@ MODULES: tuple[PolicyModule, ...] = (
     dvsec.MODULE,
     msi.MODULE,
     msix.MODULE,
+    pasid.MODULE,
     pcie.MODULE,
     pm.MODULE,
     prelude.MODULE,

@@ -132,6 +132,16 @@ CASES = [
         cached=[(0x08, 4)],
         body=struct.pack("<HHII", 0xFFFD, 0xFFFF, 0x00000200, 0x00000040),  # enabled, stopped
     ),
+    Case(
+        "pasid",
+        "",
+        0x001B,
+        True,
+        reads=[(0x04, 2, 0x1F0E), (0x06, 2, 0x000F)],
+        host_owned=[(0x06, 2)],
+        cached=[(0x04, 2)],
+        body=struct.pack("<HH", 0xFFFF, 0xFFFF),  # every enable on
+    ),
 ]
 
 
