@@ -142,6 +142,15 @@ CASES = [
         cached=[(0x04, 2)],
         body=struct.pack("<HH", 0xFFFF, 0xFFFF),  # every enable on
     ),
+    Case(
+        "ltr",
+        "",
+        0x0018,
+        True,
+        reads=[(0x04, 2, 0x1FFF), (0x06, 2, 0x1FFF)],
+        host_owned=[(0x04, 2), (0x06, 2)],
+        body=struct.pack("<HH", 0xFFFF, 0xFFFF),
+    ),
 ]
 
 
