@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dsn, dvsec, ltr, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -13,6 +13,7 @@ MODULES: tuple[PolicyModule, ...] = (
     doe.MODULE,
     dsn.MODULE,
     dvsec.MODULE,
+    l1ss.MODULE,
     ltr.MODULE,
     msi.MODULE,
     msix.MODULE,

@@ -151,6 +151,16 @@ CASES = [
         host_owned=[(0x04, 2), (0x06, 2)],
         body=struct.pack("<HH", 0xFFFF, 0xFFFF),
     ),
+    Case(
+        "l1ss",
+        "",
+        0x001E,
+        True,
+        reads=[(0x04, 4, 0x00FBFF3F), (0x08, 4, 0xE3FFFF3F), (0x0C, 4, 0x000000FB)],
+        host_owned=[(0x08, 4), (0x0C, 4)],
+        cached=[(0x04, 4)],
+        body=struct.pack("<III", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+    ),
 ]
 
 
