@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -11,6 +11,7 @@ MODULES: tuple[PolicyModule, ...] = (
     ari.MODULE,
     ats.MODULE,
     doe.MODULE,
+    dpc.MODULE,
     dsn.MODULE,
     dvsec.MODULE,
     l1ss.MODULE,

@@ -161,6 +161,24 @@ CASES = [
         cached=[(0x04, 4)],
         body=struct.pack("<III", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
     ),
+    Case(
+        "dpc",
+        "",
+        0x001D,
+        True,
+        reads=[(0x04, 2, 0x3FFF), (0x06, 2, 0x01FF), (0x08, 2, 0x3F7F), (0x0A, 2, 0xFFFF)],
+        host_owned=[(0x06, 2), (0x08, 2), (0x0A, 2)],
+        body=struct.pack("<HHHH", 0xFFDF, 0x0003, 0xFFFF, 0x0100),  # no RP extensions; triggered
+    ),
+    Case(
+        "dpc-root-port",
+        "",
+        0x001D,
+        True,
+        reads=[(0x04, 2, 0x3FFF)] + [(rel, 4, 0xFFFFFFFF) for rel in range(0x0C, 0x30, 4)],
+        host_owned=[(0x06, 2), (0x08, 2)] + [(rel, 4) for rel in range(0x0C, 0x30, 4)],
+        body=struct.pack("<HHHH", 0x0020, 0x0003, 0x0001, 0) + b"\xff" * 0x24,
+    ),
 ]
 
 
