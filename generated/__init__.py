@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, quirks, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -23,6 +23,7 @@ MODULES: tuple[PolicyModule, ...] = (
     pm.MODULE,
     prelude.MODULE,
     pri.MODULE,
+    ptm.MODULE,
     quirks.MODULE,
     sriov.MODULE,
     type0.MODULE,

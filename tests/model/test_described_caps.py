@@ -179,6 +179,16 @@ CASES = [
         host_owned=[(0x06, 2), (0x08, 2)] + [(rel, 4) for rel in range(0x0C, 0x30, 4)],
         body=struct.pack("<HHHH", 0x0020, 0x0003, 0x0001, 0) + b"\xff" * 0x24,
     ),
+    Case(
+        "ptm",
+        "",
+        0x001F,
+        True,
+        reads=[(0x04, 4, 0x0000FF1F), (0x08, 4, 0x0000FF03)],
+        host_owned=[(0x08, 4)],
+        cached=[(0x04, 4)],
+        body=struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF),
+    ),
 ]
 
 
