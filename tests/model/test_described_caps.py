@@ -189,6 +189,18 @@ CASES = [
         cached=[(0x04, 4)],
         body=struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF),
     ),
+    Case(
+        "rebar",
+        "",
+        0x0015,
+        True,
+        # two resizable BARs (count 2 in entry 0's control), reserved bits set on the device
+        reads=[(0x04, 4, 0xFFFFFFF0), (0x08, 4, 0xFFFF3FE7), (0x0C, 4, 0xFFFFFFF0)]
+        + [(0x10, 4, 0xFFFF3F07)],
+        host_owned=[(0x08, 4), (0x10, 4)],
+        cached=[(0x04, 4), (0x0C, 4)],
+        body=struct.pack("<IIII", 0xFFFFFFFF, 0xFFFFC358, 0xFFFFFFFF, 0x0001C5FA),
+    ),
 ]
 
 
