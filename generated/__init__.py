@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, sriov, type0, type1, virtio, vpd
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -26,6 +26,7 @@ MODULES: tuple[PolicyModule, ...] = (
     ptm.MODULE,
     quirks.MODULE,
     rebar.MODULE,
+    secpcie.MODULE,
     sriov.MODULE,
     type0.MODULE,
     type1.MODULE,

@@ -201,6 +201,15 @@ CASES = [
         cached=[(0x04, 4), (0x0C, 4)],
         body=struct.pack("<IIII", 0xFFFFFFFF, 0xFFFFC358, 0xFFFFFFFF, 0x0001C5FA),
     ),
+    Case(
+        "secondary-pcie",
+        "",
+        0x0019,
+        True,
+        reads=[(0x04, 4, 0x0000FE03), (0x08, 4, 0xFFFFFFFF)],
+        host_owned=[(0x04, 4), (0x08, 4)],
+        body=struct.pack("<II", 0xFFFFFFFF, 0x00000003),  # lanes 0 and 1 in error
+    ),
 ]
 
 
