@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, sriov, type0, type1, virtio, vpd
+from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, sriov, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -32,4 +32,5 @@ MODULES: tuple[PolicyModule, ...] = (
     type1.MODULE,
     virtio.MODULE,
     vpd.MODULE,
+    vsec.MODULE,
 )

@@ -210,6 +210,16 @@ CASES = [
         host_owned=[(0x04, 4), (0x08, 4)],
         body=struct.pack("<II", 0xFFFFFFFF, 0x00000003),  # lanes 0 and 1 in error
     ),
+    Case(
+        "vsec",
+        "",
+        0x000B,
+        True,
+        reads=[(0x04, 4, 0xFFFFFFFF)],
+        host_owned=[(0x04, 4)],  # read-only in the specification: in every mode
+        cached=[(0x04, 4)],
+        body=struct.pack("<II", 0x01010023, 0xA5A5A5A5),  # ID 0x23, revision 1, 16 bytes
+    ),
 ]
 
 
