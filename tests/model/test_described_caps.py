@@ -220,6 +220,15 @@ CASES = [
         cached=[(0x04, 4)],
         body=struct.pack("<II", 0x01010023, 0xA5A5A5A5),  # ID 0x23, revision 1, 16 bytes
     ),
+    Case(
+        "slot-id",
+        "pci-bridge-1b36",
+        0x04,
+        False,
+        reads=[(0x02, 1, 0x3F), (0x03, 1, 0xFF)],
+        host_owned=[(0x02, 1), (0x03, 1)],  # chassis 5 here: the firmware's numbering
+        cached=[(0x02, 1)],
+    ),
 ]
 
 
