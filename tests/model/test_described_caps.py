@@ -229,6 +229,15 @@ CASES = [
         host_owned=[(0x02, 1), (0x03, 1)],  # chassis 5 here: the firmware's numbering
         cached=[(0x02, 1)],
     ),
+    Case(
+        "bridge-ssvid",
+        "pcie-root-port-1b36",
+        0x0D,
+        False,
+        reads=[(0x02, 2, 0x0000), (0x04, 2, 0xFFFF), (0x06, 2, 0xFFFF)],
+        host_owned=[(0x04, 2), (0x06, 2)],  # read-only in the specification: in every mode
+        cached=[(0x02, 2), (0x04, 2), (0x06, 2)],
+    ),
 ]
 
 
