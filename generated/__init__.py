@@ -3,11 +3,12 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
     aer.MODULE,
+    af.MODULE,
     ari.MODULE,
     ats.MODULE,
     doe.MODULE,

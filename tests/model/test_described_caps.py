@@ -238,6 +238,16 @@ CASES = [
         host_owned=[(0x04, 2), (0x06, 2)],  # read-only in the specification: in every mode
         cached=[(0x02, 2), (0x04, 2), (0x06, 2)],
     ),
+    Case(
+        "advanced-features",
+        "",
+        0x13,
+        False,
+        reads=[(0x02, 1, 0xFF), (0x03, 1, 0x03), (0x04, 1, 0x01), (0x05, 1, 0x01)],
+        host_owned=[(0x04, 1)],  # initiate FLR
+        cached=[(0x02, 1), (0x03, 1)],
+        body=bytes([6, 0xFF, 0x00, 0xFF]),  # TP and FLR capable, transactions pending
+    ),
 ]
 
 
