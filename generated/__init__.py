@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, secpcie, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -27,6 +27,7 @@ MODULES: tuple[PolicyModule, ...] = (
     ptm.MODULE,
     quirks.MODULE,
     rebar.MODULE,
+    sata.MODULE,
     secpcie.MODULE,
     slotid.MODULE,
     sriov.MODULE,

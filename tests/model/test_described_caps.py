@@ -248,6 +248,15 @@ CASES = [
         cached=[(0x02, 1), (0x03, 1)],
         body=bytes([6, 0xFF, 0x00, 0xFF]),  # TP and FLR capable, transactions pending
     ),
+    Case(
+        "sata",
+        "ich9-ahci-8086-2922",
+        0x12,
+        False,
+        reads=[(0x02, 2, 0x00FF), (0x04, 4, 0x00FFFFFF)],
+        host_owned=[(0x02, 2), (0x04, 4)],  # read-only in the specification: in every mode
+        cached=[(0x02, 2), (0x04, 4)],
+    ),
 ]
 
 
