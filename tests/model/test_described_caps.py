@@ -257,6 +257,14 @@ CASES = [
         host_owned=[(0x02, 2), (0x04, 4)],  # read-only in the specification: in every mode
         cached=[(0x02, 2), (0x04, 4)],
     ),
+    Case(
+        "shpc",
+        "pci-bridge-1b36",
+        0x0C,
+        False,
+        reads=[(0x02, 1, 0xFF), (0x03, 1, 0x01), (0x04, 4, 0xFFFFFFFF)],
+        host_owned=[(0x02, 1), (0x04, 4)],
+    ),
 ]
 
 
