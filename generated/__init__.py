@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pcix, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -21,6 +21,7 @@ MODULES: tuple[PolicyModule, ...] = (
     msix.MODULE,
     pasid.MODULE,
     pcie.MODULE,
+    pcix.MODULE,
     pm.MODULE,
     prelude.MODULE,
     pri.MODULE,

@@ -20,7 +20,7 @@ from pciback.engine.registers import RegisterInstance
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import CountingDevice, view_of
 
-from .builders import endpoint
+from .builders import ConfigBuilder, endpoint
 from .test_physical_reads import dump_named
 
 Span = tuple[int, int]  # offset in the capability, size
@@ -265,6 +265,14 @@ CASES = [
         reads=[(0x02, 1, 0xFF), (0x03, 1, 0x01), (0x04, 4, 0xFFFFFFFF)],
         host_owned=[(0x02, 1), (0x04, 4)],
     ),
+    Case(
+        "pci-x",
+        "",
+        0x07,
+        False,
+        reads=[(0x02, 2, 0x307F), (0x04, 4, 0xFFFFFFFF)],
+        body=struct.pack("<HI", 0xFFFF, 0xFFFFFFFF),
+    ),
 ]
 
 
@@ -374,3 +382,27 @@ def test_the_doe_mailbox_is_the_guests_in_permissive_mode_only(permissive: bool)
         (base + 0x0B, 1, 0x80),
         (base + 0x0C, 1, 0x02),
     ]
+
+
+def test_pci_x_function_controls_are_the_guests_in_permissive_mode_only() -> None:
+    for permissive in (False, True):
+        b = endpoint()
+        pos = b.cap(0x07, struct.pack("<HI", 0x0000, 0x200C0108))  # errors 18 and 29 pending
+        view, sim = b.space(permissive=permissive)
+        view.write(pos + 2, 2, 0x007F)  # every command bit a guest could want
+        view.write(pos + 4, 4, 0x00040000)  # acknowledge split completion discarded
+        command = sim.read(pos + 2, 2)
+        assert command == (0x007E if permissive else 0x0000)  # parity recovery: the host's
+        written = [(o, v) for o, _, v in sim.writes if pos + 4 <= o < pos + 8]
+        assert written == [(pos + 6, 0x04)]  # only the guest's 1: error 29 stays pending
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_a_pci_x_bridge_is_the_hosts(permissive: bool) -> None:
+    b = ConfigBuilder(header_type=1, class_code=0x060400)
+    pos = b.cap(0x07, b"\xff" * 14)
+    view, sim = b.space(permissive=permissive)
+    assert view.read(pos + 2, 2) == 0xF1FF  # reserved bits 11:9 read 0
+    for rel, size in ((0x02, 2), (0x04, 4), (0x08, 4), (0x0C, 4)):
+        view.write(pos + rel, size, 0)
+    assert sim.writes == []
