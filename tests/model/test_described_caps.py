@@ -314,6 +314,8 @@ def test_the_guest_reads_the_device(case: Case) -> None:
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_host_owned_controls_never_reach_the_device(case: Case, permissive: bool) -> None:
+    if not case.host_owned:
+        pytest.skip("no register of it is wholly the host's")
     view, _, sim, base = located(case)
     view.permissive = permissive
     before = bytes(sim.config)
@@ -327,6 +329,8 @@ def test_host_owned_controls_never_reach_the_device(case: Case, permissive: bool
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_what_the_specification_fixes_is_read_once(case: Case) -> None:
+    if not case.cached:
+        pytest.skip("no register of it is wholly read once")
     view, device, sim, base = located(case)
     seen = {(rel, size): view.read(base + rel, size) for rel, size in case.cached}
     assert device.reads == 0
