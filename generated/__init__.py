@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, l1ss, ltr, msi, msix, pasid, pcie, pcix, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -15,6 +15,7 @@ MODULES: tuple[PolicyModule, ...] = (
     dpc.MODULE,
     dsn.MODULE,
     dvsec.MODULE,
+    ht.MODULE,
     l1ss.MODULE,
     ltr.MODULE,
     msi.MODULE,

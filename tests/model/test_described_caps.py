@@ -273,6 +273,15 @@ CASES = [
         reads=[(0x02, 2, 0x307F), (0x04, 4, 0xFFFFFFFF)],
         body=struct.pack("<HI", 0xFFFF, 0xFFFFFFFF),
     ),
+    Case(
+        "hypertransport",
+        "",
+        0x08,
+        False,
+        reads=[(0x02, 2, 0xFFFF)],
+        host_owned=[(0x02, 2)],
+        body=struct.pack("<HII", 0xA801, 0xFEE00000, 0),  # an MSI mapping, enabled
+    ),
 ]
 
 
@@ -410,3 +419,27 @@ def test_a_pci_x_bridge_is_the_hosts(permissive: bool) -> None:
     for rel, size in ((0x02, 2), (0x04, 4), (0x08, 4), (0x0C, 4)):
         view.write(pos + rel, size, 0)
     assert sim.writes == []
+
+
+def test_a_hypertransport_body_stays_the_engine_default() -> None:
+    # Its layout depends on the type in the command register: read from the device, written
+    # only in permissive mode, as Linux.
+    for permissive in (False, True):
+        b = endpoint()
+        pos = b.cap(0x08, struct.pack("<HII", 0xA800, 0xFEE00000, 0))  # an MSI mapping
+        view, sim = b.space(permissive=permissive)
+        assert view.read(pos + 4, 4) == 0xFEE00000
+        view.write(pos + 2, 2, 0xA801)  # the mapping's enable: the host's
+        view.write(pos + 8, 4, 0x1)
+        assert sim.writes == ([(pos + 8, 4, 0x1)] if permissive else [])
+
+
+def test_an_open_ended_table_yields_where_a_device_overlaps_capabilities() -> None:
+    # QEMU's AMD IOMMU function lays its HyperTransport capability (0x5c) over the address of
+    # its MSI capability (0x58): the MSI address, Xen's, keeps its register; HT's yields.
+    view, _ = view_of(dump_named("amd-iommu-pci-1022-0008"))
+    address = view.slot_at(0x5E)
+    assert isinstance(address, RegisterInstance) and address.reg.name == "address"
+    assert view.problems == [
+        "ht.command at 0x5e overlaps another block; the device's capability list is inconsistent"
+    ]
