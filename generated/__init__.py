@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -11,6 +11,7 @@ MODULES: tuple[PolicyModule, ...] = (
     af.MODULE,
     ari.MODULE,
     ats.MODULE,
+    dlf.MODULE,
     doe.MODULE,
     dpc.MODULE,
     dsn.MODULE,

@@ -286,6 +286,15 @@ CASES = [
         host_owned=[(0x02, 2)],
         body=struct.pack("<HII", 0xA801, 0xFEE00000, 0),  # an MSI mapping, enabled
     ),
+    Case(
+        "data-link-feature",
+        "",
+        0x0025,
+        True,
+        reads=[(0x04, 4, 0x807FFFFF), (0x08, 4, 0x807FFFFF)],
+        host_owned=[(0x04, 4), (0x08, 4)],
+        body=struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF),
+    ),
 ]
 
 
