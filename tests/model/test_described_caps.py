@@ -295,6 +295,18 @@ CASES = [
         host_owned=[(0x04, 4), (0x08, 4)],
         body=struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF),
     ),
+    Case(
+        "physical-layer-16gt",
+        "",
+        0x0026,
+        True,
+        reads=[(0x04, 4, 0), (0x08, 4, 0), (0x0C, 4, 0x1F)]
+        + [(rel, 4, 0xFFFFFFFF) for rel in (0x10, 0x14, 0x18)]
+        + [(0x1C, 4, 0)],
+        host_owned=[(rel, 4) for rel in range(0x04, 0x20, 4)],
+        cached=[(0x04, 4), (0x08, 4)],  # reserved: no read at all
+        body=b"\xff" * 0x1C,
+    ),
 ]
 
 
