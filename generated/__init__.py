@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -25,6 +25,7 @@ MODULES: tuple[PolicyModule, ...] = (
     pcie.MODULE,
     pcix.MODULE,
     pl16.MODULE,
+    pl32.MODULE,
     pm.MODULE,
     prelude.MODULE,
     pri.MODULE,

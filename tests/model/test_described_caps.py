@@ -307,6 +307,16 @@ CASES = [
         cached=[(0x04, 4), (0x08, 4)],  # reserved: no read at all
         body=b"\xff" * 0x1C,
     ),
+    Case(
+        "physical-layer-32gt",
+        "",
+        0x002A,
+        True,
+        reads=[(rel, 4, 0xFFFFFFFF) for rel in range(0x04, 0x20, 4)],
+        host_owned=[(rel, 4) for rel in range(0x04, 0x20, 4)],
+        cached=[(0x04, 4)],
+        body=struct.pack("<7I", 0x703, 0x100, 0x1F, 1, 2, 3, 4),
+    ),
 ]
 
 
