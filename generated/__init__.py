@@ -3,7 +3,7 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ea, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
@@ -16,6 +16,7 @@ MODULES: tuple[PolicyModule, ...] = (
     dpc.MODULE,
     dsn.MODULE,
     dvsec.MODULE,
+    ea.MODULE,
     ht.MODULE,
     l1ss.MODULE,
     ltr.MODULE,

@@ -317,6 +317,16 @@ CASES = [
         cached=[(0x04, 4)],
         body=struct.pack("<7I", 0x703, 0x100, 0x1F, 1, 2, 3, 4),
     ),
+    Case(
+        "enhanced-allocation",
+        "",
+        0x14,
+        False,
+        reads=[(0x02, 1, 0x3F), (0x03, 1, 0)],
+        host_owned=[(0x02, 2)],  # read-only in the specification: in every mode
+        cached=[(0x02, 2)],
+        body=struct.pack("<BBIII", 0xC1, 0xFF, 0x80000002, 0xFE000000, 0xFFF),  # one entry
+    ),
 ]
 
 
@@ -479,3 +489,13 @@ def test_an_open_ended_table_yields_where_a_device_overlaps_capabilities() -> No
     assert view.problems == [
         "ht.command at 0x5e overlaps another block; the device's capability list is inconsistent"
     ]
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_a_bridges_enhanced_allocation_keeps_its_fixed_buses(permissive: bool) -> None:
+    b = ConfigBuilder(header_type=1, class_code=0x060400)
+    pos = b.cap(0x14, struct.pack("<BBI", 0x00, 0x00, 0xFFFF0302))  # no entries; buses 2-3
+    view, sim = b.space(permissive=permissive)
+    assert view.read(pos + 4, 4) == 0x00000302
+    view.write(pos + 4, 4, 0)
+    assert sim.writes == []
