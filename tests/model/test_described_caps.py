@@ -327,6 +327,27 @@ CASES = [
         cached=[(0x02, 2)],
         body=struct.pack("<BBIII", 0xC1, 0xFF, 0x80000002, 0xFE000000, 0xFFF),  # one entry
     ),
+    Case(
+        "acs-egress-40",
+        "",
+        0x000D,
+        True,
+        # egress control with a 40-bit vector: two dwords of it, both the host's
+        reads=[(0x04, 2, 0xFFFF), (0x06, 2, 0x1FFF), (0x08, 4, 0xFFFFFFFF), (0x0C, 4, 0xFFFFFFFF)],
+        host_owned=[(0x06, 2), (0x08, 4), (0x0C, 4)],
+        cached=[(0x04, 2)],
+        body=struct.pack("<HHII", 0x287F, 0xFFFF, 0xFFFFFFFF, 0x000000FF),
+    ),
+    Case(
+        "acs-egress-256",
+        "",
+        0x000D,
+        True,
+        # vector size 0 means 256 bits: eight dwords
+        reads=[(0x06, 2, 0x1FFF)] + [(rel, 4, 0xFFFFFFFF) for rel in range(0x08, 0x28, 4)],
+        host_owned=[(0x06, 2)] + [(rel, 4) for rel in range(0x08, 0x28, 4)],
+        body=struct.pack("<HH8I", 0x007F, 0x0001, *range(1, 9)),
+    ),
 ]
 
 
