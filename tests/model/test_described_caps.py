@@ -482,7 +482,7 @@ def test_a_pci_x_bridge_is_the_hosts(permissive: bool) -> None:
     b = ConfigBuilder(header_type=1, class_code=0x060400)
     pos = b.cap(0x07, b"\xff" * 14)
     view, sim = b.space(permissive=permissive)
-    assert view.read(pos + 2, 2) == 0xF1FF  # reserved bits 11:9 read 0
+    assert view.read(pos + 2, 2) == 0xF3FF  # reserved bits 11:10 read 0
     for rel, size in ((0x02, 2), (0x04, 4), (0x08, 4), (0x0C, 4)):
         view.write(pos + rel, size, 0)
     assert sim.writes == []
