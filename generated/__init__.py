@@ -3,18 +3,45 @@
 
 from pciback.tables import PolicyModule
 
-from . import aer, msi, msix, pcie, pm, prelude, quirks, type0, type1, virtio, vpd
+from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ea, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
+    acs.MODULE,
     aer.MODULE,
+    af.MODULE,
+    ari.MODULE,
+    ats.MODULE,
+    dlf.MODULE,
+    doe.MODULE,
+    dpc.MODULE,
+    dsn.MODULE,
+    dvsec.MODULE,
+    ea.MODULE,
+    ht.MODULE,
+    l1ss.MODULE,
+    ltr.MODULE,
     msi.MODULE,
     msix.MODULE,
+    pasid.MODULE,
     pcie.MODULE,
+    pcix.MODULE,
+    pl16.MODULE,
+    pl32.MODULE,
     pm.MODULE,
     prelude.MODULE,
+    pri.MODULE,
+    ptm.MODULE,
     quirks.MODULE,
+    rebar.MODULE,
+    sata.MODULE,
+    secpcie.MODULE,
+    shpc.MODULE,
+    slotid.MODULE,
+    sriov.MODULE,
+    ssvid.MODULE,
     type0.MODULE,
     type1.MODULE,
     virtio.MODULE,
     vpd.MODULE,
+    vsec.MODULE,
 )

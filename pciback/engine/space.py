@@ -442,7 +442,11 @@ class ConfigSpace:
     ) -> None:
         starts = sorted(p.found.offset for p in caps)
         exposed = [p for p in caps if not p.hidden]
-        for placed in caps:
+        # A table with a length claims the capability's bytes; one without (vendor-specific
+        # layouts, HyperTransport) names only a header in front of a body whose end is a guess.
+        # Where a device's capabilities overlap (QEMU's AMD IOMMU function lays HyperTransport
+        # over its MSI address), the firm ones are placed first and keep their registers.
+        for placed in sorted(caps, key=lambda p: p.table is not None and p.table.length is None):
             base = placed.found.offset
             following = [s for s in starts if s > base]
             natural_end = following[0] if following else region_end
