@@ -6,33 +6,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.daemon.control import ControlError, request
+from pciback.cli_socket import add_socket_options, control_request
+from pciback.daemon.control import ControlError
 from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
 
-DEFAULT_SOCKET = Path("/var/lib/pciback/control.sock")
-
-
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket is not None:
-        return Path(args.socket)
-    env = os.environ.get("PCIBACK_SOCKET")
-    return Path(env) if env else DEFAULT_SOCKET
-
 
 def _parser(sub: Subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--socket", help=f"control socket (default: $PCIBACK_SOCKET or {DEFAULT_SOCKET})"
-    )
+    add_socket_options(parser, for_subcommand=True)
     return parser
 
 
@@ -67,7 +55,7 @@ def register(sub: Subparsers) -> None:
 
 def _call(args: argparse.Namespace, op: str, arg: str | None = None) -> tuple[int, Any]:
     try:
-        return 0, request(_socket(args), op, arg)
+        return 0, control_request(args, op, arg)
     except ControlError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 1, None
