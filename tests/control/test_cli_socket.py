@@ -26,9 +26,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "pciback.toml"
-    path.write_text(
-        f'state_dir = "state"\nhide = "({NET})({RNG})"\nlog_level = "error"\n{extra}'
-    )
+    path.write_text(f'state_dir = "state"\nhide = "({NET})({RNG})"\nlog_level = "error"\n{extra}')
     return path
 
 
@@ -65,7 +63,7 @@ def test_sources_in_order(tmp_path: Path) -> None:
     ("text", "fragment"),
     [
         ("persist = false\n", "persist = false: it has no control socket"),
-        ('state_dir = "x"\nstate_dri = "y"\n', "state_dri"),
+        ('state_dir = "x"\nstate_dri = "y"\n', "did you mean state_dir"),
     ],
 )
 def test_a_config_without_a_socket_is_named(tmp_path: Path, text: str, fragment: str) -> None:
