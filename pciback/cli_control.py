@@ -78,11 +78,33 @@ def _slot(args: argparse.Namespace) -> int:
         rc, result = _call(args, "slots")
         _print_lines(result)
         return rc
-    op = "new_slot" if args.action == "add" else "remove_slot"
-    rc, result = _call(args, op, _need(args.slot, "a slot"))
-    if rc == 0 and result:
-        print("seized: " + ", ".join(result))
+    slot = _need(args.slot, "a slot")
+    if args.action == "add":
+        rc, result = _call(args, "new_slot", slot)
+        if rc == 0 and result:
+            print("seized: " + ", ".join(result))
+        return rc
+    rc, result = _call(args, "remove_slot", slot)
+    if rc == 0:
+        for address in result["removed"]:
+            print(f"removed slot {address}")
+        for address in result["in_pool"]:
+            # As Linux: forgetting the slot does not unbind the device; say how to.
+            print(f"  {address} stays in the pool: pciback assignable-remove -r {address}")
     return rc
+
+
+# What a per-device flag does, for the line that confirms a change to it.
+_FLAG_MEANING = {
+    "permissive": (
+        "its guest may write registers the policy does not describe (unsafe)",
+        "its guest's writes follow the policy",
+    ),
+    "interrupt_control": (
+        "its guest may toggle INTx disable and MSI/MSI-X enable by config writes",
+        "its guest's interrupt enables change only through pcifront's requests",
+    ),
+}
 
 
 def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
@@ -94,7 +116,12 @@ def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
             rc, result = _call(args, knob)
             _print_lines(result)
             return rc
-        rc, _ = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
+        rc, address = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
+        if rc == 0:
+            on = args.action == "add"
+            state = "on" if on else "off"
+            meaning = _FLAG_MEANING[knob][0 if on else 1]
+            print(f"{knob.replace('_', '-')} {state} for {address}: {meaning}")
         return rc
 
     return run
