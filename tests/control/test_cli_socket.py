@@ -118,3 +118,21 @@ def test_nothing_found_is_one_line_naming_what_was_tried(
     assert main(["audit", NET]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(socket from $PCIBACK_SOCKET)" in err
+
+
+def test_the_daemon_takes_its_configuration_the_same_ways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["daemon"]) == 2
+    assert capsys.readouterr().err == (
+        "pciback daemon: no configuration: --config FILE or $PCIBACK_CONFIG\n"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("state_dri = 'x'\n")
+    # Each way reaches the file: its error (one line, the key and a suggestion) says so.
+    for argv, env in ((["--config", str(bad), "daemon"], None), (["daemon"], str(bad))):
+        if env is not None:
+            monkeypatch.setenv("PCIBACK_CONFIG", env)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"pciback: {bad}: unknown key(s): state_dri (did you mean state_dir?)\n"
