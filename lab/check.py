@@ -144,10 +144,11 @@ def op_figures(run: Run) -> dict[str, float]:
     return {}
 
 
-def daemon_share(run: Run) -> tuple[int, float, float, int] | None:
+def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None:
     """Ops the daemon served during the benchmark, its mean service time and its mean busy time
-    per op (µs), and the wake-ups it took for them (fewer than ops: the rest were found while
-    lingering), from its counters before and after (`pciback list --json`)."""
+    per op (µs), the wake-ups it took for them (fewer than ops: the rest were found while
+    lingering) and the service thread's CPU time per op (µs; None from a daemon that does not
+    list it), from its counters before and after (`pciback list --json`)."""
     try:
         before, after = (
             json.loads((run.results() / f"list-{when}-bench.json").read_text())
@@ -156,20 +157,25 @@ def daemon_share(run: Run) -> tuple[int, float, float, int] | None:
     except (OSError, ValueError):
         return None
 
-    def totals(listing: dict[str, object]) -> tuple[int, int, int, int]:
+    def totals(listing: dict[str, object]) -> tuple[int, int, int, int, int | None]:
         ops = service = busy = wakeups = 0
+        cpu: int | None = 0
         for guest in listing.get("guests", []):  # type: ignore[union-attr]
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
             service += counters.get("service_ns_total", 0)
             busy += counters.get("busy_ns_total", 0)
             wakeups += counters.get("wakeups", 0)
-        return ops, service, busy, wakeups
+            thread_cpu = counters.get("thread_cpu_ns_total")
+            cpu = None if cpu is None or thread_cpu is None else cpu + thread_cpu
+        return ops, service, busy, wakeups, cpu
 
-    (o1, s1, b1, w1), (o2, s2, b2, w2) = totals(before), totals(after)
+    (o1, s1, b1, w1, c1), (o2, s2, b2, w2, c2) = totals(before), totals(after)
     if o2 <= o1:
         return None
-    return o2 - o1, (s2 - s1) / (o2 - o1) / 1000, (b2 - b1) / (o2 - o1) / 1000, w2 - w1
+    ops = o2 - o1
+    cpu = None if c1 is None or c2 is None else (c2 - c1) / ops / 1000
+    return ops, (s2 - s1) / ops / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
 
 
 def view_lines(run: Run) -> list[str]:
@@ -246,13 +252,14 @@ def report(directory: Path) -> int:
     )
     share = daemon_share(daemon)
     if share is not None and a:
-        served, service, busy, wakeups = share
+        served, service, busy, wakeups, cpu = share
         seen = 1e6 / a
+        running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
         print(
             f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
             f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
-            f" answer and {busy:.0f} us awake per op; the rest is dom0's kernel, Xen and"
-            f" scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
+            f" answer and {busy:.0f} us awake per op{running}; the rest is dom0's kernel, Xen"
+            f" and scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
             f" were found while lingering, without a wake-up"
         )
     print()

@@ -164,10 +164,12 @@ def _op_summary(stats: dict[str, Any]) -> str:
         return f"< {ceiling} us" if ceiling is not None else f">= {bucket_floor(BUCKETS - 1)} us"
 
     busy = stats["busy_ns_total"] / stats["ops"] / 1000
+    cpu = stats.get("thread_cpu_ns_total")
+    running = "" if cpu is None else f", running {cpu / stats['ops'] / 1000:.1f} us"
     return (
         f"ops {stats['ops']} ({stats['wakeups']} wake-ups), in the daemon: mean "
         f"{stats['service_us_mean']} us, p50 {bound(0.5)}, p99 {bound(0.99)}, "
-        f"max {stats['service_us_max']} us; thread busy {busy:.1f} us per op"
+        f"max {stats['service_us_max']} us; thread busy {busy:.1f} us{running} per op"
     )
 
 

@@ -408,4 +408,8 @@ class Daemon:
         """How long the guest's ops took inside the daemon (pciback.protocol.opstats); None
         while no connection serves it."""
         connection = self.datapath.connection(domid, devid)
-        return None if connection is None else connection.stats.as_dict()
+        if connection is None:
+            return None
+        stats = connection.stats.as_dict()
+        stats["thread_cpu_ns_total"] = connection.thread_cpu_ns()
+        return stats

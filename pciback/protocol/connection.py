@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -165,6 +166,20 @@ class BackendConnection:
     @property
     def ops_served(self) -> int:
         return self.stats.ops
+
+    def thread_cpu_ns(self) -> int | None:
+        """The CPU time the service thread has used so far (ops, lingering, wake-ups), read from
+        any thread through the service thread's CPU clock, at no cost to the op path; None when
+        it does not run. Against `stats.busy_ns` it tells how long the thread was awake without
+        running: preempted, or waiting for the GIL."""
+        thread = self._thread
+        ident = None if thread is None else thread.ident
+        if ident is None:
+            return None
+        try:
+            return time.clock_gettime_ns(time.pthread_getcpuclockid(ident))
+        except (OSError, AttributeError):  # the thread just ended; or no such clock here
+            return None
 
     # -- AER -------------------------------------------------------------------------------------
     def has_aer_handler(self) -> bool:
