@@ -107,3 +107,33 @@ def test_a_quirk_the_view_takes_is_added(
     # At the same offset it replaces the first field, as the kernel's quirks attribute does.
     assert run(daemon, capsys, "quirk", "add", "03:00.0-44:1:f")[:2] == (0, f"added {NET}-44:1:f\n")
     assert daemon.pool.quirks()[2:] == ["\t\t00000044:1:0000000f"]
+
+
+E1000E = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "qemu"
+E1000E_DUMP = E1000E / "e1000e-8086-10d3.bin"
+PM, PMCSR_PME_ENABLE = 0xC8, 0x0100  # the dump's power-management capability (MANIFEST.md)
+
+
+@pytest.mark.skipif(not E1000E_DUMP.is_file(), reason="no ../shared/fixtures/qemu")
+def test_checking_a_quirk_never_writes_to_the_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Building a view turns PME off on its device; the check builds one over a copy, so a
+    device a guest holds is not touched by an operator's refused (or accepted) quirk."""
+    cfg = parse_config({"hide": f"({NET})", "log_level": "error"})
+    cfg.state_dir = tmp_path / "state"
+    env = SimEnvironment.from_dumps({NET: str(E1000E_DUMP)})
+    d = Daemon(cfg, env)
+    d.start()
+    try:
+        device = env.devices[NET]
+        assert device.read(0x34, 1) == PM and device.read(PM, 1) == 0x01
+        pmcsr = device.read(PM + 4, 2) | PMCSR_PME_ENABLE
+        device.config[PM + 4 : PM + 6] = pmcsr.to_bytes(2, "little")  # as a host could leave it
+        writes = list(device.writes)
+        rc, _, err = run(d, capsys, "quirk", "add", f"{NET}-{PM + 1:x}:1:ff")  # PM's next
+        assert rc == 1 and "covers the capability chain" in err
+        assert run(d, capsys, "quirk", "add", f"{NET}-40:4:ffffffff")[0] == 0
+        assert device.writes == writes and device.read(PM + 4, 2) == pmcsr
+    finally:
+        d.stop()
