@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 from pciback import __version__
+from pciback.cli_socket import add_socket_options
 
 COMMAND_MODULES = (
     "pciback.cli_daemon",
@@ -35,6 +36,8 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
         prog="pciback", description="User-space Xen PCI passthrough backend for dom0."
     )
     parser.add_argument("--version", action="version", version=f"pciback {__version__}")
+    # Before the subcommand as well as after it: `pciback --socket S list`.
+    add_socket_options(parser, for_subcommand=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in modules:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from pciback.audit.diff import diff, render_diff
 from pciback.audit.model import Audit, audit
 from pciback.audit.policies import PolicyTreeError, load_policy
 from pciback.audit.text import render_json, render_text
+from pciback.cli_socket import add_socket_options, control_request
 from pciback.cli_view import DEFAULT_ADDRESS, extended_id, standard_id
 from pciback.control.hide import parse_quirk
-from pciback.daemon.control import ControlError, request
+from pciback.daemon.control import ControlError
 from pciback.daemon.quirks import quirk_register
 from pciback.dumps import Dump, DumpError, load_config, validate_config
 from pciback.engine import build_config_space
@@ -89,9 +89,7 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--format", choices=tuple(RENDERERS), default="text")
     parser.add_argument("--address", help="DDDD:BB:DD.F to show (default: the dump's)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
-    parser.add_argument(
-        "--socket", help="the daemon's control socket, for a DEVICE (default: $PCIBACK_SOCKET)"
-    )
+    add_socket_options(parser, for_subcommand=True)  # for a DEVICE the daemon holds
     parser.set_defaults(func=run)
 
 
@@ -151,11 +149,8 @@ def _load(args: argparse.Namespace) -> Target:
 
 def _live(device: str, args: argparse.Namespace) -> Target:
     """A device the daemon holds, as it reads now; the daemon's own flags for it kept."""
-    from pciback.cli_control import DEFAULT_SOCKET
-
-    socket = Path(args.socket or os.environ.get("PCIBACK_SOCKET") or DEFAULT_SOCKET)
     try:
-        reply = request(socket, "config", device)
+        reply = control_request(args, "config", device)
         config = bytes.fromhex(reply["config"])
         quirks = tuple(quirk_register(parse_quirk(q)) for q in reply["quirks"])
     except ControlError as exc:

@@ -6,33 +6,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.daemon.control import ControlError, request
+from pciback.cli_socket import add_socket_options, control_request
+from pciback.daemon.control import ControlError
 from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
 
-DEFAULT_SOCKET = Path("/var/lib/pciback/control.sock")
-
-
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket is not None:
-        return Path(args.socket)
-    env = os.environ.get("PCIBACK_SOCKET")
-    return Path(env) if env else DEFAULT_SOCKET
-
 
 def _parser(sub: Subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--socket", help=f"control socket (default: $PCIBACK_SOCKET or {DEFAULT_SOCKET})"
-    )
+    add_socket_options(parser, for_subcommand=True)
     return parser
 
 
@@ -67,7 +55,7 @@ def register(sub: Subparsers) -> None:
 
 def _call(args: argparse.Namespace, op: str, arg: str | None = None) -> tuple[int, Any]:
     try:
-        return 0, request(_socket(args), op, arg)
+        return 0, control_request(args, op, arg)
     except ControlError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 1, None
@@ -90,11 +78,33 @@ def _slot(args: argparse.Namespace) -> int:
         rc, result = _call(args, "slots")
         _print_lines(result)
         return rc
-    op = "new_slot" if args.action == "add" else "remove_slot"
-    rc, result = _call(args, op, _need(args.slot, "a slot"))
-    if rc == 0 and result:
-        print("seized: " + ", ".join(result))
+    slot = _need(args.slot, "a slot")
+    if args.action == "add":
+        rc, result = _call(args, "new_slot", slot)
+        if rc == 0 and result:
+            print("seized: " + ", ".join(result))
+        return rc
+    rc, result = _call(args, "remove_slot", slot)
+    if rc == 0:
+        for address in result["removed"]:
+            print(f"removed slot {address}")
+        for address in result["in_pool"]:
+            # As Linux: forgetting the slot does not unbind the device; say how to.
+            print(f"  {address} stays in the pool: pciback assignable-remove -r {address}")
     return rc
+
+
+# What a per-device flag does, for the line that confirms a change to it.
+_FLAG_MEANING = {
+    "permissive": (
+        "its guest may write registers the policy does not describe (unsafe)",
+        "its guest's writes follow the policy",
+    ),
+    "interrupt_control": (
+        "its guest may toggle INTx disable and MSI/MSI-X enable by config writes",
+        "its guest's interrupt enables change only through pcifront's requests",
+    ),
+}
 
 
 def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
@@ -106,7 +116,12 @@ def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
             rc, result = _call(args, knob)
             _print_lines(result)
             return rc
-        rc, _ = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
+        rc, address = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
+        if rc == 0:
+            on = args.action == "add"
+            state = "on" if on else "off"
+            meaning = _FLAG_MEANING[knob][0 if on else 1]
+            print(f"{knob.replace('_', '-')} {state} for {address}: {meaning}")
         return rc
 
     return run

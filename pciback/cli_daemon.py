@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from pciback.cli_socket import ENV_CONFIG
 from pciback.daemon.config import ConfigError, load_config
 from pciback.daemon.logs import setup_logging
 
@@ -23,7 +25,14 @@ log = logging.getLogger("pciback.daemon")
 
 def register(sub: Subparsers) -> None:
     daemon = sub.add_parser("daemon", help="run the backend daemon")
-    daemon.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    # Also before the subcommand (`pciback --config FILE daemon`), or $PCIBACK_CONFIG: the
+    # same ways the other commands find this daemon.
+    daemon.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"TOML configuration file (default: ${ENV_CONFIG})",
+    )
     daemon.set_defaults(func=run_daemon)
     demo = sub.add_parser("demo", help="run the daemon on a simulated host with two guests")
     demo.add_argument(
@@ -41,8 +50,12 @@ def run_daemon(args: argparse.Namespace) -> int:
     from pciback.state import StateError, check_state
     from pciback.state_dir import StateDirError, StateDirLock, check_file
 
+    path = getattr(args, "config", None) or os.environ.get(ENV_CONFIG, "").strip()
+    if not path:
+        print(f"pciback daemon: no configuration: --config FILE or ${ENV_CONFIG}", file=sys.stderr)
+        return 2
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(Path(path))
     except ConfigError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 2

@@ -9,8 +9,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_control import _parser, _socket
-from pciback.daemon.control import ControlError, request
+from pciback.cli_control import _parser
+from pciback.cli_socket import control_request
+from pciback.daemon.control import ControlError
 
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
@@ -69,7 +70,7 @@ def register(sub: Subparsers) -> None:
 
 def _call(args: argparse.Namespace, op: str, **fields: Any) -> tuple[int, Any]:
     try:
-        return 0, request(_socket(args), op, timeout=TIMEOUT, fields=fields)
+        return 0, control_request(args, op, timeout=TIMEOUT, fields=fields)
     except ControlError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 1, None

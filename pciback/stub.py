@@ -255,8 +255,9 @@ class StubPool:
             self._seize(address)
             return True
 
-    def remove_slot(self, slot: str | HidePattern) -> None:
-        """Forget matching slots; seized devices stay in the pool until unseized (as Linux)."""
+    def remove_slot(self, slot: str | HidePattern) -> list[str]:
+        """Forget matching slots; seized devices stay in the pool until unseized (as Linux).
+        Returns the slots forgotten."""
         pattern = parse_slot(slot) if isinstance(slot, str) else slot
         with self._lock:
             gone = [a for a in self._slots if pattern.matches(a)]
@@ -266,6 +267,7 @@ class StubPool:
                 self._slots.remove(address)
                 if self.state:
                     self.state.remove_slot(address)
+            return gone
 
     def slots(self) -> list[str]:
         with self._lock:

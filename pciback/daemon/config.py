@@ -34,10 +34,12 @@ toolstack_timeout_s = 10        # how long attach and detach wait for a guest's 
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pciback.control.hide import HideSyntaxError, parse_device, parse_hide, parse_quirk
 
@@ -63,6 +65,7 @@ _KEYS = {
     "toolstack_timeout_s",
     "sim",
 }
+T = TypeVar("T")
 MAX_LINGER_US = 100_000
 MAX_TOOLSTACK_TIMEOUT_S = 3600
 
@@ -98,10 +101,25 @@ class Config:
         return None if self.state_dir is None else self.state_dir / "control.sock"
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """` (did you mean X?)` when one known name is close to `word`, else nothing."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _unknown(section: str, keys: Iterable[str], known: Iterable[str]) -> None:
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        named = ", ".join(f"{key[:64]}{did_you_mean(key, known)}" for key in unknown[:8])
+        raise ConfigError(f"{section}unknown key(s): {named}")
+
+
 def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
     value = data.get(key, default)
     if value not in choices:
-        raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        shown = repr(value)[:64]
+        raise ConfigError(f"{key} = {shown}: expected one of {', '.join(choices)}{hint}")
     return str(value)
 
 
@@ -114,10 +132,19 @@ def _strings(data: dict[str, Any], key: str) -> list[str]:
     return list(value)
 
 
+def _each(key: str, items: list[str], parse: Callable[[str], T]) -> list[T]:
+    """Parse every entry of a list key; an error names the key and the entry's index."""
+    parsed = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse(item))
+        except HideSyntaxError as exc:
+            raise ConfigError(f"{key}[{index}] = {item[:64]!r}: {exc}") from None
+    return parsed
+
+
 def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"unknown key(s): {', '.join(unknown)}")
+    _unknown("", data, _KEYS)
     cfg = Config()
     cfg.backend = _choice(data, "backend", BACKENDS, "sim")
     cfg.topology = _choice(data, "topology", TOPOLOGIES, "vpci")
@@ -161,28 +188,41 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
         raise ConfigError("hide: expected a string such as '(0000:03:00.0)(04:00.*)'")
     try:
         parse_hide(hide)
-        if isinstance(data.get("permissive"), bool):  # the Linux module parameter
-            cfg.permissive_all = data["permissive"]
-        else:
-            cfg.permissive = [parse_device(d) for d in _strings(data, "permissive")]
-        cfg.interrupt_control = [parse_device(d) for d in _strings(data, "allow_interrupt_control")]
-        cfg.quirks = _strings(data, "quirks")
-        for quirk in cfg.quirks:
-            parse_quirk(quirk)
     except HideSyntaxError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"hide = {hide[:64]!r}: {exc}") from None
     cfg.hide = hide
-    sim = data.get("sim", {})
-    if not isinstance(sim, dict) or set(sim) - {"devices"}:
-        raise ConfigError("[sim]: only a 'devices' table is known")
-    devices = sim.get("devices", {})
-    if not isinstance(devices, dict) or not all(isinstance(v, str) for v in devices.values()):
-        raise ConfigError("[sim.devices]: expected address = dump file")
-    try:
-        cfg.sim_devices = {parse_device(a): d for a, d in devices.items()}
-    except HideSyntaxError as exc:
-        raise ConfigError(f"[sim.devices]: {exc}") from None
+    if isinstance(data.get("permissive"), bool):  # the Linux module parameter
+        cfg.permissive_all = data["permissive"]
+    else:
+        cfg.permissive = _each("permissive", _strings(data, "permissive"), parse_device)
+    cfg.interrupt_control = _each(
+        "allow_interrupt_control", _strings(data, "allow_interrupt_control"), parse_device
+    )
+    cfg.quirks = _strings(data, "quirks")
+    _each("quirks", cfg.quirks, parse_quirk)
+    cfg.sim_devices = _sim_devices(data.get("sim", {}))
     return cfg
+
+
+def _sim_devices(sim: Any) -> dict[str, str]:
+    if not isinstance(sim, dict):
+        raise ConfigError("sim: expected a table ([sim.devices])")
+    _unknown("[sim]: ", sim, ("devices",))
+    devices = sim.get("devices", {})
+    if not isinstance(devices, dict):
+        raise ConfigError("[sim.devices]: expected a table of address = dump file")
+    if len(devices) > 4096:
+        raise ConfigError("[sim.devices]: more than 4096 devices")
+    found: dict[str, str] = {}
+    for address, dump in devices.items():
+        where = f"[sim.devices] {address[:64]!r}"
+        if not isinstance(dump, str):
+            raise ConfigError(f"{where}: expected a dump file name or path")
+        try:
+            found[parse_device(address)] = dump
+        except HideSyntaxError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return found
 
 
 def load_config(path: Path) -> Config:

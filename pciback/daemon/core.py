@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.control.hide import HideSyntaxError, parse_device
+from pciback.control.hide import HideSyntaxError, parse_device, parse_quirk
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
+from pciback.daemon.quirks import quirk_ignored
 from pciback.ownership import Ownership
 from pciback.ports.xenstore import WatchEvent, XenStore
 from pciback.reconcile import reconcile
@@ -334,8 +335,11 @@ class Daemon:
             if op == "new_slot":
                 return self.pool.add_slot(arg)
             if op == "remove_slot":
-                self.pool.remove_slot(arg)
-                return None
+                removed = self.pool.remove_slot(arg)
+                return {
+                    "removed": removed,
+                    "in_pool": [a for a in removed if a in self.pool.devices],
+                }
             if op in ("permissive_add", "permissive_remove"):
                 address = self.pool.set_permissive(arg, op == "permissive_add")
                 self.datapath.apply_policy(address)
@@ -345,7 +349,14 @@ class Daemon:
                 self.datapath.apply_policy(address)
                 return address
             if op == "quirk_add":
-                spec = self.pool.add_quirk(arg)
+                spec = parse_quirk(arg)
+                ignored = quirk_ignored(self.env.bus, self.pool, spec)
+                if ignored:
+                    # Stored, it would show in `quirk list` while the guest's view ignores it.
+                    raise ControlError(
+                        f"{arg[:64]}: not added, the view would ignore it: {ignored}"
+                    )
+                spec = self.pool.add_quirk(spec)
                 return f"{spec.address}-{spec.offset:x}:{spec.size}:{spec.mask:x}"
             if op == "irq_handler_state":
                 return self.pool.toggle_irq_handler(arg)

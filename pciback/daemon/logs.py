@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object a line (time, level, logger, message), or plain text."""
+"""Structured logging: one JSON object a line (time, level, logger, message, and the domid,
+devid and device the line is about when known: pciback.daemon.log_context), or plain text."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import logging
 import time
 from typing import TextIO
+
+from pciback.daemon.log_context import context_fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,6 +19,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **context_fields(record),
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -276,5 +276,10 @@ class SysfsBus:
         kernel = KERNEL_STUB if driver == STUB_DRIVER else driver
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", kernel):
             raise ValueError(f"not a driver name: {kernel!r}")
-        self._write(self._dir(address) / "driver_override", kernel)
+        # The stub takes the device through driver_override, which also keeps a host driver
+        # from probing it again. A device given back to its host driver gets the override
+        # cleared (a lone newline clears it), or it would stay tied to the stub's name and the
+        # host driver's bind would be refused; nothing of the stub is left on the device.
+        override = kernel if driver == STUB_DRIVER else "\n"
+        self._write(self._dir(address) / "driver_override", override)
         self._write(self.root / "drivers" / kernel / "bind", address)

@@ -59,13 +59,24 @@ class RateLimit:
 _LIMIT = RateLimit()
 
 
-def _log_limited(level: int, message: str, *args: object, exc_info: bool = False) -> None:
+def _log_limited(
+    level: int,
+    message: str,
+    *args: object,
+    dev: ExportedDevice | None = None,
+    exc_info: bool = False,
+) -> None:
+    """`dev`: the device the op was for; its guest and physical address become the line's
+    domid and device fields (the message names its guest-visible address)."""
     suppressed = _LIMIT.allow()
     if suppressed is None:
         return
     if suppressed:
         message += f" ({suppressed} similar message(s) suppressed)"
-    log.log(level, message, *args, exc_info=exc_info)
+    extra = None
+    if dev is not None:
+        extra = {"domid": dev.irq.domid, "device": dev.physical.address}
+    log.log(level, message, *args, exc_info=exc_info, extra=extra)
 
 
 class ConfigView(Protocol):
@@ -139,9 +150,9 @@ def _enable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirq = dev.irq.enable_msi(1)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e)
+        _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e, dev=dev)
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq)
+    _log_limited(logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq, dev=dev)
     return OpResult(XenPciError.SUCCESS, pirq)
 
 
@@ -150,13 +161,15 @@ def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(req.info), info=req.info)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e)
+        _log_limited(
+            logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e, dev=dev
+        )
         return OpResult(e.err, 0, info=e.info if e.info is not None else 0)
 
 
 def _disable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     # Interrupt set-up is rare and decides whether the guest's driver works: worth a line.
-    _log_limited(logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev))
+    _log_limited(logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev), dev=dev)
     if dev.irq.msix_enabled and not dev.irq.msi_enabled:
         # Linux 6.1 guests tear MSI-X down with this op: pci_msix_shutdown clears the device's
         # msix_enabled before the frontend is asked, which then picks disable_msi. Either way
@@ -180,14 +193,14 @@ def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirqs = dev.irq.enable_msix(entries)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e)
+        _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e, dev=dev)
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs)
+    _log_limited(logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs, dev=dev)
     return OpResult(XenPciError.SUCCESS, 0, vectors=tuple(pirqs))
 
 
 def _disable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
-    _log_limited(logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev))
+    _log_limited(logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev), dev=dev)
     return OpResult(XenPciError.SUCCESS, dev.irq.disable_msix())
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pciback.ports.xenstore import Access, Permission, Transaction, XenStoreError, run_transaction
 from pciback.protocol.abi import XEN_PCI_MAGIC
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
-from pciback.toolstack.layout import backend_perms, domain_path, frontend_perms
+from pciback.toolstack.layout import backend_perms, domain_path, frontend_perms, remove_device
 from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT
 from pciback.xenbus.parse import parse_bdf
 from pciback.xenbus.states import XenbusState, state_or_unknown
@@ -127,10 +127,12 @@ class SimToolstack:
         return run_transaction(self.xs, body)
 
     def finish_remove(self, domid: int, index: int, devid: int = 0) -> None:
-        """After the backend is Connected again, libxl deletes the removed device's nodes."""
-        be = backend_path(domid, devid)
-        for name in ("dev", "vdev", "state", "opts", "key", "vdevfn"):
-            self.xs.rm(f"{be}/{name}-{index}")
+        """After the backend is Connected again, libxl deletes the removed device's nodes and
+        moves the devices listed after it down one index, num_devs one less, in one
+        transaction: without that compaction the 257th hot add to one guest would overflow
+        the list. (libxl then removes the whole PCI device when it was the last one; this
+        keeps the empty backend, so that a test can hot add to the guest again.)"""
+        run_transaction(self.xs, lambda tx: remove_device(tx, domid, index, devid))
 
     def destroy(self, domid: int, devid: int = 0) -> None:
         """Guest shutdown: the domain dies in Xen, its home goes, and the backend directories

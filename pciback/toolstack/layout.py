@@ -125,10 +125,10 @@ def mark_closing(tx: StoreOps, domid: int, index: int) -> None:
     tx.write(join(be, "state"), str(int(S.RECONFIGURING)))
 
 
-def remove_device(tx: StoreOps, domid: int, index: int) -> None:
+def remove_device(tx: StoreOps, domid: int, index: int, devid: int = DEVID) -> None:
     """Hot unplug, last step: the device's nodes go, the following devices move down one
     index and num_devs drops by one, as libxl__device_pci_remove_xenstore does."""
-    be = backend_path(domid)
+    be = backend_path(domid, devid)
     count = min(read_count(tx, be), MAX_DEVS)
     for key in DEVICE_KEYS:
         tx.rm(join(be, f"{key}-{index}"))

@@ -106,6 +106,32 @@ def test_fake_tree_write_paths(tmp_path: Path) -> None:
         bus.bind(address, "../x")
 
 
+def test_a_device_given_back_is_bound_to_its_host_driver(tmp_path: Path) -> None:
+    """`assignable-remove -r` (xl pci-assignable-remove -r) on the fake tree: out of the stub,
+    the stub's driver_override cleared, bound to the driver it was taken from; without -r it
+    is left with no driver. The kernel's moves of the `driver` link are played by the test."""
+    address = fake_tree(tmp_path)
+    dev_dir = tmp_path / "devices" / address
+    bus = SysfsBus(tmp_path, writable=True)
+    for rebind, expected in ((True, address), (False, "")):
+        pool = StubPool(bus, Ownership())
+        assert pool.add_slot(address) == [address]
+        assert pool.devices[address].host_driver == "virtio-pci"
+        os.unlink(dev_dir / "driver")  # the kernel unbinds virtio-pci and binds the stub
+        os.symlink("../../drivers/pci-stub", dev_dir / "driver")
+        (dev_dir / "driver_override").write_text("pci-stub")  # as the stub's bind set it
+        (tmp_path / "drivers/virtio-pci/bind").write_text("")
+        pool.unseize(address, rebind=rebind)
+        assert (tmp_path / "drivers/pci-stub/unbind").read_text() == address
+        assert (tmp_path / "drivers/virtio-pci/bind").read_text() == expected
+        # Without -r the override stays: no host driver grabs the device on its own.
+        override = (dev_dir / "driver_override").read_text()
+        assert override == ("\n" if rebind else "pci-stub")
+        assert address not in pool.devices
+        os.unlink(dev_dir / "driver")  # the kernel's rebind, so that the next round seizes
+        os.symlink("../../drivers/virtio-pci", dev_dir / "driver")
+
+
 def test_fake_tree_power_state_keeps_a_pending_pme(tmp_path: Path) -> None:
     # PME status (PMCSR bit 15) is write-1-to-clear: a D-state change must not echo the 1 it
     # read, or it acknowledges the host's pending PME.
