@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -25,8 +24,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pciback.audit.policies import PolicyTreeError, load_policy_and_modules
+from pciback.cli_socket import add_socket_options, control_request
 from pciback.control.hide import HideSyntaxError, parse_device
-from pciback.daemon.control import request
 from pciback.dumps import DumpError, load_config
 from pciback.trace.client import RecordError, record
 from pciback.trace.format import DEFAULT_MAX_OPS, MAX_OPS, TraceFileError, read_trace
@@ -55,7 +54,7 @@ def register(sub: Subparsers) -> None:
         help=f"stop after this many ops (default {DEFAULT_MAX_OPS}, at most {MAX_OPS})",
     )  # fmt: skip
     rec.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
-    rec.add_argument("--socket", help="the daemon's control socket (default: $PCIBACK_SOCKET)")
+    add_socket_options(rec, for_subcommand=True)
     rec.set_defaults(func=run_record)
     rep = actions.add_parser("replay", help="serve a trace's ops again under a policy")
     rep.add_argument("trace", type=Path, help="a file `pciback trace record` wrote")
@@ -70,18 +69,14 @@ def register(sub: Subparsers) -> None:
 
 # -- record -----------------------------------------------------------------------------------
 def run_record(args: argparse.Namespace) -> int:
-    from pciback.cli_control import DEFAULT_SOCKET
-
     try:
         device = parse_device(args.device) if args.device is not None else None
     except HideSyntaxError as exc:
         return _fail("record", f"--device: {exc}")
     if not 0 < args.max_ops <= MAX_OPS:
         return _fail("record", f"--max-ops must be 1 to {MAX_OPS}")
-    socket = Path(args.socket or os.environ.get("PCIBACK_SOCKET") or DEFAULT_SOCKET)
-
     def send(op: str, fields: dict[str, Any]) -> Any:
-        return request(socket, op, fields=fields)
+        return control_request(args, op, fields=fields)
 
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     interrupted = threading.Event()
