@@ -75,6 +75,7 @@ def run_record(args: argparse.Namespace) -> int:
         return _fail("record", f"--device: {exc}")
     if not 0 < args.max_ops <= MAX_OPS:
         return _fail("record", f"--max-ops must be 1 to {MAX_OPS}")
+
     def send(op: str, fields: dict[str, Any]) -> Any:
         return control_request(args, op, fields=fields)
 
