@@ -253,7 +253,11 @@ class XenStoreClient(_Ops):
         fd = self.fileno()
         if fd is None:
             raise self._fail("", "xs_fileno")
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+        # poll, not select: select refuses a descriptor above 1023, which a dom0 serving many
+        # guests (an event channel and a page each) reaches.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        ready = poller.poll(max(timeout, 0.0) * 1000)
         return self._check() if ready else None
 
     def _check(self) -> WatchEvent | None:
