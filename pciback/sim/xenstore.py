@@ -26,7 +26,10 @@ from pciback.ports.xenstore import (
 )
 
 MAX_NODES = 1 << 16
-MAX_WATCHES = 1024
+MAX_WATCHES = 1024  # per guest connection
+# xenstored holds dom0 to no watch quota; the daemon watches one frontend per backend, so its
+# bound is the manager's (MAX_GUESTS x MAX_DEVIDS) and the two roots, not a guest's.
+MAX_WATCHES_DOM0 = 4096 * 16 + 2
 MAX_PENDING = 1 << 14
 DOMAIN_QUOTA = 1000
 MAX_PERMS = 5  # xenstored's default quota of permission entries per node
@@ -431,7 +434,7 @@ class SimXenStoreClient:
         with self.store.lock:
             check_path(path)
             if (path, token) not in self.watches:
-                if len(self.watches) >= MAX_WATCHES:
+                if len(self.watches) >= (MAX_WATCHES_DOM0 if self.domid == 0 else MAX_WATCHES):
                     raise XenStoreError(errno.E2BIG, path, "too many watches")
                 self.watches.add((path, token))
                 self.store.add_watch(self, path, token)
