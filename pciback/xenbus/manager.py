@@ -38,6 +38,7 @@ MAX_GUESTS = 4096
 MAX_DEVIDS = 16
 DOMID_MAX = 0x7FEF  # above are DOMID_FIRST_RESERVED and the special domains
 MAX_EVENTS_PER_PUMP = 10_000
+DOMAIN_ROOT = "/local/domain"
 _BACKEND_TOKEN = "pciback:backend"
 _RELEASE_TOKEN = "pciback:release"
 _FRONTEND_TOKEN = "pciback:fe:"
@@ -176,10 +177,10 @@ class XenbusBackends:
             self._examine(key)
 
     def _reap_dead_domains(self) -> None:
-        """Unregister the backends of domains that died (home and frontend gone)."""
-        for domid in sorted({key[0] for key in self.backends}):
-            if self.store.read(f"/local/domain/{domid}") is not None:
-                continue
+        """Unregister the backends of domains that died (home and frontend gone). One listing
+        of the domains' homes, not a read per live guest, at every domain's death."""
+        alive = set((self.store.list(DOMAIN_ROOT) or [])[: DOMID_MAX + 1])
+        for domid in sorted({key[0] for key in self.backends if str(key[0]) not in alive}):
             for key in self._keys_of(domid):
                 if key in self.backends and self._domain_gone(key):
                     self._unregister(key, "the domain is gone")
