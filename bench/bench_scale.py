@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from types import SimpleNamespace
 
 from required import fixture_or_exit
@@ -57,7 +58,7 @@ def lift_select_ceiling() -> bool:
     change pciback/protocol/transport.py needs); True when it was replaced."""
     if "select.select" not in inspect.getsource(transport.Doorbell.wait):
         return False
-    transport.select = SimpleNamespace(select=poll_select)  # type: ignore[assignment]
+    setattr(transport, "select", SimpleNamespace(select=poll_select))  # noqa: B010 - not exported
     return True
 
 
@@ -145,7 +146,7 @@ def main() -> int:
                     host.add_device(spare, dump)
                 domid, took = run.attach(spare)
                 attaches.append(took)
-                destroys.append(timed(lambda d=domid: host.destroy_guest(d)))
+                destroys.append(timed(partial(host.destroy_guest, domid)))
             rows.append((level, attaches, destroys, adds))
             print(f"  {level:5d} guests attached and served", file=sys.stderr)
         start = time.perf_counter()
