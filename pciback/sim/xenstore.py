@@ -348,6 +348,7 @@ class SimXenStoreClient:
         self._events: deque[WatchEvent] = deque()
         self._pending: set[WatchEvent] = set()
         self._cond = threading.Condition(store.lock)
+        self._woken = False
 
     # -- permissions -------------------------------------------------------------------------
     def check_read(self, tree: AnyTree, path: str) -> str:
@@ -451,12 +452,19 @@ class SimXenStoreClient:
     def next_event(self, timeout: float | None = 0.0) -> WatchEvent | None:
         with self._cond:
             if not self._events and timeout != 0.0:
-                self._cond.wait_for(lambda: bool(self._events), timeout)
+                self._cond.wait_for(lambda: bool(self._events) or self._woken, timeout)
             if not self._events:
+                if timeout != 0.0:
+                    self._woken = False  # consumed by a wait it ended
                 return None
             event = self._events.popleft()
             self._pending.discard(event)
             return event
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def fileno(self) -> int | None:
         return None

@@ -227,6 +227,20 @@ def test_watch_events_arrive_through_the_fd(store: tuple[XenStoreClient, FakeXen
         client.read("/a")
 
 
+def test_wake_ends_a_wait_without_an_event(store: tuple[XenStoreClient, FakeXenstore]) -> None:
+    client, lib = store
+    client.watch("/local/domain/0/backend/pci", "be")
+    client.wake()  # before the wait: the wait returns at once
+    assert client.next_event(None) is None
+    threading.Timer(0.05, client.wake).start()  # during a wait that would last forever
+    assert client.next_event(None) is None
+    lib.fire("/a", "t")
+    client.wake()
+    assert client.next_event(None) == WatchEvent("/a", "t")  # a pending event still comes
+    client.close()
+    client.wake()  # after close: nothing to wake, and no error
+
+
 def test_a_watch_fd_above_1023_still_wakes_the_wait(
     store: tuple[XenStoreClient, FakeXenstore],
 ) -> None:
