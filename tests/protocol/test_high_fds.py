@@ -28,7 +28,7 @@ def low_fds_taken() -> Iterator[None]:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < CEILING + 64:
         pytest.skip(f"the open-file limit ({soft}) does not reach past {CEILING}")
-    taken = []
+    taken: list[int] = []
     try:
         while not taken or taken[-1] < CEILING:
             taken.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
