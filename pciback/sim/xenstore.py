@@ -33,6 +33,9 @@ MAX_WATCHES_DOM0 = 4096 * 16 + 2
 MAX_PENDING = 1 << 14
 DOMAIN_QUOTA = 1000
 MAX_PERMS = 5  # xenstored's default quota of permission entries per node
+# A watch is indexed under its ancestors down to this depth only: a guest's watch on a path
+# 1500 levels deep must not cost 1500 index entries (and their strings).
+WATCH_INDEX_DEPTH = 8
 
 Perms = tuple[Permission, ...]
 ROOT_PERMS: Perms = (Permission(0, Access.NONE),)
@@ -205,9 +208,9 @@ class SimXenStore:
         self.max_nodes = max_nodes
         self.lock = threading.RLock()
         self._clients: dict[SimXenStoreClient, None] = {}
-        # Watched path -> who watches it; and each path -> the watched paths strictly below it
-        # (a removal fires those). Events are found from the changed path, not by asking
-        # every connection.
+        # Watched path -> who watches it; and each path down to WATCH_INDEX_DEPTH -> the
+        # watched paths strictly below it (a removal fires those). Events are found from the
+        # changed path, not by asking every connection.
         self.watchers: dict[str, dict[tuple[SimXenStoreClient, str], None]] = {}
         self.watched_below: dict[str, dict[str, int]] = {}
 
@@ -229,7 +232,7 @@ class SimXenStore:
 
     def add_watch(self, client: SimXenStoreClient, path: str, token: str) -> None:
         self.watchers.setdefault(path, {})[(client, token)] = None
-        for above in _ancestors(path):
+        for above in _ancestors(path)[:WATCH_INDEX_DEPTH]:
             below = self.watched_below.setdefault(above, {})
             below[path] = below.get(path, 0) + 1
 
@@ -239,7 +242,7 @@ class SimXenStore:
             return
         if not watchers:
             del self.watchers[path]
-        for above in _ancestors(path):
+        for above in _ancestors(path)[:WATCH_INDEX_DEPTH]:
             below = self.watched_below[above]
             below[path] -= 1
             if not below[path]:
@@ -333,9 +336,17 @@ class SimXenStore:
             for client, token in list(self.watchers.get(watched, ())):
                 client.queue(WatchEvent(path, token))
         if removed:
-            for watched in list(self.watched_below.get(path, ())):
+            for watched in self._watched_below(path):
                 for client, token in list(self.watchers.get(watched, ())):
                     client.queue(WatchEvent(watched, token))
+
+    def _watched_below(self, path: str) -> list[str]:
+        above = _ancestors(path)
+        if len(above) < WATCH_INDEX_DEPTH:  # `path` itself is an indexed ancestor
+            return list(self.watched_below.get(path, ()))
+        prefix = path + "/"
+        indexed = self.watched_below.get(above[WATCH_INDEX_DEPTH - 1], ())
+        return [watched for watched in indexed if watched.startswith(prefix)]
 
 
 class SimXenStoreClient:

@@ -8,7 +8,12 @@ import random
 import pytest
 
 from pciback.ports.xenstore import WatchEvent, XenStoreError
-from pciback.sim.xenstore import MAX_WATCHES, SimXenStore, SimXenStoreClient
+from pciback.sim.xenstore import (
+    MAX_WATCHES,
+    WATCH_INDEX_DEPTH,
+    SimXenStore,
+    SimXenStoreClient,
+)
 
 NAMES = ("a", "b", "c", "dev-0", "state")
 
@@ -121,6 +126,24 @@ def test_removing_an_ancestor_fires_the_watches_below_it_only() -> None:
     store.disconnect(watcher)
     xs.rm("/z")
     assert watcher.next_event() is None  # a closed connection is told nothing
+
+
+def test_removals_deeper_than_the_watch_index_fire_the_watches_below_them() -> None:
+    store = SimXenStore()
+    xs = store.connect(0)
+    deep = "/" + "/".join(f"n{i}" for i in range(WATCH_INDEX_DEPTH + 6))
+    xs.write(deep, "1")
+    watcher = store.connect(0)
+    watcher.watch(deep, "deep")
+    watcher.watch(deep.rsplit("/", 3)[0] + "/sibling", "sibling")
+    while watcher.next_event() is not None:
+        pass
+    cut = deep.rsplit("/", 2)[0]  # deeper than the index, above the watch
+    assert cut.count("/") > WATCH_INDEX_DEPTH
+    xs.rm(cut)
+    assert watcher.next_event() == WatchEvent(deep, "deep")
+    assert watcher.next_event() is None
+    assert len(store.watched_below) == WATCH_INDEX_DEPTH  # one entry per indexed ancestor
 
 
 def test_dom0_watches_one_frontend_per_guest_beyond_a_guests_quota() -> None:
