@@ -1,7 +1,8 @@
 """Growth with the number of guests and devices, measured in one run on one simulated host.
 
 At each level N (1, 16, 128, 1024 guests by default) it prints the cost of attaching the Nth
-guest, of destroying one guest while N are running, and of adding the Nth device, each as the
+guest, of destroying one guest while N are running, and of adding the Nth device to the pool
+(it appears on the bus, its slot is added, it is seized), each as the
 median of a few samples and as a ratio to the first level. Flat ratios mean nothing grows with
 the number of guests; a ratio that grows with N is quadratic behaviour in total. Every guest
 attached is read through its page once, so a guest the backend silently stopped serving (a
@@ -82,9 +83,15 @@ class Run:
         self.next_domid = 1
 
     def add_device(self) -> float:
+        """A function appears on the bus and is put in the pool (a slot, then seized)."""
         where = address(self.devices)
         self.devices += 1
-        return timed(lambda: self.host.add_device(where, self.dump))
+
+        def add() -> None:
+            self.host.add_device(where, self.dump)
+            self.host.hide(f"({where})")
+
+        return timed(add)
 
     def attach(self, device: str) -> tuple[int, float]:
         domid = self.next_domid
