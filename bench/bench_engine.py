@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
+
+from required import fixture_or_exit
 
 from pciback.engine import ConfigSpace, build_config_space
 from pciback.sim.device import SimDevice
 
-FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared/fixtures/virtio-net-1af4-1041.bin"
+FIXTURE = "virtio-net-1af4-1041.bin"
 ACCESSES = 20000
 ROUNDS = 7
 # (offset, size, what the guest reads there): dwords over two cached registers, two mediated
@@ -85,8 +86,7 @@ def bench_writes(view: ConfigSpace, device: SimDevice, raw: memoryview) -> None:
 
 
 def main() -> int:
-    config = FIXTURE.read_bytes() if FIXTURE.exists() else bytes(256)
-    device = SimDevice("0000:03:00.0", config)
+    device = SimDevice("0000:03:00.0", fixture_or_exit(FIXTURE))
     view = build_config_space(device)
     raw = memoryview(device.config)
     bench_reads(view, raw)

@@ -37,12 +37,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from required import fixture_or_exit
+
 from pciback.control.hide import parse_address
 from pciback.protocol.abi import PAGE_SIZE, Cmd, Flag
 from pciback.protocol.connection import BackendConnection
 from pciback.protocol.transport import SharedPage
 from pciback.sim import SimGuest, SimHost
-from pciback.sim.fixtures import fixture
 
 ADDR = "0000:03:00.0"
 OPS = 5000
@@ -432,8 +433,9 @@ def bench_interpreter_work(guest: SimGuest) -> None:
 
 
 def main() -> int:
+    dump = fixture_or_exit("virtio-net-1af4-1041.bin")
     with SimHost() as host:
-        host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
+        host.add_device(ADDR, dump)
         guest = host.attach(1, [ADDR])
         bench_cpu(guest)
         bench_syscalls(guest)

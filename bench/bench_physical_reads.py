@@ -10,13 +10,19 @@ caused, the ratio, and the worst single guest read. It counts; it asserts nothin
 
 from __future__ import annotations
 
+from required import missing
+
+from pciback.sim.fixtures import fixture_dir
 from pciback.sim.guest_scan import PhaseCount, dumps, replay, view_of
 
 
 def main() -> None:
+    found = dumps()
+    if not found:
+        raise missing(f"no config dump in {fixture_dir()}")
     totals: dict[str, PhaseCount] = {}
     print(f"{'dump':44s} {'phase':13s} {'guest':>6s} {'phys':>6s} {'ratio':>6s} {'worst':>5s}")
-    for dump in dumps():
+    for dump in found:
         view, device = view_of(dump)
         for count in replay(view, device):
             total = totals.setdefault(count.name, PhaseCount(count.name))

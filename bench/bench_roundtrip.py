@@ -12,11 +12,12 @@ import statistics
 import sys
 import time
 
+from required import fixture_or_exit
+
 from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
 from pciback.protocol.ops import OpResult
 from pciback.sim import SimGuest, SimHost
-from pciback.sim.fixtures import fixture
 
 ADDR = "0000:03:00.0"
 OPS = 2000
@@ -37,8 +38,9 @@ def no_op(_: object) -> OpResult:
 
 
 def main() -> int:
+    dump = fixture_or_exit("virtio-net-1af4-1041.bin")
     with SimHost() as host:
-        host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
+        host.add_device(ADDR, dump)
         real = host.attach(1, [ADDR])
         bare = host.attach(2, [])
         bare.backend.handler = no_op

@@ -21,27 +21,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pciback.audit.bitmap import render_html, render_svg
-from pciback.audit.diff import diff, render_diff
-from pciback.audit.model import Audit, audit
-from pciback.audit.policies import PolicyTreeError, load_policy
-from pciback.audit.text import render_json, render_text
 from pciback.cli_socket import add_socket_options, control_request
 from pciback.cli_view import DEFAULT_ADDRESS, extended_id, standard_id
-from pciback.control.hide import parse_quirk
-from pciback.daemon.control import ControlError
-from pciback.daemon.quirks import quirk_register
-from pciback.dumps import Dump, DumpError, load_config, validate_config
-from pciback.engine import build_config_space
-from pciback.engine.policy import Policy
-from pciback.sim.device import SimDevice
-from pciback.tables import Register
+from pciback.dumps import Dump
 
+# The audit model, its renderers, the engine and the simulated device are imported when the
+# command runs: `pciback --help` and every other command build this parser without them.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pciback.audit.model import Audit
     from pciback.cli import Subparsers
+    from pciback.engine.policy import Policy
+    from pciback.tables import Register
 
 _ADDRESS = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-RENDERERS = {"text": render_text, "json": render_json, "svg": render_svg, "html": render_html}
+FORMATS = ("text", "json", "svg", "html")
+
+
+def renderers() -> dict[str, Callable[[Audit, str], str]]:
+    from pciback.audit.bitmap import render_html, render_svg
+    from pciback.audit.text import render_json, render_text
+
+    return {"text": render_text, "json": render_json, "svg": render_svg, "html": render_html}
 
 
 class AuditError(Exception):
@@ -86,7 +88,7 @@ def register(sub: Subparsers) -> None:
         metavar=("OLD", "NEW"),
         help="list every bit whose access differs between two policy trees",
     )
-    parser.add_argument("--format", choices=tuple(RENDERERS), default="text")
+    parser.add_argument("--format", choices=FORMATS, default="text")
     parser.add_argument("--address", help="DDDD:BB:DD.F to show (default: the dump's)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     add_socket_options(parser, for_subcommand=True)  # for a DEVICE the daemon holds
@@ -104,6 +106,9 @@ class Target:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pciback.audit.policies import PolicyTreeError
+    from pciback.dumps import DumpError
+
     # The device's problems are part of the audit; the engine's log copy would repeat them.
     logging.getLogger("pciback.engine").addHandler(logging.NullHandler())
     logging.getLogger("pciback.engine").propagate = False
@@ -124,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> str:
+    from pciback.audit.diff import diff, render_diff
+    from pciback.audit.policies import load_policy
+
     target = _load(args)
     address = args.address or target.dump.address or DEFAULT_ADDRESS
     if args.diff is not None:
@@ -135,10 +143,12 @@ def _run(args: argparse.Namespace) -> str:
         return render_diff(diff(old, new), str(old_tree), str(new_tree))
     policy = load_policy(args.policy) if args.policy is not None else None
     result = _audit(target, address, args, policy)
-    return RENDERERS[args.format](result, target.title)
+    return renderers()[args.format](result, target.title)
 
 
 def _load(args: argparse.Namespace) -> Target:
+    from pciback.dumps import load_config
+
     path: Path = args.dump
     if not path.exists() and _ADDRESS.match(str(path)):
         return _live(str(path), args)
@@ -149,6 +159,11 @@ def _load(args: argparse.Namespace) -> Target:
 
 def _live(device: str, args: argparse.Namespace) -> Target:
     """A device the daemon holds, as it reads now; the daemon's own flags for it kept."""
+    from pciback.control.hide import parse_quirk
+    from pciback.daemon.control import ControlError
+    from pciback.daemon.quirks import quirk_register
+    from pciback.dumps import validate_config
+
     try:
         reply = control_request(args, "config", device)
         config = bytes.fromhex(reply["config"])
@@ -163,6 +178,10 @@ def _live(device: str, args: argparse.Namespace) -> Target:
 
 
 def _audit(target: Target, address: str, args: argparse.Namespace, policy: Policy | None) -> Audit:
+    from pciback.audit.model import audit
+    from pciback.engine import build_config_space
+    from pciback.sim.device import SimDevice
+
     device = SimDevice(address, target.dump.config)
     space = build_config_space(
         device,

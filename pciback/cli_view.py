@@ -15,15 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pciback.control.hide import HideSyntaxError, QuirkSpec, parse_quirk
-from pciback.daemon.quirks import quirk_register
-from pciback.dumps import DumpError, format_lspci, load_config
-from pciback.engine import ConfigSpace, build_config_space
-from pciback.sim.device import SimDevice
-from pciback.tables import Register
-
+# The engine, the policy tables and the simulated device are imported when the command runs:
+# `pciback --help` and every other command build this parser without them.
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
+    from pciback.control.hide import QuirkSpec
+    from pciback.engine import ConfigSpace
+    from pciback.tables import Register
 
 DEFAULT_ADDRESS = "0000:00:00.0"
 # Names an operator may give instead of a number (PCI Code and ID Assignment spec).
@@ -85,6 +83,9 @@ def guest_view(
 ) -> tuple[bytes, ConfigSpace]:
     """Every byte of the guest-visible config space of a dump, and the view that served it.
     `host_irq`: the IRQ dom0 routed for the device (default: the dump's interrupt line)."""
+    from pciback.engine import build_config_space
+    from pciback.sim.device import SimDevice
+
     device = SimDevice(address, config)
     if host_irq is not None:
         device.irq = host_irq
@@ -165,6 +166,10 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pciback.control.hide import HideSyntaxError, parse_quirk
+    from pciback.daemon.quirks import quirk_register
+    from pciback.dumps import DumpError, format_lspci, load_config
+
     # The device's problems are printed below, once; the engine's log copy would repeat them.
     logging.getLogger("pciback.engine").addHandler(logging.NullHandler())
     try:

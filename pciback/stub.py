@@ -171,7 +171,9 @@ class StubPool:
         if permissive_all:
             log.warning("permissive config-space writes enabled for every device (unsafe)")
         self._lock = threading.RLock()
-        self._slots: list[str] = []  # concrete addresses, in the order added (Linux lists them)
+        # Concrete addresses in the order added (Linux lists them that way); a dict, not a list,
+        # so that a membership test does not grow with the slot list.
+        self._slots: dict[str, None] = {}
         self.devices: dict[str, StubDevice] = {}
 
     # -- start-up ----------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class StubPool:
         if self.state is None:
             return
         with self._lock:
-            self._slots = self.state.slots()[: MAX_PATTERNS * 8]
+            self._slots = dict.fromkeys(self.state.slots()[: MAX_PATTERNS * 8])
             permissive = self.state.permissive()
             interrupt_control = self.state.interrupt_control()
             quirks = _valid_quirks(self.state.quirks())
@@ -231,12 +233,13 @@ class StubPool:
                     continue
                 if len(self._slots) >= MAX_PATTERNS * 8:
                     raise StubError("slot list is full")
-                self._slots.append(address)
+                self._slots[address] = None
                 if self.state:
                     self.state.add_slot(address)
             seized = []
+            wanted = set(pattern.addresses())  # at most 256: cheaper than matching each
             for address in self.bus.addresses():
-                if pattern.matches(address) and address not in self.devices:
+                if address in wanted and address not in self.devices:
                     try:
                         self._seize(address)
                         seized.append(address)
@@ -264,7 +267,7 @@ class StubPool:
             if not gone:
                 raise StubError(f"no slot matches {pattern}")
             for address in gone:
-                self._slots.remove(address)
+                del self._slots[address]
                 if self.state:
                     self.state.remove_slot(address)
             return gone

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import selectors
 import socket
 import stat
 import struct
@@ -101,8 +102,11 @@ class ControlServer:
             sock.close()
             raise ControlError(f"{self.path}: not the 0600 socket just made; refusing it")
         sock.listen(MAX_CLIENTS)
-        sock.settimeout(0.2)
+        sock.setblocking(False)
         self._sock = sock
+        # The accept loop sleeps on the socket and on this, which stop() rings: no polling
+        # interval for a stop to wait out.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._serve, name="pciback-control", daemon=True)
         self._thread.start()
         log.info("control socket at %s", self.path)
@@ -127,7 +131,12 @@ class ControlServer:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
             self._thread.join(5.0)
+            self._thread = None
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         if self._sock is not None:
             self._sock.close()
             with contextlib.suppress(FileNotFoundError):
@@ -135,17 +144,25 @@ class ControlServer:
 
     def _serve(self) -> None:
         assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+        with selectors.DefaultSelector() as waiting:
+            waiting.register(self._sock, selectors.EVENT_READ)
+            waiting.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if any(key.fd == self._wake_r for key, _ in waiting.select()):
+                    return
+                try:
+                    conn, _ = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue  # the client went away before it was accepted
+                except OSError:
+                    return
+                self._take(conn)
+
+    def _take(self, conn: socket.socket) -> None:
+        if not self._slots.acquire(blocking=False):
+            conn.close()
+            return
+        threading.Thread(target=self._client, args=(conn,), daemon=True).start()
 
     def _client(self, conn: socket.socket) -> None:
         try:

@@ -239,8 +239,9 @@ class Daemon:
         except (StubError, HideSyntaxError) as exc:
             log.error("configuration: %s", exc)
 
-    def step(self, timeout: float = 0.2) -> int:
-        """Wait for one watch event (outside the lock), then handle everything pending."""
+    def step(self, timeout: float | None = None) -> int:
+        """Wait for one watch event (outside the lock; None: until one comes or the store is
+        woken), then handle everything pending."""
         event = self.xs.next_event(timeout)
         if event is None:
             return 0
@@ -273,8 +274,18 @@ class Daemon:
         return handled
 
     def run(self, stop: threading.Event) -> None:
+        """The watch loop until `stop` is set, from any thread or a signal handler. It sleeps
+        until a watch event comes, with no polling interval: setting `stop` wakes the wait."""
+        waker = threading.Thread(
+            target=self._wake_when, args=(stop,), name="pciback-stop", daemon=True
+        )
+        waker.start()
         while not stop.is_set():
-            self.step(0.2)
+            self.step(None)
+
+    def _wake_when(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.xs.wake()
 
     def stop(self) -> None:
         if self.stopped.is_set():

@@ -129,7 +129,13 @@ class XenStore(StoreOps, Protocol):
     def unwatch(self, path: str, token: str) -> None: ...
 
     def next_event(self, timeout: float | None = 0.0) -> WatchEvent | None:
-        """The next pending watch event, waiting up to `timeout` seconds (None: forever)."""
+        """The next pending watch event, waiting up to `timeout` seconds (None: forever, or
+        until `wake`)."""
+        ...
+
+    def wake(self) -> None:
+        """Make a `next_event` waiting now, or the next one to wait, return at once (None when
+        no event is pending). Safe from any thread, and after `close`."""
         ...
 
     def fileno(self) -> int | None:

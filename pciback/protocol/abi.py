@@ -7,8 +7,7 @@ exactly one place; tests compare it with what a C compiler computes from an inde
 from __future__ import annotations
 
 from enum import IntEnum
-
-from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
+from typing import Any
 
 from pciback.errors import XenPciError
 
@@ -50,8 +49,28 @@ struct xen_pci_sharedinfo {{
 }};
 """
 
-ffi = FFI()
-ffi.cdef(CDEF)
+
+def _declare() -> Any:
+    """The declarations as prepared at build time (abi_prepare.py): parsing them with cffi's
+    pycparser at every start is most of the cost of starting. A source tree without the
+    prepared module, or with one that no longer matches (the ABI check of `make test` fails
+    then too), parses them here instead."""
+    prepared_from: str | None = None
+    try:
+        from pciback.protocol.abi_prepared import CDEF as prepared_from
+        from pciback.protocol.abi_prepared import ffi as prepared
+    except ImportError:
+        pass
+    if prepared_from == CDEF:
+        return prepared
+    from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
+
+    parsed = FFI()
+    parsed.cdef(CDEF)
+    return parsed
+
+
+ffi = _declare()
 
 SHAREDINFO_SIZE: int = ffi.sizeof("struct xen_pci_sharedinfo")
 OP_SIZE: int = ffi.sizeof("struct xen_pci_op")

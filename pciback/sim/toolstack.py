@@ -37,7 +37,7 @@ class SimToolstack:
         self.store = store
         self.domains = domains  # the simulated Xen's domains, when the test has one
         self.xs = store.connect(0)
-        self.created: set[tuple[int, int]] = set()  # the backend devices libxl knows of
+        self.created: dict[int, set[int]] = {}  # the backend devices libxl knows of, by domain
 
     def make_domain(self, domid: int, name: str | None = None) -> None:
         """A domain is built (libxl__domain_make): its home in xenstore, read-only to it, with
@@ -96,7 +96,7 @@ class SimToolstack:
             tx.write(f"{fe}/state", str(int(S.INITIALISING)))
 
         run_transaction(self.xs, body)
-        self.created.add((domid, devid))
+        self.created.setdefault(domid, set()).add(devid)
 
     def hot_add(self, domid: int, address: str, devid: int = 0) -> int:
         be = backend_path(domid, devid)
@@ -138,15 +138,14 @@ class SimToolstack:
         """Guest shutdown: the domain dies in Xen, its home goes, and the backend directories
         libxl made for it are removed. A backend directory libxl did not make (the daemon's
         toolstack role writes its own) stays for whoever made it."""
-        known = sorted(d for d, dev in self.created if d == domid)
-        if (domid, devid) in self.created:
+        known = self.created.pop(domid, set())
+        if devid in known:
             self.xs.write(f"{backend_path(domid, devid)}/online", "0")
         if self.domains is not None:
             self.domains.destroy_domain(domid)
         self.store.release_domain(domid)
         if known:
             self.xs.rm(f"{BACKEND_ROOT}/{domid}")
-        self.created = {k for k in self.created if k[0] != domid}
         # A later domain with this id must not be blamed for this one's failure.
         self.xs.rm(f"{ERROR_ROOT}/{domid}")
 

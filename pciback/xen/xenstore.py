@@ -6,9 +6,12 @@ been asked for, reads watch events on a thread of its own, so `next_event` can p
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import select
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -212,6 +215,9 @@ class XenStoreClient(_Ops):
                 "/dev/xen/xenbus or /run/xenstored/socket reachable?"
             )
         self._handle: Any = handle
+        # Rung by wake(): a wait for watch events sleeps on it too, so a daemon stopping does
+        # not wait for an event or a timeout to notice.
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         super().__init__(self, XBT_NULL)
 
     def handle(self) -> Any:
@@ -243,18 +249,37 @@ class XenStoreClient(_Ops):
         return fd if fd >= 0 else None
 
     def next_event(self, timeout: float | None = 0.0) -> WatchEvent | None:
-        if timeout is None:
-            num = ffi.new("unsigned int *")
-            return self._event(self.lib.xs_read_watch(self.handle(), num), "xs_read_watch")
-        # Events already read off the fd by libxenstore do not make it readable again.
-        event = self._check()
-        if event is not None:
-            return event
+        """Waiting forever (None) is a poll too, not xs_read_watch: a call blocked inside
+        libxenstore could not be woken."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         fd = self.fileno()
         if fd is None:
             raise self._fail("", "xs_fileno")
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-        return self._check() if ready else None
+        # poll, not select: select refuses a descriptor above 1023, which a dom0 serving many
+        # guests (an event channel and a page each) reaches.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        while True:
+            # Events already read off the fd by libxenstore do not make it readable again.
+            event = self._check()
+            if event is not None:
+                return event
+            left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            ready = {ready_fd for ready_fd, _ in poller.poll(left)}
+            if self._wake_fd in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_fd, 8)
+                return self._check()
+            if deadline is not None or not ready:
+                return self._check() if ready else None
+            # Waiting forever and the fd was readable without a whole event: wait again.
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                with contextlib.suppress(BlockingIOError):  # a saturated counter still wakes
+                    os.write(self._wake_fd, (1).to_bytes(8, "little"))
 
     def _check(self) -> WatchEvent | None:
         ffi.errno = 0
@@ -276,5 +301,7 @@ class XenStoreClient(_Ops):
     def close(self) -> None:
         with self._lock:
             handle, self._handle = self._handle, None
+            if handle is not None:
+                os.close(self._wake_fd)
         if handle is not None:
             self.lib.xs_close(handle)

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from pciback.ports.xenstore import WatchEvent, XenStore, XenStoreError, join
 from pciback.xenbus.backend import BACKEND_ROOT, ERROR_ROOT, PciBackend
@@ -37,6 +38,7 @@ MAX_GUESTS = 4096
 MAX_DEVIDS = 16
 DOMID_MAX = 0x7FEF  # above are DOMID_FIRST_RESERVED and the special domains
 MAX_EVENTS_PER_PUMP = 10_000
+DOMAIN_ROOT = "/local/domain"
 _BACKEND_TOKEN = "pciback:backend"
 _RELEASE_TOKEN = "pciback:release"
 _FRONTEND_TOKEN = "pciback:fe:"
@@ -44,6 +46,7 @@ _FRONTEND_TOKEN = "pciback:fe:"
 log = logging.getLogger("pciback.xenbus")
 
 Key = tuple[int, int]
+Everything = Literal["everything"]  # a backend watch event at the root: look at every directory
 
 
 def _small_int(text: str, limit: int) -> int | None:
@@ -106,12 +109,17 @@ class XenbusBackends:
         return handled
 
     def handle(self, event: WatchEvent) -> None:
+        # Each event is handled where it happened: one key's directory, or one domain's list
+        # of them. Re-listing every backend at each event made attaching the Nth guest cost
+        # N listings; only the watch's first event (the root itself) looks at everything.
         if event.token == _BACKEND_TOKEN:
-            key = self._key_of(event.path)
-            if key is None or not self._known(key):
+            where = self._where(event.path)
+            if where == "everything":
                 self.scan()
-            else:
-                self._directory_changed(key)
+            elif isinstance(where, int):
+                self._domain_changed(where)
+            elif isinstance(where, tuple):
+                self._directory_changed(where)
         elif event.token.startswith(_FRONTEND_TOKEN):
             key = self._parse_fe_token(event.token)
             if key is None:
@@ -123,12 +131,16 @@ class XenbusBackends:
             # Else a wait for the toolstack, which the guest cannot hurry, or an event queued
             # before its watch went: nothing to read.
         elif event.token == _RELEASE_TOKEN:
-            self.scan()
+            # A removed backend directory has its own event; a dead domain only this one.
+            self._reap_dead_domains()
 
     def _known(self, key: Key) -> bool:
         return any(
             key in table for table in (self.backends, self.waiting, self.failed, self.retired)
         )
+
+    def _keys_of(self, domid: int) -> list[Key]:
+        return [(domid, devid) for devid in range(MAX_DEVIDS) if self._known((domid, devid))]
 
     # -- discovery ---------------------------------------------------------------------------
     def scan(self) -> None:
@@ -149,9 +161,29 @@ class XenbusBackends:
             self._examine(key)
         for key in sorted(set(self.retired) & present):
             self._look_at_retired(key)
-        for key in sorted(self.backends):
-            if self.store.read(f"/local/domain/{key[0]}") is None and self._domain_gone(key):
-                self._unregister(key, "the domain is gone")
+        self._reap_dead_domains()
+
+    def _domain_changed(self, domid: int) -> None:
+        """An event for one domain's directory of backends: its keys compared, as scan does."""
+        present: set[Key] = set()
+        for devtext in (self.store.list(join(BACKEND_ROOT, str(domid))) or [])[:MAX_DEVIDS]:
+            devid = _small_int(devtext, MAX_DEVIDS - 1)
+            if devid is not None:
+                present.add((domid, devid))
+        known = set(self._keys_of(domid))
+        for key in sorted(known - present):
+            self._forget(key)
+        for key in sorted(present - known):
+            self._examine(key)
+
+    def _reap_dead_domains(self) -> None:
+        """Unregister the backends of domains that died (home and frontend gone). One listing
+        of the domains' homes, not a read per live guest, at every domain's death."""
+        alive = set((self.store.list(DOMAIN_ROOT) or [])[: DOMID_MAX + 1])
+        for domid in sorted({key[0] for key in self.backends if str(key[0]) not in alive}):
+            for key in self._keys_of(domid):
+                if key in self.backends and self._domain_gone(key):
+                    self._unregister(key, "the domain is gone")
 
     def _all_keys(self) -> set[Key]:
         return set(self.backends) | set(self.waiting) | set(self.failed) | set(self.retired)
@@ -304,14 +336,20 @@ class XenbusBackends:
             )
 
     @staticmethod
-    def _key_of(path: str) -> Key | None:
+    def _where(path: str) -> Key | int | Everything | None:
+        """What a backend watch event is about: the root or above (everything), a
+        domain id (its list of backends), a key (one backend directory), or None (a name no
+        backend can have: nothing to look at)."""
         if not path.startswith(BACKEND_ROOT + "/"):
-            return None
+            return "everything"
         parts = path[len(BACKEND_ROOT) + 1 :].split("/")
-        if len(parts) < 2:
+        domid = _small_int(parts[0], DOMID_MAX)
+        if domid is None or domid == 0:
             return None
-        domid, devid = _small_int(parts[0], DOMID_MAX), _small_int(parts[1], MAX_DEVIDS - 1)
-        return None if domid is None or devid is None else (domid, devid)
+        if len(parts) == 1:
+            return domid
+        devid = _small_int(parts[1], MAX_DEVIDS - 1)
+        return None if devid is None else (domid, devid)
 
     @staticmethod
     def _parse_fe_token(token: str) -> Key | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 import threading
 from pathlib import Path
@@ -160,3 +161,28 @@ def test_concurrent_clients_are_served(sock_path: Path) -> None:
     finally:
         s.server.stop()
     assert sorted(r["echo"] for r in results) == [str(i) for i in range(6)]
+
+
+def test_the_accept_loop_sleeps_until_a_client_or_stop(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No accept timeout to wait out: stop() wakes the loop, which then leaves at once."""
+    timeouts: list[float | None] = []
+    real_select = selectors.DefaultSelector.select
+
+    def recorded(self: selectors.BaseSelector, timeout: float | None = None) -> Any:
+        timeouts.append(timeout)
+        return real_select(self, timeout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(selectors.DefaultSelector, "select", recorded)
+    s = Server(sock_path)
+    s.server.start()
+    try:
+        assert request(sock_path, "echo", "one") == {"echo": "one"}
+        thread = s.server._thread
+        assert thread is not None
+    finally:
+        s.server.stop()
+    assert not thread.is_alive()
+    assert timeouts and set(timeouts) == {None}
+    assert not sock_path.exists()

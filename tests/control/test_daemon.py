@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pciback.daemon.config import Config, ConfigError, load_config, parse_config
 from pciback.daemon.control import ControlError, request
 from pciback.daemon.core import Daemon, DaemonError, SimEnvironment
 from pciback.daemon.demo import run_demo
+from pciback.ports.xenstore import WatchEvent
 from pciback.sim.domain import SimDomain
 from pciback.sim.toolstack import SimToolstack
 
@@ -248,3 +250,38 @@ def test_daemon_without_state_dir_still_runs() -> None:
     daemon.start()
     assert daemon.control is None
     daemon.stop()
+
+
+def test_the_watch_loop_sleeps_without_a_polling_interval_and_stopping_wakes_it(
+    tmp_path: Path,
+) -> None:
+    e = env()
+    daemon = Daemon(config(tmp_path), e)
+    daemon.start()
+    waits: list[float | None] = []
+    asleep = threading.Event()
+    real_next_event = daemon.xs.next_event
+
+    def recorded(timeout: float | None = 0.0) -> WatchEvent | None:
+        waits.append(timeout)
+        if timeout is None:
+            asleep.set()
+        return real_next_event(timeout)
+
+    daemon.xs.next_event = recorded  # type: ignore[method-assign]
+    stop = threading.Event()
+    loop = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        SimToolstack(e.store).create(7, [NET], "vpci")  # events come, are handled
+        assert asleep.wait(10)
+        asleep.clear()
+        assert asleep.wait(10)  # and it went back to sleep, with nothing pending
+        stop.set()  # no watch event follows: only the stop can end that sleep
+        loop.join(10)
+        assert not loop.is_alive()
+    finally:
+        stop.set()
+        daemon.stop()
+    assert daemon.backends.backends  # the guest's backend was taken meanwhile
+    assert set(waits) == {None, 0.0}  # it slept until woken or polled without waiting

@@ -239,7 +239,7 @@ def test_unknown_topology_node_is_refused_for_that_guest() -> None:
 def test_a_watch_the_store_refuses_fails_that_guest_only(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World()
     healthy_neighbour(w)
-    monkeypatch.setattr("pciback.sim.xenstore.MAX_WATCHES", 3)  # the two roots and guest 1's
+    monkeypatch.setattr("pciback.sim.xenstore.MAX_WATCHES_DOM0", 3)  # the two roots and guest 1's
     w.guest(2, [RNG], mode="vpci")
     assert "too many watches" in (w.error(2) or "")
     assert (2, 0) not in w.backends.backends and (2, 0) in w.backends.failed

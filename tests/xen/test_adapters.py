@@ -4,6 +4,8 @@ errors coming back, resources released. No Xen is involved (see pciback.xen)."""
 from __future__ import annotations
 
 import errno
+import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -223,6 +225,39 @@ def test_watch_events_arrive_through_the_fd(store: tuple[XenStoreClient, FakeXen
     client.close()
     with pytest.raises(XenStoreError, match="closed"):
         client.read("/a")
+
+
+def test_wake_ends_a_wait_without_an_event(store: tuple[XenStoreClient, FakeXenstore]) -> None:
+    client, lib = store
+    client.watch("/local/domain/0/backend/pci", "be")
+    client.wake()  # before the wait: the wait returns at once
+    assert client.next_event(None) is None
+    threading.Timer(0.05, client.wake).start()  # during a wait that would last forever
+    assert client.next_event(None) is None
+    lib.fire("/a", "t")
+    client.wake()
+    assert client.next_event(None) == WatchEvent("/a", "t")  # a pending event still comes
+    client.close()
+    client.wake()  # after close: nothing to wake, and no error
+
+
+def test_a_watch_fd_above_1023_still_wakes_the_wait(
+    store: tuple[XenStoreClient, FakeXenstore],
+) -> None:
+    """select() refuses descriptors from 1024 up; a dom0 serving hundreds of guests has them."""
+    client, lib = store
+    high = 1500
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= high:
+        pytest.skip(f"the open-file limit ({soft}) does not allow fd {high}")
+    os.dup2(lib.fd, high)
+    os.close(lib.fd)
+    lib.fd = high
+    client.watch("/local/domain/0/backend/pci", "be")
+    threading.Timer(0.05, lib.fire, ("/local/domain/0/backend/pci/9", "be")).start()
+    assert client.next_event(5.0) == WatchEvent("/local/domain/0/backend/pci/9", "be")
+    assert client.next_event(0.01) is None
+    client.close()
     assert lib.live == {}
 
 
