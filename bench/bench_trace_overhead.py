@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from required import fixture_or_exit
+
 from pciback.control.hide import parse_address
 from pciback.protocol.abi import Cmd
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.sim import SimHost
-from pciback.sim.fixtures import fixture
 
 OPS = 10_000
 ROUNDS = 10
@@ -32,8 +33,9 @@ def ns_per_op(handler: Callable[[OpRequest], OpResult], req: OpRequest) -> float
 
 
 def main() -> None:
+    dump = fixture_or_exit("virtio-net-1af4-1041.bin")
     with SimHost() as host:
-        host.add_device(DEVICE, fixture("virtio-net-1af4-1041.bin"))
+        host.add_device(DEVICE, dump)
         guest = host.attach(1, [DEVICE])
         domain, bus, slot, function = parse_address(guest.devices[0])
         req = OpRequest(Cmd.CONF_READ, domain, bus, slot << 3 | function, 0x04, 2, 0, 0, b"")

@@ -23,18 +23,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pciback.audit.policies import PolicyTreeError, load_policy_and_modules
 from pciback.cli_socket import add_socket_options, control_request
 from pciback.control.hide import HideSyntaxError, parse_device
-from pciback.dumps import DumpError, load_config
-from pciback.trace.client import RecordError, record
-from pciback.trace.format import DEFAULT_MAX_OPS, MAX_OPS, TraceFileError, read_trace
-from pciback.trace.identity import identity
-from pciback.trace.replay import PolicyUnder, ReplayError, choose_device, replay
-from pciback.trace.report import render
+from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS
 
+# The replay's policy loader, simulated device and engine are imported when a command runs:
+# `pciback --help` and every other command build this parser without them.
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
+    from pciback.trace.replay import PolicyUnder
 
 ERROR = 2  # as diff(1): 0 same, 1 different, 2 trouble
 
@@ -69,6 +66,8 @@ def register(sub: Subparsers) -> None:
 
 # -- record -----------------------------------------------------------------------------------
 def run_record(args: argparse.Namespace) -> int:
+    from pciback.trace.client import RecordError, record
+
     try:
         device = parse_device(args.device) if args.device is not None else None
     except HideSyntaxError as exc:
@@ -124,6 +123,12 @@ def _stop_on_interrupt(flag: threading.Event) -> Iterator[None]:
 
 # -- replay -----------------------------------------------------------------------------------
 def run_replay(args: argparse.Namespace) -> int:
+    from pciback.audit.policies import PolicyTreeError
+    from pciback.dumps import DumpError, load_config
+    from pciback.trace.format import TraceFileError, read_trace
+    from pciback.trace.replay import ReplayError, choose_device, replay
+    from pciback.trace.report import render
+
     # The device's own problems are the engine's log lines, not the replay's.
     logging.getLogger("pciback").addHandler(logging.NullHandler())
     logging.getLogger("pciback").propagate = False
@@ -144,6 +149,10 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def _policy(tree: Path) -> PolicyUnder:
+    from pciback.audit.policies import load_policy_and_modules
+    from pciback.trace.identity import identity
+    from pciback.trace.replay import PolicyUnder
+
     policy, modules = load_policy_and_modules(tree)
     return PolicyUnder(str(tree), policy, identity(modules))
 
@@ -151,6 +160,8 @@ def _policy(tree: Path) -> PolicyUnder:
 def _installed() -> PolicyUnder:
     from pciback.engine.policy import default_policy
     from pciback.generated import MODULES
+    from pciback.trace.identity import identity
+    from pciback.trace.replay import PolicyUnder
 
     return PolicyUnder("installed tables", default_policy(), identity(MODULES))
 

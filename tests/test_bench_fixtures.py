@@ -28,6 +28,7 @@ NEEDS_A_FIXTURE = (
     "bench_op_cost.py",
     "bench_physical_reads.py",
     "bench_scale.py",
+    "bench_trace_overhead.py",
 )
 
 

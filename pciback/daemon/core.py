@@ -35,7 +35,7 @@ from pciback.state_dir import StateDirLock, check_file
 from pciback.stub import StubError, StubPool, save_config
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
-from pciback.trace.format import DEFAULT_MAX_OPS, MAX_OPS
+from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS
 from pciback.xenbus.manager import DOMID_MAX, MAX_EVENTS_PER_PUMP, XenbusBackends
 
 if TYPE_CHECKING:

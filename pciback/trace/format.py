@@ -14,13 +14,10 @@ from typing import Any, NamedTuple, TextIO
 from pciback.control.hide import format_address
 from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
+from pciback.trace.limits import MAX_OPS
 
 FORMAT = "pciback-trace"
 VERSION = 1
-DEFAULT_MAX_OPS = 50_000
-# What one recording may hold: it sizes the daemon's buffer (about 100 bytes an op) and the
-# file (about 130 bytes a line), so it is a hard bound, not a default.
-MAX_OPS = 200_000
 MAX_LINE = 4096  # bytes; an op line is under 300, a device line with 64 quirks under 2000
 MAX_DEVICES = 256  # a guest has at most 32 slots of 8 functions
 MAX_QUIRKS = 64
