@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.daemon.control import ControlError, request
+from pciback.daemon.control import ControlError, exchange
 from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 
 if TYPE_CHECKING:
@@ -66,11 +66,15 @@ def register(sub: Subparsers) -> None:
 
 
 def _call(args: argparse.Namespace, op: str, arg: str | None = None) -> tuple[int, Any]:
+    """Send one request; what it changed (if anything) is printed as the daemon says it."""
     try:
-        return 0, request(_socket(args), op, arg)
+        reply = exchange(_socket(args), op, arg)
     except ControlError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 1, None
+    if reply.changed:
+        print(reply.changed)
+    return 0, reply.result
 
 
 def _need(value: str | None, what: str) -> str:
@@ -91,9 +95,7 @@ def _slot(args: argparse.Namespace) -> int:
         _print_lines(result)
         return rc
     op = "new_slot" if args.action == "add" else "remove_slot"
-    rc, result = _call(args, op, _need(args.slot, "a slot"))
-    if rc == 0 and result:
-        print("seized: " + ", ".join(result))
+    rc, _ = _call(args, op, _need(args.slot, "a slot"))
     return rc
 
 
@@ -121,17 +123,13 @@ def _quirk(args: argparse.Namespace) -> int:
         rc, result = _call(args, "quirks")
         _print_lines(result)
         return rc
-    rc, result = _call(args, "quirk_add", _need(args.spec, "a quirk"))
-    if rc == 0:
-        print(f"added {result}")
+    rc, _ = _call(args, "quirk_add", _need(args.spec, "a quirk"))
     return rc
 
 
 def _irq(args: argparse.Namespace) -> int:
     if args.toggle:
-        rc, result = _call(args, "irq_handler_state", args.toggle)
-        if rc == 0:
-            print("on" if result else "off")
+        rc, _ = _call(args, "irq_handler_state", args.toggle)
         return rc
     rc, result = _call(args, "irq_handlers")
     _print_lines(result)
