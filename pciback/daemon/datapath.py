@@ -46,7 +46,7 @@ from pciback.ports.hypervisor import HypervisorError, HypervisorPort, PirqLookup
 from pciback.protocol.abi import ChannelState, Cmd
 from pciback.protocol.aer import DEFAULT_TIMEOUT, AerOutcome, recover
 from pciback.protocol.connection import AerTarget, BackendConnection
-from pciback.protocol.dispatch import ExportedDevice, dispatch
+from pciback.protocol.dispatch import ExportedDevice, RateLimit, dispatch
 from pciback.protocol.interrupts import InterruptControl, InterruptStateError, unmap_saved
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
@@ -123,6 +123,7 @@ class _GuestDevices:
         self.spaces: dict[str, ConfigSpace] = {}  # physical address -> the view exported
         self.dirty: set[str] = set()  # physical addresses a conf write reached since queued
         self.saved: dict[str, str] = {}  # physical address -> the view state last snapshotted
+        self.log_limit = RateLimit()  # this guest's lines, whatever another guest logs
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
         # Called by the service thread inside `serving` (`_serve_op`), and every change of
@@ -230,7 +231,7 @@ class SimDataPath:
         )
         self._restore(domid, physical, view, irq, table)
         table.spaces[physical] = view
-        return ExportedDevice(guest, device, view, irq)
+        return ExportedDevice(guest, device, view, irq, table.log_limit)
 
     # -- what survives a restart -------------------------------------------------------------
     def _restore(

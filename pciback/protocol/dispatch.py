@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pciback.errors import PciOpError, XenPciError
@@ -32,7 +32,11 @@ _SUCCESS = XenPciError.SUCCESS
 
 class RateLimit:
     """At most `burst` messages every `interval` seconds, as the kernel's ratelimited printk:
-    a guest repeating a refused or failing op at its own pace must not flood dom0's log."""
+    a guest repeating a refused or failing op at its own pace must not flood dom0's log.
+
+    One per guest connection (the data path gives every device a connection exports the same
+    one), so a guest flooding its own limit silences no other guest's lines; a few integers
+    each, living and dying with the connection: memory bounded by the connections served."""
 
     def __init__(self, burst: int = 10, interval: float = 5.0) -> None:
         self.burst = burst
@@ -56,11 +60,15 @@ class RateLimit:
             return suppressed
 
 
-_LIMIT = RateLimit()
+# For a failure no device can be blamed for (the lookup itself failed): shared, as it is rare.
+_UNATTRIBUTED = RateLimit()
 
 
-def _log_limited(level: int, message: str, *args: object, exc_info: bool = False) -> None:
-    suppressed = _LIMIT.allow()
+def _log_limited(
+    limit: RateLimit, level: int, message: str, *args: object, exc_info: bool = False
+) -> None:
+    # Consulted only when a line is to be logged: the success path of an op never comes here.
+    suppressed = limit.allow()
     if suppressed is None:
         return
     if suppressed:
@@ -84,6 +92,8 @@ class ExportedDevice:
     physical: PhysicalDevice
     view: ConfigView
     irq: InterruptControl
+    # The guest's log limit: shared by every device of one connection (SimDataPath._export).
+    log_limit: RateLimit = field(default_factory=RateLimit)
 
 
 class DeviceLookup(Protocol):
@@ -106,8 +116,21 @@ def dispatch(req: OpRequest, devices: DeviceLookup) -> OpResult:
     except PciOpError as e:
         return OpResult(e.err, 0)
     except Exception:
-        _log_limited(logging.ERROR, "op %d failed inside the backend", req.cmd, exc_info=True)
+        limit = _limit_of(req, devices)
+        _log_limited(
+            limit, logging.ERROR, "op %d failed inside the backend", req.cmd, exc_info=True
+        )
         return OpResult(XenPciError.OP_FAILED, 0)
+
+
+def _limit_of(req: OpRequest, devices: DeviceLookup) -> RateLimit:
+    """The limit of the guest whose op failed: looked up again here rather than remembered
+    on the way in, which would cost every op a store for the rare failure."""
+    try:
+        dev = devices.lookup(req.domain, req.bus, req.devfn)
+    except Exception:
+        return _UNATTRIBUTED
+    return _UNATTRIBUTED if dev is None else dev.log_limit
 
 
 # The config ops are most of what a guest sends (its PCI scan, lspci, drivers): they check the
@@ -133,9 +156,11 @@ def _enable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirq = dev.irq.enable_msi(1)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e)
+        _log_limited(
+            dev.log_limit, logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e
+        )
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq)
+    _log_limited(dev.log_limit, logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq)
     return OpResult(XenPciError.SUCCESS, pirq)
 
 
@@ -144,13 +169,17 @@ def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(req.info), info=req.info)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e)
+        _log_limited(
+            dev.log_limit, logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e
+        )
         return OpResult(e.err, 0, info=e.info if e.info is not None else 0)
 
 
 def _disable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     # Interrupt set-up is rare and decides whether the guest's driver works: worth a line.
-    _log_limited(logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev))
+    _log_limited(
+        dev.log_limit, logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev)
+    )
     if dev.irq.msix_enabled and not dev.irq.msi_enabled:
         # Linux 6.1 guests tear MSI-X down with this op: pci_msix_shutdown clears the device's
         # msix_enabled before the frontend is asked, which then picks disable_msi. Either way
@@ -174,14 +203,20 @@ def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirqs = dev.irq.enable_msix(entries)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e)
+        _log_limited(
+            dev.log_limit, logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e
+        )
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs)
+    _log_limited(
+        dev.log_limit, logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs
+    )
     return OpResult(XenPciError.SUCCESS, 0, vectors=tuple(pirqs))
 
 
 def _disable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
-    _log_limited(logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev))
+    _log_limited(
+        dev.log_limit, logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev)
+    )
     return OpResult(XenPciError.SUCCESS, dev.irq.disable_msix())
 
 
