@@ -398,13 +398,15 @@ class ControlServer:
             reply = _error(f"internal error: {exc}")
         else:
             reply = {"ok": True, "result": result}
-            if audited:
-                assert self.audit is not None
-                reply["changed"] = self.audit.describe(request, result)
         if audited:
             assert self.audit is not None
-            detail = reply["changed"] if reply["ok"] else reply["error"]
-            self.audit.record(peer, request, bool(reply["ok"]), str(detail))
+            try:
+                if reply["ok"]:
+                    reply["changed"] = self.audit.describe(request, result)
+                detail = reply["changed"] if reply["ok"] else reply["error"]
+                self.audit.record(peer, request, bool(reply["ok"]), str(detail))
+            except Exception:  # the change is made: its caller still gets the answer
+                log.exception("control: describing or journaling %r failed", request["op"])
         return reply
 
 
