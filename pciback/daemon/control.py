@@ -11,10 +11,10 @@ selector, so a client that sends slowly costs a descriptor, not a thread, and lo
 its whole request has not arrived by `deadline` seconds after the accept (a total, not a
 per-recv timeout that a byte a second would keep alive). One peer (uid and pid, from
 SO_PEERCRED) holds at most `max_per_peer` slots and everyone together `max_clients`; when
-either bound is reached, the slot of the connection that has been reading longest is taken for
-the newcomer. A client that sends its request at once is therefore never the one dropped unless
-a whole table of connections arrived during its own few milliseconds; only when every slot is
-serving a complete request is a newcomer turned away ("busy").
+either bound is reached, the slot of the connection that has been reading longest, if that is
+at least `grace` seconds, is taken for the newcomer. A client that sends its request at once
+(read as it is accepted) is therefore never the one dropped; when no slot can be taken the
+newcomer is turned away with a "busy" answer, which `exchange` retries within its timeout.
 
 Requests that change something are handed to an Audit (the daemon's: pciback.daemon.changes):
 the reply says what changed, and the change is journaled with the peer.
@@ -37,9 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pciback.ratelimit import RateLimit, log_limited
+
 MAX_MESSAGE = 64 * 1024
 REQUEST_DEADLINE = 5.0  # seconds from the accept to the request's last byte
 REPLY_TIMEOUT = 5.0  # seconds for the whole reply (sendall's timeout is a total since 3.5)
+GRACE = 1.0  # a request still arriving after this long may lose its slot to a newcomer
 MAX_CLIENTS = 16
 MAX_PER_PEER = 4
 _POLL = 0.2  # how often the reader looks at `stop` when nothing happens
@@ -127,6 +130,10 @@ def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
 
 
+def _busy(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message, "busy": True}  # worth retrying soon
+
+
 PeerKey = tuple[int, int]  # (uid, pid)
 
 
@@ -154,6 +161,7 @@ class ControlServer:
         deadline: float = REQUEST_DEADLINE,
         max_clients: int = MAX_CLIENTS,
         max_per_peer: int = MAX_PER_PEER,
+        grace: float | None = None,
     ) -> None:
         self.path = path
         self.handler = handler
@@ -161,6 +169,7 @@ class ControlServer:
         self.daemon_uid = os.geteuid() if daemon_uid is None else daemon_uid
         self.audit = audit
         self.deadline = deadline
+        self.grace = min(GRACE, deadline / 5) if grace is None else grace
         self.max_clients = max_clients
         self.max_per_peer = max(1, min(max_per_peer, max_clients))
         self.refused = 0  # peers SO_PEERCRED refused
@@ -174,6 +183,8 @@ class ControlServer:
         self._held: dict[PeerKey, int] = {}
         self._total = 0
         self._reading: dict[socket.socket, _Reading] = {}  # the reader thread's alone
+        # Any local user may connect: refusals (and the rest) are logged, but not once each.
+        self._log_limit = RateLimit()
 
     @property
     def slots_held(self) -> int:
@@ -226,6 +237,9 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _warn(self, message: str, *args: object) -> None:
+        log_limited(log, self._log_limit, logging.WARNING, message, *args)
+
     # -- the reader thread -------------------------------------------------------------------
     def _serve(self) -> None:
         assert self._sock is not None
@@ -266,23 +280,26 @@ class ControlServer:
         try:
             peer = self.credentials(conn)
         except OSError as exc:
-            log.warning("control: no credentials for a caller (%s); closed", exc)
+            self._warn("control: no credentials for a caller (%s); closed", exc)
             conn.close()
             return
         if not peer_allowed(peer, self.daemon_uid):
             self.refused += 1
-            log.warning("control: refused pid %d uid %d", peer.pid, peer.uid)
+            self._warn("control: refused pid %d uid %d", peer.pid, peer.uid)
             _answer_and_close(conn, _error(f"permission denied for uid {peer.uid}"))
             return
         reading = _Reading(conn, peer, time.monotonic() + self.deadline)
         if not self._take_slot(selector, reading.key):
             self.busy += 1
-            log.warning("control: busy; pid %d uid %d turned away", peer.pid, peer.uid)
-            _answer_and_close(conn, _error("the daemon is busy with other requests; retry"))
+            self._warn("control: busy; pid %d uid %d turned away", peer.pid, peer.uid)
+            _answer_and_close(conn, _busy("the daemon is busy with other requests; retry"))
             return
         conn.setblocking(False)
         self._reading[conn] = reading
         selector.register(conn, selectors.EVENT_READ)
+        # What a prompt client sent is here already: its request goes to a worker now, and
+        # it is not a reader a later newcomer of the same burst could take the slot of.
+        self._receive(selector, conn)
 
     def _take_slot(self, selector: selectors.BaseSelector, key: PeerKey) -> bool:
         """Count a slot for `key`, taking one from the longest reader when a bound is reached
@@ -291,12 +308,17 @@ class ControlServer:
             peer_full = self._held.get(key, 0) >= self.max_per_peer
             full = self._total >= self.max_clients
         if peer_full or full:
-            candidates = [r for r in self._reading.values() if not peer_full or r.key == key]
+            started_before = time.monotonic() - self.grace
+            candidates = [
+                r
+                for r in self._reading.values()
+                if (not peer_full or r.key == key) and r.deadline - self.deadline <= started_before
+            ]
             if not candidates:
                 return False
             victim = min(candidates, key=lambda reading: reading.deadline)
             self.displaced += 1
-            log.warning(
+            self._warn(
                 "control: pid %d uid %d still sending its request; its slot goes to a newcomer",
                 victim.peer.pid,
                 victim.peer.uid,
@@ -326,7 +348,7 @@ class ControlServer:
         now = time.monotonic()
         for reading in [r for r in self._reading.values() if r.deadline <= now]:
             self.expired += 1
-            log.warning(
+            self._warn(
                 "control: pid %d uid %d did not finish its request in %.1f s; closed",
                 reading.peer.pid,
                 reading.peer.uid,
@@ -360,7 +382,7 @@ class ControlServer:
         try:
             worker.start()
         except RuntimeError:  # no thread to be had: answered here, without blocking
-            _answer_and_close(conn, _error("the daemon cannot serve the request now; retry"))
+            _answer_and_close(conn, _busy("the daemon cannot serve the request now; retry"))
             self._release(reading.key)
 
     # -- a worker per complete request -------------------------------------------------------
@@ -416,16 +438,7 @@ class Reply:
     changed: str | None  # what the request changed, in the daemon's words
 
 
-def exchange(
-    path: Path,
-    op: str,
-    arg: str | None = None,
-    timeout: float = 10.0,
-    fields: Mapping[str, Any] | None = None,
-) -> Reply:
-    """Send one request to the daemon; its result and what it changed, or ControlError with
-    the daemon's words. `fields` are further members of the request object (the toolstack
-    role's requests)."""
+def _exchange_once(path: Path, message: dict[str, Any], timeout: float) -> Any:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -433,8 +446,6 @@ def exchange(
             sock.connect(str(path))
         except OSError as exc:
             raise ControlError(f"cannot reach the daemon at {path}: {exc.strerror}") from None
-        message: dict[str, Any] = {"op": op} if arg is None else {"op": op, "arg": arg}
-        message.update(fields or {})
         try:
             sock.sendall(json.dumps(message).encode() + b"\n")
             sock.shutdown(socket.SHUT_WR)
@@ -447,9 +458,34 @@ def exchange(
     finally:
         sock.close()
     try:
-        reply = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise ControlError("the daemon sent an unreadable reply") from None
+
+
+def exchange(
+    path: Path,
+    op: str,
+    arg: str | None = None,
+    timeout: float = 10.0,
+    fields: Mapping[str, Any] | None = None,
+) -> Reply:
+    """Send one request to the daemon; its result and what it changed, or ControlError with
+    the daemon's words. `fields` are further members of the request object (the toolstack
+    role's requests). A "busy" answer (every slot this caller may have is serving) is retried
+    until `timeout` has passed."""
+    message: dict[str, Any] = {"op": op} if arg is None else {"op": op, "arg": arg}
+    message.update(fields or {})
+    end = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        reply = _exchange_once(path, message, max(0.1, end - time.monotonic()))
+        busy = isinstance(reply, dict) and reply.get("busy") is True
+        remaining = end - time.monotonic()
+        if not busy or remaining <= 0:
+            break
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
     if not isinstance(reply, dict) or not reply.get("ok"):
         raise ControlError(str(reply.get("error") if isinstance(reply, dict) else reply))
     changed = reply.get("changed")

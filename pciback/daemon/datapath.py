@@ -46,10 +46,11 @@ from pciback.ports.hypervisor import HypervisorError, HypervisorPort, PirqLookup
 from pciback.protocol.abi import ChannelState, Cmd
 from pciback.protocol.aer import DEFAULT_TIMEOUT, AerOutcome, recover
 from pciback.protocol.connection import AerTarget, BackendConnection
-from pciback.protocol.dispatch import ExportedDevice, RateLimit, dispatch
+from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl, InterruptStateError, unmap_saved
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
+from pciback.ratelimit import RateLimit
 from pciback.state import Record, StateError
 from pciback.stub import StubPool
 

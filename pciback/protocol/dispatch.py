@@ -12,8 +12,6 @@ served rather than answered not_implemented.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,41 +21,12 @@ from pciback.ports.bus import PhysicalDevice
 from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd
 from pciback.protocol.interrupts import InterruptControl, MsiRefused
 from pciback.protocol.ops import OpRequest, OpResult
+from pciback.ratelimit import RateLimit, log_limited
 
 log = logging.getLogger(__name__)
 
 _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 _SUCCESS = XenPciError.SUCCESS
-
-
-class RateLimit:
-    """At most `burst` messages every `interval` seconds, as the kernel's ratelimited printk:
-    a guest repeating a refused or failing op at its own pace must not flood dom0's log.
-
-    One per guest connection (the data path gives every device a connection exports the same
-    one), so a guest flooding its own limit silences no other guest's lines; a few integers
-    each, living and dying with the connection: memory bounded by the connections served."""
-
-    def __init__(self, burst: int = 10, interval: float = 5.0) -> None:
-        self.burst = burst
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._start = -interval
-        self._count = 0
-        self._suppressed = 0
-
-    def allow(self) -> int | None:
-        """None when this message is to be dropped; else how many were dropped before it."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._start >= self.interval:
-                self._start, self._count = now, 0
-            if self._count >= self.burst:
-                self._suppressed += 1
-                return None
-            self._count += 1
-            suppressed, self._suppressed = self._suppressed, 0
-            return suppressed
 
 
 # For a failure no device can be blamed for (the lookup itself failed): shared, as it is rare.
@@ -68,12 +37,7 @@ def _log_limited(
     limit: RateLimit, level: int, message: str, *args: object, exc_info: bool = False
 ) -> None:
     # Consulted only when a line is to be logged: the success path of an op never comes here.
-    suppressed = limit.allow()
-    if suppressed is None:
-        return
-    if suppressed:
-        message += f" ({suppressed} similar message(s) suppressed)"
-    log.log(level, message, *args, exc_info=exc_info)
+    log_limited(log, limit, level, message, *args, exc_info=exc_info)
 
 
 class ConfigView(Protocol):

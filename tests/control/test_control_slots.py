@@ -100,7 +100,7 @@ def test_slow_clients_in_other_processes_cannot_starve_a_prompt_one(
 ) -> None:
     # The deadline is far away: it is the slot rule, not the deadline, that serves the prompt
     # client here.
-    server = ControlServer(sock_path, echo, deadline=60.0, max_clients=8, max_per_peer=2)
+    server = ControlServer(sock_path, echo, deadline=60.0, max_clients=8, max_per_peer=2, grace=0.0)
     server.start()
     try:
         for _ in range(10):
@@ -118,7 +118,7 @@ def test_slow_clients_in_other_processes_cannot_starve_a_prompt_one(
 def test_one_peer_holds_at_most_its_share_of_slots(
     sock_path: Path, slow_processes: list[subprocess.Popen[str]]
 ) -> None:
-    server = ControlServer(sock_path, echo, deadline=60.0, max_clients=8, max_per_peer=2)
+    server = ControlServer(sock_path, echo, deadline=60.0, max_clients=8, max_per_peer=2, grace=0.0)
     server.start()
     conns = [partial_request(sock_path) for _ in range(8)]
     try:
@@ -220,12 +220,35 @@ def test_a_newcomer_is_turned_away_only_when_every_slot_is_serving(sock_path: Pa
         for thread in threads:
             thread.start()
         assert entered.acquire(timeout=5) and entered.acquire(timeout=5)
+        started = time.monotonic()
         with pytest.raises(ControlError, match="busy"):
-            request(sock_path, "x", "late", timeout=5)
-        assert server.busy == 1
+            request(sock_path, "x", "late", timeout=1)
+        assert time.monotonic() - started >= 0.9  # retried until its timeout, then told
+        assert server.busy >= 2
     finally:
         release.set()
         for thread in threads:
             thread.join(10)
         server.stop()
     assert sorted(results) == ["0", "1"]
+
+
+def test_a_request_just_begun_keeps_its_slot_for_the_grace_and_busy_is_retried(
+    sock_path: Path,
+) -> None:
+    server = ControlServer(sock_path, echo, deadline=60.0, max_clients=8, max_per_peer=2, grace=0.5)
+    server.start()
+    conns = [partial_request(sock_path) for _ in range(2)]
+    try:
+        wait_for(lambda: server.slots_held == 2)
+        started = time.monotonic()
+        # Busy at first (both slow ones are younger than the grace); the client retries, and
+        # once the older one has had its grace it gives its slot.
+        assert request(sock_path, "echo", "patient", timeout=5) == {"echo": "patient"}
+        assert time.monotonic() - started >= 0.3
+        assert server.busy >= 1 and server.displaced == 1
+        assert "slot went to another" in answer(conns[0])["error"]
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
