@@ -4,12 +4,16 @@ in its place (at start-up or while the daemon runs), and saying when it lost lin
 from __future__ import annotations
 
 import json
+import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from pciback.daemon.audit_journal import JOURNAL_NAME, AuditJournal
+from pciback.daemon import audit_journal
+from pciback.daemon.audit_journal import JOURNAL_NAME, MAX_QUEUED, AuditJournal
 from pciback.state_dir import StateDirError
 
 VICTIM_TEXT = "the attacker's target\n"
@@ -85,3 +89,34 @@ def test_a_link_planted_while_running_is_not_written_through(tmp_path: Path) -> 
     assert untouched(target)
     assert entries(state / JOURNAL_NAME) == [{"count": 1, "event": "lines lost"}, {"third": 3}]
     assert entries(state / f"{JOURNAL_NAME}.1") == [{"first": "x" * 120}]
+
+
+def test_a_disk_that_does_not_answer_never_blocks_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appending is queueing: with the writer stuck in write(2), callers go on at once, the
+    queue stays bounded (the excess is counted as lost), and the journal says so later."""
+    state = state_dir(tmp_path)
+    gate = threading.Event()
+    real_write = os.write
+
+    def stuck_write(fd: int, data: bytes | memoryview) -> int:
+        gate.wait(30)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit_journal, "_write_fd", stuck_write)
+    journal = AuditJournal(state)
+    journal.append({"n": -1})
+    time.sleep(0.1)  # the writer took that line and is stuck writing it
+    started = time.monotonic()
+    for number in range(MAX_QUEUED + 100):
+        journal.append({"n": number})
+    assert time.monotonic() - started < 2.0
+    assert journal.lost == 100
+    gate.set()
+    assert journal.flush(10)
+    journal.close()
+    lines = entries(state / JOURNAL_NAME)
+    assert lines[0] == {"n": -1}
+    assert lines[1] == {"count": 100, "event": "lines lost"}
+    assert [line["n"] for line in lines[2:]] == list(range(MAX_QUEUED))

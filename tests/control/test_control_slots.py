@@ -37,6 +37,16 @@ time.sleep(60)
 """
 
 
+# A client in a process of its own that connects, sends nothing and prints what it is told.
+LISTENING_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+print(s.recv(4096).decode().strip(), flush=True)
+"""
+
+
 def echo(req: dict[str, Any]) -> Any:
     return {"echo": req.get("arg")}
 
@@ -251,4 +261,40 @@ def test_a_request_just_begun_keeps_its_slot_for_the_grace_and_busy_is_retried(
     finally:
         for conn in conns:
             conn.close()
+        server.stop()
+
+
+def test_refused_peers_take_no_slot_from_an_admitted_one(sock_path: Path) -> None:
+    """Other processes are refused here; their flood neither holds a slot nor takes the one
+    slot an admitted (slow) client of this process holds."""
+    foreign = os.geteuid() + 4242
+
+    def creds(conn: socket.socket) -> PeerCred:
+        real = peer_credentials(conn)
+        return real if real.pid == os.getpid() else PeerCred(real.pid, foreign, foreign)
+
+    server = ControlServer(
+        sock_path, echo, credentials=creds, deadline=60.0, max_clients=1, grace=0.0
+    )
+    server.start()
+    admitted = partial_request(sock_path)
+    try:
+        wait_for(lambda: server.slots_held == 1)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", LISTENING_CLIENT, str(sock_path)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=20)
+            assert json.loads(out)["error"] == f"permission denied for uid {foreign}"
+        assert server.refused == 8
+        assert server.slots_held == 1 and server.displaced == 0 and server.busy == 0
+        admitted.sendall(b', "arg": "still mine"}\n')
+        assert answer(admitted) == {"ok": True, "result": {"echo": "still mine"}}
+    finally:
+        admitted.close()
         server.stop()
