@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_socket import add_socket_options, control_request
+from pciback.cli_socket import add_socket_options, control_exchange
 from pciback.daemon.control import ControlError
 from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 
@@ -54,11 +54,15 @@ def register(sub: Subparsers) -> None:
 
 
 def _call(args: argparse.Namespace, op: str, arg: str | None = None) -> tuple[int, Any]:
+    """Send one request; what it changed (if anything) is printed as the daemon says it."""
     try:
-        return 0, control_request(args, op, arg)
+        reply = control_exchange(args, op, arg)
     except ControlError as exc:
         print(f"pciback: {exc}", file=sys.stderr)
         return 1, None
+    if reply.changed:
+        print(reply.changed)
+    return 0, reply.result
 
 
 def _need(value: str | None, what: str) -> str:
@@ -80,14 +84,10 @@ def _slot(args: argparse.Namespace) -> int:
         return rc
     slot = _need(args.slot, "a slot")
     if args.action == "add":
-        rc, result = _call(args, "new_slot", slot)
-        if rc == 0 and result:
-            print("seized: " + ", ".join(result))
+        rc, _ = _call(args, "new_slot", slot)  # the daemon's line says what it seized
         return rc
     rc, result = _call(args, "remove_slot", slot)
     if rc == 0:
-        for address in result["removed"]:
-            print(f"removed slot {address}")
         for address in result["in_pool"]:
             # As Linux: forgetting the slot does not unbind the device; say how to.
             print(f"  {address} stays in the pool: pciback assignable-remove -r {address}")
@@ -116,12 +116,9 @@ def _device_knob(knob: str) -> Callable[[argparse.Namespace], int]:
             rc, result = _call(args, knob)
             _print_lines(result)
             return rc
-        rc, address = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
-        if rc == 0:
-            on = args.action == "add"
-            state = "on" if on else "off"
-            meaning = _FLAG_MEANING[knob][0 if on else 1]
-            print(f"{knob.replace('_', '-')} {state} for {address}: {meaning}")
+        rc, _ = _call(args, f"{knob}_{args.action}", _need(args.device, "a device"))
+        if rc == 0:  # after the daemon's line of what changed, what that means for the guest
+            print(f"  {_FLAG_MEANING[knob][0 if args.action == 'add' else 1]}")
         return rc
 
     return run
@@ -136,17 +133,13 @@ def _quirk(args: argparse.Namespace) -> int:
         rc, result = _call(args, "quirks")
         _print_lines(result)
         return rc
-    rc, result = _call(args, "quirk_add", _need(args.spec, "a quirk"))
-    if rc == 0:
-        print(f"added {result}")
+    rc, _ = _call(args, "quirk_add", _need(args.spec, "a quirk"))
     return rc
 
 
 def _irq(args: argparse.Namespace) -> int:
     if args.toggle:
-        rc, result = _call(args, "irq_handler_state", args.toggle)
-        if rc == 0:
-            print("on" if result else "off")
+        rc, _ = _call(args, "irq_handler_state", args.toggle)
         return rc
     rc, result = _call(args, "irq_handlers")
     _print_lines(result)

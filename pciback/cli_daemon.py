@@ -45,6 +45,7 @@ def register(sub: Subparsers) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
     from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
     from pciback.state import StateError, check_state
@@ -70,6 +71,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             check_state(lock.directory)
         if cfg.control_socket is not None:
             check_file(cfg.control_socket, socket=True)
+            if cfg.state_dir is not None:
+                check_file(cfg.state_dir / AUDIT_JOURNAL)
     except (DaemonError, StateError, StateDirError) as exc:
         if lock is not None:
             lock.release()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pciback.daemon.config import DEFAULT_STATE_DIR, ConfigError, load_config
-from pciback.daemon.control import ControlError, request
+from pciback.daemon.control import ControlError, Reply, exchange
 
 ENV_SOCKET = "PCIBACK_SOCKET"
 ENV_CONFIG = "PCIBACK_CONFIG"
@@ -85,6 +85,29 @@ def socket_of(args: argparse.Namespace) -> FoundSocket:
     )
 
 
+def control_exchange(
+    args: argparse.Namespace,
+    op: str,
+    arg: str | None = None,
+    *,
+    timeout: float = 10.0,
+    fields: Mapping[str, Any] | None = None,
+) -> Reply:
+    """One request to the daemon the command line names: its result and what it changed;
+    ControlError in one line, saying where the socket's path came from when the daemon cannot
+    be reached there."""
+    try:
+        found = socket_of(args)
+    except SocketNotFound as exc:
+        raise ControlError(f"no control socket: {exc}") from None
+    try:
+        return exchange(found.path, op, arg, timeout=timeout, fields=fields)
+    except ControlError as exc:
+        if str(exc).startswith("cannot reach"):
+            raise ControlError(f"{exc} (socket from {found.origin})") from None
+        raise
+
+
 def control_request(
     args: argparse.Namespace,
     op: str,
@@ -93,18 +116,8 @@ def control_request(
     timeout: float = 10.0,
     fields: Mapping[str, Any] | None = None,
 ) -> Any:
-    """One request to the daemon the command line names; ControlError in one line, saying
-    where the socket's path came from when the daemon cannot be reached there."""
-    try:
-        found = socket_of(args)
-    except SocketNotFound as exc:
-        raise ControlError(f"no control socket: {exc}") from None
-    try:
-        return request(found.path, op, arg, timeout=timeout, fields=fields)
-    except ControlError as exc:
-        if str(exc).startswith("cannot reach"):
-            raise ControlError(f"{exc} (socket from {found.origin})") from None
-        raise
+    """`control_exchange`'s result alone, for the commands that print their own lines."""
+    return control_exchange(args, op, arg, timeout=timeout, fields=fields).result
 
 
 def _env(env: Mapping[str, str], name: str) -> str | None:

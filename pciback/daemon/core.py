@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import HideSyntaxError, parse_device, parse_quirk
+from pciback.daemon.audit_journal import AuditJournal
+from pciback.daemon.changes import ChangeAudit
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
@@ -140,6 +142,7 @@ class Daemon:
         if state_lock is None and config.state_dir is not None:
             state_lock = StateDirLock.acquire(config.state_dir)
         self.state_lock = state_lock
+        self.journal: AuditJournal | None = None
         try:
             # A link or a foreign file where the socket goes is refused now, not after start-up
             # has reconciled the devices (the control server checks again when it binds).
@@ -150,6 +153,8 @@ class Daemon:
             state: StateStore | None = getattr(self, "state", None)
             if state is not None:
                 state.close()
+            if self.journal is not None:
+                self.journal.close()
             if self.state_lock is not None:
                 self.state_lock.release()
             raise
@@ -193,7 +198,14 @@ class Daemon:
         if config.toolstack_timeout_s is not None:
             self.toolstack.timeout = config.toolstack_timeout_s
         socket_path = config.control_socket if control else None
-        self.control = ControlServer(socket_path, self.handle) if socket_path else None
+        self.control: ControlServer | None = None
+        if socket_path is not None:
+            # Changes through the socket are journaled where the state is; without a state
+            # directory (persist = false) they are still described back to the operator.
+            if config.state_dir is not None:
+                self.journal = AuditJournal(config.state_dir)
+            audit = ChangeAudit(self.journal)
+            self.control = ControlServer(socket_path, self.handle, audit=audit)
         self.stopped = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -293,6 +305,8 @@ class Daemon:
         self.stopped.set()
         if self.control is not None:
             self.control.stop()
+        if self.journal is not None:
+            self.journal.close()
         with self.lock:
             self.toolstack.stop()
             self.backends.stop()
@@ -312,6 +326,8 @@ class Daemon:
         self.state.abandon()
         if self.control is not None:
             self.control.stop()
+        if self.journal is not None:
+            self.journal.close()  # its lines were write(2)s: a crash keeps what was written
         self.datapath.abandon()
         self.env.release(self.xs)
         if self.state_lock is not None:

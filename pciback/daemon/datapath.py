@@ -52,6 +52,7 @@ from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl, InterruptStateError, unmap_saved
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
+from pciback.ratelimit import RateLimit
 from pciback.state import Record, StateError
 from pciback.stub import StubError, StubPool
 from pciback.trace.format import DeviceInfo, op_line
@@ -128,6 +129,7 @@ class _GuestDevices:
         self.spaces: dict[str, ConfigSpace] = {}  # physical address -> the view exported
         self.dirty: set[str] = set()  # physical addresses a conf write reached since queued
         self.saved: dict[str, str] = {}  # physical address -> the view state last snapshotted
+        self.log_limit = RateLimit()  # this guest's lines, whatever another guest logs
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
         # Called by the service thread inside `serving` (`_serve_op`), and every change of
@@ -268,7 +270,7 @@ class SimDataPath:
         )
         self._restore(domid, physical, view, irq, table)
         table.spaces[physical] = view
-        return ExportedDevice(guest, device, view, irq)
+        return ExportedDevice(guest, device, view, irq, table.log_limit)
 
     # -- what survives a restart -------------------------------------------------------------
     def _restore(

@@ -12,8 +12,6 @@ served rather than answered not_implemented.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +21,7 @@ from pciback.ports.bus import PhysicalDevice
 from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd
 from pciback.protocol.interrupts import InterruptControl, MsiRefused
 from pciback.protocol.ops import OpRequest, OpResult
+from pciback.ratelimit import RateLimit, log_limited
 
 log = logging.getLogger(__name__)
 
@@ -30,53 +29,22 @@ _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 _SUCCESS = XenPciError.SUCCESS
 
 
-class RateLimit:
-    """At most `burst` messages every `interval` seconds, as the kernel's ratelimited printk:
-    a guest repeating a refused or failing op at its own pace must not flood dom0's log."""
-
-    def __init__(self, burst: int = 10, interval: float = 5.0) -> None:
-        self.burst = burst
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._start = -interval
-        self._count = 0
-        self._suppressed = 0
-
-    def allow(self) -> int | None:
-        """None when this message is to be dropped; else how many were dropped before it."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._start >= self.interval:
-                self._start, self._count = now, 0
-            if self._count >= self.burst:
-                self._suppressed += 1
-                return None
-            self._count += 1
-            suppressed, self._suppressed = self._suppressed, 0
-            return suppressed
-
-
-_LIMIT = RateLimit()
+# For a failure no device can be blamed for (the lookup itself failed): shared, as it is rare.
+_UNATTRIBUTED = RateLimit()
 
 
 def _log_limited(
-    level: int,
-    message: str,
-    *args: object,
-    dev: ExportedDevice | None = None,
-    exc_info: bool = False,
+    dev: ExportedDevice | None, level: int, message: str, *args: object, exc_info: bool = False
 ) -> None:
-    """`dev`: the device the op was for; its guest and physical address become the line's
-    domid and device fields (the message names its guest-visible address)."""
-    suppressed = _LIMIT.allow()
-    if suppressed is None:
+    """A line about an op for `dev`, under its guest's limit, with the guest's domid and the
+    physical device as fields (the message names the guest-visible address); under the shared
+    limit when no device can be blamed. Consulted only when a line is to be logged: the
+    success path of an op never comes here."""
+    if dev is None:
+        log_limited(log, _UNATTRIBUTED, level, message, *args, exc_info=exc_info)
         return
-    if suppressed:
-        message += f" ({suppressed} similar message(s) suppressed)"
-    extra = None
-    if dev is not None:
-        extra = {"domid": dev.irq.domid, "device": dev.physical.address}
-    log.log(level, message, *args, exc_info=exc_info, extra=extra)
+    extra = {"domid": dev.irq.domid, "device": dev.physical.address}
+    log_limited(log, dev.log_limit, level, message, *args, exc_info=exc_info, extra=extra)
 
 
 class ConfigView(Protocol):
@@ -95,6 +63,8 @@ class ExportedDevice:
     physical: PhysicalDevice
     view: ConfigView
     irq: InterruptControl
+    # The guest's log limit: shared by every device of one connection (SimDataPath._export).
+    log_limit: RateLimit = field(default_factory=RateLimit)
     # The physical device's, taken once: every config op checks against it, and a port's
     # property would cost a Python call per op.
     config_size: int = field(init=False)
@@ -123,8 +93,23 @@ def dispatch(req: OpRequest, devices: DeviceLookup) -> OpResult:
     except PciOpError as e:
         return OpResult(e.err, 0)
     except Exception:
-        _log_limited(logging.ERROR, "op %d failed inside the backend", req.cmd, exc_info=True)
+        _log_limited(
+            _device_of(req, devices),
+            logging.ERROR,
+            "op %d failed inside the backend",
+            req.cmd,
+            exc_info=True,
+        )
         return OpResult(XenPciError.OP_FAILED, 0)
+
+
+def _device_of(req: OpRequest, devices: DeviceLookup) -> ExportedDevice | None:
+    """The device whose op failed, for its guest's limit: looked up again here rather than
+    remembered on the way in, which would cost every op a store for the rare failure."""
+    try:
+        return devices.lookup(req.domain, req.bus, req.devfn)
+    except Exception:
+        return None
 
 
 # The config ops are most of what a guest sends (its PCI scan, lspci, drivers): they check the
@@ -150,9 +135,9 @@ def _enable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirq = dev.irq.enable_msi(1)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e, dev=dev)
+        _log_limited(dev, logging.INFO, "%s: enable MSI refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq, dev=dev)
+    _log_limited(dev, logging.INFO, "%s: MSI enabled, PIRQ %d", dev.guest_address, pirq)
     return OpResult(XenPciError.SUCCESS, pirq)
 
 
@@ -161,15 +146,13 @@ def _enable_multi_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         return OpResult(XenPciError.SUCCESS, dev.irq.enable_msi(req.info), info=req.info)
     except MsiRefused as e:
-        _log_limited(
-            logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e, dev=dev
-        )
+        _log_limited(dev, logging.INFO, "%s: enable multi-MSI refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0, info=e.info if e.info is not None else 0)
 
 
 def _disable_msi(req: OpRequest, dev: ExportedDevice) -> OpResult:
     # Interrupt set-up is rare and decides whether the guest's driver works: worth a line.
-    _log_limited(logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev), dev=dev)
+    _log_limited(dev, logging.INFO, "%s: disable MSI (%s)", dev.guest_address, _irq_mode(dev))
     if dev.irq.msix_enabled and not dev.irq.msi_enabled:
         # Linux 6.1 guests tear MSI-X down with this op: pci_msix_shutdown clears the device's
         # msix_enabled before the frontend is asked, which then picks disable_msi. Either way
@@ -193,14 +176,14 @@ def _enable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
     try:
         pirqs = dev.irq.enable_msix(entries)
     except MsiRefused as e:
-        _log_limited(logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e, dev=dev)
+        _log_limited(dev, logging.INFO, "%s: enable MSI-X refused: %s", dev.guest_address, e)
         return OpResult(e.err, 0)
-    _log_limited(logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs, dev=dev)
+    _log_limited(dev, logging.INFO, "%s: MSI-X enabled, PIRQs %s", dev.guest_address, pirqs)
     return OpResult(XenPciError.SUCCESS, 0, vectors=tuple(pirqs))
 
 
 def _disable_msix(req: OpRequest, dev: ExportedDevice) -> OpResult:
-    _log_limited(logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev), dev=dev)
+    _log_limited(dev, logging.INFO, "%s: disable MSI-X (%s)", dev.guest_address, _irq_mode(dev))
     return OpResult(XenPciError.SUCCESS, dev.irq.disable_msix())
 
 

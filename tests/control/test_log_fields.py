@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from pciback.daemon.logs import JsonFormatter
-from pciback.protocol import dispatch
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
 
@@ -86,7 +85,6 @@ def test_fields_named_by_the_call_win(lines: io.StringIO) -> None:
 def test_a_guests_interrupt_ops_are_logged_with_its_domid_and_the_physical_device(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch, "_LIMIT", dispatch.RateLimit())  # not what earlier tests used
     host = SimHost()
     try:
         host.add_device(NET, fixture(DEVICES[NET]))

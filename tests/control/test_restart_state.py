@@ -252,7 +252,7 @@ def test_interrupt_control_cli_and_config(
     sock = str(cfg.control_socket)
     try:
         assert main(["interrupt-control", "add", "03:00.0", "--socket", sock]) == 0
-        assert capsys.readouterr().out.startswith(f"interrupt-control on for {NET}: ")
+        assert capsys.readouterr().out.startswith(f"interrupt control on for {NET}\n  ")
         assert main(["interrupt-control", "list", "--socket", sock]) == 0
         assert capsys.readouterr().out.split() == [NET, RNG]
         assert main(["interrupt-control", "add", "03:00.1", "--socket", sock]) == 1

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pciback.cli import main
+from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
 from pciback.daemon.config import DEFAULT_STATE_DIR, Config, ConfigError, parse_config
 from pciback.daemon.core import Daemon, SimEnvironment
 from pciback.state import DB_NAME, StateError, StateStore
@@ -63,7 +64,9 @@ def refusal(tmp_path: Path, state: Path, capsys: pytest.CaptureFixture[str]) -> 
 # -- links -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME, JOURNAL])
+@pytest.mark.parametrize(
+    "name", [DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME, JOURNAL, AUDIT_JOURNAL]
+)
 def test_a_planted_link_is_neither_followed_nor_chmod_ed(
     tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -115,6 +116,29 @@ def test_the_views_errors_reach_the_guest_and_bugs_become_op_failed(rig: Rig) ->
     assert rig.op(cmd=Cmd.CONF_WRITE, offset=4, size=2, value=0)[0] == XenPciError.ACCESS_DENIED
     assert rig.op(cmd=Cmd.CONF_READ, offset=0x40, size=1) == (XenPciError.OP_FAILED, 0)
     assert rig.op(cmd=Cmd.CONF_READ, offset=0, size=2) == (0, 0x8086)  # still serving
+
+
+def test_a_backend_failure_is_logged_against_its_guests_own_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug hit by one guest's op is counted on that guest's limit: a guest hitting it in a
+    loop does not silence the same line for another guest."""
+    flooding, quiet = Rig(), Rig()
+    try:
+        for rig in (flooding, quiet):
+            rig.devices.exported.view = DenyingView(rig.device)
+        assert flooding.devices.exported.log_limit is not quiet.devices.exported.log_limit
+        caplog.set_level(logging.ERROR, logger="pciback.protocol.dispatch")
+        burst = flooding.devices.exported.log_limit.burst
+        for _ in range(burst * 3):
+            assert flooding.op(cmd=Cmd.CONF_READ, offset=0x40, size=1)[0] == XenPciError.OP_FAILED
+        assert len(caplog.records) == burst  # the rest suppressed (interval: 5 s)
+        assert quiet.op(cmd=Cmd.CONF_READ, offset=0x40, size=1)[0] == XenPciError.OP_FAILED
+        assert len(caplog.records) == burst + 1
+        assert "failed inside the backend" in caplog.records[-1].getMessage()
+    finally:
+        flooding.channel.close()
+        quiet.channel.close()
 
 
 def test_nothing_is_done_without_the_active_flag(rig: Rig) -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.hypervisor import IrqKind
-from pciback.protocol import dispatch
 from pciback.protocol.abi import Cmd
 from pciback.sim import MultiMsiRefused, SimGuest, SimHost
 from pciback.sim.device import SimDevice
@@ -284,13 +283,51 @@ def test_a_device_failing_to_disable_msix_still_loses_its_pirqs_on_detach(
 
 
 def test_a_guest_repeating_refused_requests_cannot_flood_the_log(
-    host: SimHost, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    host: SimHost, caplog: pytest.LogCaptureFixture
 ) -> None:
     """As Linux's ratelimited warnings: a refusal is logged, but not once per op."""
-    monkeypatch.setattr(dispatch, "_LIMIT", dispatch.RateLimit())  # not what earlier tests used
     guest, _ = attach(host, msi=False)
     caplog.set_level(logging.INFO, logger="pciback.protocol.dispatch")
     for _ in range(200):
         assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert 1 <= len(refusals) <= 20
+
+
+def test_a_flooding_guest_does_not_silence_another_guests_lines(
+    host: SimHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The limit is per guest: one guest spending its whole burst (and more) on refusals
+    leaves another guest's first refusal in the log."""
+    other = "0000:04:00.0"
+    flooder, _ = attach(host, msi=False)
+    host.add_device(other, nic_config(msi=False), bar_sizes={0: 0x4000})
+    quiet = host.attach(2, [other])
+    caplog.set_level(logging.INFO, logger="pciback.protocol.dispatch")
+    for _ in range(100):
+        assert refused(lambda: flooder.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    assert refused(lambda: quiet.enable_msi(other)) == XenPciError.OP_FAILED
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    flooded = [line for line in lines if line.startswith(ADDR)]
+    assert 1 <= len(flooded) <= 20  # the flooder is limited ...
+    assert [line for line in lines if line.startswith(other)] == [
+        f"{other}: enable MSI refused: no MSI capability"
+    ]  # ... and the other guest is not
+
+
+def test_guest_connections_do_not_share_a_log_limit(host: SimHost) -> None:
+    """Devices of one guest share its limit; another guest's devices have their own."""
+    attach(host)
+    second = "0000:03:00.1"
+    other = "0000:04:00.0"
+    host.add_device(second, nic_config(), bar_sizes={0: 0x4000})
+    host.attach(1, [second])
+    host.add_device(other, nic_config(), bar_sizes={0: 0x4000})
+    host.attach(2, [other])
+    limits = {}
+    for domid, address in ((1, ADDR), (1, second), (2, other)):
+        found = host.daemon.datapath.exported(domid, address)
+        assert found is not None
+        limits[address] = found[1].log_limit
+    assert limits[ADDR] is limits[second]
+    assert limits[other] is not limits[ADDR]

@@ -4,6 +4,8 @@ exit status, and refusals as one line without a traceback."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,3 +188,34 @@ def test_an_unreachable_daemon_is_one_line(
     rc = main(["attach", "3", NIC, "--socket", str(tmp_path / "none.sock")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("pciback: cannot reach the daemon") and err.count("\n") == 1
+
+
+def test_every_change_through_the_socket_is_journaled_with_its_peer(
+    dom0: Dom0, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dom0.libxl.make_domain(3)
+    changing = [
+        (("attach", "3", "03:00.0"), "ok", f"attached {NIC} to domain 3 as 0000:00:00.0"),
+        (("attach", "9", NIC2), "failed", "no domain 9 (or it is dying)"),
+        (("assignable-add", SPARE), "ok", f"{SPARE} made assignable"),
+        (("permissive", "add", NIC2), "ok", f"permissive on for {NIC2}"),
+        (("permissive", "remove", NIC2), "ok", f"permissive off for {NIC2}"),
+        (("quirk", "add", f"{NIC2}-44:4:ff"), "ok", f"quirk {NIC2}-44:4:ff added"),
+        (("assignable-remove", SPARE), "ok", f"{SPARE} no longer assignable; left with no driver"),
+    ]
+    reading = [("list",), ("assignable-list",), ("permissive", "list"), ("slot", "list")]
+    for argv, outcome, _ in changing:
+        assert run(capsys, dom0, *argv)[0] == (0 if outcome == "ok" else 1)
+    for argv in reading:
+        assert run(capsys, dom0, *argv)[0] == 0
+    assert dom0.daemon.journal is not None and dom0.daemon.journal.flush()
+    path = Path(dom0.socket).parent / "audit.jsonl"
+    assert path.stat().st_mode & 0o777 == 0o600
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == len(changing)  # one a change; reading requests leave none
+    for line, (argv, outcome, detail) in zip(lines, changing, strict=True):
+        assert (line["uid"], line["pid"]) == (os.geteuid(), os.getpid())
+        assert (line["outcome"], line["detail"]) == (outcome, detail), argv
+        assert line["time"].endswith("Z")
+    assert lines[0]["request"]["op"] == "attach" and lines[0]["request"]["domid"] == 3
+    assert lines[5]["request"] == {"op": "quirk_add", "arg": f"{NIC2}-44:4:ff"}
