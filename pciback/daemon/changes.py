@@ -64,6 +64,9 @@ def describe(request: dict[str, Any], result: Any) -> str:
         seized = ", ".join(str(a) for a in result) if isinstance(result, list) and result else ""
         return f"slot {arg} added" + (f"; seized {seized}" if seized else "; nothing seized")
     if op == "remove_slot":
+        removed = _field(result, "removed", None)
+        if isinstance(removed, list) and removed:
+            return "removed slot " + ", ".join(str(a) for a in removed)
         return f"slot {arg} removed"
     if op in ("permissive_add", "permissive_remove"):
         return f"permissive {'on' if op.endswith('add') else 'off'} for {result}"

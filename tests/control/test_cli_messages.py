@@ -37,12 +37,14 @@ def run(daemon: Daemon, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple
 def test_slot_remove_says_what_it_removed(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(daemon, capsys, "slot", "add", BLK)[:2] == (0, f"seized: {BLK}\n")
+    assert run(daemon, capsys, "slot", "add", BLK)[:2] == (
+        0,
+        f"slot {BLK} added; seized {BLK}\n",
+    )
     rc, out, _ = run(daemon, capsys, "slot", "remove", "03:00.*")
     assert rc == 0
     assert out.splitlines() == [
-        f"removed slot {NET}",
-        f"removed slot {BLK}",
+        f"removed slot {NET}, {BLK}",
         f"  {NET} stays in the pool: pciback assignable-remove -r {NET}",
         f"  {BLK} stays in the pool: pciback assignable-remove -r {BLK}",
     ]
@@ -67,10 +69,11 @@ def test_flags_confirm_the_change(
     off: str,
 ) -> None:
     rc, out, _ = run(daemon, capsys, command, "add", "03:00.0")
-    assert rc == 0 and out.startswith(f"{command} on for {NET}: ") and on in out
+    label = command.replace("-", " ")  # the daemon's words
+    assert rc == 0 and out.startswith(f"{label} on for {NET}\n  ") and on in out
     assert daemon.pool.devices[NET].__getattribute__(flag) is True
     rc, out, _ = run(daemon, capsys, command, "remove", "03:00.0")
-    assert rc == 0 and out.startswith(f"{command} off for {NET}: ") and off in out
+    assert rc == 0 and out.startswith(f"{label} off for {NET}\n  ") and off in out
     assert daemon.pool.devices[NET].__getattribute__(flag) is False
     rc, out, err = run(daemon, capsys, command, "add", BLK)  # not in the pool
     assert rc == 1 and out == "" and "not in the pciback pool" in err
@@ -100,12 +103,15 @@ def test_a_quirk_the_view_takes_is_added(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out, _ = run(daemon, capsys, "quirk", "add", "03:00.0-44:2:ff")  # a vendor cap's body
-    assert (rc, out) == (0, f"added {NET}-44:2:ff\n")
+    assert (rc, out) == (0, f"quirk {NET}-44:2:ff added\n")
     # A field half over the first: the view would drop it, so it is refused.
     rc, _, err = run(daemon, capsys, "quirk", "add", "03:00.0-45:1:ff")
     assert rc == 1 and "covers part of quirk_044" in err
     # At the same offset it replaces the first field, as the kernel's quirks attribute does.
-    assert run(daemon, capsys, "quirk", "add", "03:00.0-44:1:f")[:2] == (0, f"added {NET}-44:1:f\n")
+    assert run(daemon, capsys, "quirk", "add", "03:00.0-44:1:f")[:2] == (
+        0,
+        f"quirk {NET}-44:1:f added\n",
+    )
     assert daemon.pool.quirks()[2:] == ["\t\t00000044:1:0000000f"]
 
 
