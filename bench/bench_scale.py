@@ -15,21 +15,17 @@ than 2048 descriptors and put some above 1023, where select() fails.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import resource
-import select
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
-from types import SimpleNamespace
 
 from required import fixture_or_exit
 
 from pciback.dumps import load_config
-from pciback.protocol import transport
 from pciback.sim import SimHost
 
 DUMP = "virtio-net-1af4-1041.bin"
@@ -41,26 +37,6 @@ SPARES = 3000  # index of the first device used only for the timed attaches (bus
 
 def address(index: int) -> str:
     return f"0000:{FIRST_BUS + index // 32:02x}:{index % 32:02x}.0"
-
-
-def poll_select(
-    rlist: Iterable[int], wlist: Iterable[int], xlist: Iterable[int], timeout: float | None
-) -> tuple[list[int], list[int], list[int]]:
-    """select() for readability only, done with poll(): no ceiling on the descriptor."""
-    poller = select.poll()
-    for fd in rlist:
-        poller.register(fd, select.POLLIN)
-    events = poller.poll(None if timeout is None else timeout * 1000)
-    return [fd for fd, _ in events], [], []
-
-
-def lift_select_ceiling() -> bool:
-    """While the transport's doorbell still waits with select(), replace it for this run (the
-    change pciback/protocol/transport.py needs); True when it was replaced."""
-    if "select.select" not in inspect.getsource(transport.Doorbell.wait):
-        return False
-    setattr(transport, "select", SimpleNamespace(select=poll_select))  # noqa: B010 - not exported
-    return True
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -122,11 +98,6 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
-    if lift_select_ceiling():
-        print(
-            "note: pciback/protocol/transport.py's Doorbell.wait still uses select(); this run "
-            "waits with poll() in its place (fd > 1023)"
-        )
     rows: list[tuple[int, list[float], list[float], list[float]]] = []
     with SimHost() as host:
         run = Run(host, dump, expect)

@@ -91,11 +91,21 @@ class SharedPage:
 _ONE = (1).to_bytes(8, "little")  # what an eventfd is written to count one
 
 
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Sleep until `fd` is readable or `timeout` seconds pass (None: no limit). poll(2), not
+    select(2): select refuses descriptors from 1024 on, which a dom0 serving some 500 guests
+    reaches. A poll object per call: two threads may wait on one doorbell, and one poll object
+    refuses concurrent use."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout * 1000)))
+
+
 class Doorbell:
     """A level-free wake-up: rings accumulate until the owner's next `wait` consumes them.
 
     Closing is safe while a thread sleeps in `wait`: the fd is closed only once every sleeper
-    has left, since a select on a closed fd fails with EBADF and one on a reused fd would wake
+    has left, since a poll on a closed fd reports POLLNVAL and one on a reused fd would wake
     on, and read from, somebody else's file. A closed doorbell's `wait` returns False at once.
     """
 
@@ -139,7 +149,7 @@ class Doorbell:
                 return False
             self._sleepers += 1
         try:
-            ready, _, _ = select.select([self._rfd], [], [], timeout)
+            ready = _readable(self._rfd, timeout)
         except BaseException:
             self._leave()
             raise
@@ -155,7 +165,7 @@ class Doorbell:
             return True
 
     def drain(self) -> bool:
-        """Consume pending rings without sleeping: one read(2) where `wait(0)` makes a select
+        """Consume pending rings without sleeping: one read(2) where `wait(0)` makes a poll
         first. True when there were any; False, too, once the doorbell is closed."""
         with self._lock:
             if self._closed:
@@ -178,7 +188,7 @@ class Doorbell:
                 return
             self._closed = True
             # Left unconsumed (sleepers check `_closed` before reading), so every sleeper,
-            # including one just entering select, sees the fd readable and leaves.
+            # including one just entering poll, sees the fd readable and leaves.
             self._ring()
             self._left.wait_for(lambda: self._sleepers == 0)
             os.close(self._rfd)

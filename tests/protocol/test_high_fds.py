@@ -8,14 +8,12 @@ are taken before the guest is attached.
 
 from __future__ import annotations
 
-import inspect
 import os
 import resource
 from collections.abc import Iterator
 
 import pytest
 
-from pciback.protocol import transport
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
 
@@ -38,13 +36,6 @@ def low_fds_taken() -> Iterator[None]:
             os.close(fd)
 
 
-@pytest.mark.xfail(
-    "select.select" in inspect.getsource(transport.Doorbell.wait),
-    reason="pciback/protocol/transport.py: Doorbell.wait still waits with select() (the lead's "
-    "file; issue 12 item 3)",
-    strict=True,
-    raises=TimeoutError,
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death
 @pytest.mark.usefixtures("low_fds_taken")
 def test_a_guest_on_descriptors_above_1023_is_served() -> None:
