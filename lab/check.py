@@ -262,6 +262,15 @@ def report(directory: Path) -> int:
             f" and scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
             f" were found while lingering, without a wake-up"
         )
+    for line in daemon.lines("dom0-costs.txt", "LAB-OPCOST"):
+        costs = dict(OPS.findall(line))
+        print(
+            "  the op's pieces in this dom0, each alone (CPU µs per call): the daemon's code on a"
+            f" simulated device {costs.get('serve_cached_us', '?')} (a cached register),"
+            f" {costs.get('serve_live_us', '?')} (a live one, without the device read);"
+            f" a libatomic call {costs.get('atomic_us', '?')}, a clock read"
+            f" {costs.get('clock_us', '?')}, a system call {costs.get('syscall_us', '?')}"
+        )
     print()
     print("RESULT: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1

@@ -143,4 +143,5 @@ syscall = per(300, lambda i: os.getppid())
 loop = per(20000, lambda i: None)
 print(f"LAB-DOM0COST pread_us={pread:.1f} syscall_us={syscall:.1f} python_call_us={loop:.2f}")
 PY
+  /opt/pciback/bin/python3 /root/lab/opcost.py   # the op's pieces, each alone (LAB-OPCOST)
 }

@@ -1,0 +1,85 @@
+"""What the pieces of one op cost in this dom0 (under emulation), each measured alone, so the
+daemon's service time per op can be split: the engine and protocol code on a simulated device
+(no Xen call, no device read: pure interpreter work plus the doorbell's eventfd write), a
+libatomic call through cffi (the op path makes two or three), a clock read (two per op for the
+op counters), and a system call. Printed as one LAB-OPCOST line of microseconds per call.
+
+Run by lab/dom0/lib.sh (dom0_costs) with the daemon's own interpreter, after the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+from pciback.protocol.abi import PAGE_SIZE, Cmd, Flag
+from pciback.sim import SimHost
+from pciback.sim.fixtures import fixture
+from pciback.xen.atomic import AtomicWord
+
+ADDR = "0000:03:00.0"
+ROUNDS = 5
+
+
+def per_call(n: int, fn: Callable[[], object]) -> float:
+    """Median over ROUNDS of the thread CPU µs per call of `fn` (CPU, not wall: dom0's other
+    work does not count)."""
+    rounds = []
+    for _ in range(ROUNDS):
+        start = time.thread_time_ns()
+        for _ in range(n):
+            fn()
+        rounds.append((time.thread_time_ns() - start) / n / 1000)
+    return statistics.median(rounds)
+
+
+def serve_cost(offset: int) -> float:
+    """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
+    function: the daemon's handler, dispatch, engine, answer and notify, with nothing waiting
+    on the doorbell (as bench/bench_op_cost.py does natively)."""
+    with SimHost() as host:
+        host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
+        guest = host.attach(1, [ADDR])
+        conn, page = guest.backend, guest.page
+        conn.close()
+        guest.frontend.close()
+        op = page.info.op
+        op.cmd, op.domain, op.bus, op.devfn = Cmd.CONF_READ, 0, 0, 0
+        exported = guest.exported(ADDR)
+        domain, bus, devfn = (int(x, 16) for x in _split(exported.guest_address))
+        op.domain, op.bus, op.devfn, op.offset, op.size = domain, bus, devfn, offset, 4
+        flags = page.buffer
+
+        def one() -> None:
+            flags[0] = 1 << Flag.PCIF_ACTIVE
+            conn.serve_one()
+
+        one()
+        if int(op.err) != 0:
+            raise SystemExit(f"opcost: the simulated op failed (err {int(op.err)})")
+        return per_call(300, one)
+
+
+def _split(address: str) -> tuple[str, str, str]:
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    return domain, bus, f"{int(slot, 16) << 3 | int(function, 16):x}"
+
+
+def main() -> None:
+    word = AtomicWord(bytearray(PAGE_SIZE))
+    load = word.loader()
+    figures = {
+        "serve_cached_us": serve_cost(0x00),  # vendor/device IDs: read once at seize
+        "serve_live_us": serve_cost(0x04),  # command/status: the simulated device is read
+        "atomic_us": per_call(3000, load),
+        "clock_us": per_call(3000, time.perf_counter_ns),
+        "syscall_us": per_call(300, os.getppid),
+    }
+    print("LAB-OPCOST " + " ".join(f"{k}={v:.1f}" for k, v in figures.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
