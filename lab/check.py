@@ -271,7 +271,9 @@ def report(directory: Path) -> int:
             f" {costs.get('serve_quiet_us', '?')} (the cached one without its three system"
             " calls: notify and two clock reads);"
             f" a libatomic call {costs.get('atomic_us', '?')}, a clock read"
-            f" {costs.get('clock_us', '?')}, a system call {costs.get('syscall_us', '?')}"
+            f" {costs.get('clock_us', '?')}, a system call {costs.get('syscall_us', '?')};"
+            f" a Python call {costs.get('call_us', '?')}, with a lock taken and released"
+            f" {costs.get('lock_us', '?')}, with a struct pack {costs.get('pack_us', '?')}"
         )
     print()
     print("RESULT: " + ("PASS" if ok else "FAIL"))

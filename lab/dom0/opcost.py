@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import statistics
+import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -78,6 +80,30 @@ def _split(address: str) -> tuple[str, str, str]:
     return domain, bus, f"{int(slot, 16) << 3 | int(function, 16):x}"
 
 
+def primitives() -> dict[str, float]:
+    """What the op path does many times, each in a loop of its own (µs per call): a Python
+    call doing nothing, a lock taken and released, a struct pack into a buffer."""
+    lock = threading.Lock()
+    buffer = bytearray(64)
+    pack = struct.Struct("<I").pack_into
+
+    def nothing() -> None:
+        pass
+
+    def locked() -> None:
+        with lock:
+            pass
+
+    def packed() -> None:
+        pack(buffer, 4, 7)
+
+    return {
+        "call_us": per_call(3000, nothing),
+        "lock_us": per_call(3000, locked),
+        "pack_us": per_call(3000, packed),
+    }
+
+
 def main() -> None:
     word = AtomicWord(bytearray(PAGE_SIZE))
     load = word.loader()
@@ -88,8 +114,9 @@ def main() -> None:
         "atomic_us": per_call(3000, load),
         "clock_us": per_call(3000, time.perf_counter_ns),
         "syscall_us": per_call(300, os.getppid),
+        **primitives(),
     }
-    print("LAB-OPCOST " + " ".join(f"{k}={v:.1f}" for k, v in figures.items()), flush=True)
+    print("LAB-OPCOST " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()), flush=True)
 
 
 if __name__ == "__main__":
