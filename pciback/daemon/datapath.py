@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import parse_address
 from pciback.daemon.quirks import quirk_register
+from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
 from pciback.ownership import Ownership
 from pciback.ports.hostbus import HostBus
@@ -118,11 +119,11 @@ class _GuestDevices:
     """The DeviceLookup of one connection: guest devfn -> exported device."""
 
     def __init__(self) -> None:
-        # Held by the service thread for the whole of each op, and by whoever drops devices:
-        # an op that looked a device up finishes before the device can be torn down and
-        # given back, so nothing of it lands on a device the guest no longer holds.
-        # Taken before `lock`, never while holding it.
-        self.serving = threading.Lock()
+        # Around each of the service thread's ops, and held by whoever drops devices or reads
+        # a view: an op that looked a device up finishes before the device can be torn down
+        # and given back, so nothing of it lands on a device the guest no longer holds.
+        # Entered before `lock`, never while holding it. No lock per op (see the module).
+        self.serving = ServingGate()
         self.lock = threading.Lock()
         self.by_guest: dict[str, tuple[str, ExportedDevice]] = {}
         self.by_devfn: dict[tuple[int, int, int], ExportedDevice] = {}
@@ -451,13 +452,26 @@ class SimDataPath:
             log.exception("%s: recording the intent to map failed", physical)
 
     def _serve_op(self, devices: _GuestDevices, req: OpRequest) -> OpResult:
-        with devices.serving:
-            result = dispatch(req, devices)
-            if req.cmd == _CONF_WRITE and result.err == _SUCCESS:
-                exported = devices.lookup(req.domain, req.bus, req.devfn)
-                if exported is not None:
-                    with devices.lock:  # `dirty` is handed to the state writer under it
-                        devices.dirty.add(exported.physical.address)
+        gate = devices.serving
+        gate.op = True
+        if gate.held:  # a change of the devices is under way: wait for it, then serve
+            gate.op = False
+            with gate:
+                return self._serve_in_gate(devices, req)
+        try:
+            return self._serve_in_gate(devices, req)
+        finally:
+            gate.op = False
+
+    @staticmethod
+    def _serve_in_gate(devices: _GuestDevices, req: OpRequest) -> OpResult:
+        result = dispatch(req, devices)
+        if req.cmd == _CONF_WRITE and result.err == _SUCCESS:
+            exported = devices.lookup(req.domain, req.bus, req.devfn)
+            if exported is not None:
+                # No lock: only this thread adds to `dirty` and hands it on (`_queue_views`),
+                # and a device's entry is discarded only inside the gate, never during an op.
+                devices.dirty.add(exported.physical.address)
         return result
 
     def _queue_views(self, domid: int, devices: _GuestDevices) -> None:

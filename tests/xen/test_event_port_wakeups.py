@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -182,3 +183,38 @@ def test_each_op_costs_four_system_calls_and_is_answered_before_two_of_them(
     assert per_op[1:] == [["read", "write", "poll", "ioctl"]] * 3  # the last event's, then this
     assert int(page.info.op.value) == 0x1AF4
     assert conn.stats.ops == 4
+
+
+class BlockingNotify(FakeEvtchn):
+    """A notify that stays in the library until the test lets it go, as an ioctl(2) that the
+    hypervisor is slow to return from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def xenevtchn_notify(self, xce: Any, port: int) -> int:
+        self.entered.set()
+        assert self.release.wait(5)
+        assert ("close", port) not in self.calls, "the handle was closed under a notify"
+        return super().xenevtchn_notify(xce, port)
+
+
+def test_close_waits_for_a_notify_under_way_and_later_notifies_do_nothing() -> None:
+    lib = BlockingNotify()
+    port = XenEventPort(1, 7, lib=lib)
+    notifier = threading.Thread(target=port.notify)
+    notifier.start()
+    assert lib.entered.wait(5)
+    closer = threading.Thread(target=port.close)
+    closer.start()
+    closer.join(0.05)
+    assert closer.is_alive()  # the handle is still in use
+    lib.release.set()
+    notifier.join(5)
+    closer.join(5)
+    assert not closer.is_alive()
+    assert ("close", port.local_port) in lib.calls
+    port.notify()  # after close: nothing reaches the library
+    assert lib.notified == [port.local_port]
