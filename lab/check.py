@@ -145,10 +145,11 @@ def op_figures(run: Run) -> dict[str, float]:
 
 
 def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None:
-    """Ops the daemon served during the benchmark, its mean service time and its mean busy time
-    per op (µs), the wake-ups it took for them (fewer than ops: the rest were found while
-    lingering) and the service thread's CPU time per op (µs; None from a daemon that does not
-    list it), from its counters before and after (`pciback list --json`)."""
+    """Ops the daemon served during the benchmark, its mean service time (over the ops it timed)
+    and its mean busy time per op (µs), the wake-ups it took for them (fewer than ops: the rest
+    were found while lingering) and the service thread's CPU time per op (µs; None from a
+    daemon that does not list it), from its counters before and after (`pciback list
+    --json`)."""
     try:
         before, after = (
             json.loads((run.results() / f"list-{when}-bench.json").read_text())
@@ -157,25 +158,27 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
     except (OSError, ValueError):
         return None
 
-    def totals(listing: dict[str, object]) -> tuple[int, int, int, int, int | None]:
-        ops = service = busy = wakeups = 0
+    def totals(listing: dict[str, object]) -> tuple[int, int, int, int, int, int | None]:
+        ops = timed = service = busy = wakeups = 0
         cpu: int | None = 0
         for guest in listing.get("guests", []):  # type: ignore[union-attr]
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
+            # A daemon that timed every op does not list timed_ops.
+            timed += counters.get("timed_ops", counters.get("ops", 0))
             service += counters.get("service_ns_total", 0)
             busy += counters.get("busy_ns_total", 0)
             wakeups += counters.get("wakeups", 0)
             thread_cpu = counters.get("thread_cpu_ns_total")
             cpu = None if cpu is None or thread_cpu is None else cpu + thread_cpu
-        return ops, service, busy, wakeups, cpu
+        return ops, timed, service, busy, wakeups, cpu
 
-    (o1, s1, b1, w1, c1), (o2, s2, b2, w2, c2) = totals(before), totals(after)
-    if o2 <= o1:
+    (o1, t1, s1, b1, w1, c1), (o2, t2, s2, b2, w2, c2) = totals(before), totals(after)
+    if o2 <= o1 or t2 <= t1:
         return None
     ops = o2 - o1
     cpu = None if c1 is None or c2 is None else (c2 - c1) / ops / 1000
-    return ops, (s2 - s1) / ops / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
+    return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
 
 
 def view_lines(run: Run) -> list[str]:

@@ -159,10 +159,16 @@ def _op_summary(stats: dict[str, Any]) -> str:
     busy = stats["busy_ns_total"] / stats["ops"] / 1000
     cpu = stats.get("thread_cpu_ns_total")
     running = "" if cpu is None else f", running {cpu / stats['ops'] / 1000:.1f} us"
+    timed = stats.get("timed_ops", stats["ops"])
+    times = (
+        f"in the daemon ({timed} timed): mean {stats['service_us_mean']} us, p50 {bound(0.5)},"
+        f" p99 {bound(0.99)}, max {stats['service_us_max']} us"
+        if timed
+        else "none timed yet"
+    )
     return (
-        f"ops {stats['ops']} ({stats['wakeups']} wake-ups), in the daemon: mean "
-        f"{stats['service_us_mean']} us, p50 {bound(0.5)}, p99 {bound(0.99)}, "
-        f"max {stats['service_us_max']} us; thread busy {busy:.1f} us{running} per op"
+        f"ops {stats['ops']} ({stats['wakeups']} wake-ups), {times};"
+        f" thread busy {busy:.1f} us{running} per op"
     )
 
 

@@ -1,8 +1,10 @@
 """What the pieces of one op cost in this dom0 (under emulation), each measured alone, so the
 daemon's service time per op can be split: the engine and protocol code on a simulated device
 (no Xen call, no device read: pure interpreter work plus the doorbell's eventfd write), a
-libatomic call through cffi (the op path makes two or three), a clock read (two per op for the
-op counters), and a system call. Printed as one LAB-OPCOST line of microseconds per call.
+libatomic call through cffi (the op path makes two or three), a clock read (the op counters
+read it twice for one op in eight, the linger loop once every 32 looks), a system call, and
+the interpreter's basics: a Python call, a lock (CPython 3.11 reads the clock at each acquire),
+a struct pack. Printed as one LAB-OPCOST line of microseconds per call.
 
 Run by lab/dom0/lib.sh (dom0_costs) with the daemon's own interpreter, after the benchmark.
 """
@@ -42,8 +44,8 @@ def serve_cost(offset: int, quiet: bool = False) -> float:
     """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
     function: the daemon's handler, dispatch, engine, answer and notify, with nothing waiting
     on the doorbell (as bench/bench_op_cost.py does natively). `quiet`: without its system
-    calls (the doorbell's eventfd write and the op counters' two clock reads, which are system
-    calls where the clock has no vDSO), so the interpreter's part alone."""
+    calls (the doorbell's eventfd write, and the op counters' clock reads, two for one op in
+    eight, system calls where the clock has no vDSO), so the interpreter's part alone."""
     with SimHost() as host:
         host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [ADDR])

@@ -20,7 +20,7 @@ from time import perf_counter_ns
 
 from pciback.protocol.abi import Flag
 from pciback.protocol.dispatch import DeviceLookup, dispatch
-from pciback.protocol.linger import Linger
+from pciback.protocol.linger import LOOKS_PER_CLOCK, Linger
 from pciback.protocol.ops import OpRequest, OpResult, snapshot
 from pciback.protocol.opstats import OpStats
 from pciback.protocol.transport import OP_PENDING, EventPort, SharedPage
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # A guest can keep re-raising the active bit; after this many ops in one wake-up the thread
 # goes back to sleep (with a self-kick) so `close` is never starved.
 OPS_PER_WAKEUP = 64
+# One op in TIME_EVERY is timed (a power of two): see `_serve_one`.
+TIME_EVERY = 8
+_CLOCK_MASK = LOOKS_PER_CLOCK - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +54,14 @@ class BackendConnection:
         handler: Callable[[OpRequest], OpResult] | None = None,
         after_batch: Callable[[], None] | None = None,
         linger_ns: int = 0,
+        time_every: int = TIME_EVERY,
     ) -> None:
         """`after_batch` runs on the service thread after each wake-up that served ops, once
         the frontend has its answers: work there delays the next op, never this one's reply.
-        `linger_ns`: the longest look for a next op before sleeping (0: none)."""
+        `linger_ns`: the longest look for a next op before sleeping (0: none). `time_every`:
+        one op in so many is timed (a power of two; 1: every op)."""
+        if time_every < 1 or time_every & (time_every - 1):
+            raise ValueError(f"time_every = {time_every}: expected a power of two")
         self.domid = domid
         self.page = page
         self.port = port
@@ -63,6 +70,7 @@ class BackendConnection:
         self.handler = handler or (lambda req: dispatch(req, self.devices))
         self.after_batch = after_batch
         self.stats = OpStats()
+        self._time_mask = time_every - 1
         self.linger = Linger(linger_ns)
         self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         # Set once, by `close`; read on every op, where a plain attribute costs less than
@@ -113,56 +121,77 @@ class BackendConnection:
 
     def process_pending(self, woke_ns: int | None = None) -> int:
         """What one wake-up does; returns the number of ops served. `woke_ns`: when the wake-up
-        happened (perf_counter_ns), where the first op's service time starts; now if None."""
-        start = perf_counter_ns() if woke_ns is None else woke_ns
+        happened (perf_counter_ns), where the first op's service time starts if it is timed;
+        when it is found if None."""
         page = self.page
         self.stats.wakeups += 1
         served = 0
+        start = woke_ns
         while page.load_flags() & OP_PENDING and not self._stopping:
             if served == OPS_PER_WAKEUP:
                 self.port.kick_self()
                 break
-            start = self._serve_one(start)
+            self._serve_one(start)
+            start = None
             served += 1
         if served and served < OPS_PER_WAKEUP:
-            served += self._linger(start, OPS_PER_WAKEUP - served)
+            served += self._linger(OPS_PER_WAKEUP - served)
         if self._aer_pending and not page.test_bit(Flag.PCIB_ACTIVE):
             self._aer_answered.set()
         return served
 
-    def _linger(self, since: int, budget: int) -> int:
-        """Look for the guest's next op for the linger window after the answer given at
-        `since`, serving what comes (at most `budget` ops); returns how many were served."""
-        page, linger = self.page, self.linger
-        window = linger.window_ns()
-        served = 0
+    def _linger(self, budget: int) -> int:
+        """Look for the guest's next op for the linger window after an answer, serving what
+        comes (at most `budget` ops); returns how many were served. The window is counted in
+        looks; the clock is read once every LOOKS_PER_CLOCK of them, to learn what a look
+        costs (see pciback.protocol.linger)."""
+        load, linger = self.page.load_flags, self.linger
+        window = linger.window()
+        served = looks = 0
+        mark = 0  # the clock at the last measure of this run of looks; 0: none yet
         while window and served < budget and not self._stopping:
-            now = perf_counter_ns()
-            if page.load_flags() & OP_PENDING:
-                linger.hit(now - since)
-                since = self._serve_one(now)
+            if load() & OP_PENDING:
+                linger.hit(looks)
+                self._serve_one(None)
                 served += 1
-                window = linger.window_ns()
-            elif now - since >= window:
+                looks = mark = 0
+                window = linger.window()
+                continue
+            looks += 1
+            if looks >= window:
                 linger.miss()
                 break
+            if not looks & _CLOCK_MASK:
+                now = perf_counter_ns()
+                if mark:
+                    linger.measured(now - mark)
+                    window = linger.window()
+                mark = now
         return served
 
     def serve_one(self) -> None:
         """Serve the op the page holds (its active bit is set)."""
-        self._serve_one(perf_counter_ns())
+        self._serve_one(None)
 
-    def _serve_one(self, start: int) -> int:
-        """The op, its answer, the active bit cleared and the frontend notified, in that order;
-        returns when that was done (perf_counter_ns)."""
+    def _serve_one(self, start: int | None) -> None:
+        """The op, its answer, the active bit cleared and the frontend notified, in that order.
+        One op in `time_every` (see __init__) is timed, from `start` (the wake-up that found
+        it) or from now when None, to the notify's return: reading the clock is a system call
+        where it has no vDSO (a PV dom0), dearer than most of an op, so untimed ops only
+        count."""
+        stats = self.stats
+        if stats.ops & self._time_mask:
+            stats.ops += 1
+            start = None
+        elif start is None:
+            start = perf_counter_ns()
         page = self.page
         result = self.handler(snapshot(page))
         result.write_back(page)
         page.finish_op()  # atomic, and only once the answer is in the page
         self.port.notify()
-        end = perf_counter_ns()
-        self.stats.record(end - start)
-        return end
+        if start is not None:
+            stats.record(perf_counter_ns() - start)
 
     @property
     def ops_served(self) -> int:

@@ -8,6 +8,11 @@ the flags word for a moment; Linux's in-kernel backend pays none of it. So after
 thread looks for the next op for a window learnt from the gaps it saw between an answer and
 the next op (a multiple of their moving average, within a cap).
 
+The window is counted in looks at the flags word, not read off a clock: where the clock has no
+vDSO (a PV dom0, whose clock source is Xen's) every clock read is a system call, dearer than a
+look. The clock is read once every LOOKS_PER_CLOCK looks, to learn what a look costs, and so to
+turn the cap and the floor, which are times, into looks.
+
 An op found while lingering is a hit; a window that ends without one is a miss. After a few
 misses in a row the thread stops lingering for a number of wake-ups, then tries again: a guest
 whose ops come rarely costs no spinning, and the cap bounds what any guest can make the thread
@@ -20,28 +25,52 @@ MISSES_BEFORE_BACKOFF = 4
 BACKOFF_WAKEUPS = 64
 WINDOW_PER_GAP = 4  # the window, in average gaps: room for a gap of four times the usual
 FLOOR_NS = 20_000  # a window never shorter: the first gaps are learnt from it
+LOOKS_PER_CLOCK = 32  # a power of two: the look loop tests it with a mask
+# What a look is taken to cost until one is measured: far below any machine's, so the first
+# window, counted with it, is long in looks and is cut to the cap by the first measurement.
+FIRST_LOOK_NS = 1
 
 
 class Linger:
     def __init__(self, cap_ns: int) -> None:
         """`cap_ns`: the longest window; 0 never lingers."""
         self.cap_ns = max(0, cap_ns)
+        self.look_ns = FIRST_LOOK_NS  # learnt by `measured`
+        self._cap_looks = self.cap_ns // self.look_ns
+        self._floor_looks = min(self._cap_looks, FLOOR_NS // self.look_ns)
         self._average_ns = self.cap_ns // WINDOW_PER_GAP  # learnt from hits
         self._misses = 0
         self._off_for = 0  # wake-ups left without lingering
         self.hits = 0
 
-    def window_ns(self) -> int:
-        """How long to look for the next op now; 0: sleep at once."""
-        if not self.cap_ns or self._off_for:
+    def window(self) -> int:
+        """How many looks for the next op now; 0: sleep at once."""
+        if not self._cap_looks or self._off_for:
             return 0
-        return min(self.cap_ns, max(FLOOR_NS, WINDOW_PER_GAP * self._average_ns))
+        wanted = WINDOW_PER_GAP * self._average_ns // self.look_ns
+        return min(self._cap_looks, max(self._floor_looks, wanted))
 
-    def hit(self, gap_ns: int) -> None:
-        """An op was found `gap_ns` after the previous answer."""
+    def window_ns(self) -> int:
+        """The window as a time, at what a look costs as last measured."""
+        return self.window() * self.look_ns
+
+    def measured(self, ns: int) -> None:
+        """LOOKS_PER_CLOCK looks, one after the other, took `ns` nanoseconds in all."""
+        look_ns = max(1, ns // LOOKS_PER_CLOCK)
+        if self.look_ns != FIRST_LOOK_NS:  # smoothed, once a first measure stands
+            change = look_ns - self.look_ns
+            look_ns = max(1, self.look_ns + (change // 4 or change))
+        if look_ns == self.look_ns:
+            return
+        self.look_ns = look_ns
+        self._cap_looks = self.cap_ns // look_ns
+        self._floor_looks = min(self._cap_looks, FLOOR_NS // look_ns)
+
+    def hit(self, looks: int) -> None:
+        """An op was found after `looks` looks that did not find it."""
         self.hits += 1
         self._misses = 0
-        self._average_ns += (max(0, gap_ns) - self._average_ns) // 8
+        self._average_ns += (max(0, looks) * self.look_ns - self._average_ns) // 8
 
     def miss(self) -> None:
         """A window ended without an op."""

@@ -1,10 +1,12 @@
 """How long a connection's ops take inside the daemon: counters cheap enough for every op.
 
-An op's service time runs from the wake-up that found it (the moment the event channel's wait
-returned) or, for the next op of the same wake-up, from the end of the op before, to the return
-of the notify that hands the answer back. What a guest measures beyond that is outside the
-daemon: the guest's own kernel, Xen, dom0's kernel and its scheduler, and the thread's wait for
-the GIL after its wake-up.
+Every op is counted; one in a few is timed (BackendConnection's `time_every`), as reading the
+clock is a system call where it has no vDSO (a PV dom0). An op's service time runs from the
+wake-up that found it (the moment the event channel's wait returned) or, for an op found after
+another, from the moment it was found, to the return of the notify that hands the answer back.
+The mean, the maximum and the histogram are over the timed ops. What a guest measures beyond
+that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its scheduler, and
+the thread's wait for the GIL after its wake-up.
 
 The service thread's busy time runs from each wake-up to the moment it goes to sleep again: the
 ops, and what it does once they are answered (the views queued for the state writer, the
@@ -25,10 +27,11 @@ BUCKETS = 24
 
 
 class OpStats:
-    __slots__ = ("busy_ns", "histogram", "max_ns", "ops", "service_ns", "wakeups")
+    __slots__ = ("busy_ns", "histogram", "max_ns", "ops", "service_ns", "timed", "wakeups")
 
     def __init__(self) -> None:
-        self.ops = 0
+        self.ops = 0  # every op served, timed or not
+        self.timed = 0  # the ops of `service_ns`, `max_ns` and `histogram`
         self.wakeups = 0  # wake-ups of the service thread, whether or not they found an op
         self.service_ns = 0
         self.busy_ns = 0  # up to the last wake-up but one: the last one's ends with its sleep
@@ -36,8 +39,9 @@ class OpStats:
         self.histogram = [0] * BUCKETS
 
     def record(self, ns: int) -> None:
-        """One op served in `ns` nanoseconds."""
+        """One op served, and timed: `ns` nanoseconds."""
         self.ops += 1
+        self.timed += 1
         self.service_ns += ns
         if ns > self.max_ns:
             self.max_ns = ns
@@ -46,14 +50,16 @@ class OpStats:
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as `pciback list --json` shows them (times in µs, except the exact
-        total in ns); `histogram` lists the non-empty buckets, `below_us` None for the last."""
-        ops, total, histogram = self.ops, self.service_ns, list(self.histogram)
+        total in ns, all over the `timed_ops`); `histogram` lists the non-empty buckets,
+        `below_us` None for the last."""
+        timed, total, histogram = self.timed, self.service_ns, list(self.histogram)
         return {
-            "ops": ops,
+            "ops": self.ops,
             "wakeups": self.wakeups,
+            "timed_ops": timed,
             "service_ns_total": total,
             "busy_ns_total": self.busy_ns,
-            "service_us_mean": round(total / ops / 1000, 1) if ops else None,
+            "service_us_mean": round(total / timed / 1000, 1) if timed else None,
             "service_us_max": round(self.max_ns / 1000, 1),
             "histogram": [
                 {"from_us": bucket_floor(k), "below_us": bucket_ceiling(k), "ops": n}

@@ -3,12 +3,19 @@ ops come rarely makes the thread stop looking, and the window never exceeds its 
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from pciback.errors import XenPciError
+from pciback.protocol import connection as connection_module
 from pciback.protocol.abi import Cmd, Flag
 from pciback.protocol.connection import BackendConnection
 from pciback.protocol.linger import (
     BACKOFF_WAKEUPS,
+    FIRST_LOOK_NS,
     FLOOR_NS,
+    LOOKS_PER_CLOCK,
     MISSES_BEFORE_BACKOFF,
     WINDOW_PER_GAP,
     Linger,
@@ -23,14 +30,33 @@ CAP = 2_000_000
 
 def test_the_window_follows_the_gaps_within_its_cap() -> None:
     linger = Linger(CAP)
-    assert linger.window_ns() == CAP  # nothing learnt yet: the cap
+    linger.measured(LOOKS_PER_CLOCK * 100)  # a look costs 100 ns on this imagined machine
+    assert linger.look_ns == 100
+    assert linger.window() == CAP // 100  # nothing learnt yet: the cap, in looks
     for _ in range(128):
-        linger.hit(10_000)  # a guest on hardware: ~10 µs between an answer and its next op
-    assert FLOOR_NS <= linger.window_ns() <= WINDOW_PER_GAP * 10_000 + 1000
+        linger.hit(100)  # a guest on hardware: ~10 µs (100 looks) from an answer to its next op
+    assert FLOOR_NS // 100 <= linger.window() <= WINDOW_PER_GAP * 100 + 10
     for _ in range(64):
         linger.hit(10 * CAP)  # gaps far beyond the cap never widen the window past it
+    assert linger.window() == CAP // 100
+    assert Linger(0).window() == 0
+
+
+def test_what_a_look_costs_turns_times_into_looks_and_keeps_the_learnt_gap() -> None:
+    linger = Linger(CAP)
+    assert linger.window() == CAP // FIRST_LOOK_NS  # before a measure: long, cut by the first
+    linger.measured(LOOKS_PER_CLOCK * 1000)
     assert linger.window_ns() == CAP
-    assert Linger(0).window_ns() == 0
+    for _ in range(128):
+        linger.hit(20)  # 20 µs gaps
+    before = linger.window_ns()
+    for _ in range(64):
+        linger.measured(LOOKS_PER_CLOCK * 2000)  # looks became twice as dear (a busier host)
+    assert linger.look_ns == 2000  # smoothed, but it gets there
+    assert abs(linger.window_ns() - before) <= 2 * 2000  # the same time, counted in fewer looks
+    assert linger.window() <= CAP // 2000
+    linger.measured(0)  # a clock that did not move never makes a look free
+    assert linger.look_ns >= 1
 
 
 def test_misses_in_a_row_stop_lingering_for_a_while() -> None:
@@ -125,5 +151,35 @@ def test_a_window_without_an_op_ends_and_counts_a_miss() -> None:
         post_op(page, cmd=int(Cmd.CONF_READ), offset=0, size=4)
         assert conn.process_pending() == 1
         assert conn.linger._misses == 1
+    finally:
+        channel.close()
+
+
+def test_looking_reads_the_clock_once_per_measure_not_per_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page = LatePage(ops=0, looks=0)
+    conn, channel = connection(CAP, page)
+    looks = clock_reads = 0
+    load = page.load_flags
+
+    def counting_load() -> int:
+        nonlocal looks
+        looks += 1
+        return load()
+
+    def counting_clock() -> int:
+        nonlocal clock_reads
+        clock_reads += 1
+        return time.perf_counter_ns()
+
+    page.load_flags = counting_load
+    monkeypatch.setattr(connection_module, "perf_counter_ns", counting_clock)
+    try:
+        post_op(page, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+        assert conn.process_pending() == 1
+        assert conn.linger._misses == 1  # the whole window looked at, nothing found
+        assert looks > 4 * LOOKS_PER_CLOCK
+        assert clock_reads <= looks // LOOKS_PER_CLOCK + 2  # the op's own two at most
     finally:
         channel.close()

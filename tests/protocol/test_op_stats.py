@@ -12,8 +12,9 @@ import pytest
 
 from pciback.cli_control import _op_summary
 from pciback.errors import XenPciError
+from pciback.protocol import connection as connection_module
 from pciback.protocol.abi import Cmd, Flag
-from pciback.protocol.connection import BackendConnection
+from pciback.protocol.connection import TIME_EVERY, BackendConnection
 from pciback.protocol.ops import OpResult
 from pciback.protocol.opstats import BUCKETS, OpStats, percentile_ceiling
 from pciback.protocol.transport import EventChannel, SharedPage
@@ -29,7 +30,7 @@ def test_each_op_lands_in_its_log2_microsecond_bucket() -> None:
     for ns in (0, 999, 1_000, 1_999, 2_000, 3_999, 4_000, 1_500_000, 10**12):
         stats.record(ns)
     shown = stats.as_dict()
-    assert shown["ops"] == 9 and shown["service_ns_total"] == sum(
+    assert shown["ops"] == shown["timed_ops"] == 9 and shown["service_ns_total"] == sum(
         (0, 999, 1_000, 1_999, 2_000, 3_999, 4_000, 1_500_000, 10**12)
     )
     assert shown["service_us_max"] == 10**9
@@ -54,10 +55,15 @@ def test_the_summary_line_names_count_mean_and_bounds() -> None:
     stats.wakeups = 100
     stats.busy_ns = 500_000
     assert _op_summary(stats.as_dict()) == (
-        "ops 100 (100 wake-ups), in the daemon: mean 3.4 us, p50 < 4 us, p99 < 4 us, "
-        "max 40.0 us; thread busy 5.0 us per op"
+        "ops 100 (100 wake-ups), in the daemon (100 timed): mean 3.4 us, p50 < 4 us,"
+        " p99 < 4 us, max 40.0 us; thread busy 5.0 us per op"
     )
     assert _op_summary(OpStats().as_dict()) == "ops 0 (0 wake-ups)"
+    untimed = OpStats()
+    untimed.ops, untimed.wakeups, untimed.busy_ns = 2, 1, 4_000
+    assert _op_summary(untimed.as_dict()) == (
+        "ops 2 (1 wake-ups), none timed yet; thread busy 2.0 us per op"
+    )
 
 
 class EagerGuest(SharedPage):
@@ -82,7 +88,7 @@ class Rig:
         answer = OpResult(XenPciError.SUCCESS, 0)
         no_devices: Any = None  # the handler answers every op itself
         self.conn = BackendConnection(
-            1, self.page, self.channel.backend, no_devices, lambda req: answer
+            1, self.page, self.channel.backend, no_devices, lambda req: answer, time_every=1
         )
 
 
@@ -100,11 +106,41 @@ def test_service_time_starts_at_the_wake_up_and_runs_on_between_ops(rig: Rig) ->
     elapsed = time.perf_counter_ns() - woke
     stats = rig.conn.stats
     assert (stats.ops, stats.wakeups) == (2, 1)
-    # The first op is charged from the wake-up; the second from the end of the first, so the
-    # two add up to no more than the wake-up's whole time (each from the wake-up would not).
+    # The first op is charged from the wake-up; the second from when it was found, after the
+    # first, so the two add up to no more than the wake-up's whole time (each from the
+    # wake-up would not).
     assert 5_000_000 <= stats.service_ns <= elapsed
     assert stats.max_ns >= 5_000_000
     assert rig.conn.ops_served == 2
+
+
+def test_one_op_in_time_every_is_timed_and_every_op_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page, channel = SharedPage(), EventChannel()
+    answer = OpResult(XenPciError.SUCCESS, 0)
+    no_devices: Any = None
+    conn = BackendConnection(1, page, channel.backend, no_devices, lambda req: answer)
+    try:
+        clock_reads = 0
+
+        def counting_clock() -> int:
+            nonlocal clock_reads
+            clock_reads += 1
+            return time.perf_counter_ns()
+
+        monkeypatch.setattr(connection_module, "perf_counter_ns", counting_clock)
+        for _ in range(4 * TIME_EVERY):
+            post_op(page, cmd=Cmd.CONF_READ)
+            conn.serve_one()
+        shown = conn.stats.as_dict()
+        assert (shown["ops"], shown["timed_ops"]) == (4 * TIME_EVERY, 4)
+        assert sum(bucket["ops"] for bucket in shown["histogram"]) == 4
+        assert clock_reads == 2 * 4  # a timed op reads the clock twice, the others never
+    finally:
+        channel.close()
+    with pytest.raises(ValueError, match="power of two"):
+        BackendConnection(1, page, channel.backend, no_devices, lambda req: answer, time_every=3)
 
 
 def test_a_wake_up_without_an_op_counts_no_op(rig: Rig) -> None:
@@ -150,7 +186,8 @@ def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
     ops = status["guests"][0]["ops"]
     assert ops["ops"] == before + 3
     assert ops["wakeups"] >= 3
-    assert sum(bucket["ops"] for bucket in ops["histogram"]) == ops["ops"]
+    assert 1 <= ops["timed_ops"] <= ops["ops"]
+    assert sum(bucket["ops"] for bucket in ops["histogram"]) == ops["timed_ops"]
     assert ops["service_ns_total"] > 0 and ops["service_us_mean"] > 0
 
 
