@@ -55,11 +55,14 @@ class Linger:
         return self.window() * self.look_ns
 
     def measured(self, ns: int) -> None:
-        """LOOKS_PER_CLOCK looks, one after the other, took `ns` nanoseconds in all."""
+        """LOOKS_PER_CLOCK looks, one after the other, took `ns` nanoseconds in all. A quicker
+        run than the estimate is taken at once; a slower one moves it up by a sixteenth at
+        most: a run of looks is slowed by every interrupt, preemption and GIL hand-off that
+        falls into it (under emulation often), and an estimate that followed those would cut
+        the window, in looks, far below the cap."""
         look_ns = max(1, ns // LOOKS_PER_CLOCK)
-        if self.look_ns != FIRST_LOOK_NS:  # smoothed, once a first measure stands
-            change = look_ns - self.look_ns
-            look_ns = max(1, self.look_ns + (change // 4 or change))
+        if look_ns > self.look_ns and self.look_ns != FIRST_LOOK_NS:
+            look_ns = self.look_ns + max(1, min(look_ns - self.look_ns, self.look_ns) // 16)
         if look_ns == self.look_ns:
             return
         self.look_ns = look_ns
