@@ -38,7 +38,9 @@ class Linger:
         self.look_ns = FIRST_LOOK_NS  # learnt by `measured`
         self._cap_looks = self.cap_ns // self.look_ns
         self._floor_looks = min(self._cap_looks, FLOOR_NS // self.look_ns)
-        self._average_ns = self.cap_ns // WINDOW_PER_GAP  # learnt from hits
+        # Learnt from hits, in looks: a time would need the cost of a look, and the hits that
+        # come before the first measure of it would be learnt with a wrong one. None: no hit.
+        self._average_looks: float | None = None
         self._misses = 0
         self._off_for = 0  # wake-ups left without lingering
         self.hits = 0
@@ -47,7 +49,9 @@ class Linger:
         """How many looks for the next op now; 0: sleep at once."""
         if not self._cap_looks or self._off_for:
             return 0
-        wanted = WINDOW_PER_GAP * self._average_ns // self.look_ns
+        if self._average_looks is None:
+            return self._cap_looks
+        wanted = int(WINDOW_PER_GAP * self._average_looks)
         return min(self._cap_looks, max(self._floor_looks, wanted))
 
     def window_ns(self) -> int:
@@ -73,7 +77,11 @@ class Linger:
         """An op was found after `looks` looks that did not find it."""
         self.hits += 1
         self._misses = 0
-        self._average_ns += (max(0, looks) * self.look_ns - self._average_ns) // 8
+        looks = max(0, looks)
+        if self._average_looks is None:
+            self._average_looks = looks
+        else:
+            self._average_looks += (looks - self._average_looks) / 8
 
     def miss(self) -> None:
         """A window ended without an op."""
