@@ -23,7 +23,9 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pciback.control.hide import (
     MAX_PATTERNS,
@@ -41,6 +43,9 @@ from pciback.ports.hostbus import STUB_DRIVER, HostBus
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort
 from pciback.state import StateStore
 from pciback.xenbus.interfaces import Claimed
+
+if TYPE_CHECKING:
+    from pciback.audit.restore import RestoreSpan
 
 COMMAND = 0x04
 STATUS = 0x06
@@ -75,6 +80,10 @@ class StubDevice:
     # reach the device (for device models that drive the capability themselves).
     interrupt_control: bool = False
     quirks: list[QuirkSpec] = field(default_factory=list)
+    # The guest's reach for the restore (see `_guest_reach`), for the quirks it was made with:
+    # building it runs the policy over the saved bytes, tens of ms natively, seconds under
+    # emulation.
+    reach: tuple[tuple[QuirkSpec, ...], list[RestoreSpan]] | None = None
     isr_on: bool = False  # the shared-INTx helper handler (irq_handler_state)
     ack_intr: bool = True
     handled: int = 0
@@ -110,14 +119,51 @@ def _valid_quirks(rows: list[tuple[str, int, int, int]]) -> list[QuirkSpec]:
     return quirks
 
 
-def restore_config(device: PhysicalDevice, saved: bytes) -> None:
-    """Write back the saved header, last dword first as the PCI core does, only where it
-    differs; the IDs (dword 0) are read-only and skipped."""
+def restore_config(device: PhysicalDevice, saved: bytes, reach: Sequence[RestoreSpan] = ()) -> None:
+    """Write back what a guest can have changed: first the spans of `reach` past the header
+    (pciback.audit.restore), then the saved header, last dword first as the PCI core does;
+    each only where it differs. The IDs (dword 0) are read-only and skipped."""
+    dwords: dict[int, int] = {}  # each dword the spans need, read once: sysfs reads are dear
+    for span in reach:
+        end = span.offset + span.width
+        if end > len(saved) or end > device.config_size:
+            continue
+        at = span.offset & ~3
+        if end > at + 4:  # the policy's registers are naturally aligned; this is not
+            current = device.read(span.offset, span.width)
+        else:
+            if at not in dwords:
+                dwords[at] = device.read(at, 4)
+            shift = 8 * (span.offset - at)
+            current = (dwords[at] >> shift) & ((1 << (8 * span.width)) - 1)
+        value = span.write_value(current, int.from_bytes(saved[span.offset : end], "little"))
+        if value is not None:
+            device.write(span.offset, span.width, value)
+            dwords.pop(at, None)  # read again if another span of it follows
     for index in range(15, 0, -1):
         off = 4 * index
         want = int.from_bytes(saved[off : off + 4], "little")
         if device.read(off, 4) != want:
             device.write(off, 4, want)
+
+
+def _guest_reach(stub: StubDevice) -> list[RestoreSpan]:
+    """The bits past the header a guest can have changed on the device (its quirk fields
+    included); none when the policy cannot be applied to the saved bytes, and then only the
+    header is restored."""
+    from pciback.audit.restore import guest_reach  # loads the generated tables
+    from pciback.daemon.quirks import quirk_register
+
+    quirks = tuple(stub.quirks)
+    if stub.reach is not None and stub.reach[0] == quirks:
+        return stub.reach[1]
+    try:
+        reach = guest_reach(stub.address, stub.saved, [quirk_register(q) for q in quirks])
+    except Exception:  # a bug here must not keep the device from going back to the pool
+        log.exception("%s: only the header is restored", stub.address)
+        return []
+    stub.reach = (quirks, reach)
+    return reach
 
 
 def _reset(device: PhysicalDevice) -> None:
@@ -290,12 +336,12 @@ class StubPool:
         device.enable()
         self._prepare_msix(device)
         saved = save_config(device)
+        stub = StubDevice(address, saved, driver)
         _reset(device)
-        restore_config(device, saved)
+        restore_config(device, saved, _guest_reach(stub))  # what the host had set, as Linux
         disable(device)
         if self.bus.driver(address) is None:
             self.bus.bind(address, STUB_DRIVER)
-        stub = StubDevice(address, saved, driver)
         if self.state:
             self.state.save_config(address, saved)
             stub.permissive = address in self.state.permissive()
@@ -372,8 +418,9 @@ class StubPool:
                 return
             if stub is not None:
                 device = self.bus.device(address)
+                reach = _guest_reach(stub)
                 _reset(device)
-                restore_config(device, stub.saved)
+                restore_config(device, stub.saved, reach)
                 disable(device)
                 stub.isr_on, stub.ack_intr, stub.handled = False, True, 0
             self.ownership.release(address, domid)
