@@ -181,6 +181,24 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
 
 
+def linger_figures(run: Run) -> dict[str, object] | None:
+    """The service thread's lingering over the benchmark (counts as differences, the rest as
+    it stood at the end), from `pciback list --json`; None from a daemon that does not list
+    it."""
+    try:
+        before, after = (
+            json.loads((run.results() / f"list-{when}-bench.json").read_text())
+            for when in ("before", "after")
+        )
+        first, last = (listing["guests"][0]["ops"]["linger"] for listing in (before, after))
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    figures = dict(last)
+    for count in ("hits", "misses", "backoffs"):
+        figures[count] = last[count] - first[count]
+    return figures
+
+
 def view_lines(run: Run) -> list[str]:
     """The guest's lspci -nn -xxxx -vvv of the device, less what differs by nature between two
     boots: nothing, so far (any difference is for docs/policy-vs-linux.md or a fix)."""
@@ -264,6 +282,13 @@ def report(directory: Path) -> int:
             f" answer and {busy:.0f} us awake per op{running}; the rest is dom0's kernel, Xen"
             f" and scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
             f" were found while lingering, without a wake-up"
+        )
+    linger = linger_figures(daemon)
+    if linger:
+        print(
+            "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs;"
+            " a look {look_ns} ns, a gap {gap_looks_mean} looks on average, the window"
+            " {window_looks} looks at the end".format(**linger)
         )
     for line in daemon.lines("dom0-costs.txt", "LAB-OPCOST"):
         costs = dict(OPS.findall(line))

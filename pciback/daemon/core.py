@@ -471,4 +471,5 @@ class Daemon:
             return None
         stats = connection.stats.as_dict()
         stats["thread_cpu_ns_total"] = connection.thread_cpu_ns()
+        stats["linger"] = connection.linger.as_dict()
         return stats

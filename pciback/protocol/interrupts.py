@@ -153,6 +153,27 @@ def power_state(device: PhysicalDevice) -> int:
     return 0
 
 
+def device_enables(device: PhysicalDevice) -> tuple[bool, bool] | None:
+    """Whether MSI and MSI-X are enabled in the device itself, from its own capability list
+    (a capability hidden from the guest still counts); None when its config space is gone
+    (all ones): nothing can be told then."""
+    status = device.read(STATUS, 2)
+    if status == ALL_ONES_16:
+        return None
+    if not status & STATUS_CAP_LIST:
+        return False, False
+    msi_on = msix_on = False
+    end = min(device.config_size, STD_END)
+    for cap in walk_standard(device.read, end):  # bounded: the device is not trusted
+        if cap.offset + 4 > end:
+            continue
+        if cap.ident == CAP_MSI:
+            msi_on = msi_on or bool(device.read(cap.offset + 2, 2) & MSI_ENABLE)
+        elif cap.ident == CAP_MSIX:
+            msix_on = msix_on or bool(device.read(cap.offset + 2, 2) & MSIX_ENABLE)
+    return msi_on, msix_on
+
+
 def _require_d0(device: PhysicalDevice, what: str) -> None:
     state = power_state(device)
     if state != 0:
@@ -196,9 +217,37 @@ class InterruptControl:
             return 0
         return self.device.host_irq()
 
+    # -- what the device says ------------------------------------------------------------------
+    def _settle_with_device(self) -> None:
+        """Before an enable: the device's own enable bits, not only this bookkeeping, decide.
+        With interrupt control allowed, a guest's config write can have turned a mode off
+        behind the ops: its PIRQs are stale, and unmapped here so that the mode can be enabled
+        again. A mode on in the device that this bookkeeping did not enable (a guest's config
+        write; a bridge seized with the host's interrupts on) refuses every enable: a second
+        mode on top of it, or its message reprogrammed under whoever set it up."""
+        enables = device_enables(self.device)
+        if enables is None:  # powered off or gone: the D0 check refuses the enable
+            return
+        msi_on, msix_on = enables
+        if self.msi_pirqs and not msi_on:
+            log.info("%s: MSI turned off by a config write: its PIRQs unmapped", self.address)
+            self.disable_msi()
+        if self.msix_pirqs and not msix_on:
+            log.info("%s: MSI-X turned off by a config write: its PIRQs unmapped", self.address)
+            self.disable_msix()
+        if msi_on and not self.msi_pirqs:
+            raise MsiRefused("MSI is on in the device, not set up through this backend")
+        if msix_on and not self.msix_pirqs:
+            raise MsiRefused("MSI-X is on in the device, not set up through this backend")
+
+    @property
+    def address(self) -> str:
+        return self.device.address
+
     # -- MSI -------------------------------------------------------------------------------------
     def enable_msi(self, vectors: int = 1) -> int:
         """Map and enable `vectors` MSI messages; return the first PIRQ."""
+        self._settle_with_device()
         if self.msi_enabled:
             raise MsiRefused("MSI already enabled")
         if self.msix_enabled:
@@ -246,6 +295,7 @@ class InterruptControl:
         """Map and enable these MSI-X table entries; return one PIRQ per entry, in order."""
         if len(entries) > SH_INFO_MAX_VEC:
             raise MsiRefused(f"{len(entries)} MSI-X entries exceed the page's {SH_INFO_MAX_VEC}")
+        self._settle_with_device()
         if self.msix_enabled:
             raise MsiRefused("MSI-X already enabled")
         if self.msi_enabled:

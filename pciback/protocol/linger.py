@@ -41,9 +41,11 @@ class Linger:
         # Learnt from hits, in looks: a time would need the cost of a look, and the hits that
         # come before the first measure of it would be learnt with a wrong one. None: no hit.
         self._average_looks: float | None = None
-        self._misses = 0
+        self._misses = 0  # in a row
         self._off_for = 0  # wake-ups left without lingering
         self.hits = 0
+        self.misses = 0  # in all
+        self.backoffs = 0
 
     def window(self) -> int:
         """How many looks for the next op now; 0: sleep at once."""
@@ -85,12 +87,26 @@ class Linger:
 
     def miss(self) -> None:
         """A window ended without an op."""
+        self.misses += 1
         self._misses += 1
         if self._misses >= MISSES_BEFORE_BACKOFF:
             self._misses = 0
             self._off_for = BACKOFF_WAKEUPS
+            self.backoffs += 1
 
     def woke(self) -> None:
         """A wake-up from sleep: one fewer before lingering is tried again."""
         if self._off_for:
             self._off_for -= 1
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        """What `pciback list --json` shows: the counts, and the window as it stands."""
+        average = self._average_looks
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "backoffs": self.backoffs,
+            "look_ns": self.look_ns,
+            "gap_looks_mean": None if average is None else round(average, 1),
+            "window_looks": self.window(),
+        }

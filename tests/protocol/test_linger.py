@@ -199,3 +199,19 @@ def test_looking_reads_the_clock_once_per_measure_not_per_look(
         assert clock_reads <= looks // LOOKS_PER_CLOCK + 2  # the op's own two at most
     finally:
         channel.close()
+
+
+def test_the_daemon_lists_each_guests_lingering() -> None:
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    linger.hit(10)
+    for _ in range(MISSES_BEFORE_BACKOFF):
+        linger.miss()
+    assert linger.as_dict() == {
+        "hits": 1,
+        "misses": MISSES_BEFORE_BACKOFF,
+        "backoffs": 1,
+        "look_ns": 1000,
+        "gap_looks_mean": 10.0,
+        "window_looks": 0,  # backing off
+    }

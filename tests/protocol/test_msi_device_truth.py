@@ -1,0 +1,85 @@
+"""The interrupt ops decide from the device, not only from their own bookkeeping: with interrupt
+control allowed, a guest's config writes can turn MSI or MSI-X on or off behind the ops; and a
+bridge can be seized with the host's interrupts still on."""
+
+from __future__ import annotations
+
+import pytest
+
+from pciback.errors import PciOpError, XenPciError
+from pciback.sim import SimGuest, SimHost
+from pciback.sim.device import SimDevice
+from pciback.sim.fixtures import fixture
+
+from .simconfig import MSI_CAP, MSIX_CAP, nic_config
+
+ADDR = "0000:03:00.0"
+MSI_ENABLE = 1 << 0
+MSIX_ENABLE = 1 << 15
+
+
+def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:
+    device = host.add_device(ADDR, nic_config(msi=True, msix=True), bar_sizes={0: 0x4000})
+    guest = host.attach(1, [ADDR])
+    host.daemon.pool.set_interrupt_control(ADDR)
+    host.daemon.datapath.apply_policy(ADDR)
+    host.hypervisor.calls.clear()
+    return guest, device
+
+
+def refused(call: object) -> XenPciError:
+    assert callable(call)
+    with pytest.raises(PciOpError) as info:
+        call()
+    return info.value.err
+
+
+def test_msix_turned_off_by_a_config_write_can_be_enabled_again(host: SimHost) -> None:
+    guest, device = attach_with_interrupt_control(host)
+    first = guest.enable_msix(ADDR, [0, 1])
+    control = guest.conf_read(ADDR, MSIX_CAP + 2, 2)
+    guest.conf_write(ADDR, MSIX_CAP + 2, 2, control & ~MSIX_ENABLE)  # behind the ops
+    assert device.read(MSIX_CAP + 2, 2) & MSIX_ENABLE == 0
+    again = guest.enable_msix(ADDR, [0, 1])
+    assert host.hypervisor.pirqs_of(1) == sorted(again)  # the first mapping is gone
+    assert all(("unmap_pirq", 1, p) in host.hypervisor.calls for p in first)
+    assert device.msix_entries == (0, 1)
+
+
+def test_msi_turned_off_by_a_config_write_lets_msix_on(host: SimHost) -> None:
+    guest, device = attach_with_interrupt_control(host)
+    pirq = guest.enable_msi(ADDR)
+    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
+    guest.conf_write(ADDR, MSI_CAP + 2, 2, control & ~MSI_ENABLE)
+    vectors = guest.enable_msix(ADDR, [0])
+    assert host.hypervisor.pirqs_of(1) == vectors  # the MSI PIRQ went first (and may be reused)
+    assert host.hypervisor.calls.index(("unmap_pirq", 1, pirq)) < len(host.hypervisor.calls) - 1
+    assert device.read(MSI_CAP + 2, 2) & MSI_ENABLE == 0
+
+
+def test_a_mode_a_config_write_turned_on_refuses_both_enables(host: SimHost) -> None:
+    guest, device = attach_with_interrupt_control(host)
+    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
+    guest.conf_write(ADDR, MSI_CAP + 2, 2, control | MSI_ENABLE)  # no PIRQ behind it
+    assert device.read(MSI_CAP + 2, 2) & MSI_ENABLE
+    assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
+    assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
+    assert host.hypervisor.calls == []  # nothing mapped
+    assert device.read(MSIX_CAP + 2, 2) & MSIX_ENABLE == 0  # never both on
+
+
+def test_a_bridge_seized_with_its_msi_on_is_not_reprogrammed() -> None:
+    try:
+        dump = fixture("qemu/ioh3420-8086-3420.bin")  # a root port, MSI enabled (MANIFEST.md)
+    except FileNotFoundError:
+        pytest.skip("../shared/fixtures/qemu is absent")
+    with SimHost() as host:
+        device = host.add_device("0000:00:1e.0", dump)
+        guest = host.attach(1, ["0000:00:1e.0"])
+        msi = device.find_capability(0x05)
+        assert msi is not None and device.read(msi + 2, 2) & MSI_ENABLE
+        message = device.read(msi + 4, 4)
+        host.hypervisor.calls.clear()
+        assert refused(lambda: guest.enable_msi("0000:00:1e.0")) == XenPciError.OP_FAILED
+        assert host.hypervisor.calls == []
+        assert device.read(msi + 4, 4) == message
