@@ -21,6 +21,8 @@ spin for one op.
 
 from __future__ import annotations
 
+import math
+
 MISSES_BEFORE_BACKOFF = 4
 BACKOFF_WAKEUPS = 64
 WINDOW_PER_GAP = 4  # the window, in average gaps: room for a gap of four times the usual
@@ -41,6 +43,7 @@ class Linger:
         # Learnt from hits, in looks: a time would need the cost of a look, and the hits that
         # come before the first measure of it would be learnt with a wrong one. None: no hit.
         self._average_looks: float | None = None
+        self._window = math.inf  # in looks, before the cap and the floor
         self._misses = 0  # in a row
         self._off_for = 0  # wake-ups left without lingering
         self.hits = 0
@@ -51,10 +54,7 @@ class Linger:
         """How many looks for the next op now; 0: sleep at once."""
         if not self._cap_looks or self._off_for:
             return 0
-        if self._average_looks is None:
-            return self._cap_looks
-        wanted = int(WINDOW_PER_GAP * self._average_looks)
-        return min(self._cap_looks, max(self._floor_looks, wanted))
+        return max(self._floor_looks, min(self._cap_looks, int(min(self._window, 1 << 62))))
 
     def window_ns(self) -> int:
         """The window as a time, at what a look costs as last measured."""
@@ -79,14 +79,22 @@ class Linger:
         """An op was found after `looks` looks that did not find it."""
         self.hits += 1
         self._misses = 0
-        looks = max(0, looks)
+        if looks <= 0:  # there at the first look: it says nothing of how long to look
+            return
         if self._average_looks is None:
             self._average_looks = looks
         else:
             self._average_looks += (looks - self._average_looks) / 8
+        wanted = WINDOW_PER_GAP * self._average_looks
+        current = min(self._window, self._cap_looks)
+        if wanted >= current:
+            self._window = wanted
+        else:  # down slowly: one quick answer must not undo what the misses taught
+            self._window = current - (current - wanted) / 16
 
     def miss(self) -> None:
-        """A window ended without an op."""
+        """A window ended without an op: the next one is twice as long, within the cap."""
+        self._window = min(2 * self.window(), self._cap_looks)
         self.misses += 1
         self._misses += 1
         if self._misses >= MISSES_BEFORE_BACKOFF:
