@@ -75,3 +75,18 @@ def test_the_global_flag_reaches_every_guest_view() -> None:
             guest = host.attach(1, [ADDRESS])
             guest.conf_write(ADDRESS, vendor + 4, 2, 0x1234)
             assert host.physical(ADDRESS).read(vendor + 4, 2) == expected
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_the_reserved_header_bytes_stay_closed_in_permissive_mode(bridge: bool) -> None:
+    # 0x35-0x3B (0x35-0x37 on a bridge, whose ROM sits at 0x38): reserved by the
+    # specification; Linux leaves them undescribed, so its permissive mode writes them. They
+    # read 0, as every reserved field here (rsvdp), whatever the device holds.
+    b = ConfigBuilder(header_type=1) if bridge else endpoint()
+    stop = 0x38 if bridge else 0x3C
+    b.cfg[0x35:stop] = bytes(range(1, stop - 0x34))
+    space, dev = b.space(permissive=True)
+    for offset in range(0x35, stop):
+        space.write(offset, 1, 0xA5)
+    assert dev.writes == []
+    assert [space.read(offset, 1) for offset in range(0x35, stop)] == [0] * (stop - 0x35)
