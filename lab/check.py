@@ -181,6 +181,32 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
 
 
+def service_median_bound(run: Run) -> int | None:
+    """An upper bound (µs) of the median service time of the ops the daemon timed during the
+    benchmark, from its histograms before and after; None when unknown. The mean is pulled up
+    by the few ops that needed a wake-up, milliseconds each under emulation."""
+    try:
+        before, after = (
+            json.loads((run.results() / f"list-{when}-bench.json").read_text())
+            for when in ("before", "after")
+        )
+        first, last = (listing["guests"][0]["ops"]["histogram"] for listing in (before, after))
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    counts: dict[int, int] = {}
+    ceilings: dict[int, int | None] = {}
+    for sign, buckets in ((-1, first), (1, last)):
+        for bucket in buckets:
+            counts[bucket["from_us"]] = counts.get(bucket["from_us"], 0) + sign * bucket["ops"]
+            ceilings[bucket["from_us"]] = bucket["below_us"]
+    total, seen = sum(counts.values()), 0
+    for start in sorted(counts):
+        seen += counts[start]
+        if total > 0 and 2 * seen >= total:
+            return ceilings[start]
+    return None
+
+
 def linger_figures(run: Run) -> dict[str, object] | None:
     """The service thread's lingering over the benchmark (counts as differences, the rest as
     it stood at the end), from `pciback list --json`; None from a daemon that does not list
@@ -196,6 +222,8 @@ def linger_figures(run: Run) -> dict[str, object] | None:
     figures = dict(last)
     for count in ("hits", "misses", "backoffs"):
         figures[count] = last[count] - first[count]
+    gap, look = last.get("gap_looks_mean"), last.get("look_ns")
+    figures["gap_us"] = "?" if gap is None or look is None else round(gap * look / 1000)
     return figures
 
 
@@ -274,21 +302,24 @@ def report(directory: Path) -> int:
     share = daemon_share(daemon)
     if share is not None and a:
         served, service, busy, wakeups, cpu = share
+        bound = service_median_bound(daemon)
+        median = "" if bound is None else f" (half of the ops under {bound} us)"
         seen = 1e6 / a
         running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
         print(
             f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
             f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
-            f" answer and {busy:.0f} us awake per op{running}; the rest is dom0's kernel, Xen"
-            f" and scheduling; {served - wakeups} of the ops ({(served - wakeups) / served:.0%})"
-            f" were found while lingering, without a wake-up"
+            f" answer on average{median} and {busy:.0f} us awake per op{running}; the rest is"
+            f" dom0's kernel, Xen and scheduling; {served - wakeups} of the ops"
+            f" ({(served - wakeups) / served:.0%}) were found while lingering, without a wake-up"
         )
     linger = linger_figures(daemon)
     if linger:
         print(
             "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs;"
-            " a look {look_ns} ns, a gap {gap_looks_mean} looks on average, the window"
-            " {window_looks} looks at the end".format(**linger)
+            " a look {look_ns} ns, a gap {gap_looks_mean} looks on average (about {gap_us} us"
+            " from an answer to the guest's next op, when that op was not already there), the"
+            " window {window_looks} looks at the end".format(**linger)
         )
     for line in daemon.lines("dom0-costs.txt", "LAB-OPCOST"):
         costs = dict(OPS.findall(line))
