@@ -14,6 +14,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Every check the daemon's scenarios print; one missing means the run stopped before it.
 EXPECTED_DAEMON = [
@@ -181,18 +182,28 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
 
 
+def bench_counters(run: Run, key: str) -> tuple[Any, Any] | None:
+    """The first guest's `ops[key]` before and after the benchmark (`pciback list --json`);
+    None when either listing is missing or has no such counter."""
+    try:
+        listings = [
+            json.loads((run.results() / f"list-{when}-bench.json").read_text())
+            for when in ("before", "after")
+        ]
+        before, after = (listing["guests"][0]["ops"][key] for listing in listings)
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    return before, after
+
+
 def service_median_bound(run: Run) -> int | None:
     """An upper bound (µs) of the median service time of the ops the daemon timed during the
     benchmark, from its histograms before and after; None when unknown. The mean is pulled up
     by the few ops that needed a wake-up, milliseconds each under emulation."""
-    try:
-        before, after = (
-            json.loads((run.results() / f"list-{when}-bench.json").read_text())
-            for when in ("before", "after")
-        )
-        first, last = (listing["guests"][0]["ops"]["histogram"] for listing in (before, after))
-    except (OSError, ValueError, LookupError, TypeError):
+    pair = bench_counters(run, "histogram")
+    if pair is None:
         return None
+    first, last = pair
     counts: dict[int, int] = {}
     ceilings: dict[int, int | None] = {}
     for sign, buckets in ((-1, first), (1, last)):
@@ -211,14 +222,10 @@ def linger_figures(run: Run) -> dict[str, object] | None:
     """The service thread's lingering over the benchmark (counts as differences, the rest as
     it stood at the end), from `pciback list --json`; None from a daemon that does not list
     it."""
-    try:
-        before, after = (
-            json.loads((run.results() / f"list-{when}-bench.json").read_text())
-            for when in ("before", "after")
-        )
-        first, last = (listing["guests"][0]["ops"]["linger"] for listing in (before, after))
-    except (OSError, ValueError, LookupError, TypeError):
+    pair = bench_counters(run, "linger")
+    if pair is None:
         return None
+    first, last = pair
     figures = dict(last)
     for count in ("hits", "misses", "backoffs"):
         figures[count] = last[count] - first[count]

@@ -7,7 +7,11 @@ both MSI (multi-message capable) and MSI-X, built byte by byte so each test know
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
+import pytest
+
+from pciback.errors import PciOpError, XenPciError
 from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import SharedPage
@@ -102,3 +106,10 @@ def post_op(page: SharedPage, **fields: int) -> None:
     for name in ("cmd", "err", "domain", "bus", "devfn", "offset", "size", "value", "info"):
         setattr(op, name, fields.get(name, 0))
     page.info.flags = int(page.info.flags) | 1
+
+
+def refused(call: Callable[[], object]) -> XenPciError:
+    """The error an op refused with (it must raise PciOpError)."""
+    with pytest.raises(PciOpError) as info:
+        call()
+    return info.value.err

@@ -15,7 +15,7 @@ from pciback.sim import MultiMsiRefused, SimGuest, SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.hypervisor import SimHypervisor
 
-from .simconfig import INTERRUPT_LINE, MSI_CAP, MSIX_CAP, MSIX_TABLE_SIZE, nic_config
+from .simconfig import INTERRUPT_LINE, MSI_CAP, MSIX_CAP, MSIX_TABLE_SIZE, nic_config, refused
 
 ADDR = "0000:03:00.0"
 
@@ -28,13 +28,6 @@ def attach(
     guest = host.attach(1, [ADDR])
     host.hypervisor.calls.clear()  # from here on: what the guest causes
     return guest, device
-
-
-def refused(call: object) -> XenPciError:
-    assert callable(call)
-    with pytest.raises(PciOpError) as info:
-        call()
-    return info.value.err
 
 
 def test_enable_msi_maps_a_pirq_and_programs_the_device(host: SimHost) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from pciback.errors import PciOpError, XenPciError
+from pciback.errors import XenPciError
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
+
+from .simconfig import refused
 
 try:
     E1000E = fixture("qemu/e1000e-8086-10d3.bin")  # QEMU's e1000e, as in the lab
@@ -29,13 +31,6 @@ def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:
     host.daemon.datapath.apply_policy(ADDR)
     host.hypervisor.calls.clear()
     return guest, device
-
-
-def refused(call: object) -> XenPciError:
-    assert callable(call)
-    with pytest.raises(PciOpError) as info:
-        call()
-    return info.value.err
 
 
 def test_msix_turned_off_by_a_config_write_can_be_enabled_again(host: SimHost) -> None:

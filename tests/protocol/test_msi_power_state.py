@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pciback.errors import PciOpError, XenPciError
+from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
 from pciback.protocol.interrupts import D3COLD, power_state
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
 
-from .simconfig import FIXTURES
+from .simconfig import FIXTURES, refused
 
 DUMP = Path(FIXTURES) / "qemu" / "e1000e-8086-10d3.bin"
 pytestmark = pytest.mark.skipif(not DUMP.is_file(), reason=f"{DUMP} is absent")
@@ -48,13 +48,6 @@ def attach(host: SimHost) -> tuple[SimGuest, SimDevice, str]:
 def enter(guest: SimGuest, addr: str, state: int) -> None:
     guest.conf_write(addr, PMCSR, 2, state)
     assert guest.conf_read(addr, PMCSR, 2) & 3 == state
-
-
-def refused(call: object) -> XenPciError:
-    assert callable(call)
-    with pytest.raises(PciOpError) as info:
-        call()
-    return info.value.err
 
 
 @pytest.mark.parametrize("state", [1, 2, 3])
