@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "pciback.cli_view",
     "pciback.cli_audit",
     "pciback.cli_trace",
+    "pciback.cli_journal",
 )
 
 if TYPE_CHECKING:
