@@ -9,6 +9,8 @@ import pytest
 
 from pciback.engine import build_config_space
 from pciback.sim import SimHost
+from pciback.sim.device import SimDevice
+from pciback.sim.fixtures import fixture
 
 from .builders import ADDRESS, ConfigBuilder, endpoint
 
@@ -90,3 +92,18 @@ def test_the_reserved_header_bytes_stay_closed_in_permissive_mode(bridge: bool) 
         space.write(offset, 1, 0xA5)
     assert dev.writes == []
     assert [space.read(offset, 1) for offset in range(0x35, stop)] == [0] * (stop - 0x35)
+
+
+def test_the_reserved_header_bytes_of_a_real_dump_stay_closed() -> None:
+    try:
+        dump = fixture("qemu/e1000e-8086-10d3.bin")
+    except FileNotFoundError:
+        pytest.skip("../shared/fixtures/qemu is absent")
+    device = SimDevice(ADDRESS, dump)
+    space = build_config_space(device, permissive=True)
+    device.writes.clear()  # building the view may turn PME off: not the guest's
+    before = device.read(0x34, 4), device.read(0x38, 4)
+    space.write(0x34, 4, 0xFFFFFF00 | space.read(0x34, 1))  # the pointer is read-only anyway
+    space.write(0x38, 4, 0xFFFFFFFF)
+    assert (device.read(0x34, 4), device.read(0x38, 4)) == before
+    assert device.writes == []
