@@ -133,7 +133,7 @@ class _GuestDevices:
         self.log_limit = RateLimit()  # this guest's lines, whatever another guest logs
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
-        # Called by the service thread inside `serving` (`_serve_op`), and every change of
+        # Called by the service thread inside `serving` (`_serve_in_gate`), and every change of
         # `by_devfn` holds `serving`: no other lock is needed for the table to stay put.
         return self.by_devfn.get((domain, bus, devfn))
 
@@ -206,7 +206,8 @@ class SimDataPath:
             page,
             channel.backend,
             devices,
-            handler=partial(self._serve_op, devices),  # a partial: no Python frame of its own
+            # Partials: no Python frame of their own between the connection and the gate.
+            handler=partial(devices.serving.serve, partial(self._serve_in_gate, devices)),
             after_batch=partial(self._queue_views, domid, devices),
             linger_ns=self.linger_ns,
         )
@@ -450,18 +451,6 @@ class SimDataPath:
         except (OSError, StateError):
             # As above: only a crash before the PIRQs are recorded would strand them.
             log.exception("%s: recording the intent to map failed", physical)
-
-    def _serve_op(self, devices: _GuestDevices, req: OpRequest) -> OpResult:
-        gate = devices.serving
-        gate.op = True
-        if gate.held:  # a change of the devices is under way: wait for it, then serve
-            gate.op = False
-            with gate:
-                return self._serve_in_gate(devices, req)
-        try:
-            return self._serve_in_gate(devices, req)
-        finally:
-            gate.op = False
 
     @staticmethod
     def _serve_in_gate(devices: _GuestDevices, req: OpRequest) -> OpResult:

@@ -12,36 +12,25 @@ So the op side only raises and lowers a flag, and whoever wants the devices to i
 own flag and then waits for the op flag to drop. Each side sets its flag before it reads the
 other's: in CPython, whose bytecodes run one at a time under the GIL, at least one of the two
 sees the other's, so an op and a change never overlap. An op that finds a change under way
-steps back and waits for it as it would for a lock (`with gate:`), which is rare.
+steps back and waits for it as it would for a lock, which is rare.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
-# How long a change waits between two looks at the op flag: ops last tens of µs natively, a
-# few ms under emulation; an interrupt op's hypercalls longer.
-FIRST_PAUSE_S = 0.00005
-LONGEST_PAUSE_S = 0.002
+from pciback.protocol.transport import wait_while
+
+Arg = TypeVar("Arg")
+Result = TypeVar("Result")
 
 
 class ServingGate:
     """`with gate:` for the rare side (any thread, one at a time; not reentrant, as a Lock);
-    `op` set and cleared around each op by the service thread, after checking `held`:
-
-        gate.op = True
-        if gate.held:  # a change is under way: step back and wait for it
-            gate.op = False
-            with gate:
-                ...the op...
-        else:
-            try:
-                ...the op...
-            finally:
-                gate.op = False
-    """
+    `gate.serve(op, arg)` for each of the service thread's ops."""
 
     __slots__ = ("_lock", "held", "op")
 
@@ -50,13 +39,25 @@ class ServingGate:
         self.held = False  # a change holds the devices (or waits for the op to end)
         self.op = False  # the service thread is inside an op
 
+    def serve(self, op: Callable[[Arg], Result], arg: Arg) -> Result:
+        """`op(arg)`, never while a change holds the devices."""
+        self.op = True
+        if self.held:  # a change is under way: step back and wait for it
+            self.op = False
+            with self:
+                return op(arg)
+        try:
+            return op(arg)
+        finally:
+            self.op = False
+
+    def _op_under_way(self) -> bool:
+        return self.op
+
     def __enter__(self) -> None:
         self._lock.acquire()
         self.held = True
-        pause = FIRST_PAUSE_S
-        while self.op:
-            time.sleep(pause)
-            pause = min(2 * pause, LONGEST_PAUSE_S)
+        wait_while(self._op_under_way)
 
     def __exit__(
         self,

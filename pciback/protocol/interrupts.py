@@ -31,7 +31,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pciback.engine.chain import STATUS, STATUS_CAP_LIST, STD_END, walk_standard
+from pciback.engine.chain import (
+    STATUS,
+    STATUS_CAP_LIST,
+    STD_END,
+    FoundCapability,
+    walk_standard,
+)
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, IrqKind
@@ -133,18 +139,29 @@ def unmap_saved(hypervisor: HypervisorPort, domid: int, data: object) -> tuple[i
     return pirqs
 
 
+def _own_capabilities(device: PhysicalDevice) -> tuple[list[FoundCapability], int] | None:
+    """The device's own standard capabilities, hidden ones included, by a bounded walk (the
+    device is not trusted), and where its standard space ends; None when its config space
+    reads all ones (powered off or gone)."""
+    status = device.read(STATUS, 2)
+    if status == ALL_ONES_16:
+        return None
+    end = min(device.config_size, STD_END)
+    if not status & STATUS_CAP_LIST:
+        return [], end
+    return walk_standard(device.read, end), end
+
+
 def power_state(device: PhysicalDevice) -> int:
     """The D-state (0..3) the function's first PM capability reports, as the host's PCI core
     knows it; 0 for a function without one (it is always in D0), D3COLD when its config space
     reads all ones (powered off or gone). Read from the device itself, not the guest's view:
     a capability hidden from the guest still tells the state."""
-    status = device.read(STATUS, 2)
-    if status == ALL_ONES_16:
+    own = _own_capabilities(device)
+    if own is None:
         return D3COLD
-    if not status & STATUS_CAP_LIST:
-        return 0
-    end = min(device.config_size, STD_END)
-    for cap in walk_standard(device.read, end):  # bounded: the device is not trusted
+    caps, end = own
+    for cap in caps:
         if cap.ident == CAP_PM:
             if cap.offset + PMCSR + 2 > end:
                 return 0  # a PMCSR past standard space is no register of PM's
@@ -154,17 +171,15 @@ def power_state(device: PhysicalDevice) -> int:
 
 
 def device_enables(device: PhysicalDevice) -> tuple[bool, bool] | None:
-    """Whether MSI and MSI-X are enabled in the device itself, from its own capability list
-    (a capability hidden from the guest still counts); None when its config space is gone
-    (all ones): nothing can be told then."""
-    status = device.read(STATUS, 2)
-    if status == ALL_ONES_16:
+    """Whether MSI and MSI-X are enabled in the device itself (a capability hidden from the
+    guest still counts); None when its config space is gone (all ones): nothing can be told
+    then."""
+    own = _own_capabilities(device)
+    if own is None:
         return None
-    if not status & STATUS_CAP_LIST:
-        return False, False
+    caps, end = own
     msi_on = msix_on = False
-    end = min(device.config_size, STD_END)
-    for cap in walk_standard(device.read, end):  # bounded: the device is not trusted
+    for cap in caps:
         if cap.offset + 4 > end:
             continue
         if cap.ident == CAP_MSI:
@@ -230,19 +245,15 @@ class InterruptControl:
             return
         msi_on, msix_on = enables
         if self.msi_pirqs and not msi_on:
-            log.info("%s: MSI turned off by a config write: its PIRQs unmapped", self.address)
+            log.info("%s: MSI turned off by a config write: PIRQs unmapped", self.device.address)
             self.disable_msi()
         if self.msix_pirqs and not msix_on:
-            log.info("%s: MSI-X turned off by a config write: its PIRQs unmapped", self.address)
+            log.info("%s: MSI-X turned off by a config write: PIRQs unmapped", self.device.address)
             self.disable_msix()
         if msi_on and not self.msi_pirqs:
             raise MsiRefused("MSI is on in the device, not set up through this backend")
         if msix_on and not self.msix_pirqs:
             raise MsiRefused("MSI-X is on in the device, not set up through this backend")
-
-    @property
-    def address(self) -> str:
-        return self.device.address
 
     # -- MSI -------------------------------------------------------------------------------------
     def enable_msi(self, vectors: int = 1) -> int:

@@ -6,7 +6,11 @@ at a time. Sleeping between two of them costs a hypervisor event to dom0, a sche
 and three system calls (poll, the event's read, the port's unmask), far more than looking at
 the flags word for a moment; Linux's in-kernel backend pays none of it. So after answering, the
 thread looks for the next op for a window learnt from the gaps it saw between an answer and
-the next op (a multiple of their moving average, within a cap).
+the next op: it follows a multiple of their moving average up at once and down slowly, and
+doubles at each miss, within a cap. The gaps are bimodal: a guest that sees the answer before
+it has gone to sleep posts its next op at once (found at the first look), one that slept needs
+the answer's event first. Only the second kind teaches the gap: an average over both would
+shrink the window below it and never learn it back, since a miss teaches no gap.
 
 The window is counted in looks at the flags word, not read off a clock: where the clock has no
 vDSO (a PV dom0, whose clock source is Xen's) every clock read is a system call, dearer than a

@@ -41,6 +41,21 @@ if memoryview(bytes(FLAGS_SIZE)).cast(_FLAGS_FORMAT).itemsize != FLAGS_SIZE:
 OP_PENDING: Final = 1 << Flag.PCIF_ACTIVE
 
 
+# How long a rare waiter pauses between two looks at what it waits for: the things waited for
+# (an op, a notify) last tens of µs natively, a few ms under emulation.
+FIRST_PAUSE_S = 0.00005
+LONGEST_PAUSE_S = 0.002
+
+
+def wait_while(busy: Callable[[], object]) -> None:
+    """Sleep until `busy()` is false, pausing longer each time (up to LONGEST_PAUSE_S): for a
+    rare caller waiting out a fast path that takes no lock (see pciback.daemon.serving_gate)."""
+    pause = FIRST_PAUSE_S
+    while busy():
+        time.sleep(pause)
+        pause = min(2 * pause, LONGEST_PAUSE_S)
+
+
 class SharedPage:
     """`struct xen_pci_sharedinfo` over a page-sized writable buffer."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
 
-from pciback.protocol.transport import Doorbell, EventPort
+from pciback.protocol.transport import Doorbell, EventPort, wait_while
 from pciback.xen._loader import XenUnavailable, check_domid, load
 
 TYPEDEFS = {
@@ -185,10 +185,8 @@ class XenEventPort(EventPort):
                 return
             self._kick.ring()
             self._left.wait_for(lambda: self._sleepers == 0)
-            pause = 0.00005
-            while self._notifying:  # a notify that read the handle before it was cleared
-                time.sleep(pause)
-                pause = min(2 * pause, 0.002)
+            # Notifies that read the handle before it was cleared finish first.
+            wait_while(self._notifying.__len__)
             self.lib.xenevtchn_unbind(handle, self.local_port)
             self.lib.xenevtchn_close(handle)
         self._kick.close()

@@ -14,17 +14,8 @@ from pciback.sim.fixtures import fixture
 
 
 def op(gate: ServingGate, body: Callable[[], object]) -> None:
-    """The op side, as the data path runs it."""
-    gate.op = True
-    if gate.held:
-        gate.op = False
-        with gate:
-            body()
-        return
-    try:
-        body()
-    finally:
-        gate.op = False
+    """The op side, as the data path runs each op."""
+    gate.serve(lambda _: body(), None)
 
 
 def test_ops_and_changes_from_two_threads_never_overlap() -> None:
