@@ -22,6 +22,10 @@ $XB/xen-init-dom0 >/dev/null && t "xen-init-dom0 done"
 mkdir -p /var/log/xen/console
 $XB/xenconsoled --pid-file=/run/xen/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console
 xl info | grep -E 'xen_version|virt_caps'
+# lab.dom0weight=N (DOM0_EXTRA): dom0's credit2 weight (Xen's default 256), for both backends,
+# as Xen's tuning guide advises for a dom0 that serves guests' I/O.
+w=$(sed -n 's/.*lab\.dom0weight=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$w" ] && xl sched-credit2 -d 0 -w "$w" && t "dom0 weight $w" && xl sched-credit2
 t "dom0 ready"
 run=$(sed -n 's/.*lab\.run=\([a-z]*\).*/\1/p' /proc/cmdline)
 if [ -n "$run" ] && [ -x "/root/lab/scenarios-$run.sh" ]; then

@@ -1,9 +1,13 @@
 """A simulated pcifront: a guest kernel's half of the protocol over a real shared page.
 
 Every request goes through `do_op`: fill `op` on the page, raise _XEN_PCIF_active, notify, sleep
-until the backend clears the bit, read the answer back. An interrupt thread takes the backend's
-notifications: it wakes the op waiting on them and answers AER requests with the handler the
-guest registered (raising _XEN_PCIB_AERHANDLER, as pcifront does when a driver has one).
+until the backend clears the bit, read the answer back. The op's caller sleeps on the event
+channel itself, as pcifront's do_pci_op polls its event channel: an answer is one hand-off
+between two threads, the simulation's least (bench/bench_roundtrip.py sets it against the
+machine's eventfd floors). Once the guest registers an AER handler (raising
+_XEN_PCIB_AERHANDLER, as pcifront does when a driver has one) requests can come outside any
+op, so an interrupt thread takes every notification from then on: it answers AER requests and
+wakes the op waiting for its answer.
 
 `enumerate` scans like pcifront (every devfn of every root bus) and then like the PCI core
 (header, BAR sizing with decoding off, capability chains); `enable_interrupts` sets up MSI-X or
@@ -12,15 +16,17 @@ MSI as a driver would.
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pciback.control.hide import format_address, parse_address
 from pciback.errors import PciOpError, XenPciError
 from pciback.ports.bus import BarKind
-from pciback.protocol.abi import OP_SIZE, SH_INFO_MAX_VEC, Cmd, Flag, ffi
+from pciback.protocol.abi import OP_OFFSET, OP_SIZE, SH_INFO_MAX_VEC, Cmd, Flag
+from pciback.protocol.layout import fields_struct, offset_of
 from pciback.protocol.transport import EventPort, SharedPage
 
 DEFAULT_TIMEOUT = 10.0
@@ -29,6 +35,20 @@ _CAP_MSIX = 0x11
 
 
 _ERRORS = frozenset(int(e) for e in XenPciError)
+# The op as pcifront fills it and reads its answer back, as struct formats over the page's
+# bytes (offsets from the ABI's declarations, measured from the op's start).
+_OP = "struct xen_pci_op"
+_REQUEST = fields_struct(
+    _OP, ("cmd", "err", "domain", "bus", "devfn", "offset", "size", "value", "info")
+)
+_REQUEST_AT = offset_of(_OP, "cmd")
+_ANSWER = fields_struct(_OP, ("err", "value", "info"))
+_ANSWER_AT = OP_OFFSET + offset_of(_OP, "err")
+_ENTRY = fields_struct("struct xen_msix_entry", ("entry",))
+_ENTRIES_AT = offset_of(_OP, "msix_entries") + offset_of("struct xen_msix_entry", "entry")
+_ENTRY_STRIDE = offset_of(_OP, "msix_entries", 1) - offset_of(_OP, "msix_entries", 0)
+# Guests address few functions, over and over: parse each once.
+_parsed = functools.lru_cache(maxsize=1024)(parse_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +119,31 @@ class SimFrontend:
         self._op_lock = threading.Lock()
         self._answered = threading.Condition()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the interrupt thread, once needed
+        self._started = False
         self.closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._irq, name="pcifront-irq", daemon=True)
-            self._thread.start()
+        """The frontend is up: from now on an AER handler gets its interrupt thread."""
+        self._started = True
+        if self._aer_handler is not None:
+            self._start_irq()
+
+    def _start_irq(self) -> None:
+        # Under the op lock: an op waiting on the event channel itself must not share it with
+        # the new thread, which could take the ring of its answer.
+        with self._op_lock:
+            if self._thread is None and not self.closed:
+                self._thread = threading.Thread(target=self._irq, name="pcifront-irq", daemon=True)
+                self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         self.closed = True
         self._stop.set()
-        self.port.kick_self()
+        self.port.kick_self()  # an op waiting on the event channel itself
+        with self._answered:  # one waiting for the interrupt thread
+            self._answered.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -138,21 +170,26 @@ class SimFrontend:
         info: int = 0,
         entries: Sequence[int] = (),
     ) -> OpReply:
-        domain, bus, slot, function = parse_address(address)
+        domain, bus, slot, function = _parsed(address)
         if len(entries) > SH_INFO_MAX_VEC:
             raise ValueError(f"at most {SH_INFO_MAX_VEC} MSI-X entries fit the page")
-        op: Any = ffi.new("struct xen_pci_op *")
-        op.cmd = cmd
-        op.domain = domain
-        op.bus = bus
-        op.devfn = slot << 3 | function
-        op.offset = offset
-        op.size = size
-        op.value = value & 0xFFFFFFFF
-        op.info = info & 0xFFFFFFFF
+        op = bytearray(OP_SIZE)
+        _REQUEST.pack_into(
+            op,
+            _REQUEST_AT,
+            cmd,
+            0,  # err: the backend's to write
+            domain,
+            bus,
+            slot << 3 | function,
+            offset,
+            size,
+            value & 0xFFFFFFFF,
+            info & 0xFFFFFFFF,
+        )
         for i, entry in enumerate(entries):
-            op.msix_entries[i].entry = entry
-        return self._post(bytes(ffi.buffer(op)), len(entries))
+            _ENTRY.pack_into(op, _ENTRIES_AT + i * _ENTRY_STRIDE, entry)
+        return self._post(bytes(op), len(entries))
 
     def do_raw_op(self, op: bytes) -> OpReply:
         """Post `op`, the bytes of a struct xen_pci_op, as they are: the hostile guest's path.
@@ -165,25 +202,45 @@ class SimFrontend:
         with self._op_lock:
             if self.closed:
                 raise FrontendClosed
-            ffi.buffer(ffi.addressof(self.page.info, "op"))[:] = op
-            self.page.set_bit(Flag.PCIF_ACTIVE)
+            page = self.page
+            page.buffer[OP_OFFSET : OP_OFFSET + OP_SIZE] = op
+            page.set_bit(Flag.PCIF_ACTIVE)
             self.port.notify()
             self._wait_answer()
-            answer = self.page.info.op
-            err = int(answer.err)
+            err, value, info = _ANSWER.unpack_from(page.buffer, _ANSWER_AT)
+            answer = page.info.op
             return OpReply(
                 err=XenPciError(err) if err in _ERRORS else err,
-                value=int(answer.value),
-                info=int(answer.info),
+                value=value,
+                info=info,
                 vectors=tuple(int(answer.msix_entries[i].vector) for i in range(vectors)),
             )
 
     def _wait_answer(self) -> None:
+        if self._thread is None:
+            self._poll_answer()
+            return
+        page = self.page
         with self._answered:
             if not self._answered.wait_for(
-                lambda: not self.page.test_bit(Flag.PCIF_ACTIVE), self.timeout
+                lambda: self.closed or not page.test_bit(Flag.PCIF_ACTIVE), self.timeout
             ):
                 raise TimeoutError("the backend did not answer the op")
+        if page.test_bit(Flag.PCIF_ACTIVE):
+            raise FrontendClosed
+
+    def _poll_answer(self) -> None:
+        """Sleep on the event channel until the backend clears _XEN_PCIF_active (no interrupt
+        thread runs: the op lock is held, so nothing else waits on it)."""
+        deadline = time.monotonic() + self.timeout
+        port, page = self.port, self.page
+        while page.test_bit(Flag.PCIF_ACTIVE):
+            if self.closed or port.closed:
+                raise FrontendClosed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the backend did not answer the op")
+            port.wait(left)
 
     def _checked(self, reply: OpReply) -> OpReply:
         if reply.err != XenPciError.SUCCESS:
@@ -223,6 +280,8 @@ class SimFrontend:
         if handler is None:
             self.page.clear_bit(Flag.PCIB_AERHANDLER)
         else:
+            if self._started:
+                self._start_irq()  # before the bit: a request must find someone to take it
             self.page.set_bit(Flag.PCIB_AERHANDLER)
 
     def _answer_aer(self) -> None:
