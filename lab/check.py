@@ -227,8 +227,8 @@ def linger_figures(run: Run) -> dict[str, object] | None:
         return None
     first, last = pair
     figures = dict(last)
-    for count in ("hits", "misses", "backoffs"):
-        figures[count] = last[count] - first[count]
+    for count in ("hits", "misses", "backoffs", "yields"):
+        figures[count] = last.get(count, 0) - first.get(count, 0)  # yields: since run 38
     gap, look = last.get("gap_looks_mean"), last.get("look_ns")
     figures["gap_us"] = "?" if gap is None or look is None else round(gap * look / 1000)
     return figures
@@ -323,7 +323,8 @@ def report(directory: Path) -> int:
     linger = linger_figures(daemon)
     if linger:
         print(
-            "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs;"
+            "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs,"
+            " {yields} yields to another guest;"
             " a look {look_ns} ns, a gap {gap_looks_mean} looks on average (about {gap_us} us"
             " from an answer to the guest's next op, when that op was not already there), the"
             " window {window_looks} looks at the end".format(**linger)

@@ -24,6 +24,7 @@ runpy.run_path(script, run_name="__main__")
 """
 NEEDS_A_FIXTURE = (
     "bench_engine.py",
+    "bench_fairness.py",
     "bench_roundtrip.py",
     "bench_op_cost.py",
     "bench_physical_reads.py",

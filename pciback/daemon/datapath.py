@@ -51,6 +51,7 @@ from pciback.protocol.aer import DEFAULT_TIMEOUT, AerOutcome, recover
 from pciback.protocol.connection import AerTarget, BackendConnection
 from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl, InterruptStateError, unmap_saved
+from pciback.protocol.neighbours import Neighbours
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.ratelimit import RateLimit
@@ -192,6 +193,7 @@ class SimDataPath:
         self.pool = pool
         self.ownership = ownership
         self._links: dict[tuple[int, int], _Link] = {}
+        self._neighbours = Neighbours()  # every guest's page, for the lingering threads
         self._lock = threading.Lock()
         self._traces: dict[int, Recording] = {}  # domid -> its recording (pciback.trace)
         self._trace_ids = itertools.count(1)
@@ -210,6 +212,7 @@ class SimDataPath:
             handler=partial(devices.serving.serve, partial(self._serve_in_gate, devices)),
             after_batch=partial(self._queue_views, domid, devices),
             linger_ns=self.linger_ns,
+            neighbours=self._neighbours,
         )
         with self._lock:
             link = self._links[(domid, devid)] = _Link(connection, devices)

@@ -21,6 +21,7 @@ from time import perf_counter_ns
 from pciback.protocol.abi import Flag
 from pciback.protocol.dispatch import DeviceLookup, dispatch
 from pciback.protocol.linger import LOOKS_PER_CLOCK, Linger
+from pciback.protocol.neighbours import Neighbours
 from pciback.protocol.ops import OpRequest, OpResult, snapshot
 from pciback.protocol.opstats import OpStats
 from pciback.protocol.transport import OP_PENDING, EventPort, SharedPage
@@ -55,11 +56,14 @@ class BackendConnection:
         after_batch: Callable[[], None] | None = None,
         linger_ns: int = 0,
         time_every: int = TIME_EVERY,
+        neighbours: Neighbours | None = None,
     ) -> None:
         """`after_batch` runs on the service thread after each wake-up that served ops, once
         the frontend has its answers: work there delays the next op, never this one's reply.
         `linger_ns`: the longest look for a next op before sleeping (0: none). `time_every`:
-        one op in so many is timed (a power of two; 1: every op)."""
+        one op in so many is timed (a power of two; 1: every op). `neighbours`: the pages of
+        the other guests this thread shares the interpreter with, whose waiting ops end its
+        lingering (pciback.protocol.neighbours); this page joins them while the thread runs."""
         if time_every < 1 or time_every & (time_every - 1):
             raise ValueError(f"time_every = {time_every}: expected a power of two")
         self.domid = domid
@@ -72,6 +76,7 @@ class BackendConnection:
         self.stats = OpStats()
         self._time_mask = time_every - 1
         self.linger = Linger(linger_ns)
+        self.neighbours = Neighbours() if neighbours is None else neighbours
         self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         # Set once, by `close`; read on every op, where a plain attribute costs less than
         # threading.Event.is_set (a Python call).
@@ -84,6 +89,7 @@ class BackendConnection:
     # -- service ---------------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
+            self.neighbours.join(self.page)
             self._thread = threading.Thread(
                 target=self._serve, name=f"pciback-dom{self.domid}", daemon=True
             )
@@ -91,6 +97,7 @@ class BackendConnection:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stopping = True
+        self.neighbours.leave(self.page)  # before the page can be unmapped
         self.port.kick_self()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -144,9 +151,14 @@ class BackendConnection:
         """Look for the guest's next op for the linger window after an answer, serving what
         comes (at most `budget` ops); returns how many were served. The window is counted in
         looks; the clock is read once every LOOKS_PER_CLOCK of them, to learn what a look
-        costs (see pciback.protocol.linger)."""
-        load, linger = self.page.load_flags, self.linger
+        costs (see pciback.protocol.linger). Another guest's waiting op, seen before the
+        first look or at a clock read, ends the window (pciback.protocol.neighbours)."""
+        page, linger, neighbours = self.page, self.linger, self.neighbours
+        load = page.load_flags
         window = linger.window()
+        if window and neighbours.waiting_besides(page):
+            linger.yielded()
+            return 0
         served = looks = 0
         mark = 0  # the clock at the last measure of this run of looks; 0: none yet
         while window and served < budget and not self._stopping:
@@ -162,6 +174,9 @@ class BackendConnection:
                 linger.miss()
                 break
             if not looks & _CLOCK_MASK:
+                if neighbours.waiting_besides(page):  # its thread needs the interpreter
+                    linger.yielded()
+                    break
                 now = perf_counter_ns()
                 if mark:
                     linger.measured(now - mark)

@@ -9,11 +9,13 @@ the handshake is deterministic and a round where neither side moved means it is 
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable
 
 from pciback.control.hide import format_address
 from pciback.daemon.datapath import SimGrantTable
+from pciback.protocol.abi import PAGE_SIZE
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim.frontend import GuestDevice, SimFrontend
 from pciback.sim.toolstack import SimPcifront
@@ -43,7 +45,9 @@ class SimDomain:
         self.store = store
         self.grants = grants
         self.pump = pump
-        self.page = SharedPage()
+        # Shared memory, as a granted page is: a forked process can play the guest's kernel
+        # (bench/bench_fairness.py keeps every guest out of the backend's interpreter).
+        self.page = SharedPage(mmap.mmap(-1, PAGE_SIZE))
         self.channel = EventChannel()
         gnt_ref = grants.grant(domid, self.page)
         evtchn = grants.bind(domid, self.channel)

@@ -51,6 +51,39 @@ _ENTRY_STRIDE = offset_of(_OP, "msix_entries", 1) - offset_of(_OP, "msix_entries
 _parsed = functools.lru_cache(maxsize=1024)(parse_address)
 
 
+def op_bytes(
+    cmd: int,
+    address: str,
+    *,
+    offset: int = 0,
+    size: int = 0,
+    value: int = 0,
+    info: int = 0,
+    entries: Sequence[int] = (),
+) -> bytes:
+    """The bytes of a `struct xen_pci_op` as pcifront fills it for one request."""
+    domain, bus, slot, function = _parsed(address)
+    if len(entries) > SH_INFO_MAX_VEC:
+        raise ValueError(f"at most {SH_INFO_MAX_VEC} MSI-X entries fit the page")
+    op = bytearray(OP_SIZE)
+    _REQUEST.pack_into(
+        op,
+        _REQUEST_AT,
+        cmd,
+        0,  # err: the backend's to write
+        domain,
+        bus,
+        slot << 3 | function,
+        offset,
+        size,
+        value & 0xFFFFFFFF,
+        info & 0xFFFFFFFF,
+    )
+    for i, entry in enumerate(entries):
+        _ENTRY.pack_into(op, _ENTRIES_AT + i * _ENTRY_STRIDE, entry)
+    return bytes(op)
+
+
 @dataclass(frozen=True, slots=True)
 class OpReply:
     err: XenPciError | int  # an int only if the backend broke the ABI
@@ -170,26 +203,12 @@ class SimFrontend:
         info: int = 0,
         entries: Sequence[int] = (),
     ) -> OpReply:
-        domain, bus, slot, function = _parsed(address)
-        if len(entries) > SH_INFO_MAX_VEC:
-            raise ValueError(f"at most {SH_INFO_MAX_VEC} MSI-X entries fit the page")
-        op = bytearray(OP_SIZE)
-        _REQUEST.pack_into(
-            op,
-            _REQUEST_AT,
-            cmd,
-            0,  # err: the backend's to write
-            domain,
-            bus,
-            slot << 3 | function,
-            offset,
-            size,
-            value & 0xFFFFFFFF,
-            info & 0xFFFFFFFF,
+        return self._post(
+            op_bytes(
+                cmd, address, offset=offset, size=size, value=value, info=info, entries=entries
+            ),
+            len(entries),
         )
-        for i, entry in enumerate(entries):
-            _ENTRY.pack_into(op, _ENTRIES_AT + i * _ENTRY_STRIDE, entry)
-        return self._post(bytes(op), len(entries))
 
     def do_raw_op(self, op: bytes) -> OpReply:
         """Post `op`, the bytes of a struct xen_pci_op, as they are: the hostile guest's path.

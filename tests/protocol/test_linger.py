@@ -225,6 +225,7 @@ def test_the_daemon_lists_each_guests_lingering() -> None:
         "hits": 1,
         "misses": MISSES_BEFORE_BACKOFF,
         "backoffs": 1,
+        "yields": 0,
         "look_ns": 1000,
         "gap_looks_mean": 10.0,
         "window_looks": 0,  # backing off
