@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import HideSyntaxError, parse_device, parse_quirk
+from pciback.daemon.aer_events import AerEvents, channel_state
 from pciback.daemon.audit_journal import AuditJournal
 from pciback.daemon.changes import ChangeAudit
 from pciback.daemon.config import Config
@@ -24,7 +25,10 @@ from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
 from pciback.daemon.quirks import quirk_ignored
 from pciback.ownership import Ownership
+from pciback.ports.bus import PhysicalDevice
+from pciback.ports.uevents import QueuedUevents
 from pciback.ports.xenstore import WatchEvent, XenStore
+from pciback.protocol.abi import ChannelState
 from pciback.reconcile import reconcile
 from pciback.sim.device import SimDevice
 from pciback.sim.domctl import SimDomctl
@@ -71,6 +75,7 @@ class SimEnvironment:
     grants: SimGrantTable = field(default_factory=SimGrantTable)
     domains: SimDomctl = field(default_factory=SimDomctl)  # the toolstack role's Xen
     bus: SimHostBus = field(init=False)
+    uevents: QueuedUevents | None = field(default=None, init=False)  # the running daemon's
 
     def __post_init__(self) -> None:
         self.bus = SimHostBus(self.devices)
@@ -91,10 +96,23 @@ class SimEnvironment:
     def connect_store(self) -> SimXenStoreClient:
         return self.store.connect(0)
 
+    def open_uevents(self) -> QueuedUevents:
+        """The simulated kernel's uevents for this daemon: `uevents.emit` plays the kernel."""
+        self.uevents = QueuedUevents()
+        return self.uevents
+
     def release(self, client: XenStore) -> None:
         """The daemon stops; the simulated host goes on for the next one."""
         if isinstance(client, SimXenStoreClient):
             self.store.disconnect(client)
+
+
+def _state_of(device: Callable[[str], PhysicalDevice], address: str) -> ChannelState:
+    """`channel_state` of the function; one that cannot even be read is gone."""
+    try:
+        return channel_state(device(address))
+    except (OSError, KeyError):
+        return ChannelState.IO_PERM_FAILURE
 
 
 def check_policy() -> None:
@@ -207,6 +225,7 @@ class Daemon:
             audit = ChangeAudit(self.journal)
             self.control = ControlServer(socket_path, self.handle, audit=audit)
         self.stopped = threading.Event()
+        self.aer_events: AerEvents | None = None  # from start
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,6 +262,36 @@ class Daemon:
             )
         if self.control is not None:
             self.control.start()
+        self.aer_events = self._open_aer_events()
+
+    def _open_aer_events(self) -> AerEvents | None:
+        """Recovery of the errors the kernel announces for held functions (uevents)."""
+        try:
+            source = self.env.open_uevents()
+        except OSError as exc:
+            log.warning("kernel uevents cannot be read (%s): PCIe errors will not be seen", exc)
+            return None
+        bus = self.env.bus
+        events = AerEvents(
+            source,
+            held=lambda: list(self.ownership.all()),
+            upstream=bus.upstream,
+            state=lambda address: _state_of(bus.device, address),
+            recover=self._recover_aer,
+        )
+        events.start()
+        return events
+
+    def _recover_aer(self, address: str, state: ChannelState) -> None:
+        try:
+            owner, outcome = self.datapath.recover_aer(address, state)
+        except ValueError:  # no longer held by a connected guest
+            log.info("%s: not in use by a connected guest any more; nothing to recover", address)
+            return
+        if outcome.killed:
+            log.error("%s: dom%d could not recover it: killed, the device reset", address, owner)
+        else:
+            log.info("%s: dom%d recovered it (%d steps)", address, owner, len(outcome.steps))
 
     @staticmethod
     def _apply(action: Any) -> None:
@@ -303,6 +352,8 @@ class Daemon:
         if self.stopped.is_set():
             return
         self.stopped.set()
+        if self.aer_events is not None:
+            self.aer_events.stop()
         if self.control is not None:
             self.control.stop()
         if self.journal is not None:
@@ -323,6 +374,8 @@ class Daemon:
         if self.stopped.is_set():
             return
         self.stopped.set()
+        if self.aer_events is not None:
+            self.aer_events.stop()
         self.state.abandon()
         if self.control is not None:
             self.control.stop()

@@ -255,6 +255,13 @@ class SysfsBus:
                 device = self._devices[address] = SysfsDevice(directory, address, self.writable)
             return device
 
+    def upstream(self, address: str) -> tuple[str, ...]:
+        """From where the function's directory sits in the device tree: on a real sysfs,
+        /sys/bus/pci/devices/BDF links to /sys/devices/pci0000:00/<bridge>/.../BDF."""
+        where = os.path.realpath(self._dir(address))
+        parts = where.split(os.sep)[:-1]
+        return tuple(part for part in reversed(parts) if _ADDRESS.fullmatch(part))
+
     def driver(self, address: str) -> str | None:
         link = self._dir(address) / "driver"
         if not link.is_symlink():

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from pciback.ports.bus import PhysicalDevice
 
+MAX_DEPTH = 32  # bridges above one function: a loop in `parents` must end too
+
 
 class SimHostBus:
     def __init__(
@@ -16,6 +18,15 @@ class SimHostBus:
         self.devices = devices
         self.drivers: dict[str, str | None] = dict(drivers or {})
         self.history: list[tuple[str, str, str | None]] = []  # (op, address, driver)
+        self.parents: dict[str, str] = {}  # function -> the bridge right above it, if any
+
+    def upstream(self, address: str) -> tuple[str, ...]:
+        bridges: list[str] = []
+        parent = self.parents.get(address)
+        while parent is not None and parent not in bridges and len(bridges) < MAX_DEPTH:
+            bridges.append(parent)
+            parent = self.parents.get(parent)
+        return tuple(bridges)
 
     def addresses(self) -> list[str]:
         return sorted(self.devices)

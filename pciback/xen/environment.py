@@ -15,6 +15,7 @@ from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
+from pciback.ports.uevents import NetlinkUevents, UeventSource
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.stub import StubPool
 from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
@@ -146,8 +147,11 @@ class XenEnvironment:
         grants: GrantTable,
         hypervisor: XenHypervisor,
         domains: DomainResources | None = None,
+        uevents: Callable[[], UeventSource] = NetlinkUevents,
     ) -> None:
+        """`uevents` opens the kernel's uevent source (a queue in tests)."""
         self.bus = bus
+        self._open_uevents = uevents
         self.store = store
         self.grants = grants
         self.hypervisor = hypervisor
@@ -159,6 +163,10 @@ class XenEnvironment:
 
     def connect_store(self) -> XenStoreClient:
         return self.store
+
+    def open_uevents(self) -> UeventSource:
+        """The kernel's uevents (OSError where netlink refuses, e.g. without the right)."""
+        return self._open_uevents()
 
     def release(self, client: Any) -> None:
         """The daemon stops: close every handle (the kernel drops what a process held anyway,

@@ -133,11 +133,11 @@ def test_closing_the_host_stops_every_thread() -> None:
     h.add_device(ADDR, NET)
     h.attach(1, [ADDR])
     with_aer = h.attach(2, [])
-    # A service thread per guest; an interrupt thread only for a guest that takes AER
-    # requests (the others' ops wait on their event channel themselves).
-    assert threading.active_count() == before + 2
-    with_aer.set_aer_handler(lambda request: None)
+    # The daemon's kernel-uevent reader; a service thread per guest; an interrupt thread only
+    # for a guest that takes AER requests (the others' ops wait on their event channel).
     assert threading.active_count() == before + 3
+    with_aer.set_aer_handler(lambda request: None)
+    assert threading.active_count() == before + 4
     h.close()
     assert threading.active_count() == before
 
@@ -146,7 +146,7 @@ def test_an_abandoned_host_still_stops_its_threads() -> None:
     before = threading.active_count()
     h = SimHost()
     h.attach(1, []).set_aer_handler(lambda request: None)
-    assert threading.active_count() == before + 2  # its service and interrupt threads
+    assert threading.active_count() == before + 3  # uevents, its service and interrupt threads
     del h
     gc.collect()
     assert threading.active_count() == before

@@ -13,6 +13,7 @@ from pciback.cli import main
 from pciback.daemon.config import Config, parse_config
 from pciback.daemon.core import Daemon, DaemonError, SimEnvironment
 from pciback.daemon.datapath import SimDataPath
+from pciback.ports.uevents import QueuedUevents
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
@@ -88,7 +89,11 @@ def fake_dom0(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         store.libc = libs["xs"]
         bus = SimHostBus({NET: SimDevice(NET, fixture("virtio-net-1af4-1041.bin"))})
         return XenEnvironment(
-            cast(Any, bus), store, GrantTable(lib=libs["gnt"]), XenHypervisor(lib=libs["xc"])
+            cast(Any, bus),
+            store,
+            GrantTable(lib=libs["gnt"]),
+            XenHypervisor(lib=libs["xc"]),
+            uevents=QueuedUevents,  # not this machine's kernel
         )
 
     monkeypatch.setattr(environment, "open_environment", fake_open)
