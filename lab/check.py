@@ -24,6 +24,7 @@ EXPECTED_DAEMON = [
     "a-enumerates",
     "a-grants",
     "a-fidelity",
+    "a-trace",
     "b-intx-line",
     "b-intx",
     "b-msix",

@@ -646,7 +646,13 @@ class SimDataPath:
         except StubError:  # left the pool since: its flags went with it
             permissive, quirks, control = False, (), False
         names = tuple(f"{q.address}-{q.offset:x}:{q.size}:{q.mask:x}" for q in quirks)
-        return DeviceInfo(physical, guest, permissive, control, names)
+        try:
+            device = self.bus.device(physical)
+            host_irq: int | None = device.host_irq()
+            sizes = tuple((bar.index, bar.size) for bar in device.bars() if bar.size)
+        except (KeyError, OSError):  # gone from the bus: the replay guesses as from a dump
+            host_irq, sizes = None, ()
+        return DeviceInfo(physical, guest, permissive, control, names, host_irq, sizes)
 
     # -- what the host side asks of a live connection -----------------------------------------
     def connection(self, domid: int, devid: int = 0) -> BackendConnection | None:

@@ -18,6 +18,9 @@ from pciback.trace.limits import MAX_OPS
 
 FORMAT = "pciback-trace"
 VERSION = 1
+MAX_IRQ = 0xFFFF  # a dom0 IRQ number (Linux's nr_irqs is far below it)
+BAR_SLOTS = 7  # six BARs and the expansion ROM
+MAX_BAR_SIZE = 1 << 63
 MAX_LINE = 4096  # bytes; an op line is under 300, a device line with 64 quirks under 2000
 MAX_DEVICES = 256  # a guest has at most 32 slots of 8 functions
 MAX_QUIRKS = 64
@@ -93,6 +96,11 @@ class DeviceInfo:
     permissive: bool
     interrupt_control: bool
     quirks: tuple[str, ...] = ()
+    # What a config dump does not hold and a replay needs to answer as the host did: the IRQ
+    # dom0 routed for the function (its interrupt line as a guest reads it) and the BARs'
+    # sizes (a sizing write's answer). None and () in traces written before they were kept.
+    host_irq: int | None = None
+    bar_sizes: tuple[tuple[int, int], ...] = ()  # (BAR index, 6 for the ROM; size in bytes)
 
     def line(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,8 @@ class DeviceInfo:
             "permissive": self.permissive,
             "interrupt_control": self.interrupt_control,
             "quirks": list(self.quirks),
+            "host_irq": self.host_irq,
+            "bar_sizes": [list(pair) for pair in self.bar_sizes],
         }
 
 
@@ -291,8 +301,42 @@ def _device(line: _Line) -> DeviceInfo:
         if not isinstance(quirk, str) or not _QUIRK.fullmatch(quirk):
             raise line.fail(f"not a quirk DDDD:BB:DD.F-REG:SIZE:MASK: {str(quirk)[:40]!r}")
     return DeviceInfo(
-        device, guest, line.flag("permissive"), line.flag("interrupt_control"), tuple(quirks)
+        device,
+        guest,
+        line.flag("permissive"),
+        line.flag("interrupt_control"),
+        tuple(quirks),
+        _host_irq(line),
+        _bar_sizes(line),
     )
+
+
+def _host_irq(line: _Line) -> int | None:
+    value = line.obj.get("host_irq")  # optional: older traces have none
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_IRQ:
+        raise line.fail(f'"host_irq" is not an integer in 0..{MAX_IRQ}')
+    return value
+
+
+def _bar_sizes(line: _Line) -> tuple[tuple[int, int], ...]:
+    value = line.obj.get("bar_sizes", [])  # optional: older traces have none
+    if not isinstance(value, list) or len(value) > BAR_SLOTS:
+        raise line.fail(f'"bar_sizes" is not a list of at most {BAR_SLOTS} pairs')
+    pairs: list[tuple[int, int]] = []
+    for pair in value:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or any(type(x) is not int for x in pair)
+            or not 0 <= pair[0] < BAR_SLOTS
+            or not 0 <= pair[1] <= MAX_BAR_SIZE
+            or any(pair[0] == index for index, _ in pairs)
+        ):
+            raise line.fail(f'"bar_sizes" holds something else than [BAR, size]: {str(pair)[:40]}')
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
 
 
 def _op(line: _Line) -> TraceOp:

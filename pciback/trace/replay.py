@@ -124,7 +124,10 @@ class _OneDevice:
 def _serve(
     trace: Trace, info: DeviceInfo, config: bytes, policy: Policy, ops: list[TraceOp]
 ) -> list[Served]:
-    device = SimDevice(info.device, config)
+    # The host's facts the trace kept (a dump has neither): sizing answers, interrupt line.
+    device = SimDevice(info.device, config, bar_sizes=dict(info.bar_sizes))
+    if info.host_irq is not None:
+        device.irq = info.host_irq
     pool = StubPool(SimHostBus({info.device: device}), Ownership())
     if not pool.add_slot(info.device):
         raise ReplayError(f"{info.device}: the dump's header type cannot be passed through")

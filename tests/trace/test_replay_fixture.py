@@ -211,3 +211,29 @@ def test_a_recording_started_under_a_running_guest_says_so(
     path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     assert main(["trace", "replay", str(path), "--dump", str(DUMP)]) == 0
     assert "note: recorded from a guest already connected" in capsys.readouterr().out
+
+
+def test_the_device_line_keeps_what_a_dump_lacks(tmp_path: Path) -> None:
+    """The interrupt line a guest reads is dom0's IRQ, and a sizing write's answer the host's
+    BAR size: neither is in a config dump. The trace keeps both, and the replay answers with
+    them; a trace without them (written before they were kept) differs where they matter."""
+    with new_host() as host:
+        physical = host.physical(DEVICE)
+        physical.irq = 23  # dom0 routed INTx elsewhere than the firmware's byte says
+        sizes = {bar.index: bar.size for bar in physical.bars() if bar.size}
+        text, done = record_enumeration(host)
+    assert done.reason == "stopped"
+    path = tmp_path / "irq.jsonl"
+    path.write_text(text, encoding="utf-8")
+    info = read_trace(path).devices[DEVICE]
+    assert info.host_irq == 23 and dict(info.bar_sizes) == sizes and sizes
+    assert DUMP.read_bytes()[0x3C] != 23
+    assert main(["trace", "replay", str(path), "--dump", str(DUMP)]) == 0
+    lines = [json.loads(line) for line in text.splitlines()]
+    for line in lines:
+        if line["type"] == "device":
+            del line["host_irq"], line["bar_sizes"]
+    older = tmp_path / "older.jsonl"
+    older.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert read_trace(older).devices[DEVICE].host_irq is None
+    assert main(["trace", "replay", str(older), "--dump", str(DUMP)]) == 1
