@@ -48,6 +48,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
     from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
+    from pciback.daemon.service import reload_config, sd_notify
     from pciback.state import StateError, check_state
     from pciback.state_dir import StateDirError, StateDirLock, check_file
 
@@ -84,13 +85,19 @@ def run_daemon(args: argparse.Namespace) -> int:
             "persist = false: no state directory; a restart releases every device a guest holds"
         )
     stop = threading.Event()
+    hup = threading.Event()  # a reload asked for (SIGHUP); also set to end the reloader
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)
         stop.set()
+        hup.set()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        hup.set()  # the reload runs on its own thread, not in the handler
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     # sqlite3.Error: a database that passed its checks and still fails is one line too.
     try:
         daemon = Daemon(cfg, state_lock=lock)
@@ -115,9 +122,24 @@ def run_daemon(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc)
         print(f"pciback: cannot start: {exc}", file=sys.stderr)
         return 1
+
+    def reloader() -> None:
+        while True:
+            hup.wait()
+            if stop.is_set():
+                return
+            hup.clear()
+            sd_notify("RELOADING=1")
+            with daemon.lock:
+                reload_config(daemon, Path(path))
+            sd_notify("READY=1")
+
+    threading.Thread(target=reloader, name="pciback-reload", daemon=True).start()
+    sd_notify(f"READY=1\nSTATUS=serving; {len(daemon.pool.devices)} device(s) in the pool")
     try:
         daemon.run(stop)
     finally:
+        sd_notify("STOPPING=1")
         daemon.stop()
     return 0
 
