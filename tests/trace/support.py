@@ -6,13 +6,15 @@ from __future__ import annotations
 import io
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pciback.protocol.abi import Cmd
 from pciback.sim import SimHost
 from pciback.sim.guest_scan import FrontendGuest, boot_scan, driver_probe, lspci
 from pciback.trace.client import Recorded, record
+from pciback.trace.format import TraceOp
 
 REPO = Path(__file__).resolve().parents[2]
 QEMU = REPO / ".." / "shared" / "fixtures" / "qemu"
@@ -106,3 +108,17 @@ def bus_master_rw(tmp_path: Path) -> Path:
     return changed_dsl(
         tmp_path, BUS_MASTER, "bus_master      [2]     hw rw  on_write bus_master", "bm"
     )
+
+
+def reads_seeing_serr(ops: Iterable[TraceOp]) -> list[TraceOp]:
+    """The config reads covering the command register's SERR# enable that answered it set:
+    what a policy reserving the bit (`serr_hidden`) answers differently."""
+    return [
+        op
+        for op in ops
+        if op.cmd == Cmd.CONF_READ
+        and op.offset is not None
+        and op.offset <= COMMAND + 1 < op.offset + (op.size or 0)
+        and op.value is not None
+        and op.value >> (8 * (COMMAND - op.offset)) & SERR
+    ]

@@ -18,7 +18,7 @@ from pciback.cli import main
 from pciback.protocol.abi import Cmd
 from pciback.trace.format import read_trace
 
-from .support import COMMAND, SERR, serr_hidden
+from .support import COMMAND, reads_seeing_serr, serr_hidden
 
 LAB = Path(__file__).resolve().parents[1] / "fixtures" / "lab"
 DEVICE = "0000:00:03.0"
@@ -61,15 +61,7 @@ def test_a_changed_policy_shows_where_the_real_guest_would_have_seen_it(
     ops = read_trace(trace).ops
     # SERR# enable reserved instead of kept: every read of the command register that the
     # real guest saw with the bit set (the host's 0x103) would now answer it clear.
-    touched = [
-        op
-        for op in ops
-        if op.cmd == Cmd.CONF_READ
-        and op.offset is not None
-        and op.offset <= COMMAND + 1 < op.offset + (op.size or 0)
-        and op.value is not None
-        and op.value >> (8 * (COMMAND - op.offset)) & SERR
-    ]
+    touched = reads_seeing_serr(ops)
     assert touched
     argv = ["trace", "replay", str(trace), "--dump", str(dump), "--policy"]
     assert main([*argv, str(serr_hidden(tmp_path))]) == 1
