@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pciback.cli_audit",
     "pciback.cli_trace",
     "pciback.cli_journal",
+    "pciback.cli_docs",
 )
 
 if TYPE_CHECKING:
