@@ -79,14 +79,16 @@ def register(sub: Subparsers) -> None:
         "--policy",
         type=Path,
         metavar="TREE",
-        help="a dsl/ or generated/ tree to audit under (default: the installed tables)",
+        help="a dsl/ or generated/ tree, or git's REV:PATH (HEAD~1:dsl), to audit under"
+        " (default: the installed tables)",
     )
     parser.add_argument(
         "--diff",
         nargs=2,
         type=Path,
         metavar=("OLD", "NEW"),
-        help="list every bit whose access differs between two policy trees",
+        help="list every bit whose access differs between two policy trees (directories, or"
+        " git's REV:PATH)",
     )
     parser.add_argument("--format", choices=FORMATS, default="text")
     parser.add_argument("--address", help="DDDD:BB:DD.F to show (default: the dump's)")

@@ -58,7 +58,8 @@ def register(sub: Subparsers) -> None:
     rep.add_argument("--dump", type=Path, required=True, help="the device's config dump")
     rep.add_argument(
         "--policy", type=Path, action="append", default=[], metavar="TREE",
-        help="a dsl/ or generated/ tree (default: the installed tables); twice to compare two",
+        help="a dsl/ or generated/ tree, or git's REV:PATH (HEAD~1:dsl) (default: the"
+        " installed tables); twice to compare two",
     )  # fmt: skip
     rep.add_argument("--device", help="the device to replay when the trace holds several")
     rep.set_defaults(func=run_replay)

@@ -1,11 +1,16 @@
 """A policy from a directory: a dsl/ tree (*.pci, compiled here, on the fly) or a generated/
-tree (compiled tables, imported as they are)."""
+tree (compiled tables, imported as they are); or from a git revision of one, named as git names
+a tree, `REV:PATH` (`HEAD~3:dsl`, `v1.2:generated`), in the repository of the current
+directory: a reviewer compares a policy change without checking anything out."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import itertools
+import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +19,8 @@ from pciback.engine.policy import Policy, PolicyError
 from pciback.tables import PolicyModule
 
 _COUNTER = itertools.count()
+GIT_TIMEOUT_S = 60
+MAX_GIT_FILES = 1000  # a policy tree has a few dozen
 
 
 class PolicyTreeError(Exception):
@@ -32,12 +39,57 @@ def load_policy_and_modules(tree: Path) -> tuple[Policy, tuple[PolicyModule, ...
 
 def load_modules(tree: Path) -> tuple[PolicyModule, ...]:
     if not tree.is_dir():
+        spec = str(tree)
+        if ":" in spec and not tree.exists():
+            return _from_git(spec)
         raise PolicyTreeError(f"{tree}: not a directory (give a dsl/ or a generated/ tree)")
     if any(tree.glob("*.pci")):
         return _compile(tree)
     if (tree / "__init__.py").is_file():
         return _import_tree(tree)
     raise PolicyTreeError(f"{tree}: neither *.pci policy files nor compiled tables (__init__.py)")
+
+
+def _from_git(spec: str) -> tuple[PolicyModule, ...]:
+    """The tree `REV:PATH` of the current directory's git repository, read with `git archive`
+    into a temporary directory (regular files only, none outside it) and loaded from there."""
+    rev, _, path = spec.partition(":")
+    if not rev or rev.startswith("-") or path.startswith("-"):
+        raise PolicyTreeError(f"{spec}: not a directory, nor a git REV:PATH")
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev, "--", path or "."],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PolicyTreeError(f"{spec}: git cannot read it: {exc}") from None
+    if archive.returncode != 0:
+        why = archive.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise PolicyTreeError(
+            f"{spec}: not a directory, nor a git REV:PATH here ({why[0] if why else 'git failed'})"
+        )
+    with tempfile.TemporaryDirectory(prefix="pciback-policy-") as tmp:
+        _unpack(archive.stdout, Path(tmp), spec)
+        return load_modules(Path(tmp) / path)
+
+
+def _unpack(data: bytes, into: Path, spec: str) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        for count, member in enumerate(archive):
+            if count >= MAX_GIT_FILES:
+                raise PolicyTreeError(f"{spec}: more than {MAX_GIT_FILES} files")
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts:
+                raise PolicyTreeError(f"{spec}: the archive names {member.name!r}")
+            if member.isdir():
+                (into / name).mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                source = archive.extractfile(member)
+                assert source is not None  # a regular file has data
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
+                (into / name).write_bytes(source.read())
+            # links and anything else are not a policy's: skipped
 
 
 def _compile(tree: Path) -> tuple[PolicyModule, ...]:

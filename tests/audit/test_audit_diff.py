@@ -3,7 +3,9 @@ it changed."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,48 @@ def test_a_bad_tree_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.pci").write_text("capability x id 0x100 { }\n", encoding="utf-8")
     with pytest.raises(PolicyTreeError, match=r"does not compile: .*bad\.pci:1:17: error"):
         load_policy(tmp_path)
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        },
+    )
+
+
+@needs_fixtures
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git here")
+def test_git_revisions_as_policies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`REV:PATH` names a policy tree in the current directory's git repository, as git names
+    a tree: a reviewer diffs a change without checking anything out."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    shutil.copytree(REPO / "dsl", repo / "dsl")
+    git(repo, "add", "dsl")
+    git(repo, "commit", "-q", "-m", "policy")
+    changed_copy(tmp_path / "work")  # the changed prelude, copied over the tracked one
+    shutil.copy(tmp_path / "work" / "dsl" / "prelude.pci", repo / "dsl" / "prelude.pci")
+    git(repo, "commit", "-q", "-am", "special cycles writable")
+    monkeypatch.chdir(repo)
+    dump = str(qemu(ENDPOINT))
+    assert main(["audit", "--diff", "HEAD~1:dsl", "HEAD:dsl", dump]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "0x004.3  command.special_cycles[3] ro/rw  ->  command.special_cycles[3] rw/rw"
+    ]
+    assert main(["audit", "--diff", "HEAD~1:dsl", str(REPO / "dsl"), dump]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["none"]
+    # What is neither a directory nor a revision here is one line, as a bad directory is.
+    for bad in ("HEAD~5:dsl", "HEAD:nothing", "--upload-pack=x:dsl"):
+        with pytest.raises(PolicyTreeError, match=r"nor a git REV:PATH"):
+            load_policy(Path(bad))
