@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -85,19 +86,18 @@ def run_daemon(args: argparse.Namespace) -> int:
             "persist = false: no state directory; a restart releases every device a guest holds"
         )
     stop = threading.Event()
-    hup = threading.Event()  # a reload asked for (SIGHUP); also set to end the reloader
+    # The handlers only write the signal's number into a pipe: a handler runs between two
+    # bytecodes of the main thread, which may be inside a lock the handler would want (an
+    # Event's, the logging module's). The signal thread below acts on it.
+    signals_r, signals_w = os.pipe()
+    os.set_blocking(signals_w, False)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        stop.set()
-        hup.set()
+        with contextlib.suppress(BlockingIOError):  # a full pipe holds signals enough
+            os.write(signals_w, bytes([signum]))
 
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        hup.set()  # the reload runs on its own thread, not in the handler
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hup)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     # sqlite3.Error: a database that passed its checks and still fails is one line too.
     try:
         daemon = Daemon(cfg, state_lock=lock)
@@ -123,18 +123,23 @@ def run_daemon(args: argparse.Namespace) -> int:
         print(f"pciback: cannot start: {exc}", file=sys.stderr)
         return 1
 
-    def reloader() -> None:
+    def act_on_signals() -> None:
         while True:
-            hup.wait()
-            if stop.is_set():
-                return
-            hup.clear()
-            sd_notify("RELOADING=1")
-            with daemon.lock:
-                reload_config(daemon, Path(path))
-            sd_notify("READY=1")
+            for signum in os.read(signals_r, 64):
+                if signum != signal.SIGHUP:
+                    log.info("signal %d: shutting down", signum)
+                    stop.set()
+                    return
+                sd_notify("RELOADING=1")
+                try:
+                    with daemon.lock:
+                        reload_config(daemon, Path(path))
+                except Exception:  # a reload's bug must not end reloads, nor the daemon
+                    log.exception("reload failed; the daemon goes on as it was")
+                finally:
+                    sd_notify("READY=1")
 
-    threading.Thread(target=reloader, name="pciback-reload", daemon=True).start()
+    threading.Thread(target=act_on_signals, name="pciback-signals", daemon=True).start()
     sd_notify(f"READY=1\nSTATUS=serving; {len(daemon.pool.devices)} device(s) in the pool")
     try:
         daemon.run(stop)

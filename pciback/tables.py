@@ -35,6 +35,7 @@ class Edge(Enum):
     ANY = "any"
     RISING = "rising"  # old == 0 and new != 0
     FALLING = "falling"  # old != 0 and new == 0
+    CHANGE = "change"  # old != new: a write of the field's current value runs nothing
 
 
 class BlockKind(Enum):

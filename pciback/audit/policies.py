@@ -21,6 +21,7 @@ from pciback.tables import PolicyModule
 _COUNTER = itertools.count()
 GIT_TIMEOUT_S = 60
 MAX_GIT_FILES = 1000  # a policy tree has a few dozen
+MAX_GIT_BYTES = 16 << 20  # dsl/ is some hundreds of KiB
 
 
 class PolicyTreeError(Exception):
@@ -51,16 +52,27 @@ def load_modules(tree: Path) -> tuple[PolicyModule, ...]:
 
 
 def _from_git(spec: str) -> tuple[PolicyModule, ...]:
-    """The tree `REV:PATH` of the current directory's git repository, read with `git archive`
-    into a temporary directory (regular files only, none outside it) and loaded from there."""
+    """The tree `REV:PATH` of the current directory's git repository (PATH from the repository's
+    root, as git reads `REV:PATH`), read with `git archive` into a temporary directory (regular
+    files only, none outside it, bounded) and compiled there. Only a dsl/ tree: a generated/
+    tree is Python that importing would run, and a revision may be anybody's branch."""
     rev, _, path = spec.partition(":")
-    if not rev or rev.startswith("-") or path.startswith("-"):
-        raise PolicyTreeError(f"{spec}: not a directory, nor a git REV:PATH")
+    parts = Path(path).parts
+    if not rev or not path or rev.startswith("-") or Path(path).is_absolute() or ".." in parts:
+        raise PolicyTreeError(f"{spec}: not a directory, nor a git REV:PATH (a relative PATH)")
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+        # From the top: run in a subdirectory, git archive keeps to that subdirectory.
         archive = subprocess.run(
-            ["git", "archive", "--format=tar", rev, "--", path or "."],
+            ["git", "archive", "--format=tar", f"{rev}:{path}"],
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
+            cwd=top.stdout.strip() if top.returncode == 0 and top.stdout.strip() else None,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PolicyTreeError(f"{spec}: git cannot read it: {exc}") from None
@@ -69,9 +81,17 @@ def _from_git(spec: str) -> tuple[PolicyModule, ...]:
         raise PolicyTreeError(
             f"{spec}: not a directory, nor a git REV:PATH here ({why[0] if why else 'git failed'})"
         )
+    if len(archive.stdout) > MAX_GIT_BYTES:
+        raise PolicyTreeError(f"{spec}: more than {MAX_GIT_BYTES} bytes: not a policy tree")
     with tempfile.TemporaryDirectory(prefix="pciback-policy-") as tmp:
-        _unpack(archive.stdout, Path(tmp), spec)
-        return load_modules(Path(tmp) / path)
+        root = Path(tmp)
+        _unpack(archive.stdout, root, spec)
+        if not any(root.glob("*.pci")):
+            raise PolicyTreeError(
+                f"{spec}: no *.pci policy files there (from git, only a dsl/ tree: a generated/"
+                " tree would run its code)"
+            )
+        return _compile(root)
 
 
 def _unpack(data: bytes, into: Path, spec: str) -> None:
@@ -81,6 +101,8 @@ def _unpack(data: bytes, into: Path, spec: str) -> None:
                 raise PolicyTreeError(f"{spec}: more than {MAX_GIT_FILES} files")
             name = Path(member.name)
             if name.is_absolute() or ".." in name.parts:
+                raise PolicyTreeError(f"{spec}: the archive names {member.name!r}")
+            if not (into / name).resolve().is_relative_to(into.resolve()):
                 raise PolicyTreeError(f"{spec}: the archive names {member.name!r}")
             if member.isdir():
                 (into / name).mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,11 @@ class Builder:
             else:
                 hook_name = child.children[0]
                 kind = "read" if data == "read_hook" else "write"
-                edge = {"write_rising": "rising", "write_falling": "falling"}.get(data, "any")
+                edge = {
+                    "write_rising": "rising",
+                    "write_falling": "falling",
+                    "write_change": "change",
+                }.get(data, "any")
                 hooks.append(HookUse(kind, str(hook_name), edge, self.pos(hook_name)))
         return FieldDecl(
             str(name),

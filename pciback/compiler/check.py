@@ -727,7 +727,7 @@ def _register_uses(reg: RegisterDecl, consts: set[str], hooks: set[str]) -> None
         hooks.update(use.name for use in fld.hooks)
 
 
-_HOOK_WORDS = {"rising": "on_rising", "falling": "on_falling"}
+_HOOK_WORDS = {"rising": "on_rising", "falling": "on_falling", "change": "on_change"}
 
 
 def _check_reasons(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:

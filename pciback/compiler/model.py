@@ -92,7 +92,7 @@ class Backing:
 class HookUse:
     kind: str  # "write" or "read"
     name: str
-    edge: str  # "any", "rising", "falling"
+    edge: str  # "any", "rising", "falling", "change"
     pos: Pos
 
 

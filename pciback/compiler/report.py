@@ -16,6 +16,7 @@ _HOOK_WORDS = {
     ("write", "any"): "on_write",
     ("write", "rising"): "on_rising",
     ("write", "falling"): "on_falling",
+    ("write", "change"): "on_change",
 }
 _ID_WORDS = {"header": "type", "capability": "ID", "extended_capability": "ID"}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -35,6 +36,7 @@ BEGIN = "BEGIN_RECOVERY"
 SUCCESS = "SUCCESSFUL_RECOVERY"
 FAILED = "FAILED_RECOVERY"
 _ALL_ONES = 0xFFFFFFFF
+ERROR_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +115,15 @@ class AerEvents:
 
     def _run(self) -> None:
         while not self._stop:
-            data = self.source.receive(None)
-            if data is None:
-                continue
             try:
-                self.handle(data)
+                data = self.source.receive(None)
+                if data is not None:
+                    self.handle(data)
             except Exception:  # the thread outlives a bug: the next error must still be seen
-                log.exception("handling a kernel uevent failed")
+                if self._stop:
+                    return
+                log.exception("reading or handling a kernel uevent failed")
+                time.sleep(ERROR_PAUSE_S)  # a source failing at once must not spin
 
     def handle(self, data: bytes) -> list[str]:
         """One uevent; returns the held functions whose recovery it started."""
@@ -130,7 +134,7 @@ class AerEvents:
         if kind is None:
             return []
         about = event.pci_address or event.devpath.rsplit("/", 1)[-1]
-        targets = [a for a in self.held() if a == about or about in self.upstream(a)]
+        targets = [a for a in self.held() if a == about or self._below(about, a)]
         if not targets:
             log.debug("%s: %s, and no guest holds it or a function below it", about, kind)
             return []
@@ -141,19 +145,28 @@ class AerEvents:
             log.warning("%s: unknown recovery event %r; ignored", about, kind)
             return []
         for address in targets:
-            state = ChannelState.IO_PERM_FAILURE if kind == FAILED else self.state(address)
-            log.warning(
-                "%s: PCIe error recovery (%s on %s): asking its guest, state %s",
-                address,
-                kind,
-                about,
-                state.name.lower(),
-            )
             try:
+                state = ChannelState.IO_PERM_FAILURE if kind == FAILED else self.state(address)
+                log.warning(
+                    "%s: PCIe error recovery (%s on %s): asking its guest, state %s",
+                    address,
+                    kind,
+                    about,
+                    state.name.lower(),
+                )
                 self.recover(address, state)
-            except Exception:
+            except Exception:  # one function's trouble must not cost the others theirs
                 log.exception("%s: the recovery failed", address)
         return targets
+
+    def _below(self, bridge: str, address: str) -> bool:
+        """Whether `address` sits below `bridge`; a function gone from the bus (surprise
+        removal, a link down: when these events come) is taken to be, so that it is
+        recovered (its guest told, or killed) rather than forgotten."""
+        try:
+            return bridge in self.upstream(address)
+        except (KeyError, OSError):
+            return True
 
 
 __all__ = ["AerEvents", "aer_layout", "channel_state"]

@@ -111,7 +111,7 @@ def _state_of(device: Callable[[str], PhysicalDevice], address: str) -> ChannelS
     """`channel_state` of the function; one that cannot even be read is gone."""
     try:
         return channel_state(device(address))
-    except (OSError, KeyError):
+    except (OSError, KeyError, ValueError):
         return ChannelState.IO_PERM_FAILURE
 
 

@@ -650,7 +650,7 @@ class SimDataPath:
             device = self.bus.device(physical)
             host_irq: int | None = device.host_irq()
             sizes = tuple((bar.index, bar.size) for bar in device.bars() if bar.size)
-        except (KeyError, OSError):  # gone from the bus: the replay guesses as from a dump
+        except (KeyError, OSError, ValueError):  # gone, or unreadable: guessed as from a dump
             host_irq, sizes = None, ()
         return DeviceInfo(physical, guest, permissive, control, names, host_irq, sizes)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pciback.daemon.config import Config, ConfigError, load_config
 from pciback.daemon.logs import setup_logging
+from pciback.toolstack.attach import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from pciback.daemon.core import Daemon
@@ -101,8 +102,10 @@ def _apply(daemon: Daemon, new: Config, key: str) -> None:
         daemon.datapath.linger_ns = (
             type(daemon.datapath).linger_ns if new.op_linger_us is None else new.op_linger_us * 1000
         )
-    elif key == "toolstack_timeout_s" and new.toolstack_timeout_s is not None:
-        daemon.toolstack.timeout = new.toolstack_timeout_s
+    elif key == "toolstack_timeout_s":
+        daemon.toolstack.timeout = (
+            DEFAULT_TIMEOUT if new.toolstack_timeout_s is None else new.toolstack_timeout_s
+        )
 
 
 __all__ = ["NOTIFY_ENV", "reload_config", "sd_notify"]

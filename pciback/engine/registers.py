@@ -222,6 +222,8 @@ class RegisterInstance:
                 continue
             if edge is _FALLING and not (before != 0 and after == 0):
                 continue
+            if edge is _CHANGE and before == after:
+                continue
             if ctx is None:
                 ctx = HookContext(space, self, old, new)
             if hook(ctx, before, after) is False:
@@ -270,6 +272,7 @@ class RegisterInstance:
 
 _RISING = Edge.RISING
 _FALLING = Edge.FALLING
+_CHANGE = Edge.CHANGE
 
 
 def natural_pieces(start: int, length: int) -> list[tuple[int, int]]:

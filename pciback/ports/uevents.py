@@ -88,17 +88,26 @@ class NetlinkUevents:
         self._closed = False
 
     def receive(self, timeout: float | None) -> bytes | None:
+        # poll(2): select(2) refuses descriptors from 1024 on, which a dom0 serving some 500
+        # guests reaches, and this socket is opened after every guest's.
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         while not self._closed:
-            ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
-            if not ready or self._closed:
+            if not poller.poll(None if timeout is None else max(0.0, timeout * 1000)):
+                return None
+            if self._closed:
                 return None
             try:
-                return self._sock.recv(MAX_UEVENT)
+                data, sender = self._sock.recvfrom(MAX_UEVENT)
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 # The kernel dropped events it could not queue: say so, and go on with the next.
                 log.warning("kernel uevents were lost (the socket's buffer overflowed)")
+                continue
+            if sender[0] == 0:  # the kernel's port id; anything else was sent by a process
+                return data
         return None
 
     def close(self) -> None:

@@ -11,7 +11,11 @@ and as soon as another op waits it goes to sleep, leaving the interpreter and th
 thread that serves that op. No guest can then make another wait for more than one of its ops.
 
 The pages are kept as a tuple, replaced whole on each change, so that the look loop reads it
-without a lock while guests come and go.
+without a lock while guests come and go. Another guest's page is read with `peek_flags`, which
+keeps the interpreter lock throughout: a page leaves before it is unmapped, and an unmapping
+thread needs the lock to rebind the page first, so a reader never touches unmapped memory.
+The bit is the guest's to set, so a guest that raises it and never notifies makes others
+yield: they then only sleep between ops, as without lingering, which costs them no op.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Neighbours:
     def waiting_besides(self, own: SharedPage) -> bool:
         """Whether a page other than `own` holds an op that no thread has taken yet."""
         for page in self._pages:  # noqa: SIM110 - any() of a generator: a frame per look
-            if page is not own and page.load_flags() & OP_PENDING:
+            if page is not own and page.peek_flags() & OP_PENDING:
                 return True
         return False
 

@@ -84,6 +84,10 @@ class SharedPage:
         self.load_flags: Callable[[], int] = partial(self._flags.__getitem__, 0)
         #: Hand the answered op back: clear _XEN_PCIF_active (atomically).
         self.finish_op: Callable[[], object] = partial(self.clear_bit, Flag.PCIF_ACTIVE)
+        #: The flags word for another thread's glance (pciback.protocol.neighbours): a plain
+        #: read that never lets the interpreter lock go, so the page cannot be unmapped under
+        #: it (the op path's `load_flags` may be a C call that does), and no ordering promise.
+        self.peek_flags: Callable[[], int] = partial(self._flags.__getitem__, 0)
 
     def test_bit(self, bit: Flag) -> bool:
         return bool(self._flags[0] >> bit & 1)

@@ -18,7 +18,7 @@ from pciback.trace.limits import MAX_OPS
 
 FORMAT = "pciback-trace"
 VERSION = 1
-MAX_IRQ = 0xFFFF  # a dom0 IRQ number (Linux's nr_irqs is far below it)
+MAX_IRQ = 0xFFFFFFFF  # a dom0 IRQ number (sparse IRQs on a big host go past 16 bits)
 BAR_SLOTS = 7  # six BARs and the expansion ROM
 MAX_BAR_SIZE = 1 << 63
 MAX_LINE = 4096  # bytes; an op line is under 300, a device line with 64 quirks under 2000

@@ -131,6 +131,23 @@ def test_git_revisions_as_policies(
     assert main(["audit", "--diff", "HEAD~1:dsl", str(REPO / "dsl"), dump]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == ["none"]
     # What is neither a directory nor a revision here is one line, as a bad directory is.
-    for bad in ("HEAD~5:dsl", "HEAD:nothing", "--upload-pack=x:dsl"):
+    for bad in (
+        "HEAD~5:dsl",
+        "HEAD:nothing",
+        "--upload-pack=x:dsl",
+        f"HEAD:{REPO / 'dsl'}",  # an absolute path is no tree of the revision
+        "HEAD:dsl/../dsl",
+        "HEAD:",
+    ):
         with pytest.raises(PolicyTreeError, match=r"nor a git REV:PATH"):
             load_policy(Path(bad))
+    # PATH is from the repository's root, as git reads REV:PATH, wherever the command runs.
+    monkeypatch.chdir(repo / "dsl")
+    assert main(["audit", "--diff", "HEAD~1:dsl", "HEAD:dsl", dump]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    # Compiled tables from a revision would be code run by importing them: refused.
+    shutil.copytree(REPO / "generated", repo / "generated")
+    git(repo, "add", "generated")
+    git(repo, "commit", "-q", "-m", "tables")
+    with pytest.raises(PolicyTreeError, match=r"only a dsl/ tree"):
+        load_policy(Path("HEAD:generated"))

@@ -68,9 +68,9 @@ def test_an_endpoint_command_register() -> None:
     # Decode is the guest's own view, taken in normal mode, and its hook enables the device.
     for decode in (io, memory):
         assert decode.category(False) is Category.RW
-        assert decode.hook == "on_write decode_enable"
+        assert decode.hook == "on_write decode_enable (change)"
     # Bus mastering reaches the device through its hook in normal mode, directly in permissive.
-    assert master.category(False) is Category.RO and master.hook == "on_write bus_master"
+    assert master.category(False) is Category.RO and master.hook == "on_write bus_master (change)"
     assert master.category(True) is Category.RW
     normal = {r.row.register: r for r in reach(result, permissive=False)}
     assert {f.name for f in normal["command"].hooked} >= {"io_space", "memory_space", "bus_master"}
@@ -78,7 +78,7 @@ def test_an_endpoint_command_register() -> None:
     permissive = {r.row.register: r for r in reach(result, permissive=True)}
     assert permissive["command"].direct_mask & 0x0004
     text = render_text(result, ENDPOINT)
-    assert "bus_master via on_write bus_master" in text
+    assert "bus_master via on_write bus_master (change)" in text
     assert "command: who may change what is the XSA-120 question [dsl/prelude.pci:35]" in text
     assert "same as io_space: turning decode off under the host caused XSA-120" in text
 
@@ -152,7 +152,7 @@ def test_json_and_html_carry_the_same_rows() -> None:
     command = next(r for r in doc["rows"] if r["register"] == "command")
     assert command["reason"] == "who may change what is the XSA-120 question"
     normal = {c["register"]: c for c in doc["guest_can_change"]["normal"]}
-    assert normal["command"]["hooked"]["bus_master"] == "on_write bus_master"
+    assert normal["command"]["hooked"]["bus_master"] == "on_write bus_master (change)"
     html = render_html(result, ENDPOINT)
     assert html.startswith("<!doctype html>") and "<svg" in html
     # The register's reason once, on its own row: not lent to fields that give none.

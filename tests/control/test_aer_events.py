@@ -173,3 +173,60 @@ def test_the_netlink_source_times_out_and_closing_it_ends_a_waiting_receive() ->
     assert not waiter.is_alive() and len(got) == 1  # it returned: None, or a real event
     assert time.monotonic() - start < 5
     source.close()  # twice is harmless
+
+
+def test_one_functions_trouble_costs_the_others_nothing() -> None:
+    gone, fine = "0000:05:00.0", NET
+    calls: list[str] = []
+
+    def upstream(address: str) -> tuple[str, ...]:
+        if address == gone:
+            raise KeyError(address)  # its sysfs directory went with the link
+        return (BRIDGE,)
+
+    def recover(address: str, state: ChannelState) -> None:
+        calls.append(address)
+        if address == gone:
+            raise OSError("its config cannot be read")
+
+    watcher = AerEvents(
+        QueuedUevents(), lambda: [gone, fine], upstream, lambda a: ChannelState.IO_FROZEN, recover
+    )
+    # A function gone from the bus counts as below the bridge: recovered, not forgotten.
+    assert watcher.handle(event(BRIDGE, "FAILED_RECOVERY", f"/devices/pci0000:00/{BRIDGE}")) == [
+        gone,
+        fine,
+    ]
+    assert calls == [gone, fine]
+
+
+def test_the_reader_thread_outlives_a_failing_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pciback.daemon.aer_events as module
+
+    monkeypatch.setattr(module, "ERROR_PAUSE_S", 0.01)
+    handled: list[str] = []
+
+    class Flaky(QueuedUevents):
+        failed = False
+
+        def receive(self, timeout: float | None) -> bytes | None:
+            if not self.failed:
+                self.failed = True
+                raise OSError("EBADF, say")
+            return super().receive(timeout)
+
+    source = Flaky()
+    watcher = AerEvents(
+        source,
+        lambda: [NET],
+        lambda a: (),
+        lambda a: ChannelState.IO_NORMAL,
+        lambda a, s: handled.append(a),
+    )
+    watcher.start()
+    try:
+        source.emit(event(NET, "BEGIN_RECOVERY"))
+        wait_until(lambda: handled == [NET])
+    finally:
+        watcher.stop()
+    assert watcher._thread is None

@@ -104,3 +104,22 @@ def test_the_unit_file_runs_the_daemon_as_a_notify_service_reloaded_by_sighup() 
     assert lines["ExecStart"].split()[1:3] == ["daemon", "--config"]
     assert lines["ExecReload"].endswith("kill -HUP $MAINPID")
     assert "xenstored.service" in lines["After"]
+
+
+def test_a_reload_that_drops_the_toolstack_timeout_restores_the_default(tmp_path: Path) -> None:
+    from pciback.daemon.config import parse_config
+    from pciback.daemon.core import Daemon
+    from pciback.daemon.service import reload_config
+    from pciback.toolstack.attach import DEFAULT_TIMEOUT
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("persist = false\ntoolstack_timeout_s = 3.0\n")
+    daemon = Daemon(parse_config({"persist": False, "toolstack_timeout_s": 3.0}), control=False)
+    daemon.start()
+    try:
+        assert daemon.toolstack.timeout == 3.0
+        cfg.write_text("persist = false\n")
+        assert reload_config(daemon, cfg) == ["toolstack_timeout_s: now None"]
+        assert daemon.toolstack.timeout == DEFAULT_TIMEOUT
+    finally:
+        daemon.stop()

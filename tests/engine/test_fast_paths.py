@@ -143,6 +143,8 @@ class Oracle:
                     continue
                 if fld.edge is Edge.FALLING and not (before != 0 and after == 0):
                     continue
+                if fld.edge is Edge.CHANGE and before == after:
+                    continue
                 if hook(ctx, before, after) is False:
                     veto |= fld.mask
             if touches_hw:

@@ -8,6 +8,7 @@ import pytest
 
 from pciback.engine import ConfigSpace, Policy
 from pciback.engine.hookapi import HookContext, write_hook
+from pciback.tables import Edge
 from tests.engine.support import MemoryDevice, compile_policy
 
 CALLS: list[tuple[str, int, int]] = []
@@ -39,6 +40,8 @@ header h type 0 {
     }
     register fall @0x1a u8 { off [0] shadow(1) rw on_falling test_straddle_record
                              _ [7:1] hw ro }
+    register level @0x1c u8 { mode [2:0] shadow(2) rw on_change test_straddle_record
+                              _ [7:3] shadow(0) rw }
 }
 capability moving id 0x05 length 0x0c + 4*ctrl.wide {
     register ctrl @0x02 u16 {
@@ -113,6 +116,16 @@ def test_falling_edge_hook(policy: Policy) -> None:
     assert CALLS == [("record", 1, 0)]
 
 
+def test_change_hook_runs_only_when_its_field_changes(policy: Policy) -> None:
+    view = ConfigSpace(MemoryDevice(), policy)
+    view.write(0x1C, 1, 0x02)  # the field's current value: nothing to say
+    view.write(0x1C, 1, 0xFA)  # only the other bits of the byte change
+    view.write(0x1C, 1, 0xFB)
+    view.write(0x1C, 1, 0x00)
+    assert CALLS == [("record", 2, 3), ("record", 3, 0)]
+    assert view.read(0x1C, 1) == 0x00
+
+
 def test_a_vetoed_field_is_not_written_but_the_rest_lands(policy: Policy) -> None:
     dev = MemoryDevice()
     view = ConfigSpace(dev, policy)
@@ -158,3 +171,10 @@ def test_runtime_never_needs_the_compiler(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_on_change_compiles_to_its_edge(policy: Policy) -> None:
+    block = next(iter(policy.headers.values()))
+    level = next(r for r in block.registers if r.name == "level")
+    mode = next(f for f in level.fields if f.name == "mode")
+    assert (mode.on_write, mode.edge) == ("test_straddle_record", Edge.CHANGE)

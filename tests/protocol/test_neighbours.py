@@ -141,3 +141,19 @@ def test_the_data_path_makes_every_guest_a_neighbour_of_the_others() -> None:
         assert shared is second.backend.neighbours and len(shared) == 2
         host.destroy_guest(2)
         assert len(shared) == 1
+
+
+def test_another_guests_page_is_only_peeked_at() -> None:
+    """The op path's load may let the interpreter go (a C call); a neighbour's page could be
+    unmapped meanwhile, so neighbours read it with the plain peek only."""
+    neighbours = Neighbours()
+    mine, other = SharedPage(), SharedPage()
+    neighbours.join(mine)
+    neighbours.join(other)
+
+    def forbidden() -> int:
+        raise AssertionError("a neighbour's page read through its op-path load")
+
+    other.load_flags = forbidden
+    post_op(other, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+    assert neighbours.waiting_besides(mine)

@@ -95,7 +95,7 @@ def changed_dsl(tmp_path: Path, old: str, new: str, name: str = "dsl") -> Path:
 
 
 SERR_ENABLE = 'serr_enable     [8]     shadow(hw) rw  "kept'
-BUS_MASTER = "bus_master      [2]     hw ro  permissive rw  on_write bus_master"
+BUS_MASTER = "bus_master      [2]     hw ro  permissive rw  on_change bus_master"
 
 
 def serr_hidden(tmp_path: Path) -> Path:
@@ -106,7 +106,7 @@ def serr_hidden(tmp_path: Path) -> Path:
 def bus_master_rw(tmp_path: Path) -> Path:
     """Bus mastering written through to the device in normal mode, not only through its hook."""
     return changed_dsl(
-        tmp_path, BUS_MASTER, "bus_master      [2]     hw rw  on_write bus_master", "bm"
+        tmp_path, BUS_MASTER, "bus_master      [2]     hw rw  on_change bus_master", "bm"
     )
 
 

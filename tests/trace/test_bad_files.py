@@ -74,7 +74,7 @@ BAD = [
     ((HEADER, DEV, {k: v for k, v in READ.items() if k != "offset"}), ':3: no "offset"'),
     ((HEADER, DEV, DEV), ":3: device 0000:03:00.0 declared twice"),
     ((HEADER, {**DEV, "quirks": ["rm -rf"]}), ":2: not a quirk"),
-    ((HEADER, {**DEV, "host_irq": -1}), ':2: "host_irq" is not an integer in 0..65535'),
+    ((HEADER, {**DEV, "host_irq": -1}), ':2: "host_irq" is not an integer in 0..4294967295'),
     ((HEADER, {**DEV, "host_irq": "23"}), ':2: "host_irq" is not an integer'),
     ((HEADER, {**DEV, "bar_sizes": {"0": 4096}}), ':2: "bar_sizes" is not a list'),
     ((HEADER, {**DEV, "bar_sizes": [[0, 1]] * 8}), ':2: "bar_sizes" is not a list'),
