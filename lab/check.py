@@ -228,8 +228,9 @@ def linger_figures(run: Run) -> dict[str, object] | None:
         return None
     first, last = pair
     figures = dict(last)
-    for count in ("hits", "misses", "backoffs", "yields"):
-        figures[count] = last.get(count, 0) - first.get(count, 0)  # yields: since run 38
+    for count in ("hits", "misses", "backoffs", "resumed", "yields"):
+        # yields: since run 38; resumed (back-offs ended by quick wake-ups): since run 44
+        figures[count] = last.get(count, 0) - first.get(count, 0)
     gap, look = last.get("gap_looks_mean"), last.get("look_ns")
     figures["gap_us"] = "?" if gap is None or look is None else round(gap * look / 1000)
     return figures
@@ -297,9 +298,14 @@ def report(directory: Path) -> int:
         print(f"  {label:26s} {figure(pair[0], 's')} vs {figure(pair[1], 's')}  -> {ratio(*pair)}")
     for key, label in (
         ("median_us", "config read, median"),
+        ("mean_us", "config read, mean"),
+        ("p90_us", "config read, p90"),
+        ("p95_us", "config read, p95"),
         ("p99_us", "config read, p99"),
         ("max_us", "config read, worst"),
     ):
+        if key not in ops[0] and key not in ops[1]:
+            continue  # a guest image from before the figure
         a, b = ops[0].get(key), ops[1].get(key)
         print(f"  {label:26s} {figure(a, 'us')} vs {figure(b, 'us')}  -> {ratio(a, b)}")
     a, b = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
@@ -307,6 +313,14 @@ def report(directory: Path) -> int:
         f"  config ops per second      {figure(a, '')}vs {figure(b, '')} -> {ratio(a, b)}"
         " (higher is faster)"
     )
+    for side, figures in (("ours", ops[0]), ("kernel", ops[1])):
+        if "slow_ops" in figures:
+            print(
+                f"  the tail, {side}: {figures['slow_ops']:.0f} reads over 2 ms took"
+                f" {figures['slow_share']:.0%} of the time;"
+                f" {figures['slow_after_slow']:.0f} of them right after another,"
+                f" the longest run {figures['longest_slow_run']:.0f}"
+            )
     share = daemon_share(daemon)
     if share is not None and a:
         served, service, busy, wakeups, cpu = share
@@ -324,11 +338,19 @@ def report(directory: Path) -> int:
     linger = linger_figures(daemon)
     if linger:
         print(
-            "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs,"
+            "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs"
+            " ({resumed} ended by quick wake-ups),"
             " {yields} yields to another guest;"
             " a look {look_ns} ns, a gap {gap_looks_mean} looks on average (about {gap_us} us"
             " from an answer to the guest's next op, when that op was not already there), the"
             " window {window_looks} looks at the end".format(**linger)
+        )
+    for line in daemon.lines("dom0-costs.txt", "LAB-DOM0COST"):
+        costs = dict(OPS.findall(line))
+        print(
+            "  a device's config read in this dom0 (µs per 4-byte pread): through sysfs"
+            f" {costs.get('pread_us', '?')}, through /proc/bus/pci"
+            f" {costs.get('proc_pread_us', '?')}; a bare system call {costs.get('syscall_us', '?')}"
         )
     for line in daemon.lines("dom0-costs.txt", "LAB-OPCOST"):
         costs = dict(OPS.findall(line))

@@ -108,7 +108,7 @@ class BackendConnection:
         while not self._stopping:
             port.wait(None)
             self._account_busy(port)
-            self.linger.woke()
+            self.linger.woke(port.woke_ns - port.slept_ns)
             if self._stopping:
                 return
             if port.closed:  # the guest's end went first; nothing can wake us again

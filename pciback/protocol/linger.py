@@ -21,7 +21,11 @@ An op found while lingering is a hit; a window that ends without one is a miss; 
 another guest's waiting op is a yield (pciback.protocol.neighbours), which teaches nothing.
 After a few misses in a row the thread stops lingering for a number of wake-ups, then tries
 again: a guest whose ops come rarely costs no spinning, and the cap bounds what any guest can
-make the thread spin for one op.
+make the thread spin for one op. Such a back-off ends early when the guest is busy again: two
+wake-ups in a row that each came within the cap of going to sleep are ops a look of the cap
+would have found. In the lab a guest reading in a loop hit four misses in a row when its vCPU
+was preempted for a few ms, and the back-off that followed served the next 64 of its ops each
+through a wake-up, half of all the wake-ups of a benchmark (run 43).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import math
 
 MISSES_BEFORE_BACKOFF = 4
 BACKOFF_WAKEUPS = 64
+QUICK_WAKEUPS_END_BACKOFF = 2  # in a row, each within the cap of the sleep before it
 WINDOW_PER_GAP = 4  # the window, in average gaps: room for a gap of four times the usual
 FLOOR_NS = 20_000  # a window never shorter: the first gaps are learnt from it
 # After a yield: while another guest is busy too, lingering takes a CPU its thread needs, and
@@ -55,9 +60,12 @@ class Linger:
         self._window = math.inf  # in looks, before the cap and the floor
         self._misses = 0  # in a row
         self._off_for = 0  # wake-ups left without lingering
+        self._backing_off = False  # the wake-ups off are a back-off (not a yield's)
+        self._quick = 0  # wake-ups in a row, during a back-off, that came within the cap
         self.hits = 0
         self.misses = 0  # in all
         self.backoffs = 0
+        self.resumed = 0  # back-offs ended early by quick wake-ups
         self.yields = 0  # windows ended for another guest's op (pciback.protocol.neighbours)
 
     def window(self) -> int:
@@ -110,6 +118,8 @@ class Linger:
         if self._misses >= MISSES_BEFORE_BACKOFF:
             self._misses = 0
             self._off_for = BACKOFF_WAKEUPS
+            self._backing_off = True
+            self._quick = 0
             self.backoffs += 1
 
     def yielded(self) -> None:
@@ -119,11 +129,23 @@ class Linger:
         thread stops lingering for YIELD_OFF_WAKEUPS wake-ups."""
         self.yields += 1
         self._off_for = YIELD_OFF_WAKEUPS
+        self._backing_off = False  # a busy neighbour, not an idle guest: quick wake-ups stay
 
-    def woke(self) -> None:
-        """A wake-up from sleep: one fewer before lingering is tried again."""
-        if self._off_for:
-            self._off_for -= 1
+    def woke(self, slept_ns: int | None = None) -> None:
+        """A wake-up from sleep, after `slept_ns` asleep (None: not known): one fewer before
+        lingering is tried again; none at all when a back-off sees the guest busy again."""
+        if not self._off_for:
+            return
+        self._off_for -= 1
+        if not self._backing_off or not self._off_for:
+            return
+        if slept_ns is None or not 0 <= slept_ns < self.cap_ns:
+            self._quick = 0
+            return
+        self._quick += 1
+        if self._quick >= QUICK_WAKEUPS_END_BACKOFF:
+            self._off_for = 0
+            self.resumed += 1
 
     def as_dict(self) -> dict[str, int | float | None]:
         """What `pciback list --json` shows: the counts, and the window as it stands."""
@@ -132,6 +154,7 @@ class Linger:
             "hits": self.hits,
             "misses": self.misses,
             "backoffs": self.backoffs,
+            "resumed": self.resumed,
             "yields": self.yields,
             "look_ns": self.look_ns,
             "gap_looks_mean": None if average is None else round(average, 1),

@@ -12,6 +12,7 @@ from pciback.protocol import connection as connection_module
 from pciback.protocol.abi import Cmd, Flag
 from pciback.protocol.connection import OPS_PER_WAKEUP, BackendConnection
 from pciback.protocol.linger import (
+    BACKOFF_WAKEUPS,
     FIRST_LOOK_NS,
     FLOOR_NS,
     LOOKS_PER_CLOCK,
@@ -225,11 +226,55 @@ def test_the_daemon_lists_each_guests_lingering() -> None:
         "hits": 1,
         "misses": MISSES_BEFORE_BACKOFF,
         "backoffs": 1,
+        "resumed": 0,
         "yields": 0,
         "look_ns": 1000,
         "gap_looks_mean": 10.0,
         "window_looks": 0,  # backing off
     }
+
+
+def test_a_back_off_ends_at_two_quick_wake_ups_in_a_row() -> None:
+    # A guest reading in a loop whose vCPU was preempted for a while: four misses in a row,
+    # then its ops come again within the cap of each sleep; looking for them pays again.
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    for _ in range(MISSES_BEFORE_BACKOFF):
+        linger.miss()
+    assert linger.window() == 0
+    linger.woke(CAP // 2)
+    assert linger.window() == 0  # one quick wake-up may be chance
+    linger.woke(CAP - 1)
+    assert linger.window() > 0
+    assert linger.as_dict()["resumed"] == 1
+
+
+def test_a_back_off_lasts_while_the_guest_sleeps_longer_than_the_cap() -> None:
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    for _ in range(MISSES_BEFORE_BACKOFF):
+        linger.miss()
+    # Quick wake-ups that are never two in a row (a long or an unknown sleep between) end
+    # nothing: the back-off runs its course, counted in wake-ups.
+    sleeps = (CAP // 2, CAP * 3, CAP // 2, None)
+    for i in range(BACKOFF_WAKEUPS - 1):
+        linger.woke(sleeps[i % len(sleeps)])
+        assert linger.window() == 0
+    linger.woke(CAP * 3)
+    assert linger.window() > 0
+    assert linger.as_dict()["resumed"] == 0
+
+
+def test_quick_wake_ups_do_not_end_a_yield() -> None:
+    # A busy neighbour is why the thread stopped lingering, not an idle guest: its own quick
+    # wake-ups say nothing of the neighbour.
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    linger.yielded()
+    for _ in range(8):
+        linger.woke(1_000)
+    assert linger.window() == 0
+    assert linger.as_dict()["resumed"] == 0
 
 
 class BimodalPage(LatePage):
