@@ -29,6 +29,7 @@ from pciback.ports.bus import PhysicalDevice
 from pciback.ports.uevents import QueuedUevents
 from pciback.ports.xenstore import WatchEvent, XenStore
 from pciback.protocol.abi import ChannelState
+from pciback.protocol.connection import AerAborted
 from pciback.reconcile import reconcile
 from pciback.sim.device import SimDevice
 from pciback.sim.domctl import SimDomctl
@@ -288,6 +289,11 @@ class Daemon:
         except ValueError:  # no longer held by a connected guest
             log.info("%s: not in use by a connected guest any more; nothing to recover", address)
             return
+        except AerAborted as exc:
+            log.warning(
+                "%s: recovery abandoned, nothing more done to guest or device: %s", address, exc
+            )
+            return
         if outcome.killed:
             log.error("%s: dom%d could not recover it: killed, the device reset", address, owner)
         else:
@@ -352,6 +358,7 @@ class Daemon:
         if self.stopped.is_set():
             return
         self.stopped.set()
+        self.datapath.abort_aer()  # no guest killed nor device reset from here on
         if self.aer_events is not None:
             self.aer_events.stop()
         if self.control is not None:
@@ -374,6 +381,7 @@ class Daemon:
         if self.stopped.is_set():
             return
         self.stopped.set()
+        self.datapath.abort_aer()
         if self.aer_events is not None:
             self.aer_events.stop()
         self.state.abandon()

@@ -193,6 +193,7 @@ class SimDataPath:
         self.pool = pool
         self.ownership = ownership
         self._links: dict[tuple[int, int], _Link] = {}
+        self._aer_stopped = False  # set once, by `abort_aer`
         self._neighbours = Neighbours()  # every guest's page, for the lingering threads
         self._lock = threading.Lock()
         self._traces: dict[int, Recording] = {}  # domid -> its recording (pciback.trace)
@@ -686,6 +687,15 @@ class SimDataPath:
         connection, exported = found
         domain, bus, slot, function = parse_address(exported.guest_address)
 
+        def still_theirs() -> bool:
+            """The recovery waits for the guest, maybe minutes: the device may be detached or
+            given to another guest meanwhile, or the daemon stop. Then the device is not the
+            recovery's to reset, nor is the former owner's death its to cause."""
+            if self._aer_stopped or self.ownership.owner(physical) != owner:
+                return False
+            now = self.exported(owner, physical)
+            return now is not None and now[0] is connection
+
         def reset_device() -> None:
             exported.physical.reset()
             exported.irq.restore()  # what a slot reset's state restore gives back
@@ -707,8 +717,18 @@ class SimDataPath:
             reset_device=reset_device,
             kill_guest=kill_guest,
             timeout=timeout,
+            still_wanted=still_theirs,
         )
         return owner, outcome
+
+    def abort_aer(self) -> None:
+        """End every AER recovery under way (AerAborted in its thread), and refuse new ones:
+        the daemon stops, and no guest may be killed, nor device reset, once it has."""
+        self._aer_stopped = True
+        with self._lock:
+            links = list(self._links.values())
+        for link in links:
+            link.connection.abort_aer()
 
     def suspend(self, domid: int, devid: int) -> None:
         with self._lock:

@@ -5,6 +5,11 @@ step is forwarded to the frontend on the shared page (`aer_op` plus _XEN_PCIB_ac
 waits a bounded time for its answer. A guest that registered no AER handler, does not answer,
 or answers "none" / "disconnect" cannot recover the device: the domain is killed through the
 hypervisor port and the device reset, as Linux's pciback does.
+
+A recovery can last minutes (each step waits up to DEFAULT_TIMEOUT); meanwhile the device may be
+detached, given to another guest, or the daemon may stop. `still_wanted` says whether the
+recovery still speaks for the device's owner: asked during every wait and before every kill
+or reset, its no ends the recovery with AerAborted, nothing more done to guest or device.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult
-from pciback.protocol.connection import AerTarget, BackendConnection
+from pciback.protocol.connection import AerAborted, AerTarget, BackendConnection
 
 DEFAULT_TIMEOUT = 300.0  # what Linux waits; tests pass much less
 
@@ -39,17 +44,27 @@ def recover(
     reset_device: Callable[[], None],
     kill_guest: Callable[[], None],
     timeout: float = DEFAULT_TIMEOUT,
+    still_wanted: Callable[[], bool] = lambda: True,
 ) -> AerOutcome:
     steps: list[tuple[Cmd, int | None]] = []
 
     def ask(cmd: Cmd) -> int | None:
-        answer = conn.aer_request(cmd, int(state), target, timeout)
+        answer = conn.aer_request(cmd, int(state), target, timeout, still_wanted)
         if answer is not None and answer not in _KNOWN:
             answer = int(ErsResult.NONE)  # a guest's garbage counts as no answer
         steps.append((cmd, answer))
         return answer
 
+    def check() -> None:
+        if not still_wanted():
+            raise AerAborted(f"the device at {target} changed hands, or the daemon stops")
+
+    def reset() -> None:
+        check()
+        reset_device()
+
     def give_up() -> AerOutcome:
+        check()
         kill_guest()
         reset_device()
         return AerOutcome(tuple(steps), killed=True)
@@ -64,7 +79,7 @@ def recover(
         if answer in _GIVE_UP:
             return give_up()
     if answer == ErsResult.NEED_RESET:
-        reset_device()
+        reset()
         answer = ask(Cmd.AER_SLOTRESET)
         if answer in _GIVE_UP:
             return give_up()

@@ -34,6 +34,14 @@ OPS_PER_WAKEUP = 64
 # One op in TIME_EVERY is timed (a power of two): see `_serve_one`.
 TIME_EVERY = 8
 _CLOCK_MASK = LOOKS_PER_CLOCK - 1
+# How often a waiting AER request asks whether it is still wanted (`aer_request`).
+AER_RECHECK_S = 0.5
+
+
+class AerAborted(Exception):
+    """An AER request given up for a reason other than the guest: the connection closed (a
+    detach, the daemon stopping) or the device changed hands. Nothing more may be done to the
+    guest or the device on that recovery's behalf."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,7 @@ class BackendConnection:
         self._aer_lock = threading.Lock()
         self._aer_pending = False
         self._aer_answered = threading.Event()
+        self._aer_aborted = False  # set once, by `abort_aer`
 
     # -- service ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,6 +106,9 @@ class BackendConnection:
 
     def close(self, timeout: float = 5.0) -> None:
         self._stopping = True
+        self.abort_aer()
+        with self._aer_lock:  # an aborted request has left the page before it can be unmapped
+            pass
         self.neighbours.leave(self.page)  # before the page can be unmapped
         self.port.kick_self()
         if self._thread is not None:
@@ -230,10 +242,30 @@ class BackendConnection:
     def has_aer_handler(self) -> bool:
         return self.page.test_bit(Flag.PCIB_AERHANDLER)
 
-    def aer_request(self, cmd: int, state: int, target: AerTarget, timeout: float) -> int | None:
+    def abort_aer(self) -> None:
+        """End the AER request waiting now, and refuse every later one, with AerAborted: the
+        connection is going away, and a recovery that went on would act on a guest or a
+        device it no longer speaks for."""
+        self._aer_aborted = True
+        self._aer_answered.set()
+
+    def aer_request(
+        self,
+        cmd: int,
+        state: int,
+        target: AerTarget,
+        timeout: float,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> int | None:
         """Post an AER request and wait for the frontend's answer (its `aer_op.err`, a
-        pci_ers_result); None when the frontend did not answer within `timeout` seconds."""
+        pci_ers_result); None when the frontend did not answer within `timeout` seconds.
+        AerAborted when `abort_aer` came first or during the wait, or when `still_wanted`,
+        asked every AER_RECHECK_S of the wait, says the request no longer is (the device
+        changed hands: a wait lasts minutes)."""
         with self._aer_lock:
+            # Checked under the lock that `close` passes through before the page can go.
+            if self._aer_aborted:
+                raise AerAborted(f"dom{self.domid}: the connection is closing")
             aer = self.page.info.aer_op
             aer.cmd = cmd
             aer.err = state
@@ -241,6 +273,8 @@ class BackendConnection:
             aer.bus = target.bus
             aer.devfn = target.devfn
             self._aer_answered.clear()
+            if self._aer_aborted:  # came before the clear, which would have hidden it
+                raise AerAborted(f"dom{self.domid}: the connection is closing")
             try:
                 # Pending only once the bit is up: the service thread, if an op wakes it in
                 # between, would otherwise see the bit down and take that for the answer.
@@ -249,10 +283,33 @@ class BackendConnection:
                 if not self.page.test_bit(Flag.PCIB_ACTIVE):  # answered before it was pending
                     self._aer_answered.set()
                 self.port.notify()
-                answered = self._aer_answered.wait(timeout)
+                answered = self._wait_for_answer(timeout, still_wanted)
+                if self._aer_aborted or answered is None:
+                    # The page may be unmapped next: the request is withdrawn, not answered.
+                    self.page.clear_bit(Flag.PCIB_ACTIVE)
+                    why = (
+                        "closed" if self._aer_aborted else "no longer serves the device asked about"
+                    )
+                    raise AerAborted(f"dom{self.domid}: the connection {why} during the request")
                 if not answered and self.page.clear_bit(Flag.PCIB_ACTIVE):
                     log.warning("dom%d: frontend did not answer AER request", self.domid)
                     return None
                 return int(self.page.info.aer_op.err)
             finally:
                 self._aer_pending = False
+
+    def _wait_for_answer(
+        self, timeout: float, still_wanted: Callable[[], bool] | None
+    ) -> bool | None:
+        """Whether the answer came within `timeout`; None once `still_wanted` says no."""
+        if still_wanted is None:
+            return self._aer_answered.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._aer_answered.wait(max(0.0, min(left, AER_RECHECK_S))):
+                return True
+            if not still_wanted():
+                return None
+            if left <= AER_RECHECK_S:
+                return False

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult, Flag
-from pciback.protocol.aer import AerOutcome
-from pciback.protocol.connection import AerTarget, BackendConnection
+from pciback.protocol.aer import AerOutcome, recover
+from pciback.protocol.connection import AerAborted, AerTarget, BackendConnection
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
@@ -181,3 +183,103 @@ def test_an_op_served_just_as_an_aer_request_is_posted_is_not_taken_for_the_answ
     finally:
         channel.close()
     assert answer is None  # nobody answered: a timeout, not our own request read back
+
+
+def _recover_in_background(host: SimHost) -> tuple[threading.Thread, list[object]]:
+    """inject_aer on a thread of its own; what it returned or raised lands in the list."""
+    ended: list[object] = []
+
+    def run() -> None:
+        try:
+            ended.append(host.inject_aer(ADDR))
+        except AerAborted as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, ended
+
+
+def test_a_device_detached_and_given_to_another_guest_during_the_wait_is_left_alone() -> None:
+    # A recovery waits for the guest for minutes; meanwhile the device went to dom8. Giving up
+    # then would kill dom7, which no longer holds it, and reset dom8's device.
+    with SimHost(aer_timeout=30.0, op_timeout=5.0) as host:
+        guest, device = attach(host)
+        asked = threading.Event()
+        guest.set_aer_handler(lambda request: asked.set())  # never answers
+        started = time.monotonic()
+        thread, ended = _recover_in_background(host)
+        assert asked.wait(5)
+        host.detach(7, ADDR)
+        host.attach(8, [ADDR])
+        resets = device.resets
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 10  # seen during the wait, not after its 30 s
+        assert len(ended) == 1 and isinstance(ended[0], AerAborted)
+        assert host.hypervisor.killed == []
+        assert device.resets == resets
+        assert host.owner(ADDR) == 8
+        assert host.guest(8).conf_read(ADDR, 0, 2) == 0x8086
+
+
+def test_stopping_the_daemon_ends_a_recovery_at_once_with_no_kill(tmp_path: Path) -> None:
+    with SimHost(aer_timeout=30.0, op_timeout=5.0, state_dir=tmp_path) as host:
+        guest, device = attach(host)
+        asked = threading.Event()
+        guest.set_aer_handler(lambda request: asked.set())
+        thread, ended = _recover_in_background(host)
+        assert asked.wait(5)
+        started = time.monotonic()
+        host.stop_daemon()
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+        assert len(ended) == 1 and isinstance(ended[0], AerAborted)
+        assert host.hypervisor.killed == []
+        assert device.resets == SEIZE_RESETS
+        assert not guest.page.test_bit(Flag.PCIB_ACTIVE)  # the request was withdrawn
+        host.start_daemon()
+        assert host.owner(ADDR) == 7  # the guest kept its device across the restart
+
+
+def test_a_closed_connection_refuses_a_new_request() -> None:
+    page, channel = SharedPage(), EventChannel()
+    conn = BackendConnection(1, page, channel.backend, devices=None)  # type: ignore[arg-type]
+    try:
+        conn.close()
+        with pytest.raises(AerAborted):
+            conn.aer_request(Cmd.AER_DETECTED, 1, AerTarget(0, 0, 0), timeout=5)
+        assert not page.test_bit(Flag.PCIB_ACTIVE)  # nothing was posted
+    finally:
+        channel.close()
+
+
+def test_a_reset_is_not_done_once_the_device_changed_hands() -> None:
+    # The guest answered need_reset, and the device left it before the reset: nothing is reset,
+    # nobody killed, and slot_reset is never asked.
+    page, channel = SharedPage(), EventChannel()
+    conn = BackendConnection(1, page, channel.backend, devices=None)  # type: ignore[arg-type]
+    done: list[str] = []
+    theirs = [True]
+
+    def answer(
+        cmd: int, state: int, target: AerTarget, timeout: float, still_wanted: object
+    ) -> int:
+        theirs[0] = False  # the device leaves while the guest answers
+        return int(ErsResult.NEED_RESET)
+
+    conn.has_aer_handler = lambda: True  # type: ignore[method-assign]
+    conn.aer_request = answer  # type: ignore[method-assign,assignment]
+    try:
+        with pytest.raises(AerAborted):
+            recover(
+                conn,
+                AerTarget(0, 0, 0),
+                ChannelState.IO_FROZEN,
+                reset_device=lambda: done.append("reset"),
+                kill_guest=lambda: done.append("kill"),
+                still_wanted=lambda: theirs[0],
+            )
+        assert done == []
+    finally:
+        channel.close()
