@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS irq_intent (
     address TEXT PRIMARY KEY, domid INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS host_drivers (address TEXT PRIMARY KEY, driver TEXT NOT NULL);
 """
 
 # The tables a guest's activity changes: kept in memory, written behind.
@@ -85,6 +87,8 @@ GUEST_TABLES = ("view_state", "irq_state", "irq_intent")
 
 # A guest's record as read back: (domid, JSON text), both checked for type and size only.
 Record = tuple[int, str]
+# What a Linux driver's name can be, as sysfs shows it under /sys/bus/pci/drivers.
+_DRIVER_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
 class StateError(RuntimeError):
@@ -406,6 +410,32 @@ class StateStore:
 
     def forget_config(self, address: str) -> None:
         self._run("DELETE FROM saved_state WHERE address = ?", (address,))
+
+    def seized(self) -> list[str]:
+        """The devices with a saved config space: those the daemon holds in its pool."""
+        return [str(r[0]) for r in self._run("SELECT address FROM saved_state ORDER BY address")]
+
+    # -- the driver each seized device was taken from (table added to schema 2 later) --------
+    def set_host_driver(self, address: str, driver: str | None) -> None:
+        if driver is None:
+            self._run("DELETE FROM host_drivers WHERE address = ?", (address,))
+        elif _DRIVER_NAME.fullmatch(driver):
+            self._run("INSERT OR REPLACE INTO host_drivers VALUES (?, ?)", (address, driver))
+        else:
+            raise StateError(f"{address}: host driver name {driver[:64]!r} refused")
+
+    def host_driver(self, address: str) -> str | None:
+        """The driver `address` was taken from; None when it had none, or none is on record
+        that a driver could be bound by (a row read back is untrusted: it names what the
+        daemon will bind)."""
+        rows = self._run("SELECT driver FROM host_drivers WHERE address = ?", (address,))
+        driver = rows[0][0] if rows else None
+        if isinstance(driver, str) and _DRIVER_NAME.fullmatch(driver):
+            return driver
+        if driver is not None:
+            log.error("state database: unusable host driver for %.64r; dropped", address)
+            self._run("DELETE FROM host_drivers WHERE address = ?", (address,))
+        return None
 
     # -- interrupt control (Linux's allow_interrupt_control) ---------------------------------
     def set_interrupt_control(self, address: str, on: bool) -> None:

@@ -233,9 +233,22 @@ class StubPool:
             permissive = self.state.permissive()
             interrupt_control = self.state.interrupt_control()
             quirks = _valid_quirks(self.state.quirks())
+            # A device stays seized until unseized, whatever became of the slot that named it
+            # (as Linux): a slot removed while it was held must not lose it at a restart. One
+            # the host took back meanwhile (a reboot: no longer bound to the stub, no owner)
+            # is the host's again, as Linux would not take it without a slot either (a stale
+            # owner of it is then released by the reconciliation).
+            seized = set(self.state.seized())
             for address in self.bus.addresses():
                 if address not in self._slots:
-                    continue
+                    if address not in seized:
+                        continue
+                    if not self._still_held(address):
+                        self._forget(address)
+                        log.info(
+                            "%s: no slot names it and the host has it back; forgotten", address
+                        )
+                        continue
                 saved = self.state.saved_config(address)
                 device = self.bus.device(address)
                 if saved is None or not _fits(saved, device):
@@ -256,12 +269,32 @@ class StubPool:
                 # are needed again (the hypervisor forgot the MSI-X table too).
                 device.enable()
                 self._prepare_msix(device)
-                stub = StubDevice(address, saved, driver if driver != STUB_DRIVER else None)
+                taken_from = self.state.host_driver(address)
+                if taken_from is None and driver not in (None, STUB_DRIVER):
+                    taken_from = driver  # from a daemon that did not record it
+                stub = StubDevice(address, saved, taken_from)
                 stub.permissive = address in permissive
                 stub.interrupt_control = address in interrupt_control
                 stub.quirks = [q for q in quirks if q.address == address]
                 self.devices[address] = stub
-                log.info("re-adopted %s (owner %s)", address, self.ownership.owner(address))
+                log.info(
+                    "re-adopted %s (owner %s)%s",
+                    address,
+                    self.ownership.owner(address),
+                    "" if address in self._slots else "; no slot names it any more",
+                )
+
+    def _still_held(self, address: str) -> bool:
+        return self.bus.driver(address) == STUB_DRIVER  # what the pool binds while it holds one
+
+    def _forget(self, address: str) -> None:
+        """Drop what the state says of a device the pool no longer holds."""
+        assert self.state is not None
+        self.state.forget_config(address)
+        self.state.set_host_driver(address, None)
+        self.state.clear_quirks(address)
+        self.state.set_permissive(address, False)
+        self.state.set_interrupt_control(address, False)
 
     # -- slots (new_slot / remove_slot / slots) ----------------------------------------------
     def hide(self, text: str) -> list[str]:
@@ -344,6 +377,7 @@ class StubPool:
             self.bus.bind(address, STUB_DRIVER)
         if self.state:
             self.state.save_config(address, saved)
+            self.state.set_host_driver(address, driver)
             stub.permissive = address in self.state.permissive()
             stub.interrupt_control = address in self.state.interrupt_control()
         self.devices[address] = stub
@@ -360,10 +394,7 @@ class StubPool:
                 raise StubError(f"{address} is in use by domain {owner}; detach it first")
             del self.devices[address]
             if self.state:
-                self.state.forget_config(address)
-                self.state.clear_quirks(address)
-                self.state.set_permissive(address, False)
-                self.state.set_interrupt_control(address, False)
+                self._forget(address)
             self._release_msix(self.bus.device(address))
             self.bus.unbind(address)
             driver = stub.host_driver if rebind else None
