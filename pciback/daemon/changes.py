@@ -74,7 +74,9 @@ def describe(request: dict[str, Any], result: Any) -> str:
         state = "on" if op.endswith("add") else "off"
         return f"interrupt control {state} for {result}"
     if op == "quirk_add":
-        return f"quirk {result} added"
+        quirk, live = _field(result, "quirk", result), _field(result, "live", [])
+        held = ", ".join(str(d) for d in live) if isinstance(live, list) else ""
+        return f"quirk {quirk} added" + (f"; in the view of domain {held} now" if held else "")
     if op == "irq_handler_state":
         return f"irq handler of {arg} turned {'on' if result else 'off'}"
     if op == "unseize":

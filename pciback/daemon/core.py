@@ -445,7 +445,10 @@ class Daemon:
                         f"{arg[:64]}: not added, the view would ignore it: {ignored}"
                     )
                 spec = self.pool.add_quirk(spec)
-                return f"{spec.address}-{spec.offset:x}:{spec.size}:{spec.mask:x}"
+                return {
+                    "quirk": f"{spec.address}-{spec.offset:x}:{spec.size}:{spec.mask:x}",
+                    "live": self.datapath.apply_quirk(spec),
+                }
             if op == "irq_handler_state":
                 return self.pool.toggle_irq_handler(arg)
             if op == "unseize":

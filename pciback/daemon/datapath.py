@@ -39,7 +39,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from pciback.control.hide import parse_address
+from pciback.control.hide import QuirkSpec, parse_address
 from pciback.daemon.quirks import quirk_register
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
@@ -546,6 +546,26 @@ class SimDataPath:
                 if space is not None:
                     space.permissive = permissive
                     space.allow_interrupt_control = control
+
+    def apply_quirk(self, spec: QuirkSpec) -> list[int]:
+        """An operator's new quirk field: the views of the device already exported take it at
+        once (between two ops); returns the domains whose view has it now."""
+        with self._lock:
+            links = [(domid, link) for (domid, _), link in self._links.items()]
+        applied = []
+        for domid, link in links:
+            with link.devices.serving, link.devices.lock:
+                space = link.devices.spaces.get(spec.address)
+                if space is None:
+                    continue
+                problem = space.add_quirk(quirk_register(spec))
+            if problem is None:
+                applied.append(domid)
+            else:  # checked on a copy first (quirk_ignored): the live view moved since
+                log.warning(
+                    "%s: dom%d's view keeps its old fields: %s", spec.address, domid, problem
+                )
+        return applied
 
     def disconnect(self, domid: int, devid: int) -> None:
         with self._lock:

@@ -209,6 +209,19 @@ class ConfigSpace:
     def slot_at(self, offset: int) -> Slot:
         return self._map[offset]
 
+    def add_quirk(self, register: Register) -> str | None:
+        """An operator's quirk field laid over the live view, as Linux's quirks attribute
+        adds one to a device a guest holds; the problem that kept it out, or None. The caller
+        holds the view's serving gate: no op runs while the map and its plans change."""
+        before = len(self.problems)
+        self._overlay(None, (register,))
+        if len(self.problems) > before:
+            return self.problems.pop()  # the view is unchanged; the refusal is the caller's
+        self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
+        self._readers.clear()  # plans made over the old map
+        self._writers.clear()
+        return None
+
     def warn_permissive(self, what: str, why: str = PERMISSIVE_WOULD_TAKE_IT) -> None:
         if self._warned_permissive:
             return
