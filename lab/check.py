@@ -146,6 +146,26 @@ def op_figures(run: Run) -> dict[str, float]:
     return {}
 
 
+def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | None:
+    """The line that says how fast the machine was in each benchmark (cfgbench's fixed CPU
+    loop in the guest, before and after its reads), and whether that alone moves the ratios:
+    on a shared host the speed changes 2x within minutes, and the two benchmarks run minutes
+    apart. None from guests that did not time the loop."""
+    keys = ("spin_before_us", "spin_after_us")
+    if not all(k in ours and k in kernel for k in keys):
+        return None
+    a0, a1 = (ours[k] / 1000 for k in keys)
+    b0, b1 = (kernel[k] / 1000 for k in keys)
+    slower = (a0 + a1) / (b0 + b1) if b0 + b1 else 1.0
+    line = (
+        "  the machine's speed in each benchmark (a fixed CPU loop in the guest, before and"
+        f" after its reads): ours {a0:.0f}/{a1:.0f} ms, kernel {b0:.0f}/{b1:.0f} ms"
+    )
+    if not 0.8 <= slower <= 1.25:
+        line += f" -- {slower:.2f}x as slow in ours: the ratios above carry that too"
+    return line
+
+
 def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None:
     """Ops the daemon served during the benchmark, its mean service time (over the ops it timed)
     and its mean busy time per op (µs), the wake-ups it took for them (fewer than ops: the rest
@@ -313,6 +333,9 @@ def report(directory: Path) -> int:
         f"  config ops per second      {figure(a, '')}vs {figure(b, '')} -> {ratio(a, b)}"
         " (higher is faster)"
     )
+    speed = machine_speed(ops[0], ops[1])
+    if speed:
+        print(speed)
     for side, figures in (("ours", ops[0]), ("kernel", ops[1])):
         if "slow_ops" in figures:
             print(
@@ -345,13 +368,16 @@ def report(directory: Path) -> int:
             " from an answer to the guest's next op, when that op was not already there), the"
             " window {window_looks} looks at the end".format(**linger)
         )
-    for line in daemon.lines("dom0-costs.txt", "LAB-DOM0COST"):
-        costs = dict(OPS.findall(line))
-        print(
-            "  a device's config read in this dom0 (µs per 4-byte pread): through sysfs"
-            f" {costs.get('pread_us', '?')}, through /proc/bus/pci"
-            f" {costs.get('proc_pread_us', '?')}; a bare system call {costs.get('syscall_us', '?')}"
-        )
+    for side, run in (("ours", daemon), ("kernel", kernel)):
+        for line in run.lines("dom0-costs.txt", "LAB-DOM0COST"):
+            costs = dict(OPS.findall(line))
+            print(
+                f"  dom0 after the benchmark, {side}: a device's config read (µs per 4-byte"
+                f" pread) through sysfs {costs.get('pread_us', '?')}, through /proc/bus/pci"
+                f" {costs.get('proc_pread_us', '?')}; a bare system call"
+                f" {costs.get('syscall_us', '?')}; a Python loop step"
+                f" {costs.get('python_call_us', '?')}"
+            )
     for line in daemon.lines("dom0-costs.txt", "LAB-OPCOST"):
         costs = dict(OPS.findall(line))
         print(

@@ -16,6 +16,7 @@ gcmd k1 vvv 00:00.0 > "$R/vvv-03.txt"
 gcmd k1 xxxx 00:00.0 > "$R/xxxx-03.txt"
 gcmd k1 bench 00:00.0 > "$R/bench.txt"
 cat "$R/bench.txt" | grep -E 'LAB-OPS'
+dom0_costs | tee "$R/dom0-costs.txt"  # this phase's speed, beside the daemon phase's
 # The daemon's run's driver loads, in the same order, for comparison (informational: the
 # kernel backend has its own limits, e.g. after an MSI-X driver of a Linux 6.1 guest unloads,
 # and e1000e's MSI self-test fails under emulation with either backend).

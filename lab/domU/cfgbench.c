@@ -24,6 +24,21 @@ static double now_us(void)
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* The machine's speed as this guest's vCPU gets it: a fixed loop of integer work, timed.
+ * Under emulation on a shared host it moves by 2x within minutes, and the two backends'
+ * benchmarks run minutes apart: a ratio between them means little unless this stayed put. */
+static double spin_us(void)
+{
+    volatile unsigned long sink;
+    unsigned long x = 1;
+    double t = now_us();
+    for (long i = 0; i < 2000000; i++)
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+    sink = x;
+    (void)sink;
+    return now_us() - t;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -36,6 +51,7 @@ int main(int argc, char **argv)
         perror(argv[1]);
         return 1;
     }
+    double spin_before = spin_us();
     double *lat = calloc(count, sizeof(double));
     unsigned char buf[4];
     double start = now_us();
@@ -49,6 +65,7 @@ int main(int argc, char **argv)
         lat[i] = now_us() - t;
     }
     double total = now_us() - start;
+    double spin_after = spin_us();
     /* Where the tail lies, before sorting loses the order: the ops over SLOW_US, the time they
      * took, and how many followed another slow op (a backend that stopped looking for ops
      * between two of them makes runs; a preempted vCPU makes single ones). */
@@ -70,9 +87,9 @@ int main(int argc, char **argv)
     qsort(lat, count, sizeof(double), compare);
     printf("ops=%d median_us=%.1f p99_us=%.1f max_us=%.1f ops_per_s=%.0f mean_us=%.1f "
            "p90_us=%.1f p95_us=%.1f slow_ops=%d slow_share=%.3f slow_after_slow=%d "
-           "longest_slow_run=%d\n",
+           "longest_slow_run=%d spin_before_us=%.0f spin_after_us=%.0f\n",
            count, lat[count / 2], lat[(count * 99) / 100], lat[count - 1],
            count / (total / 1e6), sum / count, lat[(count * 90) / 100], lat[(count * 95) / 100],
-           slow, slow_time / sum, slow_after_slow, longest_run);
+           slow, slow_time / sum, slow_after_slow, longest_run, spin_before, spin_after);
     return 0;
 }
