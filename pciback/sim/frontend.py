@@ -30,6 +30,8 @@ from pciback.protocol.layout import fields_struct, offset_of
 from pciback.protocol.transport import EventPort, SharedPage
 
 DEFAULT_TIMEOUT = 10.0
+# How often an op waiting for the interrupt thread looks at the page itself (`_wait_answer`).
+ANSWER_LOOK_S = 0.005
 _CAP_MSI = 0x05
 _CAP_MSIX = 0x11
 
@@ -236,15 +238,21 @@ class SimFrontend:
             )
 
     def _wait_answer(self) -> None:
-        if self._thread is None:
+        # On the interrupt thread (an AER handler's own config access, as a driver's error
+        # handler makes) nobody else consumes the channel's events: it waits on them itself.
+        if self._thread is None or threading.current_thread() is self._thread:
             self._poll_answer()
             return
         page = self.page
+        deadline = time.monotonic() + self.timeout
         with self._answered:
-            if not self._answered.wait_for(
-                lambda: self.closed or not page.test_bit(Flag.PCIF_ACTIVE), self.timeout
-            ):
-                raise TimeoutError("the backend did not answer the op")
+            # In slices, the page looked at after each: an interrupt thread busy in an AER
+            # handler passes on no event, and the answer is in the page whether or not.
+            while not (self.closed or not page.test_bit(Flag.PCIF_ACTIVE)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the backend did not answer the op")
+                self._answered.wait(min(left, ANSWER_LOOK_S))
         if page.test_bit(Flag.PCIF_ACTIVE):
             raise FrontendClosed
 

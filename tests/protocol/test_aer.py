@@ -12,6 +12,7 @@ import pytest
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult, Flag
 from pciback.protocol.aer import AerOutcome, recover
 from pciback.protocol.connection import AerAborted, AerTarget, BackendConnection
+from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
@@ -283,3 +284,54 @@ def test_a_reset_is_not_done_once_the_device_changed_hands() -> None:
         assert done == []
     finally:
         channel.close()
+
+
+def test_an_aer_handler_reads_config_space_while_it_answers(host: SimHost) -> None:
+    # A driver's error handler reads its device (its status, its AER registers) before it
+    # answers: the frontend's interrupt thread makes that op itself.
+    guest, _ = attach(host)
+    seen: list[int] = []
+
+    def handler(request: AerRequest) -> int:
+        seen.append(guest.conf_read(ADDR, 0, 2))
+        return int(ErsResult.RECOVERED)
+
+    guest.set_aer_handler(handler)
+    outcome = host.inject_aer(ADDR, ChannelState.IO_NORMAL)
+    assert seen == [0x8086, 0x8086]  # detected, then resume
+    assert outcome.recovered  # an op waiting out its timeout would have cost the answer
+
+
+def test_an_op_is_answered_while_the_interrupt_thread_is_busy_in_a_handler() -> None:
+    with SimHost(aer_timeout=30.0, op_timeout=5.0) as host:  # the handler may take its time
+        _answered_while_busy(host)
+
+
+def _answered_while_busy(host: SimHost) -> None:
+    guest, _ = attach(host)
+    asked, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def slow_handler(request: AerRequest) -> int:
+        asked.set()
+        released.append(release.wait(5))
+        return int(ErsResult.RECOVERED)
+
+    guest.set_aer_handler(slow_handler)
+    recovery = threading.Thread(target=lambda: host.inject_aer(ADDR, ChannelState.IO_NORMAL))
+    recovery.start()
+    try:
+        assert asked.wait(5)
+        serve = guest.backend.handler
+
+        def late(req: OpRequest) -> OpResult:
+            time.sleep(0.05)  # the answer comes after the frontend has begun to wait
+            return serve(req)
+
+        guest.backend.handler = late
+        assert guest.conf_read(ADDR, 0, 2) == 0x8086
+    finally:
+        release.set()
+        recovery.join(10)
+    # The op was answered while the handler still waited: it was released, not timed out.
+    assert released[0] is True
