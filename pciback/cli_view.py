@@ -24,40 +24,50 @@ if TYPE_CHECKING:
     from pciback.tables import Register
 
 DEFAULT_ADDRESS = "0000:00:00.0"
-# Names an operator may give instead of a number (PCI Code and ID Assignment spec).
-CAPABILITY_NAMES = {
-    "pm": 0x01,
-    "agp": 0x02,
-    "vpd": 0x03,
-    "slotid": 0x04,
-    "msi": 0x05,
-    "hotswap": 0x06,
-    "pcix": 0x07,
-    "ht": 0x08,
-    "vendor": 0x09,
-    "debug": 0x0A,
-    "ssvid": 0x0D,
-    "pcie": 0x10,
-    "msix": 0x11,
-    "sata": 0x12,
-    "af": 0x13,
-    "ea": 0x14,
-}
-EXTENDED_NAMES = {
-    "aer": 0x0001,
-    "vc": 0x0002,
-    "dsn": 0x0003,
-    "power": 0x0004,
-    "acs": 0x000D,
-    "ari": 0x000E,
-    "ats": 0x000F,
-    "sriov": 0x0010,
-    "ltr": 0x0018,
-    "l1ss": 0x001E,
-    "rebar": 0x0015,
-    "pasid": 0x001B,
-    "dvsec": 0x0023,
-}
+# The names an operator may give instead of a number are the policy's (PCI Code and ID
+# Assignment spec), and those of capabilities it does not describe, which it has no name for.
+UNDESCRIBED_NAMES = {"agp": 0x02, "hotswap": 0x06, "debug": 0x0A}
+UNDESCRIBED_EXTENDED_NAMES = {"vc": 0x0002, "power": 0x0004}
+
+
+def capability_names() -> dict[str, int]:
+    from pciback.generated import names as n
+
+    return {
+        "pm": n.PM.id,
+        "vpd": n.VPD.id,
+        "slotid": n.SLOTID.id,
+        "msi": n.MSI.id,
+        "pcix": n.PCIX.id,
+        "ht": n.HT.id,
+        "vendor": n.VIRTIO_PCI_CAP.id,  # the vendor-specific ID, which virtio's carry
+        "ssvid": n.SSVID.id,
+        "pcie": n.PCIE.id,
+        "msix": n.MSIX.id,
+        "sata": n.SATA.id,
+        "af": n.AF.id,
+        "ea": n.EA.id,
+        **UNDESCRIBED_NAMES,
+    }
+
+
+def extended_names() -> dict[str, int]:
+    from pciback.generated import names as n
+
+    return {
+        "aer": n.AER.id,
+        "dsn": n.DSN.id,
+        "acs": n.ACS.id,
+        "ari": n.ARI.id,
+        "ats": n.ATS.id,
+        "sriov": n.SRIOV.id,
+        "ltr": n.LTR.id,
+        "l1ss": n.L1SS.id,
+        "rebar": n.REBAR.id,
+        "pasid": n.PASID.id,
+        "dvsec": n.DVSEC.id,
+        **UNDESCRIBED_EXTENDED_NAMES,
+    }
 
 
 def capability_id(text: str, names: dict[str, int], limit: int) -> int:
@@ -110,11 +120,11 @@ def irq_number(text: str) -> int:
 
 
 def standard_id(text: str) -> int:
-    return capability_id(text, CAPABILITY_NAMES, 0xFF)
+    return capability_id(text, capability_names(), 0xFF)
 
 
 def extended_id(text: str) -> int:
-    return capability_id(text, EXTENDED_NAMES, 0xFFFF)
+    return capability_id(text, extended_names(), 0xFFFF)
 
 
 def register(sub: Subparsers) -> None:

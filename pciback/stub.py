@@ -37,6 +37,7 @@ from pciback.control.hide import (
     parse_slot,
 )
 from pciback.engine.chain import walk
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
 from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
@@ -47,16 +48,8 @@ from pciback.xenbus.interfaces import Claimed
 if TYPE_CHECKING:
     from pciback.audit.restore import RestoreSpan
 
-COMMAND = 0x04
-STATUS = 0x06
-CAP_POINTER = 0x34
-CAP_MSI = 0x05
-CAP_MSIX = 0x11
-HEADER_TYPE = 0x0E
-SECONDARY_BUS = 0x19
-SUBORDINATE_BUS = 0x1A
-_BUS_MASTER = 0x4
-_INVALIDATE = 0x10
+COMMAND = COMMON_HEADER.COMMAND
+HEADER_TYPE = COMMON_HEADER.HEADER_TYPE
 MAX_QUIRKS_PER_DEVICE = 64
 
 log = logging.getLogger("pciback.stub")
@@ -95,6 +88,11 @@ def find_capability(device: PhysicalDevice, cap_id: int) -> int | None:
     return next((c.offset for c in chains.standard if c.ident == cap_id), None)
 
 
+def header_layout(device: PhysicalDevice) -> int:
+    """The header type, 0 (normal) or 1 (bridge), without the multi-function bit."""
+    return HEADER_TYPE.LAYOUT.get(device.read(HEADER_TYPE.offset, HEADER_TYPE.width))
+
+
 def save_config(device: PhysicalDevice) -> bytes:
     size = min(device.config_size, 4096)
     return b"".join(device.read(off, 4).to_bytes(4, "little") for off in range(0, size, 4))
@@ -104,7 +102,7 @@ def _fits(saved: bytes, device: PhysicalDevice) -> bool:
     """A saved config space read back from the (untrusted) state database is this device's:
     the size `save_config` takes, and the same vendor and device IDs."""
     size = min(device.config_size, 4096)
-    ids = device.read(0, 4).to_bytes(4, "little")
+    ids = device.read(COMMON_HEADER.VENDOR_ID.offset, 4).to_bytes(4, "little")
     return len(saved) == len(range(0, size, 4)) * 4 and saved[:4] == ids
 
 
@@ -182,20 +180,26 @@ def disable(device: PhysicalDevice) -> None:
     """What xen_pcibk_reset_device does: an endpoint loses its interrupts and bus mastering; a
     bridge only memory-write-and-invalidate, since it forwards the DMA and interrupts of the
     devices behind it."""
-    command = device.read(COMMAND, 2)
-    if device.read(HEADER_TYPE, 1) & 0x7F != 0:
-        if command & _INVALIDATE:
-            device.write(COMMAND, 2, command & ~_INVALIDATE)
+    command = device.read(COMMAND.offset, COMMAND.width)
+    if header_layout(device) != TYPE0.header_type:
+        if command & COMMAND.MWI_ENABLE.mask:
+            device.write(COMMAND.offset, COMMAND.width, command & ~COMMAND.MWI_ENABLE.mask)
         return
-    msi = find_capability(device, CAP_MSI)
-    if msi is not None and device.read(msi + 2, 2) & 0x1:
+    msi = find_capability(device, MSI.id)
+    control = MSI.CONTROL
+    if msi is not None and device.read(msi + control.offset, control.width) & control.ENABLE.mask:
         device.disable_msi()
-    msix = find_capability(device, CAP_MSIX)
-    if msix is not None and device.read(msix + 2, 2) & 0x8000:
+    msix = find_capability(device, MSIX.id)
+    control_x = MSIX.CONTROL
+    if (
+        msix is not None
+        and device.read(msix + control_x.offset, control_x.width) & control_x.ENABLE.mask
+    ):
         device.disable_msix()
-    command = device.read(COMMAND, 2)  # disabling MSI may have changed INTx disable
-    if command & _BUS_MASTER:
-        device.write(COMMAND, 2, command & ~_BUS_MASTER)
+    # Disabling MSI may have changed INTx disable: the command register is read again.
+    command = device.read(COMMAND.offset, COMMAND.width)
+    if command & COMMAND.BUS_MASTER.mask:
+        device.write(COMMAND.offset, COMMAND.width, command & ~COMMAND.BUS_MASTER.mask)
 
 
 class StubPool:
@@ -358,8 +362,8 @@ class StubPool:
     # -- seizing -----------------------------------------------------------------------------
     def _seize(self, address: str) -> StubDevice:
         device = self.bus.device(address)
-        header = device.read(HEADER_TYPE, 1) & 0x7F
-        if header not in (0, 1):
+        header = header_layout(device)
+        if header not in (TYPE0.header_type, TYPE1.header_type):
             raise StubError(f"{address}: header type {header} is neither normal (0) nor bridge (1)")
         driver = self.bus.driver(address)
         if driver == STUB_DRIVER:
@@ -405,7 +409,7 @@ class StubPool:
     def _prepare_msix(self, device: PhysicalDevice) -> None:
         """As Linux's pciback when it takes a device: without it, Xen maps no MSI-X vector for
         a guest the device is assigned to. A failure costs the guest MSI-X, not the device."""
-        if self.hypervisor is None or find_capability(device, CAP_MSIX) is None:
+        if self.hypervisor is None or find_capability(device, MSIX.id) is None:
             return
         try:
             self.hypervisor.prepare_msix(device.address)
@@ -417,7 +421,7 @@ class StubPool:
             )
 
     def _release_msix(self, device: PhysicalDevice) -> None:
-        if self.hypervisor is None or find_capability(device, CAP_MSIX) is None:
+        if self.hypervisor is None or find_capability(device, MSIX.id) is None:
             return
         try:
             self.hypervisor.release_msix(device.address)
@@ -436,9 +440,12 @@ class StubPool:
             device = self.bus.device(address)
             # A bridge by its header, as Linux's vpci decides: a host, ISA or "other" bridge
             # function has a normal header and is placed like any endpoint.
-            if device.read(HEADER_TYPE, 1) & 0x7F != 1:
+            if header_layout(device) != TYPE1.header_type:
                 return Claimed(address, False)
-            buses = (device.read(SECONDARY_BUS, 1), device.read(SUBORDINATE_BUS, 1))
+            buses = (
+                device.read(TYPE1.SECONDARY_BUS.offset, TYPE1.SECONDARY_BUS.width),
+                device.read(TYPE1.SUBORDINATE_BUS.offset, TYPE1.SUBORDINATE_BUS.width),
+            )
             return Claimed(address, True, buses)
 
     def release(self, address: str, domid: int) -> None:
@@ -518,7 +525,15 @@ class StubPool:
                 if not stub.quirks:
                     continue
                 dev = self.bus.device(address)
-                ids = (dev.read(0, 2), dev.read(2, 2), dev.read(0x2C, 2), dev.read(0x2E, 2))
+                ids = tuple(
+                    dev.read(reg.offset, reg.width)
+                    for reg in (
+                        COMMON_HEADER.VENDOR_ID,
+                        COMMON_HEADER.DEVICE_ID,
+                        TYPE0.SUBSYSTEM_VENDOR_ID,
+                        TYPE0.SUBSYSTEM_ID,
+                    )
+                )
                 lines.append(address[5:])
                 lines.append("\t" + ":".join(f"{v:04x}" for v in ids))
                 lines += [f"\t\t{q.offset:08x}:{q.size:01x}:{q.mask:08x}" for q in stub.quirks]

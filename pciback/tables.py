@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 FieldLookup = Callable[[str, str], int]
 """`lookup(register, field)`: a field's value as the device reports it."""
@@ -75,6 +76,35 @@ class Register:
     reason: str = ""
     offset_text: str = ""
     present_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bits:
+    """A named field's place in its register, as generated/names.py names it (pci_regs.h's
+    masks): `mask` is the field's bits in place, `shift` its lowest bit, `width` its bit count."""
+
+    mask: int
+    shift: int
+    width: int
+
+    def get(self, register: int) -> int:
+        """The field's value in a register value."""
+        return (register & self.mask) >> self.shift
+
+    def put(self, register: int, value: int) -> int:
+        """The register value with the field set to `value` (cut to the field's width)."""
+        return (register & ~self.mask) | ((value << self.shift) & self.mask)
+
+
+class RegisterName(Protocol):
+    """A register of generated/names.py at a fixed offset (its class is what is passed):
+    where it lies from its block's start and how many bytes it has."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def width(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

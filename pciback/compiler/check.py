@@ -7,7 +7,7 @@ every error of every file.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, closest, did_you_mean
@@ -98,11 +98,57 @@ def check(
         for group in src.groups:
             groups.setdefault(group.name, group)
     _check_unused_groups(files, groups, consts, hooks, diags)
+    _check_generated_names(files, diags)
     unused_in = {src.path for src in files} if unused_in is None else set(unused_in)
     _check_unused(files, unused_in, diags)
     if strict_reasons:
         _check_reasons(files, diags)
     return Program(files, consts, hooks, groups)
+
+
+def _check_generated_names(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:
+    """generated/names.py names every register group and block in one namespace, each constant
+    in CONST's, each register in its block's and each field in its register's, upper-cased: two
+    names that differ only in case, or a block that shares its name with another kind of block
+    or a group, would be one name there. Exact duplicates of one kind are reported on their own."""
+    seen: dict[str, tuple[str, str, Pos]] = {}
+    constants: dict[str, tuple[str, str, Pos]] = {}
+
+    def claim(name: str, kind: str, pos: Pos, where: dict[str, tuple[str, str, Pos]]) -> None:
+        first = where.setdefault(name.upper(), (name, kind, pos))
+        if first[2] == pos or (first[0] == name and first[1] == kind):
+            return
+        diags.error(
+            pos,
+            f"{kind} '{name}' and {first[1]} '{first[0]}' (at {first[2]}) would have one name,"
+            f" {name.upper()}, in generated/names.py",
+        )
+
+    for src in files:
+        for const in src.consts:
+            claim(const.name, "constant", const.pos, constants)
+        for group in src.groups:
+            claim(group.name, "register group", group.pos, seen)
+            _claim_registers(group.registers, claim)
+        for block in src.blocks:
+            claim(block.name, block.kind.value.replace("_", " "), block.pos, seen)
+            _claim_registers(
+                tuple(i for i in block.items if isinstance(i, RegisterDecl)) or block.registers,
+                claim,
+            )
+
+
+def _claim_registers(
+    registers: tuple[RegisterDecl, ...],
+    claim: Callable[[str, str, Pos, dict[str, tuple[str, str, Pos]]], None],
+) -> None:
+    names: dict[str, tuple[str, str, Pos]] = {}
+    for reg in registers:
+        claim(reg.name, "register", reg.pos, names)
+        fields: dict[str, tuple[str, str, Pos]] = {}
+        for fld in reg.fields:
+            if fld.name != "_":
+                claim(fld.name, "field", fld.pos, fields)
 
 
 def _check_unused_groups(

@@ -19,6 +19,7 @@ from pciback.compiler.evaluate import evaluate, to_python, to_text
 from pciback.compiler.model import (
     BackingKind,
     BlockDecl,
+    BlockKindDecl,
     FieldDecl,
     RegisterDecl,
     SourceFile,
@@ -49,7 +50,13 @@ def _env() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["py"] = repr
+    env.filters["doc"] = _docstring_text
     return env
+
+
+def _docstring_text(text: str) -> str:
+    """Text that stands inside a triple-quoted docstring as it reads."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def emit(program: Program, index_modules: list[str] | None = None) -> list[Output]:
@@ -66,7 +73,11 @@ def emit(program: Program, index_modules: list[str] | None = None) -> list[Outpu
         outputs.append(Output(f"{name}.py", text))
     index = sorted(index_modules if index_modules is not None else names)
     outputs.append(Output("__init__.py", env.get_template("index.py.j2").render(modules=index)))
+    outputs.append(Output(NAMES, env.get_template("names.py.j2").render(_names_context(program))))
     return outputs
+
+
+NAMES = "names.py"
 
 
 def group_constant(name: str) -> str:
@@ -206,3 +217,115 @@ def _lambda(body: str) -> str:
 
 def _hex(value: int) -> str:
     return hex(value) if value > 9 else str(value)
+
+
+# -- generated/names.py: the policy's names, for the code that reads a device itself ------------
+_IDENT_ATTR = {
+    BlockKindDecl.HEADER: "header_type",
+    BlockKindDecl.CAPABILITY: "id",
+    BlockKindDecl.EXTENDED_CAPABILITY: "id",
+}
+
+
+def names_constant(name: str) -> str:
+    """A block's, register's or field's name in generated/names.py: the policy's, upper-cased."""
+    return name.upper()
+
+
+def _names_context(program: Program) -> dict[str, Any]:
+    consts = program.consts
+    spaces: list[dict[str, Any]] = []
+    constants: list[dict[str, Any]] = []
+    for src in program.files:
+        for const in src.consts:
+            value = evaluate(const.value, consts)
+            constants.append(
+                {
+                    "name": names_constant(const.name),
+                    "value": _hex(value),
+                    "source": f"{src.path}:{const.pos.line}",
+                    "reason": const.reason,
+                }
+            )
+        for group in src.groups:
+            spaces.append(
+                {
+                    "name": names_constant(group.name),
+                    "title": f"registers {group.name}",
+                    "source": f"{src.path}:{group.pos.line}",
+                    "reason": group.reason,
+                    "ident": None,
+                    "length": None,
+                    "uses": [],
+                    "registers": [_register_names(r, consts) for r in group.registers],
+                }
+            )
+        for block in src.blocks:
+            ident = None
+            title = f"{block.kind.value} {block.name}"
+            if block.ident is not None and block.kind in _IDENT_ATTR:
+                value = evaluate(block.ident, consts)
+                shown = {BlockKindDecl.CAPABILITY: f"0x{value:02x}"}.get(block.kind, str(value))
+                if block.kind is BlockKindDecl.EXTENDED_CAPABILITY:
+                    shown = f"0x{value:04x}"
+                ident = {"attr": _IDENT_ATTR[block.kind], "value": shown}
+            if block.matches:
+                title += " match " + ", ".join(
+                    f"{m.key} = {to_text(m.value)}"
+                    + (f" / {to_text(m.mask)}" if m.mask is not None else "")
+                    for m in block.matches
+                )
+            spaces.append(
+                {
+                    "name": names_constant(block.name),
+                    "title": title,
+                    "source": f"{src.path}:{block.pos.line}",
+                    "reason": block.reason,
+                    "ident": ident,
+                    "length": _movable(block.length, consts) if block.length else None,
+                    "uses": [
+                        names_constant(i.group) for i in block.items if isinstance(i, UseDecl)
+                    ],
+                    "registers": [
+                        _register_names(i, consts)
+                        for i in block.items
+                        if isinstance(i, RegisterDecl)
+                    ],
+                }
+            )
+    return {"constants": constants, "spaces": spaces}
+
+
+def _register_names(reg: RegisterDecl, consts: Mapping[str, int]) -> dict[str, Any]:
+    digits = reg.width * 2
+    at = f"0x{evaluate(reg.offset, consts):02x}" if not field_refs(reg.offset) else None
+    return {
+        "name": names_constant(reg.name),
+        "title": f"{reg.name} @{at if at else to_text(reg.offset)} u{reg.width * 8}",
+        "present": to_text(reg.condition) if reg.condition else "",
+        "source": f"{reg.pos.file}:{reg.pos.line}",
+        "offset": _movable(reg.offset, consts),
+        "width": reg.width,
+        "fields": [
+            {
+                "name": names_constant(f.name),
+                "mask": f"0x{f.mask:0{digits}X}",
+                "shift": f.lsb,
+                "width": f.width,
+                "bits": f"[{f.msb}]" if f.msb == f.lsb else f"[{f.msb}:{f.lsb}]",
+            }
+            for f in reg.fields
+            if f.name != "_"
+        ],
+    }
+
+
+def _movable(expr: Any, consts: Mapping[str, int]) -> dict[str, Any]:
+    """A constant as its value; an expression over device fields as a function of them, each
+    field a keyword argument named `register_field`."""
+    refs = field_refs(expr)
+    if not refs:
+        return {"value": f"0x{evaluate(expr, consts):02x}", "params": None}
+    params = sorted({f"{r.register}_{r.field}" for r in refs})
+    body = re.sub(r'f\("(\w+)", "(\w+)"\)', r"\1_\2", to_python(expr, consts))
+    return {"value": body, "params": params, "text": to_text(expr)}

@@ -26,6 +26,7 @@ from functools import cache
 
 from pciback.engine.chain import walk
 from pciback.engine.policy import default_policy
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.uevents import UeventSource, parse_uevent
 from pciback.protocol.abi import ChannelState
@@ -65,7 +66,7 @@ def aer_layout() -> AerLayout:
 def channel_state(device: PhysicalDevice) -> ChannelState:
     """What an error on `device` means for its I/O, read from its AER registers now."""
     read = device.read
-    if read(0, 4) == _ALL_ONES:
+    if read(COMMON_HEADER.VENDOR_ID.offset, 4) == _ALL_ONES:  # vendor and device IDs
         return ChannelState.IO_PERM_FAILURE
     layout = aer_layout()
     found = walk(read, device.config_size).extended

@@ -19,13 +19,20 @@ from typing import TextIO
 from pciback.daemon.config import Config
 from pciback.daemon.control import request
 from pciback.daemon.core import DEFAULT_SIM_DEVICES, DEFAULT_SIM_HIDE, Daemon, SimEnvironment
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PCIE, PM, VIRTIO_PCI_CAP
 from pciback.sim.domain import SimDomain
 from pciback.sim.fixtures import fixture_dir
 from pciback.sim.frontend import GuestDevice
 from pciback.sim.toolstack import SimToolstack
 
 STEPS = 8
-_CAP_NAMES = {0x01: "PM", 0x05: "MSI", 0x09: "vendor", 0x10: "PCIe", 0x11: "MSI-X"}
+_CAP_NAMES = {
+    PM.id: "PM",
+    MSI.id: "MSI",
+    VIRTIO_PCI_CAP.id: "vendor",
+    PCIE.id: "PCIe",
+    MSIX.id: "MSI-X",
+}
 
 
 class Report:
@@ -87,7 +94,7 @@ def _guest_report(report: Report, domain: SimDomain) -> None:
     for dev in found:
         report.line("  " + _device_line(dev))
         pirqs = domain.ops.enable_interrupts(dev)
-        kind = "MSI-X" if dev.capability(0x11) is not None else "MSI"
+        kind = "MSI-X" if dev.capability(MSIX.id) is not None else "MSI"
         report.line(f"    interrupts: {kind} -> PIRQ {', '.join(map(str, pirqs)) or 'none'}")
 
 
@@ -161,7 +168,7 @@ def run_demo(out: TextIO) -> int:
         resets = env.devices["0000:03:00.0"].resets
         with _Runner(Daemon(cfg, env)):
             g1.follow(lambda: bool(request(sock, "list")["guests"]))
-            ids = g1.ops.conf_read("0000:03:00.0", 0, 4)
+            ids = g1.ops.conf_read("0000:03:00.0", COMMON_HEADER.VENDOR_ID.offset, 4)
             report.line(f"guest 1 reads 03:00.0 IDs again: {ids:#010x}")
             same = env.devices["0000:03:00.0"].resets == resets
             report.line(f"device in use was {'not ' if same else ''}reset by the restart")

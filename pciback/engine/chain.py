@@ -9,11 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-CAP_POINTER = 0x34
-STATUS = 0x06
-STATUS_CAP_LIST = 0x10
+from pciback.generated.names import COMMON_HEADER, TYPE0
+from pciback.tables import Bits
+
+# Where the lists start: the status bit and the pointer (the same byte in a bridge's header).
+STATUS = COMMON_HEADER.STATUS
+POINTER = TYPE0.CAPABILITIES_POINTER
 STD_START, STD_END = 0x40, 0x100
 EXT_START, EXT_END = 0x100, 0x1000
+# The links of the lists, the runtime's and never the policy's (the compiler keeps every block
+# off them): a capability's ID byte and next pointer, an extended capability's header dword.
+CAP_ID, CAP_NEXT = 0, 1
+STD_LINK = 2  # bytes of the ID and the pointer
+EXT_ID = Bits(mask=0x0000FFFF, shift=0, width=16)
+EXT_VERSION = Bits(mask=0x000F0000, shift=16, width=4)
+EXT_NEXT = Bits(mask=0xFFF00000, shift=20, width=12)
+EXT_LINK = 4  # bytes of the header
 STD_TTL = (STD_END - STD_START) // 4  # 48: every dword once
 EXT_TTL = (EXT_END - EXT_START) // 8  # 480, as the Linux PCI core bounds it
 
@@ -37,7 +48,7 @@ class Chains:
 
 def walk(read: Reader, config_size: int) -> Chains:
     chains = Chains()
-    if read(STATUS, 2) & STATUS_CAP_LIST:
+    if read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask:
         _walk_standard(read, chains, config_size)
     if config_size > EXT_START:
         _walk_extended(read, chains)
@@ -53,7 +64,7 @@ def walk_standard(read: Reader, config_size: int) -> list[FoundCapability]:
 
 
 def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
-    pos = read(CAP_POINTER, 1) & ~3
+    pos = read(POINTER.offset, POINTER.width) & ~3
     seen: set[int] = set()
     # One pass more than there are dwords: a list in every dword of 0x40..0xff ends on the
     # pass after its 48th capability; any longer list repeats an offset and is caught as a loop.
@@ -70,12 +81,12 @@ def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
             chains.problems.append(f"capability list loops back to {pos:#04x}")
             return
         seen.add(pos)
-        ident = read(pos, 1)
+        ident = read(pos + CAP_ID, 1)
         if ident == 0xFF:  # a function that has gone away reads all ones
             chains.problems.append(f"capability at {pos:#04x} reads all ones")
             return
         chains.standard.append(FoundCapability(ident, pos, extended=False))
-        pos = read(pos + 1, 1) & ~3
+        pos = read(pos + CAP_NEXT, 1) & ~3
     chains.problems.append("capability list longer than config space allows")
 
 
@@ -83,7 +94,7 @@ def _walk_extended(read: Reader, chains: Chains) -> None:
     pos = EXT_START
     seen: set[int] = set()
     for _ in range(EXT_TTL):
-        header = read(pos, 4)
+        header = read(pos, EXT_LINK)
         if header in (0, 0xFFFFFFFF):
             return
         if pos in seen:
@@ -91,9 +102,9 @@ def _walk_extended(read: Reader, chains: Chains) -> None:
             return
         seen.add(pos)
         chains.extended.append(
-            FoundCapability(header & 0xFFFF, pos, extended=True, version=(header >> 16) & 0xF)
+            FoundCapability(EXT_ID.get(header), pos, extended=True, version=EXT_VERSION.get(header))
         )
-        nxt = (header >> 20) & 0xFFC
+        nxt = EXT_NEXT.get(header) & ~3
         if nxt == 0:
             return
         if not EXT_START <= nxt < EXT_END:

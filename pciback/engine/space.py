@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 
 from pciback.engine.chain import (
+    CAP_NEXT,
     EXT_END,
+    EXT_ID,
+    EXT_LINK,
+    EXT_NEXT,
     EXT_START,
+    EXT_VERSION,
     STD_END,
+    STD_LINK,
     FoundCapability,
     walk,
 )
@@ -25,13 +31,11 @@ from pciback.engine.hookapi import CAPABILITY_CHECKS, SEIZE_ACTIONS
 from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.bus import PhysicalDevice
 from pciback.tables import Block, BlockKind, Register
 
 log = logging.getLogger("pciback.engine")
-
-STD_LINK = 2
-EXT_LINK = 4
 
 
 class Gap:
@@ -441,7 +445,8 @@ class ConfigSpace:
         return all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in block.matches)
 
     def _lay_out_header(self) -> None:
-        header_type = self.header_type = self.device.read(0x0E, 1) & 0x7F
+        at = COMMON_HEADER.HEADER_TYPE
+        header_type = self.header_type = at.LAYOUT.get(self.device.read(at.offset, at.width))
         table = self.policy.headers.get(header_type)
         if table is None:
             # Linux refuses such a function; here it can be seen but its header never written.
@@ -476,7 +481,7 @@ class ConfigSpace:
         if link == EXT_LINK and caps and caps[0].hidden:
             # 0x100 is where every walk of the extended list starts: keep a null header there.
             nxt = exposed[0].found.offset if exposed else 0
-            self._claim(EXT_START, EXT_LINK, ChainLink(EXT_START, EXT_LINK, nxt << 20))
+            self._claim(EXT_START, EXT_LINK, ChainLink(EXT_START, EXT_LINK, EXT_NEXT.put(0, nxt)))
         elif link == EXT_LINK and not caps and self.size > EXT_START:
             # An empty list stays empty for the view's life (the chains are fixed at seize,
             # and a capability appearing later would escape hiding): its head, which every
@@ -498,9 +503,9 @@ class ConfigSpace:
 
     def _set_link(self, found: FoundCapability, nxt: int, link: int) -> None:
         if link == STD_LINK:
-            raw = found.ident | (nxt << 8)
+            raw = found.ident | (nxt << 8 * CAP_NEXT)
         else:
-            raw = found.ident | (found.version << 16) | (nxt << 20)
+            raw = EXT_NEXT.put(EXT_VERSION.put(EXT_ID.put(0, found.ident), found.version), nxt)
         self._claim(found.offset, link, ChainLink(found.offset, link, raw))
 
     def _claim(self, start: int, length: int, slot: Slot) -> None:
@@ -609,12 +614,14 @@ class LookupFn:
 
 
 def _device_ids(device: PhysicalDevice) -> dict[str, int]:
+    h = COMMON_HEADER
     return {
-        "vendor": device.read(0x00, 2),
-        "device": device.read(0x02, 2),
-        "class": device.read(0x08, 4) >> 8,
-        "subsystem_vendor": device.read(0x2C, 2),
-        "subsystem_device": device.read(0x2E, 2),
+        "vendor": device.read(h.VENDOR_ID.offset, h.VENDOR_ID.width),
+        "device": device.read(h.DEVICE_ID.offset, h.DEVICE_ID.width),
+        # One dword from the revision: programming interface, subclass, base class above it.
+        "class": device.read(h.REVISION_ID.offset, 4) >> 8 * h.REVISION_ID.width,
+        "subsystem_vendor": device.read(TYPE0.SUBSYSTEM_VENDOR_ID.offset, 2),
+        "subsystem_device": device.read(TYPE0.SUBSYSTEM_ID.offset, 2),
     }
 
 

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from pciback.engine.hookapi import HookContext, read_hook, write_hook
+from pciback.generated.names import COMMON_HEADER, TYPE0, TYPE1
 from pciback.ports.bus import BarKind, BarResource
 
-COMMAND = 0x04
-COMMAND_IO = 1 << 0
-COMMAND_MEMORY = 1 << 1
-COMMAND_MASTER = 1 << 2
-COMMAND_MWI = 1 << 4
-COMMAND_INTX_DISABLE = 1 << 10
-BAR0 = 0x10
-ROM_TYPE0 = 0x30
-ROM_TYPE1 = 0x38
+COMMAND = COMMON_HEADER.COMMAND
+DECODE = COMMAND.IO_SPACE.mask | COMMAND.MEMORY_SPACE.mask
 
 
 def _set_command_bits(ctx: HookContext, bits: int, on: bool) -> None:
     device = ctx.space.device
-    current = device.read(COMMAND, 2)
+    current = device.read(COMMAND.offset, COMMAND.width)
     wanted = current | bits if on else current & ~bits
     if wanted != current:
-        device.write(COMMAND, 2, wanted)
+        device.write(COMMAND.offset, COMMAND.width, wanted)
 
 
 @write_hook("decode_enable")
@@ -29,19 +23,19 @@ def decode_enable(ctx: HookContext, old: int, new: int) -> bool:
     """Decode on asks the host to enable the device; it is never switched off under the host."""
     state = ctx.state
     if "enabled" not in state:
-        state["enabled"] = bool(ctx.old_register & (COMMAND_IO | COMMAND_MEMORY))
-    wants = bool(ctx.new_register & (COMMAND_IO | COMMAND_MEMORY))
+        state["enabled"] = bool(ctx.old_register & DECODE)
+    wants = bool(ctx.new_register & DECODE)
     if wants and not state["enabled"]:
         bars = ctx.space.device.bars()
         decode = 0
         if any(b.kind is BarKind.IO for b in bars):
-            decode |= COMMAND_IO
+            decode |= COMMAND.IO_SPACE.mask
         if any(b.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM) for b in bars):
-            decode |= COMMAND_MEMORY
+            decode |= COMMAND.MEMORY_SPACE.mask
         _set_command_bits(ctx, decode, True)
     elif not wants and state["enabled"]:
         # Disabling a device stops its DMA; decode stays on for the host (XSA-120).
-        _set_command_bits(ctx, COMMAND_MASTER, False)
+        _set_command_bits(ctx, COMMAND.BUS_MASTER.mask, False)
     state["enabled"] = wants
     return True
 
@@ -49,30 +43,31 @@ def decode_enable(ctx: HookContext, old: int, new: int) -> bool:
 @write_hook("bus_master")
 def bus_master(ctx: HookContext, old: int, new: int) -> bool:
     if old != new:
-        _set_command_bits(ctx, COMMAND_MASTER, bool(new))
+        _set_command_bits(ctx, COMMAND.BUS_MASTER.mask, bool(new))
     return True
 
 
 @write_hook("memory_write_invalidate")
 def memory_write_invalidate(ctx: HookContext, old: int, new: int) -> bool:
     # MWI needs a cache line size the device accepts; 0 means the host never set one.
-    if new and not ctx.space.device.read(0x0C, 1):
+    cache_line = COMMON_HEADER.CACHE_LINE_SIZE
+    if new and not ctx.space.device.read(cache_line.offset, cache_line.width):
         return False
     if old != new:
-        _set_command_bits(ctx, COMMAND_MWI, bool(new))
+        _set_command_bits(ctx, COMMAND.MWI_ENABLE.mask, bool(new))
     return True
 
 
 @write_hook("intx_disable")
 def intx_disable(ctx: HookContext, old: int, new: int) -> bool:
     if ctx.space.allow_interrupt_control and old != new:
-        _set_command_bits(ctx, COMMAND_INTX_DISABLE, bool(new))
+        _set_command_bits(ctx, COMMAND.INTX_DISABLE.mask, bool(new))
     return True
 
 
 @write_hook("bist_start")
 def bist_start(ctx: HookContext, old: int, new: int) -> bool:
-    """Start BIST (0x40) only where the function says it has one (0x80, read from the device).
+    """Start BIST only where the function says it has one (`capable`, read from the device).
 
     Called on every write of the byte: a write that does not start BIST reaches nothing, as a
     running test is the device's to end (Linux drops such a write too unless only the start
@@ -84,8 +79,10 @@ def bist_start(ctx: HookContext, old: int, new: int) -> bool:
 # -- BARs ------------------------------------------------------------------------------------------
 def _bar_of(ctx: HookContext) -> BarResource | None:
     # The layout the view was built for, read once at seize: not the device again per BAR.
-    rom = ROM_TYPE1 if ctx.space.header_type == 1 else ROM_TYPE0
-    index = 6 if ctx.offset == rom else (ctx.offset - BAR0) // 4
+    bridge = ctx.space.header_type == TYPE1.header_type
+    rom = TYPE1.ROM.offset if bridge else TYPE0.ROM.offset
+    bar0 = TYPE0.BAR0  # at the same offset in a bridge's header
+    index = 6 if ctx.offset == rom else (ctx.offset - bar0.offset) // bar0.width
     return next((b for b in ctx.space.device.bars() if b.index == index), None)
 
 

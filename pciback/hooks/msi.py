@@ -13,41 +13,35 @@ from __future__ import annotations
 from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, capability_check, write_hook
 from pciback.errors import PciOpError, XenPciError
-from pciback.hooks.header import COMMAND, COMMAND_INTX_DISABLE
+from pciback.generated.names import MSI, MSIX
+from pciback.hooks.header import COMMAND
 from pciback.ports.bus import BarKind, PhysicalDevice
 
-CAP_MSI = 0x05
-CAP_MSIX = 0x11
 INTX = 0  # in the set of interrupt types in use, beside the capability IDs
-CONTROL = 0x02  # from the capability's start
-MSI_ENABLE = 1 << 0
-MSIX_FUNCTION_MASK = 1 << 14
-MSIX_ENABLE = 1 << 15
-MSIX_TABLE_SIZE = 0x7FF
-MSIX_TABLE = 0x04
-MSIX_PBA = 0x08
-MSIX_BIR = 0x7
-MSIX_ENTRY_SIZE = 16
+MSIX_ENTRY_SIZE = 16  # bytes of a table entry, in the BAR (PCIe 6.0 7.7.2): not config space
 _MEMORY_BARS = (BarKind.MEM32, BarKind.MEM64)
 
 
 def _enabled(ctx: HookContext, cap_id: int, bit: int) -> bool:
     """Whether a capability's enable bit is set on the device, hidden capabilities included:
     a hidden capability can still be live on the device."""
+    control = MSI.CONTROL if cap_id == MSI.id else MSIX.CONTROL
     for placed in ctx.space.standard:
         if placed.found.ident == cap_id:
-            return bool(ctx.space.device.read(placed.found.offset + CONTROL, 2) & bit)
+            at = placed.found.offset + control.offset
+            return bool(ctx.space.device.read(at, control.width) & bit)
     return False
 
 
 def _in_use(ctx: HookContext) -> set[int]:
     """The interrupt types the device uses now, judged from the device as Linux does."""
     types = set()
-    if _enabled(ctx, CAP_MSI, MSI_ENABLE):
-        types.add(CAP_MSI)
-    if _enabled(ctx, CAP_MSIX, MSIX_ENABLE):
-        types.add(CAP_MSIX)
-    if not types and not ctx.space.device.read(COMMAND, 2) & COMMAND_INTX_DISABLE:
+    if _enabled(ctx, MSI.id, MSI.CONTROL.ENABLE.mask):
+        types.add(MSI.id)
+    if _enabled(ctx, MSIX.id, MSIX.CONTROL.ENABLE.mask):
+        types.add(MSIX.id)
+    intx_disabled = ctx.space.device.read(COMMAND.offset, COMMAND.width) & COMMAND.INTX_DISABLE.mask
+    if not types and not intx_disabled:
         types.add(INTX)  # a function with MSI/MSI-X on cannot use it, so only then
     return types
 
@@ -67,7 +61,7 @@ def _control(ctx: HookContext, old: int, new: int, cap_id: int, bit: int, what: 
         raise PciOpError(
             XenPciError.ACCESS_DENIED, f"{what} changes only through the op (interrupt control)"
         )
-    if new and bit != MSIX_FUNCTION_MASK and not _in_use(ctx) <= {cap_id, INTX}:
+    if new and bit != MSIX.CONTROL.FUNCTION_MASK.mask and not _in_use(ctx) <= {cap_id, INTX}:
         raise PciOpError(XenPciError.ACCESS_DENIED, f"{what}: another interrupt type is in use")
     _toggle(ctx, bit, bool(new))
     return False
@@ -75,36 +69,39 @@ def _control(ctx: HookContext, old: int, new: int, cap_id: int, bit: int, what: 
 
 @write_hook("msi_enable")
 def msi_enable(ctx: HookContext, old: int, new: int) -> bool:
-    return _control(ctx, old, new, CAP_MSI, MSI_ENABLE, "MSI enable")
+    return _control(ctx, old, new, MSI.id, MSI.CONTROL.ENABLE.mask, "MSI enable")
 
 
 @write_hook("msix_enable")
 def msix_enable(ctx: HookContext, old: int, new: int) -> bool:
-    return _control(ctx, old, new, CAP_MSIX, MSIX_ENABLE, "MSI-X enable")
+    return _control(ctx, old, new, MSIX.id, MSIX.CONTROL.ENABLE.mask, "MSI-X enable")
 
 
 @write_hook("msix_function_mask")
 def msix_function_mask(ctx: HookContext, old: int, new: int) -> bool:
-    return _control(ctx, old, new, CAP_MSIX, MSIX_FUNCTION_MASK, "MSI-X function mask")
+    mask = MSIX.CONTROL.FUNCTION_MASK.mask
+    return _control(ctx, old, new, MSIX.id, mask, "MSI-X function mask")
 
 
-@capability_check(CAP_MSIX)
+@capability_check(MSIX.id)
 def msix_layout(device: PhysicalDevice, offset: int) -> str | None:
     """Table and PBA must lie inside an implemented memory BAR of the function.
 
     The BIR, offsets and table size come from the device; a table outside its BAR would have
     the host program (and Xen write-protect) memory that belongs to something else.
     """
-    if offset + MSIX_PBA + 4 > min(device.config_size, STD_END):
+    if offset + MSIX.length > min(device.config_size, STD_END):
         return f"MSI-X capability at {offset:#x} runs past the end of standard config space"
-    entries = (device.read(offset + CONTROL, 2) & MSIX_TABLE_SIZE) + 1
+    control = MSIX.CONTROL
+    entries = control.TABLE_SIZE.get(device.read(offset + control.offset, control.width)) + 1
     bars = {bar.index: bar for bar in device.bars() if bar.index < 6}
     for name, reg, size in (
-        ("table", MSIX_TABLE, entries * MSIX_ENTRY_SIZE),
-        ("PBA", MSIX_PBA, (entries + 63) // 64 * 8),
+        ("table", MSIX.TABLE.offset, entries * MSIX_ENTRY_SIZE),
+        ("PBA", MSIX.PBA.offset, (entries + 63) // 64 * 8),
     ):
         value = device.read(offset + reg, 4)
-        bir, start = value & MSIX_BIR, value & ~MSIX_BIR
+        # Table and PBA name their BAR the same way.
+        bir, start = MSIX.TABLE.BIR.get(value), value & MSIX.TABLE.OFFSET.mask
         bar = bars.get(bir)
         if bar is None or bar.kind not in _MEMORY_BARS:
             return f"MSI-X {name} BIR {bir} names no memory BAR of the function"

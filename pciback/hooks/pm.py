@@ -5,15 +5,10 @@ from __future__ import annotations
 from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, seize_action, write_hook
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import PM
 from pciback.ports.bus import PhysicalDevice
 
-CAP_PM = 0x01
-PMC = 0x02  # from the capability's start
-PMC_D1 = 1 << 9
-PMC_D2 = 1 << 10
-PMCSR = 0x04
-PMCSR_PME_ENABLE = 1 << 8
-PMCSR_PME_STATUS = 1 << 15
+PMC, PMCSR = PM.PMC, PM.PMCSR
 
 
 @write_hook("power_state")
@@ -36,15 +31,15 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
         )
     # The port moves the function through the first PM capability of the chain: a device
     # listing another one before this (hidden, or out of reach) gets no D-state from here.
-    first = next(p.found.offset for p in ctx.space.standard if p.found.ident == CAP_PM)
+    first = next(p.found.offset for p in ctx.space.standard if p.found.ident == PM.id)
     if first != ctx.block_base:
         raise PciOpError(
             XenPciError.ACCESS_DENIED,
             f"PM capability at {ctx.block_base:#x} is not the function's first ({first:#x})",
         )
     device = ctx.space.device
-    pmc = device.read(ctx.block_base + PMC, 2)
-    if (new == 1 and not pmc & PMC_D1) or (new == 2 and not pmc & PMC_D2):
+    pmc = device.read(ctx.block_base + PMC.offset, PMC.width)
+    if (new == 1 and not pmc & PMC.D1_SUPPORT.mask) or (new == 2 and not pmc & PMC.D2_SUPPORT.mask):
         raise PciOpError(XenPciError.ACCESS_DENIED, f"D{new} is not supported by the function")
     try:
         device.set_power_state(new)
@@ -53,13 +48,15 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
     return False
 
 
-@seize_action(CAP_PM)
+@seize_action(PM.id)
 def pme_off(device: PhysicalDevice, offset: int) -> None:
     """PME signalling off before a guest gets the device, as Linux's pm_ctrl_init: PMEs are
     the host's, and a guest can neither turn this on nor field what it would raise."""
-    if offset + PMCSR + 2 > min(device.config_size, STD_END):
+    at = offset + PMCSR.offset
+    if at + PMCSR.width > min(device.config_size, STD_END):
         return  # PMCSR would lie in extended space (or past the end): nothing of PM's
-    pmcsr = device.read(offset + PMCSR, 2)
-    if pmcsr & PMCSR_PME_ENABLE:
+    pmcsr = device.read(at, PMCSR.width)
+    if pmcsr & PMCSR.PME_ENABLE.mask:
         # PME status is write-1-to-clear: written as 0, a pending PME stays for the host.
-        device.write(offset + PMCSR, 2, pmcsr & ~(PMCSR_PME_ENABLE | PMCSR_PME_STATUS))
+        off = PMCSR.PME_ENABLE.mask | PMCSR.PME_STATUS.mask
+        device.write(at, PMCSR.width, pmcsr & ~off)

@@ -12,6 +12,8 @@ import re
 import threading
 from pathlib import Path
 
+from pciback.engine.chain import CAP_ID, CAP_NEXT, POINTER, STATUS, STD_START, STD_TTL
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM
 from pciback.ports.bus import BarKind, BarResource
 from pciback.ports.hostbus import STUB_DRIVER
 
@@ -20,13 +22,11 @@ KERNEL_STUB = "pci-stub"  # what holds a seized device on the host while this da
 MAX_DEVICES = 65536
 _ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
 _IO, _MEM, _PREFETCH, _MEM64 = 0x100, 0x200, 0x2000, 0x100000
-_CAP_PM, _CAP_MSI, _CAP_MSIX = 0x01, 0x05, 0x11
-_CAP_NAMES = {_CAP_PM: "power management", _CAP_MSI: "MSI", _CAP_MSIX: "MSI-X"}
-_COMMAND, _INTX_DISABLE = 0x04, 0x0400
-_MSI_ENABLE, _MSI_MME = 0x0001, 0x0070
-_MSIX_ENABLE, _MSIX_MASKALL = 0x8000, 0x4000
-_PMCSR_STATE = 0x0003
-_PMCSR_PME_STATUS = 0x8000  # write-1-to-clear: never written back as read
+_CAP_NAMES = {PM.id: "power management", MSI.id: "MSI", MSIX.id: "MSI-X"}
+COMMAND, PMCSR = COMMON_HEADER.COMMAND, PM.PMCSR
+MSI_CONTROL, MSIX_CONTROL = MSI.CONTROL, MSIX.CONTROL
+_MSI_OFF = MSI_CONTROL.MULTIPLE_MESSAGE_ENABLE.mask | MSI_CONTROL.ENABLE.mask
+_MSIX_OFF = MSIX_CONTROL.ENABLE.mask | MSIX_CONTROL.FUNCTION_MASK.mask
 
 
 class SysfsError(OSError):
@@ -155,9 +155,10 @@ class SysfsDevice:
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
             raise ValueError(f"no power state D{state}")
-        pos = self.capability(_CAP_PM)
-        pmcsr = self.read(pos + 4, 2) & ~(_PMCSR_STATE | _PMCSR_PME_STATUS)
-        self.write(pos + 4, 2, pmcsr | state)
+        at = self.capability(PM.id) + PMCSR.offset
+        # PME status is write-1-to-clear: never written back as read.
+        pmcsr = self.read(at, PMCSR.width) & ~PMCSR.PME_STATUS.mask
+        self.write(at, PMCSR.width, PMCSR.POWER_STATE.put(pmcsr, state))
 
     def reset(self) -> None:
         if not (self.dir / "reset").exists():
@@ -176,47 +177,50 @@ class SysfsDevice:
     def enable_msi(self, vectors: int) -> None:
         if vectors < 1 or vectors > 32 or vectors & (vectors - 1):
             raise ValueError(f"{self._address}: {vectors} MSI vectors")
-        cap = self.capability(_CAP_MSI)
-        control = self.read(cap + 2, 2)
-        mme = (vectors.bit_length() - 1) << 4
-        self.write(cap + 2, 2, (control & ~_MSI_MME) | mme | _MSI_ENABLE)
+        at = self.capability(MSI.id) + MSI_CONTROL.offset
+        control = self.read(at, MSI_CONTROL.width)
+        control = MSI_CONTROL.MULTIPLE_MESSAGE_ENABLE.put(control, vectors.bit_length() - 1)
+        self.write(at, MSI_CONTROL.width, control | MSI_CONTROL.ENABLE.mask)
         self._set_intx_disable(True)
 
     def disable_msi(self) -> None:
-        cap = self.capability(_CAP_MSI)
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~(_MSI_MME | _MSI_ENABLE))
+        at = self.capability(MSI.id) + MSI_CONTROL.offset
+        self.write(at, MSI_CONTROL.width, self.read(at, MSI_CONTROL.width) & ~_MSI_OFF)
         self._set_intx_disable(False)
 
     def enable_msix(self, entries: tuple[int, ...]) -> None:
-        cap = self.capability(_CAP_MSIX)
-        control = self.read(cap + 2, 2)
-        table_size = (control & 0x7FF) + 1
+        at = self.capability(MSIX.id) + MSIX_CONTROL.offset
+        control = self.read(at, MSIX_CONTROL.width)
+        table_size = MSIX_CONTROL.TABLE_SIZE.get(control) + 1
         if not entries or any(not 0 <= e < table_size for e in entries):
             raise ValueError(f"{self._address}: MSI-X table has {table_size} entries")
-        self.write(cap + 2, 2, (control | _MSIX_ENABLE) & ~_MSIX_MASKALL)
+        control = (control | MSIX_CONTROL.ENABLE.mask) & ~MSIX_CONTROL.FUNCTION_MASK.mask
+        self.write(at, MSIX_CONTROL.width, control)
         self._set_intx_disable(True)
 
     def disable_msix(self) -> None:
-        cap = self.capability(_CAP_MSIX)
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~(_MSIX_ENABLE | _MSIX_MASKALL))
+        at = self.capability(MSIX.id) + MSIX_CONTROL.offset
+        self.write(at, MSIX_CONTROL.width, self.read(at, MSIX_CONTROL.width) & ~_MSIX_OFF)
         self._set_intx_disable(False)
 
     def _set_intx_disable(self, on: bool) -> None:
-        command = self.read(_COMMAND, 2)
-        wanted = command | _INTX_DISABLE if on else command & ~_INTX_DISABLE
+        command = self.read(COMMAND.offset, COMMAND.width)
+        bit = COMMAND.INTX_DISABLE.mask
+        wanted = command | bit if on else command & ~bit
         if wanted != command:
-            self.write(_COMMAND, 2, wanted)
+            self.write(COMMAND.offset, COMMAND.width, wanted)
 
     def capability(self, cap_id: int) -> int:
         """The offset of the first capability `cap_id` in the standard chain (a bounded walk);
         ValueError when there is none."""
-        pos = self.read(0x34, 1) & ~3 if self.read(0x06, 2) & 0x10 else 0
-        for _ in range(48):
-            if pos < 0x40:
+        listed = self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask
+        pos = self.read(POINTER.offset, POINTER.width) & ~3 if listed else 0
+        for _ in range(STD_TTL):
+            if pos < STD_START:
                 break
-            if self.read(pos, 1) == cap_id:
+            if self.read(pos + CAP_ID, 1) == cap_id:
                 return pos
-            pos = self.read(pos + 1, 1) & ~3
+            pos = self.read(pos + CAP_NEXT, 1) & ~3
         name = _CAP_NAMES.get(cap_id, f"{cap_id:#04x}")
         raise ValueError(f"{self._address} has no {name} capability")
 

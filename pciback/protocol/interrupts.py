@@ -31,31 +31,19 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pciback.engine.chain import (
-    STATUS,
-    STATUS_CAP_LIST,
-    STD_END,
-    FoundCapability,
-    walk_standard,
-)
+from pciback.engine.chain import STATUS, STD_END, FoundCapability, walk_standard
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, IrqKind
 from pciback.protocol.abi import SH_INFO_MAX_VEC
 
-CAP_PM = 0x01
-CAP_MSI = 0x05
-CAP_MSIX = 0x11
-COMMAND = 0x04
-COMMAND_MEMORY = 0x2
-INTERRUPT_PIN = 0x3D
-MSI_MAX_VECTORS = 32
+COMMAND = COMMON_HEADER.COMMAND
+PMCSR = PM.PMCSR
+MSI_CONTROL, MSIX_CONTROL = MSI.CONTROL, MSIX.CONTROL
+MSI_MAX_VECTORS = 32  # the most a multiple-message encoding can ask for (6 and 7 reserved)
 MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
-MSI_ENABLE = 0x1
-MSIX_ENABLE = 0x8000
 STATE_VERSION = 1
-PMCSR = 0x04  # from the PM capability's start
-PMCSR_STATE = 0x3
 ALL_ONES_16 = 0xFFFF
 D3COLD = 4  # Linux's PCI_D3cold: no config space to read
 
@@ -120,7 +108,8 @@ def saved_pirqs(data: object) -> SavedPirqs:
     if any(not 0 < p <= MAX_PIRQ for p in pirqs) or len(set(pirqs)) != len(pirqs):
         raise InterruptStateError(f"PIRQs out of 1..{MAX_PIRQ} or repeated")
     entries = [e for e, _ in pairs]
-    if any(not 0 <= e <= 0x7FF for e in entries) or len(set(entries)) != len(entries):
+    last = MSIX_CONTROL.TABLE_SIZE.mask  # the largest table size field: entries minus one
+    if any(not 0 <= e <= last for e in entries) or len(set(entries)) != len(entries):
         raise InterruptStateError("MSI-X entries out of any table or repeated")
     return domid, tuple(msi), tuple(pairs)
 
@@ -143,11 +132,11 @@ def _own_capabilities(device: PhysicalDevice) -> tuple[list[FoundCapability], in
     """The device's own standard capabilities, hidden ones included, by a bounded walk (the
     device is not trusted), and where its standard space ends; None when its config space
     reads all ones (powered off or gone)."""
-    status = device.read(STATUS, 2)
+    status = device.read(STATUS.offset, STATUS.width)
     if status == ALL_ONES_16:
         return None
     end = min(device.config_size, STD_END)
-    if not status & STATUS_CAP_LIST:
+    if not status & STATUS.CAPABILITIES_LIST.mask:
         return [], end
     return walk_standard(device.read, end), end
 
@@ -162,11 +151,11 @@ def power_state(device: PhysicalDevice) -> int:
         return D3COLD
     caps, end = own
     for cap in caps:
-        if cap.ident == CAP_PM:
-            if cap.offset + PMCSR + 2 > end:
+        if cap.ident == PM.id:
+            if cap.offset + PMCSR.offset + PMCSR.width > end:
                 return 0  # a PMCSR past standard space is no register of PM's
-            pmcsr = device.read(cap.offset + PMCSR, 2)
-            return D3COLD if pmcsr == ALL_ONES_16 else pmcsr & PMCSR_STATE
+            pmcsr = device.read(cap.offset + PMCSR.offset, PMCSR.width)
+            return D3COLD if pmcsr == ALL_ONES_16 else PMCSR.POWER_STATE.get(pmcsr)
     return 0
 
 
@@ -180,12 +169,14 @@ def device_enables(device: PhysicalDevice) -> tuple[bool, bool] | None:
     caps, end = own
     msi_on = msix_on = False
     for cap in caps:
-        if cap.offset + 4 > end:
+        at = cap.offset + MSI_CONTROL.offset  # MSI-X's control register is at the same place
+        if at + MSI_CONTROL.width > end:
             continue
-        if cap.ident == CAP_MSI:
-            msi_on = msi_on or bool(device.read(cap.offset + 2, 2) & MSI_ENABLE)
-        elif cap.ident == CAP_MSIX:
-            msix_on = msix_on or bool(device.read(cap.offset + 2, 2) & MSIX_ENABLE)
+        if cap.ident == MSI.id:
+            msi_on = msi_on or bool(device.read(at, MSI_CONTROL.width) & MSI_CONTROL.ENABLE.mask)
+        elif cap.ident == MSIX.id:
+            enabled = device.read(at, MSIX_CONTROL.width) & MSIX_CONTROL.ENABLE.mask
+            msix_on = msix_on or bool(enabled)
     return msi_on, msix_on
 
 
@@ -228,7 +219,8 @@ class InterruptControl:
     def intx_pirq(self) -> int:
         """What a disable answers, as Linux: dom0's IRQ for the device, which is the GSI and
         the PIRQ the guest was granted for it (never the firmware's interrupt-line byte)."""
-        if self.device.read(INTERRUPT_PIN, 1) == 0:
+        pin = TYPE0.INTERRUPT_PIN  # at the same offset in a bridge's header
+        if self.device.read(pin.offset, pin.width) == 0:
             return 0
         return self.device.host_irq()
 
@@ -264,10 +256,11 @@ class InterruptControl:
         if self.msix_enabled:
             raise MsiRefused("MSI-X is enabled")
         _require_d0(self.device, "MSI")
-        cap = self.caps.capability_offset(CAP_MSI)
+        cap = self.caps.capability_offset(MSI.id)
         if cap is None:
             raise MsiRefused("no MSI capability")
-        capable = 1 << ((self.device.read(cap + 2, 2) >> 1) & 7)
+        control = self.device.read(cap + MSI_CONTROL.offset, MSI_CONTROL.width)
+        capable = 1 << MSI_CONTROL.MULTIPLE_MESSAGE_CAPABLE.get(control)
         capable = min(capable, MSI_MAX_VECTORS)
         if vectors < 1 or vectors & (vectors - 1) or vectors > capable:
             hint = min(capable, 1 << (max(vectors, 1).bit_length() - 1))
@@ -311,13 +304,14 @@ class InterruptControl:
             raise MsiRefused("MSI-X already enabled")
         if self.msi_enabled:
             raise MsiRefused("MSI is enabled")
-        if not self.device.read(COMMAND, 2) & COMMAND_MEMORY:
+        if not self.device.read(COMMAND.offset, COMMAND.width) & COMMAND.MEMORY_SPACE.mask:
             raise MsiRefused("memory decoding is off: the MSI-X table is unreachable")
         _require_d0(self.device, "MSI-X")
-        cap = self.caps.capability_offset(CAP_MSIX)
+        cap = self.caps.capability_offset(MSIX.id)
         if cap is None:
             raise MsiRefused("no MSI-X capability")
-        table_size = (self.device.read(cap + 2, 2) & 0x7FF) + 1
+        control = self.device.read(cap + MSIX_CONTROL.offset, MSIX_CONTROL.width)
+        table_size = MSIX_CONTROL.TABLE_SIZE.get(control) + 1
         if not entries or len(entries) > table_size:
             raise MsiRefused(f"{len(entries)} MSI-X entries for a table of {table_size}")
         if any(not 0 <= e < table_size for e in entries) or len(set(entries)) != len(entries):
@@ -411,24 +405,24 @@ class InterruptControl:
                 f"not domain {self.domid} and {self.device.address}"
             )
         if msi:
-            cap = self.caps.capability_offset(CAP_MSI)
+            cap = self.caps.capability_offset(MSI.id)
             if cap is None:
                 raise InterruptStateError("MSI saved, but the device shows no MSI capability")
-            control = self.device.read(cap + 2, 2)
-            capable = min(1 << ((control >> 1) & 7), MSI_MAX_VECTORS)
+            control = self.device.read(cap + MSI_CONTROL.offset, MSI_CONTROL.width)
+            capable = min(1 << MSI_CONTROL.MULTIPLE_MESSAGE_CAPABLE.get(control), MSI_MAX_VECTORS)
             if len(msi) > capable:
                 raise InterruptStateError(f"{len(msi)} MSI vectors for a device of {capable}")
-            if not control & MSI_ENABLE:
+            if not control & MSI_CONTROL.ENABLE.mask:
                 raise InterruptStateError("MSI saved as on, but the device has it off (stale)")
         if msix:
-            cap = self.caps.capability_offset(CAP_MSIX)
+            cap = self.caps.capability_offset(MSIX.id)
             if cap is None:
                 raise InterruptStateError("MSI-X saved, but the device shows no MSI-X capability")
-            control = self.device.read(cap + 2, 2)
-            table_size = (control & 0x7FF) + 1
+            control = self.device.read(cap + MSIX_CONTROL.offset, MSIX_CONTROL.width)
+            table_size = MSIX_CONTROL.TABLE_SIZE.get(control) + 1
             if any(entry >= table_size for entry, _ in msix):
                 raise InterruptStateError(f"MSI-X entries beyond the table of {table_size}")
-            if not control & MSIX_ENABLE:
+            if not control & MSIX_CONTROL.ENABLE.mask:
                 raise InterruptStateError("MSI-X saved as on, but the device has it off (stale)")
         self.msi_pirqs, self.msix_pirqs = msi, msix
 

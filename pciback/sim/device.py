@@ -12,22 +12,53 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pciback.dumps import load_config
-from pciback.engine.chain import walk
+from pciback.engine.chain import (
+    CAP_NEXT,
+    EXT_LINK,
+    EXT_NEXT,
+    EXT_START,
+    POINTER,
+    STD_LINK,
+    STD_START,
+    STD_TTL,
+    walk,
+)
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0, TYPE1
 from pciback.ports.bus import BarKind, BarResource
 
-COMMAND = 0x04
-STATUS = 0x06
-CAP_MSI = 0x05
-CAP_MSIX = 0x11
-_INTX_DISABLE = 0x400
-_COMMAND_IO = 0x1
-_COMMAND_MEMORY = 0x2
+H = COMMON_HEADER
+COMMAND, STATUS, HEADER_TYPE = H.COMMAND, H.STATUS, H.HEADER_TYPE
+_INTX_DISABLE = COMMAND.INTX_DISABLE.mask
 MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
-BAR0 = 0x10
-INTERRUPT_LINE = 0x3C
-ROM_TYPE0 = 0x30
-ROM_TYPE1 = 0x38
-_STATUS_RW1C = 0xF900  # detected parity .. master data parity error (PCI 3.0 6.2.3)
+INTERRUPT_LINE = TYPE0.INTERRUPT_LINE.offset  # at the same offset in a bridge's header
+# The status bits that hardware clears on a 1 (PCI 3.0 6.2.3): the policy's rw1c fields.
+_STATUS_RW1C = (
+    STATUS.MASTER_DATA_PARITY_ERROR.mask
+    | STATUS.SIGNALED_TARGET_ABORT.mask
+    | STATUS.RECEIVED_TARGET_ABORT.mask
+    | STATUS.RECEIVED_MASTER_ABORT.mask
+    | STATUS.SIGNALED_SYSTEM_ERROR.mask
+    | STATUS.DETECTED_PARITY_ERROR.mask
+)
+# Written by nothing: identity, class, layout, the list's head and the interrupt pin.
+_READ_ONLY = (
+    (H.VENDOR_ID.offset, H.VENDOR_ID.width),
+    (H.DEVICE_ID.offset, H.DEVICE_ID.width),
+    (H.REVISION_ID.offset, H.REVISION_ID.width),
+    (H.PROG_IF.offset, H.PROG_IF.width),
+    (H.CLASS_DEVICE.offset, H.CLASS_DEVICE.width),
+    (H.HEADER_TYPE.offset, H.HEADER_TYPE.width),
+    (POINTER.offset, POINTER.width),
+    (TYPE0.INTERRUPT_PIN.offset, TYPE0.INTERRUPT_PIN.width),
+)
+# An endpoint's CardBus CIS pointer and subsystem IDs.
+_READ_ONLY_TYPE0 = (
+    (TYPE0.CARDBUS_CIS.offset, TYPE0.CARDBUS_CIS.width),
+    (TYPE0.SUBSYSTEM_VENDOR_ID.offset, TYPE0.SUBSYSTEM_VENDOR_ID.width),
+    (TYPE0.SUBSYSTEM_ID.offset, TYPE0.SUBSYSTEM_ID.width),
+)
+# The command register's bits up to INTx disable are writable; 11..15 are reserved.
+_COMMAND_WRITABLE = (COMMAND.INTX_DISABLE.mask << 1) - 1
 # A dump holds addresses, not sizes: a size guessed from an address's alignment is capped so
 # that a BAR placed high in a 64-bit window is not taken for hundreds of GiB.
 _MAX_BAR = 1 << 24
@@ -94,22 +125,22 @@ class SimDevice:
         decode = 0
         for bar in self._bars:
             if bar.kind is BarKind.IO:
-                decode |= _COMMAND_IO
+                decode |= COMMAND.IO_SPACE.mask
             elif bar.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM):
-                decode |= _COMMAND_MEMORY
-        command = self.read(COMMAND, 2)
+                decode |= COMMAND.MEMORY_SPACE.mask
+        command = self.read(COMMAND.offset, COMMAND.width)
         if command | decode != command:
-            self.write(COMMAND, 2, command | decode)
+            self.write(COMMAND.offset, COMMAND.width, command | decode)
         self.enabled = True
 
     def set_power_state(self, state: int) -> None:
         if not 0 <= state <= 3:
             raise ValueError(f"no power state D{state}")
         self.power_state = state
-        pm = self.find_capability(0x01)
+        pm = self.find_capability(PM.id)
         if pm is not None:
-            pmcsr = pm + 4
-            self.config[pmcsr] = (self.config[pmcsr] & ~0x3) | state
+            pmcsr = pm + PM.PMCSR.offset  # the state is in the register's low byte
+            self.config[pmcsr] = PM.PMCSR.POWER_STATE.put(self.config[pmcsr], state)
 
     def hand_over(self) -> None:
         """A guest gets the device now: `writes` starts afresh (`history` keeps everything)."""
@@ -123,42 +154,53 @@ class SimDevice:
         self.config[:] = self.initial
 
     def enable_msi(self, vectors: int) -> None:
-        cap = self._require(CAP_MSI, "MSI")
-        control = self.read(cap + 2, 2)
-        capable = 1 << ((control >> 1) & 7)
+        cap = self._require(MSI.id, "MSI")
+        ctl = MSI.CONTROL
+        control = self.read(cap + ctl.offset, ctl.width)
+        capable = 1 << ctl.MULTIPLE_MESSAGE_CAPABLE.get(control)
         if vectors < 1 or vectors & (vectors - 1) or vectors > capable:
             raise ValueError(f"{self._address}: MSI cannot take {vectors} vectors")
-        is64 = bool(control & 0x80)
-        self.write(cap + 4, 4, MSI_ADDRESS)
-        if is64:
-            self.write(cap + 8, 4, 0)
-        self.write(cap + (0xC if is64 else 8), 2, 0)
-        mme = (vectors.bit_length() - 1) << 4
-        self.write(cap + 2, 2, (control & ~0x71) | mme | 1)
-        self.write(COMMAND, 2, self.read(COMMAND, 2) | _INTX_DISABLE)
+        addr64 = ctl.ADDR64.get(control)
+        self.write(cap + MSI.ADDRESS.offset, MSI.ADDRESS.width, MSI_ADDRESS)
+        if addr64:
+            self.write(cap + MSI.ADDRESS_UPPER.offset, MSI.ADDRESS_UPPER.width, 0)
+        self.write(cap + MSI.DATA.offset(control_addr64=addr64), MSI.DATA.width, 0)
+        control = ctl.MULTIPLE_MESSAGE_ENABLE.put(control, vectors.bit_length() - 1)
+        self.write(cap + ctl.offset, ctl.width, ctl.ENABLE.put(control, 1))
+        self._command(_INTX_DISABLE, True)
         self.msi_vectors = vectors
 
     def disable_msi(self) -> None:
-        cap = self._require(CAP_MSI, "MSI")
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0x71)
-        self.write(COMMAND, 2, self.read(COMMAND, 2) & ~_INTX_DISABLE)
+        cap = self._require(MSI.id, "MSI")
+        ctl = MSI.CONTROL
+        off = ctl.MULTIPLE_MESSAGE_ENABLE.mask | ctl.ENABLE.mask
+        self.write(cap + ctl.offset, ctl.width, self.read(cap + ctl.offset, ctl.width) & ~off)
+        self._command(_INTX_DISABLE, False)
         self.msi_vectors = 0
 
     def enable_msix(self, entries: tuple[int, ...]) -> None:
-        cap = self._require(CAP_MSIX, "MSI-X")
-        control = self.read(cap + 2, 2)
-        table_size = (control & 0x7FF) + 1
+        cap = self._require(MSIX.id, "MSI-X")
+        ctl = MSIX.CONTROL
+        control = self.read(cap + ctl.offset, ctl.width)
+        table_size = ctl.TABLE_SIZE.get(control) + 1
         if not entries or any(not 0 <= e < table_size for e in entries):
             raise ValueError(f"{self._address}: MSI-X table has {table_size} entries")
-        self.write(cap + 2, 2, (control | 0x8000) & ~0x4000)
-        self.write(COMMAND, 2, self.read(COMMAND, 2) | _INTX_DISABLE)
+        control = (control | ctl.ENABLE.mask) & ~ctl.FUNCTION_MASK.mask
+        self.write(cap + ctl.offset, ctl.width, control)
+        self._command(_INTX_DISABLE, True)
         self.msix_entries = tuple(entries)
 
     def disable_msix(self) -> None:
-        cap = self._require(CAP_MSIX, "MSI-X")
-        self.write(cap + 2, 2, self.read(cap + 2, 2) & ~0xC000)
-        self.write(COMMAND, 2, self.read(COMMAND, 2) & ~_INTX_DISABLE)
+        cap = self._require(MSIX.id, "MSI-X")
+        ctl = MSIX.CONTROL
+        off = ctl.ENABLE.mask | ctl.FUNCTION_MASK.mask
+        self.write(cap + ctl.offset, ctl.width, self.read(cap + ctl.offset, ctl.width) & ~off)
+        self._command(_INTX_DISABLE, False)
         self.msix_entries = None
+
+    def _command(self, bits: int, on: bool) -> None:
+        command = self.read(COMMAND.offset, COMMAND.width)
+        self.write(COMMAND.offset, COMMAND.width, command | bits if on else command & ~bits)
 
     # -- helpers for tests and the simulated host ---------------------------------------------
     def find_capability(self, cap_id: int) -> int | None:
@@ -179,8 +221,8 @@ class SimDevice:
         mask = self._writable[offset]
         old = self.config[offset]
         new = (old & ~mask) | (byte & mask)
-        if offset in (STATUS, STATUS + 1):
-            rw1c = (_STATUS_RW1C >> (8 * (offset - STATUS))) & 0xFF
+        if STATUS.offset <= offset < STATUS.offset + STATUS.width:
+            rw1c = (_STATUS_RW1C >> (8 * (offset - STATUS.offset))) & 0xFF
             new = (new & ~rw1c) | (old & rw1c & ~byte)
         self.config[offset] = new
 
@@ -188,14 +230,14 @@ class SimDevice:
         """Per byte, the bits a write changes (status rw1c bits are handled apart)."""
         size = len(self.config)
         w = bytearray(b"\xff" * size)
-        header_type = self.config[0x0E] & 0x7F
-        for off in (0x00, 0x01, 0x02, 0x03, 0x08, 0x09, 0x0A, 0x0B, 0x0E, 0x34, 0x3D):
-            w[off] = 0
-        w[STATUS] = w[STATUS + 1] = 0
-        w[0x05] = 0x07  # command bits 8..10; bits 11..15 reserved
-        if header_type == 0:
-            for off in range(0x28, 0x30):  # CardBus CIS, subsystem IDs
-                w[off] = 0
+        header_type = HEADER_TYPE.LAYOUT.get(self.config[HEADER_TYPE.offset])
+        read_only: tuple[tuple[int, int], ...] = (*_READ_ONLY, (STATUS.offset, STATUS.width))
+        if header_type == TYPE0.header_type:
+            read_only += _READ_ONLY_TYPE0
+        for start, width in read_only:
+            w[start : start + width] = bytes(width)
+        for i in range(COMMAND.width):
+            w[COMMAND.offset + i] = (_COMMAND_WRITABLE >> (8 * i)) & 0xFF
         for bar in self._bars:
             reg = _bar_offset(bar.index, header_type)
             if reg is None:
@@ -207,29 +249,30 @@ class SimDevice:
         return w
 
     def _protect_chain(self, w: bytearray) -> None:
-        pos = self.config[0x34] & ~3 if self.config[STATUS] & 0x10 else 0
-        for _ in range(48):
-            if pos < 0x40 or pos + 2 > len(self.config):  # a 64-byte dump has no list
+        listed = self.config[STATUS.offset] & STATUS.CAPABILITIES_LIST.mask
+        pos = self.config[POINTER.offset] & ~3 if listed else 0
+        for _ in range(STD_TTL):
+            if pos < STD_START or pos + STD_LINK > len(self.config):  # a 64-byte dump: no list
                 break
-            w[pos] = w[pos + 1] = 0
-            pos = self.config[pos + 1] & ~3
-        if len(self.config) > 256:
-            pos = 0x100
+            w[pos : pos + STD_LINK] = bytes(STD_LINK)
+            pos = self.config[pos + CAP_NEXT] & ~3
+        if len(self.config) > EXT_START:
+            pos = EXT_START
             for _ in range((4096 - 256) // 4):
-                header = int.from_bytes(self.config[pos : pos + 4], "little")
-                for i in range(4):
-                    w[pos + i] = 0
-                nxt = (header >> 20) & 0xFFC
-                if header in (0, 0xFFFFFFFF) or nxt < 0x100:
+                header = int.from_bytes(self.config[pos : pos + EXT_LINK], "little")
+                w[pos : pos + EXT_LINK] = bytes(EXT_LINK)
+                nxt = EXT_NEXT.get(header) & ~3
+                if header in (0, 0xFFFFFFFF) or nxt < EXT_START:
                     break
                 pos = nxt
 
 
 def _bar_offset(index: int, header_type: int) -> int | None:
+    bridge = header_type == TYPE1.header_type
     if index == 6:
-        return ROM_TYPE1 if header_type == 1 else ROM_TYPE0
-    limit = 2 if header_type == 1 else 6
-    return BAR0 + 4 * index if index < limit else None
+        return TYPE1.ROM.offset if bridge else TYPE0.ROM.offset
+    limit = 2 if bridge else 6
+    return TYPE0.BAR0.offset + TYPE0.BAR0.width * index if index < limit else None
 
 
 def _bar_write_mask(bar: BarResource) -> int:
@@ -246,8 +289,8 @@ def _bar_write_mask(bar: BarResource) -> int:
 
 def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]:
     """BAR kinds from the dump's flag bits; sizes from `sizes`, else from address alignment."""
-    header_type = config[0x0E] & 0x7F
-    count = 2 if header_type == 1 else 6 if header_type == 0 else 0
+    header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset])
+    count = 2 if header_type == TYPE1.header_type else 6 if header_type == TYPE0.header_type else 0
     bars: list[BarResource] = []
     index = 0
     while index < 6:
@@ -255,7 +298,7 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
             bars.append(BarResource(index, BarKind.UNUSED, 0))
             index += 1
             continue
-        off = BAR0 + 4 * index
+        off = TYPE0.BAR0.offset + TYPE0.BAR0.width * index
         value = int.from_bytes(config[off : off + 4], "little")
         if value & 1:
             addr = value & ~0x3
@@ -279,7 +322,7 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
                 BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8), start=addr)
             )
         index += 1
-    rom_off = ROM_TYPE1 if header_type == 1 else ROM_TYPE0
+    rom_off = TYPE1.ROM.offset if header_type == TYPE1.header_type else TYPE0.ROM.offset
     rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & ~0x7FF
     if rom or 6 in sizes:
         size = sizes.get(6) or max(_lowest_set_bit(rom), 2048)

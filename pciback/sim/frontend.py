@@ -23,7 +23,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pciback.control.hide import format_address, parse_address
+from pciback.engine.chain import (
+    CAP_ID,
+    CAP_NEXT,
+    EXT_ID,
+    EXT_LINK,
+    EXT_NEXT,
+    EXT_START,
+    POINTER,
+    STD_START,
+    STD_TTL,
+)
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
 from pciback.ports.bus import BarKind
 from pciback.protocol.abi import OP_OFFSET, OP_SIZE, SH_INFO_MAX_VEC, Cmd, Flag
 from pciback.protocol.layout import fields_struct, offset_of
@@ -32,8 +44,8 @@ from pciback.protocol.transport import EventPort, SharedPage
 DEFAULT_TIMEOUT = 10.0
 # How often an op waiting for the interrupt thread looks at the page itself (`_wait_answer`).
 ANSWER_LOOK_S = 0.005
-_CAP_MSI = 0x05
-_CAP_MSIX = 0x11
+H = COMMON_HEADER
+COMMAND = H.COMMAND
 
 
 _ERRORS = frozenset(int(e) for e in XenPciError)
@@ -334,32 +346,34 @@ class SimFrontend:
             for devfn in range(256):
                 address = format_address(domain, bus, devfn >> 3, devfn & 7)
                 try:
-                    ids = self.conf_read(address, 0, 4)
+                    ids = self.conf_read(address, H.VENDOR_ID.offset, 4)
                 except PciOpError:
                     continue
-                if ids & 0xFFFF in (0xFFFF, 0):
+                if H.VENDOR_ID.VENDOR.get(ids) in (0xFFFF, 0):
                     continue
                 found.append(self.probe(address))
         return found
 
     def probe(self, address: str) -> GuestDevice:
-        ids = self.conf_read(address, 0, 4)
+        ids = self.conf_read(address, H.VENDOR_ID.offset, 4)  # and the device ID above it
         dev = GuestDevice(
             address=address,
-            vendor=ids & 0xFFFF,
-            device=ids >> 16,
-            class_code=self.conf_read(address, 8, 4) >> 8,
-            header_type=self.conf_read(address, 0x0E, 1),
+            vendor=H.VENDOR_ID.VENDOR.get(ids),
+            device=ids >> 8 * H.VENDOR_ID.width,
+            class_code=self.conf_read(address, H.REVISION_ID.offset, 4) >> 8,
+            header_type=self.conf_read(address, H.HEADER_TYPE.offset, H.HEADER_TYPE.width),
         )
-        dev.bars = self.size_bars(address, dev.header_type & 0x7F)
+        dev.bars = self.size_bars(address, H.HEADER_TYPE.LAYOUT.get(dev.header_type))
         dev.capabilities = self.walk_capabilities(address)
         dev.ext_capabilities = self.walk_ext_capabilities(address)
         return dev
 
     def size_bars(self, address: str, header_type: int) -> list[GuestBar]:
-        count = {0: 6, 1: 2}.get(header_type, 0)
-        command = self.conf_read(address, 4, 2)
-        self.conf_write(address, 4, 2, command & ~0x3)  # no decoding while BARs hold masks
+        count = {TYPE0.header_type: 6, TYPE1.header_type: 2}.get(header_type, 0)
+        command = self.conf_read(address, COMMAND.offset, COMMAND.width)
+        decode = COMMAND.IO_SPACE.mask | COMMAND.MEMORY_SPACE.mask
+        # No decoding while BARs hold masks.
+        self.conf_write(address, COMMAND.offset, COMMAND.width, command & ~decode)
         bars: list[GuestBar] = []
         try:
             index = 0
@@ -367,17 +381,17 @@ class SimFrontend:
                 bar, width = self._size_bar(address, index)
                 bars.append(bar)
                 index += width
-            rom = 0x38 if header_type == 1 else 0x30
-            if header_type in (0, 1):
+            rom = TYPE1.ROM.offset if header_type == TYPE1.header_type else TYPE0.ROM.offset
+            if header_type in (TYPE0.header_type, TYPE1.header_type):
                 mask = self._probe(address, rom, 0xFFFFF800) & 0xFFFFF800
                 size = (~mask + 1) & 0xFFFFFFFF if mask else 0
                 bars.append(GuestBar(6, BarKind.ROM if size else BarKind.UNUSED, size))
         finally:
-            self.conf_write(address, 4, 2, command)
+            self.conf_write(address, COMMAND.offset, COMMAND.width, command)
         return bars
 
     def _size_bar(self, address: str, index: int) -> tuple[GuestBar, int]:
-        reg = 0x10 + 4 * index
+        reg = TYPE0.BAR0.offset + TYPE0.BAR0.width * index  # as in a bridge's header
         low = self._probe(address, reg, 0xFFFFFFFF)
         if low == 0:
             return GuestBar(index, BarKind.UNUSED, 0), 1
@@ -385,7 +399,7 @@ class SimFrontend:
             mask = low & 0xFFFFFFFC
             return GuestBar(index, BarKind.IO, (~mask + 1) & 0xFFFF), 1
         if (low >> 1) & 3 == 2 and index < 5:
-            high = self._probe(address, reg + 4, 0xFFFFFFFF)
+            high = self._probe(address, reg + TYPE0.BAR0.width, 0xFFFFFFFF)
             mask = (high << 32) | (low & 0xFFFFFFF0)
             return GuestBar(index, BarKind.MEM64, (~mask + 1) & ((1 << 64) - 1)), 2
         mask = low & 0xFFFFFFF0
@@ -400,41 +414,43 @@ class SimFrontend:
 
     def walk_capabilities(self, address: str) -> list[tuple[int, int]]:
         caps: list[tuple[int, int]] = []
-        if not self.conf_read(address, 6, 2) & 0x10:
+        if not self.conf_read(address, H.STATUS.offset, 2) & H.STATUS.CAPABILITIES_LIST.mask:
             return caps
-        pos = self.conf_read(address, 0x34, 1) & ~3
-        for _ in range(48):  # a looping chain must not hang the guest
-            if pos < 0x40:
+        pos = self.conf_read(address, POINTER.offset, POINTER.width) & ~3
+        for _ in range(STD_TTL):  # a looping chain must not hang the guest
+            if pos < STD_START:
                 break
-            caps.append((self.conf_read(address, pos, 1), pos))
-            pos = self.conf_read(address, pos + 1, 1) & ~3
+            caps.append((self.conf_read(address, pos + CAP_ID, 1), pos))
+            pos = self.conf_read(address, pos + CAP_NEXT, 1) & ~3
         return caps
 
     def walk_ext_capabilities(self, address: str) -> list[tuple[int, int]]:
         caps: list[tuple[int, int]] = []
-        pos = 0x100
+        pos = EXT_START
         for _ in range((4096 - 256) // 8):
             try:
-                header = self.conf_read(address, pos, 4)
+                header = self.conf_read(address, pos, EXT_LINK)
             except PciOpError:
                 break
             if header in (0, 0xFFFFFFFF):
                 break
-            caps.append((header & 0xFFFF, pos))
-            pos = (header >> 20) & 0xFFC
-            if pos < 0x100:
+            caps.append((EXT_ID.get(header), pos))
+            pos = EXT_NEXT.get(header) & ~3
+            if pos < EXT_START:
                 break
         return caps
 
     def enable_interrupts(self, dev: GuestDevice, vectors: int = 4) -> list[int]:
         """What a driver does: memory decoding and bus mastering on, then MSI-X if the device
         has it, else MSI. Returns the PIRQs (empty when it has neither)."""
-        command = self.conf_read(dev.address, 4, 2)
-        self.conf_write(dev.address, 4, 2, command | 0x6)
-        msix = dev.capability(_CAP_MSIX)
+        command = self.conf_read(dev.address, COMMAND.offset, COMMAND.width)
+        on = COMMAND.MEMORY_SPACE.mask | COMMAND.BUS_MASTER.mask
+        self.conf_write(dev.address, COMMAND.offset, COMMAND.width, command | on)
+        msix = dev.capability(MSIX.id)
         if msix is not None:
-            table = (self.conf_read(dev.address, msix + 2, 2) & 0x7FF) + 1
+            control = self.conf_read(dev.address, msix + MSIX.CONTROL.offset, MSIX.CONTROL.width)
+            table = MSIX.CONTROL.TABLE_SIZE.get(control) + 1
             return self.enable_msix(dev.address, list(range(min(table, vectors))))
-        if dev.capability(_CAP_MSI) is not None:
+        if dev.capability(MSI.id) is not None:
             return [self.enable_msi(dev.address)]
         return []

@@ -24,34 +24,54 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pciback.engine.chain import (
+    CAP_NEXT,
+    EXT_ID,
+    EXT_LINK,
+    EXT_NEXT,
+    EXT_START,
+    POINTER,
+    STD_START,
+    STD_TTL,
+)
 from pciback.engine.space import ConfigSpace, build_config_space
 from pciback.errors import PciOpError
+from pciback.generated.names import (
+    ACS,
+    AER,
+    ARI,
+    ATS,
+    COMMON_HEADER,
+    CONST,
+    DPC,
+    DSN,
+    EA,
+    L1SS,
+    LTR,
+    MSI,
+    MSIX,
+    PCIE,
+    PM,
+    PTM,
+    SRIOV,
+    TYPE0,
+    TYPE1,
+    VIRTIO_PCI_CAP,
+    VPD,
+)
 from pciback.ports.bus import BarResource, PhysicalDevice
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture_dir
 from pciback.sim.frontend import SimFrontend
+from pciback.tables import RegisterName
 
-# Offsets the guest kernel uses (include/uapi/linux/pci_regs.h), as the guest knows them.
-VENDOR_ID, COMMAND, STATUS, CLASS_REVISION = 0x00, 0x04, 0x06, 0x08
-LATENCY_TIMER, HEADER_TYPE, BAR0, SUBSYSTEM = 0x0D, 0x0E, 0x10, 0x2C
-CAPABILITY_LIST, INTERRUPT_LINE, INTERRUPT_PIN = 0x34, 0x3C, 0x3D
-STATUS_CAP_LIST = 0x10
-COMMAND_MEMORY, COMMAND_MASTER = 0x2, 0x4
-CAP_PM, CAP_VPD, CAP_MSI, CAP_VENDOR, CAP_PCIE, CAP_MSIX, CAP_EA = (
-    0x01,
-    0x03,
-    0x05,
-    0x09,
-    0x10,
-    0x11,
-    0x14,
-)
-EXT_AER, EXT_DSN, EXT_ACS, EXT_ARI, EXT_ATS, EXT_SRIOV = 0x01, 0x03, 0x0D, 0x0E, 0x0F, 0x10
-EXT_LTR, EXT_DPC, EXT_L1SS, EXT_PTM = 0x18, 0x1D, 0x1E, 0x1F
-# virtio 1.x 4.1.4: struct virtio_pci_cap and the structures a driver maps (type 5, the PCI
-# configuration access window, is found but never mapped).
-VIRTIO_CFG_TYPE, VIRTIO_BAR, VIRTIO_OFFSET, VIRTIO_LENGTH, VIRTIO_NOTIFY_MULT = 3, 4, 8, 12, 16
-VIRTIO_COMMON, VIRTIO_NOTIFY, VIRTIO_ISR, VIRTIO_DEVICE, VIRTIO_PCI_CFG = 1, 2, 3, 4, 5
+# What the guest kernel knows as pci_regs.h names it: the policy's names for the same registers.
+H = COMMON_HEADER
+VENDOR_ID, COMMAND, STATUS, HEADER_TYPE = H.VENDOR_ID, H.COMMAND, H.STATUS, H.HEADER_TYPE
+# virtio 1.x 4.1.4: the structures a driver maps (type 5, the PCI configuration access window,
+# is found but never mapped); struct virtio_pci_cap is the policy's VIRTIO_PCI_CAP.
+VIRTIO_COMMON, VIRTIO_ISR, VIRTIO_DEVICE, VIRTIO_PCI_CFG = 1, 3, 4, 5
+VIRTIO_NOTIFY = CONST.VIRTIO_PCI_CAP_NOTIFY_CFG
 
 
 class CountingDevice:
@@ -139,17 +159,17 @@ class ScanGuest:
     def find_capability(self, cap_id: int, start: int | None = None) -> int:
         """pci_find_capability (start None) or pci_find_next_capability (from `start`)."""
         if start is None:
-            if not self.read(STATUS, 2) & STATUS_CAP_LIST:
+            if not self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask:
                 return 0
-            pointer_at = CAPABILITY_LIST
+            pointer_at = POINTER.offset
         else:
-            pointer_at = start + 1
+            pointer_at = start + CAP_NEXT
         pos = self.read(pointer_at, 1)
-        for _ in range(48):  # the kernel's TTL
-            if pos < 0x40:
+        for _ in range(STD_TTL):  # the kernel's TTL
+            if pos < STD_START:
                 return 0
             pos &= ~3
-            entry = self.read(pos, 2)
+            entry = self.read(pos, 2)  # the ID, and the next pointer above it
             ident = entry & 0xFF
             if ident == 0xFF:
                 return 0
@@ -160,17 +180,17 @@ class ScanGuest:
 
     def find_ext_capability(self, cap_id: int) -> int:
         """pci_find_ext_capability."""
-        if self.config_size <= 0x100:
+        if self.config_size <= EXT_START:
             return 0
-        pos = 0x100
+        pos = EXT_START
         for _ in range(480):
-            header = self.read(pos, 4)
+            header = self.read(pos, EXT_LINK)
             if header in (0, 0xFFFFFFFF):
                 return 0
-            if header & 0xFFFF == cap_id:
+            if EXT_ID.get(header) == cap_id:
                 return pos
-            pos = (header >> 20) & 0xFFC
-            if pos < 0x100:
+            pos = EXT_NEXT.get(header) & ~3
+            if pos < EXT_START:
                 return 0
         return 0
 
@@ -231,76 +251,81 @@ class FrontendGuest(ScanGuest):
 
 def boot_scan(guest: ScanGuest) -> None:
     """pci_scan_device, pci_setup_device and pci_init_capabilities, in that order."""
-    if guest.read(VENDOR_ID, 4) in (0, 0xFFFFFFFF):
+    if guest.read(VENDOR_ID.offset, 4) in (0, 0xFFFFFFFF):  # vendor and device IDs
         return
-    header_type = guest.read(HEADER_TYPE, 1) & 0x7F
-    guest.read(CLASS_REVISION, 4)
-    pcie = guest.find_capability(CAP_PCIE)  # set_pcie_port_type
+    header_type = HEADER_TYPE.LAYOUT.get(guest.read(HEADER_TYPE.offset, HEADER_TYPE.width))
+    guest.read(H.REVISION_ID.offset, 4)  # and the class code above it
+    pcie = guest.find_capability(PCIE.id)  # set_pcie_port_type
     if pcie:
-        guest.read(pcie + 2, 2)  # PCI_EXP_FLAGS
-        guest.read(pcie + 4, 4)  # PCI_EXP_DEVCAP: pcie_mpss
-    guest.read(INTERRUPT_PIN, 1)  # pci_read_irq
-    guest.read(INTERRUPT_LINE, 1)
-    bars = 6 if header_type == 0 else 2 if header_type == 1 else 0
+        _read(guest, pcie, PCIE.CAPS)  # PCI_EXP_FLAGS
+        _read(guest, pcie, PCIE.DEVCAP)  # pcie_mpss
+    _read(guest, 0, TYPE0.INTERRUPT_PIN)  # pci_read_irq (a bridge's are at the same place)
+    _read(guest, 0, TYPE0.INTERRUPT_LINE)
+    bars = 6 if header_type == TYPE0.header_type else 2 if header_type == TYPE1.header_type else 0
     for bar in range(bars):  # pci_read_bases (the sizing writes left out)
-        guest.read(BAR0 + 4 * bar, 4)
-    if header_type == 0:
-        guest.read(SUBSYSTEM, 2)
-        guest.read(SUBSYSTEM + 2, 2)
-    guest.find_capability(CAP_EA)  # pci_ea_init
-    pm = guest.find_capability(CAP_PM)  # pci_pm_init
+        guest.read(TYPE0.BAR0.offset + TYPE0.BAR0.width * bar, TYPE0.BAR0.width)
+    if header_type == TYPE0.header_type:
+        _read(guest, 0, TYPE0.SUBSYSTEM_VENDOR_ID)
+        _read(guest, 0, TYPE0.SUBSYSTEM_ID)
+    guest.find_capability(EA.id)  # pci_ea_init
+    pm = guest.find_capability(PM.id)  # pci_pm_init
     if pm:
-        guest.read(pm + 2, 2)  # PMC
-        guest.read(pm + 4, 2)  # PMCSR: the current state
-    for cap in (CAP_MSI, CAP_MSIX):  # pci_msi_init / pci_msix_init: control, to switch off
-        at = guest.find_capability(cap)
+        _read(guest, pm, PM.PMC)
+        _read(guest, pm, PM.PMCSR)  # the current state
+    for cap, control in ((MSI.id, MSI.CONTROL), (MSIX.id, MSIX.CONTROL)):
+        at = guest.find_capability(cap)  # pci_msi_init / pci_msix_init: control, to switch off
         if at:
-            guest.read(at + 2, 2)
-    guest.find_capability(CAP_VPD)  # pci_vpd_init
+            guest.read(at + control.offset, control.width)
+    guest.find_capability(VPD.id)  # pci_vpd_init
     if pcie:
-        guest.read(pcie + 8, 2)  # DEVCTL: pci_configure_mps
-        guest.read(pcie + 0x0C, 4)  # LNKCAP: pcie_update_link_speed
-        guest.read(pcie + 0x12, 2)  # LNKSTA
-        if guest.read(pcie + 2, 2) & 0xF >= 2:
-            guest.read(pcie + 0x24, 4)  # DEVCAP2: ARI, LTR, 10-bit tags
-            guest.read(pcie + 0x2C, 4)  # LNKCAP2: supported speeds
-    for ext in (EXT_AER, EXT_ACS, EXT_ARI, EXT_ATS, EXT_SRIOV, EXT_PTM, EXT_DPC, EXT_LTR):
+        _read(guest, pcie, PCIE.DEVCTL)  # pci_configure_mps
+        _read(guest, pcie, PCIE.LINKCAP)  # pcie_update_link_speed
+        _read(guest, pcie, PCIE.LINKSTA)
+        if PCIE.CAPS.VERSION.get(_read(guest, pcie, PCIE.CAPS)) >= 2:
+            _read(guest, pcie, PCIE.DEVCAP2)  # ARI, LTR, 10-bit tags
+            _read(guest, pcie, PCIE.LINKCAP2)  # supported speeds
+    for ext in (AER.id, ACS.id, ARI.id, ATS.id, SRIOV.id, PTM.id, DPC.id, LTR.id):
         at = guest.find_ext_capability(ext)
-        if at and ext == EXT_AER:  # pci_aer_init: clears what it finds, reading first
-            guest.read(at + 0x04, 4)
-            guest.read(at + 0x10, 4)
-            guest.read(at + 0x18, 4)
-    guest.find_ext_capability(EXT_L1SS)
-    guest.find_ext_capability(EXT_DSN)
+        if at and ext == AER.id:  # pci_aer_init: clears what it finds, reading first
+            _read(guest, at, AER.UNCORRECTABLE_STATUS)
+            _read(guest, at, AER.CORRECTABLE_STATUS)
+            _read(guest, at, AER.CONTROL)
+    guest.find_ext_capability(L1SS.id)
+    guest.find_ext_capability(DSN.id)
+
+
+def _read(guest: ScanGuest, base: int, register: RegisterName) -> int:
+    return guest.read(base + register.offset, register.width)
 
 
 def driver_probe(guest: ScanGuest) -> None:
     """A virtio-pci (modern) driver's probe: enable, find and map its structures, master."""
-    pm = guest.find_capability(CAP_PM)  # pci_enable_device: to D0 first
+    pm = guest.find_capability(PM.id)  # pci_enable_device: to D0 first
     if pm:
-        guest.read(pm + 4, 2)
-    command = guest.read(COMMAND, 2)
-    guest.write(COMMAND, 2, command | COMMAND_MEMORY)
+        _read(guest, pm, PM.PMCSR)
+    command = _read(guest, 0, COMMAND)
+    guest.write(COMMAND.offset, COMMAND.width, command | COMMAND.MEMORY_SPACE.mask)
+    virtio = VIRTIO_PCI_CAP
     for cfg_type in (VIRTIO_COMMON, VIRTIO_NOTIFY, VIRTIO_ISR, VIRTIO_DEVICE, VIRTIO_PCI_CFG):
-        pos = guest.find_capability(CAP_VENDOR)
+        pos = guest.find_capability(virtio.id)
         while pos:  # virtio_pci_find_capability
-            found_type = guest.read(pos + VIRTIO_CFG_TYPE, 1)
-            bar = guest.read(pos + VIRTIO_BAR, 1)
+            found_type = _read(guest, pos, virtio.CFG_TYPE)
+            bar = _read(guest, pos, virtio.BAR)
             if bar < 6 and found_type == cfg_type:
                 break
-            pos = guest.find_capability(CAP_VENDOR, pos)
+            pos = guest.find_capability(virtio.id, pos)
         if pos and cfg_type != VIRTIO_PCI_CFG:  # vp_modern_map_capability
-            guest.read(pos + VIRTIO_BAR, 1)
-            guest.read(pos + VIRTIO_OFFSET, 4)
-            guest.read(pos + VIRTIO_LENGTH, 4)
+            _read(guest, pos, virtio.BAR)
+            _read(guest, pos, virtio.OFFSET)
+            _read(guest, pos, virtio.SIZE)
             if cfg_type == VIRTIO_NOTIFY:
-                guest.read(pos + VIRTIO_NOTIFY_MULT, 4)
-    command = guest.read(COMMAND, 2)  # pci_set_master
-    guest.write(COMMAND, 2, command | COMMAND_MASTER)
-    guest.read(LATENCY_TIMER, 1)  # pcibios_set_master
-    msix = guest.find_capability(CAP_MSIX)  # pci_msix_vec_count
+                _read(guest, pos, virtio.NOTIFY_OFF_MULTIPLIER)
+    command = _read(guest, 0, COMMAND)  # pci_set_master
+    guest.write(COMMAND.offset, COMMAND.width, command | COMMAND.BUS_MASTER.mask)
+    _read(guest, 0, H.LATENCY_TIMER)  # pcibios_set_master
+    msix = guest.find_capability(MSIX.id)  # pci_msix_vec_count
     if msix:
-        guest.read(msix + 2, 2)
+        _read(guest, msix, MSIX.CONTROL)
 
 
 def lspci(guest: ScanGuest) -> None:

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pciback.generated.names import TYPE0
 from pciback.ports.bus import BarKind, PhysicalDevice
 
 PAGE_SHIFT = 12
-INTERRUPT_PIN = 0x3D
+INTERRUPT_PIN = TYPE0.INTERRUPT_PIN  # at the same offset in a bridge's header
 MAX_RANGES = 8  # six BARs and the ROM
 MAX_MFN = 1 << 52
 MAX_GSI = 1 << 20
@@ -76,7 +77,7 @@ def grants_for(device: PhysicalDevice) -> Grants:
                 raise GrantsError(f"BAR {bar.index}: memory {bar.start:#x}+{bar.size:#x}")
             iomem.append((first, last - first + 1))
     gsi = None
-    if device.read(INTERRUPT_PIN, 1):
+    if device.read(INTERRUPT_PIN.offset, INTERRUPT_PIN.width):
         irq = device.host_irq()
         if not 0 <= irq < MAX_GSI:
             raise GrantsError(f"dom0's IRQ {irq} is not a GSI")

@@ -28,13 +28,14 @@ from typing import Any
 from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
 
 from pciback.control.hide import parse_address
+from pciback.generated.names import MSIX
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus
 from pciback.xen._loader import XenUnavailable, check_domid, load
 from pciback.xen.physdev import PhysdevCalls
 
 SHUTDOWN_CRASH = 3
-MSIX_MAX_ENTRIES = 2048
+MSIX_MAX_ENTRIES = MSIX.CONTROL.TABLE_SIZE.mask + 1
 AUTO = -1  # index and pirq: let Xen choose
 
 TYPEDEFS = {
@@ -84,7 +85,8 @@ def msix_table_base(address: str, root: Path = DEFAULT_ROOT) -> int:
     """The host address of the BAR holding the device's MSI-X table (Xen checks it against its
     own reading of the BAR), from sysfs, read-only."""
     device = SysfsBus(root).device(address)
-    bir = device.read(device.capability(0x11) + 4, 4) & 7
+    table = device.read(device.capability(MSIX.id) + MSIX.TABLE.offset, MSIX.TABLE.width)
+    bir = MSIX.TABLE.BIR.get(table)
     lines = (device.dir / "resource").read_text().splitlines()
     if bir > 5 or bir >= len(lines):
         raise ValueError(f"{address}: MSI-X table in BAR {bir}, which is not there")

@@ -9,11 +9,12 @@ from pciback.audit.model import Audit, audit
 from pciback.dumps import load_config
 from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
+from pciback.generated.names import MSI
 from pciback.sim.device import SimDevice
 
 QEMU = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "qemu"
 ADDRESS = "0000:00:04.0"
-CAP_MSI = 0x05
+CAP_MSI = MSI.id
 
 
 def qemu_dumps() -> list[Path]:

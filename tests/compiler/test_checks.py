@@ -69,6 +69,18 @@ CASES: list[tuple[str, str, str]] = [
         "2:12: error: duplicate capability 'a' (first defined at policy.pci:1:12)",
     ),
     (
+        "one name in generated/names.py for two kinds of block",
+        "capability a id 1 { }\nextended_capability a id 2 { }\n",
+        "2:21: error: extended capability 'a' and capability 'a' (at policy.pci:1:12) would have"
+        " one name, A, in generated/names.py",
+    ),
+    (
+        "one name in generated/names.py for fields that differ in case",
+        HEADER.format(body="    register r @0x00 u8 { f [3:0] hw ro  F [7:4] hw ro }\n"),
+        "2:42: error: field 'F' and field 'f' (at policy.pci:2:27) would have one name, F,"
+        " in generated/names.py",
+    ),
+    (
         "overlapping registers",
         HEADER.format(
             body="    register a @0x00 u16 { f [15:0] hw ro }\n"

@@ -12,6 +12,7 @@ import pytest
 from pciback.cli import main
 from pciback.daemon.config import parse_config
 from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.generated.names import PM as PM_NAMES
 
 from .harness import BLK, DEVICES, NET, RNG
 
@@ -117,7 +118,8 @@ def test_a_quirk_the_view_takes_is_added(
 
 E1000E = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "qemu"
 E1000E_DUMP = E1000E / "e1000e-8086-10d3.bin"
-PM, PMCSR_PME_ENABLE = 0xC8, 0x0100  # the dump's power-management capability (MANIFEST.md)
+PM = 0xC8  # where the dump has its power-management capability (MANIFEST.md)
+PMCSR_PME_ENABLE = PM_NAMES.PMCSR.PME_ENABLE.mask
 
 
 @pytest.mark.skipif(not E1000E_DUMP.is_file(), reason="no ../shared/fixtures/qemu")

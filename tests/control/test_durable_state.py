@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim import SimGuest, SimHost, SimHypervisor
 from pciback.sim.fixtures import fixture
@@ -23,11 +24,12 @@ from tests.protocol.simconfig import MSI_CAP, nic_config
 
 from .harness import DEVICES, NET
 
-COMMAND = 0x04
-DECODE = 0x6
+COMMAND = COMMON_HEADER.COMMAND.offset
+DECODE = COMMON_HEADER.COMMAND.MEMORY_SPACE.mask | COMMON_HEADER.COMMAND.BUS_MASTER.mask
 # Two command bits the view keeps as shadows (parity response, SERR enable): a guest-written
 # value of 0..3 that lives in the view only.
-PARITY, SERR = 1 << 6, 1 << 8
+PARITY = COMMON_HEADER.COMMAND.PARITY_RESPONSE.mask
+SERR = COMMON_HEADER.COMMAND.SERR_ENABLE.mask
 WAIT = 10.0  # a guard against a hung test, never a measurement
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.ownership import Ownership
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim.device import SimDevice
@@ -20,7 +21,7 @@ from pciback.stub import StubPool
 
 from .harness import BRIDGE, NET, RNG, make_devices
 
-COMMAND_MEMORY = 0x2
+COMMAND_MEMORY = COMMON_HEADER.COMMAND.MEMORY_SPACE.mask
 
 
 def pool(

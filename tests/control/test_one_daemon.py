@@ -16,6 +16,7 @@ import pytest
 from pciback.cli import main
 from pciback.daemon.config import Config
 from pciback.daemon.core import Daemon
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
 from pciback.state import DB_NAME
@@ -24,7 +25,7 @@ from pciback.state_dir import LOCK_NAME, StateDirError, StateDirLock
 from .harness import DEVICES, NET
 
 REPO = Path(__file__).resolve().parents[2]
-COMMAND, BAR0 = 0x04, 0x10
+COMMAND, BAR0 = COMMON_HEADER.COMMAND.offset, TYPE0.BAR0.offset
 
 
 @pytest.fixture

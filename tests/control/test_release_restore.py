@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.generated.names import PCIE
+from pciback.generated.names import PM as PM_NAMES
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
 
@@ -17,10 +19,10 @@ except FileNotFoundError:
 ADDR = "0000:01:00.0"
 PM = 0xC8  # e1000e-8086-10d3.bin: PM at 0xc8, PCIe at 0xe0 (MANIFEST.md)
 PMCSR = PM + 4
-DEVCTL = 0xE0 + 8
-MAX_READ_REQUEST = 0b111 << 12
-DATA_SELECT = 0b1111 << 9
-PME_STATUS = 1 << 15
+DEVCTL = 0xE0 + PCIE.DEVCTL.offset
+MAX_READ_REQUEST = PCIE.DEVCTL.MAX_READ_REQUEST.mask
+DATA_SELECT = PM_NAMES.PMCSR.DATA_SELECT.mask
+PME_STATUS = PM_NAMES.PMCSR.PME_STATUS.mask
 GAP = 0x40  # no capability holds it: a guest writes it only in permissive mode
 
 

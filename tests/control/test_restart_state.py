@@ -16,6 +16,7 @@ from pciback.cli import main
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
 from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.interrupts import (
     InterruptControl,
@@ -31,9 +32,9 @@ from tests.protocol.simconfig import nic_config
 from .harness import DEVICES, NET, RNG
 
 BLK = "0000:03:00.1"
-COMMAND, BAR0 = 0x04, 0x10
-INTX_DISABLE = 1 << 10
-PARITY_RESPONSE = 1 << 6  # a shadow bit: the guest's view only
+COMMAND, BAR0 = COMMON_HEADER.COMMAND.offset, TYPE0.BAR0.offset
+INTX_DISABLE = COMMON_HEADER.COMMAND.INTX_DISABLE.mask
+PARITY_RESPONSE = COMMON_HEADER.COMMAND.PARITY_RESPONSE.mask  # a shadow bit: the guest's view only
 
 
 def host(tmp_path: Path) -> SimHost:

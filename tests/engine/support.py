@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pciback.compiler.emit import NAMES
 from pciback.compiler.pipeline import compile_paths
 from pciback.engine import Policy
 from pciback.ports.bus import BarKind, BarResource
@@ -19,7 +20,7 @@ def compile_policy(text: str, tmp_path: Path, name: str = "policy") -> Policy:
     path.write_text(text, encoding="utf-8")
     modules: list[PolicyModule] = []
     for out in compile_paths([path]):
-        if out.name == "__init__.py":
+        if out.name in ("__init__.py", NAMES):  # the index, and the names (no tables)
             continue
         namespace: dict[str, object] = {}
         exec(compile(out.text, out.name, "exec"), namespace)

@@ -38,15 +38,16 @@ from hypothesis import strategies as st
 
 from pciback.engine import ConfigSpace, Policy
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.tables import Access, Backing
 from tests.engine.support import MemoryDevice, compile_policy
 
 HEADER = 0x40  # the header block the layouts describe
 DEVICE_SIZE = 0x100
 SPAN = 0x50  # guest accesses reach past the header: undescribed bytes beyond it too
-HEADER_TYPE = 0x0E
-STATUS = 0x06
-STATUS_CAP_LIST = 0x10
+HEADER_TYPE = COMMON_HEADER.HEADER_TYPE.offset
+STATUS = COMMON_HEADER.STATUS.offset
+STATUS_CAP_LIST = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
 
 # What the compiler accepts: a cached or const field cannot take guest data.
 ACCESSES: dict[Backing, tuple[Access, ...]] = {

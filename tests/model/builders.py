@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pciback.engine import ConfigSpace, build_config_space
+from pciback.generated.names import AER, DSN, MSI, MSIX, PCIE, PM, SRIOV, VIRTIO_PCI_CAP, VPD
 from pciback.sim.device import SimDevice
 from pciback.tables import Register
 
@@ -26,15 +27,15 @@ View = tuple[ConfigSpace, SimDevice]
 CapView = tuple[ConfigSpace, SimDevice, int]  # ... and the capability's offset
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 
-CAP_PM = 0x01
-CAP_VPD = 0x03
-CAP_MSI = 0x05
-CAP_VENDOR = 0x09
-CAP_PCIE = 0x10
-CAP_MSIX = 0x11
-EXT_AER = 0x0001
-EXT_DSN = 0x0003
-EXT_SRIOV = 0x0010
+CAP_PM = PM.id
+CAP_VPD = VPD.id
+CAP_MSI = MSI.id
+CAP_VENDOR = VIRTIO_PCI_CAP.id  # the vendor-specific ID, which virtio's capabilities carry
+CAP_PCIE = PCIE.id
+CAP_MSIX = MSIX.id
+EXT_AER = AER.id
+EXT_DSN = DSN.id
+EXT_SRIOV = SRIOV.id
 
 
 def fixture_files() -> list[Path]:

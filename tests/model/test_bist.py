@@ -7,15 +7,16 @@ from __future__ import annotations
 import pytest
 
 from pciback.engine import build_config_space
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, FIXTURES
 
 DUMP = FIXTURES / "qemu" / "e1000e-8086-10d3.bin"
 pytestmark = pytest.mark.skipif(not DUMP.is_file(), reason=f"{DUMP} is absent")
-BIST = 0x0F
-CAPABLE = 0x80
-START = 0x40
+BIST = COMMON_HEADER.BIST.offset
+CAPABLE = COMMON_HEADER.BIST.CAPABLE.mask
+START = COMMON_HEADER.BIST.START.mask
 
 
 def device(bist: int) -> SimDevice:

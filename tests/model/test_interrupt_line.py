@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from pciback.engine import build_config_space
+from pciback.generated.names import TYPE0
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, FIXTURES
 
 DUMPS = sorted(FIXTURES.glob("*.bin")) + sorted((FIXTURES / "qemu").glob("*.bin"))
 pytestmark = pytest.mark.skipif(not DUMPS, reason="../shared/fixtures is absent")
-LINE = 0x3C
+LINE = TYPE0.INTERRUPT_LINE.offset
 DOM0_IRQ = 23  # what dom0 routed; QEMU's firmware writes 10 or 11 in the byte
 
 

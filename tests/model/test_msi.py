@@ -8,11 +8,12 @@ import pytest
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI
 
 from .builders import CAP_MSI, CapView, endpoint
 
-CONTROL = 2
-COMMAND_INTX_DISABLE = 0x400
+CONTROL = MSI.CONTROL.offset
+COMMAND_INTX_DISABLE = COMMON_HEADER.COMMAND.INTX_DISABLE.mask
 
 # (addr64, masking) -> register name by offset from the capability, and the capability length
 LAYOUTS = {

@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import MSIX
 from pciback.sim import SimHost
 
 from .builders import ADDRESS, CAP_MSIX, CapView, ConfigBuilder, chain, endpoint
 
-CONTROL, TABLE, PBA = 2, 4, 8
-ENABLE, MASK_ALL = 0x8000, 0x4000
+CONTROL, TABLE, PBA = MSIX.CONTROL.offset, MSIX.TABLE.offset, MSIX.PBA.offset
+ENABLE, MASK_ALL = MSIX.CONTROL.ENABLE.mask, MSIX.CONTROL.FUNCTION_MASK.mask
 
 
 def msix_device(

@@ -6,12 +6,19 @@ import pytest
 
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
+from pciback.generated.names import CONST, PCIE
 
 from .builders import CapView, endpoint
 
-DEVCTL, DEVSTA, LINKCTL, SLOTCTL, ROOTCTL, DEVCTL2, LINKCTL2 = 8, 0xA, 0x10, 0x18, 0x1C, 0x28, 0x30
-ENDPOINT, ROOT_PORT, DOWNSTREAM, RC_ENDPOINT, EVENT_COLLECTOR = 0, 4, 6, 9, 10
-MRRS, RELAXED, NO_SNOOP, MPS, FLR = 0x7000, 0x0010, 0x0800, 0x00E0, 0x8000
+DEVCTL, DEVSTA, LINKCTL = PCIE.DEVCTL.offset, PCIE.DEVSTA.offset, PCIE.LINKCTL.offset
+SLOTCTL, ROOTCTL = PCIE.SLOTCTL.offset, PCIE.ROOTCTL.offset
+DEVCTL2, LINKCTL2 = PCIE.DEVCTL2.offset, PCIE.LINKCTL2.offset
+ENDPOINT = 0  # the port types the tests build; the policy names those its conditions use
+ROOT_PORT, DOWNSTREAM = CONST.PCIE_ROOT_PORT, CONST.PCIE_DOWNSTREAM_PORT
+RC_ENDPOINT, EVENT_COLLECTOR = CONST.PCIE_RC_INTEGRATED_ENDPOINT, CONST.PCIE_RC_EVENT_COLLECTOR
+MRRS, RELAXED = PCIE.DEVCTL.MAX_READ_REQUEST.mask, PCIE.DEVCTL.RELAXED_ORDERING.mask
+NO_SNOOP, MPS = PCIE.DEVCTL.NO_SNOOP.mask, PCIE.DEVCTL.MAX_PAYLOAD.mask
+FLR = PCIE.DEVCTL.FLR.mask
 
 
 def pcie_device(version: int = 2, port_type: int = ENDPOINT, permissive: bool = False) -> CapView:

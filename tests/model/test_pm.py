@@ -6,13 +6,14 @@ import pytest
 
 from pciback.engine import build_config_space
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import PM
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, CAP_PM, CapView, endpoint
 
-PMC, PMCSR, BSE, DATA = 2, 4, 6, 7
-PME_SUPPORT = 0xF800
-D1, D2 = 1 << 9, 1 << 10
+PMC, PMCSR, BSE, DATA = PM.PMC.offset, PM.PMCSR.offset, PM.BRIDGE_EXT.offset, PM.DATA.offset
+PME_SUPPORT = PM.PMC.PME_SUPPORT.mask
+D1, D2 = PM.PMC.D1_SUPPORT.mask, PM.PMC.D2_SUPPORT.mask
 
 
 def pm_device(pmc: int = 0xF803 | D1 | D2, pmcsr: int = 0x0008) -> CapView:

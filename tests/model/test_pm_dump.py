@@ -9,6 +9,7 @@ import pytest
 
 from pciback.engine import ConfigSpace, build_config_space
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import PM as PM_NAMES
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 
@@ -17,8 +18,12 @@ from .builders import ADDRESS, CAP_PM, FIXTURES
 DUMP = FIXTURES / "qemu" / "e1000e-8086-10d3.bin"
 pytestmark = pytest.mark.skipif(not DUMP.is_file(), reason=f"{DUMP} is absent")
 PM = 0xC8
-PMC, PMCSR, BSE = PM + 2, PM + 4, PM + 6
-D1_SUPPORT, D2_SUPPORT = 1 << 9, 1 << 10
+PMC, PMCSR, BSE = (
+    PM + PM_NAMES.PMC.offset,
+    PM + PM_NAMES.PMCSR.offset,
+    PM + PM_NAMES.BRIDGE_EXT.offset,
+)
+D1_SUPPORT, D2_SUPPORT = PM_NAMES.PMC.D1_SUPPORT.mask, PM_NAMES.PMC.D2_SUPPORT.mask
 
 
 def config(*, d1_d2: bool = True, bse: int = 0) -> bytes:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.generated.names import TYPE1
+
 from .builders import ConfigBuilder, View
 
-BRIDGE_CONTROL = 0x3E
-SECONDARY_BUS_RESET = 0x0040
+BRIDGE_CONTROL = TYPE1.BRIDGE_CONTROL.offset
+SECONDARY_BUS_RESET = TYPE1.BRIDGE_CONTROL.SECONDARY_BUS_RESET.mask
 
 
 def bridge(permissive: bool = False) -> View:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import VPD
 
 from .builders import CapView, endpoint
 
-ADDR, DATA = 2, 4
-FLAG = 0x8000
+ADDR, DATA = VPD.ADDRESS.offset, VPD.DATA.offset
+FLAG = VPD.ADDRESS.FLAG.mask
 
 
 def vpd_device(permissive: bool = False) -> CapView:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import MSI, MSIX
 from pciback.sim import SimGuest, SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
@@ -20,8 +21,8 @@ except FileNotFoundError:
 
 ADDR = "0000:03:00.0"
 MSI_CAP, MSIX_CAP = 0xD0, 0xA0  # the dump's (MANIFEST.md)
-MSI_ENABLE = 1 << 0
-MSIX_ENABLE = 1 << 15
+MSI_ENABLE = MSI.CONTROL.ENABLE.mask
+MSIX_ENABLE = MSIX.CONTROL.ENABLE.mask
 
 
 def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:

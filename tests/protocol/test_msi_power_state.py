@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import PM as PM_NAMES
 from pciback.protocol.abi import Cmd
 from pciback.protocol.interrupts import D3COLD, power_state
 from pciback.sim import SimGuest, SimHost
@@ -25,8 +26,8 @@ DUMP = Path(FIXTURES) / "qemu" / "e1000e-8086-10d3.bin"
 pytestmark = pytest.mark.skipif(not DUMP.is_file(), reason=f"{DUMP} is absent")
 ADDR = "0000:03:00.0"
 PM, MSI, MSIX = 0xC8, 0xD0, 0xA0
-PMC, PMCSR = PM + 2, PM + 4
-D1_SUPPORT, D2_SUPPORT = 1 << 9, 1 << 10
+PMC, PMCSR = PM + PM_NAMES.PMC.offset, PM + PM_NAMES.PMCSR.offset
+D1_SUPPORT, D2_SUPPORT = PM_NAMES.PMC.D1_SUPPORT.mask, PM_NAMES.PMC.D2_SUPPORT.mask
 
 
 def config() -> bytes:

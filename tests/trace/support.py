@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import Cmd
 from pciback.sim import SimHost
 from pciback.sim.guest_scan import FrontendGuest, boot_scan, driver_probe, lspci
@@ -21,8 +22,8 @@ QEMU = REPO / ".." / "shared" / "fixtures" / "qemu"
 # PCIe, MSI-X, vendor capabilities a virtio driver walks, and AER, ATS in extended space.
 DUMP = QEMU / "virtio-net-1af4-1041-modern-aer-ats.bin"
 DEVICE = "0000:03:00.0"
-COMMAND = 0x04
-SERR = 1 << 8
+COMMAND = COMMON_HEADER.COMMAND.offset
+SERR = COMMON_HEADER.COMMAND.SERR_ENABLE.mask
 
 
 def have_fixture() -> bool:

@@ -1,0 +1,228 @@
+"""No PCI register offset, capability ID or field mask typed by hand outside the policy.
+
+The policy (dsl/) names every register and field once and the compiler emits those names
+(generated/names.py): code that reads or writes a device itself imports them. This test reads
+the source of pciback/ (but generated/ and the compiler, which is where the names come from)
+and fails on what would be a second, hand-typed copy of them:
+
+- a constant whose name says it is config-space layout (its name, or a `_`-joined prefix of it,
+  is the policy's name of a block, register or field, or CAP / EXT / CAPABILITY) bound to a value
+  with an integer literal in it: `COMMAND = 0x04`, `MSIX_ENABLE = 1 << 15`, `_CAP_NAMES = {1: ..}`;
+- an access at a literal offset: `read(0x0E, 1)`, `write(cap + 2, 2, v)`, `conf_read(a, 0x34, 1)`
+  (the offset argument a literal, or a sum with a literal term);
+- a capability looked up by a literal ID: `capability(0x11)`, `capability_check(0x05)`;
+- a byte of a config-space buffer at a literal offset: `config[0x34]`.
+
+What the policy does not describe stays where it is, listed in ALLOWED with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pciback.generated import names
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANNED = (ROOT / "pciback",)
+SKIPPED = ("pciback/generated", "pciback/compiler", "pciback/protocol/abi_prepared.py")
+
+# Calls that take a config-space offset, and which positional argument it is.
+OFFSET_ARGUMENT = {
+    "read": 0,
+    "write": 0,
+    "conf_read": 1,
+    "conf_write": 1,
+    "_probe": 1,
+    "_write_byte": 0,
+}
+# Calls that take a capability ID first.
+ID_ARGUMENT = {
+    "capability",
+    "find_capability",
+    "capability_offset",
+    "extended_capability",
+    "find_extended",
+    "capability_check",
+    "seize_action",
+}
+GENERIC_WORDS = frozenset({"CAP", "CAPS", "CAPABILITY", "EXT", "EXTENDED"})
+
+# (path, the name bound or the call's text): why it is not the policy's to name. The link
+# constants live once, in the engine's chain walker, which every other walker imports.
+_LINK = (
+    "a capability list's link: the runtime's, never the policy's (the compiler keeps blocks off it)"
+)
+ALLOWED: dict[tuple[str, str], str] = {
+    ("pciback/engine/chain.py", "EXT_START"): "where the extended list starts: no register",
+    ("pciback/engine/chain.py", "EXT_END"): "where the extended list ends: no register",
+    ("pciback/engine/chain.py", "CAP_ID"): _LINK,
+    ("pciback/engine/chain.py", "CAP_NEXT"): _LINK,
+    ("pciback/engine/chain.py", "EXT_ID"): _LINK,
+    ("pciback/engine/chain.py", "EXT_VERSION"): _LINK,
+    ("pciback/engine/chain.py", "EXT_NEXT"): _LINK,
+    ("pciback/engine/chain.py", "EXT_LINK"): _LINK,
+    ("pciback/hooks/header.py", "_ADDRESS_MASKS"): (
+        "a BAR's address bits by its kind: the policy describes a BAR as one field, sized by hooks"
+    ),
+    ("pciback/hooks/msi.py", "MSIX_ENTRY_SIZE"): "an MSI-X table entry's size, in the BAR",
+    ("pciback/protocol/abi.py", "AER_DETECTED"): "pcifront's AER op numbers: the Xen ABI",
+    ("pciback/protocol/abi.py", "AER_RESUME"): "pcifront's AER op numbers: the Xen ABI",
+    ("pciback/protocol/abi.py", "AER_MMIO"): "pcifront's AER op numbers: the Xen ABI",
+    ("pciback/protocol/abi.py", "AER_SLOTRESET"): "pcifront's AER op numbers: the Xen ABI",
+    ("pciback/protocol/dispatch.py", "_SIZE_MASK"): "an access size's value mask, no register",
+    ("pciback/protocol/interrupts.py", "MSI_MAX_VECTORS"): (
+        "the most vectors the multiple-message encoding can ask for: a count, no layout"
+    ),
+    ("pciback/sim/device.py", "MSI_ADDRESS"): "the x86 interrupt window: a value, no layout",
+    ("pciback/trace/format.py", "BAR_SLOTS"): "six BARs and the ROM: a count, no layout",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    line: int
+    what: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.what}"
+
+
+def vocabulary() -> tuple[frozenset[str], frozenset[str]]:
+    """(prefix words, whole names): block and register names are words a constant's name may
+    start with; a field's name counts as the whole name, and only one of two words or more
+    (BUS_MASTER, INTX_DISABLE; not ERROR or VERSION, which name too much else)."""
+    prefixes: set[str] = set(GENERIC_WORDS)
+    whole: set[str] = set()
+    for space_name in names.__all__:
+        space = getattr(names, space_name)
+        if not inspect.isclass(space):
+            continue
+        prefixes.add(space_name)
+        for reg_name, reg in vars(space).items():
+            if inspect.isclass(reg):
+                prefixes.add(reg_name)
+                whole.update(n for n in vars(reg) if n.isupper() and "_" in n.strip("_"))
+    return frozenset(prefixes), frozenset(whole)
+
+
+def layout_name(name: str, prefixes: frozenset[str], whole: frozenset[str]) -> bool:
+    bare = name.lstrip("_")
+    if not bare.isupper():
+        return False
+    if bare in whole:
+        return True
+    words = bare.split("_")
+    return any("_".join(words[:n]) in prefixes for n in range(1, len(words) + 1))
+
+
+def int_expression(node: ast.AST) -> bool:
+    """Integer literals and operators only: `0x04`, `1 << 15`, `0x2 | 0x4`."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) is int
+    if isinstance(node, ast.UnaryOp):
+        return int_expression(node.operand)
+    if isinstance(node, ast.BinOp):
+        return int_expression(node.left) and int_expression(node.right)
+    return False
+
+
+def typed_value(node: ast.AST) -> bool:
+    """An integer typed here, alone or in a tuple, list, set or dict of them, or given to a
+    call (`Bits(mask=0x0001, shift=0, width=1)`)."""
+    if isinstance(node, ast.Call):
+        return any(typed_value(a) for a in [*node.args, *(k.value for k in node.keywords)])
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return any(typed_value(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return any(typed_value(e) for e in [*node.keys, *node.values] if e is not None)
+    return int_expression(node)
+
+
+def literal_offset(node: ast.AST) -> bool:
+    """A literal, or a sum or difference with a literal term (`cap + 2`), or a choice of those."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        return literal_offset(node.left) or literal_offset(node.right)
+    if isinstance(node, ast.IfExp):
+        return literal_offset(node.body) or literal_offset(node.orelse)
+    return False
+
+
+def _callee(node: ast.Call) -> str:
+    if isinstance(node.func, ast.Attribute):
+        return node.func.attr
+    if isinstance(node.func, ast.Name):
+        return node.func.id
+    return ""
+
+
+def _is_config(node: ast.AST) -> bool:
+    name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+    return isinstance(name, str) and "config" in name.lower()
+
+
+def findings(path: Path, text: str) -> Iterator[Finding]:
+    rel = path.relative_to(ROOT).as_posix()
+    prefixes, whole = vocabulary()
+    for node in ast.walk(ast.parse(text, rel)):
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if node.value is None or not typed_value(node.value):
+                continue
+            for target in targets:
+                elts = target.elts if isinstance(target, ast.Tuple) else [target]
+                for elt in elts:
+                    if isinstance(elt, ast.Name) and layout_name(elt.id, prefixes, whole):
+                        yield Finding(
+                            rel, node.lineno, f"{elt.id} = {ast.unparse(node.value)}", elt.id
+                        )
+        elif isinstance(node, ast.Call):
+            callee = _callee(node)
+            at = OFFSET_ARGUMENT.get(callee)
+            if at is not None and len(node.args) >= at + 2 and literal_offset(node.args[at]):
+                yield Finding(rel, node.lineno, ast.unparse(node), ast.unparse(node))
+            if callee in ID_ARGUMENT and node.args and int_expression(node.args[0]):
+                yield Finding(rel, node.lineno, ast.unparse(node), ast.unparse(node))
+        elif isinstance(node, ast.Subscript) and _is_config(node.value):
+            index = node.slice
+            if isinstance(index, ast.Slice):  # config[at : at + 4]: a literal bound alone
+                typed = any(isinstance(b, ast.Constant) for b in (index.lower, index.upper))
+            else:
+                typed = literal_offset(index)
+            if typed:
+                yield Finding(rel, node.lineno, ast.unparse(node), ast.unparse(node))
+
+
+def scanned_files() -> Iterator[Path]:
+    for top in SCANNED:
+        for path in sorted(top.rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if not rel.startswith(SKIPPED):
+                yield path
+
+
+def all_findings() -> list[Finding]:
+    found: list[Finding] = []
+    for path in scanned_files():
+        found.extend(findings(path, path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_no_offset_or_capability_id_is_typed_outside_the_policy() -> None:
+    found = [f for f in all_findings() if (f.path, f.key) not in ALLOWED]
+    assert not found, (
+        "config-space layout typed by hand: import it from pciback.generated.names"
+        " (name it in dsl/ if the policy lacks it):\n" + "\n".join(map(str, found))
+    )
+
+
+def test_every_allowance_is_still_needed() -> None:
+    used = {(f.path, f.key) for f in all_findings()}
+    assert not set(ALLOWED) - used
