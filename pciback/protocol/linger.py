@@ -25,7 +25,10 @@ make the thread spin for one op. Such a back-off ends early when the guest is bu
 wake-ups in a row that each came within the cap of going to sleep are ops a look of the cap
 would have found. In the lab a guest reading in a loop hit four misses in a row when its vCPU
 was preempted for a few ms, and the back-off that followed served the next 64 of its ops each
-through a wake-up, half of all the wake-ups of a benchmark (run 43).
+through a wake-up, half of all the wake-ups of a benchmark (run 43). An early end is a trial:
+when the lingering it brings back misses again before RESUME_PROOF_HITS hits, the next back-off
+is twice as long and runs its course. On a host short of CPU (lab run 45: dom0 a sixth of its
+speed) every window missed, and a back-off ended early each time spun four more windows.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import math
 MISSES_BEFORE_BACKOFF = 4
 BACKOFF_WAKEUPS = 64
 QUICK_WAKEUPS_END_BACKOFF = 2  # in a row, each within the cap of the sleep before it
+RESUME_PROOF_HITS = 64  # hits after a back-off ended early that show lingering pays again
+LONGEST_BACKOFF_WAKEUPS = 1024
 WINDOW_PER_GAP = 4  # the window, in average gaps: room for a gap of four times the usual
 FLOOR_NS = 20_000  # a window never shorter: the first gaps are learnt from it
 # After a yield: while another guest is busy too, lingering takes a CPU its thread needs, and
@@ -62,6 +67,9 @@ class Linger:
         self._off_for = 0  # wake-ups left without lingering
         self._backing_off = False  # the wake-ups off are a back-off (not a yield's)
         self._quick = 0  # wake-ups in a row, during a back-off, that came within the cap
+        self._backoff_wakeups = BACKOFF_WAKEUPS  # the next back-off's length
+        self._may_resume = True  # whether quick wake-ups may end the back-off under way
+        self._trial_hits: int | None = None  # hits since a back-off ended early; None: none on
         self.hits = 0
         self.misses = 0  # in all
         self.backoffs = 0
@@ -97,6 +105,11 @@ class Linger:
         """An op was found after `looks` looks that did not find it."""
         self.hits += 1
         self._misses = 0
+        if self._trial_hits is not None:
+            self._trial_hits += 1
+            if self._trial_hits >= RESUME_PROOF_HITS:  # lingering pays again: trial over
+                self._trial_hits = None
+                self._backoff_wakeups = BACKOFF_WAKEUPS
         if looks <= 0:  # there at the first look: it says nothing of how long to look
             return
         if self._average_looks is None:
@@ -117,7 +130,12 @@ class Linger:
         self._misses += 1
         if self._misses >= MISSES_BEFORE_BACKOFF:
             self._misses = 0
-            self._off_for = BACKOFF_WAKEUPS
+            failed_trial = self._trial_hits is not None
+            if failed_trial:  # lingering was brought back early and did not pay
+                self._backoff_wakeups = min(2 * self._backoff_wakeups, LONGEST_BACKOFF_WAKEUPS)
+            self._trial_hits = None
+            self._may_resume = not failed_trial
+            self._off_for = self._backoff_wakeups
             self._backing_off = True
             self._quick = 0
             self.backoffs += 1
@@ -137,7 +155,7 @@ class Linger:
         if not self._off_for:
             return
         self._off_for -= 1
-        if not self._backing_off or not self._off_for:
+        if not self._backing_off or not self._may_resume or not self._off_for:
             return
         if slept_ns is None or not 0 <= slept_ns < self.cap_ns:
             self._quick = 0
@@ -145,6 +163,7 @@ class Linger:
         self._quick += 1
         if self._quick >= QUICK_WAKEUPS_END_BACKOFF:
             self._off_for = 0
+            self._trial_hits = 0
             self.resumed += 1
 
     def as_dict(self) -> dict[str, int | float | None]:

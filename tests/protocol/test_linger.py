@@ -17,6 +17,8 @@ from pciback.protocol.linger import (
     FLOOR_NS,
     LOOKS_PER_CLOCK,
     MISSES_BEFORE_BACKOFF,
+    QUICK_WAKEUPS_END_BACKOFF,
+    RESUME_PROOF_HITS,
     WINDOW_PER_GAP,
     Linger,
 )
@@ -263,6 +265,44 @@ def test_a_back_off_lasts_while_the_guest_sleeps_longer_than_the_cap() -> None:
     linger.woke(CAP * 3)
     assert linger.window() > 0
     assert linger.as_dict()["resumed"] == 0
+
+
+def _back_off(linger: Linger) -> None:
+    for _ in range(MISSES_BEFORE_BACKOFF):
+        linger.miss()
+    assert linger.window() == 0
+
+
+def _wake_ups_until_lingering(linger: Linger, slept_ns: int) -> int:
+    count = 0
+    while not linger.window():
+        linger.woke(slept_ns)
+        count += 1
+    return count
+
+
+def test_a_back_off_ended_early_that_misses_again_is_followed_by_a_longer_one() -> None:
+    # On a host short of CPU every window misses: ending each back-off at its first quick
+    # wake-ups would spin four more windows each time.
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    _back_off(linger)
+    assert _wake_ups_until_lingering(linger, CAP // 2) == QUICK_WAKEUPS_END_BACKOFF
+    linger.hit(3)  # fewer hits than RESUME_PROOF_HITS before the misses come back
+    _back_off(linger)
+    assert _wake_ups_until_lingering(linger, CAP // 2) == 2 * BACKOFF_WAKEUPS
+    assert linger.as_dict()["resumed"] == 1
+
+
+def test_a_back_off_ended_early_that_pays_leaves_the_next_one_short() -> None:
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * 1000)
+    _back_off(linger)
+    _wake_ups_until_lingering(linger, CAP // 2)
+    for _ in range(RESUME_PROOF_HITS):
+        linger.hit(3)
+    _back_off(linger)
+    assert _wake_ups_until_lingering(linger, CAP // 2) == QUICK_WAKEUPS_END_BACKOFF
 
 
 def test_quick_wake_ups_do_not_end_a_yield() -> None:
