@@ -23,7 +23,7 @@ from pciback.compiler.model import (
     RegisterDecl,
     SourceFile,
     UseDecl,
-    field_refs,
+    device_refs,
 )
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -155,7 +155,7 @@ def _item(item: RegisterDecl | UseDecl, program: Program) -> dict[str, Any]:
 
 def _register(reg: RegisterDecl, program: Program) -> dict[str, Any]:
     consts = program.consts
-    movable = bool(field_refs(reg.offset))
+    movable = bool(device_refs(reg.offset))
     return {
         "name": reg.name,
         "offset": _expr_or_int(reg.offset, consts, offset=True),
@@ -194,7 +194,7 @@ def _field(fld: FieldDecl, reg: RegisterDecl, program: Program) -> dict[str, Any
 
 
 def _expr_or_int(expr: Any, consts: Mapping[str, int], *, offset: bool = False) -> str:
-    if field_refs(expr):
+    if device_refs(expr):
         return _lambda(to_python(expr, consts))
     value = evaluate(expr, consts)
     return f"0x{value:02x}" if offset else _hex(value)

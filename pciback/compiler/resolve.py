@@ -28,7 +28,16 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
             if group.name.upper() in _RESERVED:
                 diags.error(group.pos, f"'{group.name}' names part of a generated module already")
                 continue
-            groups[group.name] = group
+            for reg in group.registers:
+                if reg.array is not None:
+                    diags.error(
+                        reg.array.pos,
+                        f"register '{reg.name}' is an array: arrays stand in blocks, not in a"
+                        " register group",
+                    )
+            groups[group.name] = replace(
+                group, registers=tuple(replace(r, array=None) for r in group.registers)
+            )
     for src in files:
         src.blocks = [
             replace(block, registers=_expand(block.items, groups, diags))
