@@ -108,6 +108,11 @@ class Block:
     policy_reason: str = ""
     matches: tuple[MatchRule, ...] = ()
     reason: str = ""
+    # The capability's bytes up to the next capability that no register describes are read
+    # from the device and never written, in any mode (`rest ro` in the policy).
+    rest: bool = False
+    rest_if: Expr | None = None  # None: wherever the table is laid out
+    rest_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from pciback.compiler.model import (
     Num,
     PolicyDecl,
     RegisterDecl,
+    RestDecl,
     SourceFile,
     Unary,
     UseDecl,
@@ -116,6 +117,7 @@ class Builder:
         registers: list[RegisterDecl] = []
         items: list[RegisterDecl | UseDecl] = []
         matches: list[MatchDecl] = []
+        rests: list[RestDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKindDecl.QUIRK:
             ident = self.expr(rest[0])
@@ -133,6 +135,17 @@ class Builder:
             elif data == "register":
                 registers.append(self.register(child))
                 items.append(registers[-1])
+            elif data == "rest":
+                access, *tail = child.children
+                condition = next(
+                    (
+                        self.expr(c.children[0])
+                        for c in tail
+                        if isinstance(c, Tree) and c.data == "condition"
+                    ),
+                    None,
+                )
+                rests.append(RestDecl(str(access), self.reason(tail), self.pos(access), condition))
             elif data == "use":
                 group = child.children[0]
                 items.append(UseDecl(str(group), self.pos(group)))
@@ -161,6 +174,7 @@ class Builder:
             tuple(matches),
             self.pos(name),
             tuple(items),
+            tuple(rests),
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:
@@ -213,7 +227,7 @@ class Builder:
             data = str(child.data)
             if data == "permissive":
                 permissive = str(child.children[0])
-            elif data == "reason":
+            elif data == "field_reason":
                 reason = self.string(child)
             else:
                 hook_name = child.children[0]

@@ -7,6 +7,7 @@ every error of every file.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -38,7 +39,9 @@ from pciback.compiler.model import (
     device_refs,
     field_refs,
     name_refs,
+    operands,
 )
+from pciback.compiler.resolve import expand_uses
 
 # Where a block's registers may lie (offsets relative to the block's start).
 HEADER_SIZE = 0x40
@@ -55,6 +58,9 @@ MAX_COMBINATIONS = 4096
 # Instances one array may have: a 4096-byte space holds no more 16-byte registers than this,
 # and every instance is a register of the compiled tables.
 MAX_INSTANCES = 256
+# Fields up to this wide are sorted into classes of values a layout cannot tell apart, when
+# there are too many combinations of their values to enumerate (BlockChecker._value_classes).
+_CLASSIFY_BITS = 16
 _MATCH_WIDTH = {
     "vendor": 16,
     "device": 16,
@@ -96,8 +102,21 @@ def check(
     hooks = _check_hooks(files, diags)
     declared = _declared_consts(files)
     # Arrays first: each becomes its instances, so that every later check (and emit) sees
-    # ordinary registers. A count may read another capability: the catalog as declared.
+    # ordinary registers. A count may read another capability: the catalog as declared. A
+    # group's arrays are expanded once, by the fields of the group, and the blocks that use it
+    # take the instances.
     catalog = Catalog(files)
+    if any(r.array is not None for src in files for g in src.groups for r in g.registers):
+        for src in files:
+            src.groups = [
+                _expand_group(g, BlockChecker, consts, hooks, diags, declared, catalog)
+                for g in src.groups
+            ]
+        named: dict[str, GroupDecl] = {}
+        for src in files:
+            for group in src.groups:
+                named.setdefault(group.name, group)
+        expand_uses(files, named, Diagnostics())  # unknown groups were reported by resolve
     for src in files:
         src.blocks = [
             BlockChecker(block, consts, hooks, diags, declared, catalog).expand_arrays()
@@ -129,6 +148,25 @@ def check(
     if strict_reasons:
         _check_reasons(files, diags)
     return Program(files, consts, hooks, groups)
+
+
+def _expand_group(
+    group: GroupDecl,
+    checker: type[BlockChecker],
+    consts: Mapping[str, int],
+    hooks: Mapping[str, HookDecl],
+    diags: Diagnostics,
+    declared: Collection[str],
+    catalog: Catalog,
+) -> GroupDecl:
+    if not any(r.array is not None for r in group.registers):
+        return group
+    alone = BlockDecl(
+        BlockKindDecl.QUIRK, group.name, None, None, "", (), group.registers, (), group.pos
+    )
+    expander = checker(alone, consts, hooks, diags, declared, catalog)
+    expander.group = True
+    return replace(group, registers=expander.expand_arrays().registers)
 
 
 def _check_unused_groups(
@@ -376,6 +414,7 @@ class BlockChecker:
         self.broken = frozenset(declared) - set(consts)
         self.registers: dict[str, RegisterDecl] = {}
         self.catalog = catalog if catalog is not None else Catalog(())
+        self.group = False  # a register group's arrays, counted by the group's own fields
 
     # -- arrays: each becomes one register per instance it can have ---------------------------
     def expand_arrays(self) -> BlockDecl:
@@ -427,7 +466,7 @@ class BlockChecker:
                 return ()
             first, stride = (value, stride) if what == "first index" else (first, value)
         refs = device_refs(array.count)
-        envs = self._field_domain(refs, "the array count depends") if refs else [{}]
+        envs = self._field_domain([array.count], "the array count depends") if refs else [{}]
         if envs is None:
             return ()
         counts: set[int] = set()
@@ -467,6 +506,7 @@ class BlockChecker:
                     name=f"{reg.name}{i}",
                     offset=offset,
                     condition=condition,
+                    array=None,
                     index=i,
                     origin=reg,
                 )
@@ -480,6 +520,7 @@ class BlockChecker:
         self._check_policies()
         self._check_matches()
         self.run_registers()
+        self._check_rest()
         if block.length is not None:
             if block.kind not in (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY):
                 self.diags.error(block.pos, f"a {block.kind.value} has no length")
@@ -554,6 +595,26 @@ class BlockChecker:
         limit, message = limits[block.kind]
         if not 0 <= value <= limit:
             self.diags.error(_expr_pos(block.ident, block.pos), f"{message}: {value:#x}")
+
+    def _check_rest(self) -> None:
+        block = self.block
+        for extra in block.rests[1:]:
+            self.diags.error(extra.pos, "duplicate rest (a capability has one)")
+        for rest in block.rests[:1]:
+            if block.kind not in _READABLE_KINDS:
+                self.diags.error(
+                    rest.pos,
+                    "only a capability has a rest: its bytes up to the next capability",
+                )
+            elif rest.access != "ro":
+                self.diags.error(
+                    rest.pos,
+                    f"a capability's rest is read from the device and never written: `rest ro`,"
+                    f" not `rest {rest.access}`",
+                )
+            if rest.condition is not None:
+                self._check_refs(rest.condition, "the rest's condition")
+                self._check_value(rest.condition, "the rest's condition depends")
 
     def _check_policies(self) -> None:
         block = self.block
@@ -693,6 +754,8 @@ class BlockChecker:
         reg = self.registers.get(ref.register)
         if reg is None:
             hint = did_you_mean(ref.register, self.registers)
+            if self.group:
+                hint += " (an array in a register group is counted by the group's own fields)"
             self.diags.error(ref.pos, f"unknown register '{ref.register}'{hint}")
             return None
         fld = next((f for f in reg.fields if f.name == ref.field), None)
@@ -706,8 +769,8 @@ class BlockChecker:
     # -- layout: every combination of the fields that move or hide registers ----------------------
     def _check_layout(self) -> None:
         refs = self._field_domain(
-            [r for reg in self.block.registers for r in device_refs(reg.offset)]
-            + [r for reg in self.block.registers for r in device_refs(reg.condition)],
+            [reg.offset for reg in self.block.registers]
+            + [reg.condition for reg in self.block.registers],
             "register offsets and conditions depend",
         )
         if refs is None:
@@ -716,15 +779,18 @@ class BlockChecker:
             self._check_one_layout(env)
 
     def _check_length(self, length: Expr) -> None:
-        """A length that depends on fields is computed in every combination of their values."""
-        if not device_refs(length):
-            if all(ref.name in self.consts for ref in name_refs(length)):
-                self._value(length)  # unknown names were reported by _check_refs
+        self._check_value(length, "the length depends")
+
+    def _check_value(self, expr: Expr, what: str) -> None:
+        """A value that depends on fields is computed in every combination of their values."""
+        if not device_refs(expr):
+            if all(ref.name in self.consts for ref in name_refs(expr)):
+                self._value(expr)  # unknown names were reported by _check_refs
             return
-        envs = self._field_domain(device_refs(length), "the length depends")
+        envs = self._field_domain([expr], what)
         for env in envs or ():
             try:
-                evaluate(length, self.consts, env)
+                evaluate(expr, self.consts, env)
             except EvalError as exc:
                 self.diags.error(exc.pos, _failed(exc, env))
                 return
@@ -732,14 +798,17 @@ class BlockChecker:
                 return  # unknown names were reported by _check_refs
 
     def _field_domain(
-        self, refs: Iterable[FieldRef | CapabilityFieldRef], what: str
+        self, exprs: Iterable[Expr | None], what: str
     ) -> list[dict[tuple[str, ...], int]] | None:
-        """Every combination of the values of the fields `refs` names; None when one of them is
-        unknown or malformed (reported elsewhere) or when there are too many to enumerate. A
-        field of another capability takes every value of its width (0 also standing for a
-        function without that capability)."""
+        """Enough combinations of the values of the fields `exprs` read to see every value they
+        can take: every combination, or, where there are too many, one per class of values
+        the expressions cannot tell apart (below). None when a field is unknown or malformed
+        (reported elsewhere) or when there are still too many to enumerate. A field of another
+        capability takes every value of its width (0 also standing for a function without that
+        capability)."""
+        present = [e for e in exprs if e is not None]
         fields: dict[tuple[str, ...], FieldDecl] = {}
-        for ref in refs:
+        for ref in (r for e in present for r in device_refs(e)):
             if isinstance(ref, CapabilityFieldRef):
                 found = self.catalog.find(ref)
                 if isinstance(found, str) or ref.block == self.block.name:
@@ -754,14 +823,52 @@ class BlockChecker:
         total = 1
         for key in keys:
             total *= 1 << fields[key].width
+        domains: list[list[int]] | None = [list(range(1 << fields[k].width)) for k in keys]
         if total > MAX_COMBINATIONS:
-            self.diags.error(
-                self.block.pos,
-                f"{what} on {total} field values; at most {MAX_COMBINATIONS} can be checked",
-            )
-            return None
-        domains = [range(1 << fields[k].width) for k in keys]
+            domains = self._value_classes(present, keys, fields)
+            if domains is None or math.prod(len(d) for d in domains) > MAX_COMBINATIONS:
+                self.diags.error(
+                    self.block.pos,
+                    f"{what} on {total} field values; at most {MAX_COMBINATIONS} can be checked",
+                )
+                return None
+        assert domains is not None
         return [dict(zip(keys, values, strict=True)) for values in itertools.product(*domains)]
+
+    def _value_classes(
+        self,
+        exprs: list[Expr],
+        keys: list[tuple[str, ...]],
+        fields: Mapping[tuple[str, ...], FieldDecl],
+    ) -> list[list[int]] | None:
+        """Per field, the smallest value of each class of values that every expression treats
+        alike. An expression's value depends on a field only through its largest parts that
+        read no other field (`min(caps.size + 1, 64)`, `caps.location == 1`): two values those
+        parts map alike give every expression the same value, whatever the other fields. So
+        one value per class suffices, and, the classes being enumerated in ascending order of
+        their smallest value, the first combination to fail is the one a full enumeration
+        would have found first. None when a field is too wide to classify."""
+        parts: dict[tuple[str, ...], list[Expr]] = {key: [] for key in keys}
+        for expr in exprs:
+            _single_field_parts(expr, parts)
+        classes: list[list[int]] = []
+        for key in keys:
+            if fields[key].width > _CLASSIFY_BITS:
+                return None
+            seen: dict[tuple[object, ...], int] = {}
+            for value in range(1 << fields[key].width):
+                env = {key: value}
+                signature: list[object] = []
+                for part in parts[key]:
+                    try:
+                        signature.append(evaluate(part, self.consts, env))
+                    except EvalError as exc:
+                        signature.append(exc.message)
+                    except Unresolved:
+                        return None  # reported by _check_refs
+                seen.setdefault(tuple(signature), value)
+            classes.append(sorted(seen.values()))
+        return classes
 
     def _quiet_field(self, ref: FieldRef) -> FieldDecl | None:
         """The field named, when it exists and its bits lie inside its register."""
@@ -783,12 +890,8 @@ class BlockChecker:
         rsvdp "why"`)."""
         block = self.block
         link = _CHAIN_LINK[block.kind]
-        refs = device_refs(block.length) + [
-            r
-            for reg in block.registers
-            for r in device_refs(reg.offset) + device_refs(reg.condition)
-        ]
-        envs = self._field_domain(refs, "the length and the register layout depend")
+        exprs = [block.length] + [e for reg in block.registers for e in (reg.offset, reg.condition)]
+        envs = self._field_domain(exprs, "the length and the register layout depend")
         past: set[str] = set()
         # A hidden capability is blocked whole: nothing of it is left to its holes.
         hidden = any(p.hidden for p in block.policies[:1])
@@ -889,6 +992,22 @@ _DECLARE_HOLE = {
 }
 
 
+def _single_field_parts(expr: Expr, parts: dict[tuple[str, ...], list[Expr]]) -> None:
+    """The largest parts of `expr` that read exactly one device field, by that field."""
+    refs = {
+        r.key if isinstance(r, CapabilityFieldRef) else (r.register, r.field)
+        for r in device_refs(expr)
+    }
+    if len(refs) == 1:
+        (key,) = refs
+        found = parts.setdefault(key, [])
+        if expr not in found:  # an array's instances share their count's parts
+            found.append(expr)
+    elif refs:
+        for operand in operands(expr):
+            _single_field_parts(operand, parts)
+
+
 def _failed(exc: EvalError, env: FieldValues) -> str:
     """What went wrong computing a value, with the field values that make a divisor 0."""
     return exc.message + (_when(env) if isinstance(exc, DivisionByZero) else "")
@@ -956,7 +1075,7 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
             for reg in group.registers:
                 _register_uses(reg, used_consts, used_hooks)
         for block in src.blocks:
-            for expr in (block.ident, block.length):
+            for expr in (block.ident, block.length, *(r.condition for r in block.rests)):
                 used_consts.update(r.name for r in name_refs(expr))
             for match in block.matches:
                 used_consts.update(r.name for r in name_refs(match.value) + name_refs(match.mask))

@@ -127,6 +127,11 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
         "length_text": to_text(block.length) if block.length is not None else "",
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
+        "rest": bool(block.rests),
+        "rest_if": _lambda(to_python(block.rests[0].condition, consts))
+        if block.rests and block.rests[0].condition is not None
+        else None,
+        "rest_reason": block.rests[0].reason if block.rests else "",
         "reason": block.reason,
         "matches": [
             {

@@ -74,7 +74,7 @@ class Binary:
 Expr = Num | NameRef | FieldRef | CapabilityFieldRef | Call | Unary | Binary
 
 
-def _operands(expr: Expr) -> tuple[Expr, ...]:
+def operands(expr: Expr) -> tuple[Expr, ...]:
     if isinstance(expr, Unary):
         return (expr.operand,)
     if isinstance(expr, Binary):
@@ -88,10 +88,10 @@ def _atoms(expr: Expr | None) -> list[Expr]:
     """The leaves of an expression, left to right."""
     if expr is None:
         return []
-    operands = _operands(expr)
-    if not operands:
+    operands_ = operands(expr)
+    if not operands_:
         return [expr]
-    return [atom for operand in operands for atom in _atoms(operand)]
+    return [atom for operand in operands_ for atom in _atoms(operand)]
 
 
 def field_refs(expr: Expr | None) -> list[FieldRef]:
@@ -117,7 +117,7 @@ def calls(expr: Expr | None) -> list[Call]:
     if expr is None:
         return []
     found = [expr] if isinstance(expr, Call) else []
-    return found + [c for operand in _operands(expr) for c in calls(operand)]
+    return found + [c for operand in operands(expr) for c in calls(operand)]
 
 
 # -- declarations --------------------------------------------------------------------------------
@@ -213,6 +213,17 @@ class PolicyDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class RestDecl:
+    """`rest ro "why"`: the capability's undescribed bytes, up to the next capability, are the
+    host's (read from the device, never written)."""
+
+    access: str
+    reason: str
+    pos: Pos
+    condition: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UseDecl:
     """`use GROUP` inside a block: the group's registers stand there."""
 
@@ -242,6 +253,7 @@ class BlockDecl:
     # The block's registers and `use` lines in source order; `registers` is filled from it
     # once groups are resolved.
     items: tuple[RegisterDecl | UseDecl, ...] = ()
+    rests: tuple[RestDecl, ...] = ()  # one at most (the checker says so)
 
 
 @dataclass(frozen=True, slots=True)

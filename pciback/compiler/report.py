@@ -45,6 +45,10 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
         "reason": _cell(block.reason),
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
+        "rest_reason": _cell(block.rests[0].reason or "-") if block.rests else "",
+        "rest_if": to_text(block.rests[0].condition)
+        if block.rests and block.rests[0].condition is not None
+        else "",
         "length_text": to_text(block.length) if block.length is not None else "",
         "match_text": ", ".join(
             f"{m.key} = {evaluate(m.value, consts):#x}"

@@ -28,16 +28,17 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
             if group.name.upper() in _RESERVED:
                 diags.error(group.pos, f"'{group.name}' names part of a generated module already")
                 continue
-            for reg in group.registers:
-                if reg.array is not None:
-                    diags.error(
-                        reg.array.pos,
-                        f"register '{reg.name}' is an array: arrays stand in blocks, not in a"
-                        " register group",
-                    )
-            groups[group.name] = replace(
-                group, registers=tuple(replace(r, array=None) for r in group.registers)
-            )
+            groups[group.name] = group
+    expand_uses(files, groups, diags)
+    return files
+
+
+def expand_uses(
+    files: list[SourceFile] | tuple[SourceFile, ...],
+    groups: dict[str, GroupDecl],
+    diags: Diagnostics,
+) -> None:
+    """Each block's registers: its own and those of the groups it uses, in source order."""
     for src in files:
         src.blocks = [
             replace(block, registers=_expand(block.items, groups, diags))
@@ -45,7 +46,6 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
             else block
             for block in src.blocks
         ]
-    return files
 
 
 def _expand(

@@ -480,6 +480,29 @@ class ConfigSpace:
                     self._place_block(placed.table, base, base + extent)
                 except _LayoutFailed as exc:
                     self._unplaceable(exc, base, min(base + extent, natural_end))
+        # A table's `rest`: what it leaves undescribed up to the next capability is the host's.
+        # Claimed once every table of the region is placed, so that no register yields to it.
+        for placed in exposed:
+            table = placed.table
+            if table is None or not table.rest:
+                continue
+            base = placed.found.offset
+            if table.rest_if is not None:
+                try:
+                    lookup = LookupFn(self, table, base)
+                    if not _evaluate(table.rest_if, lookup, table, "rest condition"):
+                        continue
+                except _LayoutFailed as exc:  # the safe side: the rest stays the host's
+                    self.problems.append(str(exc))
+            end = min([s for s in starts if s > base] or [region_end])
+            why = table.rest_reason or f"as {table.source} says"
+            slot = HostOwned(
+                f"the rest of {table.name} is the host's ({why}), so no mode takes that write",
+                f"the rest of {table.name} ({why}): read from the device, never written",
+            )
+            for off in range(base, min(end, self.size)):
+                if self._map[off] is GAP:
+                    self._map[off] = slot
         # Links go in last: they are the backend's and win over anything a broken table placed.
         for i, placed in enumerate(exposed):
             nxt = exposed[i + 1].found.offset if i + 1 < len(exposed) else 0

@@ -115,6 +115,28 @@ def test_an_array_may_start_past_zero_and_has_its_stride(tmp_path: Path) -> None
         assert present == {f"{kind}{i}" for kind in ("caps", "control") for i in range(entries)}
 
 
+def test_an_array_in_a_group_is_expanded_once_for_every_block_using_it(tmp_path: Path) -> None:
+    policy = compile_policy(
+        "registers body {\n"
+        "    register n @0x04 u32 { c [1:0] cached ro  _ [31:2] hw ro }\n"
+        "    register w[n.c] @0x08 u32 { x [31:0] hw ro }\n}\n"
+        "extended_capability a id 2 length 8 + 4 * n.c { use body }\n"
+        "extended_capability b id 9 length 8 + 4 * n.c { use body }\n",
+        tmp_path,
+    )
+    for name in ("a", "b"):
+        regs = _registers(_block(policy, name))
+        assert [(n, r.offset) for n, r in regs.items()] == [
+            ("n", 4),
+            ("w0", 8),
+            ("w1", 12),
+            ("w2", 16),
+        ]
+        assert regs["w2"].present is not None
+        assert regs["w2"].present(Fields({("n", "c"): 3}, {}))
+        assert not regs["w2"].present(Fields({("n", "c"): 2}, {}))
+
+
 def test_a_constant_count_makes_unconditional_instances(tmp_path: Path) -> None:
     policy = compile_policy(
         "extended_capability e id 0x1 length 0x10 {\n"
@@ -318,9 +340,15 @@ ERRORS: list[tuple[str, str, list[str]]] = [
         ["4:14: error: duplicate register 'w1' (first at policy.pci:3:14)"],
     ),
     (
-        "an array in a register group",
-        "registers g { register w[2] @0x00 u8 { x [7:0] hw ro } }\n",
-        ["2:25: error: register 'w' is an array: arrays stand in blocks, not in a register group"],
+        "an array in a register group counted by a field outside it",
+        "registers g { register w[n.c] @0x08 u8 { x [7:0] hw ro } }\n"
+        "extended_capability e id 1 {\n"
+        "    register n @0x04 u32 { c [1:0] cached ro  _ [31:2] hw ro }\n"
+        "    use g\n}\n",
+        [
+            "2:26: error: unknown register 'n' (an array in a register group is counted by the"
+            " group's own fields)"
+        ],
     ),
     (
         "an array instance read by a condition",
@@ -346,3 +374,95 @@ def test_misuse_is_reported_with_its_position(
     status, errors, _ = check_source("# misuse\n" + source + PCIE)
     assert status == 1
     assert errors == [f"policy.pci:{line}" for line in expected]
+
+
+def test_fields_too_many_to_combine_are_enumerated_by_what_tells_them_apart(
+    check_source: CheckRun,
+) -> None:
+    # 2048 x 4 values of the two fields: more than can be combined, but the layout sees the
+    # size only through min(size + 1, 64) and the location only through location == 1; the
+    # division by zero found is the one a full enumeration would find first.
+    source = (
+        "extended_capability t id 0x17\n"
+        "    length 0x0c + 2 * (caps.location == 1) * min(caps.size + 1, 64) {\n"
+        "    register caps @0x04 u32 {\n"
+        "        location [1:0] cached ro  _ [15:2] hw ro  size [26:16] cached ro"
+        "  _ [31:27] hw ro\n    }\n"
+        "    register control @0x08 u32 { x [31:0] hw ro }\n"
+        "    register table[(caps.location == 1) * min(caps.size + 1, 64)] @0x0c u16"
+        " { x [15:0] hw ro }\n"
+        "}\n"
+    )
+    status, errors, _ = check_source(source)
+    assert (status, errors) == (0, [])
+    status, errors, _ = check_source(
+        source.replace("length 0x0c +", "length 0x0c + 8 / (caps.size - 5) +")
+    )
+    assert errors == [
+        "policy.pci:2:24: error: division by zero: 0x8 / 0 when caps.location = 0, caps.size = 5"
+    ]
+
+
+def test_a_file_checked_alone_is_checked_with_the_capabilities_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pcie.pci").write_text(PCIE, encoding="utf-8")
+    (tmp_path / "sec.pci").write_text(LANES.replace(PCIE, ""), encoding="utf-8")
+    (tmp_path / "broken.pci").write_text("capability x id 0x100 { }\n", encoding="utf-8")
+    assert main(["check", "sec.pci"]) == 0  # pcie.pci read for it; broken.pci not needed
+    assert "ok: 2 file(s), 2 block(s)" in capsys.readouterr().out
+
+
+REST_ERRORS: list[tuple[str, str, str]] = [
+    (
+        "a header's rest",
+        "header h type 0 {\n    rest ro\n}\n",
+        "2:10: error: only a capability has a rest: its bytes up to the next capability",
+    ),
+    (
+        "a rest a guest could write",
+        'capability c id 0x20 {\n    rest rw "tables"\n}\n',
+        "2:10: error: a capability's rest is read from the device and never written: `rest ro`,"
+        " not `rest rw`",
+    ),
+    (
+        "two rests",
+        "capability c id 0x20 {\n    rest ro\n    rest ro\n}\n",
+        "3:10: error: duplicate rest (a capability has one)",
+    ),
+    (
+        "a rest whose condition reads an unknown register",
+        "capability c id 0x20 {\n    rest ro if t.offset != 0\n}\n",
+        "2:16: error: unknown register 't'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"), [c[1:] for c in REST_ERRORS], ids=[c[0] for c in REST_ERRORS]
+)
+def test_a_rest_is_a_capabilitys_and_read_only(
+    check_source: CheckRun, source: str, expected: str
+) -> None:
+    status, errors, _ = check_source(source)
+    assert status == 1
+    assert errors == [f"policy.pci:{expected}"]
+
+
+def test_the_report_says_what_a_rest_covers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dsl").mkdir()
+    (tmp_path / "dsl" / "p.pci").write_text(
+        "extended_capability v id 2 length 8 {\n"
+        "    register t @0x04 u32 { offset [7:0] cached ro  _ [31:8] hw rsvdp }\n"
+        '    rest ro if t.offset != 0 "the arbitration tables"\n}\n',
+        encoding="utf-8",
+    )
+    assert main(["report", "--dsl", str(tmp_path / "dsl")]) == 0
+    assert (
+        "Rest (if `(t.offset != 0)`): every byte up to the next capability that no register"
+        " describes is read from the device and never written, in any mode (the arbitration"
+        " tables)." in capsys.readouterr().out
+    )

@@ -205,3 +205,58 @@ def test_a_policy_compiled_from_dsl_is_the_one_checked(tmp_path: Path) -> None:
     sec = policy.extended[0x19]
     assert callable(sec.length)
     assert sec.length_text == "(0xc + (2 * min(pcie.linkcap.max_width, 0x20)))"
+
+
+REST = """
+header type0 type 0 {
+    register vendor_id @0x00 u16 { vendor [15:0] cached ro }
+    register device_id @0x02 u16 { device [15:0] cached ro }
+}
+extended_capability tables id 0x0002 length 8 {
+    register t @0x04 u32 { offset [7:0] cached ro  _ [31:8] hw rsvdp }
+    rest ro if t.offset != 0 "the arbitration tables"
+}
+extended_capability next id 0x0003 length 8 {
+    register w @0x04 u32 { x [31:0] hw rw "a guest's" }
+}
+"""
+
+
+def rest_device(offset: int) -> MemoryDevice:
+    """`tables` at 0x100 (its tables at `offset` 16-byte units in), `next` at 0x180."""
+    dev = MemoryDevice(size=4096)
+    dev.poke(0x00, 4, 0x12348086)
+    dev.poke(0x100, 4, 0x18010002)
+    dev.poke(0x104, 4, offset)
+    dev.poke(0x180, 4, 0x00010003)
+    dev.config[0x108:0x180] = b"\xa5" * 0x78
+    dev.config[0x184:0x200] = b"\x5a" * 0x7C
+    return dev
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_a_capabilitys_rest_is_read_and_never_written_up_to_the_next(
+    tmp_path: Path, permissive: bool
+) -> None:
+    policy = compile_policy(REST, tmp_path)
+    dev = rest_device(offset=3)
+    view = ConfigSpace(dev, policy, permissive=permissive)
+    for at in (0x108, 0x130, 0x17C):
+        slot = view.slot_at(at)
+        assert isinstance(slot, HostOwned)
+        assert "the rest of tables (the arbitration tables)" in slot.description
+        assert view.read(at, 4) == 0xA5A5A5A5
+        view.write(at, 4, 0)
+    assert dev.writes == []
+    assert "the rest of tables is the host's (the arbitration tables)" in view.warnings[0]
+    view.write(0x184, 4, 0x12345678)  # the next capability's register is its own
+    assert dev.writes == [(0x184, 4, 0x12345678)]
+    assert not isinstance(view.slot_at(0x200), HostOwned)  # nor past the last capability's
+
+
+def test_a_rest_only_where_its_condition_holds(tmp_path: Path) -> None:
+    policy = compile_policy(REST, tmp_path)
+    view = ConfigSpace(rest_device(offset=0), policy, permissive=True)
+    assert not isinstance(view.slot_at(0x108), HostOwned)
+    view.write(0x108, 4, 0)  # the engine default: permissive mode writes it
+    assert view.device.writes == [(0x108, 4, 0)]  # type: ignore[attr-defined]
