@@ -3,12 +3,13 @@
 
 from pciback.tables import PolicyModule
 
-from . import acs, aer, af, ari, ats, dlf, doe, dpc, dsn, dvsec, ea, ht, l1ss, ltr, msi, msix, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, type0, type1, virtio, vpd, vsec
+from . import acs, aer, af, agp, ari, ats, dlf, doe, dpc, dsn, dvsec, ea, ht, l1ss, ltr, mfvc, mriov, msi, msix, multicast, pasid, pcie, pcix, pl16, pl32, pm, prelude, pri, ptm, pwrbudget, quirks, rebar, sata, secpcie, shpc, slotid, sriov, ssvid, tph, type0, type1, vc, virtio, vpd, vsec
 
 MODULES: tuple[PolicyModule, ...] = (
     acs.MODULE,
     aer.MODULE,
     af.MODULE,
+    agp.MODULE,
     ari.MODULE,
     ats.MODULE,
     dlf.MODULE,
@@ -20,8 +21,11 @@ MODULES: tuple[PolicyModule, ...] = (
     ht.MODULE,
     l1ss.MODULE,
     ltr.MODULE,
+    mfvc.MODULE,
+    mriov.MODULE,
     msi.MODULE,
     msix.MODULE,
+    multicast.MODULE,
     pasid.MODULE,
     pcie.MODULE,
     pcix.MODULE,
@@ -31,6 +35,7 @@ MODULES: tuple[PolicyModule, ...] = (
     prelude.MODULE,
     pri.MODULE,
     ptm.MODULE,
+    pwrbudget.MODULE,
     quirks.MODULE,
     rebar.MODULE,
     sata.MODULE,
@@ -39,8 +44,10 @@ MODULES: tuple[PolicyModule, ...] = (
     slotid.MODULE,
     sriov.MODULE,
     ssvid.MODULE,
+    tph.MODULE,
     type0.MODULE,
     type1.MODULE,
+    vc.MODULE,
     virtio.MODULE,
     vpd.MODULE,
     vsec.MODULE,

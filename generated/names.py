@@ -21,6 +21,7 @@ __all__ = [
     'ACS',
     'AER',
     'AF',
+    'AGP',
     'ARI',
     'ATS',
     'DLF',
@@ -33,8 +34,11 @@ __all__ = [
     'HT',
     'L1SS',
     'LTR',
+    'MFVC',
+    'MRIOV',
     'MSI',
     'MSIX',
+    'MULTICAST',
     'PASID',
     'PCIE',
     'PCIX',
@@ -44,6 +48,7 @@ __all__ = [
     'PM',
     'PRI',
     'PTM',
+    'POWER_BUDGET',
     'BE2NET_BE2',
     'BE2NET_BE3',
     'REBAR',
@@ -53,8 +58,12 @@ __all__ = [
     'SLOTID',
     'SRIOV',
     'SSVID',
+    'TPH',
     'TYPE0',
     'TYPE1',
+    'VC_BODY',
+    'VC',
+    'VC_MFVC',
     'VIRTIO_PCI_CAP',
     'VPD',
     'VSEC',
@@ -64,6 +73,7 @@ __all__ = [
 class CONST:
     """The policy's named constants (`const NAME = VALUE`)."""
 
+    PCIE_UPSTREAM_PORT: Final = 5  # dsl/multicast.pci:12
     PCIE_ROOT_PORT: Final = 4  # dsl/pcie.pci:20
     PCIE_DOWNSTREAM_PORT: Final = 6  # dsl/pcie.pci:21
     PCIE_RC_INTEGRATED_ENDPOINT: Final = 9  # dsl/pcie.pci:22
@@ -185,7 +195,7 @@ class ACS:
 
     @staticmethod
     def length(*, caps_egress_control: int, caps_vector_size: int) -> int:
-        return (8 + ((4 * caps_egress_control) * (((((((1 + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0x20)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0x40)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0x60)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0x80)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0xa0)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0xc0)))) + int(bool(int(caps_vector_size == 0)) or bool(int(caps_vector_size > 0xe0))))))
+        return (8 + ((4 * caps_egress_control) * ((((caps_vector_size - 1) & 0xff) >> 5) + 1)))
 
     class CAPS:
         """caps @0x04 u16 (dsl/acs.pci:12)"""
@@ -220,56 +230,56 @@ class ACS:
         UNCLAIMED_REDIRECT: Final = Bits(mask=0x1000, shift=12, width=1)  # [12]
 
     class EGRESS0:
-        """egress0 @0x08 u32 if caps.egress_control (dsl/acs.pci:39)"""
+        """egress0 @0x08 u32 if (0 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x08
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS1:
-        """egress1 @0x0c u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0x20))) (dsl/acs.pci:42)"""
+        """egress1 @0x0c u32 if (1 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x0c
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS2:
-        """egress2 @0x10 u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0x40))) (dsl/acs.pci:45)"""
+        """egress2 @0x10 u32 if (2 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x10
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS3:
-        """egress3 @0x14 u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0x60))) (dsl/acs.pci:48)"""
+        """egress3 @0x14 u32 if (3 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x14
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS4:
-        """egress4 @0x18 u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0x80))) (dsl/acs.pci:51)"""
+        """egress4 @0x18 u32 if (4 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x18
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS5:
-        """egress5 @0x1c u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0xa0))) (dsl/acs.pci:54)"""
+        """egress5 @0x1c u32 if (5 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x1c
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS6:
-        """egress6 @0x20 u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0xc0))) (dsl/acs.pci:57)"""
+        """egress6 @0x20 u32 if (6 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x20
         width: Final = 4
         BLOCKED: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class EGRESS7:
-        """egress7 @0x24 u32 if (caps.egress_control and ((caps.vector_size == 0) or (caps.vector_size > 0xe0))) (dsl/acs.pci:60)"""
+        """egress7 @0x24 u32 if (7 < (caps.egress_control * ((((caps.vector_size - 1) & 0xff) >> 5) + 1))) (dsl/acs.pci:41)"""
 
         offset: Final = 0x24
         width: Final = 4
@@ -454,6 +464,54 @@ class AF:
         offset: Final = 0x05
         width: Final = 1
         TRANSACTIONS_PENDING: Final = Bits(mask=0x01, shift=0, width=1)  # [0]
+
+
+class AGP:
+    """capability agp (dsl/agp.pci:15): AGP"""
+
+    id: Final = 0x02
+    length: Final = 0x0c
+
+    class VERSION:
+        """version @0x02 u16 (dsl/agp.pci:16)"""
+
+        offset: Final = 0x02
+        width: Final = 2
+        MINOR: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        MAJOR: Final = Bits(mask=0x00F0, shift=4, width=4)  # [7:4]
+
+    class STATUS:
+        """status @0x04 u32 (dsl/agp.pci:21)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        RATE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        AGP3_MODE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        FAST_WRITES: Final = Bits(mask=0x00000010, shift=4, width=1)  # [4]
+        OVER_4G: Final = Bits(mask=0x00000020, shift=5, width=1)  # [5]
+        HTRANS: Final = Bits(mask=0x00000040, shift=6, width=1)  # [6]
+        GART64: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        ITA_COHERENT: Final = Bits(mask=0x00000100, shift=8, width=1)  # [8]
+        SIDEBAND: Final = Bits(mask=0x00000200, shift=9, width=1)  # [9]
+        CALIBRATION_CYCLE: Final = Bits(mask=0x00001C00, shift=10, width=3)  # [12:10]
+        ASYNC_REQUEST_SIZE: Final = Bits(mask=0x0000E000, shift=13, width=3)  # [15:13]
+        ISOCHRONOUS: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        REQUEST_DEPTH: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class COMMAND:
+        """command @0x08 u32 (dsl/agp.pci:36)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        RATE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        FAST_WRITES: Final = Bits(mask=0x00000010, shift=4, width=1)  # [4]
+        OVER_4G: Final = Bits(mask=0x00000020, shift=5, width=1)  # [5]
+        GART64: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        AGP_ENABLE: Final = Bits(mask=0x00000100, shift=8, width=1)  # [8]
+        SIDEBAND: Final = Bits(mask=0x00000200, shift=9, width=1)  # [9]
+        CALIBRATION_CYCLE: Final = Bits(mask=0x00001C00, shift=10, width=3)  # [12:10]
+        ASYNC_REQUEST_SIZE: Final = Bits(mask=0x0000E000, shift=13, width=3)  # [15:13]
+        REQUEST_DEPTH: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
 
 
 class ARI:
@@ -868,6 +926,327 @@ class LTR:
         SCALE: Final = Bits(mask=0x1C00, shift=10, width=3)  # [12:10]
 
 
+class MFVC:
+    """extended_capability mfvc (dsl/mfvc.pci:12): Multi-Function Virtual Channel"""
+
+    id: Final = 0x0008
+
+    @staticmethod
+    def length(*, port_caps1_extended_vc_count: int) -> int:
+        return (0x10 + (0xc * (port_caps1_extended_vc_count + 1)))
+
+    class PORT_CAPS1:
+        """port_caps1 @0x04 u32 (dsl/mfvc.pci:13)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        EXTENDED_VC_COUNT: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        LOW_PRIORITY_EXTENDED_VC_COUNT: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        REFERENCE_CLOCK: Final = Bits(mask=0x00000300, shift=8, width=2)  # [9:8]
+        FUNCTION_ARBITRATION_TABLE_ENTRY_SIZE: Final = Bits(mask=0x00000C00, shift=10, width=2)  # [11:10]
+
+    class PORT_CAPS2:
+        """port_caps2 @0x08 u32 (dsl/mfvc.pci:22)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        VC_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        VC_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class PORT_CONTROL:
+        """port_control @0x0c u16 (dsl/mfvc.pci:27)"""
+
+        offset: Final = 0x0c
+        width: Final = 2
+        LOAD_VC_ARBITRATION_TABLE: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_ARBITRATION_SELECT: Final = Bits(mask=0x000E, shift=1, width=3)  # [3:1]
+
+    class PORT_STATUS:
+        """port_status @0x0e u16 (dsl/mfvc.pci:32)"""
+
+        offset: Final = 0x0e
+        width: Final = 2
+        VC_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+
+    class RESOURCE_CAPS0:
+        """resource_caps0 @0x10 u32 (dsl/mfvc.pci:37)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CONTROL0:
+        """resource_control0 @0x14 u32 (dsl/mfvc.pci:44)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_STATUS0:
+        """resource_status0 @0x18 u16 (dsl/mfvc.pci:54)"""
+
+        offset: Final = 0x18
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_RESERVED0:
+        """resource_reserved0 @0x1a u16 (dsl/mfvc.pci:59)"""
+
+        offset: Final = 0x1a
+        width: Final = 2
+
+    class RESOURCE_CAPS1:
+        """resource_caps1 @0x1c u32 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS2:
+        """resource_caps2 @0x28 u32 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x28
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS3:
+        """resource_caps3 @0x34 u32 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x34
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS4:
+        """resource_caps4 @0x40 u32 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x40
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS5:
+        """resource_caps5 @0x4c u32 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x4c
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS6:
+        """resource_caps6 @0x58 u32 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x58
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS7:
+        """resource_caps7 @0x64 u32 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:62)"""
+
+        offset: Final = 0x64
+        width: Final = 4
+        FUNCTION_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        FUNCTION_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CONTROL1:
+        """resource_control1 @0x20 u32 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x20
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL2:
+        """resource_control2 @0x2c u32 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x2c
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL3:
+        """resource_control3 @0x38 u32 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x38
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL4:
+        """resource_control4 @0x44 u32 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x44
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL5:
+        """resource_control5 @0x50 u32 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x50
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL6:
+        """resource_control6 @0x5c u32 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x5c
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL7:
+        """resource_control7 @0x68 u32 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:69)"""
+
+        offset: Final = 0x68
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_FUNCTION_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        FUNCTION_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_STATUS1:
+        """resource_status1 @0x24 u16 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x24
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS2:
+        """resource_status2 @0x30 u16 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x30
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS3:
+        """resource_status3 @0x3c u16 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x3c
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS4:
+        """resource_status4 @0x48 u16 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x48
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS5:
+        """resource_status5 @0x54 u16 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x54
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS6:
+        """resource_status6 @0x60 u16 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x60
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS7:
+        """resource_status7 @0x6c u16 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:79)"""
+
+        offset: Final = 0x6c
+        width: Final = 2
+        FUNCTION_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_RESERVED1:
+        """resource_reserved1 @0x26 u16 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x26
+        width: Final = 2
+
+    class RESOURCE_RESERVED2:
+        """resource_reserved2 @0x32 u16 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x32
+        width: Final = 2
+
+    class RESOURCE_RESERVED3:
+        """resource_reserved3 @0x3e u16 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x3e
+        width: Final = 2
+
+    class RESOURCE_RESERVED4:
+        """resource_reserved4 @0x4a u16 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x4a
+        width: Final = 2
+
+    class RESOURCE_RESERVED5:
+        """resource_reserved5 @0x56 u16 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x56
+        width: Final = 2
+
+    class RESOURCE_RESERVED6:
+        """resource_reserved6 @0x62 u16 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x62
+        width: Final = 2
+
+    class RESOURCE_RESERVED7:
+        """resource_reserved7 @0x6e u16 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/mfvc.pci:84)"""
+
+        offset: Final = 0x6e
+        width: Final = 2
+
+
+class MRIOV:
+    """extended_capability mriov (dsl/mriov.pci:9): Multi-Root I/O Virtualization"""
+
+    id: Final = 0x0011
+
+
 class MSI:
     """capability msi (dsl/msi.pci:9): Message Signalled Interrupts"""
 
@@ -988,6 +1367,105 @@ class MSIX:
         width: Final = 4
         BIR: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
         OFFSET: Final = Bits(mask=0xFFFFFFF8, shift=3, width=29)  # [31:3]
+
+
+class MULTICAST:
+    """extended_capability multicast (dsl/multicast.pci:14): Multicast"""
+
+    id: Final = 0x0012
+
+    @staticmethod
+    def length(*, pcie_caps_port_type: int) -> int:
+        return (0x28 + (8 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
+
+    class CAPS:
+        """caps @0x04 u16 (dsl/multicast.pci:17)"""
+
+        offset: Final = 0x04
+        width: Final = 2
+        MAX_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
+        WINDOW_SIZE_REQUESTED: Final = Bits(mask=0x3F00, shift=8, width=6)  # [13:8]
+        ECRC_REGENERATION: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
+
+    class CONTROL:
+        """control @0x06 u16 (dsl/multicast.pci:24)"""
+
+        offset: Final = 0x06
+        width: Final = 2
+        NUM_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
+        ENABLE: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
+
+    class BASE_ADDRESS_LO:
+        """base_address_lo @0x08 u32 (dsl/multicast.pci:29)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        INDEX_POSITION: Final = Bits(mask=0x0000003F, shift=0, width=6)  # [5:0]
+        ADDRESS: Final = Bits(mask=0xFFFFF000, shift=12, width=20)  # [31:12]
+
+    class BASE_ADDRESS_HI:
+        """base_address_hi @0x0c u32 (dsl/multicast.pci:34)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class RECEIVE_LO:
+        """receive_lo @0x10 u32 (dsl/multicast.pci:37)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class RECEIVE_HI:
+        """receive_hi @0x14 u32 (dsl/multicast.pci:40)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class BLOCK_ALL_LO:
+        """block_all_lo @0x18 u32 (dsl/multicast.pci:43)"""
+
+        offset: Final = 0x18
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class BLOCK_ALL_HI:
+        """block_all_hi @0x1c u32 (dsl/multicast.pci:46)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class BLOCK_UNTRANSLATED_LO:
+        """block_untranslated_lo @0x20 u32 (dsl/multicast.pci:49)"""
+
+        offset: Final = 0x20
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class BLOCK_UNTRANSLATED_HI:
+        """block_untranslated_hi @0x24 u32 (dsl/multicast.pci:52)"""
+
+        offset: Final = 0x24
+        width: Final = 4
+        GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class OVERLAY_BAR_LO:
+        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:55)"""
+
+        offset: Final = 0x28
+        width: Final = 4
+        OVERLAY_SIZE: Final = Bits(mask=0x0000003F, shift=0, width=6)  # [5:0]
+        ADDRESS: Final = Bits(mask=0xFFFFFFC0, shift=6, width=26)  # [31:6]
+
+    class OVERLAY_BAR_HI:
+        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:59)"""
+
+        offset: Final = 0x2c
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
 
 class PASID:
@@ -1420,25 +1898,28 @@ class PCIX_BRIDGE:
 
 
 class PL16:
-    """extended_capability pl16 (dsl/pl16.pci:8): Physical Layer 16.0 GT/s"""
+    """extended_capability pl16 (dsl/pl16.pci:12): Physical Layer 16.0 GT/s"""
 
     id: Final = 0x0026
-    length: Final = 0x20
+
+    @staticmethod
+    def length(*, pcie_linkcap_max_width: int) -> int:
+        return (0x20 + min(pcie_linkcap_max_width, 0x20))
 
     class CAPS:
-        """caps @0x04 u32 (dsl/pl16.pci:9)"""
+        """caps @0x04 u32 (dsl/pl16.pci:13)"""
 
         offset: Final = 0x04
         width: Final = 4
 
     class CONTROL:
-        """control @0x08 u32 (dsl/pl16.pci:10)"""
+        """control @0x08 u32 (dsl/pl16.pci:14)"""
 
         offset: Final = 0x08
         width: Final = 4
 
     class STATUS:
-        """status @0x0c u32 (dsl/pl16.pci:11)"""
+        """status @0x0c u32 (dsl/pl16.pci:15)"""
 
         offset: Final = 0x0c
         width: Final = 4
@@ -1449,87 +1930,602 @@ class PL16:
         EQUALIZATION_REQUEST: Final = Bits(mask=0x00000010, shift=4, width=1)  # [4]
 
     class LOCAL_PARITY_MISMATCH:
-        """local_parity_mismatch @0x10 u32 (dsl/pl16.pci:19)"""
+        """local_parity_mismatch @0x10 u32 (dsl/pl16.pci:23)"""
 
         offset: Final = 0x10
         width: Final = 4
         LANES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class FIRST_RETIMER_PARITY_MISMATCH:
-        """first_retimer_parity_mismatch @0x14 u32 (dsl/pl16.pci:22)"""
+        """first_retimer_parity_mismatch @0x14 u32 (dsl/pl16.pci:26)"""
 
         offset: Final = 0x14
         width: Final = 4
         LANES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SECOND_RETIMER_PARITY_MISMATCH:
-        """second_retimer_parity_mismatch @0x18 u32 (dsl/pl16.pci:25)"""
+        """second_retimer_parity_mismatch @0x18 u32 (dsl/pl16.pci:29)"""
 
         offset: Final = 0x18
         width: Final = 4
         LANES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RESERVED:
-        """reserved @0x1c u32 (dsl/pl16.pci:28)"""
+        """reserved @0x1c u32 (dsl/pl16.pci:32)"""
 
         offset: Final = 0x1c
         width: Final = 4
 
+    class LANE_EQUALIZATION0:
+        """lane_equalization0 @0x20 u8 if (0 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x20
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION1:
+        """lane_equalization1 @0x21 u8 if (1 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x21
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION2:
+        """lane_equalization2 @0x22 u8 if (2 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x22
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION3:
+        """lane_equalization3 @0x23 u8 if (3 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x23
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION4:
+        """lane_equalization4 @0x24 u8 if (4 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x24
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION5:
+        """lane_equalization5 @0x25 u8 if (5 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x25
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION6:
+        """lane_equalization6 @0x26 u8 if (6 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x26
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION7:
+        """lane_equalization7 @0x27 u8 if (7 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x27
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION8:
+        """lane_equalization8 @0x28 u8 if (8 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x28
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION9:
+        """lane_equalization9 @0x29 u8 if (9 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x29
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION10:
+        """lane_equalization10 @0x2a u8 if (0xa < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2a
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION11:
+        """lane_equalization11 @0x2b u8 if (0xb < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2b
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION12:
+        """lane_equalization12 @0x2c u8 if (0xc < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2c
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION13:
+        """lane_equalization13 @0x2d u8 if (0xd < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2d
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION14:
+        """lane_equalization14 @0x2e u8 if (0xe < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2e
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION15:
+        """lane_equalization15 @0x2f u8 if (0xf < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x2f
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION16:
+        """lane_equalization16 @0x30 u8 if (0x10 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x30
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION17:
+        """lane_equalization17 @0x31 u8 if (0x11 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x31
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION18:
+        """lane_equalization18 @0x32 u8 if (0x12 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x32
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION19:
+        """lane_equalization19 @0x33 u8 if (0x13 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x33
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION20:
+        """lane_equalization20 @0x34 u8 if (0x14 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x34
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION21:
+        """lane_equalization21 @0x35 u8 if (0x15 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x35
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION22:
+        """lane_equalization22 @0x36 u8 if (0x16 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x36
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION23:
+        """lane_equalization23 @0x37 u8 if (0x17 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x37
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION24:
+        """lane_equalization24 @0x38 u8 if (0x18 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x38
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION25:
+        """lane_equalization25 @0x39 u8 if (0x19 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x39
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION26:
+        """lane_equalization26 @0x3a u8 if (0x1a < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3a
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION27:
+        """lane_equalization27 @0x3b u8 if (0x1b < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3b
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION28:
+        """lane_equalization28 @0x3c u8 if (0x1c < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3c
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION29:
+        """lane_equalization29 @0x3d u8 if (0x1d < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3d
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION30:
+        """lane_equalization30 @0x3e u8 if (0x1e < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3e
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION31:
+        """lane_equalization31 @0x3f u8 if (0x1f < min(pcie.linkcap.max_width, 0x20)) (dsl/pl16.pci:33)"""
+
+        offset: Final = 0x3f
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
 
 class PL32:
-    """extended_capability pl32 (dsl/pl32.pci:7): Physical Layer 32.0 GT/s"""
+    """extended_capability pl32 (dsl/pl32.pci:10): Physical Layer 32.0 GT/s"""
 
     id: Final = 0x002a
-    length: Final = 0x20
+
+    @staticmethod
+    def length(*, pcie_linkcap_max_width: int) -> int:
+        return (0x20 + min(pcie_linkcap_max_width, 0x20))
 
     class CAPS:
-        """caps @0x04 u32 (dsl/pl32.pci:8)"""
+        """caps @0x04 u32 (dsl/pl32.pci:11)"""
 
         offset: Final = 0x04
         width: Final = 4
         FEATURES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class CONTROL:
-        """control @0x08 u32 (dsl/pl32.pci:11)"""
+        """control @0x08 u32 (dsl/pl32.pci:14)"""
 
         offset: Final = 0x08
         width: Final = 4
         FEATURES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class STATUS:
-        """status @0x0c u32 (dsl/pl32.pci:14)"""
+        """status @0x0c u32 (dsl/pl32.pci:17)"""
 
         offset: Final = 0x0c
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVED_MODIFIED_TS1:
-        """received_modified_ts1 @0x10 u32 (dsl/pl32.pci:17)"""
+        """received_modified_ts1 @0x10 u32 (dsl/pl32.pci:20)"""
 
         offset: Final = 0x10
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVED_MODIFIED_TS2:
-        """received_modified_ts2 @0x14 u32 (dsl/pl32.pci:20)"""
+        """received_modified_ts2 @0x14 u32 (dsl/pl32.pci:23)"""
 
         offset: Final = 0x14
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class TRANSMITTED_MODIFIED_TS1:
-        """transmitted_modified_ts1 @0x18 u32 (dsl/pl32.pci:23)"""
+        """transmitted_modified_ts1 @0x18 u32 (dsl/pl32.pci:26)"""
 
         offset: Final = 0x18
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class TRANSMITTED_MODIFIED_TS2:
-        """transmitted_modified_ts2 @0x1c u32 (dsl/pl32.pci:26)"""
+        """transmitted_modified_ts2 @0x1c u32 (dsl/pl32.pci:29)"""
 
         offset: Final = 0x1c
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class LANE_EQUALIZATION0:
+        """lane_equalization0 @0x20 u8 if (0 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x20
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION1:
+        """lane_equalization1 @0x21 u8 if (1 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x21
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION2:
+        """lane_equalization2 @0x22 u8 if (2 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x22
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION3:
+        """lane_equalization3 @0x23 u8 if (3 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x23
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION4:
+        """lane_equalization4 @0x24 u8 if (4 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x24
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION5:
+        """lane_equalization5 @0x25 u8 if (5 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x25
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION6:
+        """lane_equalization6 @0x26 u8 if (6 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x26
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION7:
+        """lane_equalization7 @0x27 u8 if (7 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x27
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION8:
+        """lane_equalization8 @0x28 u8 if (8 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x28
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION9:
+        """lane_equalization9 @0x29 u8 if (9 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x29
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION10:
+        """lane_equalization10 @0x2a u8 if (0xa < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2a
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION11:
+        """lane_equalization11 @0x2b u8 if (0xb < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2b
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION12:
+        """lane_equalization12 @0x2c u8 if (0xc < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2c
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION13:
+        """lane_equalization13 @0x2d u8 if (0xd < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2d
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION14:
+        """lane_equalization14 @0x2e u8 if (0xe < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2e
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION15:
+        """lane_equalization15 @0x2f u8 if (0xf < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x2f
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION16:
+        """lane_equalization16 @0x30 u8 if (0x10 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x30
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION17:
+        """lane_equalization17 @0x31 u8 if (0x11 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x31
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION18:
+        """lane_equalization18 @0x32 u8 if (0x12 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x32
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION19:
+        """lane_equalization19 @0x33 u8 if (0x13 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x33
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION20:
+        """lane_equalization20 @0x34 u8 if (0x14 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x34
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION21:
+        """lane_equalization21 @0x35 u8 if (0x15 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x35
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION22:
+        """lane_equalization22 @0x36 u8 if (0x16 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x36
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION23:
+        """lane_equalization23 @0x37 u8 if (0x17 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x37
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION24:
+        """lane_equalization24 @0x38 u8 if (0x18 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x38
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION25:
+        """lane_equalization25 @0x39 u8 if (0x19 < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x39
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION26:
+        """lane_equalization26 @0x3a u8 if (0x1a < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3a
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION27:
+        """lane_equalization27 @0x3b u8 if (0x1b < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3b
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION28:
+        """lane_equalization28 @0x3c u8 if (0x1c < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3c
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION29:
+        """lane_equalization29 @0x3d u8 if (0x1d < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3d
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION30:
+        """lane_equalization30 @0x3e u8 if (0x1e < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3e
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
+
+    class LANE_EQUALIZATION31:
+        """lane_equalization31 @0x3f u8 if (0x1f < min(pcie.linkcap.max_width, 0x20)) (dsl/pl32.pci:32)"""
+
+        offset: Final = 0x3f
+        width: Final = 1
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x0F, shift=0, width=4)  # [3:0]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0xF0, shift=4, width=4)  # [7:4]
 
 
 class PM:
@@ -1648,6 +2644,63 @@ class PTM:
         EFFECTIVE_GRANULARITY: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
 
 
+class POWER_BUDGET:
+    """extended_capability power_budget (dsl/pwrbudget.pci:11): Power Budgeting"""
+
+    id: Final = 0x0004
+    length: Final = 0x10
+
+    class DATA_SELECT:
+        """data_select @0x04 u8 (dsl/pwrbudget.pci:12)"""
+
+        offset: Final = 0x04
+        width: Final = 1
+        INDEX: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
+
+    class RESERVED_05:
+        """reserved_05 @0x05 u8 (dsl/pwrbudget.pci:15)"""
+
+        offset: Final = 0x05
+        width: Final = 1
+
+    class RESERVED_06:
+        """reserved_06 @0x06 u16 (dsl/pwrbudget.pci:16)"""
+
+        offset: Final = 0x06
+        width: Final = 2
+
+    class DATA:
+        """data @0x08 u32 (dsl/pwrbudget.pci:17)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        BASE_POWER: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        DATA_SCALE: Final = Bits(mask=0x00000300, shift=8, width=2)  # [9:8]
+        PM_SUB_STATE: Final = Bits(mask=0x00001C00, shift=10, width=3)  # [12:10]
+        PM_STATE: Final = Bits(mask=0x00006000, shift=13, width=2)  # [14:13]
+        TYPE: Final = Bits(mask=0x00038000, shift=15, width=3)  # [17:15]
+        POWER_RAIL: Final = Bits(mask=0x001C0000, shift=18, width=3)  # [20:18]
+
+    class BUDGET_CAPS:
+        """budget_caps @0x0c u8 (dsl/pwrbudget.pci:26)"""
+
+        offset: Final = 0x0c
+        width: Final = 1
+        SYSTEM_ALLOCATED: Final = Bits(mask=0x01, shift=0, width=1)  # [0]
+
+    class RESERVED_0D:
+        """reserved_0d @0x0d u8 (dsl/pwrbudget.pci:30)"""
+
+        offset: Final = 0x0d
+        width: Final = 1
+
+    class RESERVED_0E:
+        """reserved_0e @0x0e u16 (dsl/pwrbudget.pci:31)"""
+
+        offset: Final = 0x0e
+        width: Final = 2
+
+
 class BE2NET_BE2:
     """quirk be2net_be2 match vendor = 0x19a2, device = 0x211 (dsl/quirks.pci:9): BladeEngine 2"""
 
@@ -1677,17 +2730,17 @@ class REBAR:
 
     @staticmethod
     def length(*, control0_count: int) -> int:
-        return (4 + (8 * (((((1 + int(control0_count > 1)) + int(control0_count > 2)) + int(control0_count > 3)) + int(control0_count > 4)) + int(control0_count > 5))))
+        return (4 + (8 * max(1, min(control0_count, 6))))
 
     class CAPS0:
-        """caps0 @0x04 u32 (dsl/rebar.pci:13)"""
+        """caps0 @0x04 u32 (dsl/rebar.pci:11)"""
 
         offset: Final = 0x04
         width: Final = 4
         SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
 
     class CONTROL0:
-        """control0 @0x08 u32 (dsl/rebar.pci:17)"""
+        """control0 @0x08 u32 (dsl/rebar.pci:15)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -1697,14 +2750,42 @@ class REBAR:
         MORE_SIZES: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class CAPS1:
-        """caps1 @0x0c u32 if (control0.count > 1) (dsl/rebar.pci:25)"""
+        """caps1 @0x0c u32 if (1 < min(control0.count, 6)) (dsl/rebar.pci:25)"""
 
         offset: Final = 0x0c
         width: Final = 4
         SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
 
+    class CAPS2:
+        """caps2 @0x14 u32 if (2 < min(control0.count, 6)) (dsl/rebar.pci:25)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
+
+    class CAPS3:
+        """caps3 @0x1c u32 if (3 < min(control0.count, 6)) (dsl/rebar.pci:25)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
+
+    class CAPS4:
+        """caps4 @0x24 u32 if (4 < min(control0.count, 6)) (dsl/rebar.pci:25)"""
+
+        offset: Final = 0x24
+        width: Final = 4
+        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
+
+    class CAPS5:
+        """caps5 @0x2c u32 if (5 < min(control0.count, 6)) (dsl/rebar.pci:25)"""
+
+        offset: Final = 0x2c
+        width: Final = 4
+        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
+
     class CONTROL1:
-        """control1 @0x10 u32 if (control0.count > 1) (dsl/rebar.pci:29)"""
+        """control1 @0x10 u32 if (1 < min(control0.count, 6)) (dsl/rebar.pci:29)"""
 
         offset: Final = 0x10
         width: Final = 4
@@ -1712,15 +2793,8 @@ class REBAR:
         SIZE: Final = Bits(mask=0x00003F00, shift=8, width=6)  # [13:8]
         MORE_SIZES: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
-    class CAPS2:
-        """caps2 @0x14 u32 if (control0.count > 2) (dsl/rebar.pci:36)"""
-
-        offset: Final = 0x14
-        width: Final = 4
-        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
-
     class CONTROL2:
-        """control2 @0x18 u32 if (control0.count > 2) (dsl/rebar.pci:40)"""
+        """control2 @0x18 u32 if (2 < min(control0.count, 6)) (dsl/rebar.pci:29)"""
 
         offset: Final = 0x18
         width: Final = 4
@@ -1728,15 +2802,8 @@ class REBAR:
         SIZE: Final = Bits(mask=0x00003F00, shift=8, width=6)  # [13:8]
         MORE_SIZES: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
-    class CAPS3:
-        """caps3 @0x1c u32 if (control0.count > 3) (dsl/rebar.pci:47)"""
-
-        offset: Final = 0x1c
-        width: Final = 4
-        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
-
     class CONTROL3:
-        """control3 @0x20 u32 if (control0.count > 3) (dsl/rebar.pci:51)"""
+        """control3 @0x20 u32 if (3 < min(control0.count, 6)) (dsl/rebar.pci:29)"""
 
         offset: Final = 0x20
         width: Final = 4
@@ -1744,15 +2811,8 @@ class REBAR:
         SIZE: Final = Bits(mask=0x00003F00, shift=8, width=6)  # [13:8]
         MORE_SIZES: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
-    class CAPS4:
-        """caps4 @0x24 u32 if (control0.count > 4) (dsl/rebar.pci:58)"""
-
-        offset: Final = 0x24
-        width: Final = 4
-        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
-
     class CONTROL4:
-        """control4 @0x28 u32 if (control0.count > 4) (dsl/rebar.pci:62)"""
+        """control4 @0x28 u32 if (4 < min(control0.count, 6)) (dsl/rebar.pci:29)"""
 
         offset: Final = 0x28
         width: Final = 4
@@ -1760,15 +2820,8 @@ class REBAR:
         SIZE: Final = Bits(mask=0x00003F00, shift=8, width=6)  # [13:8]
         MORE_SIZES: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
-    class CAPS5:
-        """caps5 @0x2c u32 if (control0.count > 5) (dsl/rebar.pci:69)"""
-
-        offset: Final = 0x2c
-        width: Final = 4
-        SIZES: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
-
     class CONTROL5:
-        """control5 @0x30 u32 if (control0.count > 5) (dsl/rebar.pci:73)"""
+        """control5 @0x30 u32 if (5 < min(control0.count, 6)) (dsl/rebar.pci:29)"""
 
         offset: Final = 0x30
         width: Final = 4
@@ -1801,13 +2854,16 @@ class SATA:
 
 
 class SECPCIE:
-    """extended_capability secpcie (dsl/secpcie.pci:9): Secondary PCI Express"""
+    """extended_capability secpcie (dsl/secpcie.pci:17): Secondary PCI Express"""
 
     id: Final = 0x0019
-    length: Final = 0x0c
+
+    @staticmethod
+    def length(*, pcie_linkcap_max_width: int) -> int:
+        return (0xc + (2 * min(pcie_linkcap_max_width, 0x20)))
 
     class LINK_CONTROL3:
-        """link_control3 @0x04 u32 (dsl/secpcie.pci:10)"""
+        """link_control3 @0x04 u32 (dsl/secpcie.pci:18)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1816,11 +2872,331 @@ class SECPCIE:
         LOWER_SKP_OS_GENERATION: Final = Bits(mask=0x0000FE00, shift=9, width=7)  # [15:9]
 
     class LANE_ERROR_STATUS:
-        """lane_error_status @0x08 u32 (dsl/secpcie.pci:17)"""
+        """lane_error_status @0x08 u32 (dsl/secpcie.pci:25)"""
 
         offset: Final = 0x08
         width: Final = 4
         LANES: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class LANE_EQUALIZATION0:
+        """lane_equalization0 @0x0c u16 if (0 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x0c
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION1:
+        """lane_equalization1 @0x0e u16 if (1 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x0e
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION2:
+        """lane_equalization2 @0x10 u16 if (2 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x10
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION3:
+        """lane_equalization3 @0x12 u16 if (3 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x12
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION4:
+        """lane_equalization4 @0x14 u16 if (4 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x14
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION5:
+        """lane_equalization5 @0x16 u16 if (5 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x16
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION6:
+        """lane_equalization6 @0x18 u16 if (6 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x18
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION7:
+        """lane_equalization7 @0x1a u16 if (7 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x1a
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION8:
+        """lane_equalization8 @0x1c u16 if (8 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x1c
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION9:
+        """lane_equalization9 @0x1e u16 if (9 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x1e
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION10:
+        """lane_equalization10 @0x20 u16 if (0xa < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x20
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION11:
+        """lane_equalization11 @0x22 u16 if (0xb < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x22
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION12:
+        """lane_equalization12 @0x24 u16 if (0xc < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x24
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION13:
+        """lane_equalization13 @0x26 u16 if (0xd < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x26
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION14:
+        """lane_equalization14 @0x28 u16 if (0xe < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x28
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION15:
+        """lane_equalization15 @0x2a u16 if (0xf < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x2a
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION16:
+        """lane_equalization16 @0x2c u16 if (0x10 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x2c
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION17:
+        """lane_equalization17 @0x2e u16 if (0x11 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x2e
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION18:
+        """lane_equalization18 @0x30 u16 if (0x12 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x30
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION19:
+        """lane_equalization19 @0x32 u16 if (0x13 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x32
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION20:
+        """lane_equalization20 @0x34 u16 if (0x14 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x34
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION21:
+        """lane_equalization21 @0x36 u16 if (0x15 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x36
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION22:
+        """lane_equalization22 @0x38 u16 if (0x16 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x38
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION23:
+        """lane_equalization23 @0x3a u16 if (0x17 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x3a
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION24:
+        """lane_equalization24 @0x3c u16 if (0x18 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x3c
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION25:
+        """lane_equalization25 @0x3e u16 if (0x19 < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x3e
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION26:
+        """lane_equalization26 @0x40 u16 if (0x1a < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x40
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION27:
+        """lane_equalization27 @0x42 u16 if (0x1b < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x42
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION28:
+        """lane_equalization28 @0x44 u16 if (0x1c < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x44
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION29:
+        """lane_equalization29 @0x46 u16 if (0x1d < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x46
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION30:
+        """lane_equalization30 @0x48 u16 if (0x1e < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x48
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
+
+    class LANE_EQUALIZATION31:
+        """lane_equalization31 @0x4a u16 if (0x1f < min(pcie.linkcap.max_width, 0x20)) (dsl/secpcie.pci:28)"""
+
+        offset: Final = 0x4a
+        width: Final = 2
+        DOWNSTREAM_TX_PRESET: Final = Bits(mask=0x000F, shift=0, width=4)  # [3:0]
+        DOWNSTREAM_RX_HINT: Final = Bits(mask=0x0070, shift=4, width=3)  # [6:4]
+        UPSTREAM_TX_PRESET: Final = Bits(mask=0x0F00, shift=8, width=4)  # [11:8]
+        UPSTREAM_RX_HINT: Final = Bits(mask=0x7000, shift=12, width=3)  # [14:12]
 
 
 class SHPC:
@@ -2059,6 +3435,548 @@ class SSVID:
         offset: Final = 0x06
         width: Final = 2
         SUBSYSTEM: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
+
+
+class TPH:
+    """extended_capability tph (dsl/tph.pci:13): TPH Requester"""
+
+    id: Final = 0x0017
+
+    @staticmethod
+    def length(*, caps_st_table_location: int, caps_st_table_size: int) -> int:
+        return (0xc + ((2 * int(caps_st_table_location == 1)) * min((caps_st_table_size + 1), 0x40)))
+
+    class CAPS:
+        """caps @0x04 u32 (dsl/tph.pci:16)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        NO_ST_MODE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        INTERRUPT_VECTOR_MODE: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        DEVICE_SPECIFIC_MODE: Final = Bits(mask=0x00000004, shift=2, width=1)  # [2]
+        EXTENDED_TPH: Final = Bits(mask=0x00000100, shift=8, width=1)  # [8]
+        ST_TABLE_LOCATION: Final = Bits(mask=0x00000600, shift=9, width=2)  # [10:9]
+        ST_TABLE_SIZE: Final = Bits(mask=0x07FF0000, shift=16, width=11)  # [26:16]
+
+    class CONTROL:
+        """control @0x08 u32 (dsl/tph.pci:27)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        ST_MODE_SELECT: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        REQUESTER_ENABLE: Final = Bits(mask=0x00000300, shift=8, width=2)  # [9:8]
+
+    class ST_TABLE0:
+        """st_table0 @0x0c u16 if (0 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x0c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE1:
+        """st_table1 @0x0e u16 if (1 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x0e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE2:
+        """st_table2 @0x10 u16 if (2 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x10
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE3:
+        """st_table3 @0x12 u16 if (3 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x12
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE4:
+        """st_table4 @0x14 u16 if (4 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x14
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE5:
+        """st_table5 @0x16 u16 if (5 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x16
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE6:
+        """st_table6 @0x18 u16 if (6 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x18
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE7:
+        """st_table7 @0x1a u16 if (7 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x1a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE8:
+        """st_table8 @0x1c u16 if (8 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x1c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE9:
+        """st_table9 @0x1e u16 if (9 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x1e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE10:
+        """st_table10 @0x20 u16 if (0xa < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x20
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE11:
+        """st_table11 @0x22 u16 if (0xb < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x22
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE12:
+        """st_table12 @0x24 u16 if (0xc < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x24
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE13:
+        """st_table13 @0x26 u16 if (0xd < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x26
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE14:
+        """st_table14 @0x28 u16 if (0xe < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x28
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE15:
+        """st_table15 @0x2a u16 if (0xf < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x2a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE16:
+        """st_table16 @0x2c u16 if (0x10 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x2c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE17:
+        """st_table17 @0x2e u16 if (0x11 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x2e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE18:
+        """st_table18 @0x30 u16 if (0x12 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x30
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE19:
+        """st_table19 @0x32 u16 if (0x13 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x32
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE20:
+        """st_table20 @0x34 u16 if (0x14 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x34
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE21:
+        """st_table21 @0x36 u16 if (0x15 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x36
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE22:
+        """st_table22 @0x38 u16 if (0x16 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x38
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE23:
+        """st_table23 @0x3a u16 if (0x17 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x3a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE24:
+        """st_table24 @0x3c u16 if (0x18 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x3c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE25:
+        """st_table25 @0x3e u16 if (0x19 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x3e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE26:
+        """st_table26 @0x40 u16 if (0x1a < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x40
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE27:
+        """st_table27 @0x42 u16 if (0x1b < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x42
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE28:
+        """st_table28 @0x44 u16 if (0x1c < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x44
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE29:
+        """st_table29 @0x46 u16 if (0x1d < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x46
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE30:
+        """st_table30 @0x48 u16 if (0x1e < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x48
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE31:
+        """st_table31 @0x4a u16 if (0x1f < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x4a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE32:
+        """st_table32 @0x4c u16 if (0x20 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x4c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE33:
+        """st_table33 @0x4e u16 if (0x21 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x4e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE34:
+        """st_table34 @0x50 u16 if (0x22 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x50
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE35:
+        """st_table35 @0x52 u16 if (0x23 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x52
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE36:
+        """st_table36 @0x54 u16 if (0x24 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x54
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE37:
+        """st_table37 @0x56 u16 if (0x25 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x56
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE38:
+        """st_table38 @0x58 u16 if (0x26 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x58
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE39:
+        """st_table39 @0x5a u16 if (0x27 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x5a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE40:
+        """st_table40 @0x5c u16 if (0x28 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x5c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE41:
+        """st_table41 @0x5e u16 if (0x29 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x5e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE42:
+        """st_table42 @0x60 u16 if (0x2a < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x60
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE43:
+        """st_table43 @0x62 u16 if (0x2b < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x62
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE44:
+        """st_table44 @0x64 u16 if (0x2c < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x64
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE45:
+        """st_table45 @0x66 u16 if (0x2d < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x66
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE46:
+        """st_table46 @0x68 u16 if (0x2e < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x68
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE47:
+        """st_table47 @0x6a u16 if (0x2f < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x6a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE48:
+        """st_table48 @0x6c u16 if (0x30 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x6c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE49:
+        """st_table49 @0x6e u16 if (0x31 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x6e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE50:
+        """st_table50 @0x70 u16 if (0x32 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x70
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE51:
+        """st_table51 @0x72 u16 if (0x33 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x72
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE52:
+        """st_table52 @0x74 u16 if (0x34 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x74
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE53:
+        """st_table53 @0x76 u16 if (0x35 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x76
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE54:
+        """st_table54 @0x78 u16 if (0x36 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x78
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE55:
+        """st_table55 @0x7a u16 if (0x37 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x7a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE56:
+        """st_table56 @0x7c u16 if (0x38 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x7c
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE57:
+        """st_table57 @0x7e u16 if (0x39 < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x7e
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE58:
+        """st_table58 @0x80 u16 if (0x3a < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x80
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE59:
+        """st_table59 @0x82 u16 if (0x3b < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x82
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE60:
+        """st_table60 @0x84 u16 if (0x3c < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x84
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE61:
+        """st_table61 @0x86 u16 if (0x3d < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x86
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE62:
+        """st_table62 @0x88 u16 if (0x3e < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x88
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
+
+    class ST_TABLE63:
+        """st_table63 @0x8a u16 if (0x3f < ((caps.st_table_location == 1) * min((caps.st_table_size + 1), 0x40))) (dsl/tph.pci:33)"""
+
+        offset: Final = 0x8a
+        width: Final = 2
+        LOWER: Final = Bits(mask=0x00FF, shift=0, width=8)  # [7:0]
+        UPPER: Final = Bits(mask=0xFF00, shift=8, width=8)  # [15:8]
 
 
 class TYPE0:
@@ -2387,6 +4305,347 @@ class TYPE1:
         SECONDARY_DISCARD_TIMEOUT: Final = Bits(mask=0x0200, shift=9, width=1)  # [9]
         DISCARD_TIMER_STATUS: Final = Bits(mask=0x0400, shift=10, width=1)  # [10]
         DISCARD_TIMER_SERR: Final = Bits(mask=0x0800, shift=11, width=1)  # [11]
+
+
+class VC_BODY:
+    """registers vc_body (dsl/vc.pci:20): Port VC capabilities, control and status, then one resource capability/control/status per VC"""
+
+    class PORT_CAPS1:
+        """port_caps1 @0x04 u32 (dsl/vc.pci:21)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        EXTENDED_VC_COUNT: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        LOW_PRIORITY_EXTENDED_VC_COUNT: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        REFERENCE_CLOCK: Final = Bits(mask=0x00000300, shift=8, width=2)  # [9:8]
+        PORT_ARBITRATION_TABLE_ENTRY_SIZE: Final = Bits(mask=0x00000C00, shift=10, width=2)  # [11:10]
+
+    class PORT_CAPS2:
+        """port_caps2 @0x08 u32 (dsl/vc.pci:30)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        VC_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        VC_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class PORT_CONTROL:
+        """port_control @0x0c u16 (dsl/vc.pci:35)"""
+
+        offset: Final = 0x0c
+        width: Final = 2
+        LOAD_VC_ARBITRATION_TABLE: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_ARBITRATION_SELECT: Final = Bits(mask=0x000E, shift=1, width=3)  # [3:1]
+
+    class PORT_STATUS:
+        """port_status @0x0e u16 (dsl/vc.pci:40)"""
+
+        offset: Final = 0x0e
+        width: Final = 2
+        VC_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+
+    class RESOURCE_CAPS0:
+        """resource_caps0 @0x10 u32 (dsl/vc.pci:45)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CONTROL0:
+        """resource_control0 @0x14 u32 (dsl/vc.pci:54)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_STATUS0:
+        """resource_status0 @0x18 u16 (dsl/vc.pci:64)"""
+
+        offset: Final = 0x18
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_RESERVED0:
+        """resource_reserved0 @0x1a u16 (dsl/vc.pci:69)"""
+
+        offset: Final = 0x1a
+        width: Final = 2
+
+    class RESOURCE_CAPS1:
+        """resource_caps1 @0x1c u32 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS2:
+        """resource_caps2 @0x28 u32 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x28
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS3:
+        """resource_caps3 @0x34 u32 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x34
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS4:
+        """resource_caps4 @0x40 u32 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x40
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS5:
+        """resource_caps5 @0x4c u32 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x4c
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS6:
+        """resource_caps6 @0x58 u32 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x58
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CAPS7:
+        """resource_caps7 @0x64 u32 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:72)"""
+
+        offset: Final = 0x64
+        width: Final = 4
+        PORT_ARBITRATION_CAPABILITY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        REJECT_SNOOP_TRANSACTIONS: Final = Bits(mask=0x00008000, shift=15, width=1)  # [15]
+        MAXIMUM_TIME_SLOTS: Final = Bits(mask=0x007F0000, shift=16, width=7)  # [22:16]
+        PORT_ARBITRATION_TABLE_OFFSET: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+    class RESOURCE_CONTROL1:
+        """resource_control1 @0x20 u32 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x20
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL2:
+        """resource_control2 @0x2c u32 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x2c
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL3:
+        """resource_control3 @0x38 u32 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x38
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL4:
+        """resource_control4 @0x44 u32 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x44
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL5:
+        """resource_control5 @0x50 u32 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x50
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL6:
+        """resource_control6 @0x5c u32 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x5c
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_CONTROL7:
+        """resource_control7 @0x68 u32 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:81)"""
+
+        offset: Final = 0x68
+        width: Final = 4
+        TC_VC_MAP: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
+        LOAD_PORT_ARBITRATION_TABLE: Final = Bits(mask=0x00010000, shift=16, width=1)  # [16]
+        PORT_ARBITRATION_SELECT: Final = Bits(mask=0x000E0000, shift=17, width=3)  # [19:17]
+        VC_ID: Final = Bits(mask=0x07000000, shift=24, width=3)  # [26:24]
+        VC_ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class RESOURCE_STATUS1:
+        """resource_status1 @0x24 u16 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x24
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS2:
+        """resource_status2 @0x30 u16 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x30
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS3:
+        """resource_status3 @0x3c u16 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x3c
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS4:
+        """resource_status4 @0x48 u16 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x48
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS5:
+        """resource_status5 @0x54 u16 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x54
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS6:
+        """resource_status6 @0x60 u16 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x60
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_STATUS7:
+        """resource_status7 @0x6c u16 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:91)"""
+
+        offset: Final = 0x6c
+        width: Final = 2
+        PORT_ARBITRATION_TABLE_STATUS: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
+        VC_NEGOTIATION_PENDING: Final = Bits(mask=0x0002, shift=1, width=1)  # [1]
+
+    class RESOURCE_RESERVED1:
+        """resource_reserved1 @0x26 u16 if (1 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x26
+        width: Final = 2
+
+    class RESOURCE_RESERVED2:
+        """resource_reserved2 @0x32 u16 if (2 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x32
+        width: Final = 2
+
+    class RESOURCE_RESERVED3:
+        """resource_reserved3 @0x3e u16 if (3 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x3e
+        width: Final = 2
+
+    class RESOURCE_RESERVED4:
+        """resource_reserved4 @0x4a u16 if (4 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x4a
+        width: Final = 2
+
+    class RESOURCE_RESERVED5:
+        """resource_reserved5 @0x56 u16 if (5 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x56
+        width: Final = 2
+
+    class RESOURCE_RESERVED6:
+        """resource_reserved6 @0x62 u16 if (6 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x62
+        width: Final = 2
+
+    class RESOURCE_RESERVED7:
+        """resource_reserved7 @0x6e u16 if (7 < (port_caps1.extended_vc_count + 1)) (dsl/vc.pci:96)"""
+
+        offset: Final = 0x6e
+        width: Final = 2
+
+
+class VC:
+    """extended_capability vc (dsl/vc.pci:101): Virtual Channel
+
+    And the registers of VC_BODY."""
+
+    id: Final = 0x0002
+
+    @staticmethod
+    def length(*, port_caps1_extended_vc_count: int) -> int:
+        return (0x10 + (0xc * (port_caps1_extended_vc_count + 1)))
+
+
+class VC_MFVC:
+    """extended_capability vc_mfvc (dsl/vc.pci:107): Virtual Channel (in a device with Multi-Function VC)
+
+    And the registers of VC_BODY."""
+
+    id: Final = 0x0009
+
+    @staticmethod
+    def length(*, port_caps1_extended_vc_count: int) -> int:
+        return (0x10 + (0xc * (port_caps1_extended_vc_count + 1)))
 
 
 class VIRTIO_PCI_CAP:

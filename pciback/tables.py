@@ -11,8 +11,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-FieldLookup = Callable[[str, str], int]
-"""`lookup(register, field)`: a field's value as the device reports it."""
+
+class FieldLookup(Protocol):
+    """A device's field values, for a block's lengths, conditions and moving offsets."""
+
+    def __call__(self, register: str, field: str, /) -> int:
+        """A field of the block being placed, as the device reports it."""
+
+    def of(self, block: str, register: str, field: str, /) -> int:
+        """A field of another capability of the same function (the table named `block`), as
+        read at seize; 0 when the function has no such capability or the register is absent
+        from it."""
+
 
 Expr = Callable[[FieldLookup], int]
 
@@ -127,6 +137,11 @@ class Block:
     policy_reason: str = ""
     matches: tuple[MatchRule, ...] = ()
     reason: str = ""
+    # The capability's bytes up to the next capability that no register describes are read
+    # from the device and never written, in any mode (`rest ro` in the policy).
+    rest: bool = False
+    rest_if: Expr | None = None  # None: wherever the table is laid out
+    rest_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

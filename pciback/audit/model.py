@@ -262,7 +262,7 @@ def _run_row(slot: object, offset: int, length: int, region: str, space: ConfigS
         )
         name = "hidden"
     elif isinstance(slot, HostOwned):
-        why = "no policy describes this header type: read from the device, never written"
+        why = slot.description
         field = FieldAudit(
             "(host-owned)", 0, msb, "device", "host-owned", "host-owned", "", why, BACKEND_SOURCE
         )

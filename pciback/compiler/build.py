@@ -9,11 +9,14 @@ from lark import Token, Tree
 from pciback.compiler.diagnostics import Diagnostics, Pos
 from pciback.compiler.evaluate import VALUE_BITS
 from pciback.compiler.model import (
+    ArrayDecl,
     Backing,
     BackingKind,
     Binary,
     BlockDecl,
     BlockKindDecl,
+    Call,
+    CapabilityFieldRef,
     ConstDecl,
     Expr,
     FieldDecl,
@@ -26,6 +29,7 @@ from pciback.compiler.model import (
     Num,
     PolicyDecl,
     RegisterDecl,
+    RestDecl,
     SourceFile,
     Unary,
     UseDecl,
@@ -113,6 +117,7 @@ class Builder:
         registers: list[RegisterDecl] = []
         items: list[RegisterDecl | UseDecl] = []
         matches: list[MatchDecl] = []
+        rests: list[RestDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKindDecl.QUIRK:
             ident = self.expr(rest[0])
@@ -130,11 +135,24 @@ class Builder:
             elif data == "register":
                 registers.append(self.register(child))
                 items.append(registers[-1])
+            elif data == "rest":
+                access, *tail = child.children
+                condition = next(
+                    (
+                        self.expr(c.children[0])
+                        for c in tail
+                        if isinstance(c, Tree) and c.data == "condition"
+                    ),
+                    None,
+                )
+                rests.append(RestDecl(str(access), self.reason(tail), self.pos(access), condition))
             elif data == "use":
                 group = child.children[0]
                 items.append(UseDecl(str(group), self.pos(group)))
             elif data == "match_item":
-                key, value, *mask = child.children
+                key, value, *mask = (
+                    c for c in child.children if not (isinstance(c, Token) and c.type == "DIV")
+                )
                 matches.append(
                     MatchDecl(
                         str(key),
@@ -156,21 +174,35 @@ class Builder:
             tuple(matches),
             self.pos(name),
             tuple(items),
+            tuple(rests),
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:
-        name, offset, width, *rest = tree.children
+        name, *rest = tree.children
+        array: Tree[Token] | None = None
+        head = rest[0]
+        if isinstance(head, Tree) and head.data == "array":
+            array, rest = head, rest[1:]
+        offset, width, *rest = rest
         condition: Expr | None = None
+        stride: Expr | None = None
         reason = ""
         fields: list[FieldDecl] = []
         for child in rest:
             assert isinstance(child, Tree)
             if child.data == "condition":
                 condition = self.expr(child.children[0])
+            elif child.data == "stride":
+                stride = self.expr(child.children[0])
             elif child.data == "reason":
                 reason = self.string(child)
             else:
                 fields.append(self.field(child))
+        declared: ArrayDecl | None = None
+        if array is not None:  # the grammar admits a stride only after an array
+            bounds = [self.expr(c) for c in array.children]
+            first, count = (None, bounds[0]) if len(bounds) == 1 else (bounds[0], bounds[1])
+            declared = ArrayDecl(first, count, stride, self.pos(array))
         return RegisterDecl(
             str(name),
             self.expr(offset),
@@ -179,6 +211,7 @@ class Builder:
             reason,
             tuple(fields),
             self.pos(name),
+            declared,
         )
 
     def field(self, tree: Tree[Token]) -> FieldDecl:
@@ -194,7 +227,7 @@ class Builder:
             data = str(child.data)
             if data == "permissive":
                 permissive = str(child.children[0])
-            elif data == "reason":
+            elif data == "field_reason":
                 reason = self.string(child)
             else:
                 hook_name = child.children[0]
@@ -256,6 +289,17 @@ class Builder:
             return NameRef(str(kids[0]), self.pos(kids[0])), 1
         if data == "field_ref":
             return FieldRef(str(kids[0]), str(kids[1]), self.pos(kids[0])), 1
+        if data == "capability_field_ref":
+            ref = CapabilityFieldRef(str(kids[0]), str(kids[1]), str(kids[2]), self.pos(kids[0]))
+            return ref, 1
+        if data == "call":
+            height = 0
+            args: list[Expr] = []
+            for kid in kids[1:]:
+                arg, aheight = self._expr(kid, depth + 1)
+                args.append(arg)
+                height = max(height, aheight)
+            return Call(str(kids[0]), tuple(args), self.pos(kids[0])), height + 1
         if data == "not_":
             operand, height = self._expr(kids[0], depth + 1)
             return Unary("not", operand, self.pos(node)), height + 1
@@ -268,7 +312,7 @@ class Builder:
                 height = self._deeper(max(height, rheight), depth, node)
                 result = Binary(op, result, right, self.pos(node))
             return result, height
-        # comparison, sum, product: operand (OP operand)*
+        # comparison, bit_and, sum, product: operand (OP operand)*
         result, height = self._expr(kids[0], depth + 1)
         for i in range(1, len(kids), 2):
             right, rheight = self._expr(kids[i + 1], depth + 1)

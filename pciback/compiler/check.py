@@ -7,26 +7,41 @@ every error of every file.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, closest, did_you_mean
-from pciback.compiler.evaluate import EvalError, Unresolved, evaluate
+from pciback.compiler.evaluate import (
+    DivisionByZero,
+    EvalError,
+    FieldValues,
+    Unresolved,
+    evaluate,
+)
 from pciback.compiler.model import (
+    ArrayDecl,
     BackingKind,
+    Binary,
     BlockDecl,
     BlockKindDecl,
+    CapabilityFieldRef,
     Expr,
     FieldDecl,
     FieldRef,
     GroupDecl,
     HookDecl,
+    Num,
     RegisterDecl,
     SourceFile,
     UseDecl,
+    capability_refs,
+    device_refs,
     field_refs,
     name_refs,
+    operands,
 )
+from pciback.compiler.resolve import expand_uses
 
 # Where a block's registers may lie (offsets relative to the block's start).
 HEADER_SIZE = 0x40
@@ -40,6 +55,12 @@ _CHAIN_LINK = {
     BlockKindDecl.EXTENDED_CAPABILITY: EXT_CHAIN_LINK,
 }
 MAX_COMBINATIONS = 4096
+# Instances one array may have: a 4096-byte space holds no more 16-byte registers than this,
+# and every instance is a register of the compiled tables.
+MAX_INSTANCES = 256
+# Fields up to this wide are sorted into classes of values a layout cannot tell apart, when
+# there are too many combinations of their values to enumerate (BlockChecker._value_classes).
+_CLASSIFY_BITS = 16
 _MATCH_WIDTH = {
     "vendor": 16,
     "device": 16,
@@ -79,6 +100,29 @@ def check(
     files = tuple(files)
     consts = _check_consts(files, diags)
     hooks = _check_hooks(files, diags)
+    declared = _declared_consts(files)
+    # Arrays first: each becomes its instances, so that every later check (and emit) sees
+    # ordinary registers. A count may read another capability: the catalog as declared. A
+    # group's arrays are expanded once, by the fields of the group, and the blocks that use it
+    # take the instances.
+    catalog = Catalog(files)
+    if any(r.array is not None for src in files for g in src.groups for r in g.registers):
+        for src in files:
+            src.groups = [
+                _expand_group(g, BlockChecker, consts, hooks, diags, declared, catalog)
+                for g in src.groups
+            ]
+        named: dict[str, GroupDecl] = {}
+        for src in files:
+            for group in src.groups:
+                named.setdefault(group.name, group)
+        expand_uses(files, named, Diagnostics())  # unknown groups were reported by resolve
+    for src in files:
+        src.blocks = [
+            BlockChecker(block, consts, hooks, diags, declared, catalog).expand_arrays()
+            for block in src.blocks
+        ]
+    catalog = Catalog(files)
     seen: dict[tuple[BlockKindDecl, str], Pos] = {}
     idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}
     for src in files:
@@ -92,7 +136,8 @@ def check(
             else:
                 seen[key] = block.pos
                 _check_ident_unique(block, consts, idents, diags)
-            BlockChecker(block, consts, hooks, diags, _declared_consts(files)).run()
+            BlockChecker(block, consts, hooks, diags, declared, catalog).run()
+    _check_capability_cycles(catalog, diags)
     groups: dict[str, GroupDecl] = {}
     for src in files:
         for group in src.groups:
@@ -149,6 +194,25 @@ def _claim_registers(
         for fld in reg.fields:
             if fld.name != "_":
                 claim(fld.name, "field", fld.pos, fields)
+
+
+def _expand_group(
+    group: GroupDecl,
+    checker: type[BlockChecker],
+    consts: Mapping[str, int],
+    hooks: Mapping[str, HookDecl],
+    diags: Diagnostics,
+    declared: Collection[str],
+    catalog: Catalog,
+) -> GroupDecl:
+    if not any(r.array is not None for r in group.registers):
+        return group
+    alone = BlockDecl(
+        BlockKindDecl.QUIRK, group.name, None, None, "", (), group.registers, (), group.pos
+    )
+    expander = checker(alone, consts, hooks, diags, declared, catalog)
+    expander.group = True
+    return replace(group, registers=expander.expand_arrays().registers)
 
 
 def _check_unused_groups(
@@ -223,7 +287,7 @@ def _check_consts(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str
                 )
                 continue
             where[const.name] = const.pos
-            for ref in field_refs(const.value):
+            for ref in device_refs(const.value):
                 diags.error(ref.pos, "a constant cannot depend on a device field")
             try:
                 consts[const.name] = evaluate(const.value, consts)
@@ -265,6 +329,119 @@ def _check_hooks(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str,
     return hooks
 
 
+_READABLE_KINDS = (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY)
+
+
+class Catalog:
+    """The blocks another block's expressions may read a field of, by name: capability and
+    extended capability tables without a match (a table with a match describes its capability
+    only in the devices it matches, so it cannot say where a field is in every device)."""
+
+    def __init__(self, files: Iterable[SourceFile]) -> None:
+        self.blocks: dict[str, list[BlockDecl]] = {}
+        self.other: dict[str, BlockDecl] = {}  # headers, quirks and tables with a match
+        for src in files:
+            for block in src.blocks:
+                if block.kind in _READABLE_KINDS and not block.matches:
+                    named = self.blocks.setdefault(block.name, [])
+                    if all(b.kind is not block.kind for b in named):
+                        named.append(block)
+                else:
+                    self.other.setdefault(block.name, block)
+
+    def find(self, ref: CapabilityFieldRef) -> tuple[RegisterDecl, FieldDecl] | str:
+        """The register and field `ref` names, or why it names none (a message)."""
+        named = self.blocks.get(ref.block)
+        if named is None:
+            other = self.other.get(ref.block)
+            if other is not None:
+                what = (
+                    f"a {other.kind.value} with a match"
+                    if other.kind in _READABLE_KINDS
+                    else _KIND_WORDS[other.kind]
+                )
+                return (
+                    f"'{ref.block}' is {what}: only a capability table without a match"
+                    " can be read from another block"
+                )
+            return f"unknown capability '{ref.block}'{did_you_mean(ref.block, self.blocks)}"
+        if len(named) > 1:
+            return (
+                f"'{ref.block}' names both a capability and an extended capability:"
+                " rename one to read its fields"
+            )
+        block = named[0]
+        regs = {r.name: r for r in block.registers}
+        reg = regs.get(ref.register)
+        if reg is None:
+            return (
+                f"unknown register '{ref.register}' in {block.kind.value} '{block.name}'"
+                f"{did_you_mean(ref.register, regs)}"
+            )
+        fld = next((f for f in reg.fields if f.name == ref.field), None)
+        if fld is None:
+            names = [f.name for f in reg.fields if f.name != "_"]
+            return (
+                f"unknown field '{ref.field}' in register '{ref.register}' of"
+                f" {block.kind.value} '{block.name}'{did_you_mean(ref.field, names)}"
+            )
+        if fld.backing.kind is not BackingKind.CACHED:
+            return (
+                f"'{'.'.join(ref.key)}' is not cached: another block may read only a field"
+                " the device fixes, read once at seize (backing `cached`)"
+            )
+        if device_refs(reg.offset):
+            return f"'{'.'.join(ref.key)}' is in a register that moves with device fields"
+        if not 0 <= fld.lsb <= fld.msb < reg.width * 8:
+            return f"'{'.'.join(ref.key)}' is malformed"  # its own error is reported there
+        return reg, fld
+
+    def block_of(self, name: str) -> BlockDecl | None:
+        named = self.blocks.get(name)
+        return named[0] if named and len(named) == 1 else None
+
+
+def _check_capability_cycles(catalog: Catalog, diags: Diagnostics) -> None:
+    """Reading another capability's field places its register first: that register's own
+    condition may read a third capability's field, and so on. A chain that comes back to a
+    register it started from could never be evaluated: reported once, where it is closed."""
+    edges: dict[tuple[str, str], list[CapabilityFieldRef]] = {}
+    for name in sorted(catalog.blocks):
+        block = catalog.block_of(name)
+        if block is None:
+            continue
+        for reg in block.registers:
+            refs = capability_refs(reg.condition) + capability_refs(reg.offset)
+            edges[(name, reg.name)] = [r for r in refs if not isinstance(catalog.find(r), str)]
+    state: dict[tuple[str, str], int] = {}  # 1: on the current path, 2: done
+    path: list[CapabilityFieldRef] = []
+
+    def visit(node: tuple[str, str]) -> None:
+        state[node] = 1
+        for ref in edges.get(node, ()):
+            target = (ref.block, ref.register)
+            path.append(ref)
+            if state.get(target) == 1:
+                # the refs since the one that led into `target` (none: it is where we began)
+                into = [i for i, r in enumerate(path[:-1]) if (r.block, r.register) == target]
+                shown = " -> ".join(
+                    f"'{'.'.join(r.key)}'" for r in path[into[-1] + 1 if into else 0 :]
+                )
+                diags.error(
+                    ref.pos,
+                    f"reading '{'.'.join(ref.key)}' comes back to itself: {shown}"
+                    " (each field's register is placed by a condition that reads the next)",
+                )
+            elif target not in state:
+                visit(target)
+            path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+
+
 class BlockChecker:
     def __init__(
         self,
@@ -273,6 +450,7 @@ class BlockChecker:
         hooks: Mapping[str, HookDecl],
         diags: Diagnostics,
         declared: Collection[str] = (),
+        catalog: Catalog | None = None,
     ) -> None:
         self.block = block
         self.consts = consts
@@ -281,6 +459,105 @@ class BlockChecker:
         # Constants declared but without a value: their own error is reported already.
         self.broken = frozenset(declared) - set(consts)
         self.registers: dict[str, RegisterDecl] = {}
+        self.catalog = catalog if catalog is not None else Catalog(())
+        self.group = False  # a register group's arrays, counted by the group's own fields
+
+    # -- arrays: each becomes one register per instance it can have ---------------------------
+    def expand_arrays(self) -> BlockDecl:
+        """The block with each array replaced by its instances: `NAME` + index, instance i at
+        the array's offset plus i times its stride, present while i is below the count (and
+        the array's own condition holds). The count may read device fields: there are as many
+        instances as it can reach over every value they can take."""
+        block = self.block
+        if not any(r.array is not None for r in block.registers):
+            return block
+        self.registers = {r.name: r for r in block.registers if r.array is None}
+        expanded: dict[int, tuple[RegisterDecl, ...]] = {}
+        for reg in block.registers:
+            if reg.array is not None:
+                expanded[id(reg)] = self._instances(reg, reg.array)
+        self.registers = {}
+
+        def flat(items: Iterable[RegisterDecl | UseDecl]) -> list[RegisterDecl | UseDecl]:
+            out: list[RegisterDecl | UseDecl] = []
+            for item in items:
+                out.extend(expanded.get(id(item), (item,)))
+            return out
+
+        registers = [r for r in flat(block.registers) if isinstance(r, RegisterDecl)]
+        self.block = replace(block, registers=tuple(registers), items=tuple(flat(block.items)))
+        return self.block
+
+    def _instances(self, reg: RegisterDecl, array: ArrayDecl) -> tuple[RegisterDecl, ...]:
+        self._check_refs(array.count, "an array count")
+        first, stride = 0, reg.width
+        for expr, what in ((array.first, "first index"), (array.stride, "stride")):
+            if expr is None:
+                continue
+            if device_refs(expr):
+                self.diags.error(
+                    _expr_pos(expr, array.pos),
+                    f"an array's {what} cannot depend on a device field",
+                )
+                return ()
+            value = self._value(expr)
+            if value is None:
+                return ()
+            if value < 0 or (what == "stride" and value == 0):
+                self.diags.error(
+                    _expr_pos(expr, array.pos),
+                    f"an array's {what} must be {'positive' if what == 'stride' else '0 or more'}"
+                    f", not {value}",
+                )
+                return ()
+            first, stride = (value, stride) if what == "first index" else (first, value)
+        refs = device_refs(array.count)
+        envs = self._field_domain([array.count], "the array count depends") if refs else [{}]
+        if envs is None:
+            return ()
+        counts: set[int] = set()
+        for env in envs:
+            try:
+                counts.add(evaluate(array.count, self.consts, env))
+            except EvalError as exc:
+                self.diags.error(exc.pos, _failed(exc, env))
+                return ()
+            except Unresolved:
+                return ()  # reported by _check_refs
+        reach = max(counts)
+        if reach - first > MAX_INSTANCES:
+            self.diags.error(
+                _expr_pos(array.count, array.pos),
+                f"array '{reg.name}' can have {reach - first} instances; at most"
+                f" {MAX_INSTANCES} (bound the count, with min() for instance)",
+            )
+            return ()
+        fixed = not refs  # a count that is a constant needs no condition
+        out: list[RegisterDecl] = []
+        for i in range(first, reach):
+            condition = reg.condition
+            if not fixed:
+                below = Binary("<", Num(i, array.pos), array.count, array.pos)
+                condition = (
+                    below if condition is None else Binary("and", below, condition, below.pos)
+                )
+            offset = reg.offset
+            if i:
+                offset = Binary(
+                    "+", offset, Num(i * stride, array.pos), _expr_pos(offset, array.pos)
+                )
+            out.append(
+                replace(
+                    reg,
+                    name=f"{reg.name}{i}",
+                    offset=offset,
+                    condition=condition,
+                    array=None,
+                    index=i,
+                    origin=reg,
+                )
+            )
+        return tuple(out)
 
     def run(self) -> None:
         block = self.block
@@ -289,6 +566,7 @@ class BlockChecker:
         self._check_policies()
         self._check_matches()
         self.run_registers()
+        self._check_rest()
         if block.length is not None:
             if block.kind not in (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY):
                 self.diags.error(block.pos, f"a {block.kind.value} has no length")
@@ -341,7 +619,7 @@ class BlockChecker:
             self.diags.error(exc.pos, exc.message)
             return None
         except Unresolved:
-            for fref in field_refs(expr):
+            for fref in device_refs(expr):
                 self.diags.error(fref.pos, "a device field cannot be used here")
             return None
 
@@ -363,6 +641,26 @@ class BlockChecker:
         limit, message = limits[block.kind]
         if not 0 <= value <= limit:
             self.diags.error(_expr_pos(block.ident, block.pos), f"{message}: {value:#x}")
+
+    def _check_rest(self) -> None:
+        block = self.block
+        for extra in block.rests[1:]:
+            self.diags.error(extra.pos, "duplicate rest (a capability has one)")
+        for rest in block.rests[:1]:
+            if block.kind not in _READABLE_KINDS:
+                self.diags.error(
+                    rest.pos,
+                    "only a capability has a rest: its bytes up to the next capability",
+                )
+            elif rest.access != "ro":
+                self.diags.error(
+                    rest.pos,
+                    f"a capability's rest is read from the device and never written: `rest ro`,"
+                    f" not `rest {rest.access}`",
+                )
+            if rest.condition is not None:
+                self._check_refs(rest.condition, "the rest's condition")
+                self._check_value(rest.condition, "the rest's condition depends")
 
     def _check_policies(self) -> None:
         block = self.block
@@ -476,12 +774,22 @@ class BlockChecker:
         for ref in name_refs(expr):
             if ref.name not in self.consts:
                 self._unknown_const(ref.name, ref.pos, fields=True)
+        for cref in capability_refs(expr):
+            if cref.block == self.block.name and self.block.kind in _READABLE_KINDS:
+                self.diags.error(
+                    cref.pos,
+                    f"'{cref.block}' is this block: name its field '{cref.register}.{cref.field}'",
+                )
+                continue
+            found = self.catalog.find(cref)
+            if isinstance(found, str):
+                self.diags.error(cref.pos, found)
         for fref in field_refs(expr):
             target = self._field_of(fref)
             if target is None:
                 continue
             reg = self.registers[fref.register]
-            if reg.condition is not None or field_refs(reg.offset):
+            if reg.condition is not None or device_refs(reg.offset):
                 self.diags.error(
                     fref.pos,
                     f"{what} refers to '{fref.register}.{fref.field}', whose register is"
@@ -492,6 +800,8 @@ class BlockChecker:
         reg = self.registers.get(ref.register)
         if reg is None:
             hint = did_you_mean(ref.register, self.registers)
+            if self.group:
+                hint += " (an array in a register group is counted by the group's own fields)"
             self.diags.error(ref.pos, f"unknown register '{ref.register}'{hint}")
             return None
         fld = next((f for f in reg.fields if f.name == ref.field), None)
@@ -505,8 +815,8 @@ class BlockChecker:
     # -- layout: every combination of the fields that move or hide registers ----------------------
     def _check_layout(self) -> None:
         refs = self._field_domain(
-            [r for reg in self.block.registers for r in field_refs(reg.offset)]
-            + [r for reg in self.block.registers for r in field_refs(reg.condition)],
+            [reg.offset for reg in self.block.registers]
+            + [reg.condition for reg in self.block.registers],
             "register offsets and conditions depend",
         )
         if refs is None:
@@ -515,28 +825,42 @@ class BlockChecker:
             self._check_one_layout(env)
 
     def _check_length(self, length: Expr) -> None:
-        """A length that depends on fields is computed in every combination of their values."""
-        if not field_refs(length):
-            if all(ref.name in self.consts for ref in name_refs(length)):
-                self._value(length)  # unknown names were reported by _check_refs
+        self._check_value(length, "the length depends")
+
+    def _check_value(self, expr: Expr, what: str) -> None:
+        """A value that depends on fields is computed in every combination of their values."""
+        if not device_refs(expr):
+            if all(ref.name in self.consts for ref in name_refs(expr)):
+                self._value(expr)  # unknown names were reported by _check_refs
             return
-        envs = self._field_domain(field_refs(length), "the length depends")
+        envs = self._field_domain([expr], what)
         for env in envs or ():
             try:
-                evaluate(length, self.consts, env)
+                evaluate(expr, self.consts, env)
             except EvalError as exc:
-                self.diags.error(exc.pos, exc.message)
+                self.diags.error(exc.pos, _failed(exc, env))
                 return
             except Unresolved:
                 return  # unknown names were reported by _check_refs
 
     def _field_domain(
-        self, refs: list[FieldRef], what: str
-    ) -> list[dict[tuple[str, str], int]] | None:
-        """Every combination of the values of the fields `refs` names; None when one of them is
-        unknown or malformed (reported elsewhere) or when there are too many to enumerate."""
-        fields: dict[tuple[str, str], FieldDecl] = {}
-        for ref in refs:
+        self, exprs: Iterable[Expr | None], what: str
+    ) -> list[dict[tuple[str, ...], int]] | None:
+        """Enough combinations of the values of the fields `exprs` read to see every value they
+        can take: every combination, or, where there are too many, one per class of values
+        the expressions cannot tell apart (below). None when a field is unknown or malformed
+        (reported elsewhere) or when there are still too many to enumerate. A field of another
+        capability takes every value of its width (0 also standing for a function without that
+        capability)."""
+        present = [e for e in exprs if e is not None]
+        fields: dict[tuple[str, ...], FieldDecl] = {}
+        for ref in (r for e in present for r in device_refs(e)):
+            if isinstance(ref, CapabilityFieldRef):
+                found = self.catalog.find(ref)
+                if isinstance(found, str) or ref.block == self.block.name:
+                    return None  # reported by _check_refs
+                fields[ref.key] = found[1]
+                continue
             fld = self._quiet_field(ref)
             if fld is None:
                 return None  # already reported
@@ -545,14 +869,52 @@ class BlockChecker:
         total = 1
         for key in keys:
             total *= 1 << fields[key].width
+        domains: list[list[int]] | None = [list(range(1 << fields[k].width)) for k in keys]
         if total > MAX_COMBINATIONS:
-            self.diags.error(
-                self.block.pos,
-                f"{what} on {total} field values; at most {MAX_COMBINATIONS} can be checked",
-            )
-            return None
-        domains = [range(1 << fields[k].width) for k in keys]
+            domains = self._value_classes(present, keys, fields)
+            if domains is None or math.prod(len(d) for d in domains) > MAX_COMBINATIONS:
+                self.diags.error(
+                    self.block.pos,
+                    f"{what} on {total} field values; at most {MAX_COMBINATIONS} can be checked",
+                )
+                return None
+        assert domains is not None
         return [dict(zip(keys, values, strict=True)) for values in itertools.product(*domains)]
+
+    def _value_classes(
+        self,
+        exprs: list[Expr],
+        keys: list[tuple[str, ...]],
+        fields: Mapping[tuple[str, ...], FieldDecl],
+    ) -> list[list[int]] | None:
+        """Per field, the smallest value of each class of values that every expression treats
+        alike. An expression's value depends on a field only through its largest parts that
+        read no other field (`min(caps.size + 1, 64)`, `caps.location == 1`): two values those
+        parts map alike give every expression the same value, whatever the other fields. So
+        one value per class suffices, and, the classes being enumerated in ascending order of
+        their smallest value, the first combination to fail is the one a full enumeration
+        would have found first. None when a field is too wide to classify."""
+        parts: dict[tuple[str, ...], list[Expr]] = {key: [] for key in keys}
+        for expr in exprs:
+            _single_field_parts(expr, parts)
+        classes: list[list[int]] = []
+        for key in keys:
+            if fields[key].width > _CLASSIFY_BITS:
+                return None
+            seen: dict[tuple[object, ...], int] = {}
+            for value in range(1 << fields[key].width):
+                env = {key: value}
+                signature: list[object] = []
+                for part in parts[key]:
+                    try:
+                        signature.append(evaluate(part, self.consts, env))
+                    except EvalError as exc:
+                        signature.append(exc.message)
+                    except Unresolved:
+                        return None  # reported by _check_refs
+                seen.setdefault(tuple(signature), value)
+            classes.append(sorted(seen.values()))
+        return classes
 
     def _quiet_field(self, ref: FieldRef) -> FieldDecl | None:
         """The field named, when it exists and its bits lie inside its register."""
@@ -574,10 +936,8 @@ class BlockChecker:
         rsvdp "why"`)."""
         block = self.block
         link = _CHAIN_LINK[block.kind]
-        refs = field_refs(block.length) + [
-            r for reg in block.registers for r in field_refs(reg.offset) + field_refs(reg.condition)
-        ]
-        envs = self._field_domain(refs, "the length and the register layout depend")
+        exprs = [block.length] + [e for reg in block.registers for e in (reg.offset, reg.condition)]
+        envs = self._field_domain(exprs, "the length and the register layout depend")
         past: set[str] = set()
         # A hidden capability is blocked whole: nothing of it is left to its holes.
         hidden = any(p.hidden for p in block.policies[:1])
@@ -623,7 +983,7 @@ class BlockChecker:
                 )
             holes_reported = bool(holes)
 
-    def _check_one_layout(self, env: Mapping[tuple[str, str], int]) -> None:
+    def _check_one_layout(self, env: FieldValues) -> None:
         kind = self.block.kind
         space, link = {
             BlockKindDecl.HEADER: (HEADER_SIZE, 0),
@@ -638,7 +998,7 @@ class BlockChecker:
                     continue
                 offset = evaluate(reg.offset, self.consts, env)
             except EvalError as exc:
-                self.diags.error(exc.pos, exc.message)
+                self.diags.error(exc.pos, _failed(exc, env))
                 continue
             except Unresolved:
                 return  # unknown names were reported by _check_refs
@@ -678,13 +1038,32 @@ _DECLARE_HOLE = {
 }
 
 
-def _when(env: Mapping[tuple[str, str], int]) -> str:
+def _single_field_parts(expr: Expr, parts: dict[tuple[str, ...], list[Expr]]) -> None:
+    """The largest parts of `expr` that read exactly one device field, by that field."""
+    refs = {
+        r.key if isinstance(r, CapabilityFieldRef) else (r.register, r.field)
+        for r in device_refs(expr)
+    }
+    if len(refs) == 1:
+        (key,) = refs
+        found = parts.setdefault(key, [])
+        if expr not in found:  # an array's instances share their count's parts
+            found.append(expr)
+    elif refs:
+        for operand in operands(expr):
+            _single_field_parts(operand, parts)
+
+
+def _failed(exc: EvalError, env: FieldValues) -> str:
+    """What went wrong computing a value, with the field values that make a divisor 0."""
+    return exc.message + (_when(env) if isinstance(exc, DivisionByZero) else "")
+
+
+def _when(env: FieldValues) -> str:
     """` when ctrl.wide = 1`: the field values of a layout, for a message about it."""
     if not env:
         return ""
-    return " when " + ", ".join(
-        f"{reg}.{fld} = {value}" for (reg, fld), value in sorted(env.items())
-    )
+    return " when " + ", ".join(f"{'.'.join(key)} = {value}" for key, value in sorted(env.items()))
 
 
 def _ranges_of(values: list[int]) -> list[tuple[int, int]]:
@@ -742,7 +1121,7 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
             for reg in group.registers:
                 _register_uses(reg, used_consts, used_hooks)
         for block in src.blocks:
-            for expr in (block.ident, block.length):
+            for expr in (block.ident, block.length, *(r.condition for r in block.rests)):
                 used_consts.update(r.name for r in name_refs(expr))
             for match in block.matches:
                 used_consts.update(r.name for r in name_refs(match.value) + name_refs(match.mask))
@@ -766,7 +1145,9 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
 
 
 def _register_uses(reg: RegisterDecl, consts: set[str], hooks: set[str]) -> None:
-    for expr in (reg.offset, reg.condition):
+    array = reg.origin.array if reg.origin is not None else reg.array
+    extra = (array.first, array.count, array.stride) if array is not None else ()
+    for expr in (reg.offset, reg.condition, *extra):
         consts.update(r.name for r in name_refs(expr))
     for fld in reg.fields:
         consts.update(r.name for r in name_refs(fld.backing.value))

@@ -20,11 +20,12 @@ from pciback.compiler.model import (
     BackingKind,
     BlockDecl,
     BlockKindDecl,
+    CapabilityFieldRef,
     FieldDecl,
     RegisterDecl,
     SourceFile,
     UseDecl,
-    field_refs,
+    device_refs,
 )
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -138,6 +139,11 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
         "length_text": to_text(block.length) if block.length is not None else "",
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
+        "rest": bool(block.rests),
+        "rest_if": _lambda(to_python(block.rests[0].condition, consts))
+        if block.rests and block.rests[0].condition is not None
+        else None,
+        "rest_reason": block.rests[0].reason if block.rests else "",
         "reason": block.reason,
         "matches": [
             {
@@ -166,7 +172,7 @@ def _item(item: RegisterDecl | UseDecl, program: Program) -> dict[str, Any]:
 
 def _register(reg: RegisterDecl, program: Program) -> dict[str, Any]:
     consts = program.consts
-    movable = bool(field_refs(reg.offset))
+    movable = bool(device_refs(reg.offset))
     return {
         "name": reg.name,
         "offset": _expr_or_int(reg.offset, consts, offset=True),
@@ -205,7 +211,7 @@ def _field(fld: FieldDecl, reg: RegisterDecl, program: Program) -> dict[str, Any
 
 
 def _expr_or_int(expr: Any, consts: Mapping[str, int], *, offset: bool = False) -> str:
-    if field_refs(expr):
+    if device_refs(expr):
         return _lambda(to_python(expr, consts))
     value = evaluate(expr, consts)
     return f"0x{value:02x}" if offset else _hex(value)
@@ -298,7 +304,7 @@ def _names_context(program: Program) -> dict[str, Any]:
 
 def _register_names(reg: RegisterDecl, consts: Mapping[str, int]) -> dict[str, Any]:
     digits = reg.width * 2
-    at = f"0x{evaluate(reg.offset, consts):02x}" if not field_refs(reg.offset) else None
+    at = f"0x{evaluate(reg.offset, consts):02x}" if not device_refs(reg.offset) else None
     return {
         "name": names_constant(reg.name),
         "title": f"{reg.name} @{at if at else to_text(reg.offset)} u{reg.width * 8}",
@@ -322,10 +328,20 @@ def _register_names(reg: RegisterDecl, consts: Mapping[str, int]) -> dict[str, A
 
 def _movable(expr: Any, consts: Mapping[str, int]) -> dict[str, Any]:
     """A constant as its value; an expression over device fields as a function of them, each
-    field a keyword argument named `register_field`."""
-    refs = field_refs(expr)
+    field a keyword argument named `register_field` (`block_register_field` for a field of
+    another capability)."""
+    refs = device_refs(expr)
     if not refs:
         return {"value": f"0x{evaluate(expr, consts):02x}", "params": None}
-    params = sorted({f"{r.register}_{r.field}" for r in refs})
-    body = re.sub(r'f\("(\w+)", "(\w+)"\)', r"\1_\2", to_python(expr, consts))
+    params = sorted(
+        {
+            f"{r.block}_{r.register}_{r.field}"
+            if isinstance(r, CapabilityFieldRef)
+            else f"{r.register}_{r.field}"
+            for r in refs
+        }
+    )
+    body = to_python(expr, consts)
+    body = re.sub(r'f\.of\("(\w+)", "(\w+)", "(\w+)"\)', r"\1_\2_\3", body)
+    body = re.sub(r'f\("(\w+)", "(\w+)"\)', r"\1_\2", body)
     return {"value": body, "params": params, "text": to_text(expr)}

@@ -33,6 +33,30 @@ class FieldRef:
 
 
 @dataclass(frozen=True, slots=True)
+class CapabilityFieldRef:
+    """`block.register.field`: a cached field of another capability of the same function, read
+    when the device is seized (0 when the function lacks that capability or the register)."""
+
+    block: str
+    register: str
+    field: str
+    pos: Pos
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.block, self.register, self.field)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`min(a, b, ...)`, `max(a, b, ...)`."""
+
+    function: str
+    args: tuple[Expr, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class Unary:
     op: str  # "not"
     operand: Expr
@@ -41,37 +65,59 @@ class Unary:
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # or and == != < <= > >= + - * <<
+    op: str  # or and == != < <= > >= & + - * / << >>
     left: Expr
     right: Expr
     pos: Pos
 
 
-Expr = Num | NameRef | FieldRef | Unary | Binary
+Expr = Num | NameRef | FieldRef | CapabilityFieldRef | Call | Unary | Binary
+
+
+def operands(expr: Expr) -> tuple[Expr, ...]:
+    if isinstance(expr, Unary):
+        return (expr.operand,)
+    if isinstance(expr, Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, Call):
+        return expr.args
+    return ()
+
+
+def _atoms(expr: Expr | None) -> list[Expr]:
+    """The leaves of an expression, left to right."""
+    if expr is None:
+        return []
+    operands_ = operands(expr)
+    if not operands_:
+        return [expr]
+    return [atom for operand in operands_ for atom in _atoms(operand)]
 
 
 def field_refs(expr: Expr | None) -> list[FieldRef]:
-    if expr is None:
-        return []
-    if isinstance(expr, FieldRef):
-        return [expr]
-    if isinstance(expr, Unary):
-        return field_refs(expr.operand)
-    if isinstance(expr, Binary):
-        return field_refs(expr.left) + field_refs(expr.right)
-    return []
+    """The fields of the expression's own block that it reads."""
+    return [a for a in _atoms(expr) if isinstance(a, FieldRef)]
+
+
+def capability_refs(expr: Expr | None) -> list[CapabilityFieldRef]:
+    """The fields of other capabilities that it reads."""
+    return [a for a in _atoms(expr) if isinstance(a, CapabilityFieldRef)]
+
+
+def device_refs(expr: Expr | None) -> list[FieldRef | CapabilityFieldRef]:
+    """Every device field it reads: its value is known only once a device is seized."""
+    return [a for a in _atoms(expr) if isinstance(a, FieldRef | CapabilityFieldRef)]
 
 
 def name_refs(expr: Expr | None) -> list[NameRef]:
+    return [a for a in _atoms(expr) if isinstance(a, NameRef)]
+
+
+def calls(expr: Expr | None) -> list[Call]:
     if expr is None:
         return []
-    if isinstance(expr, NameRef):
-        return [expr]
-    if isinstance(expr, Unary):
-        return name_refs(expr.operand)
-    if isinstance(expr, Binary):
-        return name_refs(expr.left) + name_refs(expr.right)
-    return []
+    found = [expr] if isinstance(expr, Call) else []
+    return found + [c for operand in operands(expr) for c in calls(operand)]
 
 
 # -- declarations --------------------------------------------------------------------------------
@@ -119,6 +165,17 @@ class FieldDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrayDecl:
+    """`[FIRST .. COUNT]` after a register's name, with its stride: instances FIRST to COUNT-1,
+    instance i at the register's offset plus i times the stride."""
+
+    first: Expr | None  # None: 0
+    count: Expr
+    stride: Expr | None  # None: the register's width
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterDecl:
     name: str
     offset: Expr
@@ -127,6 +184,10 @@ class RegisterDecl:
     reason: str
     fields: tuple[FieldDecl, ...]
     pos: Pos
+    # An array as declared; once expanded, each instance carries its array and its index.
+    array: ArrayDecl | None = None
+    index: int | None = None
+    origin: RegisterDecl | None = None  # an instance's array, as declared
 
 
 class BlockKindDecl(Enum):
@@ -149,6 +210,17 @@ class PolicyDecl:
     hidden: bool
     reason: str
     pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
+class RestDecl:
+    """`rest ro "why"`: the capability's undescribed bytes, up to the next capability, are the
+    host's (read from the device, never written)."""
+
+    access: str
+    reason: str
+    pos: Pos
+    condition: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +253,7 @@ class BlockDecl:
     # The block's registers and `use` lines in source order; `registers` is filled from it
     # once groups are resolved.
     items: tuple[RegisterDecl | UseDecl, ...] = ()
+    rests: tuple[RestDecl, ...] = ()  # one at most (the checker says so)
 
 
 @dataclass(frozen=True, slots=True)

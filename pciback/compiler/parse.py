@@ -24,7 +24,9 @@ _READABLE = {
     "MATCH_KEY": "a match key (vendor, device, subsystem_vendor, subsystem_device, class)",
     "COMPARE": "a comparison",
     "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*' or '<<'",
+    "MUL_OP": "'*', '<<' or '>>'",
+    "DIV": "'/'",
+    "AND_OP": "'&'",
     "$END": "end of file",
 }
 # The words of the terminals that are alternatives, for "did you mean" on a misspelt keyword.

@@ -9,7 +9,7 @@ import jinja2
 from pciback.compiler.check import Program
 from pciback.compiler.emit import TEMPLATES
 from pciback.compiler.evaluate import evaluate, to_text
-from pciback.compiler.model import BackingKind, BlockDecl, FieldDecl, field_refs
+from pciback.compiler.model import BackingKind, BlockDecl, FieldDecl, RegisterDecl, device_refs
 
 _HOOK_WORDS = {
     ("read", "any"): "on_read",
@@ -45,26 +45,63 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
         "reason": _cell(block.reason),
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
+        "rest_reason": _cell(block.rests[0].reason or "-") if block.rests else "",
+        "rest_if": to_text(block.rests[0].condition)
+        if block.rests and block.rests[0].condition is not None
+        else "",
         "length_text": to_text(block.length) if block.length is not None else "",
         "match_text": ", ".join(
             f"{m.key} = {evaluate(m.value, consts):#x}"
             + (f" / {evaluate(m.mask, consts):#x}" if m.mask is not None else "")
             for m in block.matches
         ),
-        "registers": [
-            {
-                "offset": to_text(r.offset)
-                if field_refs(r.offset)
-                else f"{evaluate(r.offset, consts):#04x}",
-                "name": r.name,
-                "bits": f"{8 * r.width - 1}:0",
-                "reason": _cell(r.reason),
-                "source": f"{r.pos.file}:{r.pos.line}",
-                "condition": to_text(r.condition) if r.condition is not None else "",
-                "fields": [_field(f, program) for f in r.fields],
-            }
-            for r in block.registers
-        ],
+        "registers": [_register(r, block, program) for r in _shown(block)],
+    }
+
+
+def _shown(block: BlockDecl) -> list[RegisterDecl]:
+    """The block's registers, an array's instances shown once, as the array."""
+    shown: list[RegisterDecl] = []
+    arrays: set[int] = set()
+    for reg in block.registers:
+        if reg.origin is None:
+            shown.append(reg)
+        elif id(reg.origin) not in arrays:
+            arrays.add(id(reg.origin))
+            shown.append(reg.origin)
+    return shown
+
+
+def _register(reg: RegisterDecl, block: BlockDecl, program: Program) -> dict[str, Any]:
+    consts = program.consts
+    offset = (
+        to_text(reg.offset) if device_refs(reg.offset) else f"{evaluate(reg.offset, consts):#04x}"
+    )
+    name = reg.name
+    condition = to_text(reg.condition) if reg.condition is not None else ""
+    shape = ""
+    array = reg.array
+    if array is not None:
+        instances = [r.name for r in block.registers if r.origin is reg]
+        stride = evaluate(array.stride, consts) if array.stride is not None else reg.width
+        first = evaluate(array.first, consts) if array.first is not None else 0
+        offset += f" + {stride if stride < 10 else hex(stride)}*i"
+        name += "[i]"
+        count = to_text(array.count)
+        shape = f"`{first} <= i < {count}`" if first else f"`i < {count}`"
+        if len(instances) > 1:
+            shape += f": {instances[0]} to {instances[-1]}"
+        else:
+            shape += f": {instances[0]} only" if instances else ": no instance"
+    return {
+        "offset": offset,
+        "name": name,
+        "bits": f"{8 * reg.width - 1}:0",
+        "reason": _cell(reg.reason),
+        "source": f"{reg.pos.file}:{reg.pos.line}",
+        "condition": condition,
+        "array": shape,
+        "fields": [_field(f, program) for f in reg.fields],
     }
 
 

@@ -29,6 +29,16 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
                 diags.error(group.pos, f"'{group.name}' names part of a generated module already")
                 continue
             groups[group.name] = group
+    expand_uses(files, groups, diags)
+    return files
+
+
+def expand_uses(
+    files: list[SourceFile] | tuple[SourceFile, ...],
+    groups: dict[str, GroupDecl],
+    diags: Diagnostics,
+) -> None:
+    """Each block's registers: its own and those of the groups it uses, in source order."""
     for src in files:
         src.blocks = [
             replace(block, registers=_expand(block.items, groups, diags))
@@ -36,7 +46,6 @@ def resolve(files: list[SourceFile], diags: Diagnostics) -> list[SourceFile]:
             else block
             for block in src.blocks
         ]
-    return files
 
 
 def _expand(

@@ -25,6 +25,16 @@ class Policy:
     # matches only, in place of the unmatched table (see ConfigSpace._classify).
     variants: tuple[Block, ...] = ()
 
+    def named(self, name: str) -> Block | None:
+        """The capability table without a match that another block's expressions name
+        (`pcie.linkcap.max_width`); None for a name no table or two tables have."""
+        tables = [
+            block
+            for block in (*self.capabilities.values(), *self.extended.values())
+            if block.name == name
+        ]
+        return tables[0] if len(tables) == 1 else None
+
     @classmethod
     def from_modules(cls, modules: Iterable[PolicyModule]) -> Policy:
         headers: dict[int, Block] = {}

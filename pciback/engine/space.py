@@ -33,7 +33,7 @@ from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.bus import PhysicalDevice
-from pciback.tables import Block, BlockKind, Register
+from pciback.tables import Block, BlockKind, Expr, Register
 
 log = logging.getLogger("pciback.engine")
 
@@ -64,13 +64,22 @@ class ChainLink:
 
 class HostOwned(Gap):
     """Bytes read from the device that no guest write reaches, permissive or not (the header
-    of a layout the policy does not know)."""
+    of a layout the policy does not know, a capability whose table could not be laid out).
+    `why`: what the warning on a dropped write says; `description`: what an audit says."""
 
-    __slots__ = ()
+    __slots__ = ("description", "why")
+
+    def __init__(self, why: str, description: str) -> None:
+        self.why = why
+        self.description = description
 
 
+NO_POLICY_FOR_HEADER = "no policy describes this header type, so no mode takes that write"
 GAP = Gap()
-HOST_OWNED = HostOwned()
+HOST_OWNED = HostOwned(
+    NO_POLICY_FOR_HEADER,
+    "no policy describes this header type: read from the device, never written",
+)
 BLOCKED = Blocked()
 Slot = RegisterInstance | ChainLink | Gap | Blocked
 
@@ -85,7 +94,6 @@ PieceWriter = Callable[[int, int, int], None]
 
 _BYTES_MASK = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
 PERMISSIVE_WOULD_TAKE_IT = "enable permissive mode for this device if it needs that write"
-NO_POLICY_FOR_HEADER = "no policy describes this header type, so no mode takes that write"
 
 
 def _reader(fixed: int, parts: list[tuple[Reader, int, int, int]]) -> Reader:
@@ -169,6 +177,9 @@ class ConfigSpace:
         self._readers: dict[tuple[int, int], Reader] = {}  # see "the access splitter"
         self._writers: dict[tuple[int, int], Writer] = {}
         self.registers: list[RegisterInstance] = []
+        # Lookups of the capabilities other tables' expressions read, by table name (seize only).
+        self._foreign: dict[str, LookupFn] = {}
+        self._resolving: set[str] = set()
         hide_std, hide_ext = frozenset(hide), frozenset(hide_extended)
         self._ids = _device_ids(device)  # what quirks and table variants match
         chains = walk(device.read, self.size)
@@ -185,6 +196,7 @@ class ConfigSpace:
         self._lay_out_quirks(extra_registers)
         # Per byte, 1 if a register or a chain link owns it: which accesses get a kept plan.
         self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
+        self._foreign.clear()  # the other capabilities' registers read for layouts
         for problem in self.problems:
             log.warning("%s: %s", device.address, problem)
 
@@ -416,7 +428,9 @@ class ConfigSpace:
             self.device.write(start, piece, (data >> (8 * (start - pos))) & _BYTES_MASK[piece])
 
     def _write_host_owned(self, pos: int, length: int, data: int) -> None:
-        self.warn_permissive(f"undescribed bytes at {pos:#x}", NO_POLICY_FOR_HEADER)
+        slot = self._map[pos]
+        assert isinstance(slot, HostOwned)
+        self.warn_permissive(f"undescribed bytes at {pos:#x}", slot.why)
 
     # -- laying out the tables -------------------------------------------------------------------
     def _classify(
@@ -453,7 +467,10 @@ class ConfigSpace:
             self.problems.append(f"no policy for header type {header_type}: header is read-only")
             self._claim(0, 0x40, HOST_OWNED)
             return
-        self._place_block(table, 0, 0x40)
+        try:
+            self._place_block(table, 0, 0x40)
+        except _LayoutFailed as exc:
+            self._unplaceable(exc, 0, 0x40)
 
     def _lay_out_capabilities(
         self, caps: list[PlacedCapability], region_end: int, link: int
@@ -468,12 +485,42 @@ class ConfigSpace:
             base = placed.found.offset
             following = [s for s in starts if s > base]
             natural_end = following[0] if following else region_end
-            extent = self._extent(placed.table, base, natural_end, region_end, link)
+            try:
+                extent = self._extent(placed.table, base, natural_end, region_end, link)
+            except _LayoutFailed as exc:
+                self._unplaceable(exc, base, natural_end)
+                continue
             if placed.hidden:
                 self._claim(base, extent, BLOCKED)
                 continue
             if placed.table is not None:
-                self._place_block(placed.table, base, base + extent)
+                try:
+                    self._place_block(placed.table, base, base + extent)
+                except _LayoutFailed as exc:
+                    self._unplaceable(exc, base, min(base + extent, natural_end))
+        # A table's `rest`: what it leaves undescribed up to the next capability is the host's.
+        # Claimed once every table of the region is placed, so that no register yields to it.
+        for placed in exposed:
+            table = placed.table
+            if table is None or not table.rest:
+                continue
+            base = placed.found.offset
+            if table.rest_if is not None:
+                try:
+                    lookup = LookupFn(self, table, base)
+                    if not _evaluate(table.rest_if, lookup, table, "rest condition"):
+                        continue
+                except _LayoutFailed as exc:  # the safe side: the rest stays the host's
+                    self.problems.append(str(exc))
+            end = min([s for s in starts if s > base] or [region_end])
+            why = table.rest_reason or f"as {table.source} says"
+            slot = HostOwned(
+                f"the rest of {table.name} is the host's ({why}), so no mode takes that write",
+                f"the rest of {table.name} ({why}): read from the device, never written",
+            )
+            for off in range(base, min(end, self.size)):
+                if self._map[off] is GAP:
+                    self._map[off] = slot
         # Links go in last: they are the backend's and win over anything a broken table placed.
         for i, placed in enumerate(exposed):
             nxt = exposed[i + 1].found.offset if i + 1 < len(exposed) else 0
@@ -498,8 +545,49 @@ class ConfigSpace:
             return natural_end - base
         length = table.length
         if not isinstance(length, int):
-            length = length(LookupFn(self.device, table, base))
+            length = _evaluate(length, LookupFn(self, table, base), table, "length")
         return max(link, min(length, region_end - base))
+
+    def _unplaceable(self, exc: _LayoutFailed, start: int, end: int) -> None:
+        """A table whose length or layout cannot be computed for this device (the compiler
+        rules that out for the tables it makes): its capability is read from the device and
+        never written, in any mode."""
+        self.problems.append(f"{exc}; its bytes are read-only")
+        slot = HostOwned(
+            f"its table could not be laid out ({exc}), so no mode takes that write",
+            f"{exc}: read from the device, never written",
+        )
+        for off in range(start, min(end, self.size)):
+            if self._map[off] is GAP:
+                self._map[off] = slot
+
+    # -- fields of other capabilities, for a table's lengths and conditions ----------------------
+    def capability_field(self, name: str, register: str, field: str) -> int:
+        """A field of the function's first capability that the table `name` describes, as read
+        at seize; 0 when the function has none (or a table with a match describes it in this
+        function), or the register is absent from it."""
+        lookup = self._foreign.get(name)
+        if lookup is None:
+            table = self.policy.named(name)
+            if table is None:
+                return 0  # the compiler names only tables it compiled
+            placed = self.extended if table.kind is BlockKind.EXTENDED_CAPABILITY else self.standard
+            found = next((p for p in placed if p.found.ident == table.ident), None)
+            if found is None or found.table is not table:
+                return 0
+            lookup = self._foreign[name] = LookupFn(self, table, found.found.offset)
+        if name in self._resolving:
+            raise _LayoutFailed(f"{name}.{register}.{field} is read while it is being read")
+        self._resolving.add(name)
+        try:
+            reg = next(r for r in lookup.block.registers if r.name == register)
+            if reg.present is not None and not _evaluate(
+                reg.present, lookup, lookup.block, f"{register} condition"
+            ):
+                return 0
+            return lookup(register, field)
+        finally:
+            self._resolving.discard(name)
 
     def _set_link(self, found: FoundCapability, nxt: int, link: int) -> None:
         if link == STD_LINK:
@@ -513,15 +601,17 @@ class ConfigSpace:
             self._map[off] = slot
 
     def _place_block(self, block: Block, base: int, limit: int) -> None:
-        lookup = LookupFn(self.device, block, base)
+        lookup = LookupFn(self, block, base)
+        layout: list[tuple[Register, int]] = []  # worked out whole before any is placed
         for reg in block.registers:
-            try:
-                if reg.present is not None and not reg.present(lookup):
-                    continue
-                rel = reg.offset if isinstance(reg.offset, int) else reg.offset(lookup)
-            except KeyError as exc:  # pragma: no cover - the compiler rules this out
-                self.problems.append(f"{block.source}: {exc}")
+            if reg.present is not None and not _evaluate(
+                reg.present, lookup, block, f"{reg.name} condition"
+            ):
                 continue
+            offset = reg.offset
+            rel = offset if isinstance(offset, int) else _evaluate(offset, lookup, block, reg.name)
+            layout.append((reg, rel))
+        for reg, rel in layout:
             start = base + rel
             if start + reg.width > min(limit, self.size):
                 self.problems.append(
@@ -586,20 +676,44 @@ class ConfigSpace:
             self._claim(reg.offset, reg.width, inst)
 
 
+class _LayoutFailed(Exception):
+    """A table's length, condition or offset cannot be computed for this device."""
+
+
+def _evaluate(expr: Expr, lookup: LookupFn, block: Block, what: str) -> int:
+    try:
+        return expr(lookup)
+    except ZeroDivisionError:
+        raise _LayoutFailed(
+            f"{block.source}: {block.name} {what}: division by zero ({lookup.values()})"
+        ) from None
+    except (ArithmeticError, ValueError, KeyError, StopIteration) as exc:
+        raise _LayoutFailed(f"{block.source}: {block.name} {what}: {exc!r}") from None
+
+
 class LookupFn:
-    """A block's field values as the device holds them, for lengths and conditions.
+    """A block's field values as the device holds them, for lengths and conditions, and the
+    fields of the function's other capabilities they name (`of`).
 
     One lookup serves one placement of a block, at seize: each register it consults is read
     from the device once, not once per condition naming it (a virtio capability's conditions
     name its type eighteen times)."""
 
-    __slots__ = ("base", "block", "device", "seen")
+    __slots__ = ("base", "block", "device", "seen", "space")
 
-    def __init__(self, device: PhysicalDevice, block: Block, base: int) -> None:
-        self.device = device
+    def __init__(self, space: ConfigSpace, block: Block, base: int) -> None:
+        self.space = space
+        self.device = space.device
         self.block = block
         self.base = base
         self.seen: dict[int, int] = {}  # register offset in the device: its value
+
+    def of(self, block: str, register: str, field: str) -> int:
+        return self.space.capability_field(block, register, field)
+
+    def values(self) -> str:
+        """The registers read so far, for a message."""
+        return ", ".join(f"{at:#x} = {value:#x}" for at, value in sorted(self.seen.items()))
 
     def __call__(self, register: str, field: str) -> int:
         reg = next(r for r in self.block.registers if r.name == register)

@@ -15,6 +15,15 @@ def _namespace(name: str) -> type:
     return space
 
 
+def _groups() -> list[type]:
+    """The register groups' spaces (`registers NAME` in the policy)."""
+    return [
+        space
+        for space in vars(names).values()
+        if inspect.isclass(space) and (space.__doc__ or "").startswith("registers ")
+    ]
+
+
 def _check_register(space: type, reg: Register) -> None:
     named = getattr(space, names_constant(reg.name))
     assert named.width == reg.width
@@ -46,7 +55,9 @@ def test_every_block_register_and_field_is_named_as_the_tables_have_it() -> None
             if isinstance(block.length, int):
                 assert space.length == block.length  # type: ignore[attr-defined]
             for reg in block.registers:
-                home = space if hasattr(space, names_constant(reg.name)) else names.COMMON_HEADER
+                # A register a block takes from a group (`use`) is named in the group's space.
+                homes = [space, *_groups()]
+                home = next(h for h in homes if hasattr(h, names_constant(reg.name)))
                 _check_register(home, reg)
     assert blocks > 30
 

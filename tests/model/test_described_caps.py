@@ -520,3 +520,37 @@ def test_a_bridges_enhanced_allocation_keeps_its_fixed_buses(permissive: bool) -
     assert view.read(pos + 4, 4) == 0x00000302
     view.write(pos + 4, 4, 0)
     assert sim.writes == []
+
+
+def _instances(view: ConfigSpace, block: str) -> list[tuple[int, str]]:
+    return sorted((r.offset - r.block_base, r.reg.name) for r in view.registers if r.block == block)
+
+
+@pytest.mark.parametrize("count", range(8))
+def test_every_resizable_bar_entry_the_count_names_is_described(count: int) -> None:
+    # Entry 0's control counts the entries (PCIe 6.0 7.8.6.3): 1 to 6, the others read as the
+    # nearest; entry n's capability and control at 0x04 + 8n and 0x08 + 8n.
+    b = endpoint(size=4096)
+    b.pcie()
+    b.ext_cap(0x15, b"".join(struct.pack("<II", 0xFFFFFFF0, count << 5) for _ in range(7)))
+    view, _ = b.space()
+    entries = max(1, min(count, 6))
+    assert _instances(view, "rebar") == sorted(
+        (at + 8 * n, f"{kind}{n}")
+        for n in range(entries)
+        for at, kind in ((4, "caps"), (8, "control"))
+    )
+
+
+@pytest.mark.parametrize("egress", [False, True], ids=["no egress control", "egress control"])
+@pytest.mark.parametrize("size", [1, 32, 33, 64, 65, 200, 224, 225, 255, 0])
+def test_the_acs_egress_vector_has_a_dword_per_32_bits(size: int, egress: bool) -> None:
+    # Vector size 0 means 256 bits (PCIe 6.0 7.7.8.2): eight dwords.
+    b = endpoint(size=4096)
+    b.pcie()
+    b.ext_cap(0x000D, struct.pack("<HH", (size << 8) | (0x20 if egress else 0), 0) + bytes(32))
+    view, _ = b.space()
+    dwords = ((size or 256) + 31) // 32 if egress else 0
+    assert _instances(view, "acs") == [(4, "caps"), (6, "control")] + [
+        (8 + 4 * n, f"egress{n}") for n in range(dwords)
+    ]

@@ -6,8 +6,8 @@ import pytest
 
 from .builders import CAP_PM, chain, endpoint
 
-# AGP, vendor-specific, an unknown ID
-OTHER_IDS = [0x02, 0x09, 0x30]
+# CompactPCI hot swap, vendor-specific, an unknown ID
+OTHER_IDS = [0x06, 0x09, 0x30]
 
 
 @pytest.mark.parametrize("ident", OTHER_IDS)
