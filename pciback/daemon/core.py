@@ -3,8 +3,8 @@ xenbus backends and the control socket, and runs the watch loop.
 
 Stopping (SIGTERM) stops servicing, writes what the state writer still holds and closes the
 state database; it releases nothing a guest holds: ownership, device state and xenstore stay as
-they are for the next start to resume. `kill` is what a crash leaves instead (pciback.state says
-what that can lose).
+they are for the next start to resume. `kill` is what a crash leaves instead
+(pciback.control.state says what that can lose).
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import HideSyntaxError, parse_device, parse_quirk
+from pciback.control.ownership import Ownership
+from pciback.control.reconcile import reconcile
+from pciback.control.state import StateStore
+from pciback.control.state_dir import StateDirLock, check_file
+from pciback.control.stub import StubError, StubPool, save_config
 from pciback.daemon.aer_events import AerEvents, channel_state
 from pciback.daemon.audit_journal import AuditJournal
 from pciback.daemon.changes import ChangeAudit
@@ -24,22 +29,17 @@ from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
 from pciback.daemon.quirks import quirk_ignored
-from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.uevents import QueuedUevents
 from pciback.ports.xenstore import WatchEvent, XenStore
 from pciback.protocol.abi import ChannelState
 from pciback.protocol.connection import AerAborted
-from pciback.reconcile import reconcile
 from pciback.sim.device import SimDevice
 from pciback.sim.domctl import SimDomctl
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
-from pciback.state import StateStore
-from pciback.state_dir import StateDirLock, check_file
-from pciback.stub import StubError, StubPool, save_config
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
 from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS

@@ -2,7 +2,7 @@
 exported devices each connection serves (issue 4's transport, dispatcher and interrupts over the
 engine's config-space view).
 
-What a guest holds survives a daemon restart through the state store (pciback.state): each
+What a guest holds survives a daemon restart through the state store (pciback.control.state): each
 exported view's virtual state (shadow registers, BAR sizing latches) and each device's mapped
 PIRQs. No op waits for the disk (Linux's pcifront gives an op 2 s, then fails it):
 
@@ -40,10 +40,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import QuirkSpec, parse_address
+from pciback.control.ownership import Ownership
+from pciback.control.state import Record, StateError
+from pciback.control.stub import StubError, StubPool
 from pciback.daemon.quirks import quirk_register
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
-from pciback.ownership import Ownership
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, PirqLookup
 from pciback.protocol.abi import ChannelState, Cmd
@@ -55,8 +57,6 @@ from pciback.protocol.neighbours import Neighbours
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.ratelimit import RateLimit
-from pciback.state import Record, StateError
-from pciback.stub import StubError, StubPool
 from pciback.trace.format import DeviceInfo, op_line
 from pciback.trace.recording import Recording
 

@@ -8,8 +8,8 @@ from pciback.control.hide import QuirkSpec
 from pciback.tables import Access, Backing, Field, Register
 
 if TYPE_CHECKING:
+    from pciback.control.stub import StubPool
     from pciback.ports.hostbus import HostBus
-    from pciback.stub import StubPool
 
 
 def quirk_register(spec: QuirkSpec) -> Register:
@@ -38,9 +38,9 @@ def quirk_ignored(bus: HostBus, pool: StubPool, spec: QuirkSpec) -> str | None:
     None when the view takes it. The view is built as the data path builds it, with the
     device's other quirk fields, over a copy of the device's config space (building a view
     may write to its device, PME off, and a guest may hold this one), and thrown away."""
+    from pciback.control.stub import save_config
     from pciback.engine import build_config_space  # loads the generated tables
     from pciback.sim.device import SimDevice
-    from pciback.stub import save_config
 
     permissive, existing = pool.policy(spec.address)  # refuses a device not in the pool
     register = quirk_register(spec)

@@ -9,15 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from pciback.control.ownership import Ownership
+from pciback.control.stub import StubPool
 from pciback.daemon.datapath import SimDataPath, SimGrantTable
-from pciback.ownership import Ownership
 from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.ports.uevents import NetlinkUevents, UeventSource
 from pciback.protocol.transport import EventChannel, SharedPage
-from pciback.stub import StubPool
 from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
 from pciback.xen.domctl import XenDomainResources

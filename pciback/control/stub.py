@@ -36,13 +36,13 @@ from pciback.control.hide import (
     parse_quirk,
     parse_slot,
 )
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
 from pciback.engine.chain import walk
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
-from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort
-from pciback.state import StateStore
 from pciback.xenbus.interfaces import Claimed
 
 if TYPE_CHECKING:

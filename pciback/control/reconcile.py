@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from pciback.ownership import Ownership
-from pciback.stub import StubPool
+from pciback.control.ownership import Ownership
+from pciback.control.stub import StubPool
 from pciback.xenbus.manager import XenbusBackends
 
 log = logging.getLogger("pciback.reconcile")
