@@ -198,7 +198,7 @@ def test_cli_talks_to_the_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_extra_command_modules_plug_in() -> None:
-    parser = build_parser(("pciback.cli_daemon", "pciback.not_there"))
+    parser = build_parser(("pciback.cli.daemon", "pciback.not_there"))
     args = parser.parse_args(["daemon", "--config", "x.toml"])
     assert args.command == "daemon"
 

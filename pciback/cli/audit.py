@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pciback.cli_socket import add_socket_options, control_request
-from pciback.cli_view import DEFAULT_ADDRESS, extended_id, standard_id
+from pciback.cli.socket import add_socket_options, control_request
+from pciback.cli.view import DEFAULT_ADDRESS, extended_id, standard_id
 from pciback.dumps import Dump
 
 # The audit model, its renderers, the engine and the simulated device are imported when the

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pciback.cli_socket import ENV_CONFIG
+from pciback.cli.socket import ENV_CONFIG
 from pciback.daemon.config import ConfigError, load_config
 from pciback.daemon.logs import setup_logging
 
