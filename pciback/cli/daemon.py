@@ -150,7 +150,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pciback.daemon.demo import run_demo as demo
+    from pciback.sim.demo import run_demo as demo
 
     setup_logging(args.log_level, "text", sys.stderr)
     return demo(sys.stdout)

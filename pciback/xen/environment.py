@@ -7,7 +7,7 @@ import errno
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
@@ -139,6 +139,8 @@ class NoDomainControl:
 
 class XenEnvironment:
     """The ports of a real dom0: sysfs, xenstore, grant table, hypervisor."""
+
+    backend: ClassVar[str] = "xen"
 
     def __init__(
         self,

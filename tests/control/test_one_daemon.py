@@ -145,7 +145,7 @@ def test_a_daemon_that_fails_to_build_lets_the_lock_go(
     def broken(*_args: object, **_kw: object) -> None:
         raise OSError("no store")
 
-    monkeypatch.setattr("pciback.daemon.core.SimEnvironment.connect_store", broken)
+    monkeypatch.setattr("pciback.sim.environment.SimEnvironment.connect_store", broken)
     with pytest.raises(OSError, match="no store"):
         Daemon(Config(state_dir=tmp_path), control=False)
     StateDirLock.acquire(tmp_path).release()  # not held by the daemon that failed
