@@ -11,12 +11,13 @@ from typing import ClassVar
 
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
-from pciback.daemon.datapath import SimDataPath, SimGrantTable
+from pciback.daemon.datapath import SimDataPath
 from pciback.ports.uevents import QueuedUevents
 from pciback.ports.xenstore import XenStore
 from pciback.sim.device import SimDevice
 from pciback.sim.domctl import SimDomctl
 from pciback.sim.fixtures import fixture
+from pciback.sim.grants import SimGrantTable
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.xenstore import SimXenStore, SimXenStoreClient

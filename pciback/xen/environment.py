@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
-from pciback.daemon.datapath import SimDataPath, SimGrantTable
+from pciback.daemon.datapath import SimDataPath
 from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
@@ -54,12 +54,11 @@ class _XenChannel(EventChannel):
         self._port.close()
 
 
-class _XenGrants(SimGrantTable):
-    """The two look-ups SimDataPath makes, answered by mapping and binding for real; what one
+class _XenGrants:
+    """The grant port (pciback.ports.grants) answered by mapping and binding for real; what one
     connect produced is collected in `fresh` for the data path to release later."""
 
     def __init__(self, table: GrantTable, bind: Callable[[int, int], XenEventPort]) -> None:
-        super().__init__()
         self.table = table
         self.bind_port = bind
         self.fresh: list[_Closable] = []
