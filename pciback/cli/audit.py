@@ -162,8 +162,8 @@ def _load(args: argparse.Namespace) -> Target:
 def _live(device: str, args: argparse.Namespace) -> Target:
     """A device the daemon holds, as it reads now; the daemon's own flags for it kept."""
     from pciback.control.hide import parse_quirk
+    from pciback.control.quirks import quirk_register
     from pciback.daemon.control import ControlError
-    from pciback.daemon.quirks import quirk_register
     from pciback.dumps import validate_config
 
     try:

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import QuirkSpec, parse_address
 from pciback.control.ownership import Ownership
+from pciback.control.quirks import quirk_register
 from pciback.control.state import Record, StateError
 from pciback.control.stub import StubError, StubPool
-from pciback.daemon.quirks import quirk_register
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
 from pciback.ports.grants import GrantPort

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from pciback.control.hide import HideSyntaxError, parse_address, parse_quirk
 from pciback.control.ownership import Ownership
+from pciback.control.quirks import quirk_register
 from pciback.control.stub import StubPool
-from pciback.daemon.quirks import quirk_register
 from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
 from pciback.protocol.dispatch import ExportedDevice, dispatch
