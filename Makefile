@@ -38,13 +38,13 @@ generate: $(STAMP)
 	$(BIN)/pciback-dsl compile -o generated
 	$(BIN)/pciback-dsl report -o docs/policy-report.md
 	$(BIN)/python -m pciback.protocol.abi_prepare
-	$(BIN)/python -m pciback.cli_docs
+	$(BIN)/python -m pciback.cli.docs
 
 # generated/ and the reviewers' report must be what the policy gives now.
 check-generated: $(STAMP)
 	$(BIN)/pciback-dsl compile --check -o generated
 	$(BIN)/python -m pciback.protocol.abi_prepare --check
-	$(BIN)/python -m pciback.cli_docs --check
+	$(BIN)/python -m pciback.cli.docs --check
 	@$(BIN)/pciback-dsl report | diff -u docs/policy-report.md - >/dev/null || { \
 	  $(BIN)/pciback-dsl report | diff -u docs/policy-report.md - | head -40; \
 	  echo "docs/policy-report.md is stale: run make generate and commit the result"; exit 1; }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import pciback.cli_docs as docs
+import pciback.cli.docs as docs
 from pciback.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

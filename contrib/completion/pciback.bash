@@ -1,4 +1,4 @@
-# bash completion for pciback. Written by pciback.cli_docs from the CLI's parsers.
+# bash completion for pciback. Written by pciback.cli.docs from the CLI's parsers.
 # Install: source it, or copy it to /usr/share/bash-completion/completions/pciback
 _pciback() {
     local cur prev words paths path='' i w

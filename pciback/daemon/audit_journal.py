@@ -6,10 +6,10 @@ holds while answering it, never wait for the disk. The queue in front of it is b
 journal that cannot keep up (a disk that does not answer) loses lines rather than the daemon's
 control, and says how many it lost in the next line it writes.
 
-The files get the state directory's care (pciback.state_dir): opened with O_NOFOLLOW and checked
-on the descriptor (a regular file of the daemon's user with one link, made 0600), so a link
-planted in the journal's place is refused rather than written through. Rotation renames inside
-the directory: a rename moves a link itself, never its target.
+The files get the state directory's care (pciback.control.state_dir): opened with O_NOFOLLOW
+and checked on the descriptor (a regular file of the daemon's user with one link, made 0600), so
+a link planted in the journal's place is refused rather than written through. Rotation renames
+inside the directory: a rename moves a link itself, never its target.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from pciback.state_dir import StateDirError, open_file
+from pciback.control.state_dir import StateDirError, open_file
 
 JOURNAL_NAME = "audit.jsonl"
 MAX_BYTES = 1 << 20  # per file; with KEEP old ones, the journal's bound on disk

@@ -3,109 +3,47 @@ xenbus backends and the control socket, and runs the watch loop.
 
 Stopping (SIGTERM) stops servicing, writes what the state writer still holds and closes the
 state database; it releases nothing a guest holds: ownership, device state and xenstore stay as
-they are for the next start to resume. `kill` is what a crash leaves instead (pciback.state says
-what that can lose).
+they are for the next start to resume. `kill` is what a crash leaves instead
+(pciback.control.state says what that can lose).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from pciback.control.hide import HideSyntaxError, parse_device, parse_quirk
+from pciback.control.ownership import Ownership
+from pciback.control.reconcile import reconcile
+from pciback.control.state import StateStore
+from pciback.control.state_dir import StateDirLock, check_file
+from pciback.control.stub import StubError, StubPool, save_config
 from pciback.daemon.aer_events import AerEvents, channel_state
 from pciback.daemon.audit_journal import AuditJournal
 from pciback.daemon.changes import ChangeAudit
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError, ControlServer
-from pciback.daemon.datapath import SimDataPath, SimGrantTable
+from pciback.daemon.datapath import SimDataPath
+from pciback.daemon.environment import Environment
 from pciback.daemon.quirks import quirk_ignored
-from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
-from pciback.ports.uevents import QueuedUevents
 from pciback.ports.xenstore import WatchEvent, XenStore
 from pciback.protocol.abi import ChannelState
 from pciback.protocol.connection import AerAborted
-from pciback.reconcile import reconcile
-from pciback.sim.device import SimDevice
-from pciback.sim.domctl import SimDomctl
-from pciback.sim.fixtures import fixture
-from pciback.sim.hostbus import SimHostBus
-from pciback.sim.hypervisor import SimHypervisor
-from pciback.sim.xenstore import SimXenStore, SimXenStoreClient
-from pciback.state import StateStore
-from pciback.state_dir import StateDirLock, check_file
-from pciback.stub import StubError, StubPool, save_config
 from pciback.toolstack import requests as toolstack_requests
 from pciback.toolstack.attach import RELEASE_TOKEN, Toolstack
 from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS
 from pciback.xenbus.manager import DOMID_MAX, MAX_EVENTS_PER_PUMP, XenbusBackends
 
-if TYPE_CHECKING:
-    from pciback.xen.environment import XenEnvironment
-
 log = logging.getLogger("pciback.daemon")
 
-DEFAULT_SIM_DEVICES = {
-    "0000:00:00.0": "intel-0d57-host-bridge.bin",
-    "0000:03:00.0": "virtio-net-1af4-1041.bin",
-    "0000:03:00.1": "virtio-blk-1af4-1042.bin",
-    "0000:04:00.0": "virtio-rng-1af4-1044.bin",
-    "0000:05:00.0": "virtio-balloon-1af4-1045.bin",
-    "0000:06:00.0": "virtio-vsock-1af4-1053.bin",
-}
-DEFAULT_SIM_HIDE = "(0000:03:00.*)(04:00.0)(05:00.0)(06:00.0)"
 TRACE_OPS = frozenset({"trace_start", "trace_read", "trace_stop"})
 
 
 class DaemonError(RuntimeError):
     pass
-
-
-@dataclass
-class SimEnvironment:
-    """Everything outside the daemon in the simulation; it outlives a daemon restart."""
-
-    devices: dict[str, SimDevice]
-    store: SimXenStore = field(default_factory=SimXenStore)
-    hypervisor: SimHypervisor = field(default_factory=SimHypervisor)
-    grants: SimGrantTable = field(default_factory=SimGrantTable)
-    domains: SimDomctl = field(default_factory=SimDomctl)  # the toolstack role's Xen
-    bus: SimHostBus = field(init=False)
-    uevents: QueuedUevents | None = field(default=None, init=False)  # the running daemon's
-
-    def __post_init__(self) -> None:
-        self.bus = SimHostBus(self.devices)
-
-    @classmethod
-    def from_dumps(cls, dumps: Mapping[str, str], base: Path | None = None) -> SimEnvironment:
-        devices = {}
-        for address, name in dumps.items():
-            path = Path(name)
-            if not path.is_absolute() and base is not None and (base / path).is_file():
-                path = base / path
-            devices[address] = SimDevice(address, path if path.is_file() else fixture(name))
-        return cls(devices)
-
-    def make_datapath(self, pool: StubPool, ownership: Ownership) -> SimDataPath:
-        return SimDataPath(self.grants, self.bus, self.hypervisor, pool, ownership)
-
-    def connect_store(self) -> SimXenStoreClient:
-        return self.store.connect(0)
-
-    def open_uevents(self) -> QueuedUevents:
-        """The simulated kernel's uevents for this daemon: `uevents.emit` plays the kernel."""
-        self.uevents = QueuedUevents()
-        return self.uevents
-
-    def release(self, client: XenStore) -> None:
-        """The daemon stops; the simulated host goes on for the next one."""
-        if isinstance(client, SimXenStoreClient):
-            self.store.disconnect(client)
 
 
 def _state_of(device: Callable[[str], PhysicalDevice], address: str) -> ChannelState:
@@ -127,7 +65,15 @@ def check_policy() -> None:
         raise DaemonError(str(exc)) from None
 
 
-def open_xen() -> XenEnvironment:
+def open_sim(config: Config) -> Environment:
+    """The simulated host of the configuration's `sim_devices` (the default set without)."""
+    from pciback.sim.environment import DEFAULT_SIM_DEVICES, SimEnvironment
+
+    base = config.source.parent if config.source else None
+    return SimEnvironment.from_dumps(config.sim_devices or DEFAULT_SIM_DEVICES, base)
+
+
+def open_xen() -> Environment:
     """The real dom0's ports, or a DaemonError naming what this machine lacks."""
     from pciback.xen import YOUNG_NOTE
     from pciback.xen._loader import XenUnavailable
@@ -145,13 +91,13 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        env: SimEnvironment | XenEnvironment | None = None,
+        env: Environment | None = None,
         *,
         control: bool = True,
         state_lock: StateDirLock | None = None,
     ) -> None:
         """`control` False: no control socket (the simulated host drives the daemon in-process).
-        backend = "xen" uses `env` only when it is a XenEnvironment, else opens this dom0's.
+        backend = "xen" uses `env` only when it is a Xen one, else opens this dom0's.
         `state_lock`: the state directory's lock already taken (the CLI takes it before
         logging starts); otherwise it is taken here."""
         check_policy()
@@ -178,17 +124,13 @@ class Daemon:
                 self.state_lock.release()
             raise
 
-    def _build(self, env: SimEnvironment | XenEnvironment | None, control: bool) -> None:
+    def _build(self, env: Environment | None, control: bool) -> None:
         config = self.config
-        self.env: SimEnvironment | XenEnvironment
+        self.env: Environment
         if config.backend == "xen":
-            self.env = (
-                env if env is not None and not isinstance(env, SimEnvironment) else open_xen()
-            )
+            self.env = env if env is not None and env.backend == "xen" else open_xen()
         else:
-            base = config.source.parent if config.source else None
-            sim = config.sim_devices or DEFAULT_SIM_DEVICES
-            self.env = env or SimEnvironment.from_dumps(sim, base)
+            self.env = env or open_sim(config)
         self.lock = threading.RLock()
         self.state = StateStore(config.state_dir)
         self.ownership = Ownership(self.state)

@@ -2,7 +2,7 @@
 exported devices each connection serves (issue 4's transport, dispatcher and interrupts over the
 engine's config-space view).
 
-What a guest holds survives a daemon restart through the state store (pciback.state): each
+What a guest holds survives a daemon restart through the state store (pciback.control.state): each
 exported view's virtual state (shadow registers, BAR sizing latches) and each device's mapped
 PIRQs. No op waits for the disk (Linux's pcifront gives an op 2 s, then fails it):
 
@@ -30,7 +30,6 @@ Lock order: a connection's `serving`, then its `lock`, then the state writer's. 
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import json
 import logging
@@ -40,10 +39,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pciback.control.hide import QuirkSpec, parse_address
-from pciback.daemon.quirks import quirk_register
+from pciback.control.ownership import Ownership
+from pciback.control.quirks import quirk_register
+from pciback.control.state import Record, StateError
+from pciback.control.stub import StubError, StubPool
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
-from pciback.ownership import Ownership
+from pciback.ports.grants import GrantPort
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort, PirqLookup
 from pciback.protocol.abi import ChannelState, Cmd
@@ -55,65 +57,16 @@ from pciback.protocol.neighbours import Neighbours
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.ratelimit import RateLimit
-from pciback.state import Record, StateError
-from pciback.stub import StubError, StubPool
 from pciback.trace.format import DeviceInfo, op_line
 from pciback.trace.recording import Recording
 
 if TYPE_CHECKING:
     from pciback.engine.space import ConfigSpace
 
-MAX_GRANTS = 4096
 _CONF_WRITE = Cmd.CONF_WRITE
 _SUCCESS = XenPciError.SUCCESS
 
 log = logging.getLogger("pciback.datapath")
-
-
-class SimGrantTable:
-    """What the hypervisor keeps for the simulation: pages a guest granted, ports it bound."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # By domain first, so that a domain's death does not look at every other domain's.
-        self._pages: dict[int, dict[int, SharedPage]] = {}
-        self._channels: dict[int, dict[int, EventChannel]] = {}
-        self._granted = 0
-        self._next = 8  # low grant references are the guest kernel's own
-
-    def grant(self, domid: int, page: SharedPage) -> int:
-        with self._lock:
-            if self._granted >= MAX_GRANTS:
-                raise OSError(errno.ENOSPC, "grant table full")
-            ref, self._next = self._next, self._next + 1
-            self._pages.setdefault(domid, {})[ref] = page
-            self._granted += 1
-            return ref
-
-    def bind(self, domid: int, channel: EventChannel) -> int:
-        with self._lock:
-            port, self._next = self._next, self._next + 1
-            self._channels.setdefault(domid, {})[port] = channel
-            return port
-
-    def map(self, domid: int, ref: int) -> SharedPage:
-        with self._lock:
-            page = self._pages.get(domid, {}).get(ref)
-        if page is None:
-            raise OSError(errno.ENOENT, f"domain {domid} granted no page with reference {ref}")
-        return page
-
-    def channel(self, domid: int, port: int) -> EventChannel:
-        with self._lock:
-            channel = self._channels.get(domid, {}).get(port)
-        if channel is None:
-            raise OSError(errno.ENOENT, f"domain {domid} has no unbound event channel {port}")
-        return channel
-
-    def revoke(self, domid: int) -> None:
-        with self._lock:
-            self._granted -= len(self._pages.pop(domid, {}))
-            self._channels.pop(domid, None)
 
 
 class _GuestDevices:
@@ -181,7 +134,7 @@ class SimDataPath:
 
     def __init__(
         self,
-        grants: SimGrantTable,
+        grants: GrantPort[SharedPage, EventChannel],
         bus: HostBus,
         hypervisor: HypervisorPort,
         pool: StubPool,

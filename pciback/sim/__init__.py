@@ -1,7 +1,8 @@
 """The simulated host: devices built from config dumps, a simulated hypervisor and frontend.
 
-`SimHost` sits on top of the daemon (pciback.daemon.core), which itself imports the simulated
-ports from this package; it is therefore imported on first use, not with the package.
+`SimHost` sits on top of the daemon (pciback.daemon.core), which opens the simulated host
+(pciback.sim.environment) when it runs on it; SimHost is therefore imported on first use, not
+with the package, so that the simulated devices and ports load without the daemon.
 """
 
 from __future__ import annotations

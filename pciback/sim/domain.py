@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 
 from pciback.control.hide import format_address
-from pciback.daemon.datapath import SimGrantTable
 from pciback.protocol.abi import PAGE_SIZE
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim.frontend import GuestDevice, SimFrontend
+from pciback.sim.grants import SimGrantTable
 from pciback.sim.toolstack import SimPcifront
 from pciback.sim.xenstore import SimXenStore
 from pciback.xenbus.states import XenbusState

@@ -34,7 +34,7 @@ from pathlib import Path
 from pciback.control.hide import format_address, parse_address
 from pciback.daemon.config import Config
 from pciback.daemon.control import ControlError
-from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
 from pciback.daemon.datapath import SimDataPath
 from pciback.protocol.abi import ChannelState
 from pciback.protocol.aer import AerOutcome
@@ -43,6 +43,7 @@ from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim.device import SimDevice
 from pciback.sim.domain import BackendClosed, SimDomain
+from pciback.sim.environment import SimEnvironment
 from pciback.sim.frontend import AerHandler, GuestDevice, SimFrontend
 from pciback.sim.hypervisor import SimHypervisor
 from pciback.sim.toolstack import SimToolstack

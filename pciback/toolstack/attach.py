@@ -30,12 +30,12 @@ from functools import partial
 from typing import Any
 
 from pciback.control.hide import HideSyntaxError, parse_device
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
+from pciback.control.stub import StubError, StubPool
 from pciback.ports.domain import NO_IOMMU, DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.xenstore import StoreOps, XenStore, XenStoreError, join, run_transaction
-from pciback.state import StateStore
-from pciback.stub import StubError, StubPool
 from pciback.toolstack import layout
 from pciback.toolstack.grants import GrantsError, grants_for, subtract
 from pciback.toolstack.layout import DEVID, DeviceEntry, backend_path, frontend_path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from pciback.control.hide import HideSyntaxError, parse_device
-from pciback.state import StateStore
+from pciback.control.state import StateStore
 from pciback.toolstack.grants import Grants, GrantsError
 
 log = logging.getLogger("pciback.toolstack")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pciback.control.stub import StubError
 from pciback.ports.domain import DomainError
 from pciback.ports.xenstore import XenStoreError
-from pciback.stub import StubError
 from pciback.toolstack.attach import Toolstack, ToolstackError
 from pciback.xenbus.parse import XenbusConfigError
 

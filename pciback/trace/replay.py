@@ -14,17 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pciback.control.hide import HideSyntaxError, parse_address, parse_quirk
-from pciback.daemon.quirks import quirk_register
+from pciback.control.ownership import Ownership
+from pciback.control.quirks import quirk_register
+from pciback.control.stub import StubPool
 from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
-from pciback.ownership import Ownership
 from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.ops import OpRequest
 from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
-from pciback.stub import StubPool
 from pciback.trace.format import DeviceInfo, Trace, TraceOp
 
 Write = tuple[int, int, int]  # (offset, size, value), as SimDevice records them

@@ -7,17 +7,17 @@ import errno
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from pciback.daemon.datapath import SimDataPath, SimGrantTable
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.stub import StubPool
+from pciback.daemon.datapath import SimDataPath
 from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
 from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.ports.uevents import NetlinkUevents, UeventSource
 from pciback.protocol.transport import EventChannel, SharedPage
-from pciback.stub import StubPool
 from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
 from pciback.xen.domctl import XenDomainResources
@@ -54,12 +54,11 @@ class _XenChannel(EventChannel):
         self._port.close()
 
 
-class _XenGrants(SimGrantTable):
-    """The two look-ups SimDataPath makes, answered by mapping and binding for real; what one
+class _XenGrants:
+    """The grant port (pciback.ports.grants) answered by mapping and binding for real; what one
     connect produced is collected in `fresh` for the data path to release later."""
 
     def __init__(self, table: GrantTable, bind: Callable[[int, int], XenEventPort]) -> None:
-        super().__init__()
         self.table = table
         self.bind_port = bind
         self.fresh: list[_Closable] = []
@@ -139,6 +138,8 @@ class NoDomainControl:
 
 class XenEnvironment:
     """The ports of a real dom0: sysfs, xenstore, grant table, hypervisor."""
+
+    backend: ClassVar[str] = "xen"
 
     def __init__(
         self,

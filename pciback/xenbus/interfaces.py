@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A device handed to a guest: what the topology needs to place it."""
-
-    address: str
-    is_bridge: bool
-    # A PCI-to-PCI bridge's (secondary, subordinate) bus range: buses reached through it.
-    bridged_buses: tuple[int, int] | None = None
+from pciback.control.claimed import Claimed
 
 
 class DeviceBroker(Protocol):

@@ -11,7 +11,8 @@ import pytest
 from pciback.cli import main
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
-from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
+from pciback.sim.environment import SimEnvironment
 
 from ..control.harness import DEVICES, NET, RNG
 

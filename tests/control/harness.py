@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
+from pciback.control.stub import StubPool
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.toolstack import SimPcifront, SimToolstack
 from pciback.sim.xenstore import SimXenStore
-from pciback.state import StateStore
-from pciback.stub import StubPool
 from pciback.xenbus.manager import XenbusBackends
 
 NET = "0000:03:00.0"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.control.state_dir import StateDirError
 from pciback.daemon import audit_journal
 from pciback.daemon.audit_journal import JOURNAL_NAME, MAX_QUEUED, AuditJournal
-from pciback.state_dir import StateDirError
 
 VICTIM_TEXT = "the attacker's target\n"
 

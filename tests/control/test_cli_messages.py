@@ -11,8 +11,9 @@ import pytest
 
 from pciback.cli import main
 from pciback.daemon.config import parse_config
-from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
 from pciback.generated.names import PM as PM_NAMES
+from pciback.sim.environment import SimEnvironment
 
 from .harness import BLK, DEVICES, NET, RNG
 

@@ -17,10 +17,11 @@ import pytest
 from pciback.cli import build_parser, main
 from pciback.daemon.config import Config, ConfigError, load_config, parse_config
 from pciback.daemon.control import ControlError, request
-from pciback.daemon.core import Daemon, DaemonError, SimEnvironment
-from pciback.daemon.demo import run_demo
+from pciback.daemon.core import Daemon, DaemonError
 from pciback.ports.xenstore import WatchEvent
+from pciback.sim.demo import run_demo
 from pciback.sim.domain import SimDomain
+from pciback.sim.environment import SimEnvironment
 from pciback.sim.toolstack import SimToolstack
 
 from .harness import DEVICES, NET, RNG
@@ -198,7 +199,7 @@ def test_cli_talks_to_the_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_extra_command_modules_plug_in() -> None:
-    parser = build_parser(("pciback.cli_daemon", "pciback.not_there"))
+    parser = build_parser(("pciback.cli.daemon", "pciback.not_there"))
     args = parser.parse_args(["daemon", "--config", "x.toml"])
     assert args.command == "daemon"
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from pciback.control.state import DB_NAME, StateStore
+from pciback.control.state_journal import JournalRow, journal_files, read_journal
+from pciback.control.state_writer import Key, Row, StateWriter
 from pciback.generated.names import COMMON_HEADER
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim import SimGuest, SimHost, SimHypervisor
 from pciback.sim.fixtures import fixture
-from pciback.state import DB_NAME, StateStore
-from pciback.state_journal import JournalRow, journal_files, read_journal
-from pciback.state_writer import Key, Row, StateWriter
 from tests.protocol.simconfig import MSI_CAP, nic_config
 
 from .harness import DEVICES, NET

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
+from pciback.control.stub import StubPool
 from pciback.generated.names import COMMON_HEADER
-from pciback.ownership import Ownership
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
 from pciback.sim.hypervisor import SimHypervisor
-from pciback.state import StateStore
-from pciback.stub import StubPool
 
 from .harness import BRIDGE, NET, RNG, make_devices
 

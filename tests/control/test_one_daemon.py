@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from pciback.cli import main
+from pciback.control.state import DB_NAME
+from pciback.control.state_dir import LOCK_NAME, StateDirError, StateDirLock
 from pciback.daemon.config import Config
 from pciback.daemon.core import Daemon
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
-from pciback.state import DB_NAME
-from pciback.state_dir import LOCK_NAME, StateDirError, StateDirLock
 
 from .harness import DEVICES, NET
 
@@ -145,7 +145,7 @@ def test_a_daemon_that_fails_to_build_lets_the_lock_go(
     def broken(*_args: object, **_kw: object) -> None:
         raise OSError("no store")
 
-    monkeypatch.setattr("pciback.daemon.core.SimEnvironment.connect_store", broken)
+    monkeypatch.setattr("pciback.sim.environment.SimEnvironment.connect_store", broken)
     with pytest.raises(OSError, match="no store"):
         Daemon(Config(state_dir=tmp_path), control=False)
     StateDirLock.acquire(tmp_path).release()  # not held by the daemon that failed

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pciback.ownership import Ownership, OwnershipError
-from pciback.reconcile import reconcile
-from pciback.state import StateStore
+from pciback.control.ownership import Ownership, OwnershipError
+from pciback.control.reconcile import reconcile
+from pciback.control.state import StateStore
 from pciback.xenbus.states import XenbusState as S
 
 from .harness import NET, RNG, World

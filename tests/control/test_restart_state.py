@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from pciback.cli import main
+from pciback.control.state import DB_NAME, StateStore
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
-from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.interrupts import (
@@ -25,8 +26,8 @@ from pciback.protocol.interrupts import (
 )
 from pciback.sim import SimHost, SimHypervisor
 from pciback.sim.device import SimDevice
+from pciback.sim.environment import SimEnvironment
 from pciback.sim.fixtures import fixture
-from pciback.state import DB_NAME, StateStore
 from tests.protocol.simconfig import nic_config
 
 from .harness import DEVICES, NET, RNG

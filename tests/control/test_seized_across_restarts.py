@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateError, StateStore
+from pciback.control.stub import StubPool
 from pciback.ports.hostbus import STUB_DRIVER
 from pciback.sim.hostbus import SimHostBus
-from pciback.state import StateError, StateStore
-from pciback.stub import StubPool
 
 from .harness import BLK, NET, make_devices
 

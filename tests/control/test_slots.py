@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pciback.control.hide import HideSyntaxError
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
+from pciback.control.stub import ClaimError, StubError, StubPool
 from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
-from pciback.state import StateStore
-from pciback.stub import ClaimError, StubError, StubPool
 from tests.model.builders import ConfigBuilder
 
 from .harness import BLK, BRIDGE, NET, RNG, make_devices

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pciback.ownership import Ownership
+from pciback.control.ownership import Ownership
+from pciback.control.stub import StubPool
 from pciback.ports.bus import BarKind
 from pciback.ports.sysfs import SysfsBus, SysfsError
 from pciback.sim.fixtures import fixture
-from pciback.stub import StubPool
 
 REAL = Path("/sys/bus/pci/devices")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pciback.control.hide import parse_quirk
-from pciback.daemon.quirks import quirk_register
+from pciback.control.quirks import quirk_register
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.generated.names import BE2NET_BE2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pciback.cli import build_parser
-from pciback.cli_view import guest_view
+from pciback.cli.view import guest_view
 from pciback.dumps import format_lspci, parse_lspci_text
 from pciback.sim.device import SimDevice
 
@@ -68,7 +68,7 @@ def bridge_dump(tmp_path: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     """`pciback` with only this command loaded: the other commands' modules are not under test."""
-    args = build_parser(("pciback.cli_view",)).parse_args(argv)
+    args = build_parser(("pciback.cli.view",)).parse_args(argv)
     status = args.func(args)
     assert isinstance(status, int)
     return status

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pciback.cli_control import _op_summary
+from pciback.cli.control import _op_summary
 from pciback.errors import XenPciError
 from pciback.protocol import connection as connection_module
 from pciback.protocol.abi import Cmd, Flag

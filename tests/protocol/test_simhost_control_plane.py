@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.control.state import StateStore
 from pciback.ports.hostbus import STUB_DRIVER
 from pciback.sim import PciOpError, SimHost, SimHostError, XenPciError
-from pciback.state import StateStore
 from pciback.xenbus.states import XenbusState as S
 from tests.control.harness import pci_bridge
 

@@ -15,8 +15,9 @@ import pytest
 
 from pciback.cli import main
 from pciback.daemon.config import parse_config
-from pciback.daemon.core import Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
 from pciback.sim.domain import SimDomain
+from pciback.sim.environment import SimEnvironment
 from pciback.sim.toolstack import SimToolstack
 
 from .support import NIC, NIC2, SPARE, nic_with_io

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.control.state import DB_NAME
 from pciback.sim import SimHost
 from pciback.sim.domctl import SimulatedCrash
-from pciback.state import DB_NAME
 from pciback.toolstack.records import Attachment, AttachmentRecords, Phase
 
 from .support import NIC, NIC2, make_host, node_map

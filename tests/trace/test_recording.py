@@ -14,12 +14,12 @@ import pytest
 
 from pciback.cli import main
 from pciback.control.hide import parse_quirk
+from pciback.control.stub import MAX_QUIRKS_PER_DEVICE
 from pciback.daemon.control import MAX_MESSAGE, ControlError, ControlServer
 from pciback.errors import XenPciError
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
-from pciback.stub import MAX_QUIRKS_PER_DEVICE
 from pciback.trace.format import MAX_LINE, read_trace
 from pciback.trace.recording import Recording
 

@@ -4,6 +4,8 @@ where there is (stand-in libraries here), and the simulation left as it was othe
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,10 +13,11 @@ import pytest
 
 from pciback.cli import main
 from pciback.daemon.config import Config, parse_config
-from pciback.daemon.core import Daemon, DaemonError, SimEnvironment
+from pciback.daemon.core import Daemon, DaemonError
 from pciback.daemon.datapath import SimDataPath
 from pciback.ports.uevents import QueuedUevents
 from pciback.sim.device import SimDevice
+from pciback.sim.environment import SimEnvironment
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
 from pciback.xen import YOUNG_NOTE, atomic, environment
@@ -116,3 +119,15 @@ def test_xen_wires_the_xen_ports_and_says_they_are_young(
     daemon.stop()
     for name in ("xs", "gnt", "xc"):
         assert ("close",) in fake_dom0[name].calls, name
+
+
+def test_the_daemon_on_xen_loads_no_simulator() -> None:
+    """The simulated host is the daemon's only when it runs on it (pciback.daemon.core.open_sim)."""
+    probe = (
+        "import sys, pciback.daemon.core, pciback.xen.environment\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('pciback.sim')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == []

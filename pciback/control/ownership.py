@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from pciback.state import StateStore
+from pciback.control.state import StateStore
 
 log = logging.getLogger("pciback.ownership")
 

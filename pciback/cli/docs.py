@@ -1,7 +1,7 @@
 """The CLI's man page and shell completion, written from its argparse parsers so that they
 never drift from the commands: `pciback completion bash` prints the completion script, and
 `make generate` writes both into the tree (docs/man/pciback.8, contrib/completion/pciback.bash),
-which `make test` checks are current (`python -m pciback.cli_docs --check`).
+which `make test` checks are current (`python -m pciback.cli.docs --check`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pciback import __version__
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MAN_PAGE = Path("docs/man/pciback.8")
 BASH_COMPLETION = Path("contrib/completion/pciback.bash")
 # Options whose value is a file or directory: the shell completes paths there.
@@ -92,7 +92,7 @@ def _roff(text: str) -> str:
 
 def man_page(root: Command) -> str:
     lines = [
-        ".\\\" Written by pciback.cli_docs from the CLI's parsers: edit those, never this file.",
+        ".\\\" Written by pciback.cli.docs from the CLI's parsers: edit those, never this file.",
         f'.TH PCIBACK 8 "" "pciback {__version__}" "System Administration"',
         ".SH NAME",
         "pciback \\- user\\-space Xen PCI passthrough backend for dom0",
@@ -193,7 +193,7 @@ def bash_completion(root: Command) -> str:
         )
     return "\n".join(
         [
-            "# bash completion for pciback. Written by pciback.cli_docs from the CLI's parsers.",
+            "# bash completion for pciback. Written by pciback.cli.docs from the CLI's parsers.",
             "# Install: source it, or copy it to /usr/share/bash-completion/completions/pciback",
             "_pciback() {",
             "    local cur prev words paths path='' i w",
@@ -247,7 +247,7 @@ def generated() -> dict[Path, str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m pciback.cli_docs [--check]`: write (or check) the tree's copies."""
+    """`python -m pciback.cli.docs [--check]`: write (or check) the tree's copies."""
     check = "--check" in argv
     stale = []
     for relative, text in generated().items():

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pciback.state_dir import check_file, open_file
+from pciback.control.state_dir import check_file, open_file
 
 log = logging.getLogger("pciback.state")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pciback.cli_socket import ENV_CONFIG
+from pciback.cli.socket import ENV_CONFIG
 from pciback.daemon.config import ConfigError, load_config
 from pciback.daemon.logs import setup_logging
 
@@ -46,12 +46,12 @@ def register(sub: Subparsers) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from pciback.control.state import StateError, check_state
+    from pciback.control.state_dir import StateDirError, StateDirLock, check_file
     from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
     from pciback.daemon.control import ControlError
     from pciback.daemon.core import Daemon, DaemonError, check_policy
     from pciback.daemon.service import reload_config, sd_notify
-    from pciback.state import StateError, check_state
-    from pciback.state_dir import StateDirError, StateDirLock, check_file
 
     path = getattr(args, "config", None) or os.environ.get(ENV_CONFIG, "").strip()
     if not path:
@@ -150,7 +150,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pciback.daemon.demo import run_demo as demo
+    from pciback.sim.demo import run_demo as demo
 
     setup_logging(args.log_level, "text", sys.stderr)
     return demo(sys.stdout)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from pciback.state_journal import Journal, JournalRow
+from pciback.control.state_journal import Journal, JournalRow
 
 log = logging.getLogger("pciback.state")
 

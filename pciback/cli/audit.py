@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pciback.cli_socket import add_socket_options, control_request
-from pciback.cli_view import DEFAULT_ADDRESS, extended_id, standard_id
+from pciback.cli.socket import add_socket_options, control_request
+from pciback.cli.view import DEFAULT_ADDRESS, extended_id, standard_id
 from pciback.dumps import Dump
 
 # The audit model, its renderers, the engine and the simulated device are imported when the
@@ -162,8 +162,8 @@ def _load(args: argparse.Namespace) -> Target:
 def _live(device: str, args: argparse.Namespace) -> Target:
     """A device the daemon holds, as it reads now; the daemon's own flags for it kept."""
     from pciback.control.hide import parse_quirk
+    from pciback.control.quirks import quirk_register
     from pciback.daemon.control import ControlError
-    from pciback.daemon.quirks import quirk_register
     from pciback.dumps import validate_config
 
     try:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_socket import add_socket_options, control_exchange
+from pciback.cli.socket import add_socket_options, control_exchange
 from pciback.daemon.control import ControlError
 from pciback.protocol.opstats import BUCKETS, bucket_floor, percentile_ceiling
 

@@ -9,8 +9,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_control import _parser
-from pciback.cli_socket import control_request
+from pciback.cli.control import _parser
+from pciback.cli.socket import control_request
 from pciback.daemon.control import ControlError
 
 if TYPE_CHECKING:

@@ -3,29 +3,28 @@
 A command module defines `register(subparsers)`: it adds its parser(s) to `subparsers` and sets
 `func` to a handler `handler(args: argparse.Namespace) -> int` (the exit status). A listed
 module that is not installed is skipped, so a command can land in its own module (for instance
-`pciback/cli_view.py` for `pciback view`) without touching this file.
+`pciback/cli/view.py` for `pciback view`) without touching this file.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 from pciback import __version__
-from pciback.cli_socket import add_socket_options
+from pciback.cli.socket import add_socket_options
 
 COMMAND_MODULES = (
-    "pciback.cli_daemon",
-    "pciback.cli_control",
-    "pciback.cli_toolstack",
-    "pciback.cli_view",
-    "pciback.cli_audit",
-    "pciback.cli_trace",
-    "pciback.cli_journal",
-    "pciback.cli_docs",
+    "pciback.cli.daemon",
+    "pciback.cli.control",
+    "pciback.cli.toolstack",
+    "pciback.cli.view",
+    "pciback.cli.audit",
+    "pciback.cli.trace",
+    "pciback.cli.journal",
+    "pciback.cli.docs",
 )
 
 if TYPE_CHECKING:
@@ -58,7 +57,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = cast(Callable[[argparse.Namespace], int], args.func)
     return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

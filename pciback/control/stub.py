@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pciback.control.claimed import Claimed
 from pciback.control.hide import (
     MAX_PATTERNS,
     HidePattern,
@@ -36,14 +37,13 @@ from pciback.control.hide import (
     parse_quirk,
     parse_slot,
 )
+from pciback.control.ownership import Ownership
+from pciback.control.state import StateStore
 from pciback.engine.chain import walk
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
-from pciback.ownership import Ownership
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
 from pciback.ports.hypervisor import HypervisorError, HypervisorPort
-from pciback.state import StateStore
-from pciback.xenbus.interfaces import Claimed
 
 if TYPE_CHECKING:
     from pciback.audit.restore import RestoreSpan
@@ -150,7 +150,7 @@ def _guest_reach(stub: StubDevice) -> list[RestoreSpan]:
     included); none when the policy cannot be applied to the saved bytes, and then only the
     header is restored."""
     from pciback.audit.restore import guest_reach  # loads the generated tables
-    from pciback.daemon.quirks import quirk_register
+    from pciback.control.quirks import quirk_register
 
     quirks = tuple(stub.quirks)
     if stub.reach is not None and stub.reach[0] == quirks:

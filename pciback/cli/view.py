@@ -177,7 +177,7 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pciback.control.hide import HideSyntaxError, parse_quirk
-    from pciback.daemon.quirks import quirk_register
+    from pciback.control.quirks import quirk_register
     from pciback.dumps import DumpError, format_lspci, load_config
 
     # The device's problems are printed below, once; the engine's log copy would repeat them.

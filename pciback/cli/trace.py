@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_socket import add_socket_options, control_request
+from pciback.cli.socket import add_socket_options, control_request
 from pciback.control.hide import HideSyntaxError, parse_device
 from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS
 

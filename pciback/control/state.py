@@ -14,11 +14,11 @@ When each is durable, and what a crash can lose:
   nothing acknowledged is lost. No guest op writes them; they change with the operator's
   requests and the xenbus handshake.
 - PIRQ records and map intents are written on the op path, into the interrupt journal
-  (pciback.state_journal: one write(2), no fsync) and folded into the database behind it. A
+  (pciback.control.state_journal: one write(2), no fsync) and folded into the database behind it. A
   crash of the daemon loses none of them; an OS crash of dom0 can lose those of the last
   FLUSH_DELAY seconds (plus the disk's time for a commit), but it also ends every guest and
   every PIRQ (Xen reboots the machine), so nothing can leak.
-- Saved views are written behind (pciback.state_writer), coalesced per device, at most
+- Saved views are written behind (pciback.control.state_writer), coalesced per device, at most
   FLUSH_DELAY (0.5 s) after a change plus the disk's time for the commit under way and its
   own, and at once on a clean stop and when a device is given back. A crash loses at most the
   view changes of that window: the guest then sees those registers as they were before.
@@ -42,9 +42,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from pciback.state_dir import StateDirError, check_directory, check_file, open_file
-from pciback.state_journal import Journal, JournalRow, journal_files, read_journal
-from pciback.state_writer import FLUSH_DELAY, Change, Key, Row, Snapshot, StateWriter
+from pciback.control.state_dir import StateDirError, check_directory, check_file, open_file
+from pciback.control.state_journal import Journal, JournalRow, journal_files, read_journal
+from pciback.control.state_writer import FLUSH_DELAY, Change, Key, Row, Snapshot, StateWriter
 
 DB_NAME = "pciback.sqlite3"
 # 2 added view_state, irq_state and interrupt_control; 1 is upgraded. irq_intent came later

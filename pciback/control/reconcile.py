@@ -12,15 +12,33 @@ data path holds the hypervisor port and knows what it serves).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Protocol
 
-from pciback.ownership import Ownership
-from pciback.stub import StubPool
-from pciback.xenbus.manager import XenbusBackends
+from pciback.control.ownership import Ownership
+from pciback.control.stub import StubPool
 
 log = logging.getLogger("pciback.reconcile")
 
 
-def reconcile(ownership: Ownership, pool: StubPool, backends: XenbusBackends) -> list[str]:
+class _Backend(Protocol):
+    @property
+    def exported(self) -> Mapping[int, str]:
+        """The guest's devices: device index -> physical address."""
+        ...
+
+
+class Backends(Protocol):
+    """The xenbus backends (pciback.xenbus.manager.XenbusBackends) as read here: the control
+    plane sits below the xenbus backend, which claims devices from it."""
+
+    @property
+    def backends(self) -> Mapping[tuple[int, int], _Backend]:
+        """(domid, devid) -> that guest's backend."""
+        ...
+
+
+def reconcile(ownership: Ownership, pool: StubPool, backends: Backends) -> list[str]:
     """Release stale registrations; returns the addresses released."""
     held = {
         (address, key[0])

@@ -18,9 +18,10 @@ from typing import TextIO
 
 from pciback.daemon.config import Config
 from pciback.daemon.control import request
-from pciback.daemon.core import DEFAULT_SIM_DEVICES, DEFAULT_SIM_HIDE, Daemon, SimEnvironment
+from pciback.daemon.core import Daemon
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PCIE, PM, VIRTIO_PCI_CAP
 from pciback.sim.domain import SimDomain
+from pciback.sim.environment import DEFAULT_SIM_DEVICES, DEFAULT_SIM_HIDE, SimEnvironment
 from pciback.sim.fixtures import fixture_dir
 from pciback.sim.frontend import GuestDevice
 from pciback.sim.toolstack import SimToolstack

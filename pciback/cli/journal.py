@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pciback.cli_socket import ENV_CONFIG
+from pciback.cli.socket import ENV_CONFIG
 from pciback.daemon.audit_journal import JOURNAL_NAME, KEEP, MAX_BYTES
 from pciback.daemon.config import DEFAULT_STATE_DIR, ConfigError, load_config
 
