@@ -28,6 +28,9 @@ BRIDGE = "0000:00:1c.0"
 DEVPATH = f"/devices/pci0000:00/{BRIDGE}/{NET}"
 # QEMU's e1000e: a PCIe endpoint with an AER capability.
 E1000E = f"{FIXTURES}/qemu/e1000e-8086-10d3.bin"
+needs_e1000e = pytest.mark.skipif(
+    not Path(E1000E).is_file(), reason="no ../shared/fixtures/qemu beside the repository"
+)
 
 
 def event(address: str, kind: str, devpath: str = DEVPATH, online: bool = False) -> bytes:
@@ -81,6 +84,7 @@ def test_events_for_a_held_function_or_a_bridge_above_it_start_its_recovery() ->
     assert len(rec.calls) == 2
 
 
+@needs_e1000e
 def test_the_state_comes_from_the_functions_aer_registers() -> None:
     device = SimDevice(NET, Path(E1000E))
     layout = aer_layout()
@@ -118,6 +122,7 @@ def wait_until(done: object, timeout: float = 10.0) -> None:
 
 
 @pytest.mark.parametrize("handler", [False, True])
+@needs_e1000e
 def test_the_daemon_recovers_a_guests_function_from_a_kernel_uevent(handler: bool) -> None:
     env = SimEnvironment({NET: SimDevice(NET, Path(E1000E))})
     env.bus.parents[NET] = BRIDGE
