@@ -194,8 +194,7 @@ class ConfigSpace:
         self._lay_out_capabilities(self.standard, STD_END, STD_LINK)
         self._lay_out_capabilities(self.extended, EXT_END, EXT_LINK)
         self._lay_out_quirks(extra_registers)
-        # Per byte, 1 if a register or a chain link owns it: which accesses get a kept plan.
-        self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
+        self._index_described()
         self._foreign.clear()  # the other capabilities' registers read for layouts
         for problem in self.problems:
             log.warning("%s: %s", device.address, problem)
@@ -233,10 +232,14 @@ class ConfigSpace:
         self._overlay(None, (register,))
         if len(self.problems) > before:
             return self.problems.pop()  # the view is unchanged; the refusal is the caller's
-        self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
+        self._index_described()
         self._readers.clear()  # plans made over the old map
         self._writers.clear()
         return None
+
+    def _index_described(self) -> None:
+        """Per byte, 1 if a register or a chain link owns it: which accesses get a kept plan."""
+        self._described = bytes(isinstance(slot, _DESCRIBED) for slot in self._map)
 
     def warn_permissive(self, what: str, why: str = PERMISSIVE_WOULD_TAKE_IT) -> None:
         if self._warned_permissive:
@@ -518,9 +521,7 @@ class ConfigSpace:
                 f"the rest of {table.name} is the host's ({why}), so no mode takes that write",
                 f"the rest of {table.name} ({why}): read from the device, never written",
             )
-            for off in range(base, min(end, self.size)):
-                if self._map[off] is GAP:
-                    self._map[off] = slot
+            self._claim_gaps(base, end, slot)
         # Links go in last: they are the backend's and win over anything a broken table placed.
         for i, placed in enumerate(exposed):
             nxt = exposed[i + 1].found.offset if i + 1 < len(exposed) else 0
@@ -557,6 +558,10 @@ class ConfigSpace:
             f"its table could not be laid out ({exc}), so no mode takes that write",
             f"{exc}: read from the device, never written",
         )
+        self._claim_gaps(start, end, slot)
+
+    def _claim_gaps(self, start: int, end: int, slot: Slot) -> None:
+        """The bytes of [start, end) that nothing described yet take `slot`."""
         for off in range(start, min(end, self.size)):
             if self._map[off] is GAP:
                 self._map[off] = slot
@@ -734,8 +739,10 @@ def _device_ids(device: PhysicalDevice) -> dict[str, int]:
         "device": device.read(h.DEVICE_ID.offset, h.DEVICE_ID.width),
         # One dword from the revision: programming interface, subclass, base class above it.
         "class": device.read(h.REVISION_ID.offset, 4) >> 8 * h.REVISION_ID.width,
-        "subsystem_vendor": device.read(TYPE0.SUBSYSTEM_VENDOR_ID.offset, 2),
-        "subsystem_device": device.read(TYPE0.SUBSYSTEM_ID.offset, 2),
+        "subsystem_vendor": device.read(
+            TYPE0.SUBSYSTEM_VENDOR_ID.offset, TYPE0.SUBSYSTEM_VENDOR_ID.width
+        ),
+        "subsystem_device": device.read(TYPE0.SUBSYSTEM_ID.offset, TYPE0.SUBSYSTEM_ID.width),
     }
 
 
