@@ -52,6 +52,8 @@ class WriteHookEntry(NamedTuple):
 class RegisterInstance:
     __slots__ = (
         "_read_ctx",
+        "_shapes",
+        "_write_ctx",
         "block",
         "block_base",
         "cached",
@@ -147,6 +149,8 @@ class RegisterInstance:
         # (which writes and restored snapshots change) and no read hook. None otherwise.
         self.fixed: int | None = None
         self._read_ctx: HookContext | None = None
+        self._write_ctx: HookContext | None = None
+        self._shapes: dict[tuple[int, int], tuple[WriteShape, WriteShape]] = {}  # see `shapes`
         same_in_both_modes = normal.zero == permissive.zero
         reads_device = any(self.hw_read)
         if not (reads_device or self.shadow_mask or self.read_hooks) and same_in_both_modes:
@@ -201,21 +205,35 @@ class RegisterInstance:
     # -- writes ----------------------------------------------------------------------------------
     def write(self, start: int, length: int, data: int) -> None:
         """Bytes [start, start+length) of this register take `data` (little-endian)."""
-        shift = (start - self.offset) * 8
-        bytes_mask = ((1 << (8 * length)) - 1) << shift
-        wval = (data << shift) & bytes_mask
+        self.write_shaped(self.shapes(start, length), data)
+
+    def shapes(self, start: int, length: int) -> tuple[WriteShape, WriteShape]:
+        """What a write of bytes [start, start+length) may do, per mode (normal, permissive):
+        worked out once per access shape, so that a write is the merge and nothing else."""
+        key = (start, length)
+        known = self._shapes.get(key)
+        if known is None:
+            known = self._shapes[key] = (
+                WriteShape(self, start, length, self.masks[False]),
+                WriteShape(self, start, length, self.masks[True]),
+            )
+        return known
+
+    def write_shaped(self, shapes: tuple[WriteShape, WriteShape], data: int) -> None:
+        """A write of the access `shapes` describes (see `shapes`), taking `data`."""
         space = self.space
-        device = space.device
-        masks = self.masks[space.permissive]
-        touches_hw = masks.writable & self.hw_mask & bytes_mask
-        hw = device.read(self.offset, self.width) if self.hw_mask else 0
-        old = self._compose(hw, masks) & ~masks.never_echoed
-        new = (old & ~bytes_mask) | wval
+        shape = shapes[space.permissive]
+        wval = (data << shape.shift) & shape.bytes_mask
+        hw_mask = self.hw_mask
+        hw = space.device.read(self.offset, self.width) if hw_mask else 0
+        old = ((hw & hw_mask) | self.static | self.shadow) & shape.old_visible
+        new = (old & shape.others) | wval
         veto = 0
-        ctx: HookContext | None = None  # made only when a hook runs, and shared by its hooks
-        for mask, fshift, edge, hook in self.write_hooks:
-            if not mask & bytes_mask:
-                continue
+        # Set only when a hook runs, shared by the access's hooks, and the register's own from
+        # one write to the next: making one costs as much as a short hook (see HookContext).
+        ctx: HookContext | None = None
+        hooks = shape.hooks if shape.always or (old ^ new) & shape.on_edge else ()
+        for mask, fshift, edge, hook in hooks:
             before = (old & mask) >> fshift
             after = (new & mask) >> fshift
             if edge is _RISING and not (before == 0 and after != 0):
@@ -225,32 +243,31 @@ class RegisterInstance:
             if edge is _CHANGE and before == after:
                 continue
             if ctx is None:
-                ctx = HookContext(space, self, old, new)
+                ctx = self._write_ctx
+                if ctx is None:
+                    ctx = self._write_ctx = HookContext(space, self, old, new)
+                ctx.old_register, ctx.new_register = old, new
             if hook(ctx, before, after) is False:
                 veto |= mask
-        if ctx is not None and touches_hw:
+        if shape.shadow_taken:
+            taken = shape.shadow_taken & ~veto
+            self.shadow = (self.shadow & ~taken) | (new & taken)
+        if shape.shadow_clear:
+            self.shadow &= ~(wval & shape.shadow_clear & ~veto)
+        if shape.warn & (wval ^ old) and not space.permissive:
+            space.warn_permissive(self.reg.name)
+        hw_write = shape.hw_write & ~veto
+        hw_clear = wval & shape.hw_clear & ~veto
+        if not (hw_write | hw_clear | shape.hw_zero):
+            return
+        if ctx is not None:
             # A hook may have written the device: merge over what is there now. With no hook
             # run, nothing here touched the device since it was read above.
-            hw = device.read(self.offset, self.width)
-        writable = masks.rw & bytes_mask & ~veto
-        clear = masks.rw1c & wval & ~veto
-        if self.shadow_mask:
-            taken = writable & self.shadow_mask
-            self.shadow = (self.shadow & ~taken) | (new & taken)
-            self.shadow &= ~(clear & self.shadow_mask)
-        if not space.permissive and self.permissive_only & (wval ^ old) & bytes_mask:
-            space.warn_permissive(self.reg.name)
-        if not touches_hw:
-            return
-        hw_write = writable & self.hw_mask
-        hw_clear = clear & self.hw_mask
-        hw_zero = masks.rsvdz & bytes_mask & self.hw_mask
-        if not (hw_write | hw_clear | hw_zero):
-            return
+            hw = space.device.read(self.offset, self.width)
         out = hw & ~self.hw_rw1c  # a 1 read back from a rw1c bit is never written back
         out = (out & ~hw_write) | (new & hw_write) | hw_clear
-        out &= ~hw_zero
-        self._write_back(out, hw_write | hw_clear | hw_zero)
+        out &= ~shape.hw_zero
+        self._write_back(out, hw_write | hw_clear | shape.hw_zero)
 
     def _write_back(self, out: int, changed: int) -> None:
         """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
@@ -268,6 +285,50 @@ class RegisterInstance:
                 chunk = (out >> (8 * rel)) & ((1 << (8 * piece_len)) - 1)
                 device.write(piece_start, piece_len, chunk)
             byte += run
+
+
+class WriteShape:
+    """What a write of one access shape (bytes [start, start+length) of a register) may do
+    under one mode, as masks in the register's bit positions. A write never changes them:
+    the fields' access classes and hooks are fixed, and the mode picks which shape serves."""
+
+    __slots__ = (
+        "always",
+        "bytes_mask",
+        "hooks",
+        "hw_clear",
+        "hw_write",
+        "hw_zero",
+        "old_visible",
+        "on_edge",
+        "others",
+        "shadow_clear",
+        "shadow_taken",
+        "shift",
+        "warn",
+    )
+
+    def __init__(self, reg: RegisterInstance, start: int, length: int, masks: AccessMasks) -> None:
+        self.shift = (start - reg.offset) * 8
+        self.bytes_mask = ((1 << (8 * length)) - 1) << self.shift
+        self.others = ~self.bytes_mask  # the bytes the access leaves as they read
+        # The old value as a write sees it: what reads 0 in this mode, and rw1c bits as 0.
+        self.old_visible = masks.visible & ~masks.never_echoed
+        # The field hooks the access reaches, in the fields' order.
+        self.hooks = tuple(h for h in reg.write_hooks if h.mask & self.bytes_mask)
+        # An edge needs its field to change: a write that changes none of theirs runs none.
+        self.always = any(h.edge is Edge.ANY for h in self.hooks)
+        self.on_edge = 0
+        for h in self.hooks:
+            self.on_edge |= h.mask
+        writable = masks.rw & self.bytes_mask
+        self.shadow_taken = writable & reg.shadow_mask
+        self.shadow_clear = masks.rw1c & self.bytes_mask & reg.shadow_mask
+        self.warn = reg.permissive_only & self.bytes_mask  # dropped for lack of permissive mode
+        touches_hw = bool(masks.writable & reg.hw_mask & self.bytes_mask)
+        self.hw_write = writable & reg.hw_mask if touches_hw else 0
+        self.hw_clear = masks.rw1c & self.bytes_mask & reg.hw_mask if touches_hw else 0
+        self.hw_zero = masks.rsvdz & self.bytes_mask & reg.hw_mask if touches_hw else 0
 
 
 _RISING = Edge.RISING

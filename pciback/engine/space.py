@@ -113,17 +113,17 @@ def _reader(fixed: int, parts: list[tuple[Reader, int, int, int]]) -> Reader:
     return assemble
 
 
-def _writer(parts: list[tuple[PieceWriter, int, int, int, int]], size: int) -> Writer:
+def _writer(parts: list[tuple[Writer, int, int]]) -> Writer:
     if not parts:
         return _drop
-    handler, start, length, _, _ = parts[0]
-    if len(parts) == 1 and length == size:
-        return partial(handler, start, length)  # one register written whole: nothing to cut
+    take, drop, keep = parts[0]
+    if len(parts) == 1 and not drop and keep == -1:
+        return take  # one register written whole: nothing to cut
     pieces = tuple(parts)
 
     def scatter(value: int) -> None:
-        for handler, start, length, drop, keep in pieces:
-            handler(start, length, (value >> drop) & keep)
+        for take, drop, keep in pieces:
+            take((value >> drop) & keep)
 
     return scatter
 
@@ -374,15 +374,20 @@ class ConfigSpace:
         return read_once
 
     def _plan_write(self, offset: int, size: int) -> Writer:
-        # (handler, start, length, bits to drop from the access's value, bits to keep)
-        parts: list[tuple[PieceWriter, int, int, int, int]] = []
+        # (what takes the piece, bits to drop from the access's value, bits to keep; -1: all)
+        parts: list[tuple[Writer, int, int]] = []
         for pos, stop, slot in self._split(offset, size):
-            handler = self._piece_writer(slot)
-            if handler is not None:
-                parts.append(
-                    (handler, pos, stop - pos, 8 * (pos - offset), _BYTES_MASK[stop - pos])
-                )
-        return _writer(parts, size)
+            length = stop - pos
+            take: Writer | None
+            if isinstance(slot, RegisterInstance):
+                take = partial(slot.write_shaped, slot.shapes(pos, length))
+            else:
+                handler = self._piece_writer(slot)
+                take = None if handler is None else partial(handler, pos, length)
+            if take is not None:
+                whole = pos == offset and length == size
+                parts.append((take, 8 * (pos - offset), -1 if whole else _BYTES_MASK[length]))
+        return _writer(parts)
 
     # Undescribed accesses walk the map directly: a single run, as a rule.
     def _read_undescribed(self, offset: int, size: int) -> int:
@@ -409,9 +414,8 @@ class ConfigSpace:
             pos += run
 
     def _piece_writer(self, slot: Slot) -> PieceWriter | None:
-        """What takes a write to `slot`'s bytes (None: chain links and hidden bodies drop it)."""
-        if isinstance(slot, RegisterInstance):
-            return slot.write
+        """What takes a write to the bytes of `slot`, not a register (None: chain links and
+        hidden bodies drop it)."""
         if isinstance(slot, HostOwned):
             return self._write_host_owned
         if isinstance(slot, Gap):
