@@ -178,7 +178,7 @@ class RegisterInstance:
         else:
             value = (self.static | self.shadow) & visible
         if self.read_hooks:
-            value = self._hooked(value)
+            value = self.hooked(value)
         return value
 
     def value_from(self, hw: int) -> int:
@@ -187,9 +187,9 @@ class RegisterInstance:
         value = ((hw & self.hw_mask) | self.static | self.shadow) & self.masks[
             self.space.permissive
         ].visible
-        return self._hooked(value) if self.read_hooks else value
+        return self.hooked(value) if self.read_hooks else value
 
-    def _hooked(self, value: int) -> int:
+    def hooked(self, value: int) -> int:
         """`value` as the read hooks show it."""
         # One context per register, reused: making one costs as much as a short hook, and
         # a context is only valid during the hook call (see HookContext).

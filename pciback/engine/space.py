@@ -348,16 +348,16 @@ class ConfigSpace:
 
     def _plan_coalesced(self, offset: int, size: int, runs: list[Run]) -> Reader:
         fixed = 0
-        # (the register that turns its bytes into its value, or None for raw gap bytes,
+        # (the register whose merge its bytes go through, or None for raw gap bytes,
         #  where its bytes are in the access's value, their mask)
-        parts: list[tuple[Callable[[int], int] | None, int, int]] = []
+        parts: list[tuple[RegisterInstance | None, int, int]] = []
         for pos, stop, slot in runs:
             place = 8 * (pos - offset)
             keep = _BYTES_MASK[stop - pos]
             if isinstance(slot, ChainLink):
                 fixed |= ((slot.raw >> 8 * (pos - slot.offset)) & keep) << place
             elif isinstance(slot, RegisterInstance):  # whole inside the access
-                parts.append((slot.value_from, place, keep))
+                parts.append((slot, place, keep))
             elif isinstance(slot, Gap):
                 parts.append((None, place, keep))
             # a hidden capability's body reads 0
@@ -365,10 +365,18 @@ class ConfigSpace:
 
         def read_once() -> int:
             hw = self.device.read(offset, size)
+            permissive = self.permissive
             value = fixed
-            for convert, place, keep in pieces:
+            for reg, place, keep in pieces:
                 part = (hw >> place) & keep
-                value |= (part if convert is None else convert(part)) << place
+                if reg is not None:
+                    # RegisterInstance.value_from written out: a call less per register.
+                    part = ((part & reg.hw_mask) | reg.static | reg.shadow) & reg.masks[
+                        permissive
+                    ].visible
+                    if reg.read_hooks:
+                        part = reg.hooked(part)
+                value |= part << place
             return value
 
         return read_once
