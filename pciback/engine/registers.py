@@ -6,6 +6,7 @@ Masks are precomputed once per device so that the per-access path is a few integ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext, ReadHook, WriteHook
@@ -180,6 +181,29 @@ class RegisterInstance:
         if self.read_hooks:
             value = self.hooked(value)
         return value
+
+    def reader(self, permissive: bool) -> Callable[[], int]:
+        """`value` for one mode, with that mode's masks folded in: what a read plan calls.
+        Plans are kept per mode (ConfigSpace), so a mode change picks the other plan."""
+        if self.fixed is not None:
+            fixed = self.fixed
+            return lambda: fixed
+        visible = self.masks[permissive].visible
+        hw_mask, static = self.hw_mask & visible, self.static & visible
+        space, offset, width = self.space, self.offset, self.width
+        hooked = self.hooked if self.read_hooks else None
+        # The shadow changes with writes and restores: read at each access, never folded in.
+        if not self.hw_read[permissive]:
+            if hooked is None:
+                return lambda: static | (self.shadow & visible)
+            return lambda: hooked(static | (self.shadow & visible))
+        if hooked is None:
+            return lambda: (
+                (space.device.read(offset, width) & hw_mask) | static | (self.shadow & visible)
+            )
+        return lambda: hooked(
+            (space.device.read(offset, width) & hw_mask) | static | (self.shadow & visible)
+        )
 
     def value_from(self, hw: int) -> int:
         """The register as the guest sees it when the device holds `hw` in its bytes: for an

@@ -100,8 +100,11 @@ def _reader(fixed: int, parts: list[tuple[Reader, int, int, int]]) -> Reader:
     if not parts:
         return lambda: fixed
     source, drop, keep, place = parts[0]
-    if len(parts) == 1 and keep == -1 and not (fixed or drop or place):
-        return source  # one register read whole, or one device read: nothing to assemble
+    if len(parts) == 1:
+        if keep == -1 and not (fixed or drop or place):
+            return source  # one register read whole, or one device read: nothing to assemble
+        # One source beside fixed bytes (a capability's link and its first register).
+        return lambda: fixed | ((source() >> drop) & keep) << place
     pieces = tuple(parts)
 
     def assemble() -> int:
@@ -132,6 +135,8 @@ def _drop(value: int) -> None:
     pass
 
 
+# A register's part of a coalesced read: see ConfigSpace._plan_coalesced.
+_Merge = tuple[RegisterInstance | None, int, int, int, Callable[[int], int] | None, int, int]
 _DESCRIBED = (RegisterInstance, ChainLink)  # a tuple: isinstance of a union costs more
 
 
@@ -174,7 +179,11 @@ class ConfigSpace:
         self.warnings: list[str] = []
         self._warned_permissive = False
         self._map: list[Slot] = [GAP] * self.size
-        self._readers: dict[tuple[int, int], Reader] = {}  # see "the access splitter"
+        # Per mode (normal, permissive): see "the access splitter".
+        self._readers: tuple[dict[tuple[int, int], Reader], dict[tuple[int, int], Reader]] = (
+            {},
+            {},
+        )
         self._writers: dict[tuple[int, int], Writer] = {}
         self.registers: list[RegisterInstance] = []
         # Lookups of the capabilities other tables' expressions read, by table name (seize only).
@@ -233,7 +242,8 @@ class ConfigSpace:
         if len(self.problems) > before:
             return self.problems.pop()  # the view is unchanged; the refusal is the caller's
         self._index_described()
-        self._readers.clear()  # plans made over the old map
+        for plans in self._readers:  # plans made over the old map
+            plans.clear()
         self._writers.clear()
         return None
 
@@ -264,12 +274,13 @@ class ConfigSpace:
             )
 
     def read(self, offset: int, size: int) -> int:
-        reader = self._readers.get((offset, size))
+        plans = self._readers[self.permissive]
+        reader = plans.get((offset, size))
         if reader is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 return self._read_undescribed(offset, size)
-            reader = self._readers[(offset, size)] = self._plan_read(offset, size)
+            reader = plans[(offset, size)] = self._plan_read(offset, size, self.permissive)
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
@@ -306,10 +317,11 @@ class ConfigSpace:
             run += 1
         return run
 
-    def _plan_read(self, offset: int, size: int) -> Reader:
+    def _plan_read(self, offset: int, size: int, permissive: bool) -> Reader:
+        """The plan of one access under one mode (reserved bits and device reads follow it)."""
         runs = self._split(offset, size)
         if self._device_reads(runs) > 1 and _registers_whole(runs):
-            return self._plan_coalesced(offset, size, runs)
+            return self._plan_coalesced(offset, size, runs, permissive)
         fixed = 0  # the bytes that can never change, in place
         # (source, bits to drop, bits to keep, where they go) for the bytes that can
         parts: list[tuple[Reader, int, int, int]] = []
@@ -324,7 +336,7 @@ class ConfigSpace:
                 elif slot.fixed is not None:
                     fixed |= ((slot.fixed >> drop) & keep) << place
                 else:
-                    parts.append((slot.value, drop, keep, place))
+                    parts.append((slot.reader(permissive), drop, keep, place))
             elif isinstance(slot, Gap):
                 for start, length in natural_pieces(pos, stop - pos):
                     parts.append((self._device_reader(start, length), 0, -1, 8 * (start - offset)))
@@ -346,36 +358,36 @@ class ConfigSpace:
                 count += len(natural_pieces(pos, stop - pos))
         return count
 
-    def _plan_coalesced(self, offset: int, size: int, runs: list[Run]) -> Reader:
+    def _plan_coalesced(self, offset: int, size: int, runs: list[Run], permissive: bool) -> Reader:
         fixed = 0
-        # (the register whose merge its bytes go through, or None for raw gap bytes,
+        # (the register whose merge its bytes go through, or None for raw gap bytes, its
+        #  device bits, its fixed bits, its visible bits, its read hooks or None,
         #  where its bytes are in the access's value, their mask)
-        parts: list[tuple[RegisterInstance | None, int, int]] = []
+        parts: list[_Merge] = []
         for pos, stop, slot in runs:
             place = 8 * (pos - offset)
             keep = _BYTES_MASK[stop - pos]
             if isinstance(slot, ChainLink):
                 fixed |= ((slot.raw >> 8 * (pos - slot.offset)) & keep) << place
             elif isinstance(slot, RegisterInstance):  # whole inside the access
-                parts.append((slot, place, keep))
+                visible = slot.masks[permissive].visible
+                hooked = slot.hooked if slot.read_hooks else None
+                merge = (slot.hw_mask & visible, slot.static & visible, visible, hooked)
+                parts.append((slot, *merge, place, keep))
             elif isinstance(slot, Gap):
-                parts.append((None, place, keep))
+                parts.append((None, -1, 0, 0, None, place, keep))
             # a hidden capability's body reads 0
         pieces = tuple(parts)
 
         def read_once() -> int:
             hw = self.device.read(offset, size)
-            permissive = self.permissive
             value = fixed
-            for reg, place, keep in pieces:
+            for reg, hw_mask, static, visible, hooked, place, keep in pieces:
                 part = (hw >> place) & keep
-                if reg is not None:
-                    # RegisterInstance.value_from written out: a call less per register.
-                    part = ((part & reg.hw_mask) | reg.static | reg.shadow) & reg.masks[
-                        permissive
-                    ].visible
-                    if reg.read_hooks:
-                        part = reg.hooked(part)
+                if reg is not None:  # RegisterInstance.value_from with the mode folded in
+                    part = (part & hw_mask) | static | (reg.shadow & visible)
+                    if hooked is not None:
+                        part = hooked(part)
                 value |= part << place
             return value
 
