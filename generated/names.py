@@ -2085,13 +2085,16 @@ class PCIE:
 
 
 class PCIX:
-    """capability pcix (dsl/pcix.pci:11): PCI-X"""
+    """capability pcix (dsl/pcix.pci:20): PCI-X"""
 
     id: Final = 0x07
-    length: Final = 0x08
+
+    @staticmethod
+    def length(*, command_version: int) -> int:
+        return (8 + (0x10 * int(command_version != 0)))
 
     class COMMAND:
-        """command @0x02 u16 (dsl/pcix.pci:12)"""
+        """command @0x02 u16 (dsl/pcix.pci:21)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2102,7 +2105,7 @@ class PCIX:
         VERSION: Final = Bits(mask=0x3000, shift=12, width=2)  # [13:12]
 
     class STATUS:
-        """status @0x04 u32 (dsl/pcix.pci:21)"""
+        """status @0x04 u32 (dsl/pcix.pci:30)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -2121,15 +2124,58 @@ class PCIX:
         MODE2_266: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
+    class ECC_CONTROL_STATUS:
+        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:46)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        SELECT_SECONDARY: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ERROR_IN_OTHER_BANK: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDITIONAL_CORRECTABLE: Final = Bits(mask=0x00000004, shift=2, width=1)  # [2]
+        ADDITIONAL_UNCORRECTABLE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        ERROR_PHASE: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        ERROR_CORRECTED: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        SYNDROME: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        ERROR_FIRST_COMMAND: Final = Bits(mask=0x000F0000, shift=16, width=4)  # [19:16]
+        ERROR_SECOND_COMMAND: Final = Bits(mask=0x00F00000, shift=20, width=4)  # [23:20]
+        ERROR_UPPER_ATTRIBUTES: Final = Bits(mask=0x0F000000, shift=24, width=4)  # [27:24]
+        CONTROL_UPDATE_ENABLE: Final = Bits(mask=0x10000000, shift=28, width=1)  # [28]
+        DISABLE_SINGLE_BIT_CORRECTION: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ECC_FIRST_ADDRESS:
+        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:62)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_SECOND_ADDRESS:
+        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:65)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_ATTRIBUTE:
+        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:68)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        ATTRIBUTE: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
 
 class PCIX_BRIDGE:
-    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:39): PCI-X (bridge)"""
+    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:73): PCI-X (bridge)"""
 
     id: Final = 0x07
-    length: Final = 0x10
+
+    @staticmethod
+    def length(*, secondary_status_version: int) -> int:
+        return (0x10 + (0x10 * int(secondary_status_version != 0)))
 
     class SECONDARY_STATUS:
-        """secondary_status @0x02 u16 (dsl/pcix.pci:40)"""
+        """secondary_status @0x02 u16 (dsl/pcix.pci:74)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2145,7 +2191,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_STATUS:
-        """bridge_status @0x04 u32 (dsl/pcix.pci:53)"""
+        """bridge_status @0x04 u32 (dsl/pcix.pci:87)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -2163,7 +2209,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class UPSTREAM_SPLIT_CONTROL:
-        """upstream_split_control @0x08 u32 (dsl/pcix.pci:68)"""
+        """upstream_split_control @0x08 u32 (dsl/pcix.pci:102)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2171,12 +2217,52 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class DOWNSTREAM_SPLIT_CONTROL:
-        """downstream_split_control @0x0c u32 (dsl/pcix.pci:72)"""
+        """downstream_split_control @0x0c u32 (dsl/pcix.pci:106)"""
 
         offset: Final = 0x0c
         width: Final = 4
         CAPACITY: Final = Bits(mask=0x0000FFFF, shift=0, width=16)  # [15:0]
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
+
+    class ECC_CONTROL_STATUS:
+        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:110)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        SELECT_SECONDARY: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ERROR_IN_OTHER_BANK: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDITIONAL_CORRECTABLE: Final = Bits(mask=0x00000004, shift=2, width=1)  # [2]
+        ADDITIONAL_UNCORRECTABLE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        ERROR_PHASE: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        ERROR_CORRECTED: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        SYNDROME: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        ERROR_FIRST_COMMAND: Final = Bits(mask=0x000F0000, shift=16, width=4)  # [19:16]
+        ERROR_SECOND_COMMAND: Final = Bits(mask=0x00F00000, shift=20, width=4)  # [23:20]
+        ERROR_UPPER_ATTRIBUTES: Final = Bits(mask=0x0F000000, shift=24, width=4)  # [27:24]
+        CONTROL_UPDATE_ENABLE: Final = Bits(mask=0x10000000, shift=28, width=1)  # [28]
+        DISABLE_SINGLE_BIT_CORRECTION: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ECC_FIRST_ADDRESS:
+        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:126)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_SECOND_ADDRESS:
+        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:129)"""
+
+        offset: Final = 0x18
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_ATTRIBUTE:
+        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:132)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        ATTRIBUTE: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
 
 class PL16:
