@@ -73,7 +73,7 @@ __all__ = [
 class CONST:
     """The policy's named constants (`const NAME = VALUE`)."""
 
-    PCIE_UPSTREAM_PORT: Final = 5  # dsl/multicast.pci:12
+    PCIE_UPSTREAM_PORT: Final = 5  # dsl/multicast.pci:15
     PCIE_ROOT_PORT: Final = 4  # dsl/pcie.pci:20
     PCIE_DOWNSTREAM_PORT: Final = 6  # dsl/pcie.pci:21
     PCIE_RC_INTEGRATED_ENDPOINT: Final = 9  # dsl/pcie.pci:22
@@ -1752,7 +1752,7 @@ class MSIX:
 
 
 class MULTICAST:
-    """extended_capability multicast (dsl/multicast.pci:14): Multicast"""
+    """extended_capability multicast (dsl/multicast.pci:17): Multicast"""
 
     id: Final = 0x0012
 
@@ -1761,16 +1761,23 @@ class MULTICAST:
         return (0x28 + (8 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
 
     class CAPS:
-        """caps @0x04 u16 (dsl/multicast.pci:17)"""
+        """caps @0x04 u16 if not (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:20)"""
 
         offset: Final = 0x04
         width: Final = 2
         MAX_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
         WINDOW_SIZE_REQUESTED: Final = Bits(mask=0x3F00, shift=8, width=6)  # [13:8]
+
+    class PORT_CAPS:
+        """port_caps @0x04 u16 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:27)"""
+
+        offset: Final = 0x04
+        width: Final = 2
+        MAX_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
         ECRC_REGENERATION: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class CONTROL:
-        """control @0x06 u16 (dsl/multicast.pci:24)"""
+        """control @0x06 u16 (dsl/multicast.pci:34)"""
 
         offset: Final = 0x06
         width: Final = 2
@@ -1778,7 +1785,7 @@ class MULTICAST:
         ENABLE: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BASE_ADDRESS_LO:
-        """base_address_lo @0x08 u32 (dsl/multicast.pci:29)"""
+        """base_address_lo @0x08 u32 (dsl/multicast.pci:39)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -1786,56 +1793,56 @@ class MULTICAST:
         ADDRESS: Final = Bits(mask=0xFFFFF000, shift=12, width=20)  # [31:12]
 
     class BASE_ADDRESS_HI:
-        """base_address_hi @0x0c u32 (dsl/multicast.pci:34)"""
+        """base_address_hi @0x0c u32 (dsl/multicast.pci:44)"""
 
         offset: Final = 0x0c
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVE_LO:
-        """receive_lo @0x10 u32 (dsl/multicast.pci:37)"""
+        """receive_lo @0x10 u32 (dsl/multicast.pci:47)"""
 
         offset: Final = 0x10
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVE_HI:
-        """receive_hi @0x14 u32 (dsl/multicast.pci:40)"""
+        """receive_hi @0x14 u32 (dsl/multicast.pci:50)"""
 
         offset: Final = 0x14
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_ALL_LO:
-        """block_all_lo @0x18 u32 (dsl/multicast.pci:43)"""
+        """block_all_lo @0x18 u32 (dsl/multicast.pci:53)"""
 
         offset: Final = 0x18
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_ALL_HI:
-        """block_all_hi @0x1c u32 (dsl/multicast.pci:46)"""
+        """block_all_hi @0x1c u32 (dsl/multicast.pci:56)"""
 
         offset: Final = 0x1c
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_UNTRANSLATED_LO:
-        """block_untranslated_lo @0x20 u32 (dsl/multicast.pci:49)"""
+        """block_untranslated_lo @0x20 u32 (dsl/multicast.pci:59)"""
 
         offset: Final = 0x20
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_UNTRANSLATED_HI:
-        """block_untranslated_hi @0x24 u32 (dsl/multicast.pci:52)"""
+        """block_untranslated_hi @0x24 u32 (dsl/multicast.pci:62)"""
 
         offset: Final = 0x24
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class OVERLAY_BAR_LO:
-        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:55)"""
+        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:65)"""
 
         offset: Final = 0x28
         width: Final = 4
@@ -1843,7 +1850,7 @@ class MULTICAST:
         ADDRESS: Final = Bits(mask=0xFFFFFFC0, shift=6, width=26)  # [31:6]
 
     class OVERLAY_BAR_HI:
-        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:59)"""
+        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:69)"""
 
         offset: Final = 0x2c
         width: Final = 4
@@ -3113,32 +3120,33 @@ class PTM:
 
 
 class POWER_BUDGET:
-    """extended_capability power_budget (dsl/pwrbudget.pci:11): Power Budgeting"""
+    """extended_capability power_budget (dsl/pwrbudget.pci:13): Power Budgeting"""
 
     id: Final = 0x0004
     length: Final = 0x10
 
     class DATA_SELECT:
-        """data_select @0x04 u8 (dsl/pwrbudget.pci:12)"""
+        """data_select @0x04 u8 (dsl/pwrbudget.pci:14)"""
 
         offset: Final = 0x04
         width: Final = 1
         INDEX: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class RESERVED_05:
-        """reserved_05 @0x05 u8 (dsl/pwrbudget.pci:15)"""
+        """reserved_05 @0x05 u8 (dsl/pwrbudget.pci:17)"""
 
         offset: Final = 0x05
         width: Final = 1
 
-    class RESERVED_06:
-        """reserved_06 @0x06 u16 (dsl/pwrbudget.pci:16)"""
+    class CONTROL:
+        """control @0x06 u16 (dsl/pwrbudget.pci:18)"""
 
         offset: Final = 0x06
         width: Final = 2
+        BITS: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
 
     class DATA:
-        """data @0x08 u32 (dsl/pwrbudget.pci:17)"""
+        """data @0x08 u32 (dsl/pwrbudget.pci:21)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -3148,22 +3156,24 @@ class POWER_BUDGET:
         PM_STATE: Final = Bits(mask=0x00006000, shift=13, width=2)  # [14:13]
         TYPE: Final = Bits(mask=0x00038000, shift=15, width=3)  # [17:15]
         POWER_RAIL: Final = Bits(mask=0x001C0000, shift=18, width=3)  # [20:18]
+        DATA_SCALE_UPPER: Final = Bits(mask=0x00200000, shift=21, width=1)  # [21]
 
     class BUDGET_CAPS:
-        """budget_caps @0x0c u8 (dsl/pwrbudget.pci:26)"""
+        """budget_caps @0x0c u8 (dsl/pwrbudget.pci:31)"""
 
         offset: Final = 0x0c
         width: Final = 1
         SYSTEM_ALLOCATED: Final = Bits(mask=0x01, shift=0, width=1)  # [0]
 
-    class RESERVED_0D:
-        """reserved_0d @0x0d u8 (dsl/pwrbudget.pci:30)"""
+    class SENSE_DETECT:
+        """sense_detect @0x0d u8 (dsl/pwrbudget.pci:35)"""
 
         offset: Final = 0x0d
         width: Final = 1
+        BITS: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class RESERVED_0E:
-        """reserved_0e @0x0e u16 (dsl/pwrbudget.pci:31)"""
+        """reserved_0e @0x0e u16 (dsl/pwrbudget.pci:38)"""
 
         offset: Final = 0x0e
         width: Final = 2
