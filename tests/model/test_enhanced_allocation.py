@@ -43,9 +43,9 @@ ENTRY1 = struct.pack("<III", header(2, 2, writable=True), 0xFD000001, 0x00000FFD
 ENTRY2 = struct.pack("<III", header(2, 8), 0xFC000001, 0x00007FFD)
 
 
-def ea_function(entries: bytes, count: int, *, permissive: bool = False) -> tuple[
-    ConfigSpace, SimDevice, int
-]:
+def ea_function(
+    entries: bytes, count: int, *, permissive: bool = False
+) -> tuple[ConfigSpace, SimDevice, int]:
     b = endpoint()
     pos = b.cap(0x14, struct.pack("<BB", 0xC0 | count, 0xFF) + entries)
     view, sim = b.space(permissive=permissive)
@@ -53,9 +53,7 @@ def ea_function(entries: bytes, count: int, *, permissive: bool = False) -> tupl
 
 
 def described(view: ConfigSpace, base: int) -> list[tuple[int, str]]:
-    return sorted(
-        (r.offset - base, r.reg.name) for r in view.registers if r.block.startswith("ea")
-    )
+    return sorted((r.offset - base, r.reg.name) for r in view.registers if r.block.startswith("ea"))
 
 
 def test_helper_built_the_first_two_entries_are_laid_out_by_sizes_and_is64_bits() -> None:
@@ -157,7 +155,7 @@ def test_helper_built_an_empty_list_followed_by_a_capability_leaves_it_its_bytes
     b = endpoint()
     pos = b.cap(0x14, struct.pack("<BB", 0, 0))
     nxt = b.cap(0x05, struct.pack("<HIH", 0, 0, 0))  # a 32-bit MSI at +0x04
-    view, sim = b.space()
+    view, _ = b.space()
     assert nxt == pos + 4
     assert {r.reg.name for r in view.registers if r.block == "msi"} >= {"control", "address"}
     assert all("ea.entry0" in p and "does not fit" in p for p in view.problems)
