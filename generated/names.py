@@ -73,7 +73,7 @@ __all__ = [
 class CONST:
     """The policy's named constants (`const NAME = VALUE`)."""
 
-    PCIE_UPSTREAM_PORT: Final = 5  # dsl/multicast.pci:12
+    PCIE_UPSTREAM_PORT: Final = 5  # dsl/multicast.pci:15
     PCIE_ROOT_PORT: Final = 4  # dsl/pcie.pci:20
     PCIE_DOWNSTREAM_PORT: Final = 6  # dsl/pcie.pci:21
     PCIE_RC_INTEGRATED_ENDPOINT: Final = 9  # dsl/pcie.pci:22
@@ -800,62 +800,444 @@ class DVSEC:
 
 
 class EA:
-    """capability ea (dsl/ea.pci:12): Enhanced Allocation"""
+    """capability ea (dsl/ea.pci:28): Enhanced Allocation"""
 
     id: Final = 0x14
 
     class ENTRIES:
-        """entries @0x02 u8 (dsl/ea.pci:13)"""
+        """entries @0x02 u8 (dsl/ea.pci:29)"""
 
         offset: Final = 0x02
         width: Final = 1
         COUNT: Final = Bits(mask=0x3F, shift=0, width=6)  # [5:0]
 
     class RESERVED:
-        """reserved @0x03 u8 (dsl/ea.pci:17)"""
+        """reserved @0x03 u8 (dsl/ea.pci:33)"""
 
         offset: Final = 0x03
         width: Final = 1
 
+    class ENTRY0_HEADER:
+        """entry0_header @0x04 u32 (dsl/ea.pci:36)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
+        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ENTRY0_BASE:
+        """entry0_base @0x08 u32 (dsl/ea.pci:46)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY0_MAX_OFFSET:
+        """entry0_max_offset @0x0c u32 (dsl/ea.pci:51)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY0_BASE_UPPER:
+        """entry0_base_upper @0x10 u32 if ((entries.count > 0) and entry0_base.is64) (dsl/ea.pci:56)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_MAX_OFFSET_UPPER:
+        """entry0_max_offset_upper @(0x10 + (4 * entry0_base.is64)) u32 if ((entries.count > 0) and entry0_max_offset.is64) (dsl/ea.pci:59)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int) -> int:
+            return (0x10 + (4 * entry0_base_is64))
+
+        OFFSET: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA0:
+        """entry0_extra0 @(0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) u32 if (0 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return (0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64)))
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA1:
+        """entry0_extra1 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 4) u32 if (1 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 4)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA2:
+        """entry0_extra2 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 8) u32 if (2 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 8)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA3:
+        """entry0_extra3 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0xc) u32 if (3 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0xc)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA4:
+        """entry0_extra4 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0x10) u32 if (4 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0x10)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY1_HEADER:
+        """entry1_header @(8 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:65)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (8 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
+        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ENTRY1_BASE:
+        """entry1_base @(0xc + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:75)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (0xc + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY1_MAX_OFFSET:
+        """entry1_max_offset @(0x10 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:80)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (0x10 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
 
 class EA_BRIDGE:
-    """capability ea_bridge match class = 0x60400 / 0xffff00 (dsl/ea.pci:22): Enhanced Allocation (bridge)"""
+    """capability ea_bridge match class = 0x60400 / 0xffff00 (dsl/ea.pci:88): Enhanced Allocation (bridge)"""
 
     id: Final = 0x14
 
     class ENTRIES:
-        """entries @0x02 u8 (dsl/ea.pci:23)"""
+        """entries @0x02 u8 (dsl/ea.pci:89)"""
 
         offset: Final = 0x02
         width: Final = 1
         COUNT: Final = Bits(mask=0x3F, shift=0, width=6)  # [5:0]
 
     class RESERVED:
-        """reserved @0x03 u8 (dsl/ea.pci:27)"""
+        """reserved @0x03 u8 (dsl/ea.pci:93)"""
 
         offset: Final = 0x03
         width: Final = 1
 
     class FIXED_BUSES:
-        """fixed_buses @0x04 u32 (dsl/ea.pci:30)"""
+        """fixed_buses @0x04 u32 (dsl/ea.pci:96)"""
 
         offset: Final = 0x04
         width: Final = 4
         SECONDARY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
         SUBORDINATE: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
 
+    class ENTRY0_HEADER:
+        """entry0_header @0x08 u32 (dsl/ea.pci:101)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
+        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ENTRY0_BASE:
+        """entry0_base @0x0c u32 (dsl/ea.pci:111)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY0_MAX_OFFSET:
+        """entry0_max_offset @0x10 u32 (dsl/ea.pci:116)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY0_BASE_UPPER:
+        """entry0_base_upper @0x14 u32 if ((entries.count > 0) and entry0_base.is64) (dsl/ea.pci:121)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_MAX_OFFSET_UPPER:
+        """entry0_max_offset_upper @(0x14 + (4 * entry0_base.is64)) u32 if ((entries.count > 0) and entry0_max_offset.is64) (dsl/ea.pci:124)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int) -> int:
+            return (0x14 + (4 * entry0_base_is64))
+
+        OFFSET: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA0:
+        """entry0_extra0 @(0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) u32 if (0 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return (0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64)))
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA1:
+        """entry0_extra1 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 4) u32 if (1 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 4)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA2:
+        """entry0_extra2 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 8) u32 if (2 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 8)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA3:
+        """entry0_extra3 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0xc) u32 if (3 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0xc)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY0_EXTRA4:
+        """entry0_extra4 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0x10) u32 if (4 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
+            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0x10)
+
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ENTRY1_HEADER:
+        """entry1_header @(0xc + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:130)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (0xc + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
+        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ENTRY1_BASE:
+        """entry1_base @(0x10 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:140)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (0x10 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class ENTRY1_MAX_OFFSET:
+        """entry1_max_offset @(0x14 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:145)"""
+
+        width: Final = 4
+
+        @staticmethod
+        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
+            return (0x14 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
+
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
 
 class HT:
-    """capability ht (dsl/ht.pci:9): HyperTransport"""
+    """capability ht (dsl/ht.pci:28): HyperTransport"""
 
     id: Final = 0x08
 
     class COMMAND:
-        """command @0x02 u16 (dsl/ht.pci:10)"""
+        """command @0x02 u16 (dsl/ht.pci:29)"""
 
         offset: Final = 0x02
         width: Final = 2
-        COMMAND: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
+        CONTROL: Final = Bits(mask=0x07FF, shift=0, width=11)  # [10:0]
+        TYPE_LOW: Final = Bits(mask=0x1800, shift=11, width=2)  # [12:11]
+        TYPE: Final = Bits(mask=0xE000, shift=13, width=3)  # [15:13]
+
+    class SLAVE_LINK0:
+        """slave_link0 @0x04 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class SLAVE_LINK1:
+        """slave_link1 @0x08 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class SLAVE_LINK2:
+        """slave_link2 @0x0c u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class SLAVE_LINK3:
+        """slave_link3 @0x10 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class SLAVE_LINK4:
+        """slave_link4 @0x14 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class SLAVE_LINK5:
+        """slave_link5 @0x18 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+
+        offset: Final = 0x18
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class HOST_LINK0:
+        """host_link0 @0x04 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class HOST_LINK1:
+        """host_link1 @0x08 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class HOST_LINK2:
+        """host_link2 @0x0c u32 if (command.type == 1) (dsl/ht.pci:37)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class HOST_LINK3:
+        """host_link3 @0x10 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class HOST_LINK4:
+        """host_link4 @0x14 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class MSI_ADDRESS_LO:
+        """msi_address_lo @0x04 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:40)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFF00000, shift=20, width=12)  # [31:20]
+
+    class MSI_ADDRESS_HI:
+        """msi_address_hi @0x08 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:44)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class INTERRUPT_DATA:
+        """interrupt_data @0x04 u32 if ((command.type == 4) and (command.type_low == 0)) (dsl/ht.pci:47)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
 
 class L1SS:
@@ -1370,7 +1752,7 @@ class MSIX:
 
 
 class MULTICAST:
-    """extended_capability multicast (dsl/multicast.pci:14): Multicast"""
+    """extended_capability multicast (dsl/multicast.pci:17): Multicast"""
 
     id: Final = 0x0012
 
@@ -1379,16 +1761,23 @@ class MULTICAST:
         return (0x28 + (8 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
 
     class CAPS:
-        """caps @0x04 u16 (dsl/multicast.pci:17)"""
+        """caps @0x04 u16 if not (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:20)"""
 
         offset: Final = 0x04
         width: Final = 2
         MAX_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
         WINDOW_SIZE_REQUESTED: Final = Bits(mask=0x3F00, shift=8, width=6)  # [13:8]
+
+    class PORT_CAPS:
+        """port_caps @0x04 u16 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:27)"""
+
+        offset: Final = 0x04
+        width: Final = 2
+        MAX_GROUP: Final = Bits(mask=0x003F, shift=0, width=6)  # [5:0]
         ECRC_REGENERATION: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class CONTROL:
-        """control @0x06 u16 (dsl/multicast.pci:24)"""
+        """control @0x06 u16 (dsl/multicast.pci:34)"""
 
         offset: Final = 0x06
         width: Final = 2
@@ -1396,7 +1785,7 @@ class MULTICAST:
         ENABLE: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BASE_ADDRESS_LO:
-        """base_address_lo @0x08 u32 (dsl/multicast.pci:29)"""
+        """base_address_lo @0x08 u32 (dsl/multicast.pci:39)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -1404,56 +1793,56 @@ class MULTICAST:
         ADDRESS: Final = Bits(mask=0xFFFFF000, shift=12, width=20)  # [31:12]
 
     class BASE_ADDRESS_HI:
-        """base_address_hi @0x0c u32 (dsl/multicast.pci:34)"""
+        """base_address_hi @0x0c u32 (dsl/multicast.pci:44)"""
 
         offset: Final = 0x0c
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVE_LO:
-        """receive_lo @0x10 u32 (dsl/multicast.pci:37)"""
+        """receive_lo @0x10 u32 (dsl/multicast.pci:47)"""
 
         offset: Final = 0x10
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RECEIVE_HI:
-        """receive_hi @0x14 u32 (dsl/multicast.pci:40)"""
+        """receive_hi @0x14 u32 (dsl/multicast.pci:50)"""
 
         offset: Final = 0x14
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_ALL_LO:
-        """block_all_lo @0x18 u32 (dsl/multicast.pci:43)"""
+        """block_all_lo @0x18 u32 (dsl/multicast.pci:53)"""
 
         offset: Final = 0x18
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_ALL_HI:
-        """block_all_hi @0x1c u32 (dsl/multicast.pci:46)"""
+        """block_all_hi @0x1c u32 (dsl/multicast.pci:56)"""
 
         offset: Final = 0x1c
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_UNTRANSLATED_LO:
-        """block_untranslated_lo @0x20 u32 (dsl/multicast.pci:49)"""
+        """block_untranslated_lo @0x20 u32 (dsl/multicast.pci:59)"""
 
         offset: Final = 0x20
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class BLOCK_UNTRANSLATED_HI:
-        """block_untranslated_hi @0x24 u32 (dsl/multicast.pci:52)"""
+        """block_untranslated_hi @0x24 u32 (dsl/multicast.pci:62)"""
 
         offset: Final = 0x24
         width: Final = 4
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class OVERLAY_BAR_LO:
-        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:55)"""
+        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:65)"""
 
         offset: Final = 0x28
         width: Final = 4
@@ -1461,7 +1850,7 @@ class MULTICAST:
         ADDRESS: Final = Bits(mask=0xFFFFFFC0, shift=6, width=26)  # [31:6]
 
     class OVERLAY_BAR_HI:
-        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:59)"""
+        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:69)"""
 
         offset: Final = 0x2c
         width: Final = 4
@@ -1803,13 +2192,16 @@ class PCIE:
 
 
 class PCIX:
-    """capability pcix (dsl/pcix.pci:11): PCI-X"""
+    """capability pcix (dsl/pcix.pci:20): PCI-X"""
 
     id: Final = 0x07
-    length: Final = 0x08
+
+    @staticmethod
+    def length(*, command_version: int) -> int:
+        return (8 + (0x10 * int(command_version != 0)))
 
     class COMMAND:
-        """command @0x02 u16 (dsl/pcix.pci:12)"""
+        """command @0x02 u16 (dsl/pcix.pci:21)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -1820,7 +2212,7 @@ class PCIX:
         VERSION: Final = Bits(mask=0x3000, shift=12, width=2)  # [13:12]
 
     class STATUS:
-        """status @0x04 u32 (dsl/pcix.pci:21)"""
+        """status @0x04 u32 (dsl/pcix.pci:30)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1839,15 +2231,58 @@ class PCIX:
         MODE2_266: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
+    class ECC_CONTROL_STATUS:
+        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:46)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+        SELECT_SECONDARY: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ERROR_IN_OTHER_BANK: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDITIONAL_CORRECTABLE: Final = Bits(mask=0x00000004, shift=2, width=1)  # [2]
+        ADDITIONAL_UNCORRECTABLE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        ERROR_PHASE: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        ERROR_CORRECTED: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        SYNDROME: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        ERROR_FIRST_COMMAND: Final = Bits(mask=0x000F0000, shift=16, width=4)  # [19:16]
+        ERROR_SECOND_COMMAND: Final = Bits(mask=0x00F00000, shift=20, width=4)  # [23:20]
+        ERROR_UPPER_ATTRIBUTES: Final = Bits(mask=0x0F000000, shift=24, width=4)  # [27:24]
+        CONTROL_UPDATE_ENABLE: Final = Bits(mask=0x10000000, shift=28, width=1)  # [28]
+        DISABLE_SINGLE_BIT_CORRECTION: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ECC_FIRST_ADDRESS:
+        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:62)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_SECOND_ADDRESS:
+        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:65)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_ATTRIBUTE:
+        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:68)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        ATTRIBUTE: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
 
 class PCIX_BRIDGE:
-    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:39): PCI-X (bridge)"""
+    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:73): PCI-X (bridge)"""
 
     id: Final = 0x07
-    length: Final = 0x10
+
+    @staticmethod
+    def length(*, secondary_status_version: int) -> int:
+        return (0x10 + (0x10 * int(secondary_status_version != 0)))
 
     class SECONDARY_STATUS:
-        """secondary_status @0x02 u16 (dsl/pcix.pci:40)"""
+        """secondary_status @0x02 u16 (dsl/pcix.pci:74)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -1863,7 +2298,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_STATUS:
-        """bridge_status @0x04 u32 (dsl/pcix.pci:53)"""
+        """bridge_status @0x04 u32 (dsl/pcix.pci:87)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1881,7 +2316,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class UPSTREAM_SPLIT_CONTROL:
-        """upstream_split_control @0x08 u32 (dsl/pcix.pci:68)"""
+        """upstream_split_control @0x08 u32 (dsl/pcix.pci:102)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -1889,12 +2324,52 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class DOWNSTREAM_SPLIT_CONTROL:
-        """downstream_split_control @0x0c u32 (dsl/pcix.pci:72)"""
+        """downstream_split_control @0x0c u32 (dsl/pcix.pci:106)"""
 
         offset: Final = 0x0c
         width: Final = 4
         CAPACITY: Final = Bits(mask=0x0000FFFF, shift=0, width=16)  # [15:0]
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
+
+    class ECC_CONTROL_STATUS:
+        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:110)"""
+
+        offset: Final = 0x10
+        width: Final = 4
+        SELECT_SECONDARY: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ERROR_IN_OTHER_BANK: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDITIONAL_CORRECTABLE: Final = Bits(mask=0x00000004, shift=2, width=1)  # [2]
+        ADDITIONAL_UNCORRECTABLE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        ERROR_PHASE: Final = Bits(mask=0x00000070, shift=4, width=3)  # [6:4]
+        ERROR_CORRECTED: Final = Bits(mask=0x00000080, shift=7, width=1)  # [7]
+        SYNDROME: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        ERROR_FIRST_COMMAND: Final = Bits(mask=0x000F0000, shift=16, width=4)  # [19:16]
+        ERROR_SECOND_COMMAND: Final = Bits(mask=0x00F00000, shift=20, width=4)  # [23:20]
+        ERROR_UPPER_ATTRIBUTES: Final = Bits(mask=0x0F000000, shift=24, width=4)  # [27:24]
+        CONTROL_UPDATE_ENABLE: Final = Bits(mask=0x10000000, shift=28, width=1)  # [28]
+        DISABLE_SINGLE_BIT_CORRECTION: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class ECC_FIRST_ADDRESS:
+        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:126)"""
+
+        offset: Final = 0x14
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_SECOND_ADDRESS:
+        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:129)"""
+
+        offset: Final = 0x18
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+    class ECC_ATTRIBUTE:
+        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:132)"""
+
+        offset: Final = 0x1c
+        width: Final = 4
+        ATTRIBUTE: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
 
 class PL16:
@@ -2645,32 +3120,33 @@ class PTM:
 
 
 class POWER_BUDGET:
-    """extended_capability power_budget (dsl/pwrbudget.pci:11): Power Budgeting"""
+    """extended_capability power_budget (dsl/pwrbudget.pci:13): Power Budgeting"""
 
     id: Final = 0x0004
     length: Final = 0x10
 
     class DATA_SELECT:
-        """data_select @0x04 u8 (dsl/pwrbudget.pci:12)"""
+        """data_select @0x04 u8 (dsl/pwrbudget.pci:14)"""
 
         offset: Final = 0x04
         width: Final = 1
         INDEX: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class RESERVED_05:
-        """reserved_05 @0x05 u8 (dsl/pwrbudget.pci:15)"""
+        """reserved_05 @0x05 u8 (dsl/pwrbudget.pci:17)"""
 
         offset: Final = 0x05
         width: Final = 1
 
-    class RESERVED_06:
-        """reserved_06 @0x06 u16 (dsl/pwrbudget.pci:16)"""
+    class CONTROL:
+        """control @0x06 u16 (dsl/pwrbudget.pci:18)"""
 
         offset: Final = 0x06
         width: Final = 2
+        BITS: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
 
     class DATA:
-        """data @0x08 u32 (dsl/pwrbudget.pci:17)"""
+        """data @0x08 u32 (dsl/pwrbudget.pci:21)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2680,22 +3156,24 @@ class POWER_BUDGET:
         PM_STATE: Final = Bits(mask=0x00006000, shift=13, width=2)  # [14:13]
         TYPE: Final = Bits(mask=0x00038000, shift=15, width=3)  # [17:15]
         POWER_RAIL: Final = Bits(mask=0x001C0000, shift=18, width=3)  # [20:18]
+        DATA_SCALE_UPPER: Final = Bits(mask=0x00200000, shift=21, width=1)  # [21]
 
     class BUDGET_CAPS:
-        """budget_caps @0x0c u8 (dsl/pwrbudget.pci:26)"""
+        """budget_caps @0x0c u8 (dsl/pwrbudget.pci:31)"""
 
         offset: Final = 0x0c
         width: Final = 1
         SYSTEM_ALLOCATED: Final = Bits(mask=0x01, shift=0, width=1)  # [0]
 
-    class RESERVED_0D:
-        """reserved_0d @0x0d u8 (dsl/pwrbudget.pci:30)"""
+    class SENSE_DETECT:
+        """sense_detect @0x0d u8 (dsl/pwrbudget.pci:35)"""
 
         offset: Final = 0x0d
         width: Final = 1
+        BITS: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class RESERVED_0E:
-        """reserved_0e @0x0e u16 (dsl/pwrbudget.pci:31)"""
+        """reserved_0e @0x0e u16 (dsl/pwrbudget.pci:38)"""
 
         offset: Final = 0x0e
         width: Final = 2

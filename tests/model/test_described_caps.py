@@ -488,17 +488,61 @@ def test_a_pci_x_bridge_is_the_hosts(permissive: bool) -> None:
     assert sim.writes == []
 
 
-def test_a_hypertransport_body_stays_the_engine_default() -> None:
-    # Its layout depends on the type in the command register: read from the device, written
-    # only in permissive mode, as Linux.
+def test_a_hypertransport_msi_mapping_address_is_the_hosts() -> None:
+    # The body of an MSI mapping (type 10101, not fixed): the address MSIs are mapped at,
+    # bits 31:20 of +0x04 and +0x08 (Linux HT_MSI_ADDR_LO_MASK, HT_MSI_ADDR_HI).
     for permissive in (False, True):
         b = endpoint()
-        pos = b.cap(0x08, struct.pack("<HII", 0xA800, 0xFEE00000, 0))  # an MSI mapping
+        pos = b.cap(0x08, struct.pack("<HII", 0xA800, 0xFEE0ABCD, 0))  # an MSI mapping
         view, sim = b.space(permissive=permissive)
-        assert view.read(pos + 4, 4) == 0xFEE00000
+        assert view.read(pos + 4, 4) == 0xFEE00000  # bits 19:0 reserved
         view.write(pos + 2, 2, 0xA801)  # the mapping's enable: the host's
+        view.write(pos + 4, 4, 0xFED00000)
         view.write(pos + 8, 4, 0x1)
-        assert sim.writes == ([(pos + 8, 4, 0x1)] if permissive else [])
+        assert sim.writes == []
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_other_hypertransport_bodies_stay_the_engine_default(permissive: bool) -> None:
+    # A fixed MSI mapping has no address registers, and an extended configuration access
+    # capability (type 10011) has no table: read from the device, written only in permissive
+    # mode, as Linux. (Both end the function's capability list, so +0x04 is no one else's.)
+    for command in (0xA802, 0x9800):
+        b = endpoint()
+        pos = b.cap(0x08, struct.pack("<HII", command, 0x12345678, 0))
+        view, sim = b.space(permissive=permissive)
+        assert view.read(pos + 4, 4) == 0x12345678
+        view.write(pos + 4, 4, 0x1)
+        assert sim.writes == ([(pos + 4, 4, 0x1)] if permissive else [])
+
+
+@pytest.mark.parametrize(
+    ("command", "length"), [(0x0000, 0x1C), (0x2000, 0x18)], ids=["slave", "host"]
+)
+def test_hypertransport_link_configuration_is_the_hosts(command: int, length: int) -> None:
+    # Slave/primary (type 000, 28 bytes, Linux HT_CAP_SIZEOF_LONG) and host/secondary (type
+    # 001, 24 bytes, HT_CAP_SIZEOF_SHORT): the link's set-up, in permissive mode too.
+    b = endpoint()
+    pos = b.cap(0x08, struct.pack("<H", command) + b"\xa5" * (length - 4) + b"\x5a" * 8)
+    view, sim = b.space(permissive=True)
+    assert not view.problems
+    for rel in range(0x04, length, 4):
+        assert isinstance(view.slot_at(pos + rel), RegisterInstance), f"{rel:#x}"
+        assert view.read(pos + rel, 4) == 0xA5A5A5A5
+        view.write(pos + rel, 4, 0)
+    assert sim.writes == []
+    assert not isinstance(view.slot_at(pos + length), RegisterInstance)  # past the body
+
+
+def test_a_hypertransport_interrupt_window_is_the_hosts() -> None:
+    # Interrupt discovery (type 10000): the command's low byte is the index, +0x04 the data.
+    b = endpoint()
+    pos = b.cap(0x08, struct.pack("<HI", 0x8010, 0xC0FFEE00))
+    view, sim = b.space(permissive=True)
+    assert view.read(pos + 4, 4) == 0xC0FFEE00
+    view.write(pos + 2, 1, 0x12)
+    view.write(pos + 4, 4, 0)
+    assert sim.writes == []
 
 
 def test_an_open_ended_table_yields_where_a_device_overlaps_capabilities() -> None:
@@ -507,9 +551,18 @@ def test_an_open_ended_table_yields_where_a_device_overlaps_capabilities() -> No
     view, _ = view_of(dump_named("amd-iommu-pci-1022-0008"))
     address = view.slot_at(0x5E)
     assert isinstance(address, RegisterInstance) and address.reg.name == "address"
-    assert view.problems == [
+    # Its type is slave (a 4-byte stub): the slave body's registers, from 0x60, are the next
+    # capability's bytes and are left out.
+    assert view.problems[0] == (
         "ht.command at 0x5e overlaps another block; the device's capability list is inconsistent"
+    )
+    assert view.problems[1:] == [
+        f"ht.slave_link{i} at {0x60 + 4 * i:#x} does not fit the device's capability;"
+        " left undescribed"
+        for i in range(6)
     ]
+    following = view.slot_at(0x64)  # the address of the MSI capability at 0x60
+    assert isinstance(following, RegisterInstance) and following.block == "msi"
 
 
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])

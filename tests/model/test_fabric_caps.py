@@ -6,8 +6,9 @@ No QEMU dump carries any of them (../shared/fixtures/qemu/MANIFEST.md), so each 
 a real dump (tests/model/patched.py): the extended ones behind the dump's last extended
 capability, AGP into a conventional function's empty standard space. Every register's bits
 are set on the device unless said otherwise, so that reserved bits reading 0 shows. Offsets
-and masks are the specifications' (PCIe 6.0 7.8.1, 7.9.1, 7.9.2, 7.9.11, 7.9.13; AGP 3.0),
-written here independently of dsl/.
+and masks are the specifications' (PCIe 6.0 7.8.1, 7.9.1, 7.9.2, 7.9.11, 7.9.13; AGP 3.0; the
+third data scale bit of Power Budgeting as Linux's pci_regs.h names it), written here
+independently of dsl/.
 """
 
 from __future__ import annotations
@@ -123,13 +124,13 @@ CASES = [
         reads=[
             (0x04, 1, 0xFF),
             (0x05, 1, 0),
-            (0x06, 2, 0),
-            (0x08, 4, 0x001FFFFF),
+            (0x06, 2, 0xFFFF),  # PCIe 6.0 control: read from the device
+            (0x08, 4, 0x003FFFFF),  # bit 21: Data Scale[2] (PCIe 6.x)
             (0x0C, 1, 0x01),
-            (0x0D, 1, 0),
+            (0x0D, 1, 0xFF),  # PCIe 6.0 sense detect: read from the device
             (0x0E, 2, 0),
         ],
-        host_owned=[(0x08, 4), (0x0C, 4)],
+        host_owned=[(0x06, 2), (0x08, 4), (0x0C, 4)],
         cached=[(0x0C, 1)],
     ),
     Case(
@@ -150,7 +151,8 @@ CASES = [
         0x0012,
         0x180,
         b"\xff" * 0x2C,
-        reads=[(0x04, 2, 0xBF3F), (0x06, 2, 0x803F), (0x08, 4, 0xFFFFF03F)]
+        # a port: ECRC regeneration, no window size requested (reserved)
+        reads=[(0x04, 2, 0x803F), (0x06, 2, 0x803F), (0x08, 4, 0xFFFFF03F)]
         + [(rel, 4, 0xFFFFFFFF) for rel in range(0x0C, 0x30, 4)],  # the overlay BAR included
         host_owned=[(0x04, 2), (0x06, 2)] + [(rel, 4) for rel in range(0x08, 0x30, 4)],
         cached=[(0x04, 2)],
@@ -161,7 +163,8 @@ CASES = [
         0x0012,
         0x180,
         b"\xff" * 0x24,
-        reads=[(0x04, 2, 0xBF3F), (0x06, 2, 0x803F)]
+        # an endpoint: the window size requested, no ECRC regeneration (reserved)
+        reads=[(0x04, 2, 0x3F3F), (0x06, 2, 0x803F)]
         + [(rel, 4, 0xFFFFFFFF) for rel in range(0x0C, 0x28, 4)],
         host_owned=[(0x04, 2), (0x06, 2)] + [(rel, 4) for rel in range(0x08, 0x28, 4)],
         cached=[(0x04, 2)],
@@ -319,3 +322,39 @@ def test_what_follows_agp_command_stays_the_engine_default(permissive: bool) -> 
     assert view.read(0x4C, 4) == 0xA5A5A5A5
     view.write(0x4C, 4, 0)
     assert sim.writes == ([(0x4C, 4, 0)] if permissive else [])
+
+
+@pytest.mark.parametrize(
+    ("case", "window", "ecrc"),
+    [("multicast-root-port", False, True), ("multicast-endpoint", True, False)],
+    ids=["port", "endpoint"],
+)
+def test_multicast_capabilities_follow_the_port_type(case: str, window: bool, ecrc: bool) -> None:
+    # PCIe 6.0 7.9.11.2: MC_Window_Size_Requested (13:8) is an endpoint's, RsvdP in root and
+    # switch ports; MC_ECRC_Regeneration_Supported (15) a port's, RsvdP in other functions.
+    view, sim, base = patched(CASES[IDS.index(case)])
+    sim.config[base + 0x04 : base + 0x06] = (0x8A07).to_bytes(2, "little")  # ECRC, 2^10, 8
+    view = build_config_space(sim)
+    expect = 0x0007 | (0x0A00 if window else 0) | (0x8000 if ecrc else 0)
+    assert view.read(base + 0x04, 2) == expect
+    sim.config[base + 0x04 : base + 0x06] = (0x0000).to_bytes(2, "little")
+    assert view.read(base + 0x04, 2) == expect  # read once at seize
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_the_power_budget_pcie6_registers_are_read_live_and_never_written(
+    permissive: bool,
+) -> None:
+    view, sim, base = patched(CASES[IDS.index("power-budgeting")])
+    view.permissive = permissive
+    # Data Scale[2] (bit 21) and the PCIe 6.0 control (+0x06) and sense detect (+0x0D): what
+    # the device holds, each time
+    sim.config[base + 0x08 : base + 0x0C] = (0x00200000 | 0x0102).to_bytes(4, "little")
+    sim.config[base + 0x06 : base + 0x08] = (0x0001).to_bytes(2, "little")
+    sim.config[base + 0x0D] = 0x03
+    assert view.read(base + 0x08, 4) == 0x00200102
+    assert view.read(base + 0x06, 2) == 0x0001
+    assert view.read(base + 0x0D, 1) == 0x03
+    view.write(base + 0x06, 2, 0xFFFF)
+    view.write(base + 0x0D, 1, 0)
+    assert sim.writes == []
