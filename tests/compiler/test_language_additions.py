@@ -1,0 +1,123 @@
+"""The language of issue 13 item 5: conditions on wide fields, `length auto`,
+`match device in (...)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pciback.engine import Policy
+from pciback.tables import Block
+from tests.compiler.conftest import CheckRun
+from tests.engine.support import compile_policy
+
+
+class Fields:
+    """A lookup for a table's expressions over the block's own fields."""
+
+    def __init__(self, own: dict[tuple[str, str], int]) -> None:
+        self.own = own
+
+    def __call__(self, register: str, field: str) -> int:
+        return self.own[(register, field)]
+
+    def of(self, block: str, register: str, field: str) -> int:
+        raise KeyError((block, register, field))
+
+
+def _block(policy: Policy, name: str) -> Block:
+    return next(
+        b
+        for b in (*policy.capabilities.values(), *policy.extended.values(), *policy.quirks)
+        if b.name == name
+    )
+
+
+# -- conditions on wide fields -------------------------------------------------------------------
+WIDE = """
+extended_capability e id 0x23 {
+    register hdr @0x04 u32 { vendor [15:0] cached ro  id [31:16] cached ro }
+    register intel @0x08 u32 if hdr.vendor == 0x8086 { x [31:0] hw ro }
+    register late @0x0c u32 if hdr.vendor == 0x8086 and not hdr.id < 0x100 { x [31:0] hw ro }
+}
+extended_capability f id 0x24 {
+    register word @0x04 u32 { value [31:0] cached ro }
+    register magic @0x08 u32 if word.value == 0x12345678 or word.value > 0xfffffff0 {
+        x [31:0] hw ro
+    }
+}
+"""
+
+
+def test_a_condition_may_read_a_16_or_32_bit_field(tmp_path: Path) -> None:
+    policy = compile_policy(WIDE, tmp_path)
+    regs = {r.name: r for b in ("e", "f") for r in _block(policy, b).registers}
+    cases = [
+        ((0x8086, 0x100, 0), {"intel", "late"}),
+        ((0x8086, 0xFF, 0), {"intel"}),
+        ((0x8087, 0x100, 0x12345678), {"magic"}),
+        ((0, 0, 0xFFFFFFF1), {"magic"}),
+        ((0, 0, 0xFFFFFFF0), set()),
+    ]
+    for (vendor, ident, value), present in cases:
+        lookup = Fields({("hdr", "vendor"): vendor, ("hdr", "id"): ident, ("word", "value"): value})
+        shown = {
+            name
+            for name in ("intel", "late", "magic")
+            if (test := regs[name].present) is not None and test(lookup)
+        }
+        assert shown == present
+
+
+def test_a_wide_field_is_checked_in_every_layout_it_makes(check_source: CheckRun) -> None:
+    # The hole is there only when the vendor is 0x8086: found although the field has 65536
+    # values, with the value that makes it.
+    source = (
+        "extended_capability e id 0x23 length 0x10 {\n"
+        "    register hdr @0x04 u32 { vendor [15:0] cached ro  id [31:16] cached ro }\n"
+        "    register a @0x08 u32 if hdr.vendor != 0x8086 { x [31:0] hw ro }\n"
+        "    register b @0x0c u32 { x [31:0] hw ro }\n"
+        "}\n"
+    )
+    status, errors, _ = check_source(source)
+    assert status == 1
+    assert errors == [
+        "policy.pci:1:21: error: bytes 0x8..0xb of extended capability 'e' (between registers"
+        " 'hdr' and 'b') are covered by no register when hdr.vendor = 32902: describe them, or"
+        ' declare them reserved (a register of `_ [..] hw rsvdp "why"` fields)'
+    ]
+
+
+def test_a_32_bit_field_read_otherwise_than_compared_is_refused_where_it_is_read(
+    check_source: CheckRun,
+) -> None:
+    source = (
+        "extended_capability e id 0x23 {\n"
+        "    register hdr @0x04 u32 { id [31:0] cached ro }\n"
+        "    register odd @0x08 u32 if hdr.id & 1 { x [31:0] hw ro }\n"
+        "}\n"
+    )
+    status, errors, _ = check_source(source)
+    assert status == 1
+    assert errors == [
+        "policy.pci:3:31: error: register offsets and conditions depend on the 32-bit field"
+        " 'hdr.id' through `(hdr.id & 1)`: a field wider than 16 bits can only be compared"
+        " with a constant (==, !=, <, <=, >, >=) here"
+    ]
+
+
+@pytest.mark.parametrize("width", [16, 32])
+def test_a_wide_array_count_is_still_refused(check_source: CheckRun, width: int) -> None:
+    # A count takes every value of its field: no class of values to try.
+    source = (
+        "extended_capability e id 0x23 {\n"
+        f"    register n @0x04 u32 {{ count [{width - 1}:0] cached ro"
+        + (f"  _ [31:{width}] hw ro" if width < 32 else "")
+        + " }\n"
+        "    register w[n.count] @0x08 u8 { x [7:0] hw ro }\n"
+        "}\n"
+    )
+    status, errors, _ = check_source(source)
+    assert status == 1 and len(errors) == 1
+    assert "the array count depends" in errors[0]
