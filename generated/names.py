@@ -1376,7 +1376,7 @@ class MULTICAST:
 
     @staticmethod
     def length(*, pcie_caps_port_type: int) -> int:
-        return (0x28 + (8 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
+        return max(0x28, (0x30 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
 
     class CAPS:
         """caps @0x04 u16 (dsl/multicast.pci:17)"""
@@ -1502,7 +1502,7 @@ class PCIE:
 
     @staticmethod
     def length(*, caps_port_type: int, caps_version: int) -> int:
-        return ((int(caps_version >= 2) * 0x3c) + (int(caps_version < 2) * (((0x14 - (8 * int(caps_port_type == 9))) + (8 * int(caps_port_type == 6))) + (0x10 * int(bool(int(caps_port_type == 4)) or bool(int(caps_port_type == 0xa)))))))
+        return max(0xc, (0x14 * int(bool(int(caps_version >= 2)) or bool(int(caps_port_type != 9)))), (0x1c * int(bool(int(bool(int(bool(int(caps_version >= 2)) or bool(int(caps_port_type == 4)))) or bool(int(caps_port_type == 6)))) or bool(int(caps_port_type == 0xa)))), (0x24 * int(bool(int(bool(int(caps_version >= 2)) or bool(int(caps_port_type == 4)))) or bool(int(caps_port_type == 0xa)))), (0x3c * int(caps_version >= 2)))
 
     class CAPS:
         """caps @0x02 u16 (dsl/pcie.pci:28)"""

@@ -112,6 +112,7 @@ class Builder:
         name = tree.children[0]
         ident: Expr | None = None
         length: Expr | None = None
+        length_auto: Pos | None = None
         reason = ""
         policies: list[PolicyDecl] = []
         registers: list[RegisterDecl] = []
@@ -126,7 +127,11 @@ class Builder:
             assert isinstance(child, Tree)
             data = str(child.data)
             if data == "length":
-                length = self.expr(child.children[0])
+                value = child.children[0]
+                if isinstance(value, Token) and value.type == "LENGTH_AUTO":
+                    length_auto = self.pos(value)
+                else:
+                    length = self.expr(value)
             elif data == "reason":
                 reason = self.string(child)
             elif data == "policy":
@@ -175,6 +180,7 @@ class Builder:
             self.pos(name),
             tuple(items),
             tuple(rests),
+            length_auto,
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:

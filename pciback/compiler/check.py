@@ -20,6 +20,7 @@ from pciback.compiler.evaluate import (
     evaluate,
     to_text,
 )
+from pciback.compiler.extent import elaborate_length
 from pciback.compiler.model import (
     ArrayDecl,
     BackingKind,
@@ -124,6 +125,8 @@ def check(
             BlockChecker(block, consts, hooks, diags, declared, catalog).expand_arrays()
             for block in src.blocks
         ]
+        # Once every register is known: `length auto` is their extent.
+        src.blocks = [elaborate_length(block, consts, diags) for block in src.blocks]
     catalog = Catalog(files)
     seen: dict[tuple[BlockKindDecl, str], Pos] = {}
     idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}

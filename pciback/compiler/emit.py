@@ -16,6 +16,7 @@ import jinja2
 
 from pciback.compiler.check import Program
 from pciback.compiler.evaluate import evaluate, to_python, to_text
+from pciback.compiler.extent import length_text
 from pciback.compiler.model import (
     BackingKind,
     BlockDecl,
@@ -136,7 +137,7 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
         "ident": _hex(evaluate(block.ident, consts)) if block.ident is not None else "0",
         "source": f"{src.path}:{block.pos.line}",
         "length": length,
-        "length_text": to_text(block.length) if block.length is not None else "",
+        "length_text": length_text(block),
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
         "rest": bool(block.rests),

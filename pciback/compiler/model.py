@@ -254,6 +254,8 @@ class BlockDecl:
     # once groups are resolved.
     items: tuple[RegisterDecl | UseDecl, ...] = ()
     rests: tuple[RestDecl, ...] = ()  # one at most (the checker says so)
+    # Where `length auto` was written: the checker fills `length` with the registers' extent.
+    length_auto: Pos | None = None
 
 
 @dataclass(frozen=True, slots=True)

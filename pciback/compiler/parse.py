@@ -27,6 +27,7 @@ _READABLE = {
     "MUL_OP": "'*', '<<' or '>>'",
     "DIV": "'/'",
     "AND_OP": "'&'",
+    "LENGTH_AUTO": "'auto'",
     "$END": "end of file",
 }
 # The words of the terminals that are alternatives, for "did you mean" on a misspelt keyword.

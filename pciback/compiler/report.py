@@ -9,6 +9,7 @@ import jinja2
 from pciback.compiler.check import Program
 from pciback.compiler.emit import TEMPLATES
 from pciback.compiler.evaluate import evaluate, to_text
+from pciback.compiler.extent import length_text
 from pciback.compiler.model import BackingKind, BlockDecl, FieldDecl, RegisterDecl, device_refs
 
 _HOOK_WORDS = {
@@ -49,7 +50,7 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
         "rest_if": to_text(block.rests[0].condition)
         if block.rests and block.rests[0].condition is not None
         else "",
-        "length_text": to_text(block.length) if block.length is not None else "",
+        "length_text": length_text(block),
         "match_text": ", ".join(
             f"{m.key} = {evaluate(m.value, consts):#x}"
             + (f" / {evaluate(m.mask, consts):#x}" if m.mask is not None else "")

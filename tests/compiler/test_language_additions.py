@@ -121,3 +121,55 @@ def test_a_wide_array_count_is_still_refused(check_source: CheckRun, width: int)
     status, errors, _ = check_source(source)
     assert status == 1 and len(errors) == 1
     assert "the array count depends" in errors[0]
+
+
+# -- length auto ---------------------------------------------------------------------------------
+AUTO = """
+const ROOT = 4
+capability c id 0x10 length auto {
+    register caps @0x02 u16 { version [3:0] cached ro  kind [7:4] cached ro  _ [15:8] hw ro }
+    register dev @0x04 u32 { x [31:0] hw ro }
+    register link @0x08 u32 if caps.version >= 2 or caps.kind != 9 { x [31:0] hw ro }
+    register root @0x0c u32 if caps.version >= 2 or caps.kind == ROOT { x [31:0] hw ro }
+    register root2 @0x10 u16 if caps.version >= 2 or caps.kind == ROOT { x [15:0] hw ro }
+    register v2 @0x12 u16 if caps.version >= 2 { x [15:0] hw ro }
+}
+extended_capability e id 0x20 length auto {
+    register a @0x04 u32 { x [31:0] hw ro }
+    register b @0x08 u16 { x [15:0] hw ro }
+    register c @0x0a u16 { x [15:0] hw ro }
+}
+"""
+
+
+def test_length_auto_is_the_extent_of_the_registers_present(tmp_path: Path) -> None:
+    policy = compile_policy(AUTO, tmp_path)
+    c = _block(policy, "c")
+    assert callable(c.length) and c.length_text.startswith("auto = max(8, ")
+    expected = {(1, 9): 0x08, (1, 0): 0x0C, (1, 4): 0x12, (2, 9): 0x14, (2, 4): 0x14}
+    for (version, kind), length in expected.items():
+        assert c.length(Fields({("caps", "version"): version, ("caps", "kind"): kind})) == length
+    e = _block(policy, "e")  # registers at fixed offsets: a number
+    assert (e.length, e.length_text) == (0x0C, "auto = 0xc")
+
+
+def test_length_auto_needs_registers(check_source: CheckRun) -> None:
+    status, errors, _ = check_source('capability c id 0x20\n    length auto "empty" { }\n')
+    assert status == 1
+    assert errors == [
+        "policy.pci:2:12: error: `length auto` of capability 'c' that describes no register:"
+        " write its length"
+    ]
+
+
+def test_auto_is_a_word_of_the_length_only(check_source: CheckRun) -> None:
+    # Elsewhere `auto` is a name as any other; after `length`, an expression cannot start
+    # with it.
+    status, errors, _ = check_source("const auto = 8\ncapability c id 0x20 length auto + 4 { }\n")
+    assert status == 1 and errors[0].startswith("policy.pci:2:34: error: syntax error")
+    status, errors, _ = check_source(
+        "const auto = 8\ncapability c id 0x20 length (auto) {\n"
+        "    register r @0x02 u16 { x [15:0] hw ro }\n"
+        "    register s @0x04 u32 { x [31:0] hw ro }\n}\n"
+    )
+    assert (status, errors) == (0, [])
