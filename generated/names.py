@@ -49,8 +49,7 @@ __all__ = [
     'PRI',
     'PTM',
     'POWER_BUDGET',
-    'BE2NET_BE2',
-    'BE2NET_BE3',
+    'BE2NET',
     'REBAR',
     'SATA',
     'SECPCIE',
@@ -2701,22 +2700,11 @@ class POWER_BUDGET:
         width: Final = 2
 
 
-class BE2NET_BE2:
-    """quirk be2net_be2 match vendor = 0x19a2, device = 0x211 (dsl/quirks.pci:9): BladeEngine 2"""
+class BE2NET:
+    """quirk be2net match vendor = 0x19a2, device in (0x211, 0x221) (dsl/quirks.pci:9): BladeEngine 2 and 3"""
 
     class MEMBAR_INT_CTRL:
         """membar_int_ctrl @0xfc u32 (dsl/quirks.pci:10)"""
-
-        offset: Final = 0xfc
-        width: Final = 4
-        HOST_INTR: Final = Bits(mask=0x20000000, shift=29, width=1)  # [29]
-
-
-class BE2NET_BE3:
-    """quirk be2net_be3 match vendor = 0x19a2, device = 0x221 (dsl/quirks.pci:17): BladeEngine 3"""
-
-    class MEMBAR_INT_CTRL:
-        """membar_int_ctrl @0xfc u32 (dsl/quirks.pci:18)"""
 
         offset: Final = 0xfc
         width: Final = 4

@@ -166,6 +166,18 @@ class Builder:
                         self.pos(key),
                     )
                 )
+            elif data == "match_in":
+                key, first, *others = child.children
+                matches.append(
+                    MatchDecl(
+                        str(key),
+                        self.expr(first),
+                        None,
+                        self.pos(key),
+                        tuple(self.expr(o) for o in others),
+                        listed=True,
+                    )
+                )
             else:  # pragma: no cover - the grammar admits nothing else
                 raise AssertionError(data)
         return BlockDecl(

@@ -689,15 +689,23 @@ class BlockChecker:
                 self.diags.error(match.pos, f"duplicate match key '{match.key}'")
             keys[match.key] = match.pos
             bits = _MATCH_WIDTH[match.key]
-            for expr in (match.value, match.mask):
+            listed: dict[int, Pos] = {}
+            for i, expr in enumerate((*match.values, match.mask)):
                 if expr is None:
                     continue
                 value = self._value(expr)
+                where = _expr_pos(expr, match.pos)
                 if value is not None and not 0 <= value < (1 << bits):
                     self.diags.error(
-                        _expr_pos(expr, match.pos),
-                        f"value {value:#x} does not fit the {bits}-bit {match.key}",
+                        where, f"value {value:#x} does not fit the {bits}-bit {match.key}"
                     )
+                elif value is not None and i < len(match.values):
+                    if value in listed:
+                        self.diags.error(
+                            where,
+                            f"{match.key} {value:#x} is listed twice (first at {listed[value]})",
+                        )
+                    listed.setdefault(value, where)
 
     # -- registers and fields --------------------------------------------------------------------
     def _check_register(self, reg: RegisterDecl) -> None:
@@ -1207,7 +1215,8 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
             for expr in (block.ident, block.length, *(r.condition for r in block.rests)):
                 used_consts.update(r.name for r in name_refs(expr))
             for match in block.matches:
-                used_consts.update(r.name for r in name_refs(match.value) + name_refs(match.mask))
+                for expr in (*match.values, match.mask):
+                    used_consts.update(r.name for r in name_refs(expr))
             for item in block.items:
                 if isinstance(item, UseDecl):
                     used_groups.add(item.group)

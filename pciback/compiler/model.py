@@ -203,6 +203,13 @@ class MatchDecl:
     value: Expr
     mask: Expr | None
     pos: Pos
+    # `KEY in (V, W, ...)`: the values after the first (V is `value`), any of which matches.
+    alternatives: tuple[Expr, ...] = ()
+    listed: bool = False  # written as `in (...)`, even of one value
+
+    @property
+    def values(self) -> tuple[Expr, ...]:
+        return (self.value, *self.alternatives)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 
 from pciback.compiler.check import Program
-from pciback.compiler.emit import TEMPLATES
+from pciback.compiler.emit import TEMPLATES, match_text
 from pciback.compiler.evaluate import evaluate, to_text
 from pciback.compiler.extent import length_text
 from pciback.compiler.model import BackingKind, BlockDecl, FieldDecl, RegisterDecl, device_refs
@@ -52,9 +52,7 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
         else "",
         "length_text": length_text(block),
         "match_text": ", ".join(
-            f"{m.key} = {evaluate(m.value, consts):#x}"
-            + (f" / {evaluate(m.mask, consts):#x}" if m.mask is not None else "")
-            for m in block.matches
+            match_text(m, lambda e: f"{evaluate(e, consts):#x}") for m in block.matches
         ),
         "registers": [_register(r, block, program) for r in _shown(block)],
     }

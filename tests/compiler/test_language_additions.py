@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pciback.compiler.cli import main
 from pciback.engine import Policy
 from pciback.tables import Block
 from tests.compiler.conftest import CheckRun
@@ -173,3 +174,80 @@ def test_auto_is_a_word_of_the_length_only(check_source: CheckRun) -> None:
         "    register s @0x04 u32 { x [31:0] hw ro }\n}\n"
     )
     assert (status, errors) == (0, [])
+
+
+# -- match KEY in (...) --------------------------------------------------------------------------
+LISTED = """
+const BE3 = 0x0221
+quirk nic match vendor = 0x19a2, device in (0x0211, BE3, 0x0710) "three devices" {
+    register r @0xfc u32 { x [31:0] hw rw "the vendor's" }
+}
+"""
+
+
+def test_a_listed_match_accepts_any_of_its_values(tmp_path: Path) -> None:
+    (vendor, device) = _block(compile_policy(LISTED, tmp_path), "nic").matches
+    assert (device.key, device.value, device.mask, device.alternatives) == (
+        "device",
+        0x0211,
+        0xFFFF,
+        (0x0221, 0x0710),
+    )
+    assert [device.accepts(d) for d in (0x0211, 0x0221, 0x0710, 0x0700, -1)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert vendor.accepts(0x19A2) and vendor.alternatives == ()
+
+
+def test_the_report_and_the_names_show_the_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quirks.pci").write_text(LISTED, encoding="utf-8")
+    assert main(["report", "--dsl", "."]) == 0
+    assert "Matches: vendor = 0x19a2, device in (0x211, 0x221, 0x710)." in capsys.readouterr().out
+
+
+LISTED_ERRORS = [
+    (
+        "a value listed twice",
+        "quirk q match device in (0x0211, 0x0221, 0x211) {\n",
+        ["2:42: error: device 0x211 is listed twice (first at policy.pci:2:26)"],
+    ),
+    (
+        "a value too wide for its key",
+        "quirk q match vendor in (0x8086, 0x18086) {\n",
+        ["2:34: error: value 0x18086 does not fit the 16-bit vendor"],
+    ),
+    (
+        "a key listed and matched",
+        "quirk q match device = 1, device in (2, 3) {\n",
+        ["2:27: error: duplicate match key 'device'"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [c[1:] for c in LISTED_ERRORS],
+    ids=[c[0] for c in LISTED_ERRORS],
+)
+def test_listed_match_misuse_is_reported_with_its_position(
+    check_source: CheckRun, source: str, expected: list[str]
+) -> None:
+    status, errors, _ = check_source(
+        "# misuse\n" + source + "    register r @0xfc u32 { x [31:0] hw ro }\n}\n"
+    )
+    assert status == 1
+    assert errors == [f"policy.pci:{line}" for line in expected]
+
+
+def test_an_empty_list_is_a_syntax_error(check_source: CheckRun) -> None:
+    status, errors, _ = check_source(
+        "quirk q match device in () {\n    register r @0xfc u32 { x [31:0] hw ro }\n}\n"
+    )
+    assert status == 1 and errors[0].startswith("policy.pci:1:26: error: syntax error")
