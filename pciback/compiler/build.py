@@ -24,6 +24,7 @@ from pciback.compiler.model import (
     GroupDecl,
     HookDecl,
     HookUse,
+    LinuxNote,
     MatchDecl,
     NameRef,
     Num,
@@ -204,11 +205,14 @@ class Builder:
         offset, width, *rest = rest
         condition: Expr | None = None
         stride: Expr | None = None
+        linux: LinuxNote | None = None
         reason = ""
         fields: list[FieldDecl] = []
         for child in rest:
             assert isinstance(child, Tree)
-            if child.data == "condition":
+            if child.data == "linux":
+                linux = self.linux(child)
+            elif child.data == "condition":
                 condition = self.expr(child.children[0])
             elif child.data == "stride":
                 stride = self.expr(child.children[0])
@@ -230,6 +234,7 @@ class Builder:
             tuple(fields),
             self.pos(name),
             declared,
+            linux=linux,
         )
 
     def field(self, tree: Tree[Token]) -> FieldDecl:
@@ -239,11 +244,14 @@ class Builder:
         msb, lsb = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
         permissive: str | None = None
         hooks: list[HookUse] = []
+        linux: LinuxNote | None = None
         reason = ""
         for child in rest:
             assert isinstance(child, Tree)
             data = str(child.data)
-            if data == "permissive":
+            if data == "linux":
+                linux = self.linux(child)
+            elif data == "permissive":
                 permissive = str(child.children[0])
             elif data == "field_reason":
                 reason = self.string(child)
@@ -267,7 +275,12 @@ class Builder:
             reason,
             self.pos(name),
             self.pos(bits),
+            linux,
         )
+
+    def linux(self, tree: Tree[Token]) -> LinuxNote:
+        word = tree.children[0]
+        return LinuxNote(str(word), self.pos(word))
 
     def backing(self, tree: Tree[Token]) -> Backing:
         data = str(tree.data)

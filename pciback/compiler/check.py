@@ -745,12 +745,34 @@ class BlockChecker:
             for bit in range(fld.lsb, fld.msb + 1):
                 owner.setdefault(bit, fld)
             self._check_field(fld)
+        self._check_linux(reg)
         missing = [b for b in range(bits) if b not in owner]
         if missing and not shapeless:
             self.diags.error(
                 reg.pos,
                 f"bits {_ranges(missing)} of register '{reg.name}' are not covered by any field",
             )
+
+    def _check_linux(self, reg: RegisterDecl) -> None:
+        """A `linux` note states a difference from Linux: the difference must be one, and say
+        why (the field's reason, or its register's; a register's note follows its reason in
+        the grammar)."""
+        for fld in reg.fields:
+            note = fld.linux
+            if note is None:
+                continue
+            if not (fld.reason.strip() or reg.reason.strip()):
+                self.diags.error(
+                    note.pos,
+                    f"`linux {note.treatment}` on field '{fld.name}' says how Linux differs but"
+                    " not why: give the field (or its register) a reason",
+                )
+            if note.treatment == fld.access and fld.permissive is None:
+                self.diags.error(
+                    note.pos,
+                    f"field '{fld.name}' is {fld.access} as in Linux: `linux {note.treatment}`"
+                    " states no difference",
+                )
 
     def _check_field(self, fld: FieldDecl) -> None:
         kind = fld.backing.kind

@@ -143,6 +143,15 @@ class HookUse:
 
 
 @dataclass(frozen=True, slots=True)
+class LinuxNote:
+    """`linux WORD`: how Linux's xen-pciback treats a register or field this policy treats
+    otherwise (an access class, `undescribed` or `refused`); the reason says why."""
+
+    treatment: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     name: str
     msb: int
@@ -154,6 +163,7 @@ class FieldDecl:
     reason: str
     pos: Pos
     bits_pos: Pos
+    linux: LinuxNote | None = None
 
     @property
     def width(self) -> int:
@@ -188,6 +198,7 @@ class RegisterDecl:
     array: ArrayDecl | None = None
     index: int | None = None
     origin: RegisterDecl | None = None  # an instance's array, as declared
+    linux: LinuxNote | None = None
 
 
 class BlockKindDecl(Enum):

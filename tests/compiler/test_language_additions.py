@@ -251,3 +251,81 @@ def test_an_empty_list_is_a_syntax_error(check_source: CheckRun) -> None:
         "quirk q match device in () {\n    register r @0xfc u32 { x [31:0] hw ro }\n}\n"
     )
     assert status == 1 and errors[0].startswith("policy.pci:1:26: error: syntax error")
+
+
+# -- linux notes ---------------------------------------------------------------------------------
+NOTED = """
+extended_capability e id 0x23 length 8 {
+    register a @0x04 u16 "the link's" linux undescribed { x [15:0] hw ro }
+    register b @0x06 u16 {
+        x [3:0] hw rw linux ro "drivers tune it"
+        y [15:4] hw ro permissive rw linux ro "only in permissive mode"
+    }
+}
+"""
+
+
+def test_linux_notes_are_listed_with_their_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "e.pci").write_text(NOTED, encoding="utf-8")
+    assert main(["linux", "--dsl", "."]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 0x")]
+    assert rows == [
+        "| 0x04 | a | 15:0 | *register* | ro | undescribed | the link's | e.pci:3 |",
+        "| 0x06 | b | 3:0 | x | rw | ro | drivers tune it | e.pci:5 |",
+        "| 0x06 | b | 15:4 | y | ro (permissive rw) | ro | only in permissive mode | e.pci:6 |",
+    ]
+    assert "## extended capability e (`e.pci`)" in out
+    assert main(["report", "--dsl", "."]) == 0
+    assert "| (Linux: ro) drivers tune it |" in capsys.readouterr().out
+
+
+LINUX_ERRORS = [
+    (
+        "a register note without a reason",
+        "    register a @0x04 u32 linux undescribed { x [31:0] hw ro }\n",
+        [
+            "3:26: error: syntax error: unexpected 'linux', expected one of 'if', '{', a quoted"
+            ' reason (a register\'s `linux` note follows its reason: `"why" linux WORD`)'
+        ],
+    ),
+    (
+        "a field note without a reason",
+        "    register a @0x04 u32 { x [31:0] hw rw linux ro }\n",
+        [
+            "3:49: error: `linux ro` on field 'x' says how Linux differs but not why: give the"
+            " field (or its register) a reason"
+        ],
+    ),
+    (
+        "a note that is no difference",
+        '    register a @0x04 u32 { x [31:0] hw ro linux ro "as Linux" }\n',
+        ["3:49: error: field 'x' is ro as in Linux: `linux ro` states no difference"],
+    ),
+    (
+        "an unknown treatment",
+        '    register a @0x04 u32 { x [31:0] hw ro linux writable "why" }\n',
+        [
+            "3:49: error: syntax error: unexpected 'writable', expected how Linux treats it"
+            " (ro, rw, rw1c, rsvdp, rsvdz, undescribed, refused)"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [c[1:] for c in LINUX_ERRORS],
+    ids=[c[0] for c in LINUX_ERRORS],
+)
+def test_linux_note_misuse_is_reported_with_its_position(
+    check_source: CheckRun, source: str, expected: list[str]
+) -> None:
+    status, errors, _ = check_source(
+        "# misuse\nextended_capability e id 0x23 length 8 {\n" + source + "}\n"
+    )
+    assert status == 1
+    assert errors == [f"policy.pci:{line}" for line in expected]
