@@ -37,10 +37,12 @@ system-deps:
 generate: $(STAMP)
 	$(BIN)/pciback-dsl compile -o generated
 	$(BIN)/pciback-dsl report -o docs/policy-report.md
+	$(BIN)/pciback-dsl linux -o docs/policy-vs-linux-fields.md
 	$(BIN)/python -m pciback.protocol.abi_prepare
 	$(BIN)/python -m pciback.cli.docs
 
-# generated/ and the reviewers' report must be what the policy gives now.
+# generated/, the reviewers' report and the fields' differences from Linux must be what the
+# policy gives now.
 check-generated: $(STAMP)
 	$(BIN)/pciback-dsl compile --check -o generated
 	$(BIN)/python -m pciback.protocol.abi_prepare --check
@@ -49,6 +51,10 @@ check-generated: $(STAMP)
 	  $(BIN)/pciback-dsl report | diff -u docs/policy-report.md - | head -40; \
 	  echo "docs/policy-report.md is stale: run make generate and commit the result"; exit 1; }
 	@echo "docs/policy-report.md is up to date"
+	@$(BIN)/pciback-dsl linux | diff -u docs/policy-vs-linux-fields.md - >/dev/null || { \
+	  $(BIN)/pciback-dsl linux | diff -u docs/policy-vs-linux-fields.md - | head -40; \
+	  echo "docs/policy-vs-linux-fields.md is stale: run make generate and commit the result"; exit 1; }
+	@echo "docs/policy-vs-linux-fields.md is up to date"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pciback tests bench lab

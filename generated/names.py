@@ -49,8 +49,7 @@ __all__ = [
     'PRI',
     'PTM',
     'POWER_BUDGET',
-    'BE2NET_BE2',
-    'BE2NET_BE3',
+    'BE2NET',
     'REBAR',
     'SATA',
     'SECPCIE',
@@ -1758,7 +1757,7 @@ class MULTICAST:
 
     @staticmethod
     def length(*, pcie_caps_port_type: int) -> int:
-        return (0x28 + (8 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
+        return max(0x28, (0x30 * int(bool(int(bool(int(pcie_caps_port_type == 4)) or bool(int(pcie_caps_port_type == 5)))) or bool(int(pcie_caps_port_type == 6)))))
 
     class CAPS:
         """caps @0x04 u16 if not (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:20)"""
@@ -1891,7 +1890,7 @@ class PCIE:
 
     @staticmethod
     def length(*, caps_port_type: int, caps_version: int) -> int:
-        return ((int(caps_version >= 2) * 0x3c) + (int(caps_version < 2) * (((0x14 - (8 * int(caps_port_type == 9))) + (8 * int(caps_port_type == 6))) + (0x10 * int(bool(int(caps_port_type == 4)) or bool(int(caps_port_type == 0xa)))))))
+        return max(0xc, (0x14 * int(bool(int(caps_version >= 2)) or bool(int(caps_port_type != 9)))), (0x1c * int(bool(int(bool(int(bool(int(caps_version >= 2)) or bool(int(caps_port_type == 4)))) or bool(int(caps_port_type == 6)))) or bool(int(caps_port_type == 0xa)))), (0x24 * int(bool(int(bool(int(caps_version >= 2)) or bool(int(caps_port_type == 4)))) or bool(int(caps_port_type == 0xa)))), (0x3c * int(caps_version >= 2)))
 
     class CAPS:
         """caps @0x02 u16 (dsl/pcie.pci:28)"""
@@ -3179,22 +3178,11 @@ class POWER_BUDGET:
         width: Final = 2
 
 
-class BE2NET_BE2:
-    """quirk be2net_be2 match vendor = 0x19a2, device = 0x211 (dsl/quirks.pci:9): BladeEngine 2"""
+class BE2NET:
+    """quirk be2net match vendor = 0x19a2, device in (0x211, 0x221) (dsl/quirks.pci:9): BladeEngine 2 and 3"""
 
     class MEMBAR_INT_CTRL:
         """membar_int_ctrl @0xfc u32 (dsl/quirks.pci:10)"""
-
-        offset: Final = 0xfc
-        width: Final = 4
-        HOST_INTR: Final = Bits(mask=0x20000000, shift=29, width=1)  # [29]
-
-
-class BE2NET_BE3:
-    """quirk be2net_be3 match vendor = 0x19a2, device = 0x221 (dsl/quirks.pci:17): BladeEngine 3"""
-
-    class MEMBAR_INT_CTRL:
-        """membar_int_ctrl @0xfc u32 (dsl/quirks.pci:18)"""
 
         offset: Final = 0xfc
         width: Final = 4

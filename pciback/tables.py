@@ -122,6 +122,15 @@ class MatchRule:
     key: str  # vendor, device, subsystem_vendor, subsystem_device, class
     value: int
     mask: int
+    # `match device in (A, B, ...)`: the values besides the first that the rule accepts, so
+    # that one table serves every device of a list.
+    alternatives: tuple[int, ...] = ()
+
+    def accepts(self, ident: int) -> bool:
+        """Whether a device's ID (-1: it has none of this key) matches, under the mask."""
+        return any(
+            (ident & self.mask) == (value & self.mask) for value in (self.value, *self.alternatives)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from pciback.compiler.model import (
     GroupDecl,
     HookDecl,
     HookUse,
+    LinuxNote,
     MatchDecl,
     NameRef,
     Num,
@@ -112,6 +113,7 @@ class Builder:
         name = tree.children[0]
         ident: Expr | None = None
         length: Expr | None = None
+        length_auto: Pos | None = None
         reason = ""
         policies: list[PolicyDecl] = []
         registers: list[RegisterDecl] = []
@@ -126,7 +128,11 @@ class Builder:
             assert isinstance(child, Tree)
             data = str(child.data)
             if data == "length":
-                length = self.expr(child.children[0])
+                value = child.children[0]
+                if isinstance(value, Token) and value.type == "LENGTH_AUTO":
+                    length_auto = self.pos(value)
+                else:
+                    length = self.expr(value)
             elif data == "reason":
                 reason = self.string(child)
             elif data == "policy":
@@ -161,6 +167,18 @@ class Builder:
                         self.pos(key),
                     )
                 )
+            elif data == "match_in":
+                key, first, *others = child.children
+                matches.append(
+                    MatchDecl(
+                        str(key),
+                        self.expr(first),
+                        None,
+                        self.pos(key),
+                        tuple(self.expr(o) for o in others),
+                        listed=True,
+                    )
+                )
             else:  # pragma: no cover - the grammar admits nothing else
                 raise AssertionError(data)
         return BlockDecl(
@@ -175,6 +193,7 @@ class Builder:
             self.pos(name),
             tuple(items),
             tuple(rests),
+            length_auto,
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:
@@ -186,11 +205,14 @@ class Builder:
         offset, width, *rest = rest
         condition: Expr | None = None
         stride: Expr | None = None
+        linux: LinuxNote | None = None
         reason = ""
         fields: list[FieldDecl] = []
         for child in rest:
             assert isinstance(child, Tree)
-            if child.data == "condition":
+            if child.data == "linux":
+                linux = self.linux(child)
+            elif child.data == "condition":
                 condition = self.expr(child.children[0])
             elif child.data == "stride":
                 stride = self.expr(child.children[0])
@@ -212,6 +234,7 @@ class Builder:
             tuple(fields),
             self.pos(name),
             declared,
+            linux=linux,
         )
 
     def field(self, tree: Tree[Token]) -> FieldDecl:
@@ -221,11 +244,14 @@ class Builder:
         msb, lsb = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
         permissive: str | None = None
         hooks: list[HookUse] = []
+        linux: LinuxNote | None = None
         reason = ""
         for child in rest:
             assert isinstance(child, Tree)
             data = str(child.data)
-            if data == "permissive":
+            if data == "linux":
+                linux = self.linux(child)
+            elif data == "permissive":
                 permissive = str(child.children[0])
             elif data == "field_reason":
                 reason = self.string(child)
@@ -249,7 +275,12 @@ class Builder:
             reason,
             self.pos(name),
             self.pos(bits),
+            linux,
         )
+
+    def linux(self, tree: Tree[Token]) -> LinuxNote:
+        word = tree.children[0]
+        return LinuxNote(str(word), self.pos(word))
 
     def backing(self, tree: Tree[Token]) -> Backing:
         data = str(tree.data)

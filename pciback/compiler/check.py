@@ -18,7 +18,9 @@ from pciback.compiler.evaluate import (
     FieldValues,
     Unresolved,
     evaluate,
+    to_text,
 )
+from pciback.compiler.extent import elaborate_length
 from pciback.compiler.model import (
     ArrayDecl,
     BackingKind,
@@ -34,6 +36,7 @@ from pciback.compiler.model import (
     Num,
     RegisterDecl,
     SourceFile,
+    Unary,
     UseDecl,
     capability_refs,
     device_refs,
@@ -122,6 +125,8 @@ def check(
             BlockChecker(block, consts, hooks, diags, declared, catalog).expand_arrays()
             for block in src.blocks
         ]
+        # Once every register is known: `length auto` is their extent.
+        src.blocks = [elaborate_length(block, consts, diags) for block in src.blocks]
     catalog = Catalog(files)
     seen: dict[tuple[BlockKindDecl, str], Pos] = {}
     idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}
@@ -684,15 +689,23 @@ class BlockChecker:
                 self.diags.error(match.pos, f"duplicate match key '{match.key}'")
             keys[match.key] = match.pos
             bits = _MATCH_WIDTH[match.key]
-            for expr in (match.value, match.mask):
+            listed: dict[int, Pos] = {}
+            for i, expr in enumerate((*match.values, match.mask)):
                 if expr is None:
                     continue
                 value = self._value(expr)
+                where = _expr_pos(expr, match.pos)
                 if value is not None and not 0 <= value < (1 << bits):
                     self.diags.error(
-                        _expr_pos(expr, match.pos),
-                        f"value {value:#x} does not fit the {bits}-bit {match.key}",
+                        where, f"value {value:#x} does not fit the {bits}-bit {match.key}"
                     )
+                elif value is not None and i < len(match.values):
+                    if value in listed:
+                        self.diags.error(
+                            where,
+                            f"{match.key} {value:#x} is listed twice (first at {listed[value]})",
+                        )
+                    listed.setdefault(value, where)
 
     # -- registers and fields --------------------------------------------------------------------
     def _check_register(self, reg: RegisterDecl) -> None:
@@ -732,12 +745,34 @@ class BlockChecker:
             for bit in range(fld.lsb, fld.msb + 1):
                 owner.setdefault(bit, fld)
             self._check_field(fld)
+        self._check_linux(reg)
         missing = [b for b in range(bits) if b not in owner]
         if missing and not shapeless:
             self.diags.error(
                 reg.pos,
                 f"bits {_ranges(missing)} of register '{reg.name}' are not covered by any field",
             )
+
+    def _check_linux(self, reg: RegisterDecl) -> None:
+        """A `linux` note states a difference from Linux: the difference must be one, and say
+        why (the field's reason, or its register's; a register's note follows its reason in
+        the grammar)."""
+        for fld in reg.fields:
+            note = fld.linux
+            if note is None:
+                continue
+            if not (fld.reason.strip() or reg.reason.strip()):
+                self.diags.error(
+                    note.pos,
+                    f"`linux {note.treatment}` on field '{fld.name}' says how Linux differs but"
+                    " not why: give the field (or its register) a reason",
+                )
+            if note.treatment == fld.access and fld.permissive is None:
+                self.diags.error(
+                    note.pos,
+                    f"field '{fld.name}' is {fld.access} as in Linux: `linux {note.treatment}`"
+                    " states no difference",
+                )
 
     def _check_field(self, fld: FieldDecl) -> None:
         kind = fld.backing.kind
@@ -869,9 +904,16 @@ class BlockChecker:
         total = 1
         for key in keys:
             total *= 1 << fields[key].width
-        domains: list[list[int]] | None = [list(range(1 << fields[k].width)) for k in keys]
-        if total > MAX_COMBINATIONS:
-            domains = self._value_classes(present, keys, fields)
+        # Built only once the count is known to be small: a 32-bit field has 2**32 values.
+        domains: list[list[int]] | None = None
+        if total <= MAX_COMBINATIONS:
+            domains = [list(range(1 << fields[k].width)) for k in keys]
+        else:
+            classes = self._value_classes(present, keys, fields)
+            if isinstance(classes, _TooWide):
+                self.diags.error(classes.pos, f"{what} {classes.message}")
+                return None
+            domains = classes
             if domains is None or math.prod(len(d) for d in domains) > MAX_COMBINATIONS:
                 self.diags.error(
                     self.block.pos,
@@ -886,23 +928,47 @@ class BlockChecker:
         exprs: list[Expr],
         keys: list[tuple[str, ...]],
         fields: Mapping[tuple[str, ...], FieldDecl],
-    ) -> list[list[int]] | None:
+    ) -> list[list[int]] | _TooWide | None:
         """Per field, the smallest value of each class of values that every expression treats
         alike. An expression's value depends on a field only through its largest parts that
         read no other field (`min(caps.size + 1, 64)`, `caps.location == 1`): two values those
         parts map alike give every expression the same value, whatever the other fields. So
         one value per class suffices, and, the classes being enumerated in ascending order of
         their smallest value, the first combination to fail is the one a full enumeration
-        would have found first. None when a field is too wide to classify."""
+        would have found first. A field only compared with constants is tried at the values
+        where a comparison can change (_comparison_points) rather than at every value: that
+        is what lets a condition read a 16- or 32-bit field (an ID, a vendor). _TooWide when
+        a field too wide to try at every value is read otherwise."""
         parts: dict[tuple[str, ...], list[Expr]] = {key: [] for key in keys}
         for expr in exprs:
             _single_field_parts(expr, parts)
         classes: list[list[int]] = []
         for key in keys:
-            if fields[key].width > _CLASSIFY_BITS:
-                return None
+            width = fields[key].width
+            top = (1 << width) - 1
+            points: set[int] = {0, top}
+            candidates: Iterable[int] | None = None
+            for part in parts[key]:
+                found = _comparison_points(part, key, self.consts)
+                if found is None:
+                    break
+                points |= found
+            else:
+                candidates = sorted(p for p in points if 0 <= p <= top)
+            if candidates is None:
+                if width > _CLASSIFY_BITS:
+                    part = next(
+                        p for p in parts[key] if _comparison_points(p, key, self.consts) is None
+                    )
+                    return _TooWide(
+                        _expr_pos(part, self.block.pos),
+                        f"on the {width}-bit field '{'.'.join(key)}' through"
+                        f" `{to_text(part)}`: a field wider than {_CLASSIFY_BITS} bits can"
+                        " only be compared with a constant (==, !=, <, <=, >, >=) here",
+                    )
+                candidates = range(1 << width)
             seen: dict[tuple[object, ...], int] = {}
-            for value in range(1 << fields[key].width):
+            for value in candidates:
                 env = {key: value}
                 signature: list[object] = []
                 for part in parts[key]:
@@ -1038,6 +1104,53 @@ _DECLARE_HOLE = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _TooWide:
+    """A field too wide to try at every value, read otherwise than compared with a constant."""
+
+    pos: Pos
+    message: str
+
+
+_COMPARISONS = frozenset(("==", "!=", "<", "<=", ">", ">="))
+
+
+def _comparison_points(
+    expr: Expr, key: tuple[str, ...], consts: Mapping[str, int]
+) -> set[int] | None:
+    """The values of the field `key` around which `expr` can change its value, when `expr`
+    reads that field only by comparing it with constants (`hdr.vendor == 0x8086 and not
+    hdr.len < 4`): c - 1, c and c + 1 for each constant c. Between two of them every
+    comparison, hence `expr`, keeps its value, so each class of values `expr` cannot tell
+    apart starts at one of them (or at 0). None when `expr` reads the field otherwise."""
+    if not device_refs(expr):
+        return set()
+    if isinstance(expr, Unary):
+        return _comparison_points(expr.operand, key, consts)
+    if not isinstance(expr, Binary):
+        return None
+    if expr.op in ("and", "or"):
+        left = _comparison_points(expr.left, key, consts)
+        right = _comparison_points(expr.right, key, consts)
+        return None if left is None or right is None else left | right
+    if expr.op not in _COMPARISONS:
+        return None
+    for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
+        if _names_field(side, key) and not device_refs(other):
+            try:
+                value = evaluate(other, consts)
+            except (EvalError, Unresolved):
+                return None  # reported where the expression is checked
+            return {value - 1, value, value + 1}
+    return None
+
+
+def _names_field(expr: Expr, key: tuple[str, ...]) -> bool:
+    if isinstance(expr, CapabilityFieldRef):
+        return expr.key == key
+    return isinstance(expr, FieldRef) and (expr.register, expr.field) == key
+
+
 def _single_field_parts(expr: Expr, parts: dict[tuple[str, ...], list[Expr]]) -> None:
     """The largest parts of `expr` that read exactly one device field, by that field."""
     refs = {
@@ -1124,7 +1237,8 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
             for expr in (block.ident, block.length, *(r.condition for r in block.rests)):
                 used_consts.update(r.name for r in name_refs(expr))
             for match in block.matches:
-                used_consts.update(r.name for r in name_refs(match.value) + name_refs(match.mask))
+                for expr in (*match.values, match.mask):
+                    used_consts.update(r.name for r in name_refs(expr))
             for item in block.items:
                 if isinstance(item, UseDecl):
                     used_groups.add(item.group)

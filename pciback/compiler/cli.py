@@ -40,11 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="a Markdown table of every field's policy, for review")
     rep.add_argument("--dsl", type=Path, default=Path("dsl"), help="policy directory")
     rep.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
+    lin = sub.add_parser(
+        "linux", help="a Markdown table of every difference from Linux the policy notes"
+    )
+    lin.add_argument("--dsl", type=Path, default=Path("dsl"), help="policy directory")
+    lin.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
     args = parser.parse_args(argv)
     try:
         # The compiler's own dependencies are a build-time extra: a dom0 install lacks them.
         from pciback.compiler.emit import emit
         from pciback.compiler.implementations import check_implementations
+        from pciback.compiler.linux import linux_report
         from pciback.compiler.pipeline import analyse, policy_sources
         from pciback.compiler.report import report
     except ImportError as exc:
@@ -74,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         program = analyse(sources)
         _print_warnings(program)
-        if args.command == "report":
-            text = report(program)
+        if args.command in ("report", "linux"):
+            text = report(program) if args.command == "report" else linux_report(program)
             if args.output is None:
                 sys.stdout.write(text)
             else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,15 @@ import jinja2
 
 from pciback.compiler.check import Program
 from pciback.compiler.evaluate import evaluate, to_python, to_text
+from pciback.compiler.extent import length_text
 from pciback.compiler.model import (
     BackingKind,
     BlockDecl,
     BlockKindDecl,
     CapabilityFieldRef,
+    Expr,
     FieldDecl,
+    MatchDecl,
     RegisterDecl,
     SourceFile,
     UseDecl,
@@ -136,7 +139,7 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
         "ident": _hex(evaluate(block.ident, consts)) if block.ident is not None else "0",
         "source": f"{src.path}:{block.pos.line}",
         "length": length,
-        "length_text": to_text(block.length) if block.length is not None else "",
+        "length_text": length_text(block),
         "hidden": bool(policy and policy.hidden),
         "policy_reason": policy.reason if policy else "",
         "rest": bool(block.rests),
@@ -152,6 +155,7 @@ def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any
                 "mask": _hex(evaluate(m.mask, consts))
                 if m.mask is not None
                 else _hex((1 << (24 if m.key == "class" else 16)) - 1),
+                "alternatives": _tuple([_hex(evaluate(v, consts)) for v in m.alternatives]),
             }
             for m in block.matches
         ],
@@ -217,6 +221,21 @@ def _expr_or_int(expr: Any, consts: Mapping[str, int], *, offset: bool = False) 
     return f"0x{value:02x}" if offset else _hex(value)
 
 
+def match_text(match: MatchDecl, show: Callable[[Expr], str]) -> str:
+    """`key = V / M` or `key in (V, W)`, each value as `show` writes it."""
+    if match.listed:
+        return f"{match.key} in ({', '.join(show(v) for v in match.values)})"
+    mask = f" / {show(match.mask)}" if match.mask is not None else ""
+    return f"{match.key} = {show(match.value)}{mask}"
+
+
+def _tuple(items: list[str]) -> str:
+    """Python source of a tuple ('' for none)."""
+    if not items:
+        return ""
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
 def _lambda(body: str) -> str:
     return f"lambda f: {body}"
 
@@ -276,11 +295,7 @@ def _names_context(program: Program) -> dict[str, Any]:
                     shown = f"0x{value:04x}"
                 ident = {"attr": _IDENT_ATTR[block.kind], "value": shown}
             if block.matches:
-                title += " match " + ", ".join(
-                    f"{m.key} = {to_text(m.value)}"
-                    + (f" / {to_text(m.mask)}" if m.mask is not None else "")
-                    for m in block.matches
-                )
+                title += " match " + ", ".join(match_text(m, to_text) for m in block.matches)
             spaces.append(
                 {
                     "name": names_constant(block.name),

@@ -143,6 +143,15 @@ class HookUse:
 
 
 @dataclass(frozen=True, slots=True)
+class LinuxNote:
+    """`linux WORD`: how Linux's xen-pciback treats a register or field this policy treats
+    otherwise (an access class, `undescribed` or `refused`); the reason says why."""
+
+    treatment: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     name: str
     msb: int
@@ -154,6 +163,7 @@ class FieldDecl:
     reason: str
     pos: Pos
     bits_pos: Pos
+    linux: LinuxNote | None = None
 
     @property
     def width(self) -> int:
@@ -188,6 +198,7 @@ class RegisterDecl:
     array: ArrayDecl | None = None
     index: int | None = None
     origin: RegisterDecl | None = None  # an instance's array, as declared
+    linux: LinuxNote | None = None
 
 
 class BlockKindDecl(Enum):
@@ -203,6 +214,13 @@ class MatchDecl:
     value: Expr
     mask: Expr | None
     pos: Pos
+    # `KEY in (V, W, ...)`: the values after the first (V is `value`), any of which matches.
+    alternatives: tuple[Expr, ...] = ()
+    listed: bool = False  # written as `in (...)`, even of one value
+
+    @property
+    def values(self) -> tuple[Expr, ...]:
+        return (self.value, *self.alternatives)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +272,8 @@ class BlockDecl:
     # once groups are resolved.
     items: tuple[RegisterDecl | UseDecl, ...] = ()
     rests: tuple[RestDecl, ...] = ()  # one at most (the checker says so)
+    # Where `length auto` was written: the checker fills `length` with the registers' extent.
+    length_auto: Pos | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ _READABLE = {
     "MUL_OP": "'*', '<<' or '>>'",
     "DIV": "'/'",
     "AND_OP": "'&'",
+    "LINUX_WORD": "how Linux treats it (ro, rw, rw1c, rsvdp, rsvdz, undescribed, refused)",
+    "LENGTH_AUTO": "'auto'",
     "$END": "end of file",
 }
 # The words of the terminals that are alternatives, for "did you mean" on a misspelt keyword.
@@ -35,9 +37,10 @@ _WORDS = {
     "ACCESS": ("ro", "rw", "rw1c", "rsvdp", "rsvdz"),
     "POLICY": ("expose", "hide"),
     "MATCH_KEY": ("vendor", "device", "subsystem_vendor", "subsystem_device", "class"),
+    "LINUX_WORD": ("ro", "rw", "rw1c", "rsvdp", "rsvdz", "undescribed", "refused"),
 }
 # What may follow a field's access: a misspelling of one of them reads as the next field's name.
-_FIELD_TAIL = ("permissive", "on_write", "on_rising", "on_falling", "on_read")
+_FIELD_TAIL = ("permissive", "on_write", "on_rising", "on_falling", "on_read", "linux")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The significant tokens of a source, roughly: enough to find the word before an error.
 _ROUGH_TOKEN = re.compile(r'"[^"\n]*"|#[^\n]*|[A-Za-z0-9_]+|\S')
@@ -123,6 +126,9 @@ def _hint(found: str, names: set[str], exc: UnexpectedToken, text: str) -> str:
         close = closest(found, _keywords(names))
         if close is not None:
             return f" (did you mean '{close}'?)"
+    if found == "linux" and "STRING" in names:
+        # Only a register's reason may be followed by its `linux` note.
+        return ' (a register\'s `linux` note follows its reason: `"why" linux WORD`)'
     if names == {"LSQB"}:
         # Only a field's name is followed by `[`: the word before the error was read as one,
         # where `permissive` or a hook was probably meant.

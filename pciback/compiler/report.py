@@ -7,9 +7,17 @@ from typing import Any
 import jinja2
 
 from pciback.compiler.check import Program
-from pciback.compiler.emit import TEMPLATES
+from pciback.compiler.emit import TEMPLATES, match_text
 from pciback.compiler.evaluate import evaluate, to_text
-from pciback.compiler.model import BackingKind, BlockDecl, FieldDecl, RegisterDecl, device_refs
+from pciback.compiler.extent import length_text
+from pciback.compiler.model import (
+    BackingKind,
+    BlockDecl,
+    FieldDecl,
+    LinuxNote,
+    RegisterDecl,
+    device_refs,
+)
 
 _HOOK_WORDS = {
     ("read", "any"): "on_read",
@@ -49,11 +57,9 @@ def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
         "rest_if": to_text(block.rests[0].condition)
         if block.rests and block.rests[0].condition is not None
         else "",
-        "length_text": to_text(block.length) if block.length is not None else "",
+        "length_text": length_text(block),
         "match_text": ", ".join(
-            f"{m.key} = {evaluate(m.value, consts):#x}"
-            + (f" / {evaluate(m.mask, consts):#x}" if m.mask is not None else "")
-            for m in block.matches
+            match_text(m, lambda e: f"{evaluate(e, consts):#x}") for m in block.matches
         ),
         "registers": [_register(r, block, program) for r in _shown(block)],
     }
@@ -97,7 +103,7 @@ def _register(reg: RegisterDecl, block: BlockDecl, program: Program) -> dict[str
         "offset": offset,
         "name": name,
         "bits": f"{8 * reg.width - 1}:0",
-        "reason": _cell(reg.reason),
+        "reason": _cell(_with_linux(reg.reason, reg.linux)),
         "source": f"{reg.pos.file}:{reg.pos.line}",
         "condition": condition,
         "array": shape,
@@ -120,9 +126,14 @@ def _field(fld: FieldDecl, program: Program) -> dict[str, str]:
         "access": fld.access,
         "permissive": fld.permissive or "",
         "hooks": hooks,
-        "reason": _cell(fld.reason),
+        "reason": _cell(_with_linux(fld.reason, fld.linux)),
         "source": f"{fld.pos.file}:{fld.pos.line}",
     }
+
+
+def _with_linux(reason: str, note: LinuxNote | None) -> str:
+    """The reason, after how Linux treats the register or field when the policy notes it."""
+    return reason if note is None else f"(Linux: {note.treatment}) {reason}"
 
 
 def _cell(text: str) -> str:

@@ -483,7 +483,7 @@ class ConfigSpace:
 
     def _matches(self, block: Block) -> bool:
         ids = self._ids
-        return all((ids.get(m.key, -1) & m.mask) == (m.value & m.mask) for m in block.matches)
+        return all(m.accepts(ids.get(m.key, -1)) for m in block.matches)
 
     def _lay_out_header(self) -> None:
         at = COMMON_HEADER.HEADER_TYPE

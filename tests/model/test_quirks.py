@@ -9,13 +9,13 @@ from pciback.control.hide import parse_quirk
 from pciback.control.quirks import quirk_register
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
-from pciback.generated.names import BE2NET_BE2
+from pciback.generated.names import BE2NET
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, CAP_PCIE, CAP_PM, ConfigBuilder, endpoint
 
-HOSTINTR = BE2NET_BE2.MEMBAR_INT_CTRL.HOST_INTR.mask
+HOSTINTR = BE2NET.MEMBAR_INT_CTRL.HOST_INTR.mask
 
 
 def be2net(device: int) -> ConfigBuilder:
