@@ -19,11 +19,6 @@ PACKAGE = "pciback"
 
 # (importer, imported) -> why the import stays although it closes a cycle.
 BACK_EDGES = {
-    ("engine", "hooks"): (
-        "engine.policy imports pciback.hooks for the implementations to register themselves "
-        "before it checks them against the compiled policy; the hooks are written against "
-        "engine.hookapi"
-    ),
     ("ports", "engine"): (
         "ports.sysfs, the real host's bus rather than an interface, walks capabilities with "
         "engine.chain's constants; the engine reads devices through ports.bus"

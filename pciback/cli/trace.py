@@ -159,8 +159,8 @@ def _policy(tree: Path) -> PolicyUnder:
 
 
 def _installed() -> PolicyUnder:
-    from pciback.engine.policy import default_policy
     from pciback.generated import MODULES
+    from pciback.policy import default_policy
     from pciback.trace.identity import identity
     from pciback.trace.replay import PolicyUnder
 

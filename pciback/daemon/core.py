@@ -57,7 +57,8 @@ def _state_of(device: Callable[[str], PhysicalDevice], address: str) -> ChannelS
 def check_policy() -> None:
     """The compiled tables (generated/) and the hooks they name (pciback/hooks) agree, or a
     DaemonError saying where they do not: refused at start-up, not at a guest's first attach."""
-    from pciback.engine.policy import PolicyError, default_policy
+    from pciback.engine.policy import PolicyError
+    from pciback.policy import default_policy
 
     try:
         default_policy()
