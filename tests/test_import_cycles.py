@@ -19,10 +19,6 @@ PACKAGE = "pciback"
 
 # (importer, imported) -> why the import stays although it closes a cycle.
 BACK_EDGES = {
-    ("ports", "engine"): (
-        "ports.sysfs, the real host's bus rather than an interface, walks capabilities with "
-        "engine.chain's constants; the engine reads devices through ports.bus"
-    ),
     ("control", "audit"): (
         "the stub pool restores what a guest can have changed, which audit.restore computes "
         "from the policy over a simulated copy of the device (function-level)"
