@@ -19,10 +19,6 @@ PACKAGE = "pciback"
 
 # (importer, imported) -> why the import stays although it closes a cycle.
 BACK_EDGES = {
-    ("control", "audit"): (
-        "the stub pool restores what a guest can have changed, which audit.restore computes "
-        "from the policy over a simulated copy of the device (function-level)"
-    ),
     ("daemon", "sim"): (
         "the daemon opens the simulated host when the configuration asks for it (open_sim) "
         "and checks an operator's quirk on a simulated copy (quirk_ignored), both "
