@@ -28,10 +28,6 @@ BACK_EDGES = {
         "the daemon opens a real dom0 when the configuration asks for it (open_xen, "
         "function-level); the Xen data path extends the daemon's"
     ),
-    ("daemon", "trace"): (
-        "the data path records a guest's ops (trace.format, trace.recording); trace replay "
-        "serves them again on the simulated host, and the recorder speaks the control socket"
-    ),
 }
 
 Edges = dict[str, dict[str, list[str]]]  # importer -> imported -> ["path:line", ...]
