@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.daemon.aer_events import AerEvents, aer_layout, channel_state
 from pciback.daemon.config import Config
-from pciback.daemon.core import Daemon
 from pciback.engine.chain import walk
 from pciback.ports.uevents import QueuedUevents, parse_uevent, recovery_uevent
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult
