@@ -14,7 +14,8 @@ import time
 
 from required import fixture_or_exit
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 FIXTURE = "virtio-net-1af4-1041.bin"

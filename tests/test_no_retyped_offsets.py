@@ -77,7 +77,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("pciback/protocol/interrupts.py", "MSI_MAX_VECTORS"): (
         "the most vectors the multiple-message encoding can ask for: a count, no layout"
     ),
-    ("pciback/sim/device.py", "MSI_ADDRESS"): "the x86 interrupt window: a value, no layout",
+    ("pciback/dumps/device.py", "MSI_ADDRESS"): "the x86 interrupt window: a value, no layout",
     ("pciback/trace/format.py", "BAR_SLOTS"): "six BARs and the ROM: a count, no layout",
     # `version` became layout vocabulary with the AGP table's version register.
     ("pciback/trace/format.py", "VERSION"): "the trace file format's version, not config space",

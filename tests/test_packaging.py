@@ -60,7 +60,7 @@ def test_installed_runtime_loads_tables_without_the_compiler(wheel: Path, tmp_pa
         archive.extractall(target)
     code = (
         "import sys\n"
-        "from pciback.engine import default_policy\n"
+        "from pciback.policy import default_policy\n"
         "policy = default_policy()\n"
         "assert 0 in policy.headers, policy.headers\n"
         "assert 'lark' not in sys.modules and 'jinja2' not in sys.modules\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from pciback.engine.policy import Policy, PolicyError
+from pciback.policy import installed_hooks
 from pciback.tables import PolicyModule
 
 _COUNTER = itertools.count()
@@ -159,6 +160,6 @@ def _import_tree(tree: Path) -> tuple[PolicyModule, ...]:
 
 def _from_modules(modules: tuple[PolicyModule, ...], tree: Path) -> Policy:
     try:
-        return Policy.from_modules(modules)
+        return Policy.from_modules(modules, installed_hooks())
     except PolicyError as exc:
         raise PolicyTreeError(f"{tree}: {exc}") from None

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pciback.audit.model import HEADER_END, Category, Row, audit
-from pciback.engine import build_config_space
-from pciback.sim.device import SimDevice
+from pciback.dumps.device import SimDevice
+from pciback.policy import build_config_space
 from pciback.tables import Register
 
 

@@ -181,7 +181,7 @@ def _live(device: str, args: argparse.Namespace) -> Target:
 
 def _audit(target: Target, address: str, args: argparse.Namespace, policy: Policy | None) -> Audit:
     from pciback.audit.model import audit
-    from pciback.engine import build_config_space
+    from pciback.policy import build_config_space
     from pciback.sim.device import SimDevice
 
     device = SimDevice(address, target.dump.config)

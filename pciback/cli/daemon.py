@@ -46,11 +46,12 @@ def register(sub: Subparsers) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from pciback.backend import Daemon
     from pciback.control.state import StateError, check_state
     from pciback.control.state_dir import StateDirError, StateDirLock, check_file
     from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
     from pciback.daemon.control import ControlError
-    from pciback.daemon.core import Daemon, DaemonError, check_policy
+    from pciback.daemon.core import DaemonError, check_policy
     from pciback.daemon.service import reload_config, sd_notify
 
     path = getattr(args, "config", None) or os.environ.get(ENV_CONFIG, "").strip()

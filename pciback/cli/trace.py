@@ -31,7 +31,7 @@ from pciback.trace.limits import DEFAULT_MAX_OPS, MAX_OPS
 # `pciback --help` and every other command build this parser without them.
 if TYPE_CHECKING:
     from pciback.cli import Subparsers
-    from pciback.trace.replay import PolicyUnder
+    from pciback.sim.replay import PolicyUnder
 
 ERROR = 2  # as diff(1): 0 same, 1 different, 2 trouble
 
@@ -67,7 +67,7 @@ def register(sub: Subparsers) -> None:
 
 # -- record -----------------------------------------------------------------------------------
 def run_record(args: argparse.Namespace) -> int:
-    from pciback.trace.client import RecordError, record
+    from pciback.cli.trace_record import RecordError, record
 
     try:
         device = parse_device(args.device) if args.device is not None else None
@@ -126,9 +126,9 @@ def _stop_on_interrupt(flag: threading.Event) -> Iterator[None]:
 def run_replay(args: argparse.Namespace) -> int:
     from pciback.audit.policies import PolicyTreeError
     from pciback.dumps import DumpError, load_config
+    from pciback.sim.replay import ReplayError, choose_device, replay
+    from pciback.sim.replay_report import render
     from pciback.trace.format import TraceFileError, read_trace
-    from pciback.trace.replay import ReplayError, choose_device, replay
-    from pciback.trace.report import render
 
     # The device's own problems are the engine's log lines, not the replay's.
     logging.getLogger("pciback").addHandler(logging.NullHandler())
@@ -151,18 +151,18 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def _policy(tree: Path) -> PolicyUnder:
     from pciback.audit.policies import load_policy_and_modules
+    from pciback.sim.replay import PolicyUnder
     from pciback.trace.identity import identity
-    from pciback.trace.replay import PolicyUnder
 
     policy, modules = load_policy_and_modules(tree)
     return PolicyUnder(str(tree), policy, identity(modules))
 
 
 def _installed() -> PolicyUnder:
-    from pciback.engine.policy import default_policy
     from pciback.generated import MODULES
+    from pciback.policy import default_policy
+    from pciback.sim.replay import PolicyUnder
     from pciback.trace.identity import identity
-    from pciback.trace.replay import PolicyUnder
 
     return PolicyUnder("installed tables", default_policy(), identity(MODULES))
 

@@ -93,7 +93,7 @@ def guest_view(
 ) -> tuple[bytes, ConfigSpace]:
     """Every byte of the guest-visible config space of a dump, and the view that served it.
     `host_irq`: the IRQ dom0 routed for the device (default: the dump's interrupt line)."""
-    from pciback.engine import build_config_space
+    from pciback.policy import build_config_space
     from pciback.sim.device import SimDevice
 
     device = SimDevice(address, config)

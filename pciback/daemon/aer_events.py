@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from pciback.engine.chain import walk
-from pciback.engine.policy import default_policy
 from pciback.generated.names import COMMON_HEADER
+from pciback.policy import default_policy
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.uevents import UeventSource, parse_uevent
 from pciback.protocol.abi import ChannelState

@@ -57,7 +57,8 @@ def _state_of(device: Callable[[str], PhysicalDevice], address: str) -> ChannelS
 def check_policy() -> None:
     """The compiled tables (generated/) and the hooks they name (pciback/hooks) agree, or a
     DaemonError saying where they do not: refused at start-up, not at a guest's first attach."""
-    from pciback.engine.policy import PolicyError, default_policy
+    from pciback.engine.policy import PolicyError
+    from pciback.policy import default_policy
 
     try:
         default_policy()
@@ -65,39 +66,25 @@ def check_policy() -> None:
         raise DaemonError(str(exc)) from None
 
 
-def open_sim(config: Config) -> Environment:
-    """The simulated host of the configuration's `sim_devices` (the default set without)."""
-    from pciback.sim.environment import DEFAULT_SIM_DEVICES, SimEnvironment
-
-    base = config.source.parent if config.source else None
-    return SimEnvironment.from_dumps(config.sim_devices or DEFAULT_SIM_DEVICES, base)
-
-
-def open_xen() -> Environment:
-    """The real dom0's ports, or a DaemonError naming what this machine lacks."""
-    from pciback.xen import YOUNG_NOTE
-    from pciback.xen._loader import XenUnavailable
-    from pciback.xen.environment import open_environment
-
-    try:
-        env = open_environment()
-    except XenUnavailable as exc:
-        raise DaemonError(f'backend = "xen": cannot use the Xen adapters: {exc}') from None
-    log.warning('backend = "xen": %s', YOUNG_NOTE)
-    return env
+# What the daemon runs on: the environment itself, or how to open it from the configuration
+# (pciback.backend's, which knows the simulated host and the Xen adapters; this room knows
+# neither), called where the environment was opened before: after the policy check and the
+# state directory's lock, inside the clean-up of a failed start.
+EnvironmentSource = Environment | Callable[[Config], Environment]
 
 
 class Daemon:
     def __init__(
         self,
         config: Config,
-        env: Environment | None = None,
+        env: EnvironmentSource,
         *,
         control: bool = True,
         state_lock: StateDirLock | None = None,
     ) -> None:
         """`control` False: no control socket (the simulated host drives the daemon in-process).
-        backend = "xen" uses `env` only when it is a Xen one, else opens this dom0's.
+        `env`: the environment, or its opener (pciback.backend.Daemon: the one the
+        configuration's backend names); backend = "xen" takes a Xen environment only.
         `state_lock`: the state directory's lock already taken (the CLI takes it before
         logging starts); otherwise it is taken here."""
         check_policy()
@@ -124,13 +111,11 @@ class Daemon:
                 self.state_lock.release()
             raise
 
-    def _build(self, env: Environment | None, control: bool) -> None:
+    def _build(self, env: EnvironmentSource, control: bool) -> None:
         config = self.config
-        self.env: Environment
-        if config.backend == "xen":
-            self.env = env if env is not None and env.backend == "xen" else open_xen()
-        else:
-            self.env = env or open_sim(config)
+        self.env: Environment = env(config) if callable(env) else env
+        if config.backend == "xen" and self.env.backend != "xen":
+            raise DaemonError(f'backend = "xen": given the {self.env.backend} environment')
         self.lock = threading.RLock()
         self.state = StateStore(config.state_dir)
         self.ownership = Ownership(self.state)

@@ -206,7 +206,7 @@ class SimDataPath:
     def _export(
         self, domid: int, guest: str, physical: str, table: _GuestDevices
     ) -> ExportedDevice:
-        from pciback.engine import build_config_space  # loads the generated tables
+        from pciback.policy import build_config_space  # loads the generated tables
 
         owner = self.ownership.owner(physical)
         if owner != domid:  # interrupts are mapped for the registered owner and no one else

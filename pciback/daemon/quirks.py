@@ -19,8 +19,8 @@ def quirk_ignored(bus: HostBus, pool: StubPool, spec: QuirkSpec) -> str | None:
     device's other quirk fields, over a copy of the device's config space (building a view
     may write to its device, PME off, and a guest may hold this one), and thrown away."""
     from pciback.control.stub import save_config
-    from pciback.engine import build_config_space  # loads the generated tables
-    from pciback.sim.device import SimDevice
+    from pciback.dumps.device import SimDevice
+    from pciback.policy import build_config_space  # loads the generated tables
 
     permissive, existing = pool.policy(spec.address)  # refuses a device not in the pool
     register = quirk_register(spec)

@@ -1,6 +1,10 @@
-"""The config-space engine: compiled tables + a physical device -> the guest's view."""
+"""The config-space engine: compiled tables + a physical device -> the guest's view.
 
-from pciback.engine.policy import Policy, PolicyError, default_policy
-from pciback.engine.space import ConfigSpace, build_config_space
+The engine knows no policy of its own: the caller loads one (tables and the hooks serving them)
+and hands it over; pciback.policy loads the installed one.
+"""
 
-__all__ = ["ConfigSpace", "Policy", "PolicyError", "build_config_space", "default_policy"]
+from pciback.engine.policy import Policy, PolicyError
+from pciback.engine.space import ConfigSpace
+
+__all__ = ["ConfigSpace", "Policy", "PolicyError"]

@@ -1,4 +1,5 @@
-"""What a side-effect hook is given, and how hook implementations are registered by name.
+"""What a side-effect hook is given, how an implementation declares what it implements, and
+the set of implementations (HookSet) a policy is loaded with.
 
 A write hook runs before the write lands; returning False vetoes the write of its field (the
 rest of the access still lands). Raising PciOpError fails the whole op with that error.
@@ -8,9 +9,10 @@ A read hook returns the value the guest sees for its field.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from pciback.engine.registers import RegisterInstance
@@ -55,47 +57,175 @@ class HookContext:
 
 WriteHook = Callable[[HookContext, int, int], bool]
 ReadHook = Callable[[HookContext, int], int]
+_Fn = TypeVar("_Fn", bound=Callable[..., object])
 
-WRITE_HOOKS: dict[str, WriteHook] = {}
-READ_HOOKS: dict[str, ReadHook] = {}
+CapabilityCheck = Callable[["PhysicalDevice", int], "str | None"]
+"""`check(device, offset)`: None when the device-provided layout is sane, else the reason."""
+
+SeizeAction = Callable[["PhysicalDevice", int], None]
+"""`action(device, offset)`: put a capability in the state a guest may start from."""
+
+CapabilityKey = tuple[bool, int]  # (extended, capability ID)
+
+# The attribute a declaring decorator leaves on the function: a declaration is a fact about the
+# function, read when a HookSet is built, never a registration into some shared table.
+_DECLARED = "__pciback_declared__"
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """What a decorated function implements: a write or read hook by name, or a capability's
+    seize-time check or action."""
+
+    role: Literal["write", "read", "check", "action"]
+    name: str = ""
+    capability: CapabilityKey = (False, 0)
+
+    def describe(self) -> str:
+        if self.role in ("write", "read"):
+            return f"{self.role} hook {self.name!r}"
+        extended, ident = self.capability
+        what = "capability check" if self.role == "check" else "seize action"
+        return f"{what} for {'extended ' if extended else ''}{ident:#x}"
+
+
+def _declare(declaration: Declaration) -> Callable[[_Fn], _Fn]:
+    def mark(fn: _Fn) -> _Fn:
+        setattr(fn, _DECLARED, declaration)
+        return fn
+
+    return mark
+
+
+def declaration_of(fn: object) -> Declaration | None:
+    declared = getattr(fn, _DECLARED, None)
+    return declared if isinstance(declared, Declaration) else None
 
 
 def write_hook(name: str) -> Callable[[WriteHook], WriteHook]:
-    def register(fn: WriteHook) -> WriteHook:
-        if name in WRITE_HOOKS:
-            raise ValueError(f"write hook {name!r} implemented twice")
-        WRITE_HOOKS[name] = fn
-        return fn
-
-    return register
+    """Declare `fn` the implementation of the policy's `on_write NAME` hook."""
+    return _declare(Declaration("write", name))
 
 
 def read_hook(name: str) -> Callable[[ReadHook], ReadHook]:
-    def register(fn: ReadHook) -> ReadHook:
-        if name in READ_HOOKS:
-            raise ValueError(f"read hook {name!r} implemented twice")
-        READ_HOOKS[name] = fn
-        return fn
-
-    return register
+    """Declare `fn` the implementation of the policy's `on_read NAME` hook."""
+    return _declare(Declaration("read", name))
 
 
-def implementation_problem(name: str, kind: str, params: Sequence[str]) -> str | None:
-    """What is wrong with the implementation of a hook the policy declares as
-    `on_KIND NAME(PARAMS)` (kind "write" or "read"), as words that follow "hook 'NAME'"; None
-    when a registered implementation fits. The engine calls one as `fn(ctx, *values)`, so it
-    must take the context and then the declared parameters, by position and by name."""
-    table, other = (WRITE_HOOKS, READ_HOOKS) if kind == "write" else (READ_HOOKS, WRITE_HOOKS)
-    decorator = f'@{kind}_hook("{name}")'
-    fn: Callable[..., object] | None = table.get(name)
-    if fn is None:
-        wrong = other.get(name)
-        if wrong is not None:
-            other_kind = "read" if kind == "write" else "write"
-            return (
-                f"is implemented as an on_{other_kind} hook ({_where(wrong)}), not with {decorator}"
+def capability_check(
+    ident: int, *, extended: bool = False
+) -> Callable[[CapabilityCheck], CapabilityCheck]:
+    """Declare a seize-time check; a capability that fails it is hidden (and blocked)."""
+    return _declare(Declaration("check", capability=(extended, ident)))
+
+
+def seize_action(ident: int, *, extended: bool = False) -> Callable[[SeizeAction], SeizeAction]:
+    """Declare what to do to a capability when a view of its device is built (hidden or not:
+    what it must not do, it must not do either way)."""
+    return _declare(Declaration("action", capability=(extended, ident)))
+
+
+def _frozen() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HookSet:
+    """The implementations a policy is served by, as one value: built once by whoever loads the
+    policy and handed to the engine with the tables (Policy.from_modules). Nothing registers
+    itself on import, so two policies (a test's, the installed one) never share hooks by
+    accident."""
+
+    write: Mapping[str, WriteHook] = field(default_factory=_frozen)
+    read: Mapping[str, ReadHook] = field(default_factory=_frozen)
+    checks: Mapping[CapabilityKey, CapabilityCheck] = field(default_factory=_frozen)
+    actions: Mapping[CapabilityKey, SeizeAction] = field(default_factory=_frozen)
+
+    @classmethod
+    def of(cls, *implementations: Callable[..., object]) -> HookSet:
+        """The set of these functions, each declared by one of the decorators above."""
+        return cls().including(*implementations)
+
+    @classmethod
+    def collect(cls, *modules: ModuleType) -> HookSet:
+        """Every declared function defined in `modules` (not those they import from another)."""
+        return cls.of(
+            *(
+                value
+                for module in modules
+                for value in vars(module).values()
+                if declaration_of(value) is not None
+                and getattr(value, "__module__", None) == module.__name__
             )
-        return f"is not implemented (no {decorator} in pciback/hooks)"
+        )
+
+    def including(self, *implementations: Callable[..., object]) -> HookSet:
+        """This set with more implementations; one that names a hook (or capability) already
+        implemented by another function is an error, as a hook has one meaning."""
+        tables: dict[str, dict[Any, Any]] = {
+            "write": dict(self.write),
+            "read": dict(self.read),
+            "check": dict(self.checks),
+            "action": dict(self.actions),
+        }
+        for fn in implementations:
+            declaration = declaration_of(fn)
+            if declaration is None:
+                raise ValueError(f"{_where(fn)} is declared as no hook")
+            table = tables[declaration.role]
+            key = (
+                declaration.name
+                if declaration.role in ("write", "read")
+                else declaration.capability
+            )
+            if table.get(key, fn) is not fn:
+                raise ValueError(f"{declaration.describe()} implemented twice")
+            table[key] = fn
+        return HookSet(
+            MappingProxyType(tables["write"]),
+            MappingProxyType(tables["read"]),
+            MappingProxyType(tables["check"]),
+            MappingProxyType(tables["action"]),
+        )
+
+    def without(self, *names: str) -> HookSet:
+        """This set lacking the write and read hooks named (what a policy checked against an
+        older pciback/hooks meets)."""
+        return HookSet(
+            MappingProxyType({k: v for k, v in self.write.items() if k not in names}),
+            MappingProxyType({k: v for k, v in self.read.items() if k not in names}),
+            self.checks,
+            self.actions,
+        )
+
+    def implementation_problem(self, name: str, kind: str, params: Sequence[str]) -> str | None:
+        """What is wrong with the implementation of a hook the policy declares as
+        `on_KIND NAME(PARAMS)` (kind "write" or "read"), as words that follow "hook 'NAME'";
+        None when an implementation in this set fits. The engine calls one as
+        `fn(ctx, *values)`, so it must take the context and then the declared parameters, by
+        position and by name."""
+        table: Mapping[str, Callable[..., object]]
+        other: Mapping[str, Callable[..., object]]
+        table, other = (self.write, self.read) if kind == "write" else (self.read, self.write)
+        decorator = f'@{kind}_hook("{name}")'
+        fn = table.get(name)
+        if fn is None:
+            wrong = other.get(name)
+            if wrong is not None:
+                other_kind = "read" if kind == "write" else "write"
+                return (
+                    f"is implemented as an on_{other_kind} hook ({_where(wrong)}),"
+                    f" not with {decorator}"
+                )
+            return f"is not implemented (no {decorator} in pciback/hooks)"
+        return _signature_problem(fn, params)
+
+
+def _where(fn: Callable[..., object]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _signature_problem(fn: Callable[..., object], params: Sequence[str]) -> str | None:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # pragma: no cover - a callable Python cannot describe
@@ -119,48 +249,3 @@ def implementation_problem(name: str, kind: str, params: Sequence[str]) -> str |
         return None
     taken = ", ".join(str(p).split(":")[0].split("=")[0] for p in given)
     return f"has an implementation that does not take ({', '.join(wanted)}): {_where(fn)}({taken})"
-
-
-def _where(fn: Callable[..., object]) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-CapabilityCheck = Callable[["PhysicalDevice", int], "str | None"]
-"""`check(device, offset)`: None when the device-provided layout is sane, else the reason."""
-
-CAPABILITY_CHECKS: dict[tuple[bool, int], CapabilityCheck] = {}
-
-
-def capability_check(
-    ident: int, *, extended: bool = False
-) -> Callable[[CapabilityCheck], CapabilityCheck]:
-    """Register a seize-time check; a capability that fails it is hidden (and blocked)."""
-
-    def register(fn: CapabilityCheck) -> CapabilityCheck:
-        key = (extended, ident)
-        if key in CAPABILITY_CHECKS:
-            raise ValueError(f"capability check for {ident:#x} implemented twice")
-        CAPABILITY_CHECKS[key] = fn
-        return fn
-
-    return register
-
-
-SeizeAction = Callable[["PhysicalDevice", int], None]
-"""`action(device, offset)`: put a capability in the state a guest may start from."""
-
-SEIZE_ACTIONS: dict[tuple[bool, int], SeizeAction] = {}
-
-
-def seize_action(ident: int, *, extended: bool = False) -> Callable[[SeizeAction], SeizeAction]:
-    """Register what to do to a capability when a view of its device is built (hidden or not:
-    what it must not do, it must not do either way)."""
-
-    def register(fn: SeizeAction) -> SeizeAction:
-        key = (extended, ident)
-        if key in SEIZE_ACTIONS:
-            raise ValueError(f"seize action for {ident:#x} implemented twice")
-        SEIZE_ACTIONS[key] = fn
-        return fn
-
-    return register

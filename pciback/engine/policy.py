@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
 
-from pciback.engine.hookapi import implementation_problem
+from pciback.engine.hookapi import HookSet
 from pciback.tables import Block, BlockKind, HookDecl, PolicyModule
 
 
@@ -24,6 +23,9 @@ class Policy:
     # Capability tables with a match: each describes its capability in the devices it
     # matches only, in place of the unmatched table (see ConfigSpace._classify).
     variants: tuple[Block, ...] = ()
+    # What serves the hooks the tables name, and the capabilities' seize-time checks and
+    # actions: given by the caller, as the engine knows no implementation of its own.
+    implementations: HookSet = field(default_factory=HookSet)
 
     def named(self, name: str) -> Block | None:
         """The capability table without a match that another block's expressions name
@@ -36,7 +38,9 @@ class Policy:
         return tables[0] if len(tables) == 1 else None
 
     @classmethod
-    def from_modules(cls, modules: Iterable[PolicyModule]) -> Policy:
+    def from_modules(cls, modules: Iterable[PolicyModule], implementations: HookSet) -> Policy:
+        """The tables of `modules`, served by `implementations` (checked to fit here, at load,
+        not at a guest's first access)."""
         headers: dict[int, Block] = {}
         caps: dict[int, Block] = {}
         ext: dict[int, Block] = {}
@@ -65,18 +69,16 @@ class Policy:
                         f" (also at {table[block.ident].source})"
                     )
                 table[block.ident] = block
-        policy = cls(headers, caps, ext, tuple(quirks), hooks, tuple(variants))
+        policy = cls(headers, caps, ext, tuple(quirks), hooks, tuple(variants), implementations)
         policy.verify_hooks()
         return policy
 
     def verify_hooks(self) -> None:
         """Every declared hook is implemented, with the kind and the parameters it was declared
         with (`pciback-dsl check` verifies the same before the tables are even compiled)."""
-        import pciback.hooks  # noqa: F401  (registers the implementations)
-
         problems = []
         for hook in self.hooks.values():
-            problem = implementation_problem(hook.name, hook.kind, hook.params)
+            problem = self.implementations.implementation_problem(hook.name, hook.kind, hook.params)
             if problem is not None:
                 problems.append(f"{hook.source}: on_{hook.kind} hook '{hook.name}' {problem}")
         if problems:
@@ -84,10 +86,3 @@ class Policy:
                 "the compiled policy names hooks pciback/hooks does not provide: "
                 + "; ".join(problems)
             )
-
-
-@cache
-def default_policy() -> Policy:
-    from pciback.generated import MODULES
-
-    return Policy.from_modules(MODULES)

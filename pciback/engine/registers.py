@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext, ReadHook, WriteHook
+from pciback.engine.hookapi import HookContext, ReadHook, WriteHook
 from pciback.tables import Access, Backing, Edge, Field, Register
 
 if TYPE_CHECKING:
@@ -138,11 +138,12 @@ class RegisterInstance:
         granted = permissive.rw | permissive.rw1c
         self.permissive_only = granted & ~(normal.rw | normal.rw1c) & ~hooked
         # (mask, shift, hook): the shift is worked out once, not on every access.
+        implementations = space.policy.implementations
         self.read_hooks: tuple[tuple[int, int, ReadHook], ...] = tuple(
-            (f.mask, f.shift, READ_HOOKS[f.on_read]) for f in reg.fields if f.on_read
+            (f.mask, f.shift, implementations.read[f.on_read]) for f in reg.fields if f.on_read
         )
         self.write_hooks: tuple[WriteHookEntry, ...] = tuple(
-            WriteHookEntry(f.mask, f.shift, f.edge, WRITE_HOOKS[f.on_write])
+            WriteHookEntry(f.mask, f.shift, f.edge, implementations.write[f.on_write])
             for f in reg.fields
             if f.on_write
         )

@@ -27,8 +27,7 @@ from pciback.engine.chain import (
     FoundCapability,
     walk,
 )
-from pciback.engine.hookapi import CAPABILITY_CHECKS, SEIZE_ACTIONS
-from pciback.engine.policy import Policy, default_policy
+from pciback.engine.policy import Policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
@@ -195,8 +194,9 @@ class ConfigSpace:
         self.problems.extend(chains.problems)
         self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
         self.extended = [self._classify(c, policy.extended, hide_ext) for c in chains.extended]
+        actions = policy.implementations.actions
         for placed in self.standard + self.extended:
-            action = SEIZE_ACTIONS.get((placed.found.extended, placed.found.ident))
+            action = actions.get((placed.found.extended, placed.found.ident))
             if action is not None:
                 action(device, placed.found.offset)
         self._lay_out_header()
@@ -465,7 +465,7 @@ class ConfigSpace:
     ) -> PlacedCapability:
         table = self._variant(found) or tables.get(found.ident)
         hide = found.ident in hidden or bool(table and table.hidden)
-        check = CAPABILITY_CHECKS.get((found.extended, found.ident))
+        check = self.policy.implementations.checks.get((found.extended, found.ident))
         if not hide and check is not None:
             problem = check(self.device, found.offset)
             if problem is not None:
@@ -768,23 +768,3 @@ def _device_ids(device: PhysicalDevice) -> dict[str, int]:
         ),
         "subsystem_device": device.read(TYPE0.SUBSYSTEM_ID.offset, TYPE0.SUBSYSTEM_ID.width),
     }
-
-
-def build_config_space(
-    device: PhysicalDevice,
-    *,
-    permissive: bool = False,
-    policy: Policy | None = None,
-    hide: Iterable[int] = (),
-    hide_extended: Iterable[int] = (),
-    extra_registers: Iterable[Register] = (),
-) -> ConfigSpace:
-    """The guest view of `device` under the compiled policy (the default: generated/)."""
-    return ConfigSpace(
-        device,
-        policy or default_policy(),
-        permissive=permissive,
-        hide=hide,
-        hide_extended=hide_extended,
-        extra_registers=extra_registers,
-    )

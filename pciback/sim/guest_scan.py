@@ -34,7 +34,7 @@ from pciback.engine.chain import (
     STD_START,
     STD_TTL,
 )
-from pciback.engine.space import ConfigSpace, build_config_space
+from pciback.engine.space import ConfigSpace
 from pciback.errors import PciOpError
 from pciback.generated.names import (
     ACS,
@@ -59,6 +59,7 @@ from pciback.generated.names import (
     VIRTIO_PCI_CAP,
     VPD,
 )
+from pciback.policy import build_config_space
 from pciback.ports.bus import BarResource, PhysicalDevice
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture_dir

@@ -8,6 +8,7 @@ target), one module per library, each implementing a port the core already uses.
     physdev   libxencall     PHYSDEVOP_prepare_msix / release_msix (no libxenctrl wrapper)
     domctl    libxenctrl     the toolstack role's domain control (permissions, assignment)
     atomic    libatomic      atomic bit operations on the shared page's flags word
+    sysfs     /sys/bus/pci   the physical bus port (pciback.ports.bus, .hostbus) of dom0's kernel
 
 They are proven on a real Xen 4.17 in the project's lab (make lab-test, lab/README.md), which is
 where any change to them is checked: tests/xen checks, on a machine without Xen, that every

@@ -15,7 +15,6 @@ from pciback.daemon.datapath import SimDataPath
 from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
 from pciback.ports.hypervisor import HypervisorPort
-from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.ports.uevents import NetlinkUevents, UeventSource
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
@@ -23,6 +22,7 @@ from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
 from pciback.xen.domctl import XenDomainResources
 from pciback.xen.evtchn import XenEventPort
 from pciback.xen.gnttab import GrantTable
+from pciback.xen.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.xen.xenctrl import XenHypervisor
 from pciback.xen.xenstore import XenStoreClient
 

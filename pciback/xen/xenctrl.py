@@ -6,7 +6,7 @@ in map_domain_pirq, grant the guest access to it, so no xc_domain_irq_permission
 unmapping revokes it. Xen finds the device among the guest's own, so the device must have
 been assigned to the guest (xc_assign_device) and, for MSI-X, prepared while dom0 held it
 (PHYSDEVOP_prepare_msix, pciback.xen.physdev). Xen writes the message (MSI address/data, or the
-MSI-X table entry); the enable bits are dom0's to set (pciback.ports.sysfs).
+MSI-X table entry); the enable bits are dom0's to set (pciback.xen.sysfs).
 
 libxenctrl issues MAP_PIRQ_TYPE_MSI, which Xen reads as PCI segment 0, and no
 MAP_PIRQ_TYPE_MULTI_MSI: a device on another segment and multi-message MSI are refused here
@@ -30,9 +30,9 @@ from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extr
 from pciback.control.hide import parse_address
 from pciback.generated.names import MSIX
 from pciback.ports.hypervisor import HypervisorError, IrqKind
-from pciback.ports.sysfs import DEFAULT_ROOT, SysfsBus
 from pciback.xen._loader import XenUnavailable, check_domid, load
 from pciback.xen.physdev import PhysdevCalls
+from pciback.xen.sysfs import DEFAULT_ROOT, SysfsBus
 
 SHUTDOWN_CRASH = 3
 MSIX_MAX_ENTRIES = MSIX.CONTROL.TABLE_SIZE.mask + 1

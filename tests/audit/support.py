@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pciback.audit.model import Audit, audit
 from pciback.dumps import load_config
-from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
 from pciback.generated.names import MSI
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 QEMU = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "qemu"

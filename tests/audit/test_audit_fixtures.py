@@ -12,7 +12,7 @@ from pciback.audit.bitmap import COLOURS, render_html, render_svg
 from pciback.audit.model import Audit, Category, FieldAudit
 from pciback.audit.summary import reach
 from pciback.audit.text import render_json, render_text
-from pciback.engine.policy import default_policy
+from pciback.policy import default_policy
 from pciback.tables import Access
 
 from .support import CAP_MSI, audit_of, qemu, qemu_dumps

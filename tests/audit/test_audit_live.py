@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
-from pciback.daemon.core import Daemon
 from pciback.sim.environment import SimEnvironment
 
 from ..control.harness import DEVICES, NET, RNG

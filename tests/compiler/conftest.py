@@ -5,18 +5,20 @@ from pathlib import Path
 
 import pytest
 
-import pciback.hooks  # noqa: F401  (the real implementations, registered before the tests' own)
+from pciback import hooks
 from pciback.compiler.cli import main
-from pciback.engine.hookapi import READ_HOOKS, WRITE_HOOKS, HookContext
+from pciback.engine.hookapi import HookContext, read_hook, write_hook
 
 CheckRun = Callable[[str], tuple[int, list[str], Path]]
 FlagsRun = Callable[..., tuple[int, list[str], str]]
 
 
+@write_hook("changed")
 def _changed(ctx: HookContext, old: int, new: int) -> bool:
     return True
 
 
+@read_hook("shown")
 def _shown(ctx: HookContext, value: int) -> int:
     return value
 
@@ -26,8 +28,7 @@ def test_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Implementations of the hooks the test policies declare, `changed` (on_write) and `shown`
     (on_read), for the test's duration: `pciback-dsl check` verifies every declared hook
     against pciback/hooks."""
-    monkeypatch.setitem(WRITE_HOOKS, "changed", _changed)
-    monkeypatch.setitem(READ_HOOKS, "shown", _shown)
+    monkeypatch.setattr(hooks, "HOOKS", hooks.HOOKS.including(_changed, _shown))
 
 
 @pytest.fixture

@@ -10,16 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from pciback import hooks
 from pciback.cli import main as pciback_main
 from pciback.compiler.cli import main
-from pciback.engine.hookapi import WRITE_HOOKS, HookContext
-from pciback.engine.policy import default_policy
+from pciback.engine.hookapi import HookContext, write_hook
+from pciback.policy import default_policy
 from tests.compiler.conftest import CheckRun
 
 ROOT = Path(__file__).resolve().parents[2]
 USE = "header h type 0 {{\n    register a @0x00 u8 {{ f [7:0] hw rw on_write {name} }}\n}}\n"
 
 
+@write_hook("swapped")
 def _swapped(ctx: HookContext, new: int, old: int) -> bool:
     return True
 
@@ -51,7 +53,7 @@ def test_a_hook_implemented_as_the_other_kind(check_source: CheckRun) -> None:
 def test_a_hook_implemented_with_other_parameters(
     check_source: CheckRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(WRITE_HOOKS, "swapped", _swapped)
+    monkeypatch.setattr(hooks, "HOOKS", hooks.HOOKS.including(_swapped))
     status, errors, _ = check_source(
         'hook on_write swapped(old, new) "old and new the wrong way round"\n'
         + USE.format(name="swapped")
@@ -81,7 +83,7 @@ def test_the_real_policy_is_implemented(
 def test_check_fails_when_the_prelude_declares_a_hook_pciback_lacks(
     real_policy: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delitem(WRITE_HOOKS, "bist_start")
+    monkeypatch.setattr(hooks, "HOOKS", hooks.HOOKS.without("bist_start"))
     assert main(["check", *real_policy]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "dsl/prelude.pci:12:15: error: on_write hook 'bist_start' is not implemented"
@@ -107,7 +109,7 @@ def test_the_daemon_refuses_to_start_in_one_line(
     state = tmp_path / "state"
     config = tmp_path / "pciback.toml"
     config.write_text(f'backend = "sim"\nstate_dir = "{state}"\n', encoding="utf-8")
-    monkeypatch.delitem(WRITE_HOOKS, "bist_start")
+    monkeypatch.setattr(hooks, "HOOKS", hooks.HOOKS.without("bist_start"))
     assert pciback_main(["daemon", "--config", str(config)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

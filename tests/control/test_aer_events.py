@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.daemon.aer_events import AerEvents, aer_layout, channel_state
 from pciback.daemon.config import Config
-from pciback.daemon.core import Daemon
 from pciback.engine.chain import walk
-from pciback.ports.sysfs import SysfsBus
 from pciback.ports.uevents import QueuedUevents, parse_uevent, recovery_uevent
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult
 from pciback.sim.device import SimDevice
 from pciback.sim.domain import SimDomain
 from pciback.sim.environment import SimEnvironment
 from pciback.sim.toolstack import SimToolstack
+from pciback.xen.sysfs import SysfsBus
 from tests.protocol.simconfig import FIXTURES
 
 NET = "0000:03:00.0"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.daemon.config import parse_config
-from pciback.daemon.core import Daemon
 from pciback.generated.names import PM as PM_NAMES
 from pciback.sim.environment import SimEnvironment
 

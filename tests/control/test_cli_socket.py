@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.cli import socket as cli_socket
 from pciback.cli.socket import SocketNotFound, find_socket
 from pciback.daemon.config import load_config
-from pciback.daemon.core import Daemon
 from pciback.sim.environment import SimEnvironment
 
 from .harness import DEVICES, NET, RNG

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import build_parser, main
 from pciback.daemon.config import Config, ConfigError, load_config, parse_config
 from pciback.daemon.control import ControlError, request
-from pciback.daemon.core import Daemon, DaemonError
+from pciback.daemon.core import DaemonError
 from pciback.ports.xenstore import WatchEvent
 from pciback.sim.demo import run_demo
 from pciback.sim.domain import SimDomain

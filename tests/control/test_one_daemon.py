@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.control.state import DB_NAME
 from pciback.control.state_dir import LOCK_NAME, StateDirError, StateDirLock
 from pciback.daemon.config import Config
-from pciback.daemon.core import Daemon
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.control.state import DB_NAME, StateStore
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
-from pciback.daemon.core import Daemon
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.interrupts import (

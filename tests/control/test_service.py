@@ -107,8 +107,8 @@ def test_the_unit_file_runs_the_daemon_as_a_notify_service_reloaded_by_sighup() 
 
 
 def test_a_reload_that_drops_the_toolstack_timeout_restores_the_default(tmp_path: Path) -> None:
+    from pciback.backend import Daemon
     from pciback.daemon.config import parse_config
-    from pciback.daemon.core import Daemon
     from pciback.daemon.service import reload_config
     from pciback.toolstack.attach import DEFAULT_TIMEOUT
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.control.state import DB_NAME, StateError, StateStore
 from pciback.control.state_dir import LOCK_NAME, StateDirError, StateDirLock, check_directory
 from pciback.daemon.audit_journal import JOURNAL_NAME as AUDIT_JOURNAL
 from pciback.daemon.config import DEFAULT_STATE_DIR, Config, ConfigError, parse_config
-from pciback.daemon.core import Daemon
 from pciback.sim.environment import SimEnvironment
 
 from .harness import DEVICES, NET

@@ -11,8 +11,8 @@ import pytest
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
 from pciback.ports.bus import BarKind
-from pciback.ports.sysfs import SysfsBus, SysfsError
 from pciback.sim.fixtures import fixture
+from pciback.xen.sysfs import SysfsBus, SysfsError
 
 REAL = Path("/sys/bus/pci/devices")
 

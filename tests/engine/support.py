@@ -7,6 +7,8 @@ from pathlib import Path
 from pciback.compiler.emit import NAMES
 from pciback.compiler.pipeline import compile_paths
 from pciback.engine import Policy
+from pciback.engine.hookapi import HookSet
+from pciback.policy import installed_hooks
 from pciback.ports.bus import BarKind, BarResource
 from pciback.sim.fixtures import fixture_dir
 from pciback.tables import PolicyModule
@@ -14,8 +16,11 @@ from pciback.tables import PolicyModule
 FIXTURES = fixture_dir()  # ../shared/fixtures, or the copies shipped with the package
 
 
-def compile_policy(text: str, tmp_path: Path, name: str = "policy") -> Policy:
-    """Compile `text` as a policy file and load it the way the runtime loads generated/."""
+def compile_policy(
+    text: str, tmp_path: Path, name: str = "policy", implementations: HookSet | None = None
+) -> Policy:
+    """Compile `text` as a policy file and load it the way the runtime loads generated/, with
+    `implementations` (default: pciback/hooks) serving its hooks."""
     path = tmp_path / f"{name}.pci"
     path.write_text(text, encoding="utf-8")
     modules: list[PolicyModule] = []
@@ -27,7 +32,7 @@ def compile_policy(text: str, tmp_path: Path, name: str = "policy") -> Policy:
         module = namespace["MODULE"]
         assert isinstance(module, PolicyModule)
         modules.append(module)
-    return Policy.from_modules(modules)
+    return Policy.from_modules(modules, implementations or installed_hooks())
 
 
 class MemoryDevice:

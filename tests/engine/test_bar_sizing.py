@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pciback.engine import build_config_space
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from tests.engine.support import FIXTURES
 

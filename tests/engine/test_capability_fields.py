@@ -11,6 +11,7 @@ import pytest
 from pciback.engine import ConfigSpace, Policy
 from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import HostOwned
+from pciback.policy import installed_hooks
 from pciback.tables import (
     Access,
     Backing,
@@ -165,7 +166,9 @@ def test_a_length_that_divides_by_zero_leaves_the_capability_host_owned() -> Non
     )
     dev = device(None)
     dev.poke(SEC + 4, 4, 0)
-    view = ConfigSpace(dev, Policy.from_modules([_module(block)]), permissive=True)
+    view = ConfigSpace(
+        dev, Policy.from_modules([_module(block)], installed_hooks()), permissive=True
+    )
     assert view.problems[-1:] == [
         "test.pci:1: broken length: division by zero (0x104 = 0x0); its bytes are read-only"
     ]
@@ -195,7 +198,7 @@ def test_tables_that_read_each_other_are_refused_at_seize_not_looped() -> None:
         "test.pci:2",
         length=8,
     )
-    view = ConfigSpace(device(4), Policy.from_modules([_module(a, b)]))
+    view = ConfigSpace(device(4), Policy.from_modules([_module(a, b)], installed_hooks()))
     assert any("is read while it is being read" in p for p in view.problems)
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from pciback.engine import ConfigSpace, build_config_space
-from pciback.engine.hookapi import WRITE_HOOKS, HookContext
+from pciback.engine import ConfigSpace
+from pciback.engine.hookapi import HookContext
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.engine.snapshot import export_state, import_state
 from pciback.engine.space import NO_POLICY_FOR_HEADER, Blocked, ChainLink, Gap, HostOwned
 from pciback.errors import PciOpError, XenPciError
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.tables import Edge
 from tests.model.builders import (
@@ -131,7 +132,8 @@ class Oracle:
         old = self._compose(inst, hw) & ~(masks.rw1c | inst.hw_rw1c)
         new = (old & ~bytes_mask) | wval
         veto = 0
-        hooks = [(f, WRITE_HOOKS[f.on_write]) for f in inst.reg.fields if f.on_write]
+        implementations = space.policy.implementations
+        hooks = [(f, implementations.write[f.on_write]) for f in inst.reg.fields if f.on_write]
         if hooks:
             ctx = HookContext(space, inst, old, new)
             for fld, hook in hooks:

@@ -191,7 +191,7 @@ def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> N
     fixture = FIXTURES / "virtio-net-1af4-1041.bin"
     if not fixture.exists():
         pytest.skip("no fixture")
-    from pciback.engine import build_config_space
+    from pciback.policy import build_config_space
 
     view = build_config_space(SimDevice("0000:00:03.0", fixture))
     view.write(0x04, 2, view.read(0x04, 2) & ~0x4)  # bus master: the hook clears it
@@ -201,7 +201,7 @@ def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> N
 
 
 def test_a_header_type_without_policy_is_never_written(policy: Policy) -> None:
-    from pciback.engine import default_policy
+    from pciback.policy import default_policy
 
     dev = MemoryDevice()
     dev.poke(0x00, 4, 0x12345678)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pciback.engine import build_config_space
 from pciback.engine.snapshot import SnapshotError, export_state, import_state
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from tests.engine.support import FIXTURES
 

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
 from pciback.generated.names import AER, DSN, MSI, MSIX, PCIE, PM, SRIOV, VIRTIO_PCI_CAP, VPD
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.tables import Register
 

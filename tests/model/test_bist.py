@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pciback.engine import build_config_space
 from pciback.generated.names import COMMON_HEADER
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, FIXTURES

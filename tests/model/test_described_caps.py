@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import CountingDevice, view_of
 

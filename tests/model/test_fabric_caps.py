@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import HostOwned
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .patched import add_extended, add_standard, device, dump_config

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pciback.engine import build_config_space
 from pciback.errors import PciOpError
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, chain, ext_chain, fixture_files, guest_bytes

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pciback.engine import Policy, build_config_space
+from pciback.engine import Policy
 from pciback.generated import MODULES
+from pciback.policy import build_config_space, installed_hooks
 from pciback.tables import Block, BlockKind, PolicyModule
 
 from .builders import (
@@ -144,7 +145,9 @@ def test_a_policy_can_hide_a_capability_for_every_device() -> None:
         hidden=True,
         policy_reason="vendor registers may hide anything",
     )
-    policy = Policy.from_modules([*MODULES, PolicyModule("test", "", (hide_vendor,))])
+    policy = Policy.from_modules(
+        [*MODULES, PolicyModule("test", "", (hide_vendor,))], installed_hooks()
+    )
     b, std, _ = rich()
     dev = b.sim()
     space = build_config_space(dev, policy=policy)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pciback.engine import build_config_space
 from pciback.generated.names import TYPE0
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, FIXTURES

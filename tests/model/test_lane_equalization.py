@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .test_physical_reads import dump_named

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from pciback.engine import build_config_space
+from pciback.policy import build_config_space
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture

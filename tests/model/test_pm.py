@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pciback.engine import build_config_space
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import PM
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, CAP_PM, CapView, endpoint

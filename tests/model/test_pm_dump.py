@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from pciback.engine import ConfigSpace, build_config_space
+from pciback.engine import ConfigSpace
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import PM as PM_NAMES
+from pciback.policy import build_config_space
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.daemon.config import parse_config
-from pciback.daemon.core import Daemon
 from pciback.sim.domain import SimDomain
 from pciback.sim.environment import SimEnvironment
 from pciback.sim.toolstack import SimToolstack

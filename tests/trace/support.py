@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pciback.cli.trace_record import Recorded, record
 from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import Cmd
 from pciback.sim import SimHost
 from pciback.sim.guest_scan import FrontendGuest, boot_scan, driver_probe, lspci
-from pciback.trace.client import Recorded, record
 from pciback.trace.format import TraceOp
 
 REPO = Path(__file__).resolve().parents[2]

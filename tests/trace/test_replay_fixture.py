@@ -12,9 +12,9 @@ import pytest
 from pciback.audit.policies import load_policy_and_modules
 from pciback.cli import main
 from pciback.protocol.abi import Cmd
+from pciback.sim.replay import PolicyUnder, choose_device, replay
 from pciback.trace.format import read_trace
 from pciback.trace.identity import identity, installed_identity
-from pciback.trace.replay import PolicyUnder, choose_device, replay
 
 from .support import (
     COMMAND,

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 import pytest
 
+from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.daemon.config import Config, parse_config
-from pciback.daemon.core import Daemon, DaemonError
+from pciback.daemon.core import DaemonError
 from pciback.daemon.datapath import SimDataPath
 from pciback.ports.uevents import QueuedUevents
 from pciback.sim.device import SimDevice
@@ -122,7 +123,7 @@ def test_xen_wires_the_xen_ports_and_says_they_are_young(
 
 
 def test_the_daemon_on_xen_loads_no_simulator() -> None:
-    """The simulated host is the daemon's only when it runs on it (pciback.daemon.core.open_sim)."""
+    """The simulated host is the daemon's only when it runs on it (pciback.backend.open_sim)."""
     probe = (
         "import sys, pciback.daemon.core, pciback.xen.environment\n"
         "print(' '.join(m for m in sys.modules if m.startswith('pciback.sim')))\n"

@@ -17,8 +17,8 @@ from pciback.control.hide import HideSyntaxError, parse_address, parse_quirk
 from pciback.control.ownership import Ownership
 from pciback.control.quirks import quirk_register
 from pciback.control.stub import StubPool
-from pciback.engine import build_config_space
 from pciback.engine.policy import Policy
+from pciback.policy import build_config_space
 from pciback.protocol.dispatch import ExportedDevice, dispatch
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.ops import OpRequest

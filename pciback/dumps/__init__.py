@@ -2,6 +2,10 @@
 
 A text dump is a header line per device (`00:03.0 Ethernet controller: ...`) followed by lines
 `OFF: xx xx ...` of 16 bytes each; lspci -F reads the same format back.
+
+pciback.dumps.device is a function backed by such bytes (SimDevice): the simulated host's
+devices, and the copy on which the audit works out what a release restores. It sits here, below
+both, so that the audit need not import the simulated host.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
+from pciback.sim.replay import Difference, PolicyUnder, Replay, Served, Write
 from pciback.trace.format import Trace, TraceOp
 from pciback.trace.identity import SHORT
-from pciback.trace.replay import Difference, PolicyUnder, Replay, Served, Write
 
 _ERR_NAMES = {int(e): e.name.lower() for e in XenPciError}
 

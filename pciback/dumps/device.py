@@ -1,0 +1,333 @@
+"""A simulated PCI function built from a config-space dump.
+
+It behaves like hardware where the backend's correctness depends on it: read-only IDs, BARs that
+answer a sizing write with their size mask, write-1-to-clear status bits, power states, reset to
+the dump's contents. Every write the backend makes is recorded in `writes` (since the last
+hand-over to a guest) and in `history` (all of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pciback.dumps import load_config
+from pciback.engine.chain import (
+    CAP_NEXT,
+    EXT_LINK,
+    EXT_NEXT,
+    EXT_START,
+    POINTER,
+    STD_LINK,
+    STD_START,
+    STD_TTL,
+    walk,
+)
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0, TYPE1
+from pciback.ports.bus import BarKind, BarResource
+
+H = COMMON_HEADER
+COMMAND, STATUS, HEADER_TYPE = H.COMMAND, H.STATUS, H.HEADER_TYPE
+_INTX_DISABLE = COMMAND.INTX_DISABLE.mask
+MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
+INTERRUPT_LINE = TYPE0.INTERRUPT_LINE.offset  # at the same offset in a bridge's header
+# The status bits that hardware clears on a 1 (PCI 3.0 6.2.3): the policy's rw1c fields.
+_STATUS_RW1C = (
+    STATUS.MASTER_DATA_PARITY_ERROR.mask
+    | STATUS.SIGNALED_TARGET_ABORT.mask
+    | STATUS.RECEIVED_TARGET_ABORT.mask
+    | STATUS.RECEIVED_MASTER_ABORT.mask
+    | STATUS.SIGNALED_SYSTEM_ERROR.mask
+    | STATUS.DETECTED_PARITY_ERROR.mask
+)
+# Written by nothing: identity, class, layout, the list's head and the interrupt pin.
+_READ_ONLY = (
+    (H.VENDOR_ID.offset, H.VENDOR_ID.width),
+    (H.DEVICE_ID.offset, H.DEVICE_ID.width),
+    (H.REVISION_ID.offset, H.REVISION_ID.width),
+    (H.PROG_IF.offset, H.PROG_IF.width),
+    (H.CLASS_DEVICE.offset, H.CLASS_DEVICE.width),
+    (H.HEADER_TYPE.offset, H.HEADER_TYPE.width),
+    (POINTER.offset, POINTER.width),
+    (TYPE0.INTERRUPT_PIN.offset, TYPE0.INTERRUPT_PIN.width),
+)
+# An endpoint's CardBus CIS pointer and subsystem IDs.
+_READ_ONLY_TYPE0 = (
+    (TYPE0.CARDBUS_CIS.offset, TYPE0.CARDBUS_CIS.width),
+    (TYPE0.SUBSYSTEM_VENDOR_ID.offset, TYPE0.SUBSYSTEM_VENDOR_ID.width),
+    (TYPE0.SUBSYSTEM_ID.offset, TYPE0.SUBSYSTEM_ID.width),
+)
+# The command register's bits up to INTx disable are writable; 11..15 are reserved.
+_COMMAND_WRITABLE = (COMMAND.INTX_DISABLE.mask << 1) - 1
+# A dump holds addresses, not sizes: a size guessed from an address's alignment is capped so
+# that a BAR placed high in a 64-bit window is not taken for hundreds of GiB.
+_MAX_BAR = 1 << 24
+
+
+def _lowest_set_bit(value: int) -> int:
+    return value & -value
+
+
+class SimDevice:
+    """A PCI function backed by a bytearray; `bar_sizes` overrides sizes guessed from the dump."""
+
+    def __init__(
+        self,
+        address: str,
+        config: bytes | str | Path,
+        bar_sizes: Mapping[int, int] | None = None,
+    ) -> None:
+        self._address = address
+        self.initial = load_config(config).config
+        self.config = bytearray(self.initial)
+        # `writes`: what reached the device since it was last handed to a guest (the log tests
+        # of guest behaviour read); `history`: every write since the device was built,
+        # seizing, resets and restores included.
+        self.writes: list[tuple[int, int, int]] = []
+        self.history: list[tuple[int, int, int]] = []
+        self.resets = 0
+        self.power_state = 0
+        self.msi_vectors = 0  # 0: MSI off
+        self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
+        self.enabled = False  # the host's pci_enable_device was done
+        self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
+        # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
+        self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
+        self._writable = self._writable_bits()
+
+    # -- the PhysicalDevice port -------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def config_size(self) -> int:
+        return len(self.config)
+
+    def read(self, offset: int, size: int) -> int:
+        if size not in (1, 2, 4) or offset < 0 or offset + size > len(self.config):
+            self._check(offset, size)  # raises: the check in line, as the guest's reads come here
+        return int.from_bytes(self.config[offset : offset + size], "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self._check(offset, size)
+        self.writes.append((offset, size, value))
+        self.history.append((offset, size, value))
+        for i in range(size):
+            self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
+
+    def bars(self) -> tuple[BarResource, ...]:
+        return self._bars
+
+    def host_irq(self) -> int:
+        return self.irq
+
+    def enable(self) -> None:
+        decode = 0
+        for bar in self._bars:
+            if bar.kind is BarKind.IO:
+                decode |= COMMAND.IO_SPACE.mask
+            elif bar.kind in (BarKind.MEM32, BarKind.MEM64, BarKind.ROM):
+                decode |= COMMAND.MEMORY_SPACE.mask
+        command = self.read(COMMAND.offset, COMMAND.width)
+        if command | decode != command:
+            self.write(COMMAND.offset, COMMAND.width, command | decode)
+        self.enabled = True
+
+    def set_power_state(self, state: int) -> None:
+        if not 0 <= state <= 3:
+            raise ValueError(f"no power state D{state}")
+        self.power_state = state
+        pm = self.find_capability(PM.id)
+        if pm is not None:
+            pmcsr = pm + PM.PMCSR.offset  # the state is in the register's low byte
+            self.config[pmcsr] = PM.PMCSR.POWER_STATE.put(self.config[pmcsr], state)
+
+    def hand_over(self) -> None:
+        """A guest gets the device now: `writes` starts afresh (`history` keeps everything)."""
+        self.writes.clear()
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.power_state = 0
+        self.msi_vectors = 0
+        self.msix_entries = None
+        self.config[:] = self.initial
+
+    def enable_msi(self, vectors: int) -> None:
+        cap = self._require(MSI.id, "MSI")
+        ctl = MSI.CONTROL
+        control = self.read(cap + ctl.offset, ctl.width)
+        capable = 1 << ctl.MULTIPLE_MESSAGE_CAPABLE.get(control)
+        if vectors < 1 or vectors & (vectors - 1) or vectors > capable:
+            raise ValueError(f"{self._address}: MSI cannot take {vectors} vectors")
+        addr64 = ctl.ADDR64.get(control)
+        self.write(cap + MSI.ADDRESS.offset, MSI.ADDRESS.width, MSI_ADDRESS)
+        if addr64:
+            self.write(cap + MSI.ADDRESS_UPPER.offset, MSI.ADDRESS_UPPER.width, 0)
+        self.write(cap + MSI.DATA.offset(control_addr64=addr64), MSI.DATA.width, 0)
+        control = ctl.MULTIPLE_MESSAGE_ENABLE.put(control, vectors.bit_length() - 1)
+        self.write(cap + ctl.offset, ctl.width, ctl.ENABLE.put(control, 1))
+        self._command(_INTX_DISABLE, True)
+        self.msi_vectors = vectors
+
+    def disable_msi(self) -> None:
+        cap = self._require(MSI.id, "MSI")
+        ctl = MSI.CONTROL
+        off = ctl.MULTIPLE_MESSAGE_ENABLE.mask | ctl.ENABLE.mask
+        self.write(cap + ctl.offset, ctl.width, self.read(cap + ctl.offset, ctl.width) & ~off)
+        self._command(_INTX_DISABLE, False)
+        self.msi_vectors = 0
+
+    def enable_msix(self, entries: tuple[int, ...]) -> None:
+        cap = self._require(MSIX.id, "MSI-X")
+        ctl = MSIX.CONTROL
+        control = self.read(cap + ctl.offset, ctl.width)
+        table_size = ctl.TABLE_SIZE.get(control) + 1
+        if not entries or any(not 0 <= e < table_size for e in entries):
+            raise ValueError(f"{self._address}: MSI-X table has {table_size} entries")
+        control = (control | ctl.ENABLE.mask) & ~ctl.FUNCTION_MASK.mask
+        self.write(cap + ctl.offset, ctl.width, control)
+        self._command(_INTX_DISABLE, True)
+        self.msix_entries = tuple(entries)
+
+    def disable_msix(self) -> None:
+        cap = self._require(MSIX.id, "MSI-X")
+        ctl = MSIX.CONTROL
+        off = ctl.ENABLE.mask | ctl.FUNCTION_MASK.mask
+        self.write(cap + ctl.offset, ctl.width, self.read(cap + ctl.offset, ctl.width) & ~off)
+        self._command(_INTX_DISABLE, False)
+        self.msix_entries = None
+
+    def _command(self, bits: int, on: bool) -> None:
+        command = self.read(COMMAND.offset, COMMAND.width)
+        self.write(COMMAND.offset, COMMAND.width, command | bits if on else command & ~bits)
+
+    # -- helpers for tests and the simulated host ---------------------------------------------
+    def find_capability(self, cap_id: int) -> int | None:
+        chains = walk(self.read, len(self.config))
+        return next((c.offset for c in chains.standard if c.ident == cap_id), None)
+
+    def _require(self, cap_id: int, name: str) -> int:
+        pos = self.find_capability(cap_id)
+        if pos is None:
+            raise ValueError(f"{self._address} has no {name} capability")
+        return pos
+
+    def _check(self, offset: int, size: int) -> None:
+        if size not in (1, 2, 4) or offset < 0 or offset + size > len(self.config):
+            raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
+
+    def _write_byte(self, offset: int, byte: int) -> None:
+        mask = self._writable[offset]
+        old = self.config[offset]
+        new = (old & ~mask) | (byte & mask)
+        if STATUS.offset <= offset < STATUS.offset + STATUS.width:
+            rw1c = (_STATUS_RW1C >> (8 * (offset - STATUS.offset))) & 0xFF
+            new = (new & ~rw1c) | (old & rw1c & ~byte)
+        self.config[offset] = new
+
+    def _writable_bits(self) -> bytearray:
+        """Per byte, the bits a write changes (status rw1c bits are handled apart)."""
+        size = len(self.config)
+        w = bytearray(b"\xff" * size)
+        header_type = HEADER_TYPE.LAYOUT.get(self.config[HEADER_TYPE.offset])
+        read_only: tuple[tuple[int, int], ...] = (*_READ_ONLY, (STATUS.offset, STATUS.width))
+        if header_type == TYPE0.header_type:
+            read_only += _READ_ONLY_TYPE0
+        for start, width in read_only:
+            w[start : start + width] = bytes(width)
+        for i in range(COMMAND.width):
+            w[COMMAND.offset + i] = (_COMMAND_WRITABLE >> (8 * i)) & 0xFF
+        for bar in self._bars:
+            reg = _bar_offset(bar.index, header_type)
+            if reg is None:
+                continue
+            mask = _bar_write_mask(bar)
+            for i in range(4):
+                w[reg + i] = (mask >> (8 * i)) & 0xFF
+        self._protect_chain(w)
+        return w
+
+    def _protect_chain(self, w: bytearray) -> None:
+        listed = self.config[STATUS.offset] & STATUS.CAPABILITIES_LIST.mask
+        pos = self.config[POINTER.offset] & ~3 if listed else 0
+        for _ in range(STD_TTL):
+            if pos < STD_START or pos + STD_LINK > len(self.config):  # a 64-byte dump: no list
+                break
+            w[pos : pos + STD_LINK] = bytes(STD_LINK)
+            pos = self.config[pos + CAP_NEXT] & ~3
+        if len(self.config) > EXT_START:
+            pos = EXT_START
+            for _ in range((4096 - 256) // 4):
+                header = int.from_bytes(self.config[pos : pos + EXT_LINK], "little")
+                w[pos : pos + EXT_LINK] = bytes(EXT_LINK)
+                nxt = EXT_NEXT.get(header) & ~3
+                if header in (0, 0xFFFFFFFF) or nxt < EXT_START:
+                    break
+                pos = nxt
+
+
+def _bar_offset(index: int, header_type: int) -> int | None:
+    bridge = header_type == TYPE1.header_type
+    if index == 6:
+        return TYPE1.ROM.offset if bridge else TYPE0.ROM.offset
+    limit = 2 if bridge else 6
+    return TYPE0.BAR0.offset + TYPE0.BAR0.width * index if index < limit else None
+
+
+def _bar_write_mask(bar: BarResource) -> int:
+    if bar.kind is BarKind.UNUSED or bar.size == 0:
+        return 0
+    if bar.kind is BarKind.MEM64_UPPER:
+        return (~(bar.size - 1) >> 32) & 0xFFFFFFFF
+    if bar.kind is BarKind.ROM:
+        return (~(bar.size - 1) & 0xFFFFF800) | 0x1
+    if bar.kind is BarKind.IO:
+        return ~(bar.size - 1) & 0xFFFFFFFC
+    return ~(bar.size - 1) & 0xFFFFFFF0
+
+
+def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]:
+    """BAR kinds from the dump's flag bits; sizes from `sizes`, else from address alignment."""
+    header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset])
+    count = 2 if header_type == TYPE1.header_type else 6 if header_type == TYPE0.header_type else 0
+    bars: list[BarResource] = []
+    index = 0
+    while index < 6:
+        if index >= count:
+            bars.append(BarResource(index, BarKind.UNUSED, 0))
+            index += 1
+            continue
+        off = TYPE0.BAR0.offset + TYPE0.BAR0.width * index
+        value = int.from_bytes(config[off : off + 4], "little")
+        if value & 1:
+            addr = value & ~0x3
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 32, 256)
+            bars.append(BarResource(index, BarKind.IO, max(size, 4), start=addr))
+        elif (value >> 1) & 3 == 2 and index + 1 < count:
+            hi = int.from_bytes(config[off + 4 : off + 8], "little")
+            addr = (hi << 32) | (value & ~0xF)
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
+            pref = bool(value & 0x8)
+            bars.append(BarResource(index, BarKind.MEM64, max(size, 16), pref, start=addr))
+            bars.append(BarResource(index + 1, BarKind.MEM64_UPPER, max(size, 16), pref))
+            index += 2
+            continue
+        elif value == 0 and index not in sizes:
+            bars.append(BarResource(index, BarKind.UNUSED, 0))
+        else:
+            addr = value & ~0xF
+            size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
+            bars.append(
+                BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8), start=addr)
+            )
+        index += 1
+    rom_off = TYPE1.ROM.offset if header_type == TYPE1.header_type else TYPE0.ROM.offset
+    rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & ~0x7FF
+    if rom or 6 in sizes:
+        size = sizes.get(6) or max(_lowest_set_bit(rom), 2048)
+        bars.append(BarResource(6, BarKind.ROM, size, start=rom))
+    else:
+        bars.append(BarResource(6, BarKind.UNUSED, 0))
+    return tuple(bars)
