@@ -80,6 +80,7 @@ class Declaration:
     role: Literal["write", "read", "check", "action"]
     name: str = ""
     capability: CapabilityKey = (False, 0)
+    view_constant: bool = False  # a read hook's answer: see `read_hook`
 
     def describe(self) -> str:
         if self.role in ("write", "read"):
@@ -107,9 +108,18 @@ def write_hook(name: str) -> Callable[[WriteHook], WriteHook]:
     return _declare(Declaration("write", name))
 
 
-def read_hook(name: str) -> Callable[[ReadHook], ReadHook]:
-    """Declare `fn` the implementation of the policy's `on_read NAME` hook."""
-    return _declare(Declaration("read", name))
+def read_hook(name: str, *, view_constant: bool = False) -> Callable[[ReadHook], ReadHook]:
+    """Declare `fn` the implementation of the policy's `on_read NAME` hook. `view_constant`:
+    its answer depends on nothing but the view's chains, fixed once the view is built (not on
+    the field's value, the device, the mode or time), so a view asks it once per read plan
+    rather than at every read."""
+    return _declare(Declaration("read", name, view_constant=view_constant))
+
+
+def is_view_constant(hook: ReadHook) -> bool:
+    """Whether `hook` was declared `view_constant` (see `read_hook`)."""
+    declaration = declaration_of(hook)
+    return declaration is not None and declaration.view_constant
 
 
 def capability_check(

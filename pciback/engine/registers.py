@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pciback.engine.hookapi import HookContext, ReadHook, WriteHook
+from pciback.engine.hookapi import HookContext, ReadHook, WriteHook, is_view_constant
 from pciback.tables import Access, Backing, Edge, Field, Register
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ class WriteHookEntry(NamedTuple):
 class RegisterInstance:
     __slots__ = (
         "_read_ctx",
-        "_shapes",
         "_write_ctx",
+        "_writers",
         "block",
         "block_base",
         "cached",
@@ -152,7 +152,7 @@ class RegisterInstance:
         self.fixed: int | None = None
         self._read_ctx: HookContext | None = None
         self._write_ctx: HookContext | None = None
-        self._shapes: dict[tuple[int, int], tuple[WriteShape, WriteShape]] = {}  # see `shapes`
+        self._writers: dict[tuple[int, int, bool], Callable[[int], None]] = {}  # see `writer`
         same_in_both_modes = normal.zero == permissive.zero
         reads_device = any(self.hw_read)
         if not (reads_device or self.shadow_mask or self.read_hooks) and same_in_both_modes:
@@ -183,18 +183,40 @@ class RegisterInstance:
             value = self.hooked(value)
         return value
 
+    def merge(self, permissive: bool) -> tuple[int, int, int, Callable[[int], int] | None]:
+        """`value` for one mode as (device bits, fixed bits, visible bits of the shadow, read
+        hooks or None): the guest sees `hooks((hw & device) | fixed | (shadow & visible))`.
+        Read plans, kept per mode (ConfigSpace), take this once. A field whose hook answers
+        from the view alone (view_constant) has its answer among the fixed bits, and no hook
+        left to call, when every read hook of the register is such."""
+        visible = self.masks[permissive].visible
+        hw_mask, static = self.hw_mask & visible, self.static & visible
+        if not self.read_hooks:
+            return hw_mask, static, visible, None
+        if not all(is_view_constant(read) for _, _, read in self.read_hooks):
+            return hw_mask, static, visible, self.hooked
+        # Hooks of this kind ignore the value; what they answer replaces their fields.
+        answer = self.hooked(0)
+        folded = 0
+        for mask, _, _ in self.read_hooks:
+            folded |= mask
+        return (
+            hw_mask & ~folded,
+            (static & ~folded) | (answer & folded),
+            visible & ~folded,
+            None,
+        )
+
     def reader(self, permissive: bool) -> Callable[[], int]:
-        """`value` for one mode, with that mode's masks folded in: what a read plan calls.
-        Plans are kept per mode (ConfigSpace), so a mode change picks the other plan."""
+        """`value` for one mode, with that mode's merge (see `merge`) folded in: what a read
+        plan calls."""
         if self.fixed is not None:
             fixed = self.fixed
             return lambda: fixed
-        visible = self.masks[permissive].visible
-        hw_mask, static = self.hw_mask & visible, self.static & visible
+        hw_mask, static, visible, hooked = self.merge(permissive)
         space, offset, width = self.space, self.offset, self.width
-        hooked = self.hooked if self.read_hooks else None
         # The shadow changes with writes and restores: read at each access, never folded in.
-        if not self.hw_read[permissive]:
+        if not hw_mask:  # no device bit visible in this mode, or none left once folded
             if hooked is None:
                 return lambda: static | (self.shadow & visible)
             return lambda: hooked(static | (self.shadow & visible))
@@ -230,34 +252,75 @@ class RegisterInstance:
     # -- writes ----------------------------------------------------------------------------------
     def write(self, start: int, length: int, data: int) -> None:
         """Bytes [start, start+length) of this register take `data` (little-endian)."""
-        self.write_shaped(self.shapes(start, length), data)
+        self.writer(start, length, self.space.permissive)(data)
 
-    def shapes(self, start: int, length: int) -> tuple[WriteShape, WriteShape]:
-        """What a write of bytes [start, start+length) may do, per mode (normal, permissive):
-        worked out once per access shape, so that a write is the merge and nothing else."""
-        key = (start, length)
-        known = self._shapes.get(key)
-        if known is None:
-            known = self._shapes[key] = (
-                WriteShape(self, start, length, self.masks[False]),
-                WriteShape(self, start, length, self.masks[True]),
-            )
-        return known
+    def writer(self, start: int, length: int, permissive: bool) -> Callable[[int], None]:
+        """What a write of bytes [start, start+length) does in one mode, as a function of the
+        data written: the access's masks (WriteShape) are worked out once and folded in, so a
+        write is the merge and nothing else. Kept per access and mode; write plans
+        (ConfigSpace) are kept per mode too."""
+        key = (start, length, permissive)
+        known = self._writers.get(key)
+        if known is not None:
+            return known
+        shape = WriteShape(self, start, length, self.masks[permissive])
+        shift, bytes_mask, others = shape.shift, shape.bytes_mask, shape.others
+        old_visible, hooks, always, on_edge = (
+            shape.old_visible,
+            shape.hooks,
+            shape.always,
+            shape.on_edge,
+        )
+        shadow_taken, shadow_clear = shape.shadow_taken, shape.shadow_clear
+        warn = 0 if permissive else shape.warn  # permissive mode drops nothing worth a word
+        hw_write, hw_clear, hw_zero = shape.hw_write, shape.hw_clear, shape.hw_zero
+        reaches_hw = bool(hw_write | hw_clear | hw_zero)
+        hw_mask, static, hw_rw1c = self.hw_mask, self.static, self.hw_rw1c
+        space, offset, width, name = self.space, self.offset, self.width, self.reg.name
 
-    def write_shaped(self, shapes: tuple[WriteShape, WriteShape], data: int) -> None:
-        """A write of the access `shapes` describes (see `shapes`), taking `data`."""
-        space = self.space
-        shape = shapes[space.permissive]
-        wval = (data << shape.shift) & shape.bytes_mask
-        hw_mask = self.hw_mask
-        hw = space.device.read(self.offset, self.width) if hw_mask else 0
-        old = ((hw & hw_mask) | self.static | self.shadow) & shape.old_visible
-        new = (old & shape.others) | wval
+        def write(data: int) -> None:
+            wval = (data << shift) & bytes_mask
+            hw = space.device.read(offset, width) if hw_mask else 0
+            old = ((hw & hw_mask) | static | self.shadow) & old_visible
+            new = (old & others) | wval
+            veto = 0
+            hooked = False
+            # An edge needs its field to change: a write changing none of theirs runs none.
+            if hooks and (always or (old ^ new) & on_edge):
+                veto, hooked = self._run_write_hooks(hooks, old, new)
+            if shadow_taken:
+                taken = shadow_taken & ~veto
+                self.shadow = (self.shadow & ~taken) | (new & taken)
+            if shadow_clear:
+                self.shadow &= ~(wval & shadow_clear & ~veto)
+            if warn & (wval ^ old):
+                space.warn_permissive(name)
+            if not reaches_hw:
+                return
+            written = hw_write & ~veto
+            cleared = wval & hw_clear & ~veto
+            if not (written | cleared | hw_zero):
+                return
+            if hooked:
+                # A hook may have written the device: merge over what is there now. With no
+                # hook run, nothing here touched the device since it was read above.
+                hw = space.device.read(offset, width)
+            out = hw & ~hw_rw1c  # a 1 read back from a rw1c bit is never written back
+            out = (out & ~written) | (new & written) | cleared
+            self._write_back(out & ~hw_zero, written | cleared | hw_zero)
+
+        self._writers[key] = write
+        return write
+
+    def _run_write_hooks(
+        self, hooks: tuple[WriteHookEntry, ...], old: int, new: int
+    ) -> tuple[int, bool]:
+        """Run the hooks whose edge the write makes, in the fields' order: (the bits they
+        vetoed, whether any ran)."""
         veto = 0
-        # Set only when a hook runs, shared by the access's hooks, and the register's own from
-        # one write to the next: making one costs as much as a short hook (see HookContext).
+        # Made only when a hook runs, shared by the access's hooks, and the register's own
+        # from one write to the next: making one costs as much as a short hook (HookContext).
         ctx: HookContext | None = None
-        hooks = shape.hooks if shape.always or (old ^ new) & shape.on_edge else ()
         for mask, fshift, edge, hook in hooks:
             before = (old & mask) >> fshift
             after = (new & mask) >> fshift
@@ -270,29 +333,11 @@ class RegisterInstance:
             if ctx is None:
                 ctx = self._write_ctx
                 if ctx is None:
-                    ctx = self._write_ctx = HookContext(space, self, old, new)
+                    ctx = self._write_ctx = HookContext(self.space, self, old, new)
                 ctx.old_register, ctx.new_register = old, new
             if hook(ctx, before, after) is False:
                 veto |= mask
-        if shape.shadow_taken:
-            taken = shape.shadow_taken & ~veto
-            self.shadow = (self.shadow & ~taken) | (new & taken)
-        if shape.shadow_clear:
-            self.shadow &= ~(wval & shape.shadow_clear & ~veto)
-        if shape.warn & (wval ^ old) and not space.permissive:
-            space.warn_permissive(self.reg.name)
-        hw_write = shape.hw_write & ~veto
-        hw_clear = wval & shape.hw_clear & ~veto
-        if not (hw_write | hw_clear | shape.hw_zero):
-            return
-        if ctx is not None:
-            # A hook may have written the device: merge over what is there now. With no hook
-            # run, nothing here touched the device since it was read above.
-            hw = space.device.read(self.offset, self.width)
-        out = hw & ~self.hw_rw1c  # a 1 read back from a rw1c bit is never written back
-        out = (out & ~hw_write) | (new & hw_write) | hw_clear
-        out &= ~shape.hw_zero
-        self._write_back(out, hw_write | hw_clear | shape.hw_zero)
+        return veto, ctx is not None
 
     def _write_back(self, out: int, changed: int) -> None:
         """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
@@ -314,8 +359,8 @@ class RegisterInstance:
 
 class WriteShape:
     """What a write of one access shape (bytes [start, start+length) of a register) may do
-    under one mode, as masks in the register's bit positions. A write never changes them:
-    the fields' access classes and hooks are fixed, and the mode picks which shape serves."""
+    under one mode, as masks in the register's bit positions: worked out once per access and
+    mode (RegisterInstance.writer), as the fields' access classes and hooks never change."""
 
     __slots__ = (
         "always",

@@ -178,12 +178,9 @@ class ConfigSpace:
         self.warnings: list[str] = []
         self._warned_permissive = False
         self._map: list[Slot] = [GAP] * self.size
-        # Per mode (normal, permissive): see "the access splitter".
-        self._readers: tuple[dict[tuple[int, int], Reader], dict[tuple[int, int], Reader]] = (
-            {},
-            {},
-        )
-        self._writers: dict[tuple[int, int], Writer] = {}
+        # Per mode (normal, permissive), by the access's key: see "the access splitter".
+        self._readers: tuple[dict[int, Reader], dict[int, Reader]] = ({}, {})
+        self._writers: tuple[dict[int, Writer], dict[int, Writer]] = ({}, {})  # as the readers
         self.registers: list[RegisterInstance] = []
         # Lookups of the capabilities other tables' expressions read, by table name (seize only).
         self._foreign: dict[str, LookupFn] = {}
@@ -242,9 +239,8 @@ class ConfigSpace:
         if len(self.problems) > before:
             return self.problems.pop()  # the view is unchanged; the refusal is the caller's
         self._index_described()
-        for plans in self._readers:  # plans made over the old map
-            plans.clear()
-        self._writers.clear()
+        for kept in (*self._readers, *self._writers):  # plans made over the old map
+            kept.clear()
         return None
 
     def _index_described(self) -> None:
@@ -273,24 +269,28 @@ class ConfigSpace:
                 XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
             )
 
+    # A plan's key: offset << 3 | size, an int (a tuple costs its making and hashing on every
+    # guest access). It is distinct for every access of a size below 8, which each lookup
+    # checks first; a kept plan's key ends in 1, 2 or 4, so no refused access can find one.
     def read(self, offset: int, size: int) -> int:
         plans = self._readers[self.permissive]
-        reader = plans.get((offset, size))
+        reader = plans.get(offset << 3 | size) if size < 8 else None
         if reader is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 return self._read_undescribed(offset, size)
-            reader = plans[(offset, size)] = self._plan_read(offset, size, self.permissive)
+            reader = plans[offset << 3 | size] = self._plan_read(offset, size, self.permissive)
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
-        writer = self._writers.get((offset, size))
+        plans = self._writers[self.permissive]
+        writer = plans.get(offset << 3 | size) if size < 8 else None
         if writer is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 self._write_undescribed(offset, size, value & _BYTES_MASK[size])
                 return
-            writer = self._writers[(offset, size)] = self._plan_write(offset, size)
+            writer = plans[offset << 3 | size] = self._plan_write(offset, size, self.permissive)
         writer(value & _BYTES_MASK[size])
 
     def _reaches_policy(self, offset: int, size: int) -> bool:
@@ -370,14 +370,13 @@ class ConfigSpace:
             if isinstance(slot, ChainLink):
                 fixed |= ((slot.raw >> 8 * (pos - slot.offset)) & keep) << place
             elif isinstance(slot, RegisterInstance):  # whole inside the access
-                visible = slot.masks[permissive].visible
-                hooked = slot.hooked if slot.read_hooks else None
-                merge = (slot.hw_mask & visible, slot.static & visible, visible, hooked)
-                parts.append((slot, *merge, place, keep))
+                parts.append((slot, *slot.merge(permissive), place, keep))
             elif isinstance(slot, Gap):
                 parts.append((None, -1, 0, 0, None, place, keep))
             # a hidden capability's body reads 0
         pieces = tuple(parts)
+        if len(pieces) == 2 and all(p[0] is not None and p[4] is None for p in pieces):
+            return self._read_two(offset, size, fixed, pieces)
 
         def read_once() -> int:
             hw = self.device.read(offset, size)
@@ -393,14 +392,35 @@ class ConfigSpace:
 
         return read_once
 
-    def _plan_write(self, offset: int, size: int) -> Writer:
+    def _read_two(self, offset: int, size: int, fixed: int, pieces: tuple[_Merge, ...]) -> Reader:
+        """`read_once` for the usual coalesced access, two registers without read hooks (the
+        command and status dword, a bridge's bus numbers), written out: no loop."""
+        (first, hw1, fixed1, visible1, _, place1, keep1) = pieces[0]
+        (second, hw2, fixed2, visible2, _, place2, keep2) = pieces[1]
+        assert first is not None and second is not None
+        fixed |= (fixed1 << place1) | (fixed2 << place2)
+        hw1, hw2 = (hw1 & keep1) << place1, (hw2 & keep2) << place2
+        visible1, visible2 = (visible1 & keep1), (visible2 & keep2)
+
+        def read_two() -> int:
+            hw = self.device.read(offset, size)
+            return (
+                fixed
+                | (hw & (hw1 | hw2))
+                | (first.shadow & visible1) << place1
+                | (second.shadow & visible2) << place2
+            )
+
+        return read_two
+
+    def _plan_write(self, offset: int, size: int, permissive: bool) -> Writer:
         # (what takes the piece, bits to drop from the access's value, bits to keep; -1: all)
         parts: list[tuple[Writer, int, int]] = []
         for pos, stop, slot in self._split(offset, size):
             length = stop - pos
             take: Writer | None
             if isinstance(slot, RegisterInstance):
-                take = partial(slot.write_shaped, slot.shapes(pos, length))
+                take = slot.writer(pos, length, permissive)
             else:
                 handler = self._piece_writer(slot)
                 take = None if handler is None else partial(handler, pos, length)

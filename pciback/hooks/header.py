@@ -147,7 +147,7 @@ def bar_read(ctx: HookContext, value: int) -> int:
 
 
 # -- the capability list ---------------------------------------------------------------------------
-@read_hook("capability_pointer")
+@read_hook("capability_pointer", view_constant=True)
 def capability_pointer(ctx: HookContext, value: int) -> int:
     return ctx.space.first_capability
 
@@ -157,6 +157,6 @@ def host_irq(ctx: HookContext, value: int) -> int:
     return ctx.space.device.host_irq() & 0xFF
 
 
-@read_hook("capability_list")
+@read_hook("capability_list", view_constant=True)
 def capability_list(ctx: HookContext, value: int) -> int:
     return 1 if ctx.space.exposed else 0

@@ -184,6 +184,25 @@ def test_bad_offsets_and_sizes_are_refused(policy: Policy, offset: int, size: in
         view.write(offset, size, 0)
 
 
+def test_a_refused_access_never_finds_a_kept_plan(policy: Policy) -> None:
+    """Plans are kept under one int per access (offset << 3 | size): once every access of the
+    header has its plan, each size that could share a key with one is still refused."""
+    from pciback.errors import PciOpError
+
+    view = space(policy, MemoryDevice())
+    header = range(0, 0x40)
+    for offset in header:
+        for size in (1, 2, 4):
+            if not offset % size:
+                view.write(offset, size, view.read(offset, size))
+    for offset in range(-8, 0x40):
+        for size in (-4, -1, 0, 3, 5, 6, 7, 8, 9, 10, 12, 16, 17, 33):
+            with pytest.raises(PciOpError):
+                view.read(offset, size)
+            with pytest.raises(PciOpError):
+                view.write(offset, size, 0)
+
+
 def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> None:
     from pciback.sim.device import SimDevice
     from tests.engine.support import FIXTURES
