@@ -30,6 +30,7 @@ from pciback.engine.chain import (
 from pciback.engine.hookapi import CAPABILITY_CHECKS, SEIZE_ACTIONS
 from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
+from pciback.engine.settings import DeviceSettings
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.bus import PhysicalDevice
@@ -165,15 +166,24 @@ class ConfigSpace:
         policy: Policy,
         *,
         permissive: bool = False,
+        settings: DeviceSettings | None = None,
         hide: Iterable[int] = (),
         hide_extended: Iterable[int] = (),
         extra_registers: Iterable[Register] = (),
     ) -> None:
+        """`settings`: the device's operator settings, shared with the stub pool and the
+        device's other views; without them the view has its own (`permissive` their mode)."""
+        if settings is not None and permissive:
+            raise ValueError("permissive is the settings' to say when settings are given")
         self.device = device
         self.policy = policy
+        # Plain copies of `settings` for the access path, written by the settings alone (see
+        # pciback.engine.settings): the mode, and Linux's allow_interrupt_control (INTx masking
+        # and MSI control reach the device).
         self.permissive = permissive
-        # Linux's allow_interrupt_control: INTx masking and MSI control reach the device.
         self.allow_interrupt_control = False
+        self.settings = DeviceSettings(permissive=permissive) if settings is None else settings
+        self.settings.follow(self)
         self.size = device.config_size
         self.problems: list[str] = []
         self.warnings: list[str] = []
@@ -774,6 +784,7 @@ def build_config_space(
     device: PhysicalDevice,
     *,
     permissive: bool = False,
+    settings: DeviceSettings | None = None,
     policy: Policy | None = None,
     hide: Iterable[int] = (),
     hide_extended: Iterable[int] = (),
@@ -784,6 +795,7 @@ def build_config_space(
         device,
         policy or default_policy(),
         permissive=permissive,
+        settings=settings,
         hide=hide,
         hide_extended=hide_extended,
         extra_registers=extra_registers,
