@@ -228,6 +228,7 @@ class SimDataPath:
         irq = InterruptControl(
             owner, device, self.hypervisor, view, on_change=record, before_map=intend
         )
+        view.interrupts = irq  # a guest's MSI/MSI-X control writes go through it
         self._restore(domid, physical, view, irq, table)
         table.spaces[physical] = view
         return ExportedDevice(guest, device, view, irq, table.log_limit)

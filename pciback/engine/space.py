@@ -28,6 +28,7 @@ from pciback.engine.chain import (
     walk,
 )
 from pciback.engine.hookapi import CAPABILITY_CHECKS, SEIZE_ACTIONS
+from pciback.engine.interrupt_owner import InterruptOwner
 from pciback.engine.policy import Policy, default_policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.engine.settings import DeviceSettings
@@ -184,6 +185,9 @@ class ConfigSpace:
         self.allow_interrupt_control = False
         self.settings = DeviceSettings(permissive=permissive) if settings is None else settings
         self.settings.follow(self)
+        # The one writer of the device's MSI/MSI-X control bits for a guest's config writes,
+        # attached by whoever serves the view (pciback.engine.interrupt_owner).
+        self.interrupts: InterruptOwner | None = None
         self.size = device.config_size
         self.problems: list[str] = []
         self.warnings: list[str] = []

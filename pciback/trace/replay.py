@@ -141,6 +141,7 @@ def _serve(
     view = build_config_space(device, settings=settings, policy=policy, extra_registers=quirks)
     device.hand_over()  # what the guest caused, from here on
     irq = InterruptControl(trace.header.domid, device, SimHypervisor(), view)
+    view.interrupts = irq
     domain, bus, slot, function = parse_address(info.guest)
     devfn = slot << 3 | function
     lookup = _OneDevice((domain, bus, devfn), ExportedDevice(info.guest, device, view, irq))

@@ -28,6 +28,7 @@ from tests.model.builders import (
     ADDRESS,
     EXT_DSN,
     ConfigBuilder,
+    allow_interrupt_control,
     endpoint,
     fixture_files,
 )
@@ -196,7 +197,8 @@ class Twins:
         slow_space = build_config_space(self.slow_dev, permissive=permissive)
         self.slow = Oracle(slow_space)
         for space in (self.fast, slow_space):
-            space.settings.interrupt_control = interrupt_control
+            if interrupt_control:
+                allow_interrupt_control(space)
 
     @staticmethod
     def _outcome(access: Callable[[], object]) -> Outcome:
