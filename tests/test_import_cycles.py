@@ -26,7 +26,8 @@ BACK_EDGES = {
     ),
     ("ports", "engine"): (
         "ports.sysfs, the real host's bus rather than an interface, walks capabilities with "
-        "engine.chain's constants; the engine reads devices through ports.bus"
+        "engine.chain's walk, the one every chain walker uses; the engine reads devices "
+        "through ports.bus"
     ),
     ("control", "audit"): (
         "the stub pool restores what a guest can have changed, which audit.restore computes "

@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 
-from pciback.engine.chain import CAP_ID, CAP_NEXT, POINTER, STATUS, STD_START, STD_TTL
+from pciback.engine.chain import STATUS, STD_END, walk_standard
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM
 from pciback.ports.bus import BarKind, BarResource
 from pciback.ports.hostbus import STUB_DRIVER
@@ -213,14 +213,11 @@ class SysfsDevice:
     def capability(self, cap_id: int) -> int:
         """The offset of the first capability `cap_id` in the standard chain (a bounded walk);
         ValueError when there is none."""
-        listed = self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask
-        pos = self.read(POINTER.offset, POINTER.width) & ~3 if listed else 0
-        for _ in range(STD_TTL):
-            if pos < STD_START:
-                break
-            if self.read(pos + CAP_ID, 1) == cap_id:
-                return pos
-            pos = self.read(pos + CAP_NEXT, 1) & ~3
+        if self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask:
+            # The standard list alone: each read here is a system call.
+            for cap in walk_standard(self.read, min(self._size, STD_END)):
+                if cap.ident == cap_id:
+                    return cap.offset
         name = _CAP_NAMES.get(cap_id, f"{cap_id:#04x}")
         raise ValueError(f"{self._address} has no {name} capability")
 
