@@ -34,7 +34,7 @@ from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.engine.settings import DeviceSettings
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
-from pciback.ports.bus import PhysicalDevice
+from pciback.ports.bus import PhysicalDevice, config_access_fits
 from pciback.tables import Block, BlockKind, Expr, Register
 
 log = logging.getLogger("pciback.engine")
@@ -282,7 +282,7 @@ class ConfigSpace:
     # bodies is served straight from the map (cheaper than making a plan), and never kept, so
     # that a guest sweeping the whole space cannot make the view hold a plan for every offset.
     def _check(self, offset: int, size: int) -> None:
-        if size not in (1, 2, 4) or offset % size or not 0 <= offset <= self.size - size:
+        if not config_access_fits(offset, size, self.size):
             raise PciOpError(
                 XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
             )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pciback.engine.chain import STATUS, STD_END, walk_standard
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM
-from pciback.ports.bus import BarKind, BarResource
+from pciback.ports.bus import BarKind, BarResource, config_access_fits
 from pciback.ports.hostbus import STUB_DRIVER
 
 DEFAULT_ROOT = Path("/sys/bus/pci")
@@ -60,7 +60,7 @@ class SysfsDevice:
         return self._size
 
     def _check(self, offset: int, size: int) -> None:
-        if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
+        if not config_access_fits(offset, size, self._size):
             raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
 
     def _config_fd(self) -> int:
@@ -72,9 +72,10 @@ class SysfsDevice:
             return self._fd
 
     def read(self, offset: int, size: int) -> int:
-        # The guest's reads come here: `_check` and the fd's lock in line, one Python call
-        # less each (under emulation every call costs tens of µs). `close` can race a read
-        # with or without the lock: the daemon closes a device only once nothing serves it.
+        # The guest's reads come here: `_check` (config_access_fits) and the fd's lock in line,
+        # one Python call less each (under emulation every call costs tens of µs). `close` can
+        # race a read with or without the lock: the daemon closes a device only once nothing
+        # serves it.
         if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
             self._check(offset, size)
         fd = self._fd
