@@ -32,6 +32,14 @@ def test_every_view_of_the_settings_follows_a_change() -> None:
     assert all(v.settings is settings for v in views)
 
 
+def test_the_access_path_reads_plain_attributes() -> None:
+    # ConfigSpace.read/write read the mode on every guest access: no property in the way.
+    view = build_config_space(device())
+    assert {"permissive", "allow_interrupt_control"} <= set(vars(view))
+    assert not hasattr(ConfigSpace, "permissive")
+    assert not hasattr(ConfigSpace, "allow_interrupt_control")
+
+
 def test_the_pool_wide_mode_makes_views_permissive_without_the_devices_flag() -> None:
     settings = DeviceSettings(permissive_all=True)
     view = build_config_space(device(), settings=settings)
