@@ -40,6 +40,7 @@ from pciback.control.hide import (
 from pciback.control.ownership import Ownership
 from pciback.control.state import StateStore
 from pciback.engine.chain import walk
+from pciback.engine.settings import DeviceSettings
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
 from pciback.ports.bus import PhysicalDevice
 from pciback.ports.hostbus import STUB_DRIVER, HostBus
@@ -68,10 +69,10 @@ class StubDevice:
     address: str
     saved: bytes
     host_driver: str | None
-    permissive: bool = False
-    # Linux's allow_interrupt_control: the guest's INTx-disable and MSI/MSI-X enable writes
-    # reach the device (for device models that drive the capability themselves).
-    interrupt_control: bool = False
+    # The operator's permissive and interrupt-control flags (Linux's allow_interrupt_control,
+    # for device models that drive the capability themselves): the one copy, which the
+    # device's guest views hold too.
+    settings: DeviceSettings = field(default_factory=DeviceSettings)
     quirks: list[QuirkSpec] = field(default_factory=list)
     # The guest's reach for the restore (see `_guest_reach`), for the quirks it was made with:
     # building it runs the policy over the saved bytes, tens of ms natively, seconds under
@@ -276,9 +277,16 @@ class StubPool:
                 taken_from = self.state.host_driver(address)
                 if taken_from is None and driver not in (None, STUB_DRIVER):
                     taken_from = driver  # from a daemon that did not record it
-                stub = StubDevice(address, saved, taken_from)
-                stub.permissive = address in permissive
-                stub.interrupt_control = address in interrupt_control
+                stub = StubDevice(
+                    address,
+                    saved,
+                    taken_from,
+                    DeviceSettings(
+                        permissive=address in permissive,
+                        interrupt_control=address in interrupt_control,
+                        permissive_all=self.permissive_all,
+                    ),
+                )
                 stub.quirks = [q for q in quirks if q.address == address]
                 self.devices[address] = stub
                 log.info(
@@ -373,7 +381,9 @@ class StubPool:
         device.enable()
         self._prepare_msix(device)
         saved = save_config(device)
-        stub = StubDevice(address, saved, driver)
+        stub = StubDevice(
+            address, saved, driver, DeviceSettings(permissive_all=self.permissive_all)
+        )
         _reset(device)
         restore_config(device, saved, _guest_reach(stub))  # what the host had set, as Linux
         disable(device)
@@ -382,8 +392,8 @@ class StubPool:
         if self.state:
             self.state.save_config(address, saved)
             self.state.set_host_driver(address, driver)
-            stub.permissive = address in self.state.permissive()
-            stub.interrupt_control = address in self.state.interrupt_control()
+            stub.settings.permissive = address in self.state.permissive()
+            stub.settings.interrupt_control = address in self.state.interrupt_control()
         self.devices[address] = stub
         log.info("seized %s from %s", address, driver or "no driver")
         return stub
@@ -471,13 +481,14 @@ class StubPool:
         return stub
 
     def _set_flag(self, device: str, flag: str, on: bool, warning: str) -> str:
-        """A per-device flag (the driver's sysfs attributes): kept, persisted, warned when on."""
+        """A per-device flag (the driver's sysfs attributes): kept, persisted, warned when on;
+        the device's guest views follow at once (they hold the same settings)."""
         with self._lock:
             address = parse_device(device)
-            stub = self._stub(address)
-            if on and not getattr(stub, flag):
+            settings = self._stub(address).settings
+            if on and not getattr(settings, flag):
                 log.warning("%s: %s", address, warning)
-            setattr(stub, flag, on)
+            setattr(settings, flag, on)
             if self.state:
                 getattr(self.state, f"set_{flag}")(address, on)
             return address
@@ -489,7 +500,7 @@ class StubPool:
 
     def permissive(self) -> list[str]:
         with self._lock:
-            return sorted(a for a, s in self.devices.items() if s.permissive)
+            return sorted(a for a, s in self.devices.items() if s.settings.permissive)
 
     def set_interrupt_control(self, device: str, on: bool = True) -> str:
         """Linux's per-device allow_interrupt_control attribute (default off)."""
@@ -499,11 +510,16 @@ class StubPool:
 
     def interrupt_control(self) -> list[str]:
         with self._lock:
-            return sorted(a for a, s in self.devices.items() if s.interrupt_control)
+            return sorted(a for a, s in self.devices.items() if s.settings.interrupt_control)
 
     def allows_interrupt_control(self, address: str) -> bool:
         with self._lock:
-            return self._stub(address).interrupt_control
+            return self._stub(address).settings.interrupt_control
+
+    def settings(self, address: str) -> DeviceSettings:
+        """The device's settings, for its guest views to hold (they follow every change)."""
+        with self._lock:
+            return self._stub(address).settings
 
     def add_quirk(self, quirk: str | QuirkSpec) -> QuirkSpec:
         spec = parse_quirk(quirk) if isinstance(quirk, str) else quirk
@@ -559,4 +575,4 @@ class StubPool:
         """What the config-space view of this device needs: permissive flag, quirk fields."""
         with self._lock:
             stub = self._stub(address)
-            return self.permissive_all or stub.permissive, tuple(stub.quirks)
+            return stub.settings.guest_permissive, tuple(stub.quirks)

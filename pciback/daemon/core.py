@@ -356,13 +356,10 @@ class Daemon:
                     "in_pool": [a for a in removed if a in self.pool.devices],
                 }
             if op in ("permissive_add", "permissive_remove"):
-                address = self.pool.set_permissive(arg, op == "permissive_add")
-                self.datapath.apply_policy(address)
-                return address
+                # The device's views hold the pool's settings: they follow at once.
+                return self.pool.set_permissive(arg, op == "permissive_add")
             if op in ("interrupt_control_add", "interrupt_control_remove"):
-                address = self.pool.set_interrupt_control(arg, op == "interrupt_control_add")
-                self.datapath.apply_policy(address)
-                return address
+                return self.pool.set_interrupt_control(arg, op == "interrupt_control_add")
             if op == "quirk_add":
                 spec = parse_quirk(arg)
                 ignored = quirk_ignored(self.env.bus, self.pool, spec)
@@ -435,8 +432,8 @@ class Daemon:
                     "address": address,
                     "driver": self.env.bus.driver(address),
                     "owner": self.ownership.owner(address),
-                    "permissive": bool(stub and stub.permissive),
-                    "interrupt_control": bool(stub and stub.interrupt_control),
+                    "permissive": bool(stub and stub.settings.permissive),
+                    "interrupt_control": bool(stub and stub.settings.interrupt_control),
                     "quirks": len(stub.quirks) if stub else 0,
                 }
             )

@@ -212,11 +212,12 @@ class SimDataPath:
         if owner != domid:  # interrupts are mapped for the registered owner and no one else
             raise ValueError(f"{physical} is owned by domain {owner}, not {domid}")
         device = self.bus.device(physical)
-        permissive, quirks = self.pool.policy(physical)
+        _, quirks = self.pool.policy(physical)
         view = build_config_space(
-            device, permissive=permissive, extra_registers=[quirk_register(q) for q in quirks]
+            device,
+            settings=self.pool.settings(physical),  # the operator's changes reach the view at once
+            extra_registers=[quirk_register(q) for q in quirks],
         )
-        view.allow_interrupt_control = self.pool.allows_interrupt_control(physical)
 
         def record(state: dict[str, Any]) -> None:
             self._save_interrupts(physical, owner, state)
@@ -227,6 +228,7 @@ class SimDataPath:
         irq = InterruptControl(
             owner, device, self.hypervisor, view, on_change=record, before_map=intend
         )
+        view.interrupts = irq  # a guest's MSI/MSI-X control writes go through it
         self._restore(domid, physical, view, irq, table)
         table.spaces[physical] = view
         return ExportedDevice(guest, device, view, irq, table.log_limit)
@@ -253,7 +255,8 @@ class SimDataPath:
             try:
                 if saved_domid != domid:
                     raise ValueError(f"saved for domain {saved_domid}")
-                skipped = import_state(view, json.loads(text))
+                # The record's flags are not adopted: the operator's current settings win.
+                skipped = import_state(view, json.loads(text), settings=False)
             except Exception as exc:  # untrusted input: whatever fails costs only this record
                 log.error(
                     "%s: saved view state for domain %d unusable (%s); the guest sees the "
@@ -268,9 +271,6 @@ class SimDataPath:
                     log.warning("%s: saved view state: %s", physical, problem)
                 table.saved[physical] = text
                 log.info("%s: view state of domain %d restored", physical, domid)
-            # The operator's current policy wins over the flags the record carries.
-            view.permissive, _ = self.pool.policy(physical)
-            view.allow_interrupt_control = self.pool.allows_interrupt_control(physical)
         self._restore_interrupts(domid, physical, irq)
         intent = state.intents().get(physical)
         if intent is not None:
@@ -486,20 +486,6 @@ class SimDataPath:
         if state is not None:
             state.forget_view(physical)
 
-    def apply_policy(self, physical: str) -> None:
-        """The operator changed a device's permissive or interrupt-control knob: a view
-        already exported follows at once."""
-        permissive, _ = self.pool.policy(physical)
-        control = self.pool.allows_interrupt_control(physical)
-        with self._lock:
-            links = list(self._links.values())
-        for link in links:
-            with link.devices.lock:
-                space = link.devices.spaces.get(physical)
-                if space is not None:
-                    space.permissive = permissive
-                    space.allow_interrupt_control = control
-
     def apply_quirk(self, spec: QuirkSpec) -> list[int]:
         """An operator's new quirk field: the views of the device already exported take it at
         once (between two ops); returns the domains whose view has it now."""
@@ -615,8 +601,9 @@ class SimDataPath:
 
     def _device_info(self, physical: str, guest: str) -> DeviceInfo:
         try:
-            permissive, quirks = self.pool.policy(physical)
-            control = self.pool.allows_interrupt_control(physical)
+            settings = self.pool.settings(physical)
+            _, quirks = self.pool.policy(physical)
+            permissive, control = settings.guest_permissive, settings.interrupt_control
         except StubError:  # left the pool since: its flags went with it
             permissive, quirks, control = False, (), False
         names = tuple(f"{q.address}-{q.offset:x}:{q.size}:{q.mask:x}" for q in quirks)

@@ -13,14 +13,10 @@ from pathlib import Path
 
 from pciback.dumps import load_config
 from pciback.engine.chain import (
-    CAP_NEXT,
     EXT_LINK,
-    EXT_NEXT,
     EXT_START,
     POINTER,
     STD_LINK,
-    STD_START,
-    STD_TTL,
     walk,
 )
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0, TYPE1
@@ -250,22 +246,18 @@ class SimDevice:
         return w
 
     def _protect_chain(self, w: bytearray) -> None:
-        listed = self.config[STATUS.offset] & STATUS.CAPABILITIES_LIST.mask
-        pos = self.config[POINTER.offset] & ~3 if listed else 0
-        for _ in range(STD_TTL):
-            if pos < STD_START or pos + STD_LINK > len(self.config):  # a 64-byte dump: no list
-                break
-            w[pos : pos + STD_LINK] = bytes(STD_LINK)
-            pos = self.config[pos + CAP_NEXT] & ~3
-        if len(self.config) > EXT_START:
-            pos = EXT_START
-            for _ in range((4096 - 256) // 4):
-                header = int.from_bytes(self.config[pos : pos + EXT_LINK], "little")
-                w[pos : pos + EXT_LINK] = bytes(EXT_LINK)
-                nxt = EXT_NEXT.get(header) & ~3
-                if header in (0, 0xFFFFFFFF) or nxt < EXT_START:
-                    break
-                pos = nxt
+        """The lists' links are read-only, as in hardware: those the engine's walk finds (a
+        64-byte dump has none), and the extended list's root even when the list is empty."""
+        config = self.config
+        chains = walk(
+            lambda at, size: int.from_bytes(config[at : at + size], "little"), len(config)
+        )
+        for cap in chains.standard:
+            w[cap.offset : cap.offset + STD_LINK] = bytes(STD_LINK)
+        if len(config) > EXT_START:
+            w[EXT_START : EXT_START + EXT_LINK] = bytes(EXT_LINK)
+        for cap in chains.extended:
+            w[cap.offset : cap.offset + EXT_LINK] = bytes(EXT_LINK)
 
 
 def _bar_offset(index: int, header_type: int) -> int | None:

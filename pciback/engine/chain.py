@@ -63,6 +63,13 @@ def walk_standard(read: Reader, config_size: int) -> list[FoundCapability]:
     return chains.standard
 
 
+def walk_extended(read: Reader) -> list[FoundCapability]:
+    """The extended list alone, for a caller that knows the function has extended space."""
+    chains = Chains()
+    _walk_extended(read, chains)
+    return chains.extended
+
+
 def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
     pos = read(POINTER.offset, POINTER.width) & ~3
     seen: set[int] = set()

@@ -42,8 +42,10 @@ def export_state(space: ConfigSpace) -> dict[str, Any]:
     }
 
 
-def import_state(space: ConfigSpace, data: object) -> list[str]:
-    """Apply a saved state; returns what had to be skipped (empty when everything applied)."""
+def import_state(space: ConfigSpace, data: object, *, settings: bool = True) -> list[str]:
+    """Apply a saved state; returns what had to be skipped (empty when everything applied).
+    `settings` False: the record's permissive and interrupt-control flags are checked but not
+    adopted, for a view whose settings an operator owns (the daemon's: the stub pool's)."""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise SnapshotError("not a pciback view state of version 1")
     entries = data.get("registers")
@@ -58,8 +60,10 @@ def import_state(space: ConfigSpace, data: object) -> list[str]:
         problem = _apply(by_offset, entry)
         if problem:
             skipped.append(problem)
-    space.permissive = bool(data["permissive"])
-    space.allow_interrupt_control = bool(data["allow_interrupt_control"])
+    if settings:
+        # The record holds the mode the view applied; a view of its own has no pool-wide one.
+        space.settings.permissive = bool(data["permissive"])
+        space.settings.interrupt_control = bool(data["allow_interrupt_control"])
     return skipped
 
 

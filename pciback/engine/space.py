@@ -27,11 +27,13 @@ from pciback.engine.chain import (
     FoundCapability,
     walk,
 )
+from pciback.engine.interrupt_owner import InterruptOwner
 from pciback.engine.policy import Policy
 from pciback.engine.registers import RegisterInstance, natural_pieces
+from pciback.engine.settings import DeviceSettings
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
-from pciback.ports.bus import PhysicalDevice
+from pciback.ports.bus import PhysicalDevice, config_access_fits
 from pciback.tables import Block, BlockKind, Expr, Register
 
 log = logging.getLogger("pciback.engine")
@@ -164,15 +166,27 @@ class ConfigSpace:
         policy: Policy,
         *,
         permissive: bool = False,
+        settings: DeviceSettings | None = None,
         hide: Iterable[int] = (),
         hide_extended: Iterable[int] = (),
         extra_registers: Iterable[Register] = (),
     ) -> None:
+        """`settings`: the device's operator settings, shared with the stub pool and the
+        device's other views; without them the view has its own (`permissive` their mode)."""
+        if settings is not None and permissive:
+            raise ValueError("permissive is the settings' to say when settings are given")
         self.device = device
         self.policy = policy
+        # Plain copies of `settings` for the access path, written by the settings alone (see
+        # pciback.engine.settings): the mode, and Linux's allow_interrupt_control (INTx masking
+        # and MSI control reach the device).
         self.permissive = permissive
-        # Linux's allow_interrupt_control: INTx masking and MSI control reach the device.
         self.allow_interrupt_control = False
+        self.settings = DeviceSettings(permissive=permissive) if settings is None else settings
+        self.settings.follow(self)
+        # The one writer of the device's MSI/MSI-X control bits for a guest's config writes,
+        # attached by whoever serves the view (pciback.engine.interrupt_owner).
+        self.interrupts: InterruptOwner | None = None
         self.size = device.config_size
         self.problems: list[str] = []
         self.warnings: list[str] = []
@@ -264,7 +278,7 @@ class ConfigSpace:
     # bodies is served straight from the map (cheaper than making a plan), and never kept, so
     # that a guest sweeping the whole space cannot make the view hold a plan for every offset.
     def _check(self, offset: int, size: int) -> None:
-        if size not in (1, 2, 4) or offset % size or not 0 <= offset <= self.size - size:
+        if not config_access_fits(offset, size, self.size):
             raise PciOpError(
                 XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
             )

@@ -3,7 +3,8 @@
 Interrupts are normally set up by the enable_msi / enable_msix ops, which map PIRQs first. A
 config write that flips an enable bit bypasses that mapping, so it is taken only when the
 operator allowed interrupt control (Linux's allow_interrupt_control, used by device models that
-drive the capability themselves), and never while the other message type is on. INTx in use
+drive the capability themselves), and never while the other message type is on; the bit is
+then written by the view's interrupt owner (InterruptControl), never by these hooks. INTx in use
 is no bar: a function with MSI or MSI-X on does not use it, and Linux turns MSI on before it
 turns INTx off (xen-pciback allows that order too).
 """
@@ -47,11 +48,11 @@ def _in_use(ctx: HookContext) -> set[int]:
 
 
 def _toggle(ctx: HookContext, bit: int, on: bool) -> None:
-    device = ctx.space.device
-    current = device.read(ctx.offset, 2)
-    wanted = current | bit if on else current & ~bit
-    if wanted != current:
-        device.write(ctx.offset, 2, wanted)
+    """The device's bit is the interrupt owner's to write (pciback.engine.interrupt_owner)."""
+    owner = ctx.space.interrupts
+    if owner is None:
+        raise PciOpError(XenPciError.ACCESS_DENIED, "no interrupt owner serves this view")
+    owner.write_control_bit(ctx.offset, bit, on)
 
 
 def _control(ctx: HookContext, old: int, new: int, cap_id: int, bit: int, what: str) -> bool:

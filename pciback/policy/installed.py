@@ -8,6 +8,7 @@ from functools import cache
 from pciback import hooks
 from pciback.engine.hookapi import HookSet
 from pciback.engine.policy import Policy
+from pciback.engine.settings import DeviceSettings
 from pciback.engine.space import ConfigSpace
 from pciback.ports.bus import PhysicalDevice
 from pciback.tables import Register
@@ -34,6 +35,7 @@ def build_config_space(
     device: PhysicalDevice,
     *,
     permissive: bool = False,
+    settings: DeviceSettings | None = None,
     policy: Policy | None = None,
     hide: Iterable[int] = (),
     hide_extended: Iterable[int] = (),
@@ -44,6 +46,7 @@ def build_config_space(
         device,
         policy or default_policy(),
         permissive=permissive,
+        settings=settings,
         hide=hide,
         hide_extended=hide_extended,
         extra_registers=extra_registers,

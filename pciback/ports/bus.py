@@ -87,3 +87,10 @@ class PhysicalDevice(Protocol):
         ...
 
     def disable_msix(self) -> None: ...
+
+
+def config_access_fits(offset: int, size: int, config_size: int) -> bool:
+    """The one rule for a config-space access: 1, 2 or 4 bytes, naturally aligned, inside the
+    function's `config_size` bytes. The measured paths (the op dispatcher, the sysfs read)
+    write it in line; tests/test_access_rule.py holds them to it."""
+    return size in (1, 2, 4) and not offset % size and 0 <= offset <= config_size - size

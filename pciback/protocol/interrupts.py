@@ -41,6 +41,11 @@ from pciback.protocol.abi import SH_INFO_MAX_VEC
 COMMAND = COMMON_HEADER.COMMAND
 PMCSR = PM.PMCSR
 MSI_CONTROL, MSIX_CONTROL = MSI.CONTROL, MSIX.CONTROL
+# What a guest's config write may toggle with interrupt control allowed (MSI-X's control
+# register is as wide as MSI's).
+_CONTROL_BITS = frozenset(
+    (MSI_CONTROL.ENABLE.mask, MSIX_CONTROL.ENABLE.mask, MSIX_CONTROL.FUNCTION_MASK.mask)
+)
 MSI_MAX_VECTORS = 32  # the most a multiple-message encoding can ask for (6 and 7 reserved)
 MAX_PIRQ = 0xFFFF  # an MSI-X vector is a uint16 on the page
 STATE_VERSION = 1
@@ -246,6 +251,20 @@ class InterruptControl:
             raise MsiRefused("MSI is on in the device, not set up through this backend")
         if msix_on and not self.msix_pirqs:
             raise MsiRefused("MSI-X is on in the device, not set up through this backend")
+
+    # -- a guest's config write -------------------------------------------------------------------
+    def write_control_bit(self, control: int, bit: int, on: bool) -> None:
+        """A guest's config write of an MSI or MSI-X control bit, let through by the view's
+        hooks only with interrupt control allowed (device models drive the capability
+        themselves): besides the ops, the only writer of these bits. Nothing is mapped or
+        unmapped here; the next enable op settles with what the device then says
+        (`_settle_with_device`)."""
+        if bit not in _CONTROL_BITS:
+            raise ValueError(f"{bit:#x} is no MSI/MSI-X control bit a guest may write")
+        current = self.device.read(control, MSI_CONTROL.width)
+        wanted = current | bit if on else current & ~bit
+        if wanted != current:
+            self.device.write(control, MSI_CONTROL.width, wanted)
 
     # -- MSI -------------------------------------------------------------------------------------
     def enable_msi(self, vectors: int = 1) -> int:

@@ -23,17 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pciback.control.hide import format_address, parse_address
-from pciback.engine.chain import (
-    CAP_ID,
-    CAP_NEXT,
-    EXT_ID,
-    EXT_LINK,
-    EXT_NEXT,
-    EXT_START,
-    POINTER,
-    STD_START,
-    STD_TTL,
-)
+from pciback.engine.chain import STD_END, walk_extended, walk_standard
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
 from pciback.ports.bus import BarKind
@@ -412,33 +402,21 @@ class SimFrontend:
         self.conf_write(address, reg, 4, original)
         return answer
 
+    # The chains through the guest's ops, by the engine's bounded walk (a looping chain must not
+    # hang the guest): (capability ID, offset) each.
     def walk_capabilities(self, address: str) -> list[tuple[int, int]]:
-        caps: list[tuple[int, int]] = []
-        if not self.conf_read(address, H.STATUS.offset, 2) & H.STATUS.CAPABILITIES_LIST.mask:
-            return caps
-        pos = self.conf_read(address, POINTER.offset, POINTER.width) & ~3
-        for _ in range(STD_TTL):  # a looping chain must not hang the guest
-            if pos < STD_START:
-                break
-            caps.append((self.conf_read(address, pos + CAP_ID, 1), pos))
-            pos = self.conf_read(address, pos + CAP_NEXT, 1) & ~3
-        return caps
+        status = H.STATUS
+        if not self.conf_read(address, status.offset, status.width) & status.CAPABILITIES_LIST.mask:
+            return []
+        read = functools.partial(self.conf_read, address)
+        return [(cap.ident, cap.offset) for cap in walk_standard(read, STD_END)]
 
     def walk_ext_capabilities(self, address: str) -> list[tuple[int, int]]:
-        caps: list[tuple[int, int]] = []
-        pos = EXT_START
-        for _ in range((4096 - 256) // 8):
-            try:
-                header = self.conf_read(address, pos, EXT_LINK)
-            except PciOpError:
-                break
-            if header in (0, 0xFFFFFFFF):
-                break
-            caps.append((EXT_ID.get(header), pos))
-            pos = EXT_NEXT.get(header) & ~3
-            if pos < EXT_START:
-                break
-        return caps
+        try:
+            found = walk_extended(functools.partial(self.conf_read, address))
+        except PciOpError:  # a function without extended space refuses the first header's read
+            return []
+        return [(cap.ident, cap.offset) for cap in found]
 
     def enable_interrupts(self, dev: GuestDevice, vectors: int = 4) -> list[int]:
         """What a driver does: memory decoding and bus mastering on, then MSI-X if the device

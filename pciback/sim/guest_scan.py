@@ -157,6 +157,8 @@ class ScanGuest:
         raise NotImplementedError
 
     # -- the PCI core's helpers, as drivers/pci/pci.c does them --------------------------------
+    # Not engine.chain's walk, on purpose: these reproduce the guest kernel's reads one for one
+    # (ID and pointer in one 2-byte read), and those reads are what a scan's counts measure.
     def find_capability(self, cap_id: int, start: int | None = None) -> int:
         """pci_find_capability (start None) or pci_find_next_capability (from `start`)."""
         if start is None:

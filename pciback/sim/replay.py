@@ -135,12 +135,13 @@ def _serve(
         quirks = [quirk_register(parse_quirk(q)) for q in info.quirks]
     except HideSyntaxError as exc:
         raise ReplayError(f"{info.device}: a recorded quirk is not usable: {exc}") from None
-    view = build_config_space(
-        device, permissive=info.permissive, policy=policy, extra_registers=quirks
-    )
-    view.allow_interrupt_control = info.interrupt_control
+    # The recorded mode, on the settings of the replay's pool as an operator's would be.
+    settings = pool.settings(info.device)
+    settings.permissive, settings.interrupt_control = info.permissive, info.interrupt_control
+    view = build_config_space(device, settings=settings, policy=policy, extra_registers=quirks)
     device.hand_over()  # what the guest caused, from here on
     irq = InterruptControl(trace.header.domid, device, SimHypervisor(), view)
+    view.interrupts = irq
     domain, bus, slot, function = parse_address(info.guest)
     devfn = slot << 3 | function
     lookup = _OneDevice((domain, bus, devfn), ExportedDevice(info.guest, device, view, irq))

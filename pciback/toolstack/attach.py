@@ -217,7 +217,7 @@ class Toolstack:
             grants = grants_for(self.bus.device(address))
         except (GrantsError, OSError, ValueError) as exc:
             raise ToolstackError(f"{address}: cannot read its resources: {exc}") from None
-        stub = self.pool.devices[address]
+        settings = self.pool.devices[address].settings
         wanted = {"permissive": entry.permissive, "interrupt_control": interrupt_control}
         return Attachment(
             domid,
@@ -226,7 +226,7 @@ class Toolstack:
             vdevfn=entry.vdevfn,
             permissive=entry.permissive,
             interrupt_control=interrupt_control,
-            set_flags=tuple(f for f in _FLAGS if wanted[f] and not getattr(stub, f)),
+            set_flags=tuple(f for f in _FLAGS if wanted[f] and not getattr(settings, f)),
         )
 
     def _grant(self, record: Attachment) -> None:

@@ -12,9 +12,9 @@ import re
 import threading
 from pathlib import Path
 
-from pciback.engine.chain import CAP_ID, CAP_NEXT, POINTER, STATUS, STD_START, STD_TTL
+from pciback.engine.chain import STATUS, STD_END, walk_standard
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM
-from pciback.ports.bus import BarKind, BarResource
+from pciback.ports.bus import BarKind, BarResource, config_access_fits
 from pciback.ports.hostbus import STUB_DRIVER
 
 DEFAULT_ROOT = Path("/sys/bus/pci")
@@ -60,7 +60,7 @@ class SysfsDevice:
         return self._size
 
     def _check(self, offset: int, size: int) -> None:
-        if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
+        if not config_access_fits(offset, size, self._size):
             raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
 
     def _config_fd(self) -> int:
@@ -72,9 +72,10 @@ class SysfsDevice:
             return self._fd
 
     def read(self, offset: int, size: int) -> int:
-        # The guest's reads come here: `_check` and the fd's lock in line, one Python call
-        # less each (under emulation every call costs tens of µs). `close` can race a read
-        # with or without the lock: the daemon closes a device only once nothing serves it.
+        # The guest's reads come here: `_check` (config_access_fits) and the fd's lock in line,
+        # one Python call less each (under emulation every call costs tens of µs). `close` can
+        # race a read with or without the lock: the daemon closes a device only once nothing
+        # serves it.
         if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
             self._check(offset, size)
         fd = self._fd
@@ -213,14 +214,11 @@ class SysfsDevice:
     def capability(self, cap_id: int) -> int:
         """The offset of the first capability `cap_id` in the standard chain (a bounded walk);
         ValueError when there is none."""
-        listed = self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask
-        pos = self.read(POINTER.offset, POINTER.width) & ~3 if listed else 0
-        for _ in range(STD_TTL):
-            if pos < STD_START:
-                break
-            if self.read(pos + CAP_ID, 1) == cap_id:
-                return pos
-            pos = self.read(pos + CAP_NEXT, 1) & ~3
+        if self.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask:
+            # The standard list alone: each read here is a system call.
+            for cap in walk_standard(self.read, min(self._size, STD_END)):
+                if cap.ident == cap_id:
+                    return cap.offset
         name = _CAP_NAMES.get(cap_id, f"{cap_id:#04x}")
         raise ValueError(f"{self._address} has no {name} capability")
 

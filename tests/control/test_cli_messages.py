@@ -73,10 +73,10 @@ def test_flags_confirm_the_change(
     rc, out, _ = run(daemon, capsys, command, "add", "03:00.0")
     label = command.replace("-", " ")  # the daemon's words
     assert rc == 0 and out.startswith(f"{label} on for {NET}\n  ") and on in out
-    assert daemon.pool.devices[NET].__getattribute__(flag) is True
+    assert daemon.pool.devices[NET].settings.__getattribute__(flag) is True
     rc, out, _ = run(daemon, capsys, command, "remove", "03:00.0")
     assert rc == 0 and out.startswith(f"{label} off for {NET}\n  ") and off in out
-    assert daemon.pool.devices[NET].__getattribute__(flag) is False
+    assert daemon.pool.devices[NET].settings.__getattribute__(flag) is False
     rc, out, err = run(daemon, capsys, command, "add", BLK)  # not in the pool
     assert rc == 1 and out == "" and "not in the pciback pool" in err
 

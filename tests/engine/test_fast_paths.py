@@ -29,6 +29,7 @@ from tests.model.builders import (
     ADDRESS,
     EXT_DSN,
     ConfigBuilder,
+    allow_interrupt_control,
     endpoint,
     fixture_files,
 )
@@ -198,7 +199,8 @@ class Twins:
         slow_space = build_config_space(self.slow_dev, permissive=permissive)
         self.slow = Oracle(slow_space)
         for space in (self.fast, slow_space):
-            space.allow_interrupt_control = interrupt_control
+            if interrupt_control:
+                allow_interrupt_control(space)
 
     @staticmethod
     def _outcome(access: Callable[[], object]) -> Outcome:
@@ -326,7 +328,7 @@ def test_permissive_changed_after_a_plan_is_kept() -> None:
     for offset in (vendor,):
         assert isinstance(twins.fast.slot_at(offset + 3), Gap)
         for on in (False, True, False, True):
-            twins.fast.permissive = twins.slow.space.permissive = on
+            twins.fast.settings.permissive = twins.slow.space.settings.permissive = on
             twins.write(offset, 4, 0x12345678 + on)
     assert twins.fast_dev.writes  # permissive mode did reach the device
     twins.assert_same_state()

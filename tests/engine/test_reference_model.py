@@ -441,9 +441,9 @@ def test_a_permissive_access_decides_whether_a_bit_reads_zero(offset: int, workd
         view.write(0x10, 1, 0x5A)
         assert device.read(0x10, 1) == 0x5A
         assert view.read(0x10, 1) == 0x5A
-        view.permissive = False  # reserved again outside permissive mode
+        view.settings.permissive = False  # reserved again outside permissive mode
         assert view.read(0x10, 1) == 0
     else:  # ro, permissive rsvdp: reserved in permissive mode, so it reads 0
         assert view.read(0x11, 1) == 0
-        view.permissive = False
+        view.settings.permissive = False
         assert view.read(0x11, 1) == 0xAB

@@ -26,7 +26,7 @@ def test_guest_view_is_the_same_after_a_round_trip_through_json() -> None:
     view.write(0x3C, 1, 0x0B)  # interrupt line: a shadow
     view.write(0x04, 2, view.read(0x04, 2) | 0x0040)  # parity response: a shadow bit
     view.write(0x10, 4, 0xFFFFFFFF)  # BAR0 sizing latch: hook state
-    view.permissive = True
+    view.settings.permissive = True
     before = [view.read(off, 4) for off in range(0, 0x40, 4)]
     saved = json.loads(json.dumps(export_state(view)))
     fresh = build_config_space(dev)

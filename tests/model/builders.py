@@ -19,7 +19,9 @@ from pathlib import Path
 from pciback.engine import ConfigSpace
 from pciback.generated.names import AER, DSN, MSI, MSIX, PCIE, PM, SRIOV, VIRTIO_PCI_CAP, VPD
 from pciback.policy import build_config_space
+from pciback.protocol.interrupts import InterruptControl
 from pciback.sim.device import SimDevice
+from pciback.sim.hypervisor import SimHypervisor
 from pciback.tables import Register
 
 ADDRESS = "0000:03:00.0"
@@ -244,3 +246,10 @@ def ext_chain(space: ConfigSpace) -> list[tuple[int, int]]:
         if pos < 0x100:
             break
     return out
+
+
+def allow_interrupt_control(space: ConfigSpace) -> None:
+    """The operator's allow_interrupt_control, on a view served as the daemon serves one: with
+    an interrupt owner attached, the only writer of the MSI/MSI-X control bits."""
+    space.settings.interrupt_control = True
+    space.interrupts = InterruptControl(1, space.device, SimHypervisor(), space)

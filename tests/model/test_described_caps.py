@@ -393,7 +393,7 @@ def test_host_owned_controls_never_reach_the_device(case: Case, permissive: bool
     if not case.host_owned:
         pytest.skip("no register of it is wholly the host's")
     view, _, sim, base = located(case)
-    view.permissive = permissive
+    view.settings.permissive = permissive
     before = bytes(sim.config)
     for rel, size in case.host_owned:
         ones = (1 << (8 * size)) - 1
@@ -422,7 +422,7 @@ def test_every_dvsec_header_is_described_and_its_body_stays_the_vendors(permissi
     view, device = view_of(dump_named("cxl-type3-8086-0d93"))
     sim = device.inner
     assert isinstance(sim, SimDevice)
-    view.permissive = permissive
+    view.settings.permissive = permissive
     dvsecs = [c.offset for c in view.exposed_extended if c.ident == 0x0023]
     assert len(dvsecs) == 3  # MANIFEST.md: CXL device, register locator, GPF
     for base in dvsecs:
@@ -444,7 +444,7 @@ def test_the_doe_mailbox_is_the_guests_in_permissive_mode_only(permissive: bool)
     view, device = view_of(dump_named("cxl-type3-8086-0d93"))
     sim = device.inner
     assert isinstance(sim, SimDevice)
-    view.permissive = permissive
+    view.settings.permissive = permissive
     base = view.extended_capability_offset(0x002E)
     assert base is not None
     sim.config[base + 0x0C] |= 0x02  # an interrupt is pending

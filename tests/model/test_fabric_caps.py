@@ -219,7 +219,7 @@ def test_the_guest_reads_the_device(case: Case) -> None:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_host_owned_bytes_never_reach_the_device(case: Case, permissive: bool) -> None:
     view, sim, base = patched(case)
-    view.permissive = permissive
+    view.settings.permissive = permissive
     before = bytes(sim.config)
     for rel, size in case.host_owned:
         ones = (1 << (8 * size)) - 1

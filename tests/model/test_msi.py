@@ -10,7 +10,7 @@ from pciback.engine.registers import RegisterInstance
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, MSI
 
-from .builders import CAP_MSI, CapView, endpoint
+from .builders import CAP_MSI, CapView, allow_interrupt_control, endpoint
 
 CONTROL = MSI.CONTROL.offset
 COMMAND_INTX_DISABLE = COMMON_HEADER.COMMAND.INTX_DISABLE.mask
@@ -116,7 +116,7 @@ def test_enable_set_by_the_op_reads_back_and_rewriting_it_is_harmless() -> None:
 
 def test_with_interrupt_control_enable_reaches_the_device_when_intx_is_off() -> None:
     space, dev, pos = msi_device(command=0x0406)
-    space.allow_interrupt_control = True
+    allow_interrupt_control(space)
     space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) | 1)
     assert dev.read(pos + CONTROL, 2) & 1
     space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) & ~1)
@@ -127,7 +127,7 @@ def test_with_interrupt_control_enable_is_taken_while_intx_is_in_use() -> None:
     # Linux's own start-up order (and current xen-pciback's): MSI on first, INTx off after;
     # a function with MSI on does not use INTx.
     space, dev, pos = msi_device(command=0x0006)
-    space.allow_interrupt_control = True
+    allow_interrupt_control(space)
     space.write(pos + CONTROL, 2, dev.read(pos + CONTROL, 2) | 1)
     assert dev.read(pos + CONTROL, 2) & 1
 

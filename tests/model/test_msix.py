@@ -10,7 +10,15 @@ from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import MSIX
 from pciback.sim import SimHost
 
-from .builders import ADDRESS, CAP_MSIX, CapView, ConfigBuilder, chain, endpoint
+from .builders import (
+    ADDRESS,
+    CAP_MSIX,
+    CapView,
+    ConfigBuilder,
+    allow_interrupt_control,
+    chain,
+    endpoint,
+)
 
 CONTROL, TABLE, PBA = MSIX.CONTROL.offset, MSIX.TABLE.offset, MSIX.PBA.offset
 ENABLE, MASK_ALL = MSIX.CONTROL.ENABLE.mask, MSIX.CONTROL.FUNCTION_MASK.mask
@@ -63,7 +71,7 @@ def test_table_size_and_reserved_bits_ignore_writes() -> None:
 
 def test_with_interrupt_control_enable_and_mask_all_reach_the_device() -> None:
     space, dev, pos = msix_device()
-    space.allow_interrupt_control = True
+    allow_interrupt_control(space)
     space.write(pos + CONTROL, 2, ENABLE | MASK_ALL)
     assert dev.read(pos + CONTROL, 2) & (ENABLE | MASK_ALL) == ENABLE | MASK_ALL
     space.write(pos + CONTROL, 2, ENABLE)
@@ -75,7 +83,7 @@ def test_with_interrupt_control_msix_is_refused_while_msi_is_on() -> None:
     msi = b.msi()
     pos = b.msix()
     space, dev = b.space()
-    space.allow_interrupt_control = True
+    allow_interrupt_control(space)
     dev.enable_msi(1)
     with pytest.raises(PciOpError):
         space.write(pos + CONTROL, 2, ENABLE)

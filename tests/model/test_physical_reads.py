@@ -53,7 +53,7 @@ def live_bits(view: ConfigSpace, offset: int) -> int:
 @pytest.mark.parametrize("path", DUMPS, ids=IDS)
 def test_every_live_bit_is_read_live(path: Path, permissive: bool) -> None:
     view, counting = view_of(path)
-    view.permissive = permissive  # which bits read 0 follows the mode
+    view.settings.permissive = permissive  # which bits read 0 follows the mode
     sim = counting.inner
     assert isinstance(sim, SimDevice)
     for dword in range(0, view.size, 4):

@@ -46,7 +46,7 @@ def rich() -> tuple[ConfigSpace, SimDevice, dict[str, int]]:
 @pytest.mark.parametrize("permissive", [False, True])
 def test_the_host_keeps_what_is_the_hosts(permissive: bool) -> None:
     space, dev, at = rich()
-    space.permissive = permissive
+    space.settings.permissive = permissive
     before = bytes(dev.config)
     std, ext = chain(space), ext_chain(space)
     refused = sweep(space)

@@ -29,7 +29,6 @@ def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:
     device = host.add_device(ADDR, E1000E)
     guest = host.attach(1, [ADDR])
     host.daemon.pool.set_interrupt_control(ADDR)
-    host.daemon.datapath.apply_policy(ADDR)
     host.hypervisor.calls.clear()
     return guest, device
 
