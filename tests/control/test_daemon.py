@@ -262,14 +262,25 @@ def test_the_watch_loop_sleeps_without_a_polling_interval_and_stopping_wakes_it(
     daemon = Daemon(config(tmp_path), e)
     daemon.start()
     waits: list[float | None] = []
-    asleep = threading.Event()
+    # Whether the loop is inside a sleep (a wait without timeout) now: a flag under a
+    # condition rather than an event, since the sleep that follows the handled events may
+    # begin before or after the test looks.
+    sleeping = threading.Condition()
+    asleep = [False]
     real_next_event = daemon.xs.next_event
 
     def recorded(timeout: float | None = 0.0) -> WatchEvent | None:
         waits.append(timeout)
         if timeout is None:
-            asleep.set()
-        return real_next_event(timeout)
+            with sleeping:
+                asleep[0] = True
+                sleeping.notify_all()
+        try:
+            return real_next_event(timeout)
+        finally:
+            if timeout is None:
+                with sleeping:
+                    asleep[0] = False
 
     daemon.xs.next_event = recorded  # type: ignore[method-assign]
     stop = threading.Event()
@@ -277,9 +288,8 @@ def test_the_watch_loop_sleeps_without_a_polling_interval_and_stopping_wakes_it(
     loop.start()
     try:
         SimToolstack(e.store).create(7, [NET], "vpci")  # events come, are handled
-        assert asleep.wait(10)
-        asleep.clear()
-        assert asleep.wait(10)  # and it went back to sleep, with nothing pending
+        with sleeping:  # and it went back to sleep, with nothing pending
+            assert sleeping.wait_for(lambda: asleep[0] and bool(daemon.backends.backends), 10)
         stop.set()  # no watch event follows: only the stop can end that sleep
         loop.join(10)
         assert not loop.is_alive()
