@@ -1,9 +1,10 @@
 """No PCI register offset, capability ID or field mask typed by hand outside the policy.
 
 The policy (dsl/) names every register and field once and the compiler emits those names
-(generated/names.py): code that reads or writes a device itself imports them. This test reads
-the source of pciback/ (but generated/ and the compiler, which is where the names come from)
-and fails on what would be a second, hand-typed copy of them:
+(generated/names.py): code that reads or writes a device itself imports them, and so do the
+tests and benchmarks that check it. This test reads the source of pciback/ (but generated/ and
+the compiler, which is where the names come from), tests/ and bench/ and fails on what would be
+a second, hand-typed copy of them:
 
 - a constant whose name says it is config-space layout (its name, or a `_`-joined prefix of it,
   is the policy's name of a block, register or field, or CAP / EXT / CAPABILITY) bound to a value
@@ -13,7 +14,9 @@ and fails on what would be a second, hand-typed copy of them:
 - a capability looked up by a literal ID: `capability(0x11)`, `capability_check(0x05)`;
 - a byte of a config-space buffer at a literal offset: `config[0x34]`.
 
-What the policy does not describe stays where it is, listed in ALLOWED with the reason.
+What the policy does not describe stays where it is, listed in ALLOWED with the reason; a test
+whose offsets are not the policy's at all (the registers of its own inline policy) is listed
+whole in ALLOWED_FILES.
 """
 
 from __future__ import annotations
@@ -27,8 +30,82 @@ from pathlib import Path
 from pciback.generated import names
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = (ROOT / "pciback",)
+SCANNED = (ROOT / "pciback", ROOT / "tests", ROOT / "bench")
 SKIPPED = ("pciback/generated", "pciback/compiler", "pciback/protocol/abi_prepared.py")
+
+# Tests not yet converted to the names (work in progress on this rule's extension to tests/).
+PENDING: tuple[str, ...] = (
+    "bench/bench_scale.py",
+    "bench/bench_state_disk.py",
+    "tests/compiler/test_mutations.py",
+    "tests/control/harness.py",
+    "tests/control/test_aer_events.py",
+    "tests/control/test_cli_messages.py",
+    "tests/control/test_daemon.py",
+    "tests/control/test_durable_state.py",
+    "tests/control/test_msix_preparation.py",
+    "tests/control/test_one_daemon.py",
+    "tests/control/test_ownership.py",
+    "tests/control/test_release_restore.py",
+    "tests/control/test_restart_state.py",
+    "tests/control/test_scale_counts.py",
+    "tests/control/test_serving_gate.py",
+    "tests/control/test_slots.py",
+    "tests/control/test_sysfs.py",
+    "tests/engine/test_bar_sizing.py",
+    "tests/engine/test_capability_fields.py",
+    "tests/engine/test_capability_variants.py",
+    "tests/engine/test_fast_paths.py",
+    "tests/engine/test_merge_rules.py",
+    "tests/engine/test_reference_model.py",
+    "tests/engine/test_snapshot.py",
+    "tests/engine/test_straddling.py",
+    "tests/model/builders.py",
+    "tests/model/patched.py",
+    "tests/model/test_bist.py",
+    "tests/model/test_chains.py",
+    "tests/model/test_described_caps.py",
+    "tests/model/test_extended.py",
+    "tests/model/test_fabric_caps.py",
+    "tests/model/test_fixtures.py",
+    "tests/model/test_hiding.py",
+    "tests/model/test_interrupt_line.py",
+    "tests/model/test_lane_equalization.py",
+    "tests/model/test_msi.py",
+    "tests/model/test_msix.py",
+    "tests/model/test_other_caps.py",
+    "tests/model/test_pcie.py",
+    "tests/model/test_permissive.py",
+    "tests/model/test_physical_reads.py",
+    "tests/model/test_pm_dump.py",
+    "tests/model/test_quirks.py",
+    "tests/model/test_type1.py",
+    "tests/model/test_view.py",
+    "tests/model/test_vpd.py",
+    "tests/protocol/simconfig.py",
+    "tests/protocol/test_aer.py",
+    "tests/protocol/test_enumerate.py",
+    "tests/protocol/test_high_fds.py",
+    "tests/protocol/test_hostile_ops.py",
+    "tests/protocol/test_hot_plug_cycles.py",
+    "tests/protocol/test_linger.py",
+    "tests/protocol/test_midop_rewrite.py",
+    "tests/protocol/test_msi.py",
+    "tests/protocol/test_msi_device_truth.py",
+    "tests/protocol/test_msi_power_state.py",
+    "tests/protocol/test_neighbours.py",
+    "tests/protocol/test_op_stats.py",
+    "tests/protocol/test_sim_device_msi.py",
+    "tests/protocol/test_sim_frontend_wait.py",
+    "tests/protocol/test_simhost.py",
+    "tests/protocol/test_simhost_control_plane.py",
+    "tests/test_contract.py",
+    "tests/toolstack/test_attach.py",
+    "tests/trace/test_bad_files.py",
+    "tests/trace/test_recording.py",
+    "tests/trace/test_replay_fixture.py",
+    "tests/xen/test_adapters.py",
+)
 
 # Calls that take a config-space offset, and which positional argument it is.
 OFFSET_ARGUMENT = {
@@ -82,7 +159,15 @@ ALLOWED: dict[tuple[str, str], str] = {
     # `version` became layout vocabulary with the AGP table's version register.
     ("pciback/trace/format.py", "VERSION"): "the trace file format's version, not config space",
     ("pciback/engine/snapshot.py", "VERSION"): "the saved view's format version, not config space",
+    ("tests/test_no_retyped_offsets.py", "OFFSET_ARGUMENT"): (
+        "which argument of a scanned call is the offset: a position, no layout"
+    ),
 }
+
+# Tests whose literal offsets are the registers of the test's own inline policy (compiled from
+# a string in the test), not the policy's: the generated names do not describe them.
+_INLINE = "the registers of the test's own inline policy, not the policy's"
+ALLOWED_FILES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -207,7 +292,7 @@ def scanned_files() -> Iterator[Path]:
     for top in SCANNED:
         for path in sorted(top.rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if not rel.startswith(SKIPPED):
+            if not rel.startswith(SKIPPED) and rel not in PENDING:
                 yield path
 
 
@@ -218,8 +303,12 @@ def all_findings() -> list[Finding]:
     return found
 
 
+def allowed(f: Finding) -> bool:
+    return (f.path, f.key) in ALLOWED or f.path in ALLOWED_FILES
+
+
 def test_no_offset_or_capability_id_is_typed_outside_the_policy() -> None:
-    found = [f for f in all_findings() if (f.path, f.key) not in ALLOWED]
+    found = [f for f in all_findings() if not allowed(f)]
     assert not found, (
         "config-space layout typed by hand: import it from pciback.generated.names"
         " (name it in dsl/ if the policy lacks it):\n" + "\n".join(map(str, found))
@@ -227,5 +316,7 @@ def test_no_offset_or_capability_id_is_typed_outside_the_policy() -> None:
 
 
 def test_every_allowance_is_still_needed() -> None:
-    used = {(f.path, f.key) for f in all_findings()}
+    found = all_findings()
+    used = {(f.path, f.key) for f in found}
     assert not set(ALLOWED) - used
+    assert not set(ALLOWED_FILES) - {f.path for f in found}
