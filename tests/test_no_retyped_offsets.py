@@ -51,7 +51,6 @@ PENDING: tuple[str, ...] = (
     "tests/control/test_scale_counts.py",
     "tests/control/test_serving_gate.py",
     "tests/control/test_slots.py",
-    "tests/control/test_sysfs.py",
     "tests/engine/test_capability_fields.py",
     "tests/engine/test_capability_variants.py",
     "tests/engine/test_fast_paths.py",
