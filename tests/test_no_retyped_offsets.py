@@ -54,7 +54,6 @@ PENDING: tuple[str, ...] = (
     "tests/engine/test_capability_fields.py",
     "tests/engine/test_capability_variants.py",
     "tests/engine/test_fast_paths.py",
-    "tests/engine/test_snapshot.py",
     "tests/model/builders.py",
     "tests/model/patched.py",
     "tests/model/test_bist.py",
