@@ -100,7 +100,9 @@ def test_sizing_with_byte_writes_is_not_sizing() -> None:
     dev = SimDevice("0000:00:03.0", VIRTIO[0])
     view = build_config_space(dev)
     original = view.read(BAR0, 4)
-    view.write(BAR0 + 3, 1, 0xFF)  # only the top byte: the address bits are not all ones
+    view.write(
+        TYPE0.BAR0.offset + 3, 1, 0xFF
+    )  # only the top byte: the address bits are not all ones
     assert view.read(BAR0, 4) == original
 
 
