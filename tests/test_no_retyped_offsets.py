@@ -57,7 +57,6 @@ PENDING: tuple[str, ...] = (
     "tests/model/test_bist.py",
     "tests/model/test_chains.py",
     "tests/model/test_fixtures.py",
-    "tests/model/test_hiding.py",
     "tests/model/test_interrupt_line.py",
     "tests/model/test_msi.py",
     "tests/model/test_msix.py",
