@@ -51,7 +51,6 @@ PENDING: tuple[str, ...] = (
     "tests/control/test_restart_state.py",
     "tests/control/test_scale_counts.py",
     "tests/control/test_serving_gate.py",
-    "tests/control/test_slots.py",
     "tests/model/builders.py",
     "tests/model/patched.py",
     "tests/model/test_bist.py",
