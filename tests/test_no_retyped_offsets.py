@@ -52,7 +52,6 @@ PENDING: tuple[str, ...] = (
     "tests/control/test_scale_counts.py",
     "tests/control/test_serving_gate.py",
     "tests/model/builders.py",
-    "tests/model/patched.py",
     "tests/model/test_bist.py",
     "tests/model/test_chains.py",
     "tests/model/test_fixtures.py",
