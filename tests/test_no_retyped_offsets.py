@@ -64,7 +64,6 @@ PENDING: tuple[str, ...] = (
     "tests/model/test_pm_dump.py",
     "tests/model/test_view.py",
     "tests/model/test_vpd.py",
-    "tests/protocol/simconfig.py",
     "tests/protocol/test_aer.py",
     "tests/protocol/test_enumerate.py",
     "tests/protocol/test_high_fds.py",
@@ -72,11 +71,9 @@ PENDING: tuple[str, ...] = (
     "tests/protocol/test_hot_plug_cycles.py",
     "tests/protocol/test_linger.py",
     "tests/protocol/test_midop_rewrite.py",
-    "tests/protocol/test_msi.py",
     "tests/protocol/test_msi_power_state.py",
     "tests/protocol/test_neighbours.py",
     "tests/protocol/test_op_stats.py",
-    "tests/protocol/test_sim_device_msi.py",
     "tests/protocol/test_sim_frontend_wait.py",
     "tests/protocol/test_simhost.py",
     "tests/protocol/test_simhost_control_plane.py",
@@ -117,6 +114,9 @@ _LINK = (
 # A test's access to bytes no policy describes (a vendor capability's body, a gap past the
 # chain) on purpose: they have no name, and what happens to them is what the test checks.
 _UNDESCRIBED = "bytes no policy describes, which the test reaches on purpose"
+# Where a device a test builds byte by byte has its capabilities: the test's choice, no
+# register (what is in them is spelt by the policy's names).
+_PLACED = "where the test's hand-built device has this capability: a placement, no register"
 ALLOWED: dict[tuple[str, str], str] = {
     ("pciback/engine/chain.py", "EXT_START"): "where the extended list starts: no register",
     ("pciback/engine/chain.py", "EXT_END"): "where the extended list ends: no register",
@@ -154,6 +154,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("tests/model/test_extended.py", "space.read(pos + 4, 4)"): _UNDESCRIBED,
     ("tests/model/test_extended.py", "space.write(pos + 4, 2, 1)"): _UNDESCRIBED,
+    ("tests/protocol/simconfig.py", "PM_CAP"): _PLACED,
+    ("tests/protocol/simconfig.py", "MSI_CAP"): _PLACED,
+    ("tests/protocol/simconfig.py", "MSIX_CAP"): _PLACED,
+    ("tests/protocol/simconfig.py", "MSIX_TABLE_SIZE"): "the built table's entries: a count",
+    ("tests/protocol/simconfig.py", "MSI_CAPABLE_VECTORS"): "the built MSI's vectors: a count",
+    ("tests/protocol/simconfig.py", "INTERRUPT_LINE"): "the built function's IRQ line: a value",
     **{
         ("tests/model/test_permissive.py", call): _UNDESCRIBED
         for call in (
