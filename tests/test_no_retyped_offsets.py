@@ -62,7 +62,6 @@ PENDING: tuple[str, ...] = (
     "tests/model/test_physical_reads.py",
     "tests/model/test_pm_dump.py",
     "tests/model/test_vpd.py",
-    "tests/protocol/test_aer.py",
     "tests/protocol/test_enumerate.py",
     "tests/protocol/test_high_fds.py",
     "tests/protocol/test_hostile_ops.py",
