@@ -36,7 +36,6 @@ SKIPPED = ("pciback/generated", "pciback/compiler", "pciback/protocol/abi_prepar
 
 # Tests not yet converted to the names (work in progress on this rule's extension to tests/).
 PENDING: tuple[str, ...] = (
-    "bench/bench_state_disk.py",
     "tests/compiler/test_mutations.py",
     "tests/control/harness.py",
     "tests/control/test_aer_events.py",
@@ -44,7 +43,6 @@ PENDING: tuple[str, ...] = (
     "tests/control/test_msix_preparation.py",
     "tests/control/test_ownership.py",
     "tests/control/test_release_restore.py",
-    "tests/control/test_restart_state.py",
     "tests/model/builders.py",
     "tests/model/test_bist.py",
     "tests/model/test_chains.py",
@@ -58,7 +56,6 @@ PENDING: tuple[str, ...] = (
     "tests/protocol/test_enumerate.py",
     "tests/protocol/test_linger.py",
     "tests/protocol/test_midop_rewrite.py",
-    "tests/protocol/test_msi_power_state.py",
     "tests/protocol/test_neighbours.py",
     "tests/trace/test_bad_files.py",
 )
@@ -133,6 +130,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("tests/model/test_extended.py", "space.read(pos + 4, 4)"): _UNDESCRIBED,
     ("tests/model/test_extended.py", "space.write(pos + 4, 2, 1)"): _UNDESCRIBED,
     ("tests/control/test_cli_messages.py", "PM"): _PLACED,
+    **{("tests/protocol/test_msi_power_state.py", cap): _PLACED for cap in ("PM", "MSI", "MSIX")},
+    ("bench/bench_state_disk.py", "MSI_CAP"): _PLACED,
     ("tests/protocol/simconfig.py", "PM_CAP"): _PLACED,
     ("tests/protocol/simconfig.py", "MSI_CAP"): _PLACED,
     ("tests/protocol/simconfig.py", "MSIX_CAP"): _PLACED,
