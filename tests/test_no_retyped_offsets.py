@@ -15,9 +15,10 @@ a second, hand-typed copy of them:
 - a capability looked up by a literal ID: `capability(0x11)`, `capability_check(0x05)`;
 - a byte of a config-space buffer at a literal offset: `config[0x34]`.
 
-What the policy does not describe stays where it is, listed in ALLOWED with the reason; a test
-whose offsets are not the policy's at all (the registers of its own inline policy) is listed
-whole in ALLOWED_FILES.
+What the policy does not describe stays where it is, listed in ALLOWED with the reason. A test
+whose offsets are not the generated names' to give is listed whole in ALLOWED_FILES: the
+registers of its own inline policy, or the specification's layout typed independently of dsl/
+so that the policy is checked against something else than itself.
 """
 
 from __future__ import annotations
