@@ -26,7 +26,11 @@ from functools import partial
 from required import fixture_or_exit
 
 from pciback.dumps import load_config
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim import SimHost
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 DUMP = "virtio-net-1af4-1041.bin"
 LEVELS = (1, 16, 128, 1024)
@@ -74,7 +78,7 @@ class Run:
         self.next_domid += 1
         took = timed(lambda: self.host.attach(domid, [device]))
         guest = self.host.guest(domid)
-        got = guest.conf_read(guest.devices[0], 0, 4)
+        got = guest.conf_read(guest.devices[0], VENDOR_ID.offset, 4)
         if got != self.expect:
             raise SystemExit(f"bench_scale: guest {domid} read {got:#x}, not {self.expect:#x}")
         return domid, took

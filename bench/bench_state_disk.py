@@ -31,25 +31,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from pciback.generated.names import COMMON_HEADER, MSI, TYPE0
+
 SHIM = Path(__file__).resolve().parent / "shims" / "slow_fsync.c"
 SLOW_MS = 200
 ADDR = "0000:03:00.0"
-COMMAND = 0x04
-INTERRUPT_LINE = 0x3C
-MSI_CAP = 0x50
+LINE = TYPE0.INTERRUPT_LINE.offset
+MSI_CAP = 0x50  # where the function has its one capability
 KINDS = ("conf_write", "conf_read", "msi_pair")
 
 
 def msi_function() -> bytes:
     """A type-0 function with one capability, 64-bit MSI, and INTx pin A on line 11."""
     config = bytearray(256)
-    struct.pack_into("<HHHH", config, 0, 0x8086, 0x10D3, 0x0006, 0x0010)
-    struct.pack_into("<I", config, 0x08, 0x02000001)
-    struct.pack_into("<I", config, 0x10, 0xFE000000)
-    config[0x34] = MSI_CAP
-    config[INTERRUPT_LINE], config[INTERRUPT_LINE + 1] = 11, 1
-    config[MSI_CAP] = 0x05
-    struct.pack_into("<H", config, MSI_CAP + 2, 0x0080)
+    # vendor, device, command (memory, bus master) and status (a capability list)
+    status = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
+    struct.pack_into("<HHHH", config, COMMON_HEADER.VENDOR_ID.offset, 0x8086, 0x10D3, 6, status)
+    struct.pack_into("<I", config, COMMON_HEADER.REVISION_ID.offset, 0x02000001)
+    struct.pack_into("<I", config, TYPE0.BAR0.offset, 0xFE000000)
+    config[TYPE0.CAPABILITIES_POINTER.offset] = MSI_CAP
+    config[LINE], config[TYPE0.INTERRUPT_PIN.offset] = 11, 1
+    config[MSI_CAP] = MSI.id
+    struct.pack_into("<H", config, MSI_CAP + MSI.CONTROL.offset, MSI.CONTROL.ADDR64.mask)
     return bytes(config)
 
 
@@ -63,13 +66,13 @@ def workload(ops: int, msi_pairs: int, pace: float) -> dict[str, list[float]]:
         host.add_device(ADDR, msi_function(), bar_sizes={0: 0x4000})
         guest = host.attach(1, [ADDR])
         for i in range(50):  # warm up the paths, outside the samples
-            guest.conf_write(ADDR, INTERRUPT_LINE, 1, i)
-            guest.conf_read(ADDR, INTERRUPT_LINE, 1)
+            guest.conf_write(ADDR, LINE, 1, i)
+            guest.conf_read(ADDR, LINE, 1)
         for i in range(ops):
             start = time.perf_counter()
-            guest.conf_write(ADDR, INTERRUPT_LINE, 1, i & 0xFF)  # a shadow: the view changes
+            guest.conf_write(ADDR, LINE, 1, i & 0xFF)  # a shadow: the view changes
             wrote = time.perf_counter()
-            guest.conf_read(ADDR, INTERRUPT_LINE, 1)
+            guest.conf_read(ADDR, LINE, 1)
             read = time.perf_counter()
             samples["conf_write"].append(wrote - start)
             samples["conf_read"].append(read - wrote)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER as HEADER
 from pciback.policy import build_config_space
 from pciback.ports.bus import config_access_fits
 from pciback.protocol.abi import Cmd
@@ -20,19 +21,21 @@ from pciback.sim.hypervisor import SimHypervisor
 from pciback.xen.sysfs import SysfsDevice
 from tests.protocol.simconfig import export
 
-SIZE = 256
-ACCESSES = [(offset, size) for size in range(-1, 9) for offset in range(-8, SIZE + 8)]
+SPACE_BYTES = 256  # a conventional function's config space
+ACCESSES = [(offset, size) for size in range(-1, 9) for offset in range(-8, SPACE_BYTES + 8)]
 
 
 def device() -> SimDevice:
-    config = bytearray(SIZE)
-    config[0:4] = (0x12348086).to_bytes(4, "little")
+    config = bytearray(SPACE_BYTES)
+    config[HEADER.VENDOR_ID.offset : HEADER.DEVICE_ID.offset + HEADER.DEVICE_ID.width] = (
+        0x12348086
+    ).to_bytes(4, "little")
     return SimDevice("0000:03:00.0", bytes(config))
 
 
 def test_the_rule() -> None:
-    fits = {(o, s) for o, s in ACCESSES if config_access_fits(o, s, SIZE)}
-    expected = {(o, s) for s in (1, 2, 4) for o in range(0, SIZE - s + 1, s)}
+    fits = {(o, s) for o, s in ACCESSES if config_access_fits(o, s, SPACE_BYTES)}
+    expected = {(o, s) for s in (1, 2, 4) for o in range(0, SPACE_BYTES - s + 1, s)}
     assert fits == expected
 
 
@@ -43,9 +46,9 @@ def test_the_engine_refuses_what_the_rule_refuses() -> None:
             view.read(offset, size)
         except PciOpError as exc:
             assert exc.err == XenPciError.INVALID_OFFSET
-            assert not config_access_fits(offset, size, SIZE), (offset, size)
+            assert not config_access_fits(offset, size, SPACE_BYTES), (offset, size)
         else:
-            assert config_access_fits(offset, size, SIZE), (offset, size)
+            assert config_access_fits(offset, size, SPACE_BYTES), (offset, size)
 
 
 @pytest.mark.parametrize("cmd", [Cmd.CONF_READ, Cmd.CONF_WRITE])
@@ -54,17 +57,17 @@ def test_the_dispatchers_in_line_check_is_the_rule(cmd: Cmd) -> None:
     for offset, size in ACCESSES:
         result = dispatch(OpRequest(cmd, 0, 3, 0, offset, size, 0, 0, b""), lookup)
         refused = result.err == XenPciError.INVALID_OFFSET
-        assert refused is not config_access_fits(offset, size, SIZE), (cmd, offset, size)
+        assert refused is not config_access_fits(offset, size, SPACE_BYTES), (cmd, offset, size)
 
 
 def test_the_sysfs_reads_in_line_check_is_the_rule(tmp_path: Path) -> None:
-    (tmp_path / "config").write_bytes(bytes(SIZE))
+    (tmp_path / "config").write_bytes(bytes(SPACE_BYTES))
     dev = SysfsDevice(tmp_path, "0000:03:00.0")
     for offset, size in ACCESSES:
         try:
             dev.read(offset, size)
         except ValueError:
-            assert not config_access_fits(offset, size, SIZE), (offset, size)
+            assert not config_access_fits(offset, size, SPACE_BYTES), (offset, size)
         else:
-            assert config_access_fits(offset, size, SIZE), (offset, size)
+            assert config_access_fits(offset, size, SPACE_BYTES), (offset, size)
     dev.close()

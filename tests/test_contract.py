@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim import PciOpError, SimHost
 from pciback.sim.fixtures import fixture
 
 NET = fixture("virtio-net-1af4-1041.bin")
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 TEXT = fixture("virtio-net-1af4-1041.lspci.txt")
 
 
@@ -22,18 +24,18 @@ def test_contract_end_to_end() -> None:
         assert guest.devices == ["0000:03:00.0"]
         assert host.owner("0000:03:00.0") == 1
         addr = guest.devices[0]
-        assert guest.conf_read(addr, 0, 4) == 0x10411AF4
+        assert guest.conf_read(addr, VENDOR_ID.offset, 4) == 0x10411AF4  # and the device ID
 
         # A seized device's log starts when the guest gets it: what follows is the guest's.
         physical = host.physical("0000:03:00.0")
         assert physical.writes == []
         assert physical.history  # the pool's reset, restore and bus-master-off are kept
-        guest.conf_write(addr, 0x00, 2, 0xDEAD)  # vendor ID: read-only
+        guest.conf_write(addr, VENDOR_ID.offset, VENDOR_ID.width, 0xDEAD)  # read-only
         assert physical.writes == []
-        assert guest.conf_read(addr, 0, 2) == 0x1AF4
+        assert guest.conf_read(addr, VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
 
         with pytest.raises(PciOpError) as info:
-            guest.conf_read(addr, 0x01, 2)
+            guest.conf_read(addr, VENDOR_ID.offset + 1, 2)  # misaligned
         assert info.value.err == XenPciError.INVALID_OFFSET
 
         vectors = guest.enable_msix(addr, [0, 1])
@@ -51,7 +53,7 @@ def test_vpci_mode_gives_virtual_addresses() -> None:
         guest = host.attach(domid=2, devices=["0000:03:00.0"], mode="vpci")
         assert len(guest.devices) == 1
         assert guest.devices[0].startswith("0000:00:")
-        assert guest.conf_read(guest.devices[0], 0, 2) == 0x1AF4
+        assert guest.conf_read(guest.devices[0], VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
         host.destroy_guest(2)
         assert host.owner("0000:03:00.0") is None
 
@@ -59,9 +61,10 @@ def test_vpci_mode_gives_virtual_addresses() -> None:
 def test_a_64_byte_config_is_a_device_too() -> None:
     # lspci -x gives 64 bytes; its capability pointer names bytes the dump does not hold.
     with SimHost() as host:
-        host.add_device("0000:03:00.0", NET.read_bytes()[:64])
+        short = NET.read_bytes()[:64]
+        host.add_device("0000:03:00.0", short)
         guest = host.attach(domid=1, devices=["0000:03:00.0"])
-        assert guest.conf_read("0000:03:00.0", 0, 4) == 0x10411AF4
+        assert guest.conf_read("0000:03:00.0", VENDOR_ID.offset, 4) == 0x10411AF4
         with pytest.raises(PciOpError) as info:
-            guest.conf_read("0000:03:00.0", 0x40, 4)
+            guest.conf_read("0000:03:00.0", len(short), 4)  # past the dump's end
         assert info.value.err == XenPciError.INVALID_OFFSET

@@ -9,6 +9,7 @@ from pathlib import Path
 from pciback.control.ownership import Ownership
 from pciback.control.state import StateStore
 from pciback.control.stub import StubPool
+from pciback.generated.names import COMMON_HEADER, TYPE1
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 from pciback.sim.hostbus import SimHostBus
@@ -63,10 +64,12 @@ def pci_bridge(address: str = P2P, buses: tuple[int, int] = (5, 6)) -> SimDevice
     """A PCI-to-PCI bridge (header type 1) forwarding to buses `buses` (secondary,
     subordinate)."""
     config = bytearray(256)
-    config[0:4] = (0x1C10_8086).to_bytes(4, "little")
-    config[0x0A:0x0C] = (0x0604).to_bytes(2, "little")
-    config[0x0E] = 1
-    config[0x18:0x1B] = bytes([0, *buses])  # primary, secondary, subordinate
+    ids, kind = COMMON_HEADER.VENDOR_ID.offset, COMMON_HEADER.CLASS_DEVICE
+    buses_at = TYPE1.PRIMARY_BUS.offset
+    config[ids : ids + 4] = (0x1C10_8086).to_bytes(4, "little")  # vendor and device
+    config[kind.offset : kind.offset + kind.width] = (0x0604).to_bytes(2, "little")
+    config[COMMON_HEADER.HEADER_TYPE.offset] = TYPE1.header_type
+    config[buses_at : buses_at + 3] = bytes([0, *buses])  # primary, secondary, subordinate
     return SimDevice(address, bytes(config))
 
 

@@ -14,6 +14,7 @@ from pciback.backend import Daemon
 from pciback.daemon.aer_events import AerEvents, aer_layout, channel_state
 from pciback.daemon.config import Config
 from pciback.engine.chain import walk
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.uevents import QueuedUevents, parse_uevent, recovery_uevent
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult
 from pciback.sim.device import SimDevice
@@ -100,7 +101,8 @@ def test_the_state_comes_from_the_functions_aer_registers() -> None:
         4, "little"
     )
     assert channel_state(device) is ChannelState.IO_FROZEN
-    device.config[0:4] = b"\xff\xff\xff\xff"  # gone from the bus
+    ids = COMMON_HEADER.VENDOR_ID.offset  # and the device ID
+    device.config[ids : ids + 4] = b"\xff\xff\xff\xff"  # gone from the bus
     assert channel_state(device) is ChannelState.IO_PERM_FAILURE
 
 

@@ -13,6 +13,7 @@ from pciback.backend import Daemon
 from pciback.cli import main
 from pciback.daemon.config import parse_config
 from pciback.generated.names import PM as PM_NAMES
+from pciback.generated.names import TYPE0
 from pciback.sim.environment import SimEnvironment
 
 from .harness import BLK, DEVICES, NET, RNG
@@ -92,7 +93,9 @@ def test_flags_confirm_the_change(
 def test_quirk_the_view_would_ignore_is_refused(
     daemon: Daemon, capsys: pytest.CaptureFixture[str], spec: str, reason: str
 ) -> None:
-    assert daemon.env.bus.device(NET).read(0x34, 1) == 0x40  # the dump's first capability
+    pointer = TYPE0.CAPABILITIES_POINTER
+    first = daemon.env.bus.device(NET).read(pointer.offset, pointer.width)
+    assert first == 0x40  # the dump's first capability
     assert daemon.env.bus.device(NET).config_size == 0x100
     rc, out, err = run(daemon, capsys, "quirk", "add", spec)
     assert rc == 1 and out == ""
@@ -121,6 +124,7 @@ E1000E = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "q
 E1000E_DUMP = E1000E / "e1000e-8086-10d3.bin"
 PM = 0xC8  # where the dump has its power-management capability (MANIFEST.md)
 PMCSR_PME_ENABLE = PM_NAMES.PMCSR.PME_ENABLE.mask
+PMCSR = PM + PM_NAMES.PMCSR.offset
 
 
 @pytest.mark.skipif(not E1000E_DUMP.is_file(), reason="no ../shared/fixtures/qemu")
@@ -136,13 +140,16 @@ def test_checking_a_quirk_never_writes_to_the_device(
     d.start()
     try:
         device = env.devices[NET]
-        assert device.read(0x34, 1) == PM and device.read(PM, 1) == 0x01
-        pmcsr = device.read(PM + 4, 2) | PMCSR_PME_ENABLE
-        device.config[PM + 4 : PM + 6] = pmcsr.to_bytes(2, "little")  # as a host could leave it
+        pointer = TYPE0.CAPABILITIES_POINTER
+        assert (
+            device.read(pointer.offset, pointer.width) == PM and device.read(PM, 1) == PM_NAMES.id
+        )
+        pmcsr = device.read(PMCSR, PM_NAMES.PMCSR.width) | PMCSR_PME_ENABLE
+        device.config[PMCSR : PMCSR + 2] = pmcsr.to_bytes(2, "little")  # as a host could leave it
         writes = list(device.writes)
         rc, _, err = run(d, capsys, "quirk", "add", f"{NET}-{PM + 1:x}:1:ff")  # PM's next
         assert rc == 1 and "covers the capability chain" in err
         assert run(d, capsys, "quirk", "add", f"{NET}-40:4:ffffffff")[0] == 0
-        assert device.writes == writes and device.read(PM + 4, 2) == pmcsr
+        assert device.writes == writes and device.read(PMCSR, PM_NAMES.PMCSR.width) == pmcsr
     finally:
         d.stop()

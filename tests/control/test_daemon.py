@@ -19,6 +19,7 @@ from pciback.cli import build_parser, main
 from pciback.daemon.config import Config, ConfigError, load_config, parse_config
 from pciback.daemon.control import ControlError, request
 from pciback.daemon.core import DaemonError
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.xenstore import WatchEvent
 from pciback.sim.demo import run_demo
 from pciback.sim.domain import SimDomain
@@ -26,6 +27,8 @@ from pciback.sim.environment import SimEnvironment
 from pciback.sim.toolstack import SimToolstack
 
 from .harness import DEVICES, NET, RNG
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,7 +164,8 @@ def test_daemon_serves_guests_and_control(tmp_path: Path) -> None:
     try:
         assert again.ownership.all() == {NET: 7, RNG: 7}
         assert e.devices[NET].resets == resets
-        assert guest.ops.conf_read("0000:00:00.0", 0, 2) == 0x1AF4  # served again
+        # served again
+        assert guest.ops.conf_read("0000:00:00.0", VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
         assert again.pool.permissive() == [NET]
     finally:
         again.stop()

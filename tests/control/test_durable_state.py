@@ -16,7 +16,7 @@ import pytest
 from pciback.control.state import DB_NAME, StateStore
 from pciback.control.state_journal import JournalRow, journal_files, read_journal
 from pciback.control.state_writer import Key, Row, StateWriter
-from pciback.generated.names import COMMON_HEADER
+from pciback.generated.names import COMMON_HEADER, MSI
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim import SimGuest, SimHost, SimHypervisor
 from pciback.sim.fixtures import fixture
@@ -134,7 +134,8 @@ def test_ops_and_interrupts_complete_while_a_commit_hangs(
             note(guest, value % 4)
             assert read_note(guest) == value % 4
         pirq = guest.enable_msi(NET)
-        assert guest.conf_read(NET, MSI_CAP + 2, 2) & 1
+        control = MSI.CONTROL
+        assert guest.conf_read(NET, MSI_CAP + control.offset, control.width) & control.ENABLE.mask
         guest.disable_msi(NET)
         pirqs = guest.enable_msix(NET, [0, 3])
         assert h.hypervisor.pirqs_of(1) == sorted(pirqs)

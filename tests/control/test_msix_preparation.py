@@ -13,7 +13,7 @@ import pytest
 from pciback.control.ownership import Ownership
 from pciback.control.state import StateStore
 from pciback.control.stub import StubPool
-from pciback.generated.names import COMMON_HEADER
+from pciback.generated.names import COMMON_HEADER, MSIX
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
@@ -38,18 +38,20 @@ def test_seizing_enables_the_device_and_prepares_its_msix_table() -> None:
     hv = SimHypervisor()
     stub, _, devices = pool(hv)
     net = devices[NET]
-    net.write(0x04, 2, 0)  # the host driver left it disabled
+    command = COMMON_HEADER.COMMAND
+    net.write(command.offset, command.width, 0)  # the host driver left it disabled
     stub.add_slot(NET)
-    assert net.enabled and net.read(0x04, 2) & COMMAND_MEMORY  # Xen maps the table: decode on
+    # Xen maps the table: decode on
+    assert net.enabled and net.read(command.offset, command.width) & COMMAND_MEMORY
     assert hv.prepared == {NET}
-    assert stub.devices[NET].saved[0x04] & COMMAND_MEMORY  # the clean state keeps it on
+    assert stub.devices[NET].saved[command.offset] & COMMAND_MEMORY  # the clean state keeps it
     assert hv.map_pirq(1, NET, IrqKind.MSIX, 0, 1)  # what would be ENODATA unprepared
 
 
 def test_a_device_without_msix_is_not_prepared() -> None:
     hv = SimHypervisor()
     stub, _, devices = pool(hv)
-    assert devices[BRIDGE].find_capability(0x11) is None
+    assert devices[BRIDGE].find_capability(MSIX.id) is None
     assert stub.add_slot(BRIDGE) == [BRIDGE]
     assert hv.calls == [] and devices[BRIDGE].enabled
 

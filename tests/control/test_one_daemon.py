@@ -24,6 +24,8 @@ from pciback.sim.fixtures import fixture
 
 from .harness import DEVICES, NET
 
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 REPO = Path(__file__).resolve().parents[2]
 COMMAND, BAR0 = COMMON_HEADER.COMMAND.offset, TYPE0.BAR0.offset
 
@@ -82,7 +84,7 @@ def test_a_second_daemon_in_process_changes_nothing(host: SimHost, tmp_path: Pat
     )
     assert everything(host, tmp_path) == before
     # And the first daemon still serves its guest.
-    assert host.guest(1).conf_read(NET, 0, 4) == int.from_bytes(
+    assert host.guest(1).conf_read(NET, VENDOR_ID.offset, 4) == int.from_bytes(
         before["devices"][NET][0][:4], "little"
     )
 

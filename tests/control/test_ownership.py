@@ -10,6 +10,7 @@ import pytest
 from pciback.control.ownership import Ownership, OwnershipError
 from pciback.control.reconcile import reconcile
 from pciback.control.state import StateStore
+from pciback.generated.names import TYPE0
 from pciback.xenbus.states import XenbusState as S
 
 from .harness import NET, RNG, World
@@ -51,10 +52,11 @@ def test_release_on_hot_remove() -> None:
 def test_release_from_the_backend_returns_device_clean() -> None:
     w = World()
     w.guest(1, [NET], mode="vpci")
-    w.sim[NET].write(0x3C, 1, 0x55)  # the guest's driver left its mark
+    line = TYPE0.INTERRUPT_LINE
+    w.sim[NET].write(line.offset, line.width, 0x55)  # the guest's driver left its mark
     w.pool.release(NET, 1)
     assert w.ownership.owner(NET) is None
-    assert w.sim[NET].read(0x3C, 1) == w.pool.devices[NET].saved[0x3C]
+    assert w.sim[NET].read(line.offset, line.width) == w.pool.devices[NET].saved[line.offset]
 
 
 def restart(w: World, state_dir: Path) -> World:

@@ -17,7 +17,7 @@ from pciback.cli import main
 from pciback.control.state import DB_NAME, StateStore
 from pciback.daemon.config import parse_config
 from pciback.daemon.control import request
-from pciback.generated.names import COMMON_HEADER, TYPE0
+from pciback.generated.names import COMMON_HEADER, MSI, TYPE0
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.interrupts import (
     InterruptControl,
@@ -28,7 +28,7 @@ from pciback.sim import SimHost, SimHypervisor
 from pciback.sim.device import SimDevice
 from pciback.sim.environment import SimEnvironment
 from pciback.sim.fixtures import fixture
-from tests.protocol.simconfig import nic_config
+from tests.protocol.simconfig import MSI_CAP, nic_config
 
 from .harness import DEVICES, NET, RNG
 
@@ -114,10 +114,12 @@ def test_restart_keeps_a_multi_message_msi_block(tmp_path: Path) -> None:
         h.add_device(NET, nic_config(), bar_sizes={0: 0x4000})
         guest = h.attach(1, [NET])
         base = guest.enable_multi_msi(NET, 4)
-        msi = [guest.conf_read(NET, 0x50, 4), guest.conf_read(NET, 0x54, 4)]
+        # the capability's header and control, and the message address
+        spans = [(MSI_CAP, 4), (MSI_CAP + MSI.ADDRESS.offset, MSI.ADDRESS.width)]
+        msi = [guest.conf_read(NET, at, size) for at, size in spans]
         h.restart_daemon()
         assert h.guest(1).exported(NET).irq.msi_pirqs == tuple(range(base, base + 4))
-        assert [guest.conf_read(NET, 0x50, 4), guest.conf_read(NET, 0x54, 4)] == msi
+        assert [guest.conf_read(NET, at, size) for at, size in spans] == msi
         guest.disable_msi(NET)
         assert h.hypervisor.pirqs_of(1) == []
 

@@ -9,8 +9,11 @@ import time
 from collections.abc import Callable
 
 from pciback.daemon.serving_gate import ServingGate
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 
 def op(gate: ServingGate, body: Callable[[], object]) -> None:
@@ -90,10 +93,12 @@ def test_the_data_path_holds_a_guests_op_while_its_devices_change() -> None:
     with SimHost(op_timeout=5.0) as host:
         host.add_device(address, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [address])
-        expected = guest.conf_read(address, 0, 4)
+        expected = guest.conf_read(address, VENDOR_ID.offset, 4)
         devices = guest.backend.devices
         answers: list[int] = []
-        reader = threading.Thread(target=lambda: answers.append(guest.conf_read(address, 0, 4)))
+        reader = threading.Thread(
+            target=lambda: answers.append(guest.conf_read(address, VENDOR_ID.offset, 4))
+        )
         with devices.serving:  # type: ignore[attr-defined]  # the daemon's DeviceLookup
             reader.start()
             reader.join(0.1)

@@ -11,11 +11,14 @@ from pciback.control.hide import HideSyntaxError
 from pciback.control.ownership import Ownership
 from pciback.control.state import StateStore
 from pciback.control.stub import ClaimError, StubError, StubPool
+from pciback.generated.names import COMMON_HEADER, MSI, TYPE0
 from pciback.sim.device import SimDevice
 from pciback.sim.hostbus import SimHostBus
 from tests.model.builders import ConfigBuilder
 
 from .harness import BLK, BRIDGE, NET, RNG, make_devices
+
+COMMAND, CACHE_LINE_SIZE = COMMON_HEADER.COMMAND, COMMON_HEADER.CACHE_LINE_SIZE
 
 
 def pool(state: StateStore | None = None) -> tuple[StubPool, SimHostBus]:
@@ -38,11 +41,14 @@ def test_new_slot_seizes_from_the_host_driver() -> None:
 def test_seize_saves_resets_and_disables() -> None:
     stub, bus = pool()
     net = bus.devices[NET]
-    net.write(0x04, 2, net.read(0x04, 2) | 0x4)  # the host driver left bus mastering on
+    bus_master = COMMAND.BUS_MASTER.mask
+    command = net.read(COMMAND.offset, COMMAND.width)
+    net.write(COMMAND.offset, COMMAND.width, command | bus_master)  # the host driver left it on
     stub.add_slot(NET)
     assert net.resets == 1  # type: ignore[attr-defined]
-    assert net.read(0x04, 2) & 0x4 == 0
-    assert stub.devices[NET].saved[:4] == net.read(0, 4).to_bytes(4, "little")
+    assert net.read(COMMAND.offset, COMMAND.width) & bus_master == 0
+    ids = COMMON_HEADER.VENDOR_ID.offset  # and the device ID: the first dword
+    assert stub.devices[NET].saved[:4] == net.read(ids, 4).to_bytes(4, "little")
 
 
 def test_remove_slot_and_errors() -> None:
@@ -71,9 +77,10 @@ def test_claim_needs_the_pool_and_release_restores() -> None:
     stub.add_slot(BRIDGE)
     assert not stub.claim(BRIDGE, 1).is_bridge  # a host bridge has a normal header
     rng = bus.devices[RNG]
-    rng.write(0x0C, 1, 0x10)  # cache line size, as a guest driver may set it
+    line = CACHE_LINE_SIZE.offset  # as a guest driver may set it
+    rng.write(line, CACHE_LINE_SIZE.width, 0x10)
     stub.release(RNG, 1)
-    assert rng.read(0x0C, 1) == stub.devices[RNG].saved[0x0C]
+    assert rng.read(line, CACHE_LINE_SIZE.width) == stub.devices[RNG].saved[line]
     assert stub.ownership.owner(RNG) is None
 
 
@@ -127,17 +134,18 @@ def test_seize_and_release_leave_a_bridges_bus_mastering_and_msi_on() -> None:
     address = "0000:00:1c.0"
     b = ConfigBuilder(header_type=1, class_code=0x060400, command=0x0017)
     msi = b.msi()
-    b.poke(msi + 2, 2, b.peek(msi + 2, 2) | 0x1)  # the host's port driver uses MSI
+    control, enable = msi + MSI.CONTROL.offset, MSI.CONTROL.ENABLE.mask
+    b.poke(control, MSI.CONTROL.width, b.peek(control, MSI.CONTROL.width) | enable)  # port driver
     bus = SimHostBus({address: SimDevice(address, b.build())})
     stub = StubPool(bus, Ownership())
     stub.add_slot(address)
     bridge = bus.devices[address]
-    assert bridge.read(0x04, 2) == 0x0007
-    assert bridge.read(msi + 2, 2) & 0x1
+    assert bridge.read(COMMAND.offset, COMMAND.width) == 0x0007  # no memory-write-and-invalidate
+    assert bridge.read(control, MSI.CONTROL.width) & enable
     stub.claim(address, 1)
-    bridge.write(0x04, 2, 0x0017)
+    bridge.write(COMMAND.offset, COMMAND.width, 0x0017)
     stub.release(address, 1)
-    assert bridge.read(0x04, 2) == 0x0007
+    assert bridge.read(COMMAND.offset, COMMAND.width) == 0x0007
 
 
 def _reload(tmp_path: Path, bus: SimHostBus) -> StubPool:
@@ -169,7 +177,8 @@ def test_a_saved_config_space_that_does_not_fit_the_device_is_never_written_back
     again.release(RNG, 4)
     for address in (RNG, NET):
         device = bus.devices[address]
-        assert device.read(0x10, 4) == int.from_bytes(clean[address][0x10:0x14], "little")
+        bar0 = TYPE0.BAR0.offset
+        assert device.read(bar0, 4) == int.from_bytes(clean[address][bar0 : bar0 + 4], "little")
         assert again.devices[address].saved[:0x40] == clean[address][:0x40]
 
 

@@ -10,11 +10,15 @@ import pytest
 
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
+from pciback.generated.names import COMMON_HEADER, MSIX, PM, TYPE0
 from pciback.ports.bus import BarKind
 from pciback.sim.fixtures import fixture
 from pciback.xen.sysfs import SysfsBus, SysfsError
 
 REAL = Path("/sys/bus/pci/devices")
+VENDOR_ID, DEVICE_ID = COMMON_HEADER.VENDOR_ID, COMMON_HEADER.DEVICE_ID
+COMMAND, REVISION_ID = COMMON_HEADER.COMMAND, COMMON_HEADER.REVISION_ID
+INTERRUPT_LINE = TYPE0.INTERRUPT_LINE
 
 
 @pytest.mark.skipif(not REAL.is_dir() or not any(REAL.iterdir()), reason="no PCI devices")
@@ -25,13 +29,18 @@ def test_real_bus_read_only() -> None:
     for address in addresses[:16]:
         dev = bus.device(address)
         directory = REAL / address
-        assert dev.read(0, 2) == int((directory / "vendor").read_text(), 16)
-        assert dev.read(2, 2) == int((directory / "device").read_text(), 16)
-        assert dev.read(8, 4) >> 8 == int((directory / "class").read_text(), 16)
+        assert dev.read(VENDOR_ID.offset, VENDOR_ID.width) == int(
+            (directory / "vendor").read_text(), 16
+        )
+        assert dev.read(DEVICE_ID.offset, DEVICE_ID.width) == int(
+            (directory / "device").read_text(), 16
+        )
+        # the revision ID and the three class bytes above it
+        assert dev.read(REVISION_ID.offset, 4) >> 8 == int((directory / "class").read_text(), 16)
         assert len(dev.bars()) == 7
         assert bus.driver(address) is None or isinstance(bus.driver(address), str)
         with pytest.raises(SysfsError, match="read-only"):
-            dev.write(0x3C, 1, 0)
+            dev.write(INTERRUPT_LINE.offset, INTERRUPT_LINE.width, 0)
         with pytest.raises(SysfsError, match="read-only"):
             bus.bind(address, "pci-stub")
     with pytest.raises(SysfsError, match="PCIBACK_ALLOW_SYSFS_WRITES"):
@@ -68,7 +77,7 @@ def test_fake_tree_reads_and_bars(tmp_path: Path) -> None:
     bus = SysfsBus(tmp_path)
     assert bus.addresses() == [address]
     dev = bus.device(address)
-    assert dev.read(0, 4) == 0x10411AF4
+    assert dev.read(VENDOR_ID.offset, 4) == 0x10411AF4  # and the device ID
     bars = dev.bars()
     assert (bars[0].kind, bars[0].size, bars[0].prefetchable) == (BarKind.MEM64, 0x80000, False)
     assert bars[1].kind == BarKind.MEM64_UPPER
@@ -89,8 +98,8 @@ def test_fake_tree_write_paths(tmp_path: Path) -> None:
     address = fake_tree(tmp_path)
     bus = SysfsBus(tmp_path, writable=True)
     dev = bus.device(address)
-    dev.write(0x3C, 1, 0x0B)
-    assert dev.read(0x3C, 1) == 0x0B
+    dev.write(INTERRUPT_LINE.offset, INTERRUPT_LINE.width, 0x0B)
+    assert dev.read(INTERRUPT_LINE.offset, INTERRUPT_LINE.width) == 0x0B
     pool = StubPool(bus, Ownership())
     assert pool.add_slot(address) == [address]
     assert (tmp_path / "drivers/virtio-pci/unbind").read_text() == address
@@ -137,12 +146,13 @@ def test_fake_tree_power_state_keeps_a_pending_pme(tmp_path: Path) -> None:
     # read, or it acknowledges the host's pending PME.
     address = fake_tree(tmp_path)
     config = bytearray((tmp_path / "devices" / address / "config").read_bytes())
-    config[0xC0:0xC8] = bytes([0x01, config[0x34], 0x03, 0x06, 0x00, 0x80, 0x00, 0x00])
-    config[0x34] = 0xC0  # PM (D1 and D2 supported), PME pending, in D0
+    pm, pointer = 0xC0, TYPE0.CAPABILITIES_POINTER.offset  # a PM capability added at 0xc0
+    config[pm : pm + 8] = bytes([PM.id, config[pointer], 0x03, 0x06, 0x00, 0x80, 0x00, 0x00])
+    config[pointer] = pm  # PM (D1 and D2 supported), PME pending, in D0
     (tmp_path / "devices" / address / "config").write_bytes(bytes(config))
     dev = SysfsBus(tmp_path, writable=True).device(address)
     dev.set_power_state(3)
-    assert dev.read(0xC4, 2) == 0x0003
+    assert dev.read(pm + PM.PMCSR.offset, PM.PMCSR.width) == 0x0003
 
 
 def test_fake_tree_msix_enable_is_dom0s_part_only(tmp_path: Path) -> None:
@@ -151,19 +161,27 @@ def test_fake_tree_msix_enable_is_dom0s_part_only(tmp_path: Path) -> None:
     address = fake_tree(tmp_path)
     path = tmp_path / "devices" / address / "config"
     dev = SysfsBus(tmp_path, writable=True).device(address)
-    cap = dev.capability(0x11)
-    dev.write(cap + 2, 2, (dev.read(cap + 2, 2) & ~0x8000) | 0x4000)  # off, function masked
-    dev.write(0x04, 2, dev.read(0x04, 2) & ~0x400)  # INTx unmasked
+    cap = dev.capability(MSIX.id)
+    control, width = cap + MSIX.CONTROL.offset, MSIX.CONTROL.width
+    enable, function_mask = MSIX.CONTROL.ENABLE.mask, MSIX.CONTROL.FUNCTION_MASK.mask
+    intx_disable = COMMAND.INTX_DISABLE.mask
+    dev.write(control, width, (dev.read(control, width) & ~enable) | function_mask)  # off, masked
+    dev.write(
+        COMMAND.offset, COMMAND.width, dev.read(COMMAND.offset, COMMAND.width) & ~intx_disable
+    )
     before = bytearray(path.read_bytes())
     dev.enable_msix((0, 1))
     after = bytearray(path.read_bytes())
     changed = [i for i in range(len(after)) if after[i] != before[i]]
-    assert changed == [0x05, cap + 3]  # INTx disable (bit 10) and the control's high byte
-    assert dev.read(cap + 2, 2) & 0xC000 == 0x8000 and dev.read(0x04, 2) & 0x400
+    # INTx disable (bit 10) and the control's high byte
+    assert changed == [COMMAND.offset + 1, control + 1]
+    assert dev.read(control, width) & (enable | function_mask) == enable
+    assert dev.read(COMMAND.offset, COMMAND.width) & intx_disable
     with pytest.raises(ValueError, match="entries"):
         dev.enable_msix((0x7FF,))
     dev.disable_msix()
-    assert dev.read(cap + 2, 2) & 0xC000 == 0 and not dev.read(0x04, 2) & 0x400
+    assert dev.read(control, width) & (enable | function_mask) == 0
+    assert not dev.read(COMMAND.offset, COMMAND.width) & intx_disable
 
 
 def test_fake_tree_keeps_one_open_config_file(tmp_path: Path) -> None:
@@ -171,12 +189,12 @@ def test_fake_tree_keeps_one_open_config_file(tmp_path: Path) -> None:
     bus = SysfsBus(tmp_path)
     assert bus.device(address) is bus.device(address)
     dev = bus.device(address)
-    dev.read(0, 4)
+    dev.read(VENDOR_ID.offset, 4)
     fd = dev._fd
-    dev.read(4, 4)
+    dev.read(COMMAND.offset, 4)
     assert fd is not None and dev._fd == fd
     dev.close()
-    assert dev._fd is None and dev.read(0, 2) == 0x1AF4
+    assert dev._fd is None and dev.read(VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
 
 
 def test_a_function_without_a_reset_method_is_seized_all_the_same(

@@ -22,6 +22,7 @@ from pciback.engine.registers import RegisterInstance, natural_pieces
 from pciback.engine.snapshot import export_state, import_state
 from pciback.engine.space import NO_POLICY_FOR_HEADER, Blocked, ChainLink, Gap, HostOwned
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, VIRTIO_PCI_CAP
 from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.tables import Edge
@@ -322,7 +323,7 @@ def test_planned_accesses_match_the_splitter(
 def test_permissive_changed_after_a_plan_is_kept() -> None:
     """A kept plan that writes a gap asks for permissive mode when it runs, not when planned."""
     twins = Twins(_maker(rich(), {0: 0x4000}), permissive=False, interrupt_control=False)
-    vendor = twins.fast.capability_offset(0x09)
+    vendor = twins.fast.capability_offset(VIRTIO_PCI_CAP.id)  # the vendor-specific ID
     assert vendor is not None
     # a chain link and an undescribed body (the header's reserved bytes are described)
     for offset in (vendor,):
@@ -337,13 +338,14 @@ def test_permissive_changed_after_a_plan_is_kept() -> None:
 def test_a_restored_shadow_shows_through_a_kept_plan() -> None:
     dev = SimDevice(ADDRESS, rich(), bar_sizes={0: 0x4000})
     space = build_config_space(dev)
-    parity = 0x40  # command's parity response: a shadow bit
-    space.write(0x04, 1, space.read(0x04, 1) | parity)
+    command = COMMON_HEADER.COMMAND.offset  # a byte of it, and the dword with status
+    parity = COMMON_HEADER.COMMAND.PARITY_RESPONSE.mask  # a shadow bit
+    space.write(command, 1, space.read(command, 1) | parity)
     saved = export_state(space)
-    space.write(0x04, 1, space.read(0x04, 1) & ~parity)
-    assert not space.read(0x04, 1) & parity and not space.read(0x04, 4) & parity
+    space.write(command, 1, space.read(command, 1) & ~parity)
+    assert not space.read(command, 1) & parity and not space.read(command, 4) & parity
     assert import_state(space, saved) == []
-    assert space.read(0x04, 1) & parity and space.read(0x04, 4) & parity
+    assert space.read(command, 1) & parity and space.read(command, 4) & parity
 
 
 def test_a_kept_plan_reads_through_whatever_answers_the_device_now(
@@ -353,9 +355,12 @@ def test_a_kept_plan_reads_through_whatever_answers_the_device_now(
     rewriting does) is seen by register and gap reads alike."""
     dev = SimDevice(ADDRESS, rich(), bar_sizes={0: 0x4000})
     space = build_config_space(dev)
-    vendor = space.capability_offset(0x09)  # a chain link, then a body no table describes
+    vendor = space.capability_offset(
+        VIRTIO_PCI_CAP.id
+    )  # a chain link, then a body no table describes
     assert vendor is not None and isinstance(space.slot_at(vendor + 2), Gap)
-    first = space.read(0x04, 4), space.read(vendor, 4)  # both plans kept from here on
+    command = COMMON_HEADER.COMMAND.offset  # and status, in one dword
+    first = space.read(command, 4), space.read(vendor, 4)  # both plans kept from here on
     seen: list[tuple[int, int]] = []
     real = dev.read
 
@@ -364,6 +369,6 @@ def test_a_kept_plan_reads_through_whatever_answers_the_device_now(
         return real(offset, size)
 
     monkeypatch.setattr(dev, "read", spy)
-    assert (space.read(0x04, 4), space.read(vendor, 4)) == first
+    assert (space.read(command, 4), space.read(vendor, 4)) == first
     # Command and status come from one read of the dword (coalesced), the gap from its own.
-    assert seen == [(0x04, 4), (vendor + 2, 2)]
+    assert seen == [(command, 4), (vendor + 2, 2)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pciback.engine import ConfigSpace, Policy
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from tests.engine.support import MemoryDevice, compile_policy
 
 # One 16-bit register per behaviour under test, at offsets 0x10 upwards.
@@ -213,9 +214,11 @@ def test_no_permissive_warning_for_a_field_its_hook_acts_on(tmp_path: Path) -> N
     from pciback.policy import build_config_space
 
     view = build_config_space(SimDevice("0000:00:03.0", fixture))
-    view.write(0x04, 2, view.read(0x04, 2) & ~0x4)  # bus master: the hook clears it
+    command = COMMON_HEADER.COMMAND
+    at, width = command.offset, command.width
+    view.write(at, width, view.read(at, width) & ~command.BUS_MASTER.mask)  # the hook clears it
     assert view.warnings == []
-    view.write(0x04, 2, view.read(0x04, 2) | 0x8)  # special cycles: dropped, warned
+    view.write(at, width, view.read(at, width) | command.SPECIAL_CYCLES.mask)  # dropped, warned
     assert len(view.warnings) == 1
 
 
@@ -223,12 +226,13 @@ def test_a_header_type_without_policy_is_never_written(policy: Policy) -> None:
     from pciback.policy import default_policy
 
     dev = MemoryDevice()
-    dev.poke(0x00, 4, 0x12345678)
-    dev.poke(0x0E, 1, 0x02)  # CardBus: no table describes it
+    ids = COMMON_HEADER.VENDOR_ID.offset
+    dev.poke(ids, 4, 0x12345678)
+    dev.poke(COMMON_HEADER.HEADER_TYPE.offset, 1, 0x02)  # CardBus: no table describes it
     view = ConfigSpace(dev, default_policy(), permissive=True)
-    assert view.read(0x00, 4) == 0x12345678
-    view.write(0x18, 4, 0xFFFFFFFF)
-    view.write(0x04, 2, 0)
+    assert view.read(ids, 4) == 0x12345678
+    view.write(TYPE0.BAR2.offset, TYPE0.BAR2.width, 0xFFFFFFFF)
+    view.write(COMMON_HEADER.COMMAND.offset, COMMON_HEADER.COMMAND.width, 0)
     assert dev.writes == []
     assert any("header type 2" in p for p in view.problems)
     # already permissive: the warning does not suggest permissive mode

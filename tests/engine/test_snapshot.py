@@ -8,12 +8,15 @@ import json
 import pytest
 
 from pciback.engine.snapshot import SnapshotError, export_state, import_state
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from tests.engine.support import FIXTURES
 
 NET = FIXTURES / "virtio-net-1af4-1041.bin"
 pytestmark = pytest.mark.skipif(not NET.exists(), reason="no fixture")
+COMMAND, LINE, BAR0, BAR1 = COMMON_HEADER.COMMAND, TYPE0.INTERRUPT_LINE, TYPE0.BAR0, TYPE0.BAR1
+HEADER_END = TYPE0.MAX_LAT.offset + TYPE0.MAX_LAT.width  # the type-0 header, a dword at a time
 
 
 def device() -> SimDevice:
@@ -23,28 +26,29 @@ def device() -> SimDevice:
 def test_guest_view_is_the_same_after_a_round_trip_through_json() -> None:
     dev = device()
     view = build_config_space(dev)
-    view.write(0x3C, 1, 0x0B)  # interrupt line: a shadow
-    view.write(0x04, 2, view.read(0x04, 2) | 0x0040)  # parity response: a shadow bit
-    view.write(0x10, 4, 0xFFFFFFFF)  # BAR0 sizing latch: hook state
+    view.write(LINE.offset, LINE.width, 0x0B)  # interrupt line: a shadow
+    command = view.read(COMMAND.offset, COMMAND.width)
+    view.write(COMMAND.offset, COMMAND.width, command | COMMAND.PARITY_RESPONSE.mask)  # a shadow
+    view.write(BAR0.offset, BAR0.width, 0xFFFFFFFF)  # BAR0 sizing latch: hook state
     view.settings.permissive = True
-    before = [view.read(off, 4) for off in range(0, 0x40, 4)]
+    before = [view.read(off, 4) for off in range(0, HEADER_END, 4)]
     saved = json.loads(json.dumps(export_state(view)))
     fresh = build_config_space(dev)
     assert import_state(fresh, saved) == []
-    assert [fresh.read(off, 4) for off in range(0, 0x40, 4)] == before
+    assert [fresh.read(off, 4) for off in range(0, HEADER_END, 4)] == before
     assert fresh.permissive is True
 
 
 def test_a_changed_layout_is_skipped_and_reported() -> None:
     view = build_config_space(device())
     saved = export_state(view)
-    saved["registers"].append({"offset": 0x3C, "name": "bar0", "shadow": 0xFF, "state": {}})
+    saved["registers"].append({"offset": LINE.offset, "name": "bar0", "shadow": 0xFF, "state": {}})
     saved["registers"].append({"offset": "x"})
     fresh = build_config_space(device())
     skipped = import_state(fresh, saved)
     assert len(skipped) == 2
     assert "layout changed" in skipped[0]
-    assert fresh.read(0x3C, 1) == view.read(0x3C, 1)
+    assert fresh.read(LINE.offset, LINE.width) == view.read(LINE.offset, LINE.width)
 
 
 def test_shadow_values_cannot_reach_bits_that_are_not_shadows() -> None:
@@ -55,7 +59,11 @@ def test_shadow_values_cannot_reach_bits_that_are_not_shadows() -> None:
     command["shadow"] = 0xFFFF  # bus master etc. are hardware bits: must not be forged
     fresh = build_config_space(dev)
     import_state(fresh, saved)
-    assert fresh.read(0x04, 2) & 0x0004 == dev.read(0x04, 2) & 0x0004
+    bus_master = COMMAND.BUS_MASTER.mask
+    assert (
+        fresh.read(COMMAND.offset, COMMAND.width) & bus_master
+        == dev.read(COMMAND.offset, COMMAND.width) & bus_master
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,13 +78,13 @@ def test_malformed_state_is_refused(bad: object) -> None:
 def test_oversized_hook_state_is_skipped() -> None:
     view = build_config_space(device())
     saved = export_state(view)
-    bar0 = {"offset": 0x10, "name": "bar0", "shadow": 0, "state": {"sizing": True}}
+    bar0 = {"offset": BAR0.offset, "name": "bar0", "shadow": 0, "state": {"sizing": True}}
     bar0["state"] = {f"k{i}": i for i in range(100)}
     saved["registers"].append(bar0)
     saved["registers"].append(
-        {"offset": 0x14, "name": "bar1", "shadow": 0, "state": {"sizing": "x" * 10_000}}
+        {"offset": BAR1.offset, "name": "bar1", "shadow": 0, "state": {"sizing": "x" * 10_000}}
     )
     fresh = build_config_space(device())
     skipped = import_state(fresh, saved)
     assert len(skipped) == 2 and all("malformed hook state" in s for s in skipped)
-    assert fresh.read(0x10, 4) == view.read(0x10, 4)
+    assert fresh.read(BAR0.offset, BAR0.width) == view.read(BAR0.offset, BAR0.width)

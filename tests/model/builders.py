@@ -17,7 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pciback.engine import ConfigSpace
-from pciback.generated.names import AER, DSN, MSI, MSIX, PCIE, PM, SRIOV, VIRTIO_PCI_CAP, VPD
+from pciback.engine.chain import CAP_NEXT, EXT_START, EXT_TTL, STD_TTL
+from pciback.generated.names import (
+    AER,
+    COMMON_HEADER,
+    DSN,
+    MSI,
+    MSIX,
+    PCIE,
+    PM,
+    SRIOV,
+    TYPE0,
+    VIRTIO_PCI_CAP,
+    VPD,
+)
 from pciback.policy import build_config_space
 from pciback.protocol.interrupts import InterruptControl
 from pciback.sim.device import SimDevice
@@ -219,31 +232,32 @@ def guest_bytes(space: ConfigSpace) -> bytes:
 def chain(space: ConfigSpace) -> list[tuple[int, int]]:
     """(offset, ID) of the standard capabilities as a guest walks them through the view."""
     out: list[tuple[int, int]] = []
-    if not space.read(0x06, 2) & 0x10:
+    status, pointer = COMMON_HEADER.STATUS, TYPE0.CAPABILITIES_POINTER
+    if not space.read(status.offset, status.width) & status.CAPABILITIES_LIST.mask:
         return out
-    pos = space.read(0x34, 1) & ~3
-    for _ in range(48):
+    pos = space.read(pointer.offset, pointer.width) & ~3
+    for _ in range(STD_TTL):
         if not pos:
             break
         out.append((pos, space.read(pos, 1)))
-        pos = space.read(pos + 1, 1) & ~3
+        pos = space.read(pos + CAP_NEXT, 1) & ~3
     return out
 
 
 def ext_chain(space: ConfigSpace) -> list[tuple[int, int]]:
     """(offset, ID) of the extended capabilities as a guest walks them (ID 0 at 0x100 = none)."""
     out: list[tuple[int, int]] = []
-    if space.size <= 0x100:
+    if space.size <= EXT_START:
         return out
-    pos = 0x100
-    for _ in range(480):
+    pos = EXT_START
+    for _ in range(EXT_TTL):
         header = space.read(pos, 4)
         if header in (0, 0xFFFFFFFF):
             break
         if header & 0xFFFF:
             out.append((pos, header & 0xFFFF))
         pos = (header >> 20) & 0xFFC
-        if pos < 0x100:
+        if pos < EXT_START:
             break
     return out
 

@@ -4,11 +4,16 @@ the end of its list, the rest of the dump untouched."""
 
 from __future__ import annotations
 
+from pciback.engine.chain import CAP_ID, CAP_NEXT, EXT_LINK, EXT_NEXT, EXT_START, STD_LINK
+from pciback.generated.names import COMMON_HEADER, PCIE, TYPE0
 from pciback.sim.device import SimDevice
 
 from .test_physical_reads import dump_named
 
 ADDRESS = "0000:03:00.0"
+STATUS = COMMON_HEADER.STATUS.offset  # its low byte holds the capability-list bit
+CAPABILITIES_LIST = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
+POINTER = TYPE0.CAPABILITIES_POINTER.offset
 
 
 def dump_config(prefix: str) -> bytearray:
@@ -23,38 +28,39 @@ def _u32(config: bytearray, at: int) -> int:
 def add_extended(config: bytearray, ident: int, at: int, body: bytes, version: int = 1) -> None:
     """An extended capability at `at` (header, then `body` from +4), last in the list; the
     first when the dump has none (its 0x100 reads 0)."""
-    assert not any(config[at : at + 4 + len(body)]), f"{at:#x} is not free in this dump"
-    if _u32(config, 0x100) == 0:
-        assert at == 0x100, "the first extended capability is at 0x100"
+    assert not any(config[at : at + EXT_LINK + len(body)]), f"{at:#x} is not free in this dump"
+    if _u32(config, EXT_START) == 0:
+        assert at == EXT_START, "the first extended capability is at 0x100"
     else:
-        last = 0x100
-        while (nxt := _u32(config, last) >> 20) != 0:
+        last = EXT_START
+        while (nxt := EXT_NEXT.get(_u32(config, last))) != 0:
             last = nxt
-        config[last : last + 4] = (_u32(config, last) | at << 20).to_bytes(4, "little")
-    config[at : at + 4] = (ident | version << 16).to_bytes(4, "little")
-    config[at + 4 : at + 4 + len(body)] = body
+        linked = _u32(config, last) | at << EXT_NEXT.shift
+        config[last : last + EXT_LINK] = linked.to_bytes(EXT_LINK, "little")
+    config[at : at + EXT_LINK] = (ident | version << 16).to_bytes(EXT_LINK, "little")
+    config[at + EXT_LINK : at + EXT_LINK + len(body)] = body
 
 
 def add_standard(config: bytearray, ident: int, at: int, body: bytes) -> None:
     """A standard capability at `at` (ID, next, then `body` from +2), last in the list; the
     status register's capability-list bit set."""
-    assert not any(config[at : at + 2 + len(body)]), f"{at:#x} is not free in this dump"
-    if config[0x06] & 0x10 and config[0x34]:
-        last = config[0x34]
-        while config[last + 1]:
-            last = config[last + 1]
-        config[last + 1] = at
+    assert not any(config[at : at + STD_LINK + len(body)]), f"{at:#x} is not free in this dump"
+    if config[STATUS] & CAPABILITIES_LIST and config[POINTER]:
+        last = config[POINTER]
+        while config[last + CAP_NEXT]:
+            last = config[last + CAP_NEXT]
+        config[last + CAP_NEXT] = at
     else:
-        config[0x06] |= 0x10
-        config[0x34] = at
-    config[at], config[at + 1] = ident, 0
-    config[at + 2 : at + 2 + len(body)] = body
+        config[STATUS] |= CAPABILITIES_LIST
+        config[POINTER] = at
+    config[at + CAP_ID], config[at + CAP_NEXT] = ident, 0
+    config[at + STD_LINK : at + STD_LINK + len(body)] = body
 
 
 def pcie_offset(config: bytearray) -> int:
-    pos = config[0x34]
-    while config[pos] != 0x10:
-        pos = config[pos + 1]
+    pos = config[POINTER]
+    while config[pos + CAP_ID] != PCIE.id:
+        pos = config[pos + CAP_NEXT]
         assert pos, "no PCIe capability"
     return pos
 

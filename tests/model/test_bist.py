@@ -39,10 +39,12 @@ def test_a_start_reaches_a_bist_capable_function(value: int) -> None:
 def test_a_start_in_a_dword_write_reaches_the_device_alone() -> None:
     dev = device(CAPABLE)
     space = build_config_space(dev)
-    before = space.read(0x0C, 4)
-    space.write(0x0C, 4, (before & 0x00FFFFFF) | START << 24)
+    dword = COMMON_HEADER.CACHE_LINE_SIZE.offset  # to BIST, its top byte
+    before = space.read(dword, 4)
+    space.write(dword, 4, (before & 0x00FFFFFF) | START << 24)
     assert (BIST, 1, CAPABLE | START) in dev.writes
-    assert dev.read(0x0E, 1) == dev.initial[0x0E]  # the header type is untouched
+    header_type = COMMON_HEADER.HEADER_TYPE.offset
+    assert dev.read(header_type, 1) == dev.initial[header_type]  # the header type is untouched
 
 
 @pytest.mark.parametrize("value", [START, START | CAPABLE, CAPABLE, 0xFF])

@@ -9,7 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from pciback.engine import ConfigSpace
+from pciback.engine.chain import CAP_NEXT
 from pciback.errors import PciOpError
+from pciback.generated.names import COMMON_HEADER, TYPE0
 
 from .builders import (
     CAP_MSI,
@@ -25,12 +27,15 @@ from .builders import (
     view_of,
 )
 
+STATUS, POINTER = COMMON_HEADER.STATUS, TYPE0.CAPABILITIES_POINTER
+CAPABILITIES_LIST = STATUS.CAPABILITIES_LIST.mask
+
 
 def assert_sane(space: ConfigSpace) -> None:
     walked = chain(space)
     offsets = [o for o, _ in walked]
     assert len(offsets) == len(set(offsets)) <= 48
-    assert space.read(offsets[-1] + 1, 1) == 0 if offsets else True
+    assert space.read(offsets[-1] + CAP_NEXT, 1) == 0 if offsets else True
     ext = [o for o, _ in ext_chain(space)]
     assert len(ext) == len(set(ext))
     assert len(guest_bytes(space)) == space.size  # every offset answers
@@ -47,10 +52,14 @@ def std_three() -> tuple[ConfigBuilder, int, int, int]:
 @pytest.mark.parametrize(
     ("patch", "kept", "problem"),
     [
-        (lambda c, a, b_, v: c.__setitem__(v + 1, a), 3, "loops back"),  # last -> first
-        (lambda c, a, b_, v: c.__setitem__(b_ + 1, b_), 2, "loops back"),  # self loop
-        (lambda c, a, b_, v: c.__setitem__(b_ + 1, a | 3), 2, "loops back"),  # low bits ignored
-        (lambda c, a, b_, v: c.__setitem__(a + 1, 0x10), 1, "outside"),  # into the header
+        (lambda c, a, b_, v: c.__setitem__(v + CAP_NEXT, a), 3, "loops back"),  # last -> first
+        (lambda c, a, b_, v: c.__setitem__(b_ + CAP_NEXT, b_), 2, "loops back"),  # self loop
+        (
+            lambda c, a, b_, v: c.__setitem__(b_ + CAP_NEXT, a | 3),
+            2,
+            "loops back",
+        ),  # low bits ignored
+        (lambda c, a, b_, v: c.__setitem__(a + CAP_NEXT, 0x10), 1, "outside"),  # into the header
         (lambda c, a, b_, v: c.__setitem__(b_, 0xFF), 1, "all ones"),  # function gone
     ],
 )
@@ -62,17 +71,17 @@ def test_broken_standard_lists(patch: Patch, kept: int, problem: str) -> None:
     assert len(space.exposed) == kept
     assert any(problem in p for p in space.problems)
     assert_sane(space)
-    assert space.read(0x34, 1) == pm
+    assert space.read(POINTER.offset, POINTER.width) == pm
     assert dev.writes == []
 
 
 def test_a_pointer_into_the_header_gives_no_capabilities() -> None:
     b, *_ = std_three()
     cfg = bytearray(b.build())
-    cfg[0x34] = 0x20
+    cfg[POINTER.offset] = 0x20
     space, _ = view_of(bytes(cfg), bar_sizes=b.bar_sizes)
     assert space.exposed == () and chain(space) == []
-    assert not space.read(0x06, 2) & 0x10
+    assert not space.read(STATUS.offset, STATUS.width) & CAPABILITIES_LIST
 
 
 def test_the_longest_possible_list_is_walked_whole() -> None:
@@ -88,11 +97,11 @@ def test_the_longest_possible_list_is_walked_whole() -> None:
 def test_overlapping_capabilities_do_not_take_each_others_registers() -> None:
     b = endpoint()
     b.pcie()  # 0x40..0x7b
-    b.cap(CAP_PM, bytes(6), at=0x50)  # inside the PCIe capability
+    pm = b.cap(CAP_PM, bytes(6), at=0x50)  # inside the PCIe capability
     space, dev = b.space()
     assert [i for _, i in chain(space)] == [CAP_PCIE, CAP_PM]
     assert any("overlaps" in p for p in space.problems)
-    space.write(0x50, 2, 0xFFFF)  # PM's ID and next: the chain is the backend's
+    space.write(pm, 2, 0xFFFF)  # PM's ID and next: the chain is the backend's
     assert dev.writes == []
     assert_sane(space)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pciback.engine import ConfigSpace
+from pciback.generated.names import AER, DSN, SRIOV
 from pciback.sim.device import SimDevice
 
 from .builders import EXT_AER, EXT_DSN, EXT_SRIOV, endpoint, ext_chain
@@ -30,21 +31,25 @@ def test_the_extended_chain_is_the_devices() -> None:
 
 def test_aer_reads_from_the_device() -> None:
     space, dev, aer, *_ = extended_device()
-    dev.config[aer + 4 : aer + 8] = (0x00104010).to_bytes(4, "little")  # UR, poisoned TLP, DLP
-    assert space.read(aer + 4, 4) == 0x00104010
-    assert space.read(aer + 0x0C, 4) == dev.read(aer + 0x0C, 4)  # severity
-    assert space.read(aer + 0x18, 4) == dev.read(aer + 0x18, 4) & 0x1FFF
+    status = aer + AER.UNCORRECTABLE_STATUS.offset
+    severity, control = aer + AER.UNCORRECTABLE_SEVERITY.offset, aer + AER.CONTROL.offset
+    dev.config[status : status + 4] = (0x00104010).to_bytes(4, "little")  # UR, poisoned, DLP
+    assert space.read(status, 4) == 0x00104010
+    assert space.read(severity, 4) == dev.read(severity, 4)
+    assert space.read(control, 4) == dev.read(control, 4) & 0x1FFF
 
 
 @pytest.mark.parametrize("permissive", [False, True])
 def test_aer_never_takes_a_guest_write(permissive: bool) -> None:
     space, dev, aer, *_ = extended_device(permissive)
-    dev.config[aer + 4 : aer + 8] = (0x00104010).to_bytes(4, "little")
-    for rel in range(4, 0x2C, 4):
+    status = aer + AER.UNCORRECTABLE_STATUS.offset
+    dev.config[status : status + 4] = (0x00104010).to_bytes(4, "little")
+    # from the uncorrectable status to the header log: an endpoint's registers
+    for rel in range(AER.UNCORRECTABLE_STATUS.offset, AER.ROOT_ERROR_COMMAND.offset, 4):
         space.write(aer + rel, 4, 0xFFFFFFFF)  # clear status, unmask, make fatal, ECRC on
         space.write(aer + rel, 4, 0)
     assert dev.writes == []
-    assert dev.read(aer + 4, 4) == 0x00104010  # the host still sees the errors
+    assert dev.read(status, 4) == 0x00104010  # the host still sees the errors
 
 
 @pytest.mark.parametrize("permissive", [False, True])
@@ -52,12 +57,13 @@ def test_aer_root_registers_never_take_a_guest_write(permissive: bool) -> None:
     # A root port's or event collector's error interrupt enables (0x2c) and its
     # write-1-to-clear error status (0x30) are the host's AER service's.
     space, dev, aer, *_ = extended_device(permissive)
-    dev.config[aer + 0x30 : aer + 0x34] = (0x0000007F).to_bytes(4, "little")
-    for rel in (0x2C, 0x30, 0x34):
-        space.write(aer + rel, 4, 0xFFFFFFFF)
-        space.write(aer + rel, 4, 0)
+    root_status = aer + AER.ROOT_ERROR_STATUS.offset
+    dev.config[root_status : root_status + 4] = (0x0000007F).to_bytes(4, "little")
+    for reg in (AER.ROOT_ERROR_COMMAND, AER.ROOT_ERROR_STATUS, AER.ERROR_SOURCE_ID):
+        space.write(aer + reg.offset, 4, 0xFFFFFFFF)
+        space.write(aer + reg.offset, 4, 0)
     assert dev.writes == []
-    assert dev.read(aer + 0x30, 4) == 0x0000007F
+    assert dev.read(root_status, 4) == 0x0000007F
 
 
 # An ID no table describes (none is assigned to it as of PCIe 6.0).
@@ -83,9 +89,9 @@ def test_undescribed_extended_capabilities_are_read_only_unless_permissive() -> 
 def test_sriov_vf_enable_never_takes_a_guest_write(permissive: bool) -> None:
     # Linux leaves SR-IOV undescribed: in permissive mode a guest would create VFs in dom0.
     space, dev, _, dsn, sriov = extended_device(permissive)
-    assert space.read(dsn + 4, 4) == 0x03020100
-    space.write(sriov + 8, 2, 0x0001)  # VF enable
-    space.write(sriov + 0x10, 2, 0x0004)  # NumVFs
+    assert space.read(dsn + DSN.SERIAL_LOW.offset, DSN.SERIAL_LOW.width) == 0x03020100
+    space.write(sriov + SRIOV.CONTROL.offset, SRIOV.CONTROL.width, 0x0001)  # VF enable
+    space.write(sriov + SRIOV.NUM_VFS.offset, SRIOV.NUM_VFS.width, 0x0004)
     assert dev.writes == []
 
 

@@ -347,7 +347,7 @@ def test_the_power_budget_pcie6_registers_are_read_live_and_never_written(
     permissive: bool,
 ) -> None:
     view, sim, base = patched(CASES[IDS.index("power-budgeting")])
-    view.permissive = permissive
+    view.settings.permissive = permissive
     # Data Scale[2] (bit 21) and the PCIe 6.0 control (+0x06) and sense detect (+0x0D): what
     # the device holds, each time
     sim.config[base + 0x08 : base + 0x0C] = (0x00200000 | 0x0102).to_bytes(4, "little")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pciback.engine.chain import CAP_NEXT, STD_TTL
 from pciback.errors import PciOpError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0
 from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
@@ -17,18 +19,30 @@ FIXTURES = fixture_files()
 pytestmark = pytest.mark.skipif(not FIXTURES, reason="../shared/fixtures is absent")
 IDS = [p.name for p in FIXTURES]
 
-# Registers a guest can never change on the device (offsets of the type-0/1 header).
-INVARIANT = [(0x00, 4), (0x08, 4), (0x0C, 1), (0x0D, 1), (0x0E, 1), (0x34, 1), (0x3C, 2)]
+H = COMMON_HEADER
+STATUS, COMMAND, POINTER = H.STATUS, H.COMMAND, TYPE0.CAPABILITIES_POINTER
+# Registers a guest can never change on the device (the same in the type-0 and type-1 header).
+INVARIANT = [
+    (H.VENDOR_ID.offset, 4),  # and the device ID
+    (H.REVISION_ID.offset, 4),  # and the class
+    (H.CACHE_LINE_SIZE.offset, 1),
+    (H.LATENCY_TIMER.offset, 1),
+    (H.HEADER_TYPE.offset, 1),
+    (POINTER.offset, 1),
+    (TYPE0.INTERRUPT_LINE.offset, 2),  # and the pin
+]
+BARS = slice(TYPE0.BAR0.offset, TYPE0.CARDBUS_CIS.offset)
+ROM = slice(TYPE0.ROM.offset, TYPE0.ROM.offset + TYPE0.ROM.width)
 
 
 def physical_chain(dev: SimDevice) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
-    if not dev.read(0x06, 2) & 0x10:
+    if not dev.read(STATUS.offset, STATUS.width) & STATUS.CAPABILITIES_LIST.mask:
         return out
-    pos = dev.read(0x34, 1) & ~3
-    while pos and len(out) < 48:
+    pos = dev.read(POINTER.offset, POINTER.width) & ~3
+    while pos and len(out) < STD_TTL:
         out.append((pos, dev.read(pos, 1)))
-        pos = dev.read(pos + 1, 1) & ~3
+        pos = dev.read(pos + CAP_NEXT, 1) & ~3
     return out
 
 
@@ -39,8 +53,10 @@ def test_the_guest_sees_the_device(path: Path) -> None:
     assert not space.problems
     assert chain(space) == physical_chain(dev)
     seen = guest_bytes(space)
-    assert seen[:0x10] == bytes(dev.config[:0x10])  # IDs, command, status, class
-    assert seen[0x2C:0x30] == bytes(dev.config[0x2C:0x30])
+    header = slice(H.VENDOR_ID.offset, TYPE0.BAR0.offset)  # IDs, command, status, class, ...
+    subsystem = slice(TYPE0.SUBSYSTEM_VENDOR_ID.offset, TYPE0.ROM.offset)
+    assert seen[header] == bytes(dev.config[header])
+    assert seen[subsystem] == bytes(dev.config[subsystem])
     for off, ident in chain(space):
         assert space.read(off, 1) == ident
     assert dev.writes == []  # reading has no side effect
@@ -76,11 +92,15 @@ def test_a_hostile_sweep_leaves_the_host_in_charge(path: Path, permissive: bool)
     after = bytes(dev.config)
     for off, size in INVARIANT:
         assert after[off : off + size] == before[off : off + size], hex(off)
-    assert after[0x10:0x28] == before[0x10:0x28]  # BARs never moved
-    assert after[0x30:0x34] == before[0x30:0x34]  # nor the ROM
+    assert after[BARS] == before[BARS]  # BARs never moved
+    assert after[ROM] == before[ROM]  # nor the ROM
     assert physical_chain(dev) == caps
     for off, ident in caps:
-        if ident == 0x11:  # MSI-X enable and mask-all only through the op
-            assert after[off + 3] & 0xC0 == before[off + 3] & 0xC0
-    assert dev.read(0x04, 2) & 0x3 == before[0x04] & 0x3  # decode stays on for the host
-    assert refused >= sum(1 for _, i in caps if i in (0x05, 0x11))
+        if ident == MSIX.id:  # MSI-X enable and mask-all only through the op
+            high = off + MSIX.CONTROL.offset + 1
+            bits = (MSIX.CONTROL.ENABLE.mask | MSIX.CONTROL.FUNCTION_MASK.mask) >> 8
+            assert after[high] & bits == before[high] & bits
+    decode = COMMAND.IO_SPACE.mask | COMMAND.MEMORY_SPACE.mask
+    # decode stays on for the host
+    assert dev.read(COMMAND.offset, COMMAND.width) & decode == before[COMMAND.offset] & decode
+    assert refused >= sum(1 for _, i in caps if i in (MSI.id, MSIX.id))

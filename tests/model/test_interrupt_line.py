@@ -28,7 +28,9 @@ def test_the_guest_reads_dom0s_irq_and_cannot_write_it(path: Path) -> None:
     space = build_config_space(dev)
     assert space.read(LINE, 1) == DOM0_IRQ
     assert space.read(LINE, 2) & 0xFF == DOM0_IRQ  # and through a wider access
-    assert (space.read(LINE, 4) >> 8) & 0xFF == dev.read(LINE + 1, 1)  # the pin is the device's
+    assert (space.read(LINE, 4) >> 8) & 0xFF == dev.read(
+        TYPE0.INTERRUPT_PIN.offset, 1
+    )  # the pin: the device's
     before = len(dev.writes)
     space.write(LINE, 1, 0x05)
     assert space.read(LINE, 1) == DOM0_IRQ

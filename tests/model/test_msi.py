@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pciback.engine import ConfigSpace
+from pciback.engine.chain import CAP_NEXT
 from pciback.engine.registers import RegisterInstance
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, MSI
@@ -71,13 +72,14 @@ def test_the_message_never_takes_a_guest_write(
 ) -> None:
     space, dev, pos = msi_device(addr64, masking, permissive)
     _, length = LAYOUTS[(addr64, masking)]
-    dev.config[pos + 4 : pos + 8] = (0xFEE01000).to_bytes(4, "little")
-    for rel in range(4, length - length % 4, 4):
+    address = pos + MSI.ADDRESS.offset
+    dev.config[address : address + 4] = (0xFEE01000).to_bytes(4, "little")
+    for rel in range(MSI.ADDRESS.offset, length - length % 4, 4):
         space.write(pos + rel, 4, 0xFFFFFFFF)
     if length % 4:
         space.write(pos + length - 2, 2, 0xFFFF)
     assert [w for w in dev.writes if pos <= w[0] < pos + length] == []
-    assert space.read(pos + 4, 4) == 0xFEE01000
+    assert space.read(address, MSI.ADDRESS.width) == 0xFEE01000
 
 
 def test_extended_message_data_has_a_register_when_capable() -> None:
@@ -86,9 +88,9 @@ def test_extended_message_data_has_a_register_when_capable() -> None:
     b.poke(pos + CONTROL, 2, 0x0200)  # extended message data capable
     b.cap(0x09, b"\x05\x00\x00", at=pos + 12)
     space, dev = b.space()
-    assert register_at(space, pos + 0x0A) == "ext_data"
+    assert register_at(space, pos + MSI.EXT_DATA.offset(control_addr64=0)) == "ext_data"
     assert not space.problems
-    space.write(pos + 0x08, 4, 0xFFFFFFFF)
+    space.write(pos + MSI.DATA.offset(control_addr64=0), 4, 0xFFFFFFFF)  # data and ext data
     assert dev.writes == []
 
 
@@ -150,5 +152,5 @@ def test_multiple_message_enable_is_the_ops_and_guest_changes_are_ignored() -> N
 def test_the_next_pointer_follows_the_32_bit_layout() -> None:
     space, _, pos = msi_device(addr64=False, masking=False)
     assert space.read(pos, 1) == CAP_MSI
-    nxt = space.read(pos + 1, 1)
+    nxt = space.read(pos + CAP_NEXT, 1)
     assert nxt == pos + 12  # the vendor capability the builder placed right after

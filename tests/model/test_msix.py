@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from pciback.engine.chain import CAP_NEXT
 from pciback.errors import PciOpError, XenPciError
-from pciback.generated.names import MSIX
+from pciback.generated.names import MSI, MSIX
 from pciback.sim import SimHost
 
 from .builders import (
@@ -88,7 +89,7 @@ def test_with_interrupt_control_msix_is_refused_while_msi_is_on() -> None:
     with pytest.raises(PciOpError):
         space.write(pos + CONTROL, 2, ENABLE)
     assert not dev.read(pos + CONTROL, 2) & ENABLE
-    assert dev.read(msi + 2, 2) & 1
+    assert dev.read(msi + MSI.CONTROL.offset, MSI.CONTROL.width) & MSI.CONTROL.ENABLE.mask
     space.write(pos + CONTROL, 2, MASK_ALL)  # masking is no second interrupt type
     assert dev.read(pos + CONTROL, 2) & MASK_ALL
 
@@ -143,7 +144,8 @@ def test_the_op_cannot_enable_msix_on_a_hidden_layout() -> None:
             guest.enable_msix(ADDRESS, [0])
         assert info.value.err is XenPciError.OP_FAILED
         assert host.physical(ADDRESS).msix_entries is None
-        assert guest.conf_read(ADDRESS, 0x41, 1) == 0  # PM is now the last capability
+        pm = 0x40  # the builder's first capability
+        assert guest.conf_read(ADDRESS, pm + CAP_NEXT, 1) == 0  # PM is now the last capability
 
 
 def test_a_capability_running_into_extended_space_is_hidden() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.engine.chain import CAP_NEXT
+
 from .builders import CAP_PM, chain, endpoint
 
 # CompactPCI hot swap, vendor-specific, an unknown ID
@@ -31,4 +33,4 @@ def test_an_undescribed_capability_is_written_in_permissive_mode(ident: int) -> 
     space.write(pos + 4, 4, 0xA5A5A5A5)
     space.write(pos, 4, 0xFFFFFFFF)  # the ID and next pointer stay the backend's
     assert dev.writes == [(pos + 4, 4, 0xA5A5A5A5), (pos + 2, 2, 0xFFFF)]
-    assert space.read(pos, 1) == ident and space.read(pos + 1, 1) == 0
+    assert space.read(pos, 1) == ident and space.read(pos + CAP_NEXT, 1) == 0

@@ -126,9 +126,10 @@ def test_capability_registers_read_from_the_device() -> None:
     space, dev, pos = pcie_device()
     for rel in range(0, 0x3C, 4):
         if rel == 0:
-            assert space.read(pos, 4) >> 16 == dev.read(pos + 2, 2)
+            assert space.read(pos, 4) >> 16 == dev.read(pos + PCIE.CAPS.offset, PCIE.CAPS.width)
             continue
         hw = dev.read(pos + rel, 4)
         seen = space.read(pos + rel, 4)
         assert seen & ~hw == 0  # reserved bits may read 0, nothing is invented
-    assert space.read(pos + 4, 4) == dev.read(pos + 4, 4) & 0x7FFF8FFF
+    devcap = pos + PCIE.DEVCAP.offset
+    assert space.read(devcap, 4) == dev.read(devcap, 4) & 0x7FFF8FFF

@@ -7,12 +7,16 @@ import logging
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER, TYPE0, TYPE1
 from pciback.policy import build_config_space
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 from pciback.sim.fixtures import fixture
 
 from .builders import ADDRESS, ConfigBuilder, endpoint
+
+COMMAND = COMMON_HEADER.COMMAND
+POINTER = TYPE0.CAPABILITIES_POINTER
 
 
 def device_with_vendor_cap() -> tuple[ConfigBuilder, int]:
@@ -51,21 +55,25 @@ def test_permissive_is_per_device() -> None:
     loose = build_config_space(loose_dev, permissive=True)
     for space in (strict, loose):
         space.write(vendor + 4, 4, 0xCAFE)
-        space.write(0x04, 2, 0x0006 | 0x0008)  # special cycles: a permissive-only command bit
+        space.write(  # special cycles: a permissive-only command bit
+            COMMAND.offset,
+            COMMAND.width,
+            COMMAND.MEMORY_SPACE.mask | COMMAND.BUS_MASTER.mask | COMMAND.SPECIAL_CYCLES.mask,
+        )
     assert strict_dev.writes == []
     assert (vendor + 4, 4, 0xCAFE) in loose_dev.writes
-    assert loose_dev.read(0x04, 2) & 0x0008
+    assert loose_dev.read(COMMAND.offset, COMMAND.width) & COMMAND.SPECIAL_CYCLES.mask
     assert len(strict.warnings) == 1 and loose.warnings == []
 
 
 def test_permissive_never_opens_what_the_policy_keeps() -> None:
     b = endpoint()
-    b.pm()
+    pm = b.pm()
     space, dev = b.space(permissive=True)
-    space.write(0x00, 4, 0)  # IDs
-    space.write(0x34, 1, 0x80)  # the capability pointer
-    space.write(0x40, 2, 0)  # a chain link
-    space.write(0x08, 4, 0)  # class and revision
+    space.write(COMMON_HEADER.VENDOR_ID.offset, 4, 0)  # IDs
+    space.write(POINTER.offset, POINTER.width, 0x80)  # the capability pointer
+    space.write(pm, 2, 0)  # a chain link
+    space.write(COMMON_HEADER.REVISION_ID.offset, 4, 0)  # class and revision
     assert dev.writes == []
 
 
@@ -85,13 +93,14 @@ def test_the_reserved_header_bytes_stay_closed_in_permissive_mode(bridge: bool) 
     # specification; Linux leaves them undescribed, so its permissive mode writes them. They
     # read 0, as every reserved field here (rsvdp), whatever the device holds.
     b = ConfigBuilder(header_type=1) if bridge else endpoint()
-    stop = 0x38 if bridge else 0x3C
-    b.cfg[0x35:stop] = bytes(range(1, stop - 0x34))
+    start = TYPE0.RESERVED_35.offset
+    stop = TYPE1.ROM.offset if bridge else TYPE0.INTERRUPT_LINE.offset
+    b.cfg[start:stop] = bytes(range(1, stop - start + 1))
     space, dev = b.space(permissive=True)
-    for offset in range(0x35, stop):
+    for offset in range(start, stop):
         space.write(offset, 1, 0xA5)
     assert dev.writes == []
-    assert [space.read(offset, 1) for offset in range(0x35, stop)] == [0] * (stop - 0x35)
+    assert [space.read(offset, 1) for offset in range(start, stop)] == [0] * (stop - start)
 
 
 def test_the_reserved_header_bytes_of_a_real_dump_stay_closed() -> None:
@@ -102,8 +111,11 @@ def test_the_reserved_header_bytes_of_a_real_dump_stay_closed() -> None:
     device = SimDevice(ADDRESS, dump)
     space = build_config_space(device, permissive=True)
     device.writes.clear()  # building the view may turn PME off: not the guest's
-    before = device.read(0x34, 4), device.read(0x38, 4)
-    space.write(0x34, 4, 0xFFFFFF00 | space.read(0x34, 1))  # the pointer is read-only anyway
-    space.write(0x38, 4, 0xFFFFFFFF)
-    assert (device.read(0x34, 4), device.read(0x38, 4)) == before
+    # the pointer and the reserved bytes after it, then the last reserved dword
+    pointer, reserved = POINTER.offset, TYPE0.RESERVED_38.offset
+    before = device.read(pointer, 4), device.read(reserved, 4)
+    pointer_now = space.read(pointer, POINTER.width)  # the pointer is read-only anyway
+    space.write(pointer, 4, 0xFFFFFF00 | pointer_now)
+    space.write(reserved, 4, 0xFFFFFFFF)
+    assert (device.read(pointer, 4), device.read(reserved, 4)) == before
     assert device.writes == []

@@ -15,6 +15,7 @@ import pytest
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import Gap
+from pciback.generated.names import VIRTIO_PCI_CAP
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import PhaseCount, dumps, replay, view_of
 
@@ -104,13 +105,17 @@ def test_an_access_over_several_live_registers_reads_the_device_once() -> None:
 def test_virtio_structure_locations_are_read_once_and_only_in_virtio_devices() -> None:
     virtio = dump_named("virtio-net-1af4-1041-modern")
     view, device = view_of(virtio)
-    vendor = [c.offset for c in view.exposed if c.ident == 0x09]
+    v = VIRTIO_PCI_CAP
+    vendor = [c.offset for c in view.exposed if c.ident == v.id]
     assert vendor
     for cap in vendor:
-        assert isinstance(view.slot_at(cap + 3), RegisterInstance)  # cfg_type
-        if view.read(cap + 3, 1) == 5:  # the configuration access window stays the device's
-            assert isinstance(view.slot_at(cap + 4), Gap)
+        assert isinstance(view.slot_at(cap + v.CFG_TYPE.offset), RegisterInstance)
+        # the configuration access window (type 5) stays the device's
+        if view.read(cap + v.CFG_TYPE.offset, v.CFG_TYPE.width) == 5:
+            assert isinstance(view.slot_at(cap + v.BAR.offset), Gap)
         else:
             before = device.reads
-            view.read(cap + 4, 1), view.read(cap + 8, 4), view.read(cap + 12, 4)
+            view.read(cap + v.BAR.offset, v.BAR.width)
+            view.read(cap + v.OFFSET.offset, v.OFFSET.width)
+            view.read(cap + v.SIZE.offset, v.SIZE.width)
             assert device.reads == before

@@ -9,37 +9,38 @@ from pciback.control.hide import parse_quirk
 from pciback.control.quirks import quirk_register
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
-from pciback.generated.names import BE2NET
+from pciback.generated.names import BE2NET, PCIE, PM
 from pciback.sim import SimHost
 from pciback.sim.device import SimDevice
 
 from .builders import ADDRESS, CAP_PCIE, CAP_PM, ConfigBuilder, endpoint
 
-HOSTINTR = BE2NET.MEMBAR_INT_CTRL.HOST_INTR.mask
+CTRL = BE2NET.MEMBAR_INT_CTRL
+HOSTINTR = CTRL.HOST_INTR.mask
 
 
 def be2net(device: int) -> ConfigBuilder:
     b = endpoint(vendor=0x19A2, device=device)
     b.pm()
-    b.poke(0xFC, 4, 0x1000_0005)
+    b.poke(CTRL.offset, CTRL.width, 0x1000_0005)
     return b
 
 
 @pytest.mark.parametrize("device", [0x0211, 0x0221])
 def test_be2net_host_interrupt_bit_reaches_the_device(device: int) -> None:
     space, dev = be2net(device).space()
-    slot = space.slot_at(0xFC)
+    slot = space.slot_at(CTRL.offset)
     assert isinstance(slot, RegisterInstance) and slot.block.startswith("be2net")
-    space.write(0xFC, 4, 0xFFFF_FFFF)
-    assert dev.read(0xFC, 4) == 0x1000_0005 | HOSTINTR
-    space.write(0xFC, 4, 0)
-    assert dev.read(0xFC, 4) == 0x1000_0005
+    space.write(CTRL.offset, CTRL.width, 0xFFFF_FFFF)
+    assert dev.read(CTRL.offset, CTRL.width) == 0x1000_0005 | HOSTINTR
+    space.write(CTRL.offset, CTRL.width, 0)
+    assert dev.read(CTRL.offset, CTRL.width) == 0x1000_0005
     assert space.warnings == []
 
 
 def test_another_device_of_the_vendor_gets_no_quirk() -> None:
     space, dev = be2net(0x0700).space()
-    space.write(0xFC, 4, HOSTINTR)
+    space.write(CTRL.offset, CTRL.width, HOSTINTR)
     assert dev.writes == [] and space.warnings  # the default: dropped, with the hint
 
 
@@ -48,8 +49,9 @@ def test_the_quirk_holds_through_the_guest_protocol() -> None:
     with SimHost() as host:
         host.add_device(ADDRESS, b.build(), bar_sizes=b.bar_sizes)
         guest = host.attach(1, [ADDRESS])
-        guest.conf_write(ADDRESS, 0xFF, 1, 0x20)  # the driver's byte write of HOSTINTR
-        assert host.physical(ADDRESS).read(0xFC, 4) & HOSTINTR
+        # the driver's byte write of HOSTINTR, in the register's top byte
+        guest.conf_write(ADDRESS, CTRL.offset + 3, 1, HOSTINTR >> 24)
+        assert host.physical(ADDRESS).read(CTRL.offset, CTRL.width) & HOSTINTR
 
 
 def runtime(text: str, hide: tuple[int, ...] = ()) -> tuple[ConfigSpace, SimDevice, int, int, int]:
@@ -72,11 +74,12 @@ def test_a_runtime_quirk_passes_its_mask_through() -> None:
 
 
 def test_a_runtime_quirk_replaces_a_described_register() -> None:
-    pcie = 0x48
-    space, dev, *_ = runtime(f"0000:03:00.0-{pcie + 8:x}:2:00e0")  # max payload size
-    before = dev.read(pcie + 8, 2)
-    space.write(pcie + 8, 2, before | 0x00A0)
-    assert dev.read(pcie + 8, 2) == before | 0x00A0
+    pcie = 0x48  # where the builder places it, behind PM
+    devctl = pcie + PCIE.DEVCTL.offset
+    space, dev, *_ = runtime(f"0000:03:00.0-{devctl:x}:2:00e0")  # max payload size
+    before = dev.read(devctl, PCIE.DEVCTL.width)
+    space.write(devctl, PCIE.DEVCTL.width, before | 0x00A0)
+    assert dev.read(devctl, PCIE.DEVCTL.width) == before | 0x00A0
     assert space.read(pcie, 1) == CAP_PCIE
 
 
@@ -88,20 +91,21 @@ def test_a_runtime_quirk_replaces_a_described_register() -> None:
     ],
 )
 def test_a_runtime_quirk_cannot_undo_the_chain_or_split_a_register(text: str, why: str) -> None:
-    space, dev, *_ = runtime(text)
+    space, dev, pm, *_ = runtime(text)
     assert any(why in p for p in space.problems)
     offset = int(text.split("-")[1].split(":")[0], 16)
     slot = space.slot_at(offset)
     assert not (isinstance(slot, RegisterInstance) and slot.block == "runtime-quirk")
     space.write(offset, 1, 0xFF)
-    assert dev.read(0x40, 2) == 0x4801  # PM's ID and next pointer, untouched
+    assert dev.read(pm, 2) == 0x4801  # PM's ID and next pointer, untouched
 
 
 def test_a_runtime_quirk_cannot_reach_into_a_hidden_capability() -> None:
     space, dev, pm, *_ = runtime("03:00.0-44:2:ffff", hide=(CAP_PM,))
     assert any("hidden" in p for p in space.problems)
-    space.write(pm + 4, 2, 0xFFFF)
-    assert dev.writes == [] and space.read(pm + 4, 2) == 0
+    pmcsr = pm + PM.PMCSR.offset
+    space.write(pmcsr, PM.PMCSR.width, 0xFFFF)
+    assert dev.writes == [] and space.read(pmcsr, PM.PMCSR.width) == 0
 
 
 def test_a_runtime_quirk_outside_the_device_is_ignored() -> None:
@@ -113,8 +117,9 @@ def test_a_runtime_quirk_never_echoes_the_write_one_to_clear_bits_it_replaces() 
     # The operator lets the guest acknowledge "unsupported request detected" (device status
     # bit 3) only; the other error bits stay the host's, and a 1 read back from them must not
     # be written back and so clear them.
-    pcie = 0x48
-    space, dev, *_ = runtime(f"0000:03:00.0-{pcie + 0xA:x}:2:0008")
-    dev.config[pcie + 0xA] = 0x0F  # correctable, non-fatal, fatal, UR detected
-    space.write(pcie + 0xA, 2, 0x0008)
-    assert dev.writes == [(pcie + 0xA, 1, 0x08)]  # the byte holding the bit, the 1 only
+    pcie = 0x48  # where the builder places it, behind PM
+    devsta = pcie + PCIE.DEVSTA.offset
+    space, dev, *_ = runtime(f"0000:03:00.0-{devsta:x}:2:0008")
+    dev.config[devsta] = 0x0F  # correctable, non-fatal, fatal, UR detected
+    space.write(devsta, PCIE.DEVSTA.width, 0x0008)
+    assert dev.writes == [(devsta, 1, 0x08)]  # the byte holding the bit, the 1 only

@@ -14,6 +14,7 @@ import pytest
 from pciback.cli import build_parser
 from pciback.cli.view import guest_view
 from pciback.dumps import format_lspci, parse_lspci_text
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.sim.device import SimDevice
 
 from .builders import (
@@ -33,6 +34,8 @@ from .builders import (
 )
 
 LSPCI = shutil.which("lspci")
+STATUS = COMMON_HEADER.STATUS.offset  # its low byte holds the capability-list bit
+CAPABILITIES_LIST = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
 CAPABILITY_LINE = re.compile(r"^\s*Capabilities: \[([0-9a-f]+)(?: v\d+)?\] ([^:,\n]*)", re.M)
 
 
@@ -110,8 +113,9 @@ def test_the_host_irq_is_the_interrupt_line_the_guest_reads(
     dump = rich_dump(tmp_path)
     status, text, _ = run_view(capsys, str(dump), "--host-irq", "23")
     [parsed] = parse_lspci_text(text)
-    assert status == 0 and parsed.config[0x3C] == 23 and parsed.config[0x3D] == 1
-    assert parsed.config[:0x3C] == guest_view(dump)[0][:0x3C]
+    line, pin = TYPE0.INTERRUPT_LINE.offset, TYPE0.INTERRUPT_PIN.offset
+    assert status == 0 and parsed.config[line] == 23 and parsed.config[pin] == 1
+    assert parsed.config[:line] == guest_view(dump)[0][:line]
     with pytest.raises(SystemExit):
         main(["view", str(dump), "--host-irq", "-1"])
 
@@ -152,7 +156,7 @@ def test_problems_of_the_device_go_to_stderr(
     path.write_bytes(b.build())
     status, text, err = run_view(capsys, str(path))
     assert status == 0 and "MSI-X" in err and "hidden" in err
-    assert not parse_lspci_text(text)[0].config[0x06] & 0x10
+    assert not parse_lspci_text(text)[0].config[STATUS] & CAPABILITIES_LIST
 
 
 def test_a_64_byte_dump_views_without_its_capabilities(
@@ -166,7 +170,8 @@ def test_a_64_byte_dump_views_without_its_capabilities(
     assert status == 0 and err.count("beyond the 64 bytes") == 1
     [parsed] = parse_lspci_text(text)
     assert len(parsed.config) == 64
-    assert parsed.config[0x34] == 0 and not parsed.config[0x06] & 0x10
+    pointer = TYPE0.CAPABILITIES_POINTER.offset
+    assert parsed.config[pointer] == 0 and not parsed.config[STATUS] & CAPABILITIES_LIST
 
 
 # -- pciutils' decoder -------------------------------------------------------------------------

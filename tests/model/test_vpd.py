@@ -41,13 +41,13 @@ def test_setting_the_flag_is_refused_and_writes_nothing(permissive: bool) -> Non
         space.write(pos + ADDR, 2, FLAG | 0x0040)
     assert info.value.err is XenPciError.ACCESS_DENIED
     with pytest.raises(PciOpError):
-        space.write(pos + ADDR + 1, 1, 0x80)  # the flag's byte alone
+        space.write(pos + (VPD.ADDRESS.offset + 1), 1, 0x80)  # the flag's byte alone
     assert dev.writes == []
 
 
 def test_a_low_byte_write_does_not_trip_over_a_flag_left_set() -> None:
     space, dev, pos = vpd_device()
-    dev.config[pos + ADDR + 1] = 0x80  # the device finished a read
+    dev.config[pos + (VPD.ADDRESS.offset + 1)] = 0x80  # the device finished a read
     space.write(pos + ADDR, 1, 0x10)
     assert dev.writes == [(pos + ADDR, 1, 0x10)]
 

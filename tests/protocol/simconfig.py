@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0
 from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.interrupts import InterruptControl
 from pciback.protocol.transport import SharedPage
@@ -33,24 +34,29 @@ def nic_config(*, msi: bool = True, msix: bool = True, command: int = 0x0006) ->
     """A type-0 network function: BAR0 32-bit memory, PM -> MSI (64-bit, 8 vectors) -> MSI-X
     (8 entries in BAR0), INTx pin A on line 11."""
     cfg = bytearray(256)
-    struct.pack_into("<HHHH", cfg, 0, 0x8086, 0x10D3, command, 0x0010)
-    struct.pack_into("<I", cfg, 0x08, 0x02000001)  # class 02:00:00, revision 1
-    struct.pack_into("<I", cfg, 0x10, 0xFE000000)
-    struct.pack_into("<HH", cfg, 0x2C, 0x8086, 0xA01F)
-    cfg[0x34] = PM_CAP
-    cfg[0x3C], cfg[0x3D] = INTERRUPT_LINE, 1
+    status = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
+    # vendor, device, command and status
+    struct.pack_into("<HHHH", cfg, COMMON_HEADER.VENDOR_ID.offset, 0x8086, 0x10D3, command, status)
+    revision = COMMON_HEADER.REVISION_ID.offset
+    struct.pack_into("<I", cfg, revision, 0x02000001)  # class 02:00:00, revision 1
+    struct.pack_into("<I", cfg, TYPE0.BAR0.offset, 0xFE000000)
+    struct.pack_into("<HH", cfg, TYPE0.SUBSYSTEM_VENDOR_ID.offset, 0x8086, 0xA01F)
+    cfg[TYPE0.CAPABILITIES_POINTER.offset] = PM_CAP
+    cfg[TYPE0.INTERRUPT_LINE.offset], cfg[TYPE0.INTERRUPT_PIN.offset] = INTERRUPT_LINE, 1
     chain = [PM_CAP] + ([MSI_CAP] if msi else []) + ([MSIX_CAP] if msix else [])
     for pos, nxt in zip(chain, [*chain[1:], 0], strict=True):
         cfg[pos + 1] = nxt
-    cfg[PM_CAP] = 0x01
-    struct.pack_into("<HH", cfg, PM_CAP + 2, 0x0003, 0x0008)
+    cfg[PM_CAP] = PM.id
+    struct.pack_into("<HH", cfg, PM_CAP + PM.PMC.offset, 0x0003, 0x0008)  # PMC, PMCSR
     if msi:
-        cfg[MSI_CAP] = 0x05
+        cfg[MSI_CAP] = MSI.id
         mmc = MSI_CAPABLE_VECTORS.bit_length() - 1
-        struct.pack_into("<H", cfg, MSI_CAP + 2, 0x0080 | mmc << 1)
+        control = MSI.CONTROL.ADDR64.mask | mmc << MSI.CONTROL.MULTIPLE_MESSAGE_CAPABLE.shift
+        struct.pack_into("<H", cfg, MSI_CAP + MSI.CONTROL.offset, control)
     if msix:
-        cfg[MSIX_CAP] = 0x11
-        struct.pack_into("<HII", cfg, MSIX_CAP + 2, MSIX_TABLE_SIZE - 1, 0x2000, 0x3000)
+        cfg[MSIX_CAP] = MSIX.id
+        control_table_pba = (MSIX_TABLE_SIZE - 1, 0x2000, 0x3000)
+        struct.pack_into("<HII", cfg, MSIX_CAP + MSIX.CONTROL.offset, *control_table_pba)
     return bytes(cfg)
 
 

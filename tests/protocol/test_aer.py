@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import ChannelState, Cmd, ErsResult, Flag
 from pciback.protocol.aer import AerOutcome, recover
 from pciback.protocol.connection import AerAborted, AerTarget, BackendConnection
@@ -19,6 +20,8 @@ from pciback.sim.device import SimDevice
 from pciback.sim.frontend import AerRequest
 
 from .simconfig import nic_config
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 ADDR = "0000:03:00.0"
 SEIZE_RESETS = 1  # the stub pool resets a device when it takes it from the host
@@ -73,7 +76,8 @@ def test_a_handler_that_recovers_is_asked_to_resume(host: SimHost) -> None:
     )
     assert host.owner(ADDR) == 7 and device.resets == SEIZE_RESETS and host.hypervisor.killed == []
     assert not guest.page.test_bit(Flag.PCIB_ACTIVE)
-    assert guest.conf_read(ADDR, 0, 2) == 0x8086  # the guest keeps working
+    # the guest keeps working
+    assert guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086
 
 
 def test_can_recover_goes_through_mmio(host: SimHost) -> None:
@@ -159,7 +163,8 @@ def test_ops_are_served_while_an_aer_request_is_pending(host: SimHost) -> None:
     recovery = threading.Thread(target=lambda: outcomes.append(host.inject_aer(ADDR)))
     recovery.start()
     assert asked.wait(5)
-    assert guest.conf_read(ADDR, 0, 2) == 0x8086  # answered while the backend waits
+    # answered while the backend waits
+    assert guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086
     recovery.join(5)
     assert outcomes[0].killed
 
@@ -221,7 +226,7 @@ def test_a_device_detached_and_given_to_another_guest_during_the_wait_is_left_al
         assert host.hypervisor.killed == []
         assert device.resets == resets
         assert host.owner(ADDR) == 8
-        assert host.guest(8).conf_read(ADDR, 0, 2) == 0x8086
+        assert host.guest(8).conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086
 
 
 def test_stopping_the_daemon_ends_a_recovery_at_once_with_no_kill(tmp_path: Path) -> None:
@@ -293,7 +298,7 @@ def test_an_aer_handler_reads_config_space_while_it_answers(host: SimHost) -> No
     seen: list[int] = []
 
     def handler(request: AerRequest) -> int:
-        seen.append(guest.conf_read(ADDR, 0, 2))
+        seen.append(guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width))
         return int(ErsResult.RECOVERED)
 
     guest.set_aer_handler(handler)
@@ -329,7 +334,7 @@ def _answered_while_busy(host: SimHost) -> None:
             return serve(req)
 
         guest.backend.handler = late
-        assert guest.conf_read(ADDR, 0, 2) == 0x8086
+        assert guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086
     finally:
         release.set()
         recovery.join(10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0
 from pciback.ports.bus import BarKind
 from pciback.sim import SimHost
 
@@ -21,23 +22,25 @@ def test_enumeration_finds_ids_bars_and_capabilities(host: SimHost) -> None:
     nic = found["0000:03:00.0"]
     assert (nic.vendor, nic.device, nic.class_code, nic.header_type) == (0x8086, 0x10D3, 0x20000, 0)
     assert nic.bars[0].kind is BarKind.MEM32 and nic.bars[0].size == 0x4000
-    assert nic.capabilities == [(0x01, PM_CAP), (0x05, MSI_CAP), (0x11, MSIX_CAP)]
+    assert nic.capabilities == [(PM.id, PM_CAP), (MSI.id, MSI_CAP), (MSIX.id, MSIX_CAP)]
 
     net = found["0000:03:01.0"]
     assert (net.vendor, net.device) == (0x1AF4, 0x1041)
     assert net.bars[0].kind is BarKind.MEM64
     assert net.bars[0].size == host.physical("0000:03:01.0").bars()[0].size
-    assert [cap_id for cap_id, _ in net.capabilities][-1] == 0x11
+    assert [cap_id for cap_id, _ in net.capabilities][-1] == MSIX.id
 
 
 def test_sizing_leaves_bars_and_command_as_they_were(host: SimHost) -> None:
     device = host.add_device("0000:03:00.0", nic_config(), bar_sizes={0: 0x4000})
     guest = host.attach(1, ["0000:03:00.0"])
-    before = [guest.conf_read("0000:03:00.0", off, 4) for off in (0x04, 0x10, 0x14, 0x30)]
+    # command (and status), BAR0, BAR1 and the ROM
+    dwords = (COMMON_HEADER.COMMAND, TYPE0.BAR0, TYPE0.BAR1, TYPE0.ROM)
+    before = [guest.conf_read("0000:03:00.0", reg.offset, 4) for reg in dwords]
     guest.enumerate()
-    after = [guest.conf_read("0000:03:00.0", off, 4) for off in (0x04, 0x10, 0x14, 0x30)]
+    after = [guest.conf_read("0000:03:00.0", reg.offset, 4) for reg in dwords]
     assert after == before
-    assert device.read(0x10, 4) == 0xFE000000
+    assert device.read(TYPE0.BAR0.offset, TYPE0.BAR0.width) == 0xFE000000
 
 
 def test_a_driver_gets_msix_where_there_is_msix(host: SimHost) -> None:

@@ -14,8 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 NET = "0000:03:00.0"
 CEILING = 1024  # FD_SETSIZE
@@ -43,4 +47,4 @@ def test_a_guest_on_descriptors_above_1023_is_served() -> None:
         host.add_device(NET, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [NET])
         assert guest.channel.backend.fileno() >= CEILING
-        assert guest.conf_read(guest.devices[0], 0, 4) == 0x10411AF4
+        assert guest.conf_read(guest.devices[0], VENDOR_ID.offset, 4) == 0x10411AF4

@@ -6,10 +6,14 @@ from __future__ import annotations
 import random
 
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd, ffi
 from pciback.sim import SimHost
 
 from .simconfig import nic_config
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 ADDR = "0000:03:00.0"
 ERRORS = {int(e) for e in XenPciError}
@@ -48,6 +52,6 @@ def test_garbage_ops_get_abi_answers_and_leak_nothing(host: SimHost) -> None:
         assert not (irq.msi_enabled and irq.msix_enabled)
         believed = set(irq.msi_pirqs) | {p for _, p in irq.msix_pirqs}
         assert set(host.hypervisor.pirqs_of(1)) == believed
-    assert guest.conf_read(ADDR, 0, 2) == 0x8086  # still serving
+    assert guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086  # still serving
     host.destroy_guest(1)
     assert host.hypervisor.mapped == {}

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.sim import PciOpError, SimHost, XenPciError
 from pciback.sim.host import SimGuest
 from pciback.xenbus.parse import MAX_DEVS
 from pciback.xenbus.states import XenbusState as S
 
 from .simconfig import FIXTURES
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 A = "0000:03:00.0"
 B = "0000:04:00.0"
@@ -26,7 +30,7 @@ BE = "/local/domain/0/backend/pci/1/0"
 def seen(guest: SimGuest) -> dict[int, str]:
     """What the guest is given: each device's vendor and device IDs, read over the shared
     page, to its guest-visible address."""
-    return {guest.conf_read(g, 0, 4): g for g in guest.devices}
+    return {guest.conf_read(g, VENDOR_ID.offset, 4): g for g in guest.devices}
 
 
 @pytest.mark.parametrize("mode", ["vpci", "passthrough"])
@@ -50,7 +54,7 @@ def test_hot_plug_cycles_keep_the_backend_and_the_other_device_served(mode: str)
             # The device that stayed is served at the guest address it had.
             assert seen(guest) == {IDS[other]: before[IDS[other]]}, cycle
             with pytest.raises(PciOpError) as info:
-                guest.conf_read(before[IDS[first]], 0, 4)
+                guest.conf_read(before[IDS[first]], VENDOR_ID.offset, 4)
             assert info.value.err == XenPciError.DEV_NOT_FOUND
             assert host.owner(first) is None
             # It comes back at index 1, after the device that stayed.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.abi import SH_INFO_MAX_VEC, Cmd, Flag
 from pciback.protocol.connection import BackendConnection
@@ -126,7 +127,8 @@ def test_through_the_engine_a_physical_read_that_scribbles_changes_nothing(
 ) -> None:
     device = host.add_device(ADDR, nic_config(), bar_sizes={0: 0x4000})
     guest = host.attach(1, [ADDR])
-    status = guest.conf_read(ADDR, 0x06, 2)
+    at, width = COMMON_HEADER.STATUS.offset, COMMON_HEADER.STATUS.width
+    status = guest.conf_read(ADDR, at, width)
     seized = list(device.writes)  # the stub pool's, before the guest came
     real_read = device.read
 
@@ -135,7 +137,7 @@ def test_through_the_engine_a_physical_read_that_scribbles_changes_nothing(
         return real_read(offset, size)
 
     monkeypatch.setattr(device, "read", read_and_scribble)
-    reply = guest.frontend.do_op(Cmd.CONF_READ, ADDR, offset=0x06, size=2)
+    reply = guest.frontend.do_op(Cmd.CONF_READ, ADDR, offset=at, size=width)
     assert int(guest.page.info.op.cmd) == Cmd.CONF_WRITE  # the scribble did happen
     assert (reply.err, reply.value) == (XenPciError.SUCCESS, status)
     assert device.writes == seized

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX
 from pciback.ports.hypervisor import IrqKind
 from pciback.protocol.abi import Cmd
 from pciback.sim import MultiMsiRefused, SimGuest, SimHost
@@ -18,6 +19,9 @@ from pciback.sim.hypervisor import SimHypervisor
 from .simconfig import INTERRUPT_LINE, MSI_CAP, MSIX_CAP, MSIX_TABLE_SIZE, nic_config, refused
 
 ADDR = "0000:03:00.0"
+MSI_CONTROL, MSI_ADDRESS = MSI_CAP + MSI.CONTROL.offset, MSI_CAP + MSI.ADDRESS.offset
+MSIX_CONTROL = MSIX_CAP + MSIX.CONTROL.offset
+MSI_ENABLE, MSIX_ENABLE = MSI.CONTROL.ENABLE.mask, MSIX.CONTROL.ENABLE.mask
 
 
 def attach(
@@ -36,9 +40,9 @@ def test_enable_msi_maps_a_pirq_and_programs_the_device(host: SimHost) -> None:
     assert host.hypervisor.calls == [("map_pirq", 1, ADDR, "msi", 0, 1)]
     assert host.hypervisor.pirqs_of(1) == [pirq]
     assert device.msi_vectors == 1
-    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
-    assert control & 1 and control == device.read(MSI_CAP + 2, 2)
-    assert guest.conf_read(ADDR, MSI_CAP + 4, 4) == device.read(MSI_CAP + 4, 4) != 0
+    control = guest.conf_read(ADDR, MSI_CONTROL, 2)
+    assert control & MSI_ENABLE and control == device.read(MSI_CONTROL, 2)
+    assert guest.conf_read(ADDR, MSI_ADDRESS, 4) == device.read(MSI_ADDRESS, 4) != 0
 
 
 def test_disable_msi_unmaps_and_answers_the_intx_line(host: SimHost) -> None:
@@ -48,7 +52,7 @@ def test_disable_msi_unmaps_and_answers_the_intx_line(host: SimHost) -> None:
     assert (reply.err, reply.value) == (XenPciError.SUCCESS, INTERRUPT_LINE)
     assert host.hypervisor.calls[-1] == ("unmap_pirq", 1, pirq)
     assert host.hypervisor.pirqs_of(1) == []
-    assert not guest.conf_read(ADDR, MSI_CAP + 2, 2) & 1
+    assert not guest.conf_read(ADDR, MSI_CONTROL, 2) & MSI_ENABLE
     guest.disable_msi(ADDR)  # disabling what is off is harmless, as in Linux
     assert device.msi_vectors == 0
 
@@ -101,7 +105,8 @@ def test_multi_msi_maps_an_aligned_block_and_sets_the_enabled_count(host: SimHos
     base = guest.enable_multi_msi(ADDR, 4)
     assert base % 4 == 0
     assert host.hypervisor.pirqs_of(1) == [base, base + 1, base + 2, base + 3]
-    assert (guest.conf_read(ADDR, MSI_CAP + 2, 2) >> 4) & 7 == 2  # 2**2 messages enabled
+    enabled = MSI.CONTROL.MULTIPLE_MESSAGE_ENABLE.get(guest.conf_read(ADDR, MSI_CONTROL, 2))
+    assert enabled == 2  # 2**2 messages enabled
     assert device.msi_vectors == 4
     guest.disable_msi(ADDR)
     assert host.hypervisor.pirqs_of(1) == []
@@ -126,10 +131,10 @@ def test_enable_msix_gives_one_vector_per_entry(host: SimHost) -> None:
     assert len(set(vectors)) == 3
     assert [c[4] for c in host.hypervisor.calls] == [0, 3, 7]
     assert device.msix_entries == (0, 3, 7)
-    assert guest.conf_read(ADDR, MSIX_CAP + 2, 2) & 0x8000
+    assert guest.conf_read(ADDR, MSIX_CONTROL, 2) & MSIX_ENABLE
     guest.disable_msix(ADDR)
     assert host.hypervisor.pirqs_of(1) == []
-    assert not guest.conf_read(ADDR, MSIX_CAP + 2, 2) & 0x8000
+    assert not guest.conf_read(ADDR, MSIX_CONTROL, 2) & MSIX_ENABLE
 
 
 def test_enable_msix_accepts_a_count(host: SimHost) -> None:
@@ -164,9 +169,10 @@ def test_msix_counts_beyond_the_page_are_refused(host: SimHost, count: int) -> N
 
 def test_msix_needs_memory_decoding(host: SimHost) -> None:
     guest, device = attach(host)
-    device.write(0x04, 2, 0)  # decoding off on the host (the pool leaves it on)
+    command = COMMON_HEADER.COMMAND
+    device.write(command.offset, command.width, 0)  # decoding off on the host (the pool: on)
     assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
-    device.write(0x04, 2, 0x2)  # the host turns decoding on
+    device.write(command.offset, command.width, command.MEMORY_SPACE.mask)  # the host turns it on
     assert len(guest.enable_msix(ADDR, [0])) == 1
 
 
@@ -206,7 +212,7 @@ def test_detach_tears_down_that_device_only(host: SimHost) -> None:
     assert host.hypervisor.pirqs_of(1) == [kept]
     assert device.msi_vectors == 0 and other.msi_vectors == 1
     with pytest.raises(PciOpError) as info:
-        guest.conf_read(ADDR, 0, 2)
+        guest.conf_read(ADDR, COMMON_HEADER.VENDOR_ID.offset, COMMON_HEADER.VENDOR_ID.width)
     assert info.value.err == XenPciError.DEV_NOT_FOUND
 
 

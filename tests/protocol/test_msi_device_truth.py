@@ -20,9 +20,15 @@ except FileNotFoundError:
     pytest.skip("../shared/fixtures/qemu is absent", allow_module_level=True)
 
 ADDR = "0000:03:00.0"
-MSI_CAP, MSIX_CAP = 0xD0, 0xA0  # the dump's (MANIFEST.md)
 MSI_ENABLE = MSI.CONTROL.ENABLE.mask
 MSIX_ENABLE = MSIX.CONTROL.ENABLE.mask
+
+
+def control(device: SimDevice, block: type[MSI] | type[MSIX]) -> int:
+    """Where the device's MSI or MSI-X control is (the dump's: MSI at 0xd0, MSI-X at 0xa0)."""
+    cap = device.find_capability(block.id)
+    assert cap is not None
+    return cap + block.CONTROL.offset
 
 
 def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:
@@ -36,9 +42,10 @@ def attach_with_interrupt_control(host: SimHost) -> tuple[SimGuest, SimDevice]:
 def test_msix_turned_off_by_a_config_write_can_be_enabled_again(host: SimHost) -> None:
     guest, device = attach_with_interrupt_control(host)
     first = guest.enable_msix(ADDR, [0, 1])
-    control = guest.conf_read(ADDR, MSIX_CAP + 2, 2)
-    guest.conf_write(ADDR, MSIX_CAP + 2, 2, control & ~MSIX_ENABLE)  # behind the ops
-    assert device.read(MSIX_CAP + 2, 2) & MSIX_ENABLE == 0
+    at = control(device, MSIX)
+    value = guest.conf_read(ADDR, at, MSIX.CONTROL.width)
+    guest.conf_write(ADDR, at, MSIX.CONTROL.width, value & ~MSIX_ENABLE)  # behind the ops
+    assert device.read(at, MSIX.CONTROL.width) & MSIX_ENABLE == 0
     again = guest.enable_msix(ADDR, [0, 1])
     assert host.hypervisor.pirqs_of(1) == sorted(again)  # the first mapping is gone
     assert all(("unmap_pirq", 1, p) in host.hypervisor.calls for p in first)
@@ -48,23 +55,25 @@ def test_msix_turned_off_by_a_config_write_can_be_enabled_again(host: SimHost) -
 def test_msi_turned_off_by_a_config_write_lets_msix_on(host: SimHost) -> None:
     guest, device = attach_with_interrupt_control(host)
     pirq = guest.enable_msi(ADDR)
-    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
-    guest.conf_write(ADDR, MSI_CAP + 2, 2, control & ~MSI_ENABLE)
+    at = control(device, MSI)
+    value = guest.conf_read(ADDR, at, MSI.CONTROL.width)
+    guest.conf_write(ADDR, at, MSI.CONTROL.width, value & ~MSI_ENABLE)
     vectors = guest.enable_msix(ADDR, [0])
     assert host.hypervisor.pirqs_of(1) == vectors  # the MSI PIRQ went first (and may be reused)
     assert host.hypervisor.calls.index(("unmap_pirq", 1, pirq)) < len(host.hypervisor.calls) - 1
-    assert device.read(MSI_CAP + 2, 2) & MSI_ENABLE == 0
+    assert device.read(at, MSI.CONTROL.width) & MSI_ENABLE == 0
 
 
 def test_a_mode_a_config_write_turned_on_refuses_both_enables(host: SimHost) -> None:
     guest, device = attach_with_interrupt_control(host)
-    control = guest.conf_read(ADDR, MSI_CAP + 2, 2)
-    guest.conf_write(ADDR, MSI_CAP + 2, 2, control | MSI_ENABLE)  # no PIRQ behind it
-    assert device.read(MSI_CAP + 2, 2) & MSI_ENABLE
+    msi, msix = control(device, MSI), control(device, MSIX)
+    value = guest.conf_read(ADDR, msi, MSI.CONTROL.width)
+    guest.conf_write(ADDR, msi, MSI.CONTROL.width, value | MSI_ENABLE)  # no PIRQ behind it
+    assert device.read(msi, MSI.CONTROL.width) & MSI_ENABLE
     assert refused(lambda: guest.enable_msix(ADDR, [0])) == XenPciError.OP_FAILED
     assert refused(lambda: guest.enable_msi(ADDR)) == XenPciError.OP_FAILED
     assert host.hypervisor.calls == []  # nothing mapped
-    assert device.read(MSIX_CAP + 2, 2) & MSIX_ENABLE == 0  # never both on
+    assert device.read(msix, MSIX.CONTROL.width) & MSIX_ENABLE == 0  # never both on
 
 
 def test_a_bridge_seized_with_its_msi_on_is_not_reprogrammed() -> None:
@@ -72,10 +81,11 @@ def test_a_bridge_seized_with_its_msi_on_is_not_reprogrammed() -> None:
     with SimHost() as host:
         device = host.add_device("0000:00:1e.0", dump)
         guest = host.attach(1, ["0000:00:1e.0"])
-        msi = device.find_capability(0x05)
-        assert msi is not None and device.read(msi + 2, 2) & MSI_ENABLE
-        message = device.read(msi + 4, 4)
+        msi = device.find_capability(MSI.id)
+        assert msi is not None
+        assert device.read(msi + MSI.CONTROL.offset, MSI.CONTROL.width) & MSI_ENABLE
+        message = device.read(msi + MSI.ADDRESS.offset, MSI.ADDRESS.width)
         host.hypervisor.calls.clear()
         assert refused(lambda: guest.enable_msi("0000:00:1e.0")) == XenPciError.OP_FAILED
         assert host.hypervisor.calls == []
-        assert device.read(msi + 4, 4) == message
+        assert device.read(msi + MSI.ADDRESS.offset, MSI.ADDRESS.width) == message

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import MSI as MSI_NAMES
+from pciback.generated.names import MSIX as MSIX_NAMES
 from pciback.generated.names import PM as PM_NAMES
 from pciback.protocol.abi import Cmd
 from pciback.protocol.interrupts import D3COLD, power_state
@@ -32,7 +34,7 @@ D1_SUPPORT, D2_SUPPORT = PM_NAMES.PMC.D1_SUPPORT.mask, PM_NAMES.PMC.D2_SUPPORT.m
 
 def config() -> bytes:
     cfg = bytearray(DUMP.read_bytes())
-    assert (cfg[PM], cfg[MSI], cfg[MSIX]) == (0x01, 0x05, 0x11)
+    assert (cfg[PM], cfg[MSI], cfg[MSIX]) == (PM_NAMES.id, MSI_NAMES.id, MSIX_NAMES.id)
     pmc = int.from_bytes(cfg[PMC : PMC + 2], "little") | D1_SUPPORT | D2_SUPPORT
     cfg[PMC : PMC + 2] = pmc.to_bytes(2, "little")
     return bytes(cfg)
@@ -48,7 +50,7 @@ def attach(host: SimHost) -> tuple[SimGuest, SimDevice, str]:
 
 def enter(guest: SimGuest, addr: str, state: int) -> None:
     guest.conf_write(addr, PMCSR, 2, state)
-    assert guest.conf_read(addr, PMCSR, 2) & 3 == state
+    assert guest.conf_read(addr, PMCSR, 2) & PM_NAMES.PMCSR.POWER_STATE.mask == state
 
 
 @pytest.mark.parametrize("state", [1, 2, 3])
@@ -62,8 +64,10 @@ def test_neither_msi_nor_msix_is_enabled_outside_d0(host: SimHost, state: int) -
     assert multi.err == XenPciError.OP_FAILED
     assert host.hypervisor.calls == []  # nothing was mapped, not even for a moment
     assert device.msi_vectors == 0 and device.msix_entries is None
-    assert not guest.conf_read(addr, MSI + 2, 2) & 0x1
-    assert not guest.conf_read(addr, MSIX + 2, 2) & 0x8000
+    msi_control = guest.conf_read(addr, MSI + MSI_NAMES.CONTROL.offset, 2)
+    msix_control = guest.conf_read(addr, MSIX + MSIX_NAMES.CONTROL.offset, 2)
+    assert not msi_control & MSI_NAMES.CONTROL.ENABLE.mask
+    assert not msix_control & MSIX_NAMES.CONTROL.ENABLE.mask
 
 
 def test_back_in_d0_both_are_enabled_again(host: SimHost) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from pciback.cli.control import _op_summary
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol import connection as connection_module
 from pciback.protocol.abi import Cmd, Flag
 from pciback.protocol.connection import TIME_EVERY, BackendConnection
@@ -21,6 +22,8 @@ from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim import SimHost
 
 from .simconfig import nic_config, post_op
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 ADDR = "0000:03:00.0"
 
@@ -172,7 +175,8 @@ def test_a_served_guest_shows_busy_time(host: SimHost) -> None:
     host.add_device(ADDR, nic_config(), bar_sizes={0: 0x4000})
     guest = host.attach(1, [ADDR])
     for _ in range(3):
-        guest.conf_read(ADDR, 0, 4)  # each wake-up but the last is accounted by the next wait
+        # each wake-up but the last is accounted by the next wait
+        guest.conf_read(ADDR, VENDOR_ID.offset, 4)
     assert host.daemon.status()["guests"][0]["ops"]["busy_ns_total"] > 0
 
 
@@ -181,7 +185,7 @@ def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
     guest = host.attach(1, [ADDR])
     before = host.daemon.status()["guests"][0]["ops"]["ops"]
     for _ in range(3):
-        guest.conf_read(ADDR, 0, 4)
+        guest.conf_read(ADDR, VENDOR_ID.offset, 4)
     status = json.loads(json.dumps(host.daemon.status()))  # as `pciback list --json` has it
     ops = status["guests"][0]["ops"]
     assert ops["ops"] == before + 3
@@ -194,10 +198,10 @@ def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
 def test_the_service_threads_cpu_time_is_listed_and_grows_with_its_ops(host: SimHost) -> None:
     host.add_device(ADDR, nic_config(), bar_sizes={0: 0x4000})
     guest = host.attach(1, [ADDR])
-    guest.conf_read(ADDR, 0, 4)
+    guest.conf_read(ADDR, VENDOR_ID.offset, 4)
     before = host.daemon.status()["guests"][0]["ops"]["thread_cpu_ns_total"]
     for _ in range(300):
-        guest.conf_read(ADDR, 0, 4)
+        guest.conf_read(ADDR, VENDOR_ID.offset, 4)
     after = host.daemon.status()["guests"][0]["ops"]["thread_cpu_ns_total"]
     # The service thread's own clock: it ran the 300 ops, the test thread's work is not in it.
     assert isinstance(before, int) and isinstance(after, int) and after > before

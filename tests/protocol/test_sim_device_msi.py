@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX
 from pciback.sim.device import MSI_ADDRESS
 
 from .simconfig import MSI_CAP, MSIX_CAP, nic
+
+COMMAND = COMMON_HEADER.COMMAND
+MSI_CONTROL, MSIX_CONTROL = MSI_CAP + MSI.CONTROL.offset, MSIX_CAP + MSIX.CONTROL.offset
+MSIX_ENABLE, FUNCTION_MASK = MSIX.CONTROL.ENABLE.mask, MSIX.CONTROL.FUNCTION_MASK.mask
 
 
 def test_msi_programs_address_count_and_masks_intx() -> None:
     dev = nic()
     dev.enable_msi(4)
-    assert dev.read(MSI_CAP + 4, 4) == MSI_ADDRESS
-    control = dev.read(MSI_CAP + 2, 2)
-    assert control & 1 and (control >> 4) & 7 == 2
-    assert dev.read(0x04, 2) & 0x400
+    assert dev.read(MSI_CAP + MSI.ADDRESS.offset, MSI.ADDRESS.width) == MSI_ADDRESS
+    control = dev.read(MSI_CONTROL, 2)
+    assert (
+        control & MSI.CONTROL.ENABLE.mask and MSI.CONTROL.MULTIPLE_MESSAGE_ENABLE.get(control) == 2
+    )
+    assert dev.read(COMMAND.offset, COMMAND.width) & COMMAND.INTX_DISABLE.mask
     dev.disable_msi()
-    assert not dev.read(MSI_CAP + 2, 2) & 0x71
-    assert not dev.read(0x04, 2) & 0x400
+    assert not dev.read(MSI_CONTROL, 2) & (
+        MSI.CONTROL.ENABLE.mask | MSI.CONTROL.MULTIPLE_MESSAGE_ENABLE.mask
+    )
+    assert not dev.read(COMMAND.offset, COMMAND.width) & COMMAND.INTX_DISABLE.mask
 
 
 @pytest.mark.parametrize("vectors", [0, 3, 16])
@@ -29,14 +38,14 @@ def test_msi_refuses_what_the_capability_cannot_do(vectors: int) -> None:
 
 def test_msix_sets_enable_and_clears_function_mask() -> None:
     dev = nic()
-    dev.write(MSIX_CAP + 2, 2, 0x4000 | dev.read(MSIX_CAP + 2, 2))
+    dev.write(MSIX_CONTROL, 2, FUNCTION_MASK | dev.read(MSIX_CONTROL, 2))
     dev.enable_msix((1, 2))
-    assert dev.read(MSIX_CAP + 2, 2) & 0xC000 == 0x8000
+    assert dev.read(MSIX_CONTROL, 2) & (MSIX_ENABLE | FUNCTION_MASK) == MSIX_ENABLE
     assert dev.msix_entries == (1, 2)
     with pytest.raises(ValueError):
         dev.enable_msix((8,))
     dev.disable_msix()
-    assert dev.msix_entries is None and not dev.read(MSIX_CAP + 2, 2) & 0x8000
+    assert dev.msix_entries is None and not dev.read(MSIX_CONTROL, 2) & MSIX_ENABLE
 
 
 def test_missing_capabilities_and_reset() -> None:
@@ -48,4 +57,4 @@ def test_missing_capabilities_and_reset() -> None:
     full = nic()
     full.enable_msi(1)
     full.reset()
-    assert full.msi_vectors == 0 and not full.read(MSI_CAP + 2, 2) & 1
+    assert full.msi_vectors == 0 and not full.read(MSI_CONTROL, 2) & MSI.CONTROL.ENABLE.mask

@@ -10,11 +10,15 @@ import time
 import pytest
 
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import Cmd, Flag
 from pciback.protocol.ops import OpRequest, OpResult, snapshot
 from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.sim import FrontendClosed
 from pciback.sim.frontend import SimFrontend
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 ADDR = "0000:00:01.2"
 
@@ -86,7 +90,7 @@ def test_a_backend_that_never_answers_times_the_op_out() -> None:
     front, _, channel = frontend(timeout=0.2)
     start = time.monotonic()
     with pytest.raises(TimeoutError):
-        front.conf_read(ADDR, 0, 4)
+        front.conf_read(ADDR, VENDOR_ID.offset, 4)
     assert 0.2 <= time.monotonic() - start < 5
     front.close()
     channel.close()
@@ -101,7 +105,7 @@ def test_closing_the_frontend_ends_an_op_waiting_for_an_answer(aer_handler: bool
 
     def op() -> None:
         try:
-            front.conf_read(ADDR, 0, 4)
+            front.conf_read(ADDR, VENDOR_ID.offset, 4)
         except BaseException as exc:  # the outcome, whatever it is, is what is tested
             outcome.append(exc)
 

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 import pciback.errors
+from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.protocol.abi import Flag
 from pciback.sim import FrontendClosed, PciOpError, SimHost, SimHostError
 
 from .simconfig import FIXTURES, nic_config
+
+VENDOR_ID, HEADER_TYPE = COMMON_HEADER.VENDOR_ID, COMMON_HEADER.HEADER_TYPE
+LINE = TYPE0.INTERRUPT_LINE.offset
 
 NET = f"{FIXTURES}/virtio-net-1af4-1041.bin"
 NET_TEXT = f"{FIXTURES}/virtio-net-1af4-1041.lspci.txt"
@@ -33,17 +37,19 @@ def test_devices_come_from_bytes_or_dumps(host: SimHost, source: str) -> None:
     config = sources[source]
     host.add_device(ADDR, config)
     guest = host.attach(1, [ADDR])
-    assert guest.conf_read(ADDR, 0, 4) == 0x10411AF4
-    assert host.physical(ADDR).config[:4] == bytes.fromhex("f41a4110")
+    assert guest.conf_read(ADDR, VENDOR_ID.offset, 4) == 0x10411AF4  # and the device ID
+    ids = slice(VENDOR_ID.offset, COMMON_HEADER.COMMAND.offset)
+    assert host.physical(ADDR).config[ids] == bytes.fromhex("f41a4110")
 
 
 def test_guest_traffic_crosses_the_page(host: SimHost) -> None:
     host.add_device(ADDR, NET)
     guest = host.attach(1, [ADDR])
     served = guest.backend.ops_served
-    guest.conf_read(ADDR, 0x0E, 1)
+    guest.conf_read(ADDR, HEADER_TYPE.offset, HEADER_TYPE.width)
     assert guest.backend.ops_served == served + 1
-    assert int(guest.page.info.op.offset) == 0x0E and int(guest.page.info.op.size) == 1
+    op = guest.page.info.op
+    assert int(op.offset) == HEADER_TYPE.offset and int(op.size) == HEADER_TYPE.width
     assert not guest.page.test_bit(Flag.PCIF_ACTIVE)
 
 
@@ -70,9 +76,9 @@ def test_release_resets_the_device(host: SimHost) -> None:
     device = host.add_device(ADDR, NET)
     host.attach(1, [ADDR])
     resets = device.resets
-    device.config[0x3C] = 0x99  # state a guest left behind
+    device.config[LINE] = 0x99  # state a guest left behind
     host.destroy_guest(1)
-    assert device.resets == resets + 1 and device.config[0x3C] == device.initial[0x3C]
+    assert device.resets == resets + 1 and device.config[LINE] == device.initial[LINE]
 
 
 def test_unknown_devices_and_bad_addresses_are_host_errors(host: SimHost) -> None:
@@ -94,7 +100,7 @@ def test_ops_for_devices_the_guest_lacks_are_dev_not_found(host: SimHost) -> Non
     host.add_device("0000:04:00.0", NET)
     guest = host.attach(1, [ADDR])
     with pytest.raises(PciOpError) as info:
-        guest.conf_read("0000:04:00.0", 0, 4)
+        guest.conf_read("0000:04:00.0", VENDOR_ID.offset, 4)
     assert info.value.err == pciback.errors.XenPciError.DEV_NOT_FOUND
 
 
@@ -122,7 +128,7 @@ def test_vpci_mode_renumbers_onto_bus_zero(host: SimHost) -> None:
     host.add_device("0000:07:02.0", NET)
     guest = host.attach(4, ["0000:03:00.0", "0000:07:02.0", "0000:03:00.1"], mode="vpci")
     assert guest.devices == ["0000:00:00.0", "0000:00:00.1", "0000:00:01.0"]
-    assert guest.conf_read("0000:00:01.0", 0, 2) == 0x1AF4
+    assert guest.conf_read("0000:00:01.0", VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
     with pytest.raises(SimHostError):
         host.attach(4, [], mode="passthrough")
 
@@ -157,7 +163,7 @@ def test_a_destroyed_guests_frontend_finds_nothing(host: SimHost) -> None:
     guest = host.attach(1, [ADDR])
     host.destroy_guest(1)
     with pytest.raises(FrontendClosed) as info:
-        guest.conf_read(ADDR, 0, 2)
+        guest.conf_read(ADDR, VENDOR_ID.offset, VENDOR_ID.width)
     assert info.value.err == pciback.errors.XenPciError.DEV_NOT_FOUND
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from pciback.control.state import StateStore
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.hostbus import STUB_DRIVER
 from pciback.sim import PciOpError, SimHost, SimHostError, XenPciError
 from pciback.xenbus.states import XenbusState as S
 from tests.control.harness import pci_bridge
 
 from .simconfig import FIXTURES, nic_config
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 NET = f"{FIXTURES}/virtio-net-1af4-1041.bin"
 BLK = f"{FIXTURES}/virtio-blk-1af4-1042.bin"
@@ -41,7 +44,7 @@ def test_a_second_guest_is_refused_by_the_ownership_registry(host: SimHost) -> N
     assert host.toolstack.xs.list(f"{BE}/2") is None
     with pytest.raises(SimHostError):
         host.guest(2)
-    assert first.conf_read(A, 0, 2) == 0x1AF4
+    assert first.conf_read(A, VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
     assert host.attach(2, []).devices == []  # the domain id is free again
 
 
@@ -53,7 +56,7 @@ def test_a_hot_add_of_a_device_held_elsewhere_keeps_the_running_guest(host: SimH
     with pytest.raises(SimHostError, match="assigned to domain 1"):
         host.attach(2, [A])
     assert be(host, 2, "state") == str(int(S.CONNECTED))
-    assert guest.devices == [B] and guest.conf_read(B, 0, 2) == 0x1AF4
+    assert guest.devices == [B] and guest.conf_read(B, VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
 
 
 def test_a_hot_add_refused_up_front_adds_none_of_the_devices(host: SimHost) -> None:
@@ -79,7 +82,7 @@ def test_a_reconfiguration_the_backend_refuses_closes_that_guest_only(host: SimH
     with pytest.raises(SimHostError):
         host.guest(2)
     assert host.daemon.ownership.all() == {B: 1}
-    assert other.conf_read("0000:00:00.0", 0, 2) == 0x1AF4
+    assert other.conf_read("0000:00:00.0", VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
 
 
 def test_detach_is_a_hot_remove_that_releases_ownership(host: SimHost) -> None:
@@ -97,11 +100,11 @@ def test_detach_is_a_hot_remove_that_releases_ownership(host: SimHost) -> None:
     assert be(host, 1, "num_devs") == "1"
     assert guest.devices == [B]
     with pytest.raises(PciOpError) as info:
-        guest.conf_read(A, 0, 2)
+        guest.conf_read(A, VENDOR_ID.offset, VENDOR_ID.width)
     assert info.value.err == XenPciError.DEV_NOT_FOUND
     # Back in the pool, clean, for the next guest.
     assert A in host.daemon.pool.devices and host.env.bus.driver(A) == STUB_DRIVER
-    assert host.attach(3, [A]).conf_read(A, 0, 2) == 0x1AF4
+    assert host.attach(3, [A]).conf_read(A, VENDOR_ID.offset, VENDOR_ID.width) == 0x1AF4
     assert host.owner(A) == 3
 
 

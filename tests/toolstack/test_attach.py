@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pciback.generated.names import COMMON_HEADER
 from pciback.ports.xenstore import XenStoreError
 from pciback.sim import SimHost, SimHostError
 from pciback.sim.toolstack import SimPcifront
@@ -17,6 +18,8 @@ from pciback.toolstack.grants import Grants, grants_for, subtract
 from pciback.xenbus.states import XenbusState as S
 
 from .support import BE3, DOM0_IRQ, NET, NIC, NIC2, SPARE, make_host, nic_with_io, node_map
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 # nic_with_io's resources: 128 KiB of memory at 0xfebc0000, 32 ports at 0xc000, a 256 KiB ROM
 # at 0xfeb80000, and dom0's IRQ 23 (its dump's interrupt line says 11).
@@ -58,7 +61,7 @@ def test_a_paused_domain_gets_the_device_and_finds_it_when_it_boots(host: SimHos
     guest = host.unpause(3)
     found = guest.enumerate()
     assert [(d.vendor, d.device) for d in found] == [(0x8086, 0x10D3)]
-    assert guest.conf_read(found[0].address, 0, 2) == 0x8086
+    assert guest.conf_read(found[0].address, VENDOR_ID.offset, VENDOR_ID.width) == 0x8086
     assert host.daemon.status()["attachments"] == [{"domid": 3, "device": NIC, "phase": "attached"}]
 
 

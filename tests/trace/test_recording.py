@@ -17,11 +17,15 @@ from pciback.control.hide import parse_quirk
 from pciback.control.stub import MAX_QUIRKS_PER_DEVICE
 from pciback.daemon.control import MAX_MESSAGE, ControlError, ControlServer
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.ops import OpRequest, OpResult
 from pciback.sim import SimHost
 from pciback.sim.fixtures import fixture
 from pciback.trace.format import MAX_LINE, read_trace
 from pciback.trace.recording import Recording
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
+
 
 NET = "0000:03:00.0"
 RNG = "0000:04:00.0"
@@ -180,7 +184,7 @@ def test_record_over_the_control_socket(host: SimHost, tmp_path: Path) -> None:
         for _ in range(200):
             if status:
                 break
-            guest.conf_read(guest.devices[0], 0, 4)
+            guest.conf_read(guest.devices[0], VENDOR_ID.offset, 4)
         cli.join(10)
     finally:
         server.stop()

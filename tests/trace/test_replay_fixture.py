@@ -11,6 +11,7 @@ import pytest
 
 from pciback.audit.policies import load_policy_and_modules
 from pciback.cli import main
+from pciback.generated.names import COMMON_HEADER
 from pciback.protocol.abi import Cmd
 from pciback.sim.replay import PolicyUnder, choose_device, replay
 from pciback.trace.format import read_trace
@@ -29,6 +30,8 @@ from .support import (
     record_enumeration,
     serr_hidden,
 )
+
+VENDOR_ID = COMMON_HEADER.VENDOR_ID
 
 pytestmark = pytest.mark.skipif(not have_fixture(), reason="../shared/fixtures/qemu is absent")
 
@@ -190,7 +193,7 @@ def test_a_recording_started_under_a_running_guest_says_so(
         started = host.daemon.handle(send)
         assert started["header"]["from_connect"] is False
         guest = host.guest(1)
-        guest.conf_read(guest.devices[0], 0, 4)
+        guest.conf_read(guest.devices[0], VENDOR_ID.offset, 4)
         host.daemon.handle({"op": "trace_stop", "domid": 1, "id": started["id"]})
         batch = host.daemon.handle({"op": "trace_read", "domid": 1, "id": started["id"]})
     assert batch["ended"] == "stopped" and len(batch["ops"]) == 1

@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import pytest
 
+from pciback.engine.chain import CAP_NEXT
 from pciback.errors import XenPciError
+from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0
 from pciback.ports.hypervisor import HypervisorError, IrqKind
 from pciback.ports.xenstore import WatchEvent, XenStoreError, run_transaction
 from pciback.protocol.abi import Cmd, Flag
@@ -126,17 +128,19 @@ def _fake_device(root: Path, address: str, config: bytes, resource: str) -> None
 
 def test_msix_table_base_is_the_bar_named_by_the_capability(tmp_path: Path) -> None:
     config = bytearray(256)
-    config[0x06] = 0x10  # capability list
-    config[0x34] = 0x40
-    config[0x40:0x42] = bytes([0x05, 0x50])  # MSI, then
-    config[0x50:0x52] = bytes([0x11, 0x00])  # MSI-X: table in BAR 2 at offset 0x2000
-    config[0x54:0x58] = (0x2000 | 2).to_bytes(4, "little")
+    msi, msix = 0x40, 0x50  # where this device has them
+    config[COMMON_HEADER.STATUS.offset] = COMMON_HEADER.STATUS.CAPABILITIES_LIST.mask
+    config[TYPE0.CAPABILITIES_POINTER.offset] = msi
+    config[msi : msi + 2] = bytes([MSI.id, msix])  # MSI, then
+    config[msix : msix + 2] = bytes([MSIX.id, 0x00])  # MSI-X: table in BAR 2 at offset 0x2000
+    table = msix + MSIX.TABLE.offset
+    config[table : table + MSIX.TABLE.width] = (0x2000 | 2).to_bytes(4, "little")
     bars = ["0x00000000fe000000 0x00000000fe0fffff 0x0000000000040200"] * 2
     bars.append("0x00000000fd000000 0x00000000fd003fff 0x0000000000040200")
     bars += ["0x0000000000000000 0x0000000000000000 0x0000000000000000"] * 4
     _fake_device(tmp_path, "0000:03:00.0", bytes(config), "\n".join(bars) + "\n")
     assert msix_table_base("0000:03:00.0", tmp_path) == 0xFD00_0000
-    config[0x41] = 0  # MSI-X unlinked
+    config[msi + CAP_NEXT] = 0  # MSI-X unlinked
     _fake_device(tmp_path, "0000:04:00.0", bytes(config), "\n".join(bars) + "\n")
     with pytest.raises(ValueError, match="no MSI-X"):
         msix_table_base("0000:04:00.0", tmp_path)
