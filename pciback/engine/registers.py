@@ -169,23 +169,10 @@ class RegisterInstance:
         """Which bits read 0 is the access's decision, so it follows the mode."""
         return ((hw & self.hw_mask) | self.static | self.shadow) & masks.visible
 
-    def value(self) -> int:
-        """The whole register as the guest sees it."""
-        # _compose written out: this is the hottest path of a guest read.
-        permissive = self.space.permissive
-        visible = self.masks[permissive].visible
-        if self.hw_read[permissive]:
-            hw = self.space.device.read(self.offset, self.width)
-            value = ((hw & self.hw_mask) | self.static | self.shadow) & visible
-        else:
-            value = (self.static | self.shadow) & visible
-        if self.read_hooks:
-            value = self.hooked(value)
-        return value
-
     def merge(self, permissive: bool) -> tuple[int, int, int, Callable[[int], int] | None]:
-        """`value` for one mode as (device bits, fixed bits, visible bits of the shadow, read
-        hooks or None): the guest sees `hooks((hw & device) | fixed | (shadow & visible))`.
+        """The register as the guest sees it in one mode, as (device bits, fixed bits, visible
+        bits of the shadow, read hooks or None): `hooks((hw & device) | fixed | (shadow &
+        visible))` for the device's value `hw`.
         Read plans, kept per mode (ConfigSpace), take this once. A field whose hook answers
         from the view alone (view_constant) has its answer among the fixed bits, and no hook
         left to call, when every read hook of the register is such."""
@@ -208,8 +195,8 @@ class RegisterInstance:
         )
 
     def reader(self, permissive: bool) -> Callable[[], int]:
-        """`value` for one mode, with that mode's merge (see `merge`) folded in: what a read
-        plan calls."""
+        """The whole register as the guest sees it in one mode, read from the device if it
+        must be, with the mode's merge (see `merge`) folded in: what a read plan calls."""
         if self.fixed is not None:
             fixed = self.fixed
             return lambda: fixed
@@ -227,14 +214,6 @@ class RegisterInstance:
         return lambda: hooked(
             (space.device.read(offset, width) & hw_mask) | static | (self.shadow & visible)
         )
-
-    def value_from(self, hw: int) -> int:
-        """The register as the guest sees it when the device holds `hw` in its bytes: for an
-        access that read the device once for several registers (ConfigSpace coalesces)."""
-        value = ((hw & self.hw_mask) | self.static | self.shadow) & self.masks[
-            self.space.permissive
-        ].visible
-        return self.hooked(value) if self.read_hooks else value
 
     def hooked(self, value: int) -> int:
         """`value` as the read hooks show it."""

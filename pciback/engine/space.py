@@ -397,7 +397,7 @@ class ConfigSpace:
             value = fixed
             for reg, hw_mask, static, visible, hooked, place, keep in pieces:
                 part = (hw >> place) & keep
-                if reg is not None:  # RegisterInstance.value_from with the mode folded in
+                if reg is not None:  # the register's merge (RegisterInstance.merge)
                     part = (part & hw_mask) | static | (reg.shadow & visible)
                     if hooked is not None:
                         part = hooked(part)
