@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         # The compiler's own dependencies are a build-time extra: a dom0 install lacks them.
+        from pciback.compiler.elaborate import elaborate
         from pciback.compiler.emit import emit
         from pciback.compiler.implementations import check_implementations
         from pciback.compiler.linux import linux_report
@@ -85,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         program = analyse(sources)
         _print_warnings(program)
         if args.command in ("report", "linux"):
-            text = report(program) if args.command == "report" else linux_report(program)
+            model = elaborate(program)
+            text = report(model) if args.command == "report" else linux_report(model)
             if args.output is None:
                 sys.stdout.write(text)
             else:
