@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.output.write_text(text, encoding="utf-8")
                 print(f"wrote {args.output}")
             return 0
-        return _compile(emit(program), args.output, verify=args.check)
+        return _compile(emit(elaborate(program)), args.output, verify=args.check)
     except CompileFailed as failed:
         _print_diagnostics(failed.diagnostics)
         return 1
