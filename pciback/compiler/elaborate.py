@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pciback.compiler.check import Program
 from pciback.compiler.evaluate import evaluate, to_python, to_text
 from pciback.compiler.model import (
-    BackingKind,
     BlockDecl,
-    BlockKindDecl,
     CapabilityFieldRef,
     Expr,
     FieldDecl,
@@ -33,6 +31,7 @@ from pciback.compiler.model import (
     UseDecl,
     device_refs,
 )
+from pciback.tables import Backing, BlockKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,7 @@ class Field:
     lsb: int
     width: int
     mask: int
-    backing: BackingKind
+    backing: Backing
     initial: int | None  # a shadow's initial value or the constant; None: from hardware
     access: str
     permissive: str | None
@@ -178,7 +177,7 @@ class Rest:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    kind: BlockKindDecl
+    kind: BlockKind
     name: str
     ident: int | None
     length: Value | None

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from pciback.compiler.elaborate import Block, Field, File, Model, Register, Value
-from pciback.compiler.model import BlockKindDecl
+from pciback.tables import BlockKind
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -208,9 +208,9 @@ def _hex(value: int) -> str:
 
 # -- generated/names.py: the policy's names, for the code that reads a device itself ------------
 _IDENT_ATTR = {
-    BlockKindDecl.HEADER: "header_type",
-    BlockKindDecl.CAPABILITY: "id",
-    BlockKindDecl.EXTENDED_CAPABILITY: "id",
+    BlockKind.HEADER: "header_type",
+    BlockKind.CAPABILITY: "id",
+    BlockKind.EXTENDED_CAPABILITY: "id",
 }
 
 
@@ -250,8 +250,8 @@ def _names_context(model: Model) -> dict[str, Any]:
             title = f"{block.kind.value} {block.name}"
             if block.ident is not None and block.kind in _IDENT_ATTR:
                 shown = {
-                    BlockKindDecl.CAPABILITY: f"0x{block.ident:02x}",
-                    BlockKindDecl.EXTENDED_CAPABILITY: f"0x{block.ident:04x}",
+                    BlockKind.CAPABILITY: f"0x{block.ident:02x}",
+                    BlockKind.EXTENDED_CAPABILITY: f"0x{block.ident:04x}",
                 }.get(block.kind, str(block.ident))
                 ident = {"attr": _IDENT_ATTR[block.kind], "value": shown}
             if block.matches:

@@ -8,7 +8,7 @@ import jinja2
 
 from pciback.compiler.elaborate import Block, Field, Model, Register
 from pciback.compiler.emit import TEMPLATES
-from pciback.compiler.model import BackingKind
+from pciback.tables import Backing
 
 _HOOK_WORDS = {
     ("read", "any"): "on_read",
@@ -88,9 +88,9 @@ def _register(reg: Register) -> dict[str, Any]:
 
 def _field(fld: Field) -> dict[str, str]:
     backing = fld.backing.value
-    if fld.backing is BackingKind.SHADOW:
+    if fld.backing is Backing.SHADOW:
         backing += f"({fld.initial:#x})" if fld.initial is not None else "(hw)"
-    elif fld.backing is BackingKind.CONST and fld.initial is not None:
+    elif fld.backing is Backing.CONST and fld.initial is not None:
         backing += f"({fld.initial:#x})"
     hooks = ", ".join(f"{_HOOK_WORDS[h.kind, h.edge]} {h.name}" for h in fld.hooks)
     return {
