@@ -1,7 +1,8 @@
 """Pass 3: every rule a policy must obey, each broken rule reported with its position.
 
 The checks run over the whole program (the prelude and the files given) so that one run reports
-every error of every file.
+every error of every file. This is the last pass that reports anything: it also expands arrays
+and fills in `length auto`, so that what it passes to elaborate is valid as it stands.
 """
 
 from __future__ import annotations

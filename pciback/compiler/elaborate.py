@@ -1,4 +1,4 @@
-"""Pass 5: checked program -> elaborated model, the one set of facts every output reads.
+"""Pass 4: checked program -> elaborated model, the one set of facts every output reads.
 
 The passes: parse (text -> lark tree), build (tree -> declarations, model.py), resolve (`use`
 lines -> the groups' registers), check (every rule, with source positions; arrays expanded and

@@ -1,4 +1,4 @@
-"""Pass 6: elaborated model -> Python source, through the jinja2 templates beside this module.
+"""Pass 5: elaborated model -> Python source, through the jinja2 templates beside this module.
 
 Every value was computed by the elaboration pass; this one only writes it as Python. Output is
 a pure function of the sources: no timestamps, no absolute paths, stable ordering.

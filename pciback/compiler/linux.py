@@ -1,5 +1,6 @@
-"""docs/policy-vs-linux-fields.md: the registers and fields whose policy carries a `linux` note,
-how Linux's xen-pciback treats each and why this policy differs, one table per block.
+"""Pass 5, beside emit: docs/policy-vs-linux-fields.md from the elaborated model. The registers
+and fields whose policy carries a `linux` note, how Linux's xen-pciback treats each and why this
+policy differs, one table per block.
 
 Generated rather than written so that a difference cannot be changed in dsl/ and left stale in
 the comparison: `make test` checks the file as it checks the report.

@@ -1,4 +1,5 @@
-"""A reviewer's view of the whole policy: one Markdown table per block, one row per bit field."""
+"""Pass 5, beside emit: the elaborated model as a reviewer's view of the whole policy, one
+Markdown table per block, one row per bit field (docs/policy-report.md)."""
 
 from __future__ import annotations
 
