@@ -24,6 +24,7 @@ from pciback.compiler.model import (
     CapabilityFieldRef,
     Expr,
     FieldDecl,
+    GroupDecl,
     HookUse,
     MatchDecl,
     RegisterDecl,
@@ -246,10 +247,7 @@ class Model:
 def elaborate(program: Program) -> Model:
     consts = program.consts
     own_groups = {
-        src.path: tuple(
-            _group(g.name, g.reason, g.registers, src.path, g.pos.line, consts) for g in src.groups
-        )
-        for src in program.files
+        src.path: tuple(_group(g, src.path, consts) for g in src.groups) for src in program.files
     }
     groups: dict[str, Group] = {}
     for src in program.files:  # the first of a name, as the checker takes it
@@ -280,20 +278,13 @@ def _file(
     )
 
 
-def _group(
-    name: str,
-    reason: str,
-    registers: tuple[RegisterDecl, ...],
-    file: str,
-    line: int,
-    consts: Mapping[str, int],
-) -> Group:
+def _group(group: GroupDecl, file: str, consts: Mapping[str, int]) -> Group:
     return Group(
-        name=name,
-        reason=reason,
-        registers=tuple(_register(r, consts) for r in registers),
-        shown=_shown(registers, registers, consts),
-        source=f"{file}:{line}",
+        name=group.name,
+        reason=group.reason,
+        registers=tuple(_register(r, consts) for r in group.registers),
+        shown=_shown(group.registers, group.registers, consts),
+        source=f"{file}:{group.pos.line}",
         file=file,
     )
 
