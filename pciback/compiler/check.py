@@ -1266,9 +1266,6 @@ def _register_uses(reg: RegisterDecl, consts: set[str], hooks: set[str]) -> None
         hooks.update(use.name for use in fld.hooks)
 
 
-_HOOK_WORDS = {"rising": "on_rising", "falling": "on_falling", "change": "on_change"}
-
-
 def _check_reasons(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:
     """A field that lets a guest do more than read it is a policy decision: it says why."""
     for src in files:
@@ -1292,6 +1289,5 @@ def _grants(fld: FieldDecl) -> str:
     if fld.permissive is not None:
         words.append(f"permissive {fld.permissive}")
     for use in fld.hooks:
-        word = _HOOK_WORDS.get(use.edge, f"on_{use.kind}")
-        words.append(f"{word} {use.name}")
+        words.append(f"{use.keyword} {use.name}")
     return ", ".join(words)

@@ -32,7 +32,7 @@ from pciback.compiler.model import (
     UseDecl,
     device_refs,
 )
-from pciback.tables import Backing, BlockKind
+from pciback.tables import Access, Backing, BlockKind, Edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,8 @@ class Field:
     mask: int
     backing: Backing
     initial: int | None  # a shadow's initial value or the constant; None: from hardware
-    access: str
-    permissive: str | None
+    access: Access
+    permissive: Access | None
     hooks: tuple[HookUse, ...]
     reason: str
     linux: str | None  # how Linux treats it, when the policy notes a difference
@@ -101,13 +101,19 @@ class Field:
         return next((h for h in self.hooks if h.kind == "write"), None)
 
     @property
+    def write_edge(self) -> Edge:
+        hook = self.write_hook
+        return Edge(hook.edge) if hook is not None else Edge.ANY
+
+    @property
     def read_hook(self) -> HookUse | None:
         return next((h for h in self.hooks if h.kind == "read"), None)
 
     @property
     def policy(self) -> str:
-        """The guest's access, and its permissive one."""
-        return self.access + (f" (permissive {self.permissive})" if self.permissive else "")
+        """The guest's access, and its permissive one, as written."""
+        permissive = f" (permissive {self.permissive.value})" if self.permissive else ""
+        return self.access.value + permissive
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,8 +386,8 @@ def _field(fld: FieldDecl, consts: Mapping[str, int]) -> Field:
         mask=fld.mask,
         backing=fld.backing.kind,
         initial=evaluate(fld.backing.value, consts) if fld.backing.value is not None else None,
-        access=fld.access,
-        permissive=fld.permissive,
+        access=Access(fld.access),
+        permissive=Access(fld.permissive) if fld.permissive is not None else None,
         hooks=fld.hooks,
         reason=fld.reason,
         linux=fld.linux.treatment if fld.linux else None,

@@ -138,6 +138,11 @@ class HookUse:
     edge: str  # "any", "rising", "falling", "change"
     pos: Pos
 
+    @property
+    def keyword(self) -> str:
+        """As written before the hook's name: `on_read`, `on_write`, `on_rising`..."""
+        return f"on_{self.kind}" if self.edge == "any" else f"on_{self.edge}"
+
 
 @dataclass(frozen=True, slots=True)
 class LinuxNote:

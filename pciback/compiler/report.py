@@ -11,13 +11,6 @@ from pciback.compiler.elaborate import Block, Field, Model, Register
 from pciback.compiler.emit import TEMPLATES
 from pciback.tables import Backing
 
-_HOOK_WORDS = {
-    ("read", "any"): "on_read",
-    ("write", "any"): "on_write",
-    ("write", "rising"): "on_rising",
-    ("write", "falling"): "on_falling",
-    ("write", "change"): "on_change",
-}
 _ID_WORDS = {"header": "type", "capability": "ID", "extended_capability": "ID"}
 
 
@@ -93,13 +86,13 @@ def _field(fld: Field) -> dict[str, str]:
         backing += f"({fld.initial:#x})" if fld.initial is not None else "(hw)"
     elif fld.backing is Backing.CONST and fld.initial is not None:
         backing += f"({fld.initial:#x})"
-    hooks = ", ".join(f"{_HOOK_WORDS[h.kind, h.edge]} {h.name}" for h in fld.hooks)
+    hooks = ", ".join(f"{h.keyword} {h.name}" for h in fld.hooks)
     return {
         "bits": fld.bits,
         "name": fld.name,
         "backing": backing,
-        "access": fld.access,
-        "permissive": fld.permissive or "",
+        "access": fld.access.value,
+        "permissive": fld.permissive.value if fld.permissive else "",
         "hooks": hooks,
         "reason": _cell(_with_linux(fld.reason, fld.linux)),
         "source": fld.source,
