@@ -251,75 +251,99 @@ class Model:
 
 
 def elaborate(program: Program) -> Model:
-    consts = program.consts
-    own_groups = {
-        src.path: tuple(_group(g, src.path, consts) for g in src.groups) for src in program.files
-    }
-    groups: dict[str, Group] = {}
-    for src in program.files:  # the first of a name, as the checker takes it
-        for group in own_groups[src.path]:
-            groups.setdefault(group.name, group)
-    files = tuple(_file(src, consts, own_groups[src.path], groups) for src in program.files)
-    return Model(files, groups)
+    return _Elaborator(program.consts).model(program.files)
 
 
-def _file(
-    src: SourceFile,
-    consts: Mapping[str, int],
-    own_groups: tuple[Group, ...],
-    groups: Mapping[str, Group],
-) -> File:
-    return File(
-        path=src.path,
-        sha256=hashlib.sha256(src.text.encode("utf-8")).hexdigest(),
-        consts=tuple(
-            Const(c.name, evaluate(c.value, consts), c.reason, f"{src.path}:{c.pos.line}")
-            for c in src.consts
-        ),
-        hooks=tuple(
-            Hook(h.name, h.kind, h.params, h.reason, f"{src.path}:{h.pos.line}") for h in src.hooks
-        ),
-        groups=own_groups,
-        blocks=tuple(_block(b, src, consts, groups) for b in src.blocks),
-    )
+class _Elaborator:
+    """Each register declaration is elaborated once, wherever it stands (in its group, in every
+    block that uses the group, once as an array's instance and once as the array shown)."""
 
+    def __init__(self, consts: Mapping[str, int]) -> None:
+        self.consts = consts
+        self.registers: dict[int, Register] = {}  # by the declaration's id; the program holds it
 
-def _group(group: GroupDecl, file: str, consts: Mapping[str, int]) -> Group:
-    return Group(
-        name=group.name,
-        reason=group.reason,
-        registers=tuple(_register(r, consts) for r in group.registers),
-        shown=_shown(group.registers, group.registers, consts),
-        source=f"{file}:{group.pos.line}",
-        file=file,
-    )
+    def model(self, files: tuple[SourceFile, ...]) -> Model:
+        own_groups = {src.path: tuple(self.group(g, src.path) for g in src.groups) for src in files}
+        groups: dict[str, Group] = {}
+        for src in files:  # the first of a name, as the checker takes it
+            for group in own_groups[src.path]:
+                groups.setdefault(group.name, group)
+        return Model(tuple(self.file(src, own_groups[src.path], groups) for src in files), groups)
 
+    def file(
+        self, src: SourceFile, own_groups: tuple[Group, ...], groups: Mapping[str, Group]
+    ) -> File:
+        consts = self.consts
+        return File(
+            path=src.path,
+            sha256=hashlib.sha256(src.text.encode("utf-8")).hexdigest(),
+            consts=tuple(
+                Const(c.name, evaluate(c.value, consts), c.reason, f"{src.path}:{c.pos.line}")
+                for c in src.consts
+            ),
+            hooks=tuple(
+                Hook(h.name, h.kind, h.params, h.reason, f"{src.path}:{h.pos.line}")
+                for h in src.hooks
+            ),
+            groups=own_groups,
+            blocks=tuple(self.block(b, src, groups) for b in src.blocks),
+        )
 
-def _block(
-    block: BlockDecl, src: SourceFile, consts: Mapping[str, int], groups: Mapping[str, Group]
-) -> Block:
-    policy = block.policies[0] if block.policies else None
-    rest = block.rests[0] if block.rests else None
-    own = tuple(i for i in block.items if isinstance(i, RegisterDecl))
-    return Block(
-        kind=block.kind,
-        name=block.name,
-        ident=evaluate(block.ident, consts) if block.ident is not None else None,
-        length=_maybe(block.length, consts),
-        length_auto=block.length_auto is not None,
-        hidden=bool(policy and policy.hidden),
-        policy_reason=policy.reason if policy else "",
-        rest=Rest(rest.reason, _maybe(rest.condition, consts)) if rest else None,
-        reason=block.reason,
-        matches=tuple(_match(m, consts) for m in block.matches),
-        items=tuple(
-            Use(i.group, groups[i.group].source) if isinstance(i, UseDecl) else _register(i, consts)
-            for i in block.items
-        ),
-        shown=_shown(block.registers, block.registers, consts),
-        own=_shown(own, block.registers, consts),
-        source=f"{src.path}:{block.pos.line}",
-    )
+    def group(self, group: GroupDecl, file: str) -> Group:
+        return Group(
+            name=group.name,
+            reason=group.reason,
+            registers=tuple(self.register(r) for r in group.registers),
+            shown=self.shown(group.registers, group.registers),
+            source=f"{file}:{group.pos.line}",
+            file=file,
+        )
+
+    def block(self, block: BlockDecl, src: SourceFile, groups: Mapping[str, Group]) -> Block:
+        consts = self.consts
+        policy = block.policies[0] if block.policies else None
+        rest = block.rests[0] if block.rests else None
+        own = tuple(i for i in block.items if isinstance(i, RegisterDecl))
+        return Block(
+            kind=block.kind,
+            name=block.name,
+            ident=evaluate(block.ident, consts) if block.ident is not None else None,
+            length=_maybe(block.length, consts),
+            length_auto=block.length_auto is not None,
+            hidden=bool(policy and policy.hidden),
+            policy_reason=policy.reason if policy else "",
+            rest=Rest(rest.reason, _maybe(rest.condition, consts)) if rest else None,
+            reason=block.reason,
+            matches=tuple(_match(m, consts) for m in block.matches),
+            items=tuple(
+                Use(i.group, groups[i.group].source) if isinstance(i, UseDecl) else self.register(i)
+                for i in block.items
+            ),
+            shown=self.shown(block.registers, block.registers),
+            own=self.shown(own, block.registers),
+            source=f"{src.path}:{block.pos.line}",
+        )
+
+    def shown(
+        self, registers: tuple[RegisterDecl, ...], siblings: tuple[RegisterDecl, ...]
+    ) -> tuple[Register, ...]:
+        """The registers, an array's instances shown once, as the array (its instances looked
+        for among `siblings`: an array is expanded whole wherever it stands)."""
+        shown: list[Register] = []
+        arrays: set[int] = set()
+        for reg in registers:
+            if reg.origin is None:
+                shown.append(self.register(reg))
+            elif id(reg.origin) not in arrays:
+                arrays.add(id(reg.origin))
+                shown.append(self.register(reg.origin, siblings))
+        return tuple(shown)
+
+    def register(self, reg: RegisterDecl, siblings: tuple[RegisterDecl, ...] = ()) -> Register:
+        done = self.registers.get(id(reg))
+        if done is None:
+            done = self.registers[id(reg)] = _register(reg, self.consts, siblings)
+        return done
 
 
 def _match(match: MatchDecl, consts: Mapping[str, int]) -> Match:
@@ -333,26 +357,8 @@ def _match(match: MatchDecl, consts: Mapping[str, int]) -> Match:
     )
 
 
-def _shown(
-    registers: tuple[RegisterDecl, ...],
-    siblings: tuple[RegisterDecl, ...],
-    consts: Mapping[str, int],
-) -> tuple[Register, ...]:
-    """The registers, an array's instances shown once, as the array (its instances looked for
-    among `siblings`)."""
-    shown: list[Register] = []
-    arrays: set[int] = set()
-    for reg in registers:
-        if reg.origin is None:
-            shown.append(_register(reg, consts))
-        elif id(reg.origin) not in arrays:
-            arrays.add(id(reg.origin))
-            shown.append(_register(reg.origin, consts, siblings))
-    return tuple(shown)
-
-
 def _register(
-    reg: RegisterDecl, consts: Mapping[str, int], siblings: tuple[RegisterDecl, ...] = ()
+    reg: RegisterDecl, consts: Mapping[str, int], siblings: tuple[RegisterDecl, ...]
 ) -> Register:
     array = None
     if reg.array is not None:
