@@ -1,1 +1,3 @@
-"""The policy compiler: parse -> build the model -> check -> emit. A build-time tool only."""
+"""The policy compiler, a build-time tool only: parse -> build the declarations -> resolve
+groups -> check (every diagnostic) -> elaborate (every value, once) -> emit / report / linux
+(formatting only)."""

@@ -10,11 +10,9 @@ from pciback.compiler.diagnostics import Diagnostics, Pos
 from pciback.compiler.evaluate import VALUE_BITS
 from pciback.compiler.model import (
     ArrayDecl,
-    Backing,
-    BackingKind,
+    BackingDecl,
     Binary,
     BlockDecl,
-    BlockKindDecl,
     Call,
     CapabilityFieldRef,
     ConstDecl,
@@ -35,13 +33,14 @@ from pciback.compiler.model import (
     Unary,
     UseDecl,
 )
+from pciback.tables import Backing, BlockKind
 
 _WIDTHS = {"u8": 1, "u16": 2, "u32": 4}
 _BLOCK_KINDS = {
-    "header": BlockKindDecl.HEADER,
-    "capability": BlockKindDecl.CAPABILITY,
-    "ext_capability": BlockKindDecl.EXTENDED_CAPABILITY,
-    "quirk": BlockKindDecl.QUIRK,
+    "header": BlockKind.HEADER,
+    "capability": BlockKind.CAPABILITY,
+    "ext_capability": BlockKind.EXTENDED_CAPABILITY,
+    "quirk": BlockKind.QUIRK,
 }
 
 Node = Tree[Token] | Token
@@ -121,7 +120,7 @@ class Builder:
         matches: list[MatchDecl] = []
         rests: list[RestDecl] = []
         rest = tree.children[1:]
-        if kind is not BlockKindDecl.QUIRK:
+        if kind is not BlockKind.QUIRK:
             ident = self.expr(rest[0])
             rest = rest[1:]
         for child in rest:
@@ -282,17 +281,17 @@ class Builder:
         word = tree.children[0]
         return LinuxNote(str(word), self.pos(word))
 
-    def backing(self, tree: Tree[Token]) -> Backing:
+    def backing(self, tree: Tree[Token]) -> BackingDecl:
         data = str(tree.data)
         if data == "backing_hw":
-            return Backing(BackingKind.HW, None)
+            return BackingDecl(Backing.HW, None)
         if data == "backing_cached":
-            return Backing(BackingKind.CACHED, None)
+            return BackingDecl(Backing.CACHED, None)
         if data == "backing_shadow_hw":
-            return Backing(BackingKind.SHADOW, None)
+            return BackingDecl(Backing.SHADOW, None)
         if data == "backing_shadow":
-            return Backing(BackingKind.SHADOW, self.expr(tree.children[0]))
-        return Backing(BackingKind.CONST, self.expr(tree.children[0]))
+            return BackingDecl(Backing.SHADOW, self.expr(tree.children[0]))
+        return BackingDecl(Backing.CONST, self.expr(tree.children[0]))
 
     # -- expressions -----------------------------------------------------------------------------
     def expr(self, node: Node) -> Expr:

@@ -1,7 +1,8 @@
 """Pass 3: every rule a policy must obey, each broken rule reported with its position.
 
 The checks run over the whole program (the prelude and the files given) so that one run reports
-every error of every file.
+every error of every file. This is the last pass that reports anything: it also expands arrays
+and fills in `length auto`, so that what it passes to elaborate is valid as it stands.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from pciback.compiler.evaluate import (
 from pciback.compiler.extent import elaborate_length
 from pciback.compiler.model import (
     ArrayDecl,
-    BackingKind,
     Binary,
     BlockDecl,
-    BlockKindDecl,
     CapabilityFieldRef,
     Expr,
     FieldDecl,
@@ -45,6 +44,7 @@ from pciback.compiler.model import (
     operands,
 )
 from pciback.compiler.resolve import expand_uses
+from pciback.tables import Backing, BlockKind
 
 # Where a block's registers may lie (offsets relative to the block's start).
 HEADER_SIZE = 0x40
@@ -54,8 +54,8 @@ CONFIG_SPACE = 0x1000
 STD_CHAIN_LINK = 2  # capability ID and next pointer: the runtime's, never the policy's
 EXT_CHAIN_LINK = 4
 _CHAIN_LINK = {
-    BlockKindDecl.CAPABILITY: STD_CHAIN_LINK,
-    BlockKindDecl.EXTENDED_CAPABILITY: EXT_CHAIN_LINK,
+    BlockKind.CAPABILITY: STD_CHAIN_LINK,
+    BlockKind.EXTENDED_CAPABILITY: EXT_CHAIN_LINK,
 }
 MAX_COMBINATIONS = 4096
 # Instances one array may have: a 4096-byte space holds no more 16-byte registers than this,
@@ -72,10 +72,10 @@ _MATCH_WIDTH = {
     "class": 24,
 }
 _KIND_WORDS = {
-    BlockKindDecl.HEADER: "a header",
-    BlockKindDecl.CAPABILITY: "a capability",
-    BlockKindDecl.EXTENDED_CAPABILITY: "an extended capability",
-    BlockKindDecl.QUIRK: "a quirk",
+    BlockKind.HEADER: "a header",
+    BlockKind.CAPABILITY: "a capability",
+    BlockKind.EXTENDED_CAPABILITY: "an extended capability",
+    BlockKind.QUIRK: "a quirk",
 }
 _HOOK_PARAMS = {"write": ("old", "new"), "read": ("value",)}
 _DATA_ACCESS = {"rw", "rw1c"}
@@ -128,8 +128,8 @@ def check(
         # Once every register is known: `length auto` is their extent.
         src.blocks = [elaborate_length(block, consts, diags) for block in src.blocks]
     catalog = Catalog(files)
-    seen: dict[tuple[BlockKindDecl, str], Pos] = {}
-    idents: dict[tuple[BlockKindDecl, int], BlockDecl] = {}
+    seen: dict[tuple[BlockKind, str], Pos] = {}
+    idents: dict[tuple[BlockKind, int], BlockDecl] = {}
     for src in files:
         for block in src.blocks:
             key = (block.kind, block.name)
@@ -213,7 +213,7 @@ def _expand_group(
     if not any(r.array is not None for r in group.registers):
         return group
     alone = BlockDecl(
-        BlockKindDecl.QUIRK, group.name, None, None, "", (), group.registers, (), group.pos
+        BlockKind.QUIRK, group.name, None, None, "", (), group.registers, (), group.pos
     )
     expander = checker(alone, consts, hooks, diags, declared, catalog)
     expander.group = True
@@ -233,23 +233,21 @@ def _check_unused_groups(
     for name, group in groups.items():
         if name in used:
             continue
-        alone = BlockDecl(
-            BlockKindDecl.QUIRK, name, None, None, "", (), group.registers, (), group.pos
-        )
+        alone = BlockDecl(BlockKind.QUIRK, name, None, None, "", (), group.registers, (), group.pos)
         BlockChecker(alone, consts, hooks, diags, _declared_consts(files)).run_registers()
 
 
 _IDENT_WORDS = {
-    BlockKindDecl.HEADER: "header type",
-    BlockKindDecl.CAPABILITY: "capability ID",
-    BlockKindDecl.EXTENDED_CAPABILITY: "extended capability ID",
+    BlockKind.HEADER: "header type",
+    BlockKind.CAPABILITY: "capability ID",
+    BlockKind.EXTENDED_CAPABILITY: "extended capability ID",
 }
 
 
 def _check_ident_unique(
     block: BlockDecl,
     consts: Mapping[str, int],
-    idents: dict[tuple[BlockKindDecl, int], BlockDecl],
+    idents: dict[tuple[BlockKind, int], BlockDecl],
     diags: Diagnostics,
 ) -> None:
     """One block per header type or capability ID, over every file of the run: the runtime
@@ -264,7 +262,7 @@ def _check_ident_unique(
     first = idents.setdefault((block.kind, value), block)
     if first is not block:
         assert first.ident is not None
-        shown = f"{value:#x}" if block.kind is not BlockKindDecl.HEADER else str(value)
+        shown = f"{value:#x}" if block.kind is not BlockKind.HEADER else str(value)
         diags.error(
             _expr_pos(block.ident, block.pos),
             f"duplicate {_IDENT_WORDS[block.kind]} {shown} of '{block.name}'"
@@ -334,7 +332,7 @@ def _check_hooks(files: tuple[SourceFile, ...], diags: Diagnostics) -> dict[str,
     return hooks
 
 
-_READABLE_KINDS = (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY)
+_READABLE_KINDS = (BlockKind.CAPABILITY, BlockKind.EXTENDED_CAPABILITY)
 
 
 class Catalog:
@@ -390,7 +388,7 @@ class Catalog:
                 f"unknown field '{ref.field}' in register '{ref.register}' of"
                 f" {block.kind.value} '{block.name}'{did_you_mean(ref.field, names)}"
             )
-        if fld.backing.kind is not BackingKind.CACHED:
+        if fld.backing.kind is not Backing.CACHED:
             return (
                 f"'{'.'.join(ref.key)}' is not cached: another block may read only a field"
                 " the device fixes, read once at seize (backing `cached`)"
@@ -573,7 +571,7 @@ class BlockChecker:
         self.run_registers()
         self._check_rest()
         if block.length is not None:
-            if block.kind not in (BlockKindDecl.CAPABILITY, BlockKindDecl.EXTENDED_CAPABILITY):
+            if block.kind not in (BlockKind.CAPABILITY, BlockKind.EXTENDED_CAPABILITY):
                 self.diags.error(block.pos, f"a {block.kind.value} has no length")
             self._check_refs(block.length, "length")
             self._check_length(block.length)
@@ -636,9 +634,9 @@ class BlockChecker:
         if value is None:
             return
         limits = {
-            BlockKindDecl.HEADER: (1, "header type must be 0 or 1"),
-            BlockKindDecl.CAPABILITY: (0xFF, "capability ID does not fit 8 bits"),
-            BlockKindDecl.EXTENDED_CAPABILITY: (
+            BlockKind.HEADER: (1, "header type must be 0 or 1"),
+            BlockKind.CAPABILITY: (0xFF, "capability ID does not fit 8 bits"),
+            BlockKind.EXTENDED_CAPABILITY: (
                 0xFFFF,
                 "extended capability ID does not fit 16 bits",
             ),
@@ -673,15 +671,15 @@ class BlockChecker:
             self.diags.error(extra.pos, "duplicate policy (a block has one)")
         for policy in block.policies[:1]:
             capability = block.kind in (
-                BlockKindDecl.CAPABILITY,
-                BlockKindDecl.EXTENDED_CAPABILITY,
+                BlockKind.CAPABILITY,
+                BlockKind.EXTENDED_CAPABILITY,
             )
             if policy.hidden and not capability:
                 self.diags.error(policy.pos, "only a capability can be hidden")
 
     def _check_matches(self) -> None:
         block = self.block
-        if block.kind is BlockKindDecl.QUIRK and not block.matches:
+        if block.kind is BlockKind.QUIRK and not block.matches:
             self.diags.error(block.pos, "a quirk needs a match")
         keys: dict[str, Pos] = {}
         for match in block.matches:
@@ -777,7 +775,7 @@ class BlockChecker:
     def _check_field(self, fld: FieldDecl) -> None:
         kind = fld.backing.kind
         for access in filter(None, (fld.access, fld.permissive)):
-            if kind in (BackingKind.CONST, BackingKind.CACHED) and access in _DATA_ACCESS:
+            if kind in (Backing.CONST, Backing.CACHED) and access in _DATA_ACCESS:
                 self.diags.error(
                     fld.pos,
                     f"field '{fld.name}' is {kind.value}: a guest write cannot change it,"
@@ -1052,10 +1050,10 @@ class BlockChecker:
     def _check_one_layout(self, env: FieldValues) -> None:
         kind = self.block.kind
         space, link = {
-            BlockKindDecl.HEADER: (HEADER_SIZE, 0),
-            BlockKindDecl.CAPABILITY: (STD_CAP_SPACE, STD_CHAIN_LINK),
-            BlockKindDecl.EXTENDED_CAPABILITY: (EXT_CAP_SPACE, EXT_CHAIN_LINK),
-            BlockKindDecl.QUIRK: (CONFIG_SPACE, 0),
+            BlockKind.HEADER: (HEADER_SIZE, 0),
+            BlockKind.CAPABILITY: (STD_CAP_SPACE, STD_CHAIN_LINK),
+            BlockKind.EXTENDED_CAPABILITY: (EXT_CAP_SPACE, EXT_CHAIN_LINK),
+            BlockKind.QUIRK: (CONFIG_SPACE, 0),
         }[kind]
         taken: dict[int, RegisterDecl] = {}
         for reg in self.block.registers:
@@ -1268,9 +1266,6 @@ def _register_uses(reg: RegisterDecl, consts: set[str], hooks: set[str]) -> None
         hooks.update(use.name for use in fld.hooks)
 
 
-_HOOK_WORDS = {"rising": "on_rising", "falling": "on_falling", "change": "on_change"}
-
-
 def _check_reasons(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:
     """A field that lets a guest do more than read it is a policy decision: it says why."""
     for src in files:
@@ -1294,6 +1289,5 @@ def _grants(fld: FieldDecl) -> str:
     if fld.permissive is not None:
         words.append(f"permissive {fld.permissive}")
     for use in fld.hooks:
-        word = _HOOK_WORDS.get(use.edge, f"on_{use.kind}")
-        words.append(f"{word} {use.name}")
+        words.append(f"{use.keyword} {use.name}")
     return ", ".join(words)

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         # The compiler's own dependencies are a build-time extra: a dom0 install lacks them.
+        from pciback.compiler.elaborate import elaborate
         from pciback.compiler.emit import emit
         from pciback.compiler.implementations import check_implementations
         from pciback.compiler.linux import linux_report
@@ -85,14 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         program = analyse(sources)
         _print_warnings(program)
         if args.command in ("report", "linux"):
-            text = report(program) if args.command == "report" else linux_report(program)
+            model = elaborate(program)
+            text = report(model) if args.command == "report" else linux_report(model)
             if args.output is None:
                 sys.stdout.write(text)
             else:
                 args.output.write_text(text, encoding="utf-8")
                 print(f"wrote {args.output}")
             return 0
-        return _compile(emit(program), args.output, verify=args.check)
+        return _compile(emit(elaborate(program)), args.output, verify=args.check)
     except CompileFailed as failed:
         _print_diagnostics(failed.diagnostics)
         return 1

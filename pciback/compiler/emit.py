@@ -1,35 +1,20 @@
-"""Pass 4: checked model -> Python source, through the jinja2 templates beside this module.
+"""Pass 5: elaborated model -> Python source, through the jinja2 templates beside this module.
 
-Output is a pure function of the sources: no timestamps, no absolute paths, stable ordering.
+Every value was computed by the elaboration pass; this one only writes it as Python. Output is
+a pure function of the sources: no timestamps, no absolute paths, stable ordering.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from pciback.compiler.check import Program
-from pciback.compiler.evaluate import evaluate, to_python, to_text
-from pciback.compiler.extent import length_text
-from pciback.compiler.model import (
-    BackingKind,
-    BlockDecl,
-    BlockKindDecl,
-    CapabilityFieldRef,
-    Expr,
-    FieldDecl,
-    MatchDecl,
-    RegisterDecl,
-    SourceFile,
-    UseDecl,
-    device_refs,
-)
+from pciback.compiler.elaborate import Block, Field, File, Model, Register, Value
+from pciback.tables import BlockKind
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -63,21 +48,21 @@ def _docstring_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def emit(program: Program, index_modules: list[str] | None = None) -> list[Output]:
+def emit(model: Model, index_modules: list[str] | None = None) -> list[Output]:
     """One module per source file that holds declarations, plus the package index."""
     env = _env()
     outputs: list[Output] = []
     names: list[str] = []
-    for src in program.files:
+    for src in model.files:
         if not (src.blocks or src.hooks or src.groups):
             continue
         name = module_name(src.path)
         names.append(name)
-        text = env.get_template("module.py.j2").render(_module_context(src, program))
+        text = env.get_template("module.py.j2").render(_module_context(src, model))
         outputs.append(Output(f"{name}.py", text))
     index = sorted(index_modules if index_modules is not None else names)
     outputs.append(Output("__init__.py", env.get_template("index.py.j2").render(modules=index)))
-    outputs.append(Output(NAMES, env.get_template("names.py.j2").render(_names_context(program))))
+    outputs.append(Output(NAMES, env.get_template("names.py.j2").render(_names_context(model))))
     return outputs
 
 
@@ -88,145 +73,122 @@ def group_constant(name: str) -> str:
     return name.upper()
 
 
-def _module_context(src: SourceFile, program: Program) -> dict[str, Any]:
+def _module_context(src: File, model: Model) -> dict[str, Any]:
     here = module_name(src.path)
     imports: dict[str, set[str]] = {}
     for block in src.blocks:
         for item in block.items:
-            if isinstance(item, UseDecl):
-                group = program.groups[item.group]
-                home = module_name(group.pos.file)
-                if home != here:
-                    imports.setdefault(home, set()).add(group_constant(group.name))
+            if isinstance(item, Register):
+                continue
+            group = model.groups[item.group]
+            home = module_name(group.file)
+            if home != here:
+                imports.setdefault(home, set()).add(group_constant(group.name))
     return {
         "imports": [{"module": m, "names": sorted(n)} for m, n in sorted(imports.items())],
         "groups": [
             {
                 "name": g.name,
                 "const": group_constant(g.name),
-                "source": f"{src.path}:{g.pos.line}",
+                "source": g.source,
                 "reason": g.reason,
-                "registers": [_register(r, program) for r in g.registers],
+                "registers": [_register(r) for r in g.registers],
             }
             for g in src.groups
         ],
         "source": src.path,
-        "sha256": hashlib.sha256(src.text.encode("utf-8")).hexdigest(),
+        "sha256": src.sha256,
         "hooks": [
             {
                 "name": h.name,
                 "kind": h.kind,
                 "params": h.params,
-                "source": f"{src.path}:{h.pos.line}",
+                "source": h.source,
                 "reason": h.reason,
             }
             for h in src.hooks
         ],
-        "blocks": [_block(b, src, program) for b in src.blocks],
+        "blocks": [_block(b) for b in src.blocks],
     }
 
 
-def _block(block: BlockDecl, src: SourceFile, program: Program) -> dict[str, Any]:
-    consts = program.consts
-    length: str | None = None
-    if block.length is not None:
-        length = _expr_or_int(block.length, consts)
-    policy = block.policies[0] if block.policies else None
+def _block(block: Block) -> dict[str, Any]:
+    rest = block.rest
     return {
         "kind": block.kind.name,
         "kind_word": block.kind.value,
         "name": block.name,
-        "ident": _hex(evaluate(block.ident, consts)) if block.ident is not None else "0",
-        "source": f"{src.path}:{block.pos.line}",
-        "length": length,
-        "length_text": length_text(block),
-        "hidden": bool(policy and policy.hidden),
-        "policy_reason": policy.reason if policy else "",
-        "rest": bool(block.rests),
-        "rest_if": _lambda(to_python(block.rests[0].condition, consts))
-        if block.rests and block.rests[0].condition is not None
+        "ident": _hex(block.ident) if block.ident is not None else "0",
+        "source": block.source,
+        "length": _number_or_lambda(block.length) if block.length is not None else None,
+        "length_text": block.length_text,
+        "hidden": block.hidden,
+        "policy_reason": block.policy_reason,
+        "rest": rest is not None,
+        "rest_if": _lambda(rest.condition.python)
+        if rest is not None and rest.condition is not None
         else None,
-        "rest_reason": block.rests[0].reason if block.rests else "",
+        "rest_reason": rest.reason if rest is not None else "",
         "reason": block.reason,
         "matches": [
             {
                 "key": m.key,
-                "value": _hex(evaluate(m.value, consts)),
-                "mask": _hex(evaluate(m.mask, consts))
-                if m.mask is not None
-                else _hex((1 << (24 if m.key == "class" else 16)) - 1),
-                "alternatives": _tuple([_hex(evaluate(v, consts)) for v in m.alternatives]),
+                "value": _hex(m.values[0]),
+                "mask": _hex(m.full_mask),
+                "alternatives": _tuple([_hex(v) for v in m.values[1:]]),
             }
             for m in block.matches
         ],
-        "entries": [_item(item, program) for item in block.items],
+        "entries": [
+            {"use": None, **_register(item)}
+            if isinstance(item, Register)
+            else {"use": group_constant(item.group), "group": item.group, "source": item.source}
+            for item in block.items
+        ],
     }
 
 
-def _item(item: RegisterDecl | UseDecl, program: Program) -> dict[str, Any]:
-    if isinstance(item, UseDecl):
-        group = program.groups[item.group]
-        return {
-            "use": group_constant(group.name),
-            "group": group.name,
-            "source": f"{group.pos.file}:{group.pos.line}",
-        }
-    return {"use": None, **_register(item, program)}
-
-
-def _register(reg: RegisterDecl, program: Program) -> dict[str, Any]:
-    consts = program.consts
-    movable = bool(device_refs(reg.offset))
+def _register(reg: Register) -> dict[str, Any]:
+    at = reg.offset
     return {
         "name": reg.name,
-        "offset": _expr_or_int(reg.offset, consts, offset=True),
-        "offset_text": to_text(reg.offset) if movable else "",
+        "offset": _lambda(at.python) if at.constant is None else f"0x{at.constant:02x}",
+        "offset_text": at.text if at.movable else "",
         "width": reg.width,
-        "source": f"{reg.pos.file}:{reg.pos.line}",
-        "present": _lambda(to_python(reg.condition, consts)) if reg.condition else None,
-        "present_text": to_text(reg.condition) if reg.condition else "",
+        "source": reg.source,
+        "present": _lambda(reg.condition.python) if reg.condition is not None else None,
+        "present_text": reg.condition.text if reg.condition is not None else "",
         "reason": reg.reason,
-        "fields": [_field(f, reg, program) for f in reg.fields],
+        "fields": [_field(f, reg) for f in reg.fields],
     }
 
 
-def _field(fld: FieldDecl, reg: RegisterDecl, program: Program) -> dict[str, Any]:
-    init: str | None = None
-    if fld.backing.value is not None:
-        init = _hex(evaluate(fld.backing.value, program.consts))
-    write_hook = next((h for h in fld.hooks if h.kind == "write"), None)
-    read_hook = next((h for h in fld.hooks if h.kind == "read"), None)
-    bits = f"[{fld.msb}]" if fld.msb == fld.lsb else f"[{fld.msb}:{fld.lsb}]"
-    digits = reg.width * 2
+def _field(fld: Field, reg: Register) -> dict[str, Any]:
+    write_hook = fld.write_hook
+    read_hook = fld.read_hook
     return {
         "name": fld.name,
-        "bits": bits,
-        "mask": f"0x{fld.mask:0{digits}X}",
-        "backing": fld.backing.kind.name if fld.backing.kind is not BackingKind.HW else "HW",
-        "access": fld.access.upper(),
-        "source": f"{fld.pos.file}:{fld.pos.line}",
-        "init": init,
-        "permissive": fld.permissive.upper() if fld.permissive else None,
+        "bits": f"[{fld.bits}]",
+        "mask": _mask(fld, reg),
+        "backing": fld.backing.name,
+        "access": fld.access.name,
+        "source": fld.source,
+        "init": _hex(fld.initial) if fld.initial is not None else None,
+        "permissive": fld.permissive.name if fld.permissive else None,
         "on_write": write_hook.name if write_hook else None,
-        "edge": write_hook.edge.upper() if write_hook else "ANY",
+        "edge": fld.write_edge.name,
         "on_read": read_hook.name if read_hook else None,
         "reason": fld.reason,
     }
 
 
-def _expr_or_int(expr: Any, consts: Mapping[str, int], *, offset: bool = False) -> str:
-    if device_refs(expr):
-        return _lambda(to_python(expr, consts))
-    value = evaluate(expr, consts)
-    return f"0x{value:02x}" if offset else _hex(value)
+def _mask(fld: Field, reg: Register) -> str:
+    """In hex, as many digits as the register is wide."""
+    return f"0x{fld.mask:0{reg.width * 2}X}"
 
 
-def match_text(match: MatchDecl, show: Callable[[Expr], str]) -> str:
-    """`key = V / M` or `key in (V, W)`, each value as `show` writes it."""
-    if match.listed:
-        return f"{match.key} in ({', '.join(show(v) for v in match.values)})"
-    mask = f" / {show(match.mask)}" if match.mask is not None else ""
-    return f"{match.key} = {show(match.value)}{mask}"
+def _number_or_lambda(value: Value) -> str:
+    return _lambda(value.python) if value.constant is None else _hex(value.constant)
 
 
 def _tuple(items: list[str]) -> str:
@@ -246,9 +208,9 @@ def _hex(value: int) -> str:
 
 # -- generated/names.py: the policy's names, for the code that reads a device itself ------------
 _IDENT_ATTR = {
-    BlockKindDecl.HEADER: "header_type",
-    BlockKindDecl.CAPABILITY: "id",
-    BlockKindDecl.EXTENDED_CAPABILITY: "id",
+    BlockKind.HEADER: "header_type",
+    BlockKind.CAPABILITY: "id",
+    BlockKind.EXTENDED_CAPABILITY: "id",
 }
 
 
@@ -257,18 +219,16 @@ def names_constant(name: str) -> str:
     return name.upper()
 
 
-def _names_context(program: Program) -> dict[str, Any]:
-    consts = program.consts
+def _names_context(model: Model) -> dict[str, Any]:
     spaces: list[dict[str, Any]] = []
     constants: list[dict[str, Any]] = []
-    for src in program.files:
+    for src in model.files:
         for const in src.consts:
-            value = evaluate(const.value, consts)
             constants.append(
                 {
                     "name": names_constant(const.name),
-                    "value": _hex(value),
-                    "source": f"{src.path}:{const.pos.line}",
+                    "value": _hex(const.value),
+                    "source": const.source,
                     "reason": const.reason,
                 }
             )
@@ -277,63 +237,61 @@ def _names_context(program: Program) -> dict[str, Any]:
                 {
                     "name": names_constant(group.name),
                     "title": f"registers {group.name}",
-                    "source": f"{src.path}:{group.pos.line}",
+                    "source": group.source,
                     "reason": group.reason,
                     "ident": None,
                     "length": None,
                     "uses": [],
-                    "registers": [_register_names(r, consts) for r in group.registers],
+                    "registers": [_register_names(r) for r in group.registers],
                 }
             )
         for block in src.blocks:
             ident = None
             title = f"{block.kind.value} {block.name}"
             if block.ident is not None and block.kind in _IDENT_ATTR:
-                value = evaluate(block.ident, consts)
-                shown = {BlockKindDecl.CAPABILITY: f"0x{value:02x}"}.get(block.kind, str(value))
-                if block.kind is BlockKindDecl.EXTENDED_CAPABILITY:
-                    shown = f"0x{value:04x}"
+                shown = {
+                    BlockKind.CAPABILITY: f"0x{block.ident:02x}",
+                    BlockKind.EXTENDED_CAPABILITY: f"0x{block.ident:04x}",
+                }.get(block.kind, str(block.ident))
                 ident = {"attr": _IDENT_ATTR[block.kind], "value": shown}
             if block.matches:
-                title += " match " + ", ".join(match_text(m, to_text) for m in block.matches)
+                title += " match " + ", ".join(m.text(as_written=True) for m in block.matches)
             spaces.append(
                 {
                     "name": names_constant(block.name),
                     "title": title,
-                    "source": f"{src.path}:{block.pos.line}",
+                    "source": block.source,
                     "reason": block.reason,
                     "ident": ident,
-                    "length": _movable(block.length, consts) if block.length else None,
+                    "length": _movable(block.length) if block.length is not None else None,
                     "uses": [
-                        names_constant(i.group) for i in block.items if isinstance(i, UseDecl)
+                        names_constant(i.group) for i in block.items if not isinstance(i, Register)
                     ],
                     "registers": [
-                        _register_names(i, consts)
-                        for i in block.items
-                        if isinstance(i, RegisterDecl)
+                        _register_names(i) for i in block.items if isinstance(i, Register)
                     ],
                 }
             )
     return {"constants": constants, "spaces": spaces}
 
 
-def _register_names(reg: RegisterDecl, consts: Mapping[str, int]) -> dict[str, Any]:
-    digits = reg.width * 2
-    at = f"0x{evaluate(reg.offset, consts):02x}" if not device_refs(reg.offset) else None
+def _register_names(reg: Register) -> dict[str, Any]:
+    at = reg.offset
+    shown = at.text if at.constant is None else f"0x{at.constant:02x}"
     return {
         "name": names_constant(reg.name),
-        "title": f"{reg.name} @{at if at else to_text(reg.offset)} u{reg.width * 8}",
-        "present": to_text(reg.condition) if reg.condition else "",
-        "source": f"{reg.pos.file}:{reg.pos.line}",
-        "offset": _movable(reg.offset, consts),
+        "title": f"{reg.name} @{shown} u{reg.width * 8}",
+        "present": reg.condition.text if reg.condition is not None else "",
+        "source": reg.source,
+        "offset": _movable(at),
         "width": reg.width,
         "fields": [
             {
                 "name": names_constant(f.name),
-                "mask": f"0x{f.mask:0{digits}X}",
+                "mask": _mask(f, reg),
                 "shift": f.lsb,
                 "width": f.width,
-                "bits": f"[{f.msb}]" if f.msb == f.lsb else f"[{f.msb}:{f.lsb}]",
+                "bits": f"[{f.bits}]",
             }
             for f in reg.fields
             if f.name != "_"
@@ -341,22 +299,12 @@ def _register_names(reg: RegisterDecl, consts: Mapping[str, int]) -> dict[str, A
     }
 
 
-def _movable(expr: Any, consts: Mapping[str, int]) -> dict[str, Any]:
+def _movable(value: Value) -> dict[str, Any]:
     """A constant as its value; an expression over device fields as a function of them, each
     field a keyword argument named `register_field` (`block_register_field` for a field of
     another capability)."""
-    refs = device_refs(expr)
-    if not refs:
-        return {"value": f"0x{evaluate(expr, consts):02x}", "params": None}
-    params = sorted(
-        {
-            f"{r.block}_{r.register}_{r.field}"
-            if isinstance(r, CapabilityFieldRef)
-            else f"{r.register}_{r.field}"
-            for r in refs
-        }
-    )
-    body = to_python(expr, consts)
-    body = re.sub(r'f\.of\("(\w+)", "(\w+)", "(\w+)"\)', r"\1_\2_\3", body)
+    if value.constant is not None:
+        return {"value": f"0x{value.constant:02x}", "params": None}
+    body = re.sub(r'f\.of\("(\w+)", "(\w+)", "(\w+)"\)', r"\1_\2_\3", value.python)
     body = re.sub(r'f\("(\w+)", "(\w+)"\)', r"\1_\2", body)
-    return {"value": body, "params": params, "text": to_text(expr)}
+    return {"value": body, "params": list(value.params), "text": value.text}

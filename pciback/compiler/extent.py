@@ -92,11 +92,3 @@ def _when(end: Expr, condition: Expr | None, pos: Pos) -> Expr:
     op = condition.op if isinstance(condition, Binary | Unary) else ""
     truth = condition if op in _TRUTH_OPS else Binary("!=", condition, Num(0, pos), pos)
     return Binary("*", end, truth, pos)
-
-
-def length_text(block: BlockDecl) -> str:
-    """The length as the report and the tables show it: `auto = EXPR` when derived."""
-    if block.length is None:
-        return ""
-    text = to_text(block.length)
-    return f"auto = {text}" if block.length_auto is not None else text

@@ -1,5 +1,6 @@
-"""docs/policy-vs-linux-fields.md: the registers and fields whose policy carries a `linux` note,
-how Linux's xen-pciback treats each and why this policy differs, one table per block.
+"""Pass 5, beside emit: docs/policy-vs-linux-fields.md from the elaborated model. The registers
+and fields whose policy carries a `linux` note, how Linux's xen-pciback treats each and why this
+policy differs, one table per block.
 
 Generated rather than written so that a difference cannot be changed in dsl/ and left stale in
 the comparison: `make test` checks the file as it checks the report.
@@ -12,10 +13,9 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.check import Program
+from pciback.compiler.elaborate import Model, Register
 from pciback.compiler.emit import TEMPLATES
-from pciback.compiler.evaluate import evaluate, to_text
-from pciback.compiler.model import FieldDecl, LinuxNote, RegisterDecl, device_refs
+from pciback.compiler.report import offset_text
 
 # What each word of a note means, for the table's readers.
 TREATMENTS = {
@@ -29,7 +29,7 @@ TREATMENTS = {
 }
 
 
-def linux_report(program: Program) -> str:
+def linux_report(model: Model) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         keep_trailing_newline=True,
@@ -37,93 +37,67 @@ def linux_report(program: Program) -> str:
         autoescape=False,
     )
     sections: list[dict[str, Any]] = []
-    for src in program.files:
+    for src in model.files:
         for group in src.groups:
-            rows = _rows(group.registers, program)
+            rows = _rows(group.shown)
             if rows:
                 sections.append(
                     {"title": f"registers {group.name}", "source": src.path, "rows": rows}
                 )
         for block in src.blocks:
-            own = tuple(i for i in block.items if isinstance(i, RegisterDecl))
-            rows = _rows(own, program)
+            rows = _rows(block.own)
             if rows:
                 kind = block.kind.value.replace("_", " ")
                 sections.append({"title": f"{kind} {block.name}", "source": src.path, "rows": rows})
-    directories = sorted({str(Path(src.path).parent) for src in program.files})
+    directories = sorted({str(Path(src.path).parent) for src in model.files})
     return env.get_template("linux.md.j2").render(
         sections=sections, directory=", ".join(f"{d}/" for d in directories), treatments=TREATMENTS
     )
 
 
-def _rows(registers: tuple[RegisterDecl, ...], program: Program) -> list[dict[str, str]]:
+def _rows(registers: tuple[Register, ...]) -> list[dict[str, str]]:
+    """A row for each noted register (an array once, as declared) and each noted field."""
     rows: list[dict[str, str]] = []
-    seen: set[int] = set()
     for reg in registers:
-        shown = reg.origin if reg.origin is not None else reg  # an array once, as declared
-        if id(shown) in seen:
-            continue
-        seen.add(id(shown))
-        if shown.linux is not None:
-            ours = sorted({_policy(f) for f in shown.fields})
+        if reg.linux is not None:
+            ours = ", ".join(sorted({f.policy for f in reg.fields}))
             rows.append(
                 _row(
-                    shown,
+                    reg,
                     "*register*",
-                    f"{8 * shown.width - 1}:0",
-                    ", ".join(ours),
-                    shown.linux,
-                    shown.reason,
-                    program,
-                    shown.pos.line,
+                    f"{8 * reg.width - 1}:0",
+                    ours,
+                    reg.linux,
+                    reg.reason,
+                    reg.source,
                 )
             )
-        for fld in shown.fields:
+        for fld in reg.fields:
             if fld.linux is not None:
-                bits = f"{fld.msb}" if fld.msb == fld.lsb else f"{fld.msb}:{fld.lsb}"
                 rows.append(
                     _row(
-                        shown,
+                        reg,
                         fld.name,
-                        bits,
-                        _policy(fld),
+                        fld.bits,
+                        fld.policy,
                         fld.linux,
-                        fld.reason or shown.reason,
-                        program,
-                        fld.pos.line,
+                        fld.reason or reg.reason,
+                        f"{reg.file}:{fld.line}",
                     )
                 )
     return rows
 
 
 def _row(
-    reg: RegisterDecl,
-    field: str,
-    bits: str,
-    ours: str,
-    note: LinuxNote,
-    why: str,
-    program: Program,
-    line: int,
+    reg: Register, field: str, bits: str, ours: str, linux: str, why: str, source: str
 ) -> dict[str, str]:
-    offset = (
-        to_text(reg.offset)
-        if device_refs(reg.offset)
-        else f"{evaluate(reg.offset, program.consts):#04x}"
-    )
-    name = f"{reg.name}[i]" if reg.array is not None else reg.name
     return {
-        "offset": offset,
-        "register": name,
+        "offset": offset_text(reg),
+        "register": f"{reg.name}[i]" if reg.array is not None else reg.name,
         "bits": bits,
         "field": field,
         "ours": ours,
-        "linux": note.treatment,
+        "linux": linux,
         "why": why.replace("|", "\\|"),
-        "source": f"{reg.pos.file}:{line}",
+        "source": source,
     }
-
-
-def _policy(fld: FieldDecl) -> str:
-    """The field's guest access, and its permissive one."""
-    return fld.access + (f" (permissive {fld.permissive})" if fld.permissive else "")

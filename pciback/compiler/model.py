@@ -1,11 +1,15 @@
-"""The model the compiler builds from a parse tree: typed, positioned, independent of lark."""
+"""The model the compiler builds from a parse tree: typed, positioned, independent of lark.
+
+Backings and block kinds are the runtime's enums (pciback.tables), not copies: one set of words
+in the policy, the compiler and the tables generated/ instantiates.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
 from pciback.compiler.diagnostics import Pos
+from pciback.tables import Backing, BlockKind
 
 
 # -- expressions ---------------------------------------------------------------------------------
@@ -121,16 +125,9 @@ def calls(expr: Expr | None) -> list[Call]:
 
 
 # -- declarations --------------------------------------------------------------------------------
-class BackingKind(Enum):
-    HW = "hw"
-    CACHED = "cached"
-    SHADOW = "shadow"
-    CONST = "const"
-
-
 @dataclass(frozen=True, slots=True)
-class Backing:
-    kind: BackingKind
+class BackingDecl:
+    kind: Backing
     value: Expr | None  # shadow initial value (None: from hardware) or the constant
 
 
@@ -140,6 +137,11 @@ class HookUse:
     name: str
     edge: str  # "any", "rising", "falling", "change"
     pos: Pos
+
+    @property
+    def keyword(self) -> str:
+        """As written before the hook's name: `on_read`, `on_write`, `on_rising`..."""
+        return f"on_{self.kind}" if self.edge == "any" else f"on_{self.edge}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ class FieldDecl:
     name: str
     msb: int
     lsb: int
-    backing: Backing
+    backing: BackingDecl
     access: str
     permissive: str | None
     hooks: tuple[HookUse, ...]
@@ -199,13 +201,6 @@ class RegisterDecl:
     index: int | None = None
     origin: RegisterDecl | None = None  # an instance's array, as declared
     linux: LinuxNote | None = None
-
-
-class BlockKindDecl(Enum):
-    HEADER = "header"
-    CAPABILITY = "capability"
-    EXTENDED_CAPABILITY = "extended_capability"
-    QUIRK = "quirk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +254,7 @@ class GroupDecl:
 
 @dataclass(frozen=True, slots=True)
 class BlockDecl:
-    kind: BlockKindDecl
+    kind: BlockKind
     name: str
     ident: Expr | None  # header type, capability ID; None for quirks
     length: Expr | None

@@ -11,6 +11,7 @@ import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from pciback.compiler.diagnostics import Diagnostics, Pos, closest
+from pciback.tables import Access
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -31,13 +32,14 @@ _READABLE = {
     "LENGTH_AUTO": "'auto'",
     "$END": "end of file",
 }
+_ACCESS_WORDS = tuple(access.value for access in Access)
 # The words of the terminals that are alternatives, for "did you mean" on a misspelt keyword.
 _WORDS = {
     "WIDTH": ("u8", "u16", "u32"),
-    "ACCESS": ("ro", "rw", "rw1c", "rsvdp", "rsvdz"),
+    "ACCESS": _ACCESS_WORDS,
     "POLICY": ("expose", "hide"),
     "MATCH_KEY": ("vendor", "device", "subsystem_vendor", "subsystem_device", "class"),
-    "LINUX_WORD": ("ro", "rw", "rw1c", "rsvdp", "rsvdz", "undescribed", "refused"),
+    "LINUX_WORD": (*_ACCESS_WORDS, "undescribed", "refused"),
 }
 # What may follow a field's access: a misspelling of one of them reads as the next field's name.
 _FIELD_TAIL = ("permissive", "on_write", "on_rising", "on_falling", "on_read", "linux")

@@ -1,4 +1,4 @@
-"""The passes in order: read -> parse -> build -> check -> emit."""
+"""The passes in order: read -> parse -> build -> resolve -> check -> elaborate -> emit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from pciback.compiler.build import Builder
 from pciback.compiler.check import Program, check
 from pciback.compiler.diagnostics import CompileFailed, Diagnostics, Pos
+from pciback.compiler.elaborate import elaborate
 from pciback.compiler.emit import Output, emit
 from pciback.compiler.model import BlockDecl, CapabilityFieldRef, SourceFile, capability_refs
 from pciback.compiler.parse import parse
@@ -120,8 +121,9 @@ def whole_directories(paths: Sequence[Path], files: Sequence[SourceFile]) -> set
 
 
 def analyse(paths: Sequence[Path], *, strict_reasons: bool = False) -> Program:
-    """Every pass but emit. Errors raise CompileFailed (carrying the warnings too); a program
-    that only has warnings is returned with them."""
+    """Every pass up to check, those that report (elaboration cannot fail). Errors raise
+    CompileFailed (carrying the warnings too); a program that only has warnings is returned
+    with them."""
     diags = Diagnostics()
     files = resolve(load(paths, diags), diags)
     program = check(
@@ -136,7 +138,7 @@ def analyse(paths: Sequence[Path], *, strict_reasons: bool = False) -> Program:
 
 
 def compile_paths(paths: Sequence[Path]) -> list[Output]:
-    return emit(analyse(paths))
+    return emit(elaborate(analyse(paths)))
 
 
 def policy_sources(directory: Path) -> list[Path]:

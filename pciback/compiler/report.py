@@ -1,4 +1,5 @@
-"""A reviewer's view of the whole policy: one Markdown table per block, one row per bit field."""
+"""Pass 5, beside emit: the elaborated model as a reviewer's view of the whole policy, one
+Markdown table per block, one row per bit field (docs/policy-report.md)."""
 
 from __future__ import annotations
 
@@ -6,95 +7,63 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.check import Program
-from pciback.compiler.emit import TEMPLATES, match_text
-from pciback.compiler.evaluate import evaluate, to_text
-from pciback.compiler.extent import length_text
-from pciback.compiler.model import (
-    BackingKind,
-    BlockDecl,
-    FieldDecl,
-    LinuxNote,
-    RegisterDecl,
-    device_refs,
-)
+from pciback.compiler.elaborate import Block, Field, Model, Register
+from pciback.compiler.emit import TEMPLATES
+from pciback.tables import Backing
 
-_HOOK_WORDS = {
-    ("read", "any"): "on_read",
-    ("write", "any"): "on_write",
-    ("write", "rising"): "on_rising",
-    ("write", "falling"): "on_falling",
-    ("write", "change"): "on_change",
-}
 _ID_WORDS = {"header": "type", "capability": "ID", "extended_capability": "ID"}
 
 
-def report(program: Program) -> str:
+def report(model: Model) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
-    blocks = [_block(b, program) for src in program.files for b in src.blocks]
-    sources = [f"`{src.path}`" for src in program.files]
+    blocks = [_block(b) for src in model.files for b in src.blocks]
+    sources = [f"`{src.path}`" for src in model.files]
     return env.get_template("report.md.j2").render(blocks=blocks, sources=sources)
 
 
-def _block(block: BlockDecl, program: Program) -> dict[str, Any]:
-    consts = program.consts
-    ident = evaluate(block.ident, consts) if block.ident is not None else None
-    policy = block.policies[0] if block.policies else None
+def _block(block: Block) -> dict[str, Any]:
+    rest = block.rest
     return {
         "kind_word": block.kind.value.replace("_", " "),
         "name": block.name,
-        "ident_text": f"{_ID_WORDS[block.kind.value]} {ident:#x}" if ident is not None else "",
-        "source": f"{block.pos.file}:{block.pos.line}",
-        "reason": _cell(block.reason),
-        "hidden": bool(policy and policy.hidden),
-        "policy_reason": policy.reason if policy else "",
-        "rest_reason": _cell(block.rests[0].reason or "-") if block.rests else "",
-        "rest_if": to_text(block.rests[0].condition)
-        if block.rests and block.rests[0].condition is not None
+        "ident_text": f"{_ID_WORDS[block.kind.value]} {block.ident:#x}"
+        if block.ident is not None
         else "",
-        "length_text": length_text(block),
-        "match_text": ", ".join(
-            match_text(m, lambda e: f"{evaluate(e, consts):#x}") for m in block.matches
-        ),
-        "registers": [_register(r, block, program) for r in _shown(block)],
+        "source": block.source,
+        "reason": _cell(block.reason),
+        "hidden": block.hidden,
+        "policy_reason": block.policy_reason,
+        "rest_reason": _cell(rest.reason or "-") if rest else "",
+        "rest_if": rest.condition.text if rest and rest.condition is not None else "",
+        "length_text": block.length_text,
+        "match_text": ", ".join(m.text(as_written=False) for m in block.matches),
+        "registers": [_register(r) for r in block.shown],
     }
 
 
-def _shown(block: BlockDecl) -> list[RegisterDecl]:
-    """The block's registers, an array's instances shown once, as the array."""
-    shown: list[RegisterDecl] = []
-    arrays: set[int] = set()
-    for reg in block.registers:
-        if reg.origin is None:
-            shown.append(reg)
-        elif id(reg.origin) not in arrays:
-            arrays.add(id(reg.origin))
-            shown.append(reg.origin)
-    return shown
+def offset_text(reg: Register) -> str:
+    """The offset as the Markdown tables show it: the expression when the device moves it."""
+    at = reg.offset
+    return at.text if at.constant is None else f"{at.constant:#04x}"
 
 
-def _register(reg: RegisterDecl, block: BlockDecl, program: Program) -> dict[str, Any]:
-    consts = program.consts
-    offset = (
-        to_text(reg.offset) if device_refs(reg.offset) else f"{evaluate(reg.offset, consts):#04x}"
-    )
+def _register(reg: Register) -> dict[str, Any]:
+    offset = offset_text(reg)
     name = reg.name
-    condition = to_text(reg.condition) if reg.condition is not None else ""
     shape = ""
     array = reg.array
     if array is not None:
-        instances = [r.name for r in block.registers if r.origin is reg]
-        stride = evaluate(array.stride, consts) if array.stride is not None else reg.width
-        first = evaluate(array.first, consts) if array.first is not None else 0
+        stride = array.stride
         offset += f" + {stride if stride < 10 else hex(stride)}*i"
         name += "[i]"
-        count = to_text(array.count)
-        shape = f"`{first} <= i < {count}`" if first else f"`i < {count}`"
+        count = array.count_text
+        shape = f"`{array.first} <= i < {count}`" if array.first else f"`i < {count}`"
+        instances = array.instances
         if len(instances) > 1:
             shape += f": {instances[0]} to {instances[-1]}"
         else:
@@ -104,36 +73,35 @@ def _register(reg: RegisterDecl, block: BlockDecl, program: Program) -> dict[str
         "name": name,
         "bits": f"{8 * reg.width - 1}:0",
         "reason": _cell(_with_linux(reg.reason, reg.linux)),
-        "source": f"{reg.pos.file}:{reg.pos.line}",
-        "condition": condition,
+        "source": reg.source,
+        "condition": reg.condition.text if reg.condition is not None else "",
         "array": shape,
-        "fields": [_field(f, program) for f in reg.fields],
+        "fields": [_field(f) for f in reg.fields],
     }
 
 
-def _field(fld: FieldDecl, program: Program) -> dict[str, str]:
-    backing = fld.backing.kind.value
-    if fld.backing.kind is BackingKind.SHADOW:
-        value = fld.backing.value
-        backing += f"({evaluate(value, program.consts):#x})" if value is not None else "(hw)"
-    elif fld.backing.kind is BackingKind.CONST and fld.backing.value is not None:
-        backing += f"({evaluate(fld.backing.value, program.consts):#x})"
-    hooks = ", ".join(f"{_HOOK_WORDS[h.kind, h.edge]} {h.name}" for h in fld.hooks)
+def _field(fld: Field) -> dict[str, str]:
+    backing = fld.backing.value
+    if fld.backing is Backing.SHADOW:
+        backing += f"({fld.initial:#x})" if fld.initial is not None else "(hw)"
+    elif fld.backing is Backing.CONST and fld.initial is not None:
+        backing += f"({fld.initial:#x})"
+    hooks = ", ".join(f"{h.keyword} {h.name}" for h in fld.hooks)
     return {
-        "bits": f"{fld.msb}" if fld.msb == fld.lsb else f"{fld.msb}:{fld.lsb}",
+        "bits": fld.bits,
         "name": fld.name,
         "backing": backing,
-        "access": fld.access,
-        "permissive": fld.permissive or "",
+        "access": fld.access.value,
+        "permissive": fld.permissive.value if fld.permissive else "",
         "hooks": hooks,
         "reason": _cell(_with_linux(fld.reason, fld.linux)),
-        "source": f"{fld.pos.file}:{fld.pos.line}",
+        "source": fld.source,
     }
 
 
-def _with_linux(reason: str, note: LinuxNote | None) -> str:
+def _with_linux(reason: str, linux: str | None) -> str:
     """The reason, after how Linux treats the register or field when the policy notes it."""
-    return reason if note is None else f"(Linux: {note.treatment}) {reason}"
+    return reason if linux is None else f"(Linux: {linux}) {reason}"
 
 
 def _cell(text: str) -> str:
