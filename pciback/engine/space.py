@@ -273,10 +273,11 @@ class ConfigSpace:
     # An access that reaches a register or a chain link is split into runs of the slots it covers
     # and turned into a plan: a function doing just that access's work (fixed bytes
     # folded in, a register's value shifted into place, a device read of a gap), kept per
-    # (offset, size): the map never changes once the view is built, so neither do plans, and
-    # there are at most three per described byte. An access that reaches only gaps and hidden
-    # bodies is served straight from the map (cheaper than making a plan), and never kept, so
-    # that a guest sweeping the whole space cannot make the view hold a plan for every offset.
+    # access and mode: the map never changes once the view is built (a live quirk drops them
+    # all), so neither do plans, and there are at most three per described byte and mode. An
+    # access that reaches only gaps and hidden bodies is served straight from the map (cheaper
+    # than making a plan), and never kept, so that a guest sweeping the whole space cannot make
+    # the view hold a plan for every offset.
     def _check(self, offset: int, size: int) -> None:
         if not config_access_fits(offset, size, self.size):
             raise PciOpError(
