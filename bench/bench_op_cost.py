@@ -283,6 +283,7 @@ class XenRig:
         self.port = XenEventPort(1, 7, lib=self.fake)
         backend = guest.backend
         self.conn = BackendConnection(1, self.page, self.port, backend.devices, backend.handler)
+        self.conn.config_ops = backend.config_ops  # the short way for config ops, as the daemon's
         self._word = atomic.word_of(buffer)
         self._fetch_or = getattr(lib, "__atomic_fetch_or_4")  # a class body would mangle it
         self._active = 1 << Flag.PCIF_ACTIVE

@@ -46,7 +46,7 @@ def log_limited(
     level: int,
     message: str,
     *args: object,
-    exc_info: bool = False,
+    exc_info: bool | BaseException = False,
     extra: Mapping[str, object] | None = None,
 ) -> None:
     """Log through `limit`: dropped when over it, else with the count dropped before it.

@@ -84,7 +84,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("pciback/protocol/abi.py", "AER_RESUME"): "pcifront's AER op numbers: the Xen ABI",
     ("pciback/protocol/abi.py", "AER_MMIO"): "pcifront's AER op numbers: the Xen ABI",
     ("pciback/protocol/abi.py", "AER_SLOTRESET"): "pcifront's AER op numbers: the Xen ABI",
-    ("pciback/protocol/dispatch.py", "_SIZE_MASK"): "an access size's value mask, no register",
     ("pciback/protocol/interrupts.py", "MSI_MAX_VECTORS"): (
         "the most vectors the multiple-message encoding can ask for: a count, no layout"
     ),

@@ -43,6 +43,7 @@ from pciback.control.ownership import Ownership
 from pciback.control.quirks import quirk_register
 from pciback.control.state import Record, StateError
 from pciback.control.stub import StubError, StubPool
+from pciback.daemon.config_ops import config_ops
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
 from pciback.ports.grants import GrantPort
@@ -85,6 +86,9 @@ class _GuestDevices:
         self.dirty: set[str] = set()  # physical addresses a conf write reached since queued
         self.saved: dict[str, str] = {}  # physical address -> the view state last snapshotted
         self.log_limit = RateLimit()  # this guest's lines, whatever another guest logs
+        # The short way for config ops; it marks the views it writes in `dirty`, which is why
+        # that set is cleared, never replaced.
+        self.config_ops = config_ops(self.serving, self.by_devfn, self, self.dirty)
 
     def lookup(self, domain: int, bus: int, devfn: int) -> ExportedDevice | None:
         # Called by the service thread inside `serving` (`_serve_in_gate`), and every change of
@@ -168,6 +172,7 @@ class SimDataPath:
             linger_ns=self.linger_ns,
             neighbours=self._neighbours,
         )
+        connection.config_ops = devices.config_ops
         with self._lock:
             link = self._links[(domid, devid)] = _Link(connection, devices)
             recording = self._traces.get(domid)
@@ -426,7 +431,8 @@ class SimDataPath:
         if not devices.dirty:  # most batches are reads; only this thread adds to `dirty`
             return
         with devices.lock:
-            dirty, devices.dirty = devices.dirty, set()
+            dirty = set(devices.dirty)
+            devices.dirty.clear()
             state = self.pool.state if dirty else None
             if state is None:
                 return
@@ -583,11 +589,14 @@ class SimDataPath:
         inner = connection.handler
         traced = _TracedOps(inner, link.devices, recording)
 
+        untraced_config_ops = connection.config_ops
+
         def unwrap() -> None:
             if connection.handler is traced:
                 connection.handler = inner
+                connection.config_ops = untraced_config_ops
 
-        connection.handler = traced
+        connection.handler = traced  # and no short way for config ops, which would skip it
         if not recording.on_end(unwrap):
             unwrap()
 

@@ -38,6 +38,11 @@ _CLOCK_MASK = LOOKS_PER_CLOCK - 1
 AER_RECHECK_S = 0.5
 
 
+def _none_served(page: SharedPage) -> bool:
+    """`config_ops` when there is none: every op goes to the handler."""
+    return False
+
+
 class AerAborted(Exception):
     """An AER request given up for a reason other than the guest: the connection closed (a
     detach, the daemon stopping) or the device changed hands. Nothing more may be done to the
@@ -71,15 +76,18 @@ class BackendConnection:
         `linger_ns`: the longest look for a next op before sleeping (0: none). `time_every`:
         one op in so many is timed (a power of two; 1: every op). `neighbours`: the pages of
         the other guests this thread shares the interpreter with, whose waiting ops end its
-        lingering (pciback.protocol.neighbours); this page joins them while the thread runs."""
+        lingering (pciback.protocol.neighbours); this page joins them while the thread runs.
+        `config_ops`, set once built: a short way for config ops that answers the op on the
+        page and says whether it did (pciback.daemon.config_ops); the handler answers the
+        rest, and every op while none is set."""
         if time_every < 1 or time_every & (time_every - 1):
             raise ValueError(f"time_every = {time_every}: expected a power of two")
         self.domid = domid
         self.page = page
         self.port = port
         self.devices = devices
-        # Replaceable for the transport benchmark (a no-op handler) and for tests.
-        self.handler = handler or (lambda req: dispatch(req, self.devices))
+        self._handler = handler or (lambda req: dispatch(req, self.devices))
+        self.config_ops: Callable[[SharedPage], bool] = _none_served
         self.after_batch = after_batch
         self.stats = OpStats()
         self._time_mask = time_every - 1
@@ -94,6 +102,17 @@ class BackendConnection:
         self._aer_pending = False
         self._aer_answered = threading.Event()
         self._aer_aborted = False  # set once, by `abort_aer`
+
+    @property
+    def handler(self) -> Callable[[OpRequest], OpResult]:
+        """What answers an op. Replaceable (a recording wraps it; the transport benchmark and
+        tests put their own); replacing it turns `config_ops` off, which would bypass it."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Callable[[OpRequest], OpResult]) -> None:
+        self._handler = handler
+        self.config_ops = _none_served
 
     # -- service ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -213,8 +232,8 @@ class BackendConnection:
         elif start is None:
             start = perf_counter_ns()
         page = self.page
-        result = self.handler(snapshot(page))
-        result.write_back(page)
+        if not self.config_ops(page):
+            self._handler(snapshot(page)).write_back(page)
         page.finish_op()  # atomic, and only once the answer is in the page
         self.port.notify()
         if start is not None:

@@ -25,7 +25,8 @@ from pciback.ratelimit import RateLimit, log_limited
 
 log = logging.getLogger(__name__)
 
-_SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+#: The value mask of each access size a config op may have; a size not here is refused.
+ACCESS_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 _SUCCESS = XenPciError.SUCCESS
 
 
@@ -34,7 +35,11 @@ _UNATTRIBUTED = RateLimit()
 
 
 def _log_limited(
-    dev: ExportedDevice | None, level: int, message: str, *args: object, exc_info: bool = False
+    dev: ExportedDevice | None,
+    level: int,
+    message: str,
+    *args: object,
+    exc_info: bool | BaseException = False,
 ) -> None:
     """A line about an op for `dev`, under its guest's limit, with the guest's domid and the
     physical device as fields (the message names the guest-visible address); under the shared
@@ -90,17 +95,23 @@ def dispatch(req: OpRequest, devices: DeviceLookup) -> OpResult:
         if handler is None:
             return OpResult(XenPciError.NOT_IMPLEMENTED, req.value)
         return handler(req, dev)
-    except PciOpError as e:
-        return OpResult(e.err, 0)
-    except Exception:
-        _log_limited(
-            _device_of(req, devices),
-            logging.ERROR,
-            "op %d failed inside the backend",
-            req.cmd,
-            exc_info=True,
-        )
-        return OpResult(XenPciError.OP_FAILED, 0)
+    except Exception as error:
+        return failed(req, devices, error)
+
+
+def failed(req: OpRequest, devices: DeviceLookup, error: Exception) -> OpResult:
+    """The answer to an op that raised `error`: the error a PciOpError carries, else op_failed
+    and a line with the traceback (a bug of ours, never the guest's fault)."""
+    if isinstance(error, PciOpError):
+        return OpResult(error.err, 0)
+    _log_limited(
+        _device_of(req, devices),
+        logging.ERROR,
+        "op %d failed inside the backend",
+        req.cmd,
+        exc_info=error,
+    )
+    return OpResult(XenPciError.OP_FAILED, 0)
 
 
 def _device_of(req: OpRequest, devices: DeviceLookup) -> ExportedDevice | None:
@@ -117,7 +128,7 @@ def _device_of(req: OpRequest, devices: DeviceLookup) -> ExportedDevice | None:
 # Python call per op less; tests/test_access_rule.py holds the two to the same answers.
 def _conf_read(req: OpRequest, dev: ExportedDevice) -> OpResult:
     size, offset = req.size, req.offset
-    mask = _SIZE_MASK.get(size)
+    mask = ACCESS_MASK.get(size)
     if mask is None or offset < 0 or offset % size or offset + size > dev.config_size:
         raise PciOpError(XenPciError.INVALID_OFFSET, f"bad access {offset}/{size}")
     return OpResult(_SUCCESS, dev.view.read(offset, size) & mask)
@@ -125,7 +136,7 @@ def _conf_read(req: OpRequest, dev: ExportedDevice) -> OpResult:
 
 def _conf_write(req: OpRequest, dev: ExportedDevice) -> OpResult:
     size, offset = req.size, req.offset
-    mask = _SIZE_MASK.get(size)
+    mask = ACCESS_MASK.get(size)
     if mask is None or offset < 0 or offset % size or offset + size > dev.config_size:
         raise PciOpError(XenPciError.INVALID_OFFSET, f"bad access {offset}/{size}")
     dev.view.write(offset, size, req.value & mask)

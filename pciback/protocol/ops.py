@@ -15,7 +15,8 @@ packs, instead of a dozen cffi accesses and an allocation.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 from pciback.errors import XenPciError
 from pciback.protocol.abi import OP_OFFSET, OP_SIZE, SH_INFO_MAX_VEC
@@ -80,8 +81,19 @@ _new_request = tuple.__new__
 
 def snapshot(page: SharedPage) -> OpRequest:
     """The op on `page`, copied once: nothing of it is read from the page again."""
-    private = page.copy_op()
+    return request_of(page.copy_op())
+
+
+def request_of(private: bytes) -> OpRequest:
+    """The OpRequest of a copy of the op, as `snapshot` makes it."""
     return _new_request(OpRequest, (*_unpack_header(private, _HEADER_AT), private))
+
+
+#: For a path that needs the header fields alone (pciback.daemon.config_ops), as plain C calls:
+#: `unpack_header(page.buffer, HEADER_IN_PAGE)` copies OpRequest's fields but `private` out of
+#: the page in one go (each field read once, as from a snapshot).
+unpack_header: Callable[[Any, int], tuple[int, ...]] = _unpack_header
+HEADER_IN_PAGE: Final = OP_OFFSET + _HEADER_AT
 
 
 # Where each answered field sits in the page, and its format.
@@ -95,6 +107,15 @@ _INFO_AT = OP_OFFSET + offset_of(_OP, "info")
 _VECTORS_AT = OP_OFFSET + _ENTRIES_AT + offset_of(_ENTRY, "vector")
 if _VECTORS_AT + SH_INFO_MAX_VEC * _ENTRY_SIZE > OP_OFFSET + OP_SIZE:
     raise ImportError("the MSI-X vectors would be written past struct xen_pci_op")
+
+
+#: A config op's whole answer as plain C calls, what OpResult(err, value).write_back writes:
+#: `pack_err(page.buffer, ERR_IN_PAGE, err)`, `pack_value(page.buffer, VALUE_IN_PAGE, value)`
+#: (a value of 32 bits).
+pack_err: Callable[[Any, int, int], None] = _ERR.pack_into
+pack_value: Callable[[Any, int, int], None] = _VALUE.pack_into
+ERR_IN_PAGE: Final = _ERR_AT
+VALUE_IN_PAGE: Final = _VALUE_AT
 
 
 class OpResult(NamedTuple):
@@ -116,4 +137,15 @@ class OpResult(NamedTuple):
                 _VECTOR.pack_into(buffer, _VECTORS_AT + i * _ENTRY_SIZE, vector & 0xFFFF)
 
 
-__all__ = ["OpRequest", "OpResult", "snapshot"]
+__all__ = [
+    "ERR_IN_PAGE",
+    "HEADER_IN_PAGE",
+    "VALUE_IN_PAGE",
+    "OpRequest",
+    "OpResult",
+    "pack_err",
+    "pack_value",
+    "request_of",
+    "snapshot",
+    "unpack_header",
+]
