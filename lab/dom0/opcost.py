@@ -28,24 +28,28 @@ ADDR = "0000:03:00.0"
 ROUNDS = 5
 
 
-def per_call(n: int, fn: Callable[[], object]) -> float:
-    """Median over ROUNDS of the thread CPU µs per call of `fn` (CPU, not wall: dom0's other
+def per_call(n: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
+    """Median over `rounds` of the thread CPU µs per call of `fn` (CPU, not wall: dom0's other
     work does not count)."""
-    rounds = []
-    for _ in range(ROUNDS):
+    times = []
+    for _ in range(rounds):
         start = time.thread_time_ns()
         for _ in range(n):
             fn()
-        rounds.append((time.thread_time_ns() - start) / n / 1000)
-    return statistics.median(rounds)
+        times.append((time.thread_time_ns() - start) / n / 1000)
+    return statistics.median(times)
 
 
-def serve_cost(offset: int, quiet: bool = False) -> float:
+def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> tuple[float, float]:
     """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
     function: the daemon's handler, dispatch, engine, answer and notify, with nothing waiting
     on the doorbell (as bench/bench_op_cost.py does natively). `quiet`: without its system
     calls (the doorbell's eventfd write, and the op counters' clock reads, two for one op in
-    eight, system calls where the clock has no vDSO), so the interpreter's part alone."""
+    eight, system calls where the clock has no vDSO), so the interpreter's part alone.
+    Returns the µs per op by the daemon's way (config ops by the short way), and, when
+    `general_too`, by the general way (pciback.daemon.config_ops: dispatch behind the gate),
+    measured in rounds interleaved with the first: two boots of the lab differ by up to 2x in
+    speed, two interleaved rounds hardly (0.0 when not asked)."""
     with SimHost() as host:
         host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [ADDR])
@@ -67,11 +71,27 @@ def serve_cost(offset: int, quiet: bool = False) -> float:
             flags[0] = 1 << Flag.PCIF_ACTIVE
             conn.serve_one()
 
+        short_way = conn.config_ops
+
+        def general() -> None:
+            conn.config_ops = connection._none_served
+            one()
+
+        def short() -> None:
+            conn.config_ops = short_way
+            one()
+
         try:
             one()
             if int(op.err) != 0:
                 raise SystemExit(f"opcost: the simulated op failed (err {int(op.err)})")
-            return per_call(300, one)
+            if not general_too:
+                return per_call(300, one), 0.0
+            shorts, generals = [], []
+            for _ in range(ROUNDS):
+                shorts.append(per_call(300, short, rounds=1))
+                generals.append(per_call(300, general, rounds=1))
+            return statistics.median(shorts), statistics.median(generals)
         finally:
             connection.perf_counter_ns = time.perf_counter_ns
 
@@ -109,10 +129,12 @@ def primitives() -> dict[str, float]:
 def main() -> None:
     word = AtomicWord(bytearray(PAGE_SIZE))
     load = word.loader()
+    quiet, quiet_general = serve_cost(0x00, quiet=True, general_too=True)
     figures = {
-        "serve_cached_us": serve_cost(0x00),  # vendor/device IDs: read once at seize
-        "serve_live_us": serve_cost(0x04),  # command/status: the simulated device is read
-        "serve_quiet_us": serve_cost(0x00, quiet=True),  # the cached read, no system call
+        "serve_cached_us": serve_cost(0x00)[0],  # vendor/device IDs: read once at seize
+        "serve_live_us": serve_cost(0x04)[0],  # command/status: the simulated device is read
+        "serve_quiet_us": quiet,  # the cached read, no system call
+        "serve_quiet_general_us": quiet_general,  # the same by the general way, interleaved
         "atomic_us": per_call(3000, load),
         "clock_us": per_call(3000, time.perf_counter_ns),
         "syscall_us": per_call(300, os.getppid),

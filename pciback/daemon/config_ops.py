@@ -7,10 +7,12 @@ the lookup, the command's handler, the result tuple and its write-back. Natively
 µs; in the lab's dom0 under emulation every frame and line costs tens of µs, and they made up
 most of the daemon's time per op (lab run 48: 1.1 ms per op against 0.48 ms for the guest's
 whole round trip through Linux's backend). Here the same op is one frame that does the same
-checks in the same order and gives the same answers; anything else it leaves, untouched, to
-the general way, which takes its own snapshot: another command, an address that names no
-device, an access dispatch refuses, or a change holding the gate (the general way waits for
-it). An op that raises is answered as dispatch answers it (`dispatch.failed`).
+checks in the same order and gives the same answers, refusals included: an address that names
+no device (most of a guest's boot scan, which probes every slot of its bus), whatever the
+command, and an access dispatch refuses. It leaves the rest untouched to the general way,
+which takes its own snapshot: the interrupt commands and unknown ones, and every op while a
+change holds the gate (the general way waits for it). An op that raises is answered as
+dispatch answers it (`dispatch.failed`).
 
 The op's header is read out of the page once, by one unpack, and every decision is made on
 those values: the MSI-X entries, which a config op does not use, are not copied.
@@ -42,6 +44,8 @@ from pciback.protocol.transport import SharedPage
 _CONF_READ = int(Cmd.CONF_READ)
 _CONF_WRITE = int(Cmd.CONF_WRITE)
 _SUCCESS = int(XenPciError.SUCCESS)
+_DEV_NOT_FOUND = int(XenPciError.DEV_NOT_FOUND)
+_INVALID_OFFSET = int(XenPciError.INVALID_OFFSET)
 
 #: Answers the op on the page if it is a config op it can serve, and says whether it did.
 ConfigOps = Callable[[SharedPage], bool]
@@ -60,26 +64,32 @@ def config_ops(
     def serve(page: SharedPage) -> bool:
         buffer = page.buffer
         cmd, domain, bus, devfn, offset, size, value, info = unpack_header(buffer, HEADER_IN_PAGE)
+        err = _SUCCESS
         gate.op = True  # as ServingGate.serve: no change may start before it drops again
         try:
-            dev = None if gate.held or cmd > _CONF_WRITE else by_devfn.get((domain, bus, devfn))
-            mask = ACCESS_MASK.get(size)
-            if dev is None or mask is None or offset < 0 or offset % size:
+            if gate.held:
                 return False
-            if offset + size > dev.config_size:
+            dev = by_devfn.get((domain, bus, devfn))
+            if dev is None:  # whatever the command (dispatch looks the device up first)
+                err = _DEV_NOT_FOUND  # and the value as posted: a guest's scan of empty slots
+            elif cmd > _CONF_WRITE:
                 return False
-            if cmd == _CONF_READ:
-                value = dev.view.read(offset, size) & mask
             else:
-                dev.view.write(offset, size, value & mask)
-                written.add(dev.physical.address)
+                mask = ACCESS_MASK.get(size)
+                if mask is None or offset < 0 or offset % size or offset + size > dev.config_size:
+                    err, value = _INVALID_OFFSET, 0
+                elif cmd == _CONF_READ:
+                    value = dev.view.read(offset, size) & mask
+                else:
+                    dev.view.write(offset, size, value & mask)
+                    written.add(dev.physical.address)
         except Exception as error:
             request = OpRequest(cmd, domain, bus, devfn, offset, size, value, info, b"")
             failed(request, devices, error).write_back(page)
             return True
         finally:
             gate.op = False
-        pack_err(buffer, ERR_IN_PAGE, _SUCCESS)
+        pack_err(buffer, ERR_IN_PAGE, err)
         pack_value(buffer, VALUE_IN_PAGE, value)
         return True
 

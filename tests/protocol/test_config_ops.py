@@ -40,7 +40,7 @@ def op_bytes(
     cmd: int, devfn_key: tuple[int, int, int], offset: int, size: int, value: int
 ) -> bytes:
     op = ffi.new("struct xen_pci_op *")
-    op.cmd = cmd
+    op.cmd = cmd & 0xFFFFFFFF
     op.domain, op.bus, op.devfn = devfn_key
     op.offset, op.size, op.value = offset, size, value
     return bytes(ffi.buffer(op))
@@ -53,16 +53,24 @@ def guest_key(address: str) -> tuple[int, int, int]:
 
 def the_ops(rng: random.Random, key: tuple[int, int, int], config_size: int) -> list[bytes]:
     """Every dword read, every byte and word read of the header and the standard capabilities,
-    then writes and odd ops at random: sizes and offsets dispatch refuses, another device's
-    address, other commands, values of every width."""
+    a boot scan of two buses, then writes and odd ops at random: sizes and offsets dispatch
+    refuses, another device's address, other commands, values of every width."""
     ops = [
         op_bytes(Cmd.CONF_READ, key, offset, size, 0)
         for size, end in ((1, STANDARD_SPACE), (2, STANDARD_SPACE), (4, config_size))
         for offset in range(0, min(end, config_size), size)
     ]
+    # A guest's boot scan: the vendor ID of every function of its bus and of the next one.
+    ops += [
+        op_bytes(Cmd.CONF_READ, (key[0], bus, devfn), 0, 2, 0)
+        for bus in (key[1], key[1] + 1)
+        for devfn in range(256)
+    ]
     other = (key[0], key[1], key[2] ^ 8)
     for _ in range(1500):
-        cmd = rng.choice([Cmd.CONF_WRITE] * 6 + [Cmd.CONF_READ] * 3 + [Cmd.DISABLE_MSI, 77])
+        cmd = rng.choice(
+            [Cmd.CONF_WRITE] * 6 + [Cmd.CONF_READ] * 3 + [Cmd.DISABLE_MSI, 77, 0xFFFFFFFF]
+        )
         size = rng.choice([1, 2, 4, 4, 4, 3, 0, 8, -4])
         offset = rng.choice(
             [rng.randrange(0, 0x40), rng.randrange(0, config_size), rng.randrange(-8, 0x1008)]
@@ -70,7 +78,7 @@ def the_ops(rng: random.Random, key: tuple[int, int, int], config_size: int) -> 
         if size in (1, 2, 4) and rng.random() < 0.8:
             offset -= offset % size
         value = rng.choice([0, 0xFFFFFFFF, rng.getrandbits(32), rng.getrandbits(8)])
-        ops.append(op_bytes(cmd, other if rng.random() < 0.05 else key, offset, size, value))
+        ops.append(op_bytes(cmd, other if rng.random() < 0.1 else key, offset, size, value))
     return ops
 
 
@@ -107,7 +115,8 @@ class Rig:
     def __init__(self) -> None:
         self.page = SharedPage()
         self.gate = ServingGate()
-        self.devices, self.view = export(nic(), SimHypervisor())
+        self.device = nic()
+        self.devices, self.view = export(self.device, SimHypervisor())
         self.exported: ExportedDevice = self.devices.exported
         self.written: set[str] = set()
         self.by_devfn = {(0, 3, 0): self.exported}
@@ -140,39 +149,54 @@ def test_it_answers_reads_and_marks_what_it_writes() -> None:
 @pytest.mark.parametrize(
     ("cmd", "offset", "size"),
     [
-        (Cmd.ENABLE_MSI, 0, 4),  # another command
-        (99, 0, 4),
         (Cmd.CONF_READ, 2, 4),  # misaligned
-        (Cmd.CONF_READ, 0, 3),  # no such size
+        (Cmd.CONF_WRITE, 0, 3),  # no such size
+        (Cmd.CONF_READ, 0, 0),
         (Cmd.CONF_READ, -4, 4),
-        (Cmd.CONF_READ, 0x100, 4),  # past the device's config space
+        (Cmd.CONF_WRITE, 0x100, 4),  # past the device's config space
     ],
 )
-def test_it_leaves_the_page_untouched_for_what_dispatch_answers(
+def test_a_refused_access_is_invalid_offset_and_reaches_nothing(
     cmd: int, offset: int, size: int
 ) -> None:
     rig = Rig()
     rig.post(cmd, offset, size, 0x1234)
+    assert rig.serve(rig.page)
+    assert rig.answer() == (XenPciError.INVALID_OFFSET, 0)
+    assert rig.view.reads == []
+    assert rig.device.writes == []
+    assert rig.written == set()
+
+
+@pytest.mark.parametrize("cmd", [Cmd.CONF_READ, Cmd.CONF_WRITE, Cmd.ENABLE_MSIX, 99])
+def test_an_address_without_a_device_is_dev_not_found_whatever_the_command(cmd: int) -> None:
+    rig = Rig()
+    rig.by_devfn.clear()
+    rig.post(cmd, 0, 4, 0x1234)
+    assert rig.serve(rig.page)
+    assert rig.answer() == (XenPciError.DEV_NOT_FOUND, 0x1234)  # the value as posted
+    assert rig.view.reads == []
+
+
+@pytest.mark.parametrize("cmd", [Cmd.ENABLE_MSI, Cmd.DISABLE_MSIX, Cmd.AER_DETECTED, 99])
+def test_it_leaves_other_commands_untouched_to_the_general_way(cmd: int) -> None:
+    rig = Rig()
+    rig.post(cmd, 0, 4, 0x1234)
     before = bytes(rig.page.buffer)
     assert not rig.serve(rig.page)
     assert bytes(rig.page.buffer) == before
-    assert rig.view.reads == []
+    assert not rig.gate.op
 
 
 def test_it_leaves_an_op_alone_while_a_change_holds_the_gate() -> None:
     rig = Rig()
     rig.post(Cmd.CONF_READ, 0, 4)
     rig.gate.held = True  # as `with gate:` leaves it while a change is under way
+    before = bytes(rig.page.buffer)
     assert not rig.serve(rig.page)
+    assert bytes(rig.page.buffer) == before
     assert rig.view.reads == []
     assert not rig.gate.op, "the op flag stays down once the op stepped back"
-
-
-def test_an_unknown_address_is_left_to_dispatch() -> None:
-    rig = Rig()
-    rig.by_devfn.clear()
-    rig.post(Cmd.CONF_READ, 0, 4)
-    assert not rig.serve(rig.page)
 
 
 @pytest.mark.parametrize(
