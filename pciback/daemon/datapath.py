@@ -102,6 +102,47 @@ class _Link:
         self.devices = devices
 
 
+class _Links:
+    """The live connections by (domid, devid), and by domain: a guest's death, its recording
+    and its AER recovery ask for one domain's links, which must not cost a pass over every
+    guest's (a dom0 serves hundreds). Guarded by the data path's lock."""
+
+    def __init__(self) -> None:
+        self._all: dict[tuple[int, int], _Link] = {}
+        self._by_domain: dict[int, dict[int, _Link]] = {}
+
+    def add(self, domid: int, devid: int, link: _Link) -> None:
+        self._all[(domid, devid)] = link
+        self._by_domain.setdefault(domid, {})[devid] = link
+
+    def get(self, domid: int, devid: int) -> _Link | None:
+        return self._all.get((domid, devid))
+
+    def pop(self, domid: int, devid: int) -> _Link | None:
+        link = self._all.pop((domid, devid), None)
+        if link is not None:
+            of_domain = self._by_domain[domid]
+            del of_domain[devid]
+            if not of_domain:
+                del self._by_domain[domid]
+        return link
+
+    def of_domain(self, domid: int) -> list[_Link]:
+        return list(self._by_domain.get(domid, {}).values())
+
+    def domains(self) -> list[tuple[int, _Link]]:
+        return [(domid, link) for (domid, _), link in self._all.items()]
+
+    def addresses(self) -> list[tuple[int, int]]:
+        return list(self._all)
+
+    def take_all(self) -> list[_Link]:
+        links = list(self._all.values())
+        self._all.clear()
+        self._by_domain.clear()
+        return links
+
+
 class _TracedOps:
     """A connection's handler while its domain is recorded: the handler it wraps serves the
     op, then the op and its answer go to the recording. Only a recorded connection pays for
@@ -149,7 +190,7 @@ class SimDataPath:
         self.hypervisor = hypervisor
         self.pool = pool
         self.ownership = ownership
-        self._links: dict[tuple[int, int], _Link] = {}
+        self._links = _Links()
         self._aer_stopped = False  # set once, by `abort_aer`
         self._neighbours = Neighbours()  # every guest's page, for the lingering threads
         self._lock = threading.Lock()
@@ -174,7 +215,8 @@ class SimDataPath:
         )
         connection.config_ops = devices.config_ops
         with self._lock:
-            link = self._links[(domid, devid)] = _Link(connection, devices)
+            link = _Link(connection, devices)
+            self._links.add(domid, devid, link)
             recording = self._traces.get(domid)
             if recording is not None:  # armed before the guest connected: from its first op
                 self._trace_link(link, recording)
@@ -185,7 +227,7 @@ class SimDataPath:
 
     def set_devices(self, domid: int, devid: int, devices: dict[str, str]) -> None:
         with self._lock:
-            link = self._links.get((domid, devid))
+            link = self._links.get(domid, devid)
         if link is None:
             return
         table = link.devices
@@ -384,7 +426,7 @@ class SimDataPath:
     def held(self) -> set[tuple[str, int]]:
         """(physical address, domain) of every device a connection serves now."""
         with self._lock:
-            links = [(d, link) for (d, _), link in self._links.items()]
+            links = self._links.domains()
         pairs = set()
         for domid, link in links:
             with link.devices.lock:
@@ -496,7 +538,7 @@ class SimDataPath:
         """An operator's new quirk field: the views of the device already exported take it at
         once (between two ops); returns the domains whose view has it now."""
         with self._lock:
-            links = [(domid, link) for (domid, _), link in self._links.items()]
+            links = self._links.domains()
         applied = []
         for domid, link in links:
             with link.devices.serving, link.devices.lock:
@@ -514,7 +556,7 @@ class SimDataPath:
 
     def disconnect(self, domid: int, devid: int) -> None:
         with self._lock:
-            link = self._links.pop((domid, devid), None)
+            link = self._links.pop(domid, devid)
         if link is None:
             return
         link.connection.close()
@@ -542,7 +584,7 @@ class SimDataPath:
                 if old.ended is None and not old.expired():
                     raise ValueError(f"domain {domid} is being recorded already")
                 old.end("expired")
-            links = [link for (d, _), link in self._links.items() if d == domid]
+            links = self._links.of_domain(domid)
             recording = Recording(
                 next(self._trace_ids), domid, device, max_ops, policy, from_connect=not links
             )
@@ -604,7 +646,7 @@ class SimDataPath:
         """The domain's connection went: so does its recording (kept until it is read)."""
         with self._lock:
             recording = self._traces.get(domid)
-            gone = not any(d == domid for d, _ in self._links)
+            gone = not self._links.of_domain(domid)
         if recording is not None and gone:
             recording.end("disconnected")
 
@@ -627,7 +669,7 @@ class SimDataPath:
     # -- what the host side asks of a live connection -----------------------------------------
     def connection(self, domid: int, devid: int = 0) -> BackendConnection | None:
         with self._lock:
-            link = self._links.get((domid, devid))
+            link = self._links.get(domid, devid)
         return None if link is None else link.connection
 
     def exported(
@@ -635,7 +677,7 @@ class SimDataPath:
     ) -> tuple[BackendConnection, ExportedDevice] | None:
         """The connection serving `physical` to `domid`, and the device as exported there."""
         with self._lock:
-            links = [link for (d, _), link in self._links.items() if d == domid]
+            links = self._links.of_domain(domid)
         for link in links:
             with link.devices.lock:
                 for p, exported in link.devices.by_guest.values():
@@ -672,7 +714,7 @@ class SimDataPath:
         def kill_guest() -> None:
             self.hypervisor.kill_domain(owner)
             with self._lock:
-                links = [link for (d, _), link in self._links.items() if d == owner]
+                links = self._links.of_domain(owner)
             for link in links:
                 with link.devices.serving, link.devices.lock:
                     for _, dev in link.devices.by_guest.values():
@@ -695,26 +737,26 @@ class SimDataPath:
         the daemon stops, and no guest may be killed, nor device reset, once it has."""
         self._aer_stopped = True
         with self._lock:
-            links = list(self._links.values())
+            links = [link for _, link in self._links.domains()]
         for link in links:
             link.connection.abort_aer()
 
     def suspend(self, domid: int, devid: int) -> None:
         with self._lock:
-            link = self._links.pop((domid, devid), None)
+            link = self._links.pop(domid, devid)
         if link is not None:
             link.connection.close()
             self._save_all_views(domid, link.devices)
 
     def close(self) -> None:
-        for domid, devid in list(self._links):
+        for domid, devid in self._links.addresses():
             self.disconnect(domid, devid)
 
     def abandon(self, timeout: float = 0.2) -> None:
         """The daemon is killed: the service threads stop (one stuck in an op is not waited
         for beyond `timeout`), and nothing is saved, dropped or given back."""
         with self._lock:
-            links, self._links = list(self._links.values()), {}
+            links = self._links.take_all()
         for link in links:
             link.connection.close(timeout)
             # A dead daemon's wake-ups die with it: the kick meant for a thread stuck in an op
