@@ -96,12 +96,12 @@ class XenEventPort(EventPort):
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLIN)
         self._poll.register(self._kick.fileno(), select.POLLIN)
-        self._lock = threading.Lock()
-        self._left = threading.Condition(self._lock)
-        # One entry per notify under way, whatever its thread (list.append and list.pop are
-        # each one step under the GIL): `close` frees the handle only once it is empty.
+        self._lock = threading.Lock()  # one close at a time
+        # One entry per notify under way, whatever its thread, and one per wait (list.append
+        # and list.pop are each one step under the GIL): `close` frees the handle only once
+        # both are empty.
         self._notifying: list[None] = []
-        self._sleepers = 0
+        self._sleeping: list[None] = []
         self._unacknowledged = False  # an event was delivered and is not yet taken
 
     @property
@@ -127,23 +127,22 @@ class XenEventPort(EventPort):
             notifying.pop()
 
     def wait(self, timeout: float | None) -> bool:
-        with self._lock:
-            if self._handle is None:
+        # No lock, as in `notify`, and for the same reason: each would read the clock, and a
+        # wake-up already makes three system calls. The sleeper announces itself before it
+        # reads the handle, and `close` clears the handle before it waits for sleepers to go:
+        # one of the two sees the other. Only the service thread waits on a port.
+        sleeping = self._sleeping
+        sleeping.append(None)
+        try:
+            handle = self._handle
+            if handle is None:
                 return False
             if self._unacknowledged:
                 self._unacknowledged = False
-                self._acknowledge()
-            self._sleepers += 1
-        self.slept_ns = time.perf_counter_ns()
-        try:
+                self._acknowledge(handle)
+            self.slept_ns = time.perf_counter_ns()
             ready = self._poll.poll(None if timeout is None else max(0.0, timeout * 1000))
-        except BaseException:
-            with self._lock:
-                self._leave()
-            raise
-        self.woke_ns = time.perf_counter_ns()
-        with self._lock:
-            self._leave()
+            self.woke_ns = time.perf_counter_ns()
             if self._handle is None:
                 return False
             for fd, _ in ready:
@@ -151,23 +150,20 @@ class XenEventPort(EventPort):
                     self._unacknowledged = True  # taken at the next wait, see the module
                 else:
                     self._kick.drain()
-        return bool(ready)
+            return bool(ready)
+        finally:
+            sleeping.pop()
 
-    def _leave(self) -> None:
-        """A sleeper is gone (the lock held); `close` waits for the last one."""
-        self._sleepers -= 1
-        if self._handle is None:
-            self._left.notify_all()
-
-    def _acknowledge(self) -> None:
+    def _acknowledge(self, handle: Any) -> None:
         """Take the delivered event and unmask its port: one read(2), one write(2). Only a port
         the kernel delivered, and so masked, is unmasked. No errno reset first (ffi.errno is a
-        Python property): read(2) of the device returns a whole port or fails with errno."""
-        port = int(self.lib.xenevtchn_pending(self._handle))
+        Python property): read(2) of the device returns a whole port or fails with errno.
+        `handle`: the one the caller read, which `close` frees only once the caller left."""
+        port = int(self.lib.xenevtchn_pending(handle))
         if port < 0 and ffi.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
             raise _error("xenevtchn_pending")
         if port >= 0:
-            self.lib.xenevtchn_unmask(self._handle, port)
+            self.lib.xenevtchn_unmask(handle, port)
 
     def kick_self(self) -> None:
         self._kick.ring()
@@ -183,9 +179,10 @@ class XenEventPort(EventPort):
             handle, self._handle = self._handle, None
             if handle is None:
                 return
+            # A sleeper that read the handle before it was cleared leaves its poll at this
+            # ring (or finds it pending), and it and notifies under way finish first.
             self._kick.ring()
-            self._left.wait_for(lambda: self._sleepers == 0)
-            # Notifies that read the handle before it was cleared finish first.
+            wait_while(self._sleeping.__len__)
             wait_while(self._notifying.__len__)
             self.lib.xenevtchn_unbind(handle, self.local_port)
             self.lib.xenevtchn_close(handle)

@@ -218,3 +218,62 @@ def test_close_waits_for_a_notify_under_way_and_later_notifies_do_nothing() -> N
     assert ("close", port.local_port) in lib.calls
     port.notify()  # after close: nothing reaches the library
     assert lib.notified == [port.local_port]
+
+
+class _NoLock:
+    """A lock that fails the test when taken: in CPython 3.11 each acquire reads the clock, a
+    system call in a PV dom0."""
+
+    def __enter__(self) -> None:
+        raise AssertionError("a lock was taken on the wake-up path")
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    acquire = __enter__
+
+
+def test_a_wake_up_takes_no_lock(port: tuple[XenEventPort, CountingEvtchn]) -> None:
+    xen_port, fake = port
+    real_lock = xen_port._lock
+    xen_port._lock = _NoLock()  # type: ignore[assignment]
+    try:
+        fake.deliver(xen_port.local_port)
+        assert xen_port.wait(1.0)
+        assert xen_port.wait(0) is False  # takes the event and unmasks: still no lock
+    finally:
+        xen_port._lock = real_lock
+
+
+class BlockingPending(FakeEvtchn):
+    """xenevtchn_pending blocks until released, and checks that the handle is still open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def xenevtchn_pending(self, xce: Any) -> int:
+        self.entered.set()
+        assert self.release.wait(5)
+        assert not any(call[0] == "close" for call in self.calls), "closed under a wait"
+        return super().xenevtchn_pending(xce)
+
+
+def test_close_waits_for_a_wait_taking_its_event_and_a_later_wait_returns_at_once() -> None:
+    lib = BlockingPending()
+    port = XenEventPort(1, 7, lib=lib)
+    lib.deliver(port.local_port)
+    assert port.wait(1.0)  # the event is taken at the next wait, which blocks in pending
+    waiter = threading.Thread(target=port.wait, args=(5.0,))
+    waiter.start()
+    assert lib.entered.wait(5)
+    closer = threading.Thread(target=port.close)
+    closer.start()
+    closer.join(0.05)
+    assert closer.is_alive()  # the waiter still uses the handle
+    lib.release.set()
+    waiter.join(5)
+    closer.join(5)
+    assert not waiter.is_alive() and not closer.is_alive()
+    assert port.wait(5.0) is False  # closed: no sleep at all
