@@ -74,7 +74,7 @@ def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> t
         short_way = conn.config_ops
 
         def general() -> None:
-            conn.config_ops = connection._none_served
+            conn.config_ops = connection.no_config_ops
             one()
 
         def short() -> None:

@@ -40,7 +40,7 @@ _CLOCK_MASK = LOOKS_PER_CLOCK - 1
 AER_RECHECK_S = 0.5
 
 
-def _none_served(page: SharedPage) -> bool:
+def no_config_ops(page: SharedPage) -> bool:
     """`config_ops` when there is none: every op goes to the handler."""
     return False
 
@@ -89,7 +89,7 @@ class BackendConnection:
         self.port = port
         self.devices = devices
         self._handler = handler or (lambda req: dispatch(req, self.devices))
-        self.config_ops: Callable[[SharedPage], bool] = _none_served
+        self.config_ops: Callable[[SharedPage], bool] = no_config_ops
         self.after_batch = after_batch
         self.stats = OpStats()
         self._time_mask = time_every - 1
@@ -114,7 +114,7 @@ class BackendConnection:
     @handler.setter
     def handler(self, handler: Callable[[OpRequest], OpResult]) -> None:
         self._handler = handler
-        self.config_ops = _none_served
+        self.config_ops = no_config_ops
 
     # -- service ---------------------------------------------------------------------------------
     def start(self) -> None:
