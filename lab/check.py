@@ -385,7 +385,7 @@ def report(directory: Path) -> int:
             f" simulated device {costs.get('serve_cached_us', '?')} (a cached register),"
             f" {costs.get('serve_live_us', '?')} (a live one, without the device read),"
             f" {costs.get('serve_quiet_us', '?')} (the cached one without its system"
-            " calls: notify, and the clock reads of one op in eight; by the general way"
+            " calls: notify, and the clock reads of one op in 32; by the general way"
             f" instead of the short one, in interleaved rounds,"
             f" {costs.get('serve_quiet_general_us', '?')});"
             f" a libatomic call {costs.get('atomic_us', '?')}, a clock read"

@@ -2,7 +2,7 @@
 daemon's service time per op can be split: the engine and protocol code on a simulated device
 (no Xen call, no device read: pure interpreter work plus the doorbell's eventfd write), a
 libatomic call through cffi (the op path makes two or three), a clock read (the op counters
-read it twice for one op in eight, the linger loop once every 32 looks), a system call, and
+read it twice for one op in 32, the linger loop once every 32 looks), a system call, and
 the interpreter's basics: a Python call, a lock (CPython 3.11 reads the clock at each acquire),
 a struct pack. Printed as one LAB-OPCOST line of microseconds per call.
 
@@ -42,10 +42,11 @@ def per_call(n: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
 
 def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> tuple[float, float]:
     """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
-    function: the daemon's handler, dispatch, engine, answer and notify, with nothing waiting
+    function: the daemon's way to the engine, the answer and the notify, with nothing waiting
     on the doorbell (as bench/bench_op_cost.py does natively). `quiet`: without its system
     calls (the doorbell's eventfd write, and the op counters' clock reads, two for one op in
-    eight, system calls where the clock has no vDSO), so the interpreter's part alone.
+    32, system calls where the clock has no vDSO), so the interpreter's part alone (and the
+    simulated page's lock, which reads the clock).
     Returns the µs per op by the daemon's way (config ops by the short way), and, when
     `general_too`, by the general way (pciback.daemon.config_ops: dispatch behind the gate),
     measured in rounds interleaved with the first: two boots of the lab differ by up to 2x in
