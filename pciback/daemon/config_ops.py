@@ -29,23 +29,16 @@ from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import XenPciError
 from pciback.protocol.abi import Cmd
 from pciback.protocol.dispatch import ACCESS_MASK, DeviceLookup, ExportedDevice, failed
-from pciback.protocol.ops import (
-    ERR_IN_PAGE,
-    HEADER_IN_PAGE,
-    VALUE_IN_PAGE,
-    OpRequest,
-    pack_err,
-    pack_value,
-    unpack_header,
-)
+from pciback.protocol.ops import ERR_WORD, HEADER_IN_PAGE, VALUE_WORD, OpRequest, unpack_header
 from pciback.protocol.transport import SharedPage
 
 # Plain ints: an IntEnum compares through a Python-level method.
 _CONF_READ = int(Cmd.CONF_READ)
 _CONF_WRITE = int(Cmd.CONF_WRITE)
-_SUCCESS = int(XenPciError.SUCCESS)
-_DEV_NOT_FOUND = int(XenPciError.DEV_NOT_FOUND)
-_INVALID_OFFSET = int(XenPciError.INVALID_OFFSET)
+# As the page's unsigned words hold them.
+_SUCCESS = XenPciError.SUCCESS & 0xFFFFFFFF
+_DEV_NOT_FOUND = XenPciError.DEV_NOT_FOUND & 0xFFFFFFFF
+_INVALID_OFFSET = XenPciError.INVALID_OFFSET & 0xFFFFFFFF
 
 #: Answers the op on the page if it is a config op it can serve, and says whether it did.
 ConfigOps = Callable[[SharedPage], bool]
@@ -62,8 +55,9 @@ def config_ops(
     set that a successful write adds its physical device to (the data path's dirty views)."""
 
     def serve(page: SharedPage) -> bool:
-        buffer = page.buffer
-        cmd, domain, bus, devfn, offset, size, value, info = unpack_header(buffer, HEADER_IN_PAGE)
+        cmd, domain, bus, devfn, offset, size, value, info = unpack_header(
+            page.buffer, HEADER_IN_PAGE
+        )
         err = _SUCCESS
         gate.op = True  # as ServingGate.serve: no change may start before it drops again
         try:
@@ -89,8 +83,9 @@ def config_ops(
             return True
         finally:
             gate.op = False
-        pack_err(buffer, ERR_IN_PAGE, err)
-        pack_value(buffer, VALUE_IN_PAGE, value)
+        words = page.op_words
+        words[ERR_WORD] = err
+        words[VALUE_WORD] = value
         return True
 
     return serve

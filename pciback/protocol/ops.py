@@ -109,13 +109,13 @@ if _VECTORS_AT + SH_INFO_MAX_VEC * _ENTRY_SIZE > OP_OFFSET + OP_SIZE:
     raise ImportError("the MSI-X vectors would be written past struct xen_pci_op")
 
 
-#: A config op's whole answer as plain C calls, what OpResult(err, value).write_back writes:
-#: `pack_err(page.buffer, ERR_IN_PAGE, err)`, `pack_value(page.buffer, VALUE_IN_PAGE, value)`
-#: (a value of 32 bits).
-pack_err: Callable[[Any, int, int], None] = _ERR.pack_into
-pack_value: Callable[[Any, int, int], None] = _VALUE.pack_into
-ERR_IN_PAGE: Final = _ERR_AT
-VALUE_IN_PAGE: Final = _VALUE_AT
+#: A config op's whole answer, what OpResult(err, value).write_back writes, as two stores into
+#: the page's op words (SharedPage.op_words): `words[ERR_WORD] = err & 0xFFFFFFFF` (`err` is
+#: signed, the words are not) and `words[VALUE_WORD] = value` (a value of 32 bits).
+ERR_WORD: Final = offset_of(_OP, "err") // 4
+VALUE_WORD: Final = offset_of(_OP, "value") // 4
+if offset_of(_OP, "err") % 4 or offset_of(_OP, "value") % 4 or _ERR.size != 4 or _VALUE.size != 4:
+    raise ImportError("err and value are not whole words of struct xen_pci_op")
 
 
 class OpResult(NamedTuple):
@@ -138,13 +138,11 @@ class OpResult(NamedTuple):
 
 
 __all__ = [
-    "ERR_IN_PAGE",
+    "ERR_WORD",
     "HEADER_IN_PAGE",
-    "VALUE_IN_PAGE",
+    "VALUE_WORD",
     "OpRequest",
     "OpResult",
-    "pack_err",
-    "pack_value",
     "request_of",
     "snapshot",
     "unpack_header",

@@ -80,6 +80,9 @@ class SharedPage:
         #: The op's bytes, copied out of the page in one go (one memcpy): a new bytes object
         #: whatever the buffer is, where slicing a memoryview buffer would copy nothing.
         self.copy_op: Callable[[], bytes] = self._op.tobytes
+        #: The op as 32-bit words, native order (the op is made of them), for writing an answer
+        #: field in place: cheaper than a struct pack into the buffer.
+        self.op_words: memoryview = self._op.cast(_FLAGS_FORMAT)
         #: The flags word as it is now (test _XEN_PCIF_active with OP_PENDING).
         self.load_flags: Callable[[], int] = partial(self._flags.__getitem__, 0)
         #: Hand the answered op back: clear _XEN_PCIF_active (atomically).
