@@ -30,7 +30,9 @@ __all__ = [
     'DSN',
     'DVSEC',
     'EA',
+    'EA_ENTRY',
     'EA_BRIDGE',
+    'EA_BRIDGE_ENTRY',
     'HT',
     'L1SS',
     'LTR',
@@ -799,27 +801,31 @@ class DVSEC:
 
 
 class EA:
-    """capability ea (dsl/ea.pci:28): Enhanced Allocation"""
+    """capability ea (dsl/ea.pci:27): Enhanced Allocation"""
 
     id: Final = 0x14
 
     class ENTRIES:
-        """entries @0x02 u8 (dsl/ea.pci:29)"""
+        """entries @0x02 u8 (dsl/ea.pci:28)"""
 
         offset: Final = 0x02
         width: Final = 1
         COUNT: Final = Bits(mask=0x3F, shift=0, width=6)  # [5:0]
 
     class RESERVED:
-        """reserved @0x03 u8 (dsl/ea.pci:33)"""
+        """reserved @0x03 u8 (dsl/ea.pci:32)"""
 
         offset: Final = 0x03
         width: Final = 1
 
-    class ENTRY0_HEADER:
-        """entry0_header @0x04 u32 (dsl/ea.pci:36)"""
 
-        offset: Final = 0x04
+class EA_ENTRY:
+    """chain ea.entry: one record, offsets from its start (dsl/ea.pci:35): an entry: hardware-initialised, but for its enable"""
+
+    class HEADER:
+        """header @0x00 u32 (dsl/ea.pci:36)"""
+
+        offset: Final = 0x00
         width: Final = 4
         ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
         BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
@@ -828,302 +834,226 @@ class EA:
         WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
         ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
-    class ENTRY0_BASE:
-        """entry0_base @0x08 u32 (dsl/ea.pci:46)"""
+    class BASE:
+        """base @0x04 u32 (dsl/ea.pci:46)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class MAX_OFFSET:
+        """max_offset @0x08 u32 (dsl/ea.pci:51)"""
 
         offset: Final = 0x08
         width: Final = 4
         IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
 
-    class ENTRY0_MAX_OFFSET:
-        """entry0_max_offset @0x0c u32 (dsl/ea.pci:51)"""
+    class BASE_UPPER:
+        """base_upper @0x0c u32 if base.is64 (dsl/ea.pci:56)"""
 
         offset: Final = 0x0c
         width: Final = 4
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
-
-    class ENTRY0_BASE_UPPER:
-        """entry0_base_upper @0x10 u32 if ((entries.count > 0) and entry0_base.is64) (dsl/ea.pci:56)"""
-
-        offset: Final = 0x10
-        width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_MAX_OFFSET_UPPER:
-        """entry0_max_offset_upper @(0x10 + (4 * entry0_base.is64)) u32 if ((entries.count > 0) and entry0_max_offset.is64) (dsl/ea.pci:59)"""
+    class MAX_OFFSET_UPPER:
+        """max_offset_upper @(0xc + (4 * base.is64)) u32 if max_offset.is64 (dsl/ea.pci:59)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int) -> int:
-            return (0x10 + (4 * entry0_base_is64))
+        def offset(*, base_is64: int) -> int:
+            return (0xc + (4 * base_is64))
 
         OFFSET: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA0:
-        """entry0_extra0 @(0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) u32 if (0 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+    class EXTRA0:
+        """extra0 @(0xc + (4 * (base.is64 + max_offset.is64))) u32 if (0 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:62)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return (0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64)))
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return (0xc + (4 * (base_is64 + max_offset_is64)))
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA1:
-        """entry0_extra1 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 4) u32 if (1 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+    class EXTRA1:
+        """extra1 @((0xc + (4 * (base.is64 + max_offset.is64))) + 4) u32 if (1 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:62)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 4)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 4)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA2:
-        """entry0_extra2 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 8) u32 if (2 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+    class EXTRA2:
+        """extra2 @((0xc + (4 * (base.is64 + max_offset.is64))) + 8) u32 if (2 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:62)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 8)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 8)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA3:
-        """entry0_extra3 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0xc) u32 if (3 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+    class EXTRA3:
+        """extra3 @((0xc + (4 * (base.is64 + max_offset.is64))) + 0xc) u32 if (3 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:62)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0xc)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 0xc)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA4:
-        """entry0_extra4 @((0x10 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0x10) u32 if (4 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:62)"""
+    class EXTRA4:
+        """extra4 @((0xc + (4 * (base.is64 + max_offset.is64))) + 0x10) u32 if (4 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:62)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x10 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0x10)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 0x10)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
-
-    class ENTRY1_HEADER:
-        """entry1_header @(8 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:65)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (8 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
-        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
-        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
-        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
-        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
-        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
-
-    class ENTRY1_BASE:
-        """entry1_base @(0xc + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:75)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (0xc + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
-
-    class ENTRY1_MAX_OFFSET:
-        """entry1_max_offset @(0x10 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:80)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (0x10 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
 
 
 class EA_BRIDGE:
-    """capability ea_bridge match class = 0x60400 / 0xffff00 (dsl/ea.pci:88): Enhanced Allocation (bridge)"""
+    """capability ea_bridge match class = 0x60400 / 0xffff00 (dsl/ea.pci:69): Enhanced Allocation (bridge)"""
 
     id: Final = 0x14
 
     class ENTRIES:
-        """entries @0x02 u8 (dsl/ea.pci:89)"""
+        """entries @0x02 u8 (dsl/ea.pci:70)"""
 
         offset: Final = 0x02
         width: Final = 1
         COUNT: Final = Bits(mask=0x3F, shift=0, width=6)  # [5:0]
 
     class RESERVED:
-        """reserved @0x03 u8 (dsl/ea.pci:93)"""
+        """reserved @0x03 u8 (dsl/ea.pci:74)"""
 
         offset: Final = 0x03
         width: Final = 1
 
     class FIXED_BUSES:
-        """fixed_buses @0x04 u32 (dsl/ea.pci:96)"""
+        """fixed_buses @0x04 u32 (dsl/ea.pci:77)"""
 
         offset: Final = 0x04
         width: Final = 4
         SECONDARY: Final = Bits(mask=0x000000FF, shift=0, width=8)  # [7:0]
         SUBORDINATE: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
 
-    class ENTRY0_HEADER:
-        """entry0_header @0x08 u32 (dsl/ea.pci:101)"""
+
+class EA_BRIDGE_ENTRY:
+    """chain ea_bridge.entry: one record, offsets from its start (dsl/ea.pci:82): an entry: hardware-initialised, but for its enable"""
+
+    class HEADER:
+        """header @0x00 u32 (dsl/ea.pci:83)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
+        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
+        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
+        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
+        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+
+    class BASE:
+        """base @0x04 u32 (dsl/ea.pci:93)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+    class MAX_OFFSET:
+        """max_offset @0x08 u32 (dsl/ea.pci:98)"""
 
         offset: Final = 0x08
         width: Final = 4
-        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
-        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
-        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
-        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
-        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
-        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
+        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
+        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
 
-    class ENTRY0_BASE:
-        """entry0_base @0x0c u32 (dsl/ea.pci:111)"""
+    class BASE_UPPER:
+        """base_upper @0x0c u32 if base.is64 (dsl/ea.pci:103)"""
 
         offset: Final = 0x0c
         width: Final = 4
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
-
-    class ENTRY0_MAX_OFFSET:
-        """entry0_max_offset @0x10 u32 (dsl/ea.pci:116)"""
-
-        offset: Final = 0x10
-        width: Final = 4
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
-
-    class ENTRY0_BASE_UPPER:
-        """entry0_base_upper @0x14 u32 if ((entries.count > 0) and entry0_base.is64) (dsl/ea.pci:121)"""
-
-        offset: Final = 0x14
-        width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_MAX_OFFSET_UPPER:
-        """entry0_max_offset_upper @(0x14 + (4 * entry0_base.is64)) u32 if ((entries.count > 0) and entry0_max_offset.is64) (dsl/ea.pci:124)"""
+    class MAX_OFFSET_UPPER:
+        """max_offset_upper @(0xc + (4 * base.is64)) u32 if max_offset.is64 (dsl/ea.pci:106)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int) -> int:
-            return (0x14 + (4 * entry0_base_is64))
+        def offset(*, base_is64: int) -> int:
+            return (0xc + (4 * base_is64))
 
         OFFSET: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA0:
-        """entry0_extra0 @(0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) u32 if (0 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+    class EXTRA0:
+        """extra0 @(0xc + (4 * (base.is64 + max_offset.is64))) u32 if (0 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:109)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return (0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64)))
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return (0xc + (4 * (base_is64 + max_offset_is64)))
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA1:
-        """entry0_extra1 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 4) u32 if (1 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+    class EXTRA1:
+        """extra1 @((0xc + (4 * (base.is64 + max_offset.is64))) + 4) u32 if (1 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:109)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 4)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 4)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA2:
-        """entry0_extra2 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 8) u32 if (2 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+    class EXTRA2:
+        """extra2 @((0xc + (4 * (base.is64 + max_offset.is64))) + 8) u32 if (2 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:109)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 8)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 8)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA3:
-        """entry0_extra3 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0xc) u32 if (3 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+    class EXTRA3:
+        """extra3 @((0xc + (4 * (base.is64 + max_offset.is64))) + 0xc) u32 if (3 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:109)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0xc)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 0xc)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
-    class ENTRY0_EXTRA4:
-        """entry0_extra4 @((0x14 + (4 * (entry0_base.is64 + entry0_max_offset.is64))) + 0x10) u32 if (4 < ((entries.count > 0) * max((((entry0_header.entry_size - 2) - entry0_base.is64) - entry0_max_offset.is64), 0))) (dsl/ea.pci:127)"""
+    class EXTRA4:
+        """extra4 @((0xc + (4 * (base.is64 + max_offset.is64))) + 0x10) u32 if (4 < max((((header.entry_size - 2) - base.is64) - max_offset.is64), 0)) (dsl/ea.pci:109)"""
 
         width: Final = 4
 
         @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_max_offset_is64: int) -> int:
-            return ((0x14 + (4 * (entry0_base_is64 + entry0_max_offset_is64))) + 0x10)
+        def offset(*, base_is64: int, max_offset_is64: int) -> int:
+            return ((0xc + (4 * (base_is64 + max_offset_is64))) + 0x10)
 
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
-
-    class ENTRY1_HEADER:
-        """entry1_header @(0xc + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:130)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (0xc + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        ENTRY_SIZE: Final = Bits(mask=0x00000007, shift=0, width=3)  # [2:0]
-        BAR_EQUIVALENT: Final = Bits(mask=0x000000F0, shift=4, width=4)  # [7:4]
-        PRIMARY_PROPERTIES: Final = Bits(mask=0x0000FF00, shift=8, width=8)  # [15:8]
-        SECONDARY_PROPERTIES: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
-        WRITABLE: Final = Bits(mask=0x40000000, shift=30, width=1)  # [30]
-        ENABLE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
-
-    class ENTRY1_BASE:
-        """entry1_base @(0x10 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:140)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (0x10 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
-
-    class ENTRY1_MAX_OFFSET:
-        """entry1_max_offset @(0x14 + (4 * max(entry0_header.entry_size, ((2 + entry0_base.is64) + entry0_max_offset.is64)))) u32 if (entries.count > 1) (dsl/ea.pci:145)"""
-
-        width: Final = 4
-
-        @staticmethod
-        def offset(*, entry0_base_is64: int, entry0_header_entry_size: int, entry0_max_offset_is64: int) -> int:
-            return (0x14 + (4 * max(entry0_header_entry_size, ((2 + entry0_base_is64) + entry0_max_offset_is64))))
-
-        IS64: Final = Bits(mask=0x00000002, shift=1, width=1)  # [1]
-        OFFSET: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
 
 
 class HT:

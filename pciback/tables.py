@@ -89,6 +89,26 @@ class Register:
 
 
 @dataclass(frozen=True, slots=True)
+class Chain:
+    """Records of varying length one after another (Enhanced Allocation's entries): record i
+    starts `next` bytes after record i-1, `next` computed from record i-1's own fields. The
+    registers' offsets, conditions and `next` read the record's fields (`f`, relative to the
+    record); `count` and `start` read the block's. At most `most` records, whatever the device
+    claims; a record is laid out only whole, inside its block."""
+
+    name: str
+    count: int | Expr
+    start: int | Expr
+    next: Expr
+    most: int
+    registers: tuple[Register, ...]
+    source: str
+    reason: str = ""
+    count_text: str = ""
+    next_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Bits:
     """A named field's place in its register, as generated/names.py names it (pci_regs.h's
     masks): `mask` is the field's bits in place, `shift` its lowest bit, `width` its bit count."""
@@ -151,6 +171,7 @@ class Block:
     rest: bool = False
     rest_if: Expr | None = None  # None: wherever the table is laid out
     rest_reason: str = ""
+    chains: tuple[Chain, ...] = ()  # laid out after the registers, in order
 
 
 @dataclass(frozen=True, slots=True)

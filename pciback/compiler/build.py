@@ -15,6 +15,7 @@ from pciback.compiler.model import (
     BlockDecl,
     Call,
     CapabilityFieldRef,
+    ChainDecl,
     ConstDecl,
     Expr,
     FieldDecl,
@@ -119,6 +120,7 @@ class Builder:
         items: list[RegisterDecl | UseDecl] = []
         matches: list[MatchDecl] = []
         rests: list[RestDecl] = []
+        chains: list[ChainDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKind.QUIRK:
             ident = self.expr(rest[0])
@@ -151,6 +153,8 @@ class Builder:
                     None,
                 )
                 rests.append(RestDecl(str(access), self.reason(tail), self.pos(access), condition))
+            elif data == "chain":
+                chains.append(self.chain(child))
             elif data == "use":
                 group = child.children[0]
                 items.append(UseDecl(str(group), self.pos(group)))
@@ -193,6 +197,22 @@ class Builder:
             tuple(items),
             tuple(rests),
             length_auto,
+            tuple(chains),
+        )
+
+    def chain(self, tree: Tree[Token]) -> ChainDecl:
+        name, count, start, step, *rest = tree.children
+        registers = tuple(
+            self.register(c) for c in rest if isinstance(c, Tree) and c.data == "register"
+        )
+        return ChainDecl(
+            str(name),
+            self.expr(count),
+            self.expr(start),
+            self.expr(step),
+            registers,
+            self.reason(rest),
+            self.pos(name),
         )
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:

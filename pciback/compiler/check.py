@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from pciback.compiler.chains import check_chains
 from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, closest, did_you_mean
 from pciback.compiler.evaluate import (
     DivisionByZero,
@@ -125,6 +126,10 @@ def check(
             BlockChecker(block, consts, hooks, diags, declared, catalog).expand_arrays()
             for block in src.blocks
         ]
+        src.blocks = [
+            check_chains(block, BlockChecker, consts, hooks, diags, declared, catalog)
+            for block in src.blocks
+        ]
         # Once every register is known: `length auto` is their extent.
         src.blocks = [elaborate_length(block, consts, diags) for block in src.blocks]
     catalog = Catalog(files)
@@ -186,6 +191,9 @@ def _check_generated_names(files: tuple[SourceFile, ...], diags: Diagnostics) ->
                 tuple(i for i in block.items if isinstance(i, RegisterDecl)) or block.registers,
                 claim,
             )
+            for chain in block.chains:  # a record's namespace: BLOCK_CHAIN
+                claim(f"{block.name}_{chain.name}", "chain", chain.pos, seen)
+                _claim_registers(chain.registers, claim)
 
 
 def _claim_registers(
@@ -1242,6 +1250,11 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
                     used_groups.add(item.group)
                 else:
                     _register_uses(item, used_consts, used_hooks)
+            for chain in block.chains:
+                for expr in (chain.count, chain.start, chain.next):
+                    used_consts.update(r.name for r in name_refs(expr))
+                for reg in chain.registers:
+                    _register_uses(reg, used_consts, used_hooks)
     for src in files:
         if src.path not in scope:
             continue
@@ -1272,6 +1285,7 @@ def _check_reasons(files: tuple[SourceFile, ...], diags: Diagnostics) -> None:
         registers = [reg for group in src.groups for reg in group.registers]
         for block in src.blocks:
             registers += [i for i in block.items if isinstance(i, RegisterDecl)]
+            registers += [r for chain in block.chains for r in chain.registers]
         for reg in registers:
             for fld in reg.fields:
                 grants = _grants(fld)

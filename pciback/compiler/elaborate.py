@@ -22,6 +22,7 @@ from pciback.compiler.evaluate import evaluate, to_python, to_text
 from pciback.compiler.model import (
     BlockDecl,
     CapabilityFieldRef,
+    ChainDecl,
     Expr,
     FieldDecl,
     GroupDecl,
@@ -183,6 +184,21 @@ class Rest:
 
 
 @dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain of records: its registers' offsets are from the record's start."""
+
+    name: str
+    count: Value
+    start: Value
+    next: Value
+    most: int
+    registers: tuple[Register, ...]  # arrays expanded
+    shown: tuple[Register, ...]  # an array once as declared
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
     kind: BlockKind
     name: str
@@ -198,6 +214,7 @@ class Block:
     shown: tuple[Register, ...]  # every register, an array once as declared
     own: tuple[Register, ...]  # the block's own registers, an array once as declared
     source: str
+    chains: tuple[Chain, ...] = ()
 
     @property
     def length_text(self) -> str:
@@ -322,6 +339,21 @@ class _Elaborator:
             shown=self.shown(block.registers, block.registers),
             own=self.shown(own, block.registers),
             source=f"{src.path}:{block.pos.line}",
+            chains=tuple(self.chain(c) for c in block.chains),
+        )
+
+    def chain(self, chain: ChainDecl) -> Chain:
+        consts = self.consts
+        return Chain(
+            name=chain.name,
+            count=_value(chain.count, consts),
+            start=_value(chain.start, consts),
+            next=_value(chain.next, consts),
+            most=chain.most,
+            registers=tuple(self.register(r) for r in chain.registers),
+            shown=self.shown(chain.registers, chain.registers),
+            reason=chain.reason,
+            source=f"{chain.pos.file}:{chain.pos.line}",
         )
 
     def shown(

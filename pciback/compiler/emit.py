@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.elaborate import Block, Field, File, Model, Register, Value
+from pciback.compiler.elaborate import Block, Chain, Field, File, Model, Register, Value
 from pciback.tables import BlockKind
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -85,6 +85,7 @@ def _module_context(src: File, model: Model) -> dict[str, Any]:
             if home != here:
                 imports.setdefault(home, set()).add(group_constant(group.name))
     return {
+        "chained": any(b.chains for b in src.blocks),
         "imports": [{"module": m, "names": sorted(n)} for m, n in sorted(imports.items())],
         "groups": [
             {
@@ -139,12 +140,28 @@ def _block(block: Block) -> dict[str, Any]:
             }
             for m in block.matches
         ],
+        "chains": [_chain(c) for c in block.chains],
         "entries": [
             {"use": None, **_register(item)}
             if isinstance(item, Register)
             else {"use": group_constant(item.group), "group": item.group, "source": item.source}
             for item in block.items
         ],
+    }
+
+
+def _chain(chain: Chain) -> dict[str, Any]:
+    return {
+        "name": chain.name,
+        "count": _number_or_lambda(chain.count),
+        "count_text": chain.count.text,
+        "start": _number_or_lambda(chain.start),
+        "next": _lambda(chain.next.python),
+        "next_text": chain.next.text,
+        "most": chain.most,
+        "source": chain.source,
+        "reason": chain.reason,
+        "registers": [_register(r) for r in chain.registers],
     }
 
 
@@ -272,7 +289,23 @@ def _names_context(model: Model) -> dict[str, Any]:
                     ],
                 }
             )
+            spaces += [_chain_names(block, chain) for chain in block.chains]
     return {"constants": constants, "spaces": spaces}
+
+
+def _chain_names(block: Block, chain: Chain) -> dict[str, Any]:
+    """A chain's record as a namespace of its own, `BLOCK_CHAIN`: its registers' offsets are
+    from a record's start."""
+    return {
+        "name": names_constant(f"{block.name}_{chain.name}"),
+        "title": f"chain {block.name}.{chain.name}: one record, offsets from its start",
+        "source": chain.source,
+        "reason": chain.reason,
+        "ident": None,
+        "length": None,
+        "uses": [],
+        "registers": [_register_names(r) for r in chain.registers],
+    }
 
 
 def _register_names(reg: Register) -> dict[str, Any]:

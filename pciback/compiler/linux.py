@@ -46,6 +46,15 @@ def linux_report(model: Model) -> str:
                 )
         for block in src.blocks:
             rows = _rows(block.own)
+            for chain in block.chains:  # a record's registers as `chain[i].register`
+                rows += [
+                    {
+                        **row,
+                        "offset": f"{chain.name}[i] + {row['offset']}",
+                        "register": f"{chain.name}[i].{row['register']}",
+                    }
+                    for row in _rows(chain.shown)
+                ]
             if rows:
                 kind = block.kind.value.replace("_", " ")
                 sections.append({"title": f"{kind} {block.name}", "source": src.path, "rows": rows})

@@ -237,6 +237,23 @@ class RestDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainDecl:
+    """`chain NAME[COUNT] @START next STEP { registers }`: records one after another, each
+    `STEP` bytes (computed from its own fields) after the one before. Its registers' offsets
+    are from the record's start; once checked, their arrays are expanded and `most` is the
+    largest count the count's fields can give."""
+
+    name: str
+    count: Expr
+    start: Expr
+    next: Expr
+    registers: tuple[RegisterDecl, ...]
+    reason: str
+    pos: Pos
+    most: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class UseDecl:
     """`use GROUP` inside a block: the group's registers stand there."""
 
@@ -269,6 +286,7 @@ class BlockDecl:
     rests: tuple[RestDecl, ...] = ()  # one at most (the checker says so)
     # Where `length auto` was written: the checker fills `length` with the registers' extent.
     length_auto: Pos | None = None
+    chains: tuple[ChainDecl, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.elaborate import Block, Field, Model, Register
+from pciback.compiler.elaborate import Block, Chain, Field, Model, Register, Value
 from pciback.compiler.emit import TEMPLATES
 from pciback.tables import Backing
 
@@ -43,7 +43,33 @@ def _block(block: Block) -> dict[str, Any]:
         "length_text": block.length_text,
         "match_text": ", ".join(m.text(as_written=False) for m in block.matches),
         "registers": [_register(r) for r in block.shown],
+        "chains": [_chain(c) for c in block.chains],
     }
+
+
+def _chain(chain: Chain) -> dict[str, Any]:
+    """A chain's registers, named `chain[i].register`, at offsets from record i's start."""
+    return {
+        "name": chain.name,
+        "count": chain.count.text,
+        "most": chain.most,
+        "start": offset_text_of(chain.start),
+        "next": chain.next.text,
+        "reason": _cell(chain.reason),
+        "source": chain.source,
+        "registers": [
+            {
+                **row,
+                "offset": f"{chain.name}[i] + {row['offset']}",
+                "name": f"{chain.name}[i].{row['name']}",
+            }
+            for row in map(_register, chain.shown)
+        ],
+    }
+
+
+def offset_text_of(value: Value) -> str:
+    return value.text if value.constant is None else f"{value.constant:#04x}"
 
 
 def offset_text(reg: Register) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 
 from pciback.engine.chain import (
@@ -34,7 +34,7 @@ from pciback.engine.settings import DeviceSettings
 from pciback.errors import PciOpError, XenPciError
 from pciback.generated.names import COMMON_HEADER, TYPE0
 from pciback.ports.bus import PhysicalDevice, config_access_fits
-from pciback.tables import Block, BlockKind, Expr, Register
+from pciback.tables import Block, BlockKind, Chain, Expr, Register
 
 log = logging.getLogger("pciback.engine")
 
@@ -693,6 +693,85 @@ class ConfigSpace:
             inst = RegisterInstance(self, reg, start, base, block.name)
             self.registers.append(inst)
             self._claim(start, reg.width, inst)
+        for chain in block.chains:
+            self._place_chain(block, chain, lookup, min(limit, self.size))
+
+    def _place_chain(self, block: Block, chain: Chain, lookup: LookupFn, end: int) -> None:
+        """A chain's records one after another, as many as the device counts but never more
+        than the policy's bound, each read only once it is known to lie before `end` (the
+        block's end). A record that would not fit, would cover bytes already described or
+        cannot be laid out ends the chain: from its start to the block's end, what nothing
+        describes is the host's (a guest write there would land in an entry the policy could
+        not place)."""
+        try:
+            count = chain.count
+            if not isinstance(count, int):
+                count = _evaluate(count, lookup, block, f"{chain.name} count")
+            start = chain.start
+            if not isinstance(start, int):
+                start = _evaluate(start, lookup, block, f"{chain.name} start")
+        except _LayoutFailed as exc:
+            self._cut_chain(str(exc), lookup.base, end)
+            return
+        record = replace(block, registers=chain.registers, chains=())
+        # The registers at fixed places in a record: those its layout and its size are read
+        # from, so they must fit before anything of the record is read.
+        head = max(
+            (r.offset + r.width for r in chain.registers if isinstance(r.offset, int)), default=4
+        )
+        at = lookup.base + start
+        for i in range(min(count, chain.most)):
+            name = f"{block.name}.{chain.name}{i} at {at:#x}"
+            if at + head > end:
+                self._cut_chain(f"{name} runs past the {block.kind.value}", at, end)
+                return
+            try:
+                layout, step = self._lay_out_record(record, chain, i, at)
+            except _LayoutFailed as exc:
+                self._cut_chain(str(exc), at, end)
+                return
+            stop = max(s + r.width for r, s in layout) if layout else at + head
+            if stop > end or any(s < at for _, s in layout):
+                self._cut_chain(f"{name} ends at {stop:#x}, past the {block.kind.value}", at, end)
+                return
+            if any(self._map[o] is not GAP for r, s in layout for o in range(s, s + r.width)):
+                self._cut_chain(f"{name} overlaps bytes described already", at, end)
+                return
+            for reg, s in layout:
+                inst = RegisterInstance(self, reg, s, lookup.base, block.name)
+                self.registers.append(inst)
+                self._claim(s, reg.width, inst)
+            if step < stop - at:  # the compiler rules it out: records never overlap
+                self._cut_chain(f"{name}: the next record would start inside it", stop, end)
+                return
+            at += step
+
+    def _lay_out_record(
+        self, record: Block, chain: Chain, index: int, at: int
+    ) -> tuple[list[tuple[Register, int]], int]:
+        """Record `index` of a chain at `at`: its registers present, each named after its
+        record (`entry2_base`) with its place in the device, and the step to the next."""
+        fields = LookupFn(self, record, at)
+        name = f"{chain.name}{index}"
+        layout: list[tuple[Register, int]] = []
+        for reg in chain.registers:
+            if reg.present is not None and not _evaluate(
+                reg.present, fields, record, f"{name}.{reg.name} condition"
+            ):
+                continue
+            rel = reg.offset
+            if not isinstance(rel, int):
+                rel = _evaluate(rel, fields, record, f"{name}.{reg.name}")
+            layout.append((replace(reg, name=f"{name}_{reg.name}"), at + rel))
+        return layout, _evaluate(chain.next, fields, record, f"{name} next")
+
+    def _cut_chain(self, why: str, start: int, end: int) -> None:
+        self.problems.append(f"{why}; it and the records after it are the host's")
+        slot = HostOwned(
+            f"a chain's record could not be laid out ({why}), so no mode takes that write",
+            f"{why}: read from the device, never written",
+        )
+        self._claim_gaps(start, end, slot)
 
     def _lay_out_quirks(self, extra: Iterable[Register]) -> None:
         for quirk in self.policy.quirks:

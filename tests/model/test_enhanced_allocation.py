@@ -24,6 +24,7 @@ import pytest
 from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import HostOwned
+from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
 from .builders import ConfigBuilder, endpoint
@@ -56,7 +57,7 @@ def described(view: ConfigSpace, base: int) -> list[tuple[int, str]]:
     return sorted((r.offset - base, r.reg.name) for r in view.registers if r.block.startswith("ea"))
 
 
-def test_helper_built_the_first_two_entries_are_laid_out_by_sizes_and_is64_bits() -> None:
+def test_helper_built_every_entry_is_laid_out_by_the_sizes_and_is64_bits_before_it() -> None:
     view, _, base = ea_function(ENTRY0 + ENTRY1 + ENTRY2, 3)
     assert not view.problems
     assert described(view, base) == [
@@ -70,9 +71,12 @@ def test_helper_built_the_first_two_entries_are_laid_out_by_sizes_and_is64_bits(
         (0x18, "entry1_header"),
         (0x1C, "entry1_base"),
         (0x20, "entry1_max_offset"),
+        (0x24, "entry2_header"),
+        (0x28, "entry2_base"),
+        (0x2C, "entry2_max_offset"),
     ]
-    # the third entry, after the second: the rest of the capability, the host's
-    for rel in range(0x24, 0x30):
+    # after the last of several entries, up to the next capability: the host's
+    for rel in range(0x30, 0x40):
         assert isinstance(view.slot_at(base + rel), HostOwned)
 
 
@@ -89,7 +93,9 @@ def test_helper_built_the_guest_reads_every_field_but_the_reserved_bits() -> Non
         0x18: (4, header(2, 2, writable=True) & HEADER_MASK),
         0x1C: (4, 0xFD000000),
         0x20: (4, 0x00000FFC),
-        0x24: (4, header(2, 8)),  # the rest: as the device holds it
+        0x24: (4, header(2, 8) & HEADER_MASK),
+        0x28: (4, 0xFC000000),
+        0x2C: (4, 0x00007FFC),
     }
     for rel, (size, value) in expect.items():
         assert view.read(base + rel, size) == value, f"{rel:#x}"
@@ -150,15 +156,15 @@ def test_helper_built_a_single_entry_leaves_what_follows_the_capability_alone() 
 
 
 def test_helper_built_an_empty_list_followed_by_a_capability_leaves_it_its_bytes() -> None:
-    # No entries and the next capability right after: the first entry's registers, always
-    # described, do not fit and yield; the next capability keeps its own.
+    # No entries and the next capability right after: nothing of an entry is laid out, the
+    # next capability keeps its own.
     b = endpoint()
     pos = b.cap(0x14, struct.pack("<BB", 0, 0))
     nxt = b.cap(0x05, struct.pack("<HIH", 0, 0, 0))  # a 32-bit MSI at +0x04
     view, _ = b.space()
     assert nxt == pos + 4
     assert {r.reg.name for r in view.registers if r.block == "msi"} >= {"control", "address"}
-    assert all("ea.entry0" in p and "does not fit" in p for p in view.problems)
+    assert not view.problems
 
 
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
@@ -173,5 +179,160 @@ def test_helper_built_a_bridges_entries_follow_its_fixed_buses(permissive: bool)
     assert view.read(pos + 0x04, 4) == 0x00000302
     assert view.read(pos + 0x0C, 4) == 0xE0000002
     for rel in range(0x04, 0x28, 4):
+        view.write(pos + rel, 4, 0)
+    assert sim.writes == []
+
+
+# -- every entry, chained ------------------------------------------------------------------------
+class ReadLog(SimDevice):
+    """A function that records every read of its config space."""
+
+    def __init__(self, address: str, config: bytes) -> None:
+        super().__init__(address, config)
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, offset: int, size: int) -> int:
+        self.reads.append((offset, size))
+        return super().read(offset, size)
+
+
+def entry(
+    size: int | None,
+    bei: int,
+    base: int,
+    max_offset: int,
+    *,
+    base_hi: int | None = None,
+    max_hi: int | None = None,
+    extra: tuple[int, ...] = (),
+    writable: bool = False,
+) -> bytes:
+    """An entry as the ECN lays it out: header, base, max offset (Is64 in bit 1 of each when an
+    upper dword is given), the upper dwords, then `extra` dwords. `size`: the header's entry
+    size, None for the one the dwords make (a wrong one is the device's bug)."""
+    dwords = [
+        base | (2 if base_hi is not None else 0),
+        max_offset | (2 if max_hi is not None else 0),
+    ]
+    dwords += [d for d in (base_hi, max_hi) if d is not None] + list(extra)
+    claimed = len(dwords) if size is None else size
+    return struct.pack(f"<{1 + len(dwords)}I", header(claimed, bei, writable=writable), *dwords)
+
+
+# Five entries: 32-bit, 64-bit base only, 64-bit both with an extra dword, 64-bit max offset
+# only, 32-bit with two extra dwords.
+FIVE = (
+    entry(None, 0, 0xE0000000, 0x00000FFC),
+    entry(None, 1, 0x80000000, 0x0000FFFC, base_hi=0x00000010),
+    entry(None, 2, 0xC0000000, 0xFFFFFFFC, base_hi=0x00000020, max_hi=0x00000001, extra=(0x11,)),
+    entry(None, 3, 0xD0000000, 0x0FFFFFFC, max_hi=0x00000002, writable=True),
+    entry(None, 4, 0xF0000000, 0x000000FC, extra=(0x22, 0x33)),
+)
+# (first dword, how many) of each of FIVE's entries, from the first entry's start.
+FIVE_DWORDS = ((0, 3), (3, 4), (7, 6), (13, 4), (17, 5))
+
+
+def _entry_names(view: ConfigSpace, base: int, first: int = 0x04) -> dict[int, str]:
+    return {rel - first: name for rel, name in described(view, base) if name.startswith("entry")}
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5])
+def test_helper_built_each_counted_entry_is_described_where_the_ones_before_it_end(
+    count: int,
+) -> None:
+    view, _, base = ea_function(b"".join(FIVE), count)
+    assert not view.problems
+    expect: dict[int, str] = {}
+    for i, (first, length) in enumerate(FIVE_DWORDS[:count]):
+        names = ["header", "base", "max_offset"]
+        entry_bytes = FIVE[i]
+        base_is64 = struct.unpack_from("<I", entry_bytes, 4)[0] & 2
+        max_is64 = struct.unpack_from("<I", entry_bytes, 8)[0] & 2
+        names += ["base_upper"] * bool(base_is64) + ["max_offset_upper"] * bool(max_is64)
+        names += [f"extra{k}" for k in range(length - len(names))]
+        expect.update({4 * (first + k): f"entry{i}_{n}" for k, n in enumerate(names)})
+    assert _entry_names(view, base) == expect
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_helper_built_the_guest_reads_each_entry_as_the_device_has_it_and_writes_none(
+    permissive: bool,
+) -> None:
+    view, sim, base = ea_function(b"".join(FIVE), 5, permissive=permissive)
+    data = b"".join(FIVE)
+    before = bytes(sim.config)
+    for i, (first, length) in enumerate(FIVE_DWORDS):
+        for k in range(length):
+            rel = 0x04 + 4 * (first + k)
+            device = struct.unpack_from("<I", data, 4 * (first + k))[0]
+            # reserved bits read 0: the header's 3 and 29:24, bit 0 of base and max offset
+            mask = HEADER_MASK if k == 0 else FIELD_MASK if k < 3 else 0xFFFFFFFF
+            assert view.read(base + rel, 4) == device & mask, f"entry {i} dword {k}"
+            for value in (0xFFFFFFFF, 0, 0x7FFFFFFF):
+                view.write(base + rel, 4, value)
+                view.write(base + rel + 2, 2, value & 0xFFFF)
+                view.write(base + rel + 3, 1, value & 0xFF)
+    assert sim.writes == []
+    assert bytes(sim.config) == before
+    assert view.read(base + 0x04 + 4 * 13, 4) >> 31 == 1  # the writable entry stays enabled
+
+
+def test_helper_built_a_size_below_the_is64_bits_lays_the_next_entry_after_them() -> None:
+    # entry 0 says size 0 but has both upper dwords; entry 1 says 1 with 32-bit fields
+    bad0 = entry(0, 0, 0xE0000000, 0xFFC, base_hi=1, max_hi=2)
+    bad1 = entry(1, 1, 0xE1000000, 0xFFC)
+    view, _, base = ea_function(bad0 + bad1 + FIVE[0], 3)
+    assert not view.problems
+    names = _entry_names(view, base)
+    assert names[0x10] == "entry0_max_offset_upper" and names[0x14] == "entry1_header"
+    assert names[0x1C] == "entry1_max_offset" and names[0x20] == "entry2_header"
+    assert view.read(base + 0x04 + 0x20, 4) == header(2, 0) & HEADER_MASK
+
+
+def test_helper_built_a_count_beyond_the_space_lays_out_what_fits_and_reads_nothing_past() -> None:
+    # 63 entries claimed (every bit of the count) in a 4 KiB function; 15 three-dword entries
+    # fit between +0x04 and the end of the standard space, the 16th would run past it
+    b = endpoint(size=4096)
+    body = b"".join(entry(None, i & 0xF, 0xE0000000 + (i << 12), 0xFFC) for i in range(15))
+    pos = b.cap(0x14, struct.pack("<BB", 63, 0) + body + b"\x00" * 8, at=0x40)
+    assert pos + 4 + len(body) + 8 == 0x100
+    dev = ReadLog("0000:03:00.0", b.build())
+    view = build_config_space(dev)
+    names = _entry_names(view, pos)
+    assert names[4 * 3 * 14] == "entry14_header" and "entry15_header" not in names.values()
+    assert [p for p in view.problems if "ea.entry15" in p and "runs past" in p]
+    # the cut entry's bytes, up to the end of the capability: the host's
+    for off in range(pos + 4 + len(body), 0x100):
+        assert isinstance(view.slot_at(off), HostOwned)
+    # nothing of the capability was read past the standard space (0x100: the extended list)
+    assert all(off + size <= 0x100 or off == 0x100 for off, size in dev.reads)
+    for off in range(pos + 2, 0x100, 4):
+        view.write(off & ~3, 4, 0)
+    assert dev.writes == []
+
+
+def test_helper_built_an_entry_running_into_the_next_capability_ends_the_list() -> None:
+    # three entries counted, room for two before an MSI capability: the third is not laid out
+    # over the MSI registers, and the EA bytes before them stay the host's
+    b = endpoint()
+    pos = b.cap(0x14, struct.pack("<BB", 3, 0) + FIVE[0] + FIVE[1])
+    nxt = b.cap(0x05, struct.pack("<HIH", 0, 0, 0))
+    view, _ = b.space(permissive=True)
+    assert nxt == pos + 4 + 7 * 4
+    assert {r.reg.name for r in view.registers if r.block == "msi"} >= {"control", "address"}
+    names = _entry_names(view, pos)
+    assert "entry1_base_upper" in names.values() and "entry2_header" not in names.values()
+    assert [p for p in view.problems if "ea.entry2" in p and "runs past" in p]
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_helper_built_a_bridges_five_entries_follow_its_fixed_buses(permissive: bool) -> None:
+    b = ConfigBuilder(header_type=1, class_code=0x060400)
+    pos = b.cap(0x14, struct.pack("<BBI", 5, 0, 0xFFFF0302) + b"".join(FIVE))
+    view, sim = b.space(permissive=permissive)
+    assert not view.problems
+    names = _entry_names(view, pos, first=0x08)
+    assert names[4 * 17] == "entry4_header" and names[4 * 21] == "entry4_extra1"
+    for rel in range(0x04, 0x08 + 4 * 22, 4):
         view.write(pos + rel, 4, 0)
     assert sim.writes == []
