@@ -369,7 +369,9 @@ class ControlServer:
             self._drop(selector, reading, f"request not complete within {self.deadline:g} s")
 
     def _receive(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
-        reading = self._reading[conn]
+        reading = self._reading.get(conn)
+        if reading is None:  # dropped earlier in the same batch: a newcomer took its slot
+            return
         try:
             chunk = conn.recv(MAX_MESSAGE)
         except (BlockingIOError, InterruptedError):

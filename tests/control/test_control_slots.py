@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -298,3 +299,21 @@ def test_refused_peers_take_no_slot_from_an_admitted_one(sock_path: Path) -> Non
     finally:
         admitted.close()
         server.stop()
+
+
+def test_a_reader_dropped_earlier_in_the_same_batch_is_skipped(sock_path: Path) -> None:
+    """One select batch can hold both a newcomer (whose admission drops the longest reader to
+    free a slot) and that reader's own data: the reader is gone by the time its turn comes,
+    and the reader thread must go on (it used to die of a KeyError, and with it the socket)."""
+    server = ControlServer(sock_path, echo)
+    mine, theirs = socket.socketpair()
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(mine, selectors.EVENT_READ)
+            theirs.sendall(b'{"op": "echo"')  # readable, but no longer one of the readers
+            server._receive(selector, mine)
+            assert selector.get_map() is not None and mine in selector.get_map()
+            assert mine.fileno() >= 0  # left alone: whoever dropped it closed its own copy
+    finally:
+        mine.close()
+        theirs.close()
