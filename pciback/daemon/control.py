@@ -258,11 +258,14 @@ class ControlServer:
                     for key, _ in selector.select(self._wait()):
                         if key.fileobj == self._wake_r:
                             return
-                        if key.fileobj is self._sock:
-                            self._accept_some(selector)
-                        else:
-                            assert isinstance(key.fileobj, socket.socket)
-                            self._receive(selector, key.fileobj)
+                        try:
+                            if key.fileobj is self._sock:
+                                self._accept_some(selector)
+                            else:
+                                assert isinstance(key.fileobj, socket.socket)
+                                self._receive(selector, key.fileobj)
+                        except Exception:  # the socket must outlive a bug, or nobody gets in
+                            log.exception("control: serving a connection failed")
                     self._expire(selector)
             finally:
                 for reading in list(self._reading.values()):
