@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lark import Token, Tree
@@ -29,6 +30,7 @@ from pciback.compiler.model import (
     PolicyDecl,
     RegisterDecl,
     RestDecl,
+    SectionDecl,
     SourceFile,
     Unary,
     UseDecl,
@@ -119,6 +121,7 @@ class Builder:
         items: list[RegisterDecl | UseDecl] = []
         matches: list[MatchDecl] = []
         rests: list[RestDecl] = []
+        sections: list[SectionDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKind.QUIRK:
             ident = self.expr(rest[0])
@@ -140,6 +143,10 @@ class Builder:
             elif data == "register":
                 registers.append(self.register(child))
                 items.append(registers[-1])
+            elif data == "section":
+                for reg in self.section(child, None, sections):
+                    registers.append(reg)
+                    items.append(reg)
             elif data == "rest":
                 access, *tail = child.children
                 condition = next(
@@ -193,7 +200,49 @@ class Builder:
             tuple(items),
             tuple(rests),
             length_auto,
+            tuple(sections),
         )
+
+    def section(
+        self,
+        tree: Tree[Token],
+        outer: tuple[str, Expr] | None,
+        sections: list[SectionDecl],
+    ) -> list[RegisterDecl]:
+        """The section's registers, each under its condition (and an enclosing section's, so
+        that a nesting the checker refuses still leaves registers to check); the section itself
+        is appended to `sections`, before any written inside it."""
+        name, condition_node, *rest = tree.children
+        assert isinstance(condition_node, Tree)
+        own = self.expr(condition_node.children[0])
+        inherited = own if outer is None else Binary("and", outer[1], own, own.pos)
+        at = len(sections)
+        registers: list[RegisterDecl] = []
+        direct: list[str] = []
+        members = [c for c in rest if isinstance(c, Tree) and c.data in ("register", "section")]
+        for child in members:
+            if child.data == "section":
+                registers += self.section(child, (str(name), inherited), sections)
+                continue
+            reg = self.register(child)
+            condition = (
+                inherited
+                if reg.condition is None
+                else Binary("and", inherited, reg.condition, reg.condition.pos)
+            )
+            registers.append(replace(reg, condition=condition, section=str(name)))
+            direct.append(reg.name)
+        decl = SectionDecl(
+            str(name),
+            own,
+            self.reason(rest),
+            self.pos(name),
+            tuple(direct),
+            within=outer[0] if outer is not None else None,
+            empty=not members,
+        )
+        sections.insert(at, decl)
+        return registers
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:
         name, *rest = tree.children

@@ -568,6 +568,7 @@ class BlockChecker:
         self._check_ident()
         self._check_policies()
         self._check_matches()
+        self._check_sections()
         self.run_registers()
         self._check_rest()
         if block.length is not None:
@@ -644,6 +645,30 @@ class BlockChecker:
         limit, message = limits[block.kind]
         if not 0 <= value <= limit:
             self.diags.error(_expr_pos(block.ident, block.pos), f"{message}: {value:#x}")
+
+    def _check_sections(self) -> None:
+        """A section holds registers, directly (sections do not nest), and names itself once
+        in its block: the report and a reviewer find it by that name."""
+        seen: dict[str, Pos] = {}
+        for section in self.block.sections:
+            if section.name in seen:
+                self.diags.error(
+                    section.pos,
+                    f"duplicate section '{section.name}' (first at {seen[section.name]})",
+                )
+            else:
+                seen[section.name] = section.pos
+            if section.within is not None:
+                self.diags.error(
+                    section.pos,
+                    f"section '{section.name}' stands inside section '{section.within}':"
+                    " sections do not nest (give its registers their own condition, or close"
+                    f" '{section.within}' first)",
+                )
+            elif section.empty:
+                self.diags.error(
+                    section.pos, f"section '{section.name}' is empty: it holds no register"
+                )
 
     def _check_rest(self) -> None:
         block = self.block

@@ -138,6 +138,19 @@ class Register:
     source: str
     file: str
     array: Array | None = None  # set on an array as declared, never on an instance
+    section: str | None = None  # the section it is written in (`condition` includes its)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """Registers written under one condition: `condition` is the section's own, which each
+    of them carries (before its own, if it has one)."""
+
+    name: str
+    condition: Value
+    reason: str
+    registers: tuple[str, ...]
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +211,7 @@ class Block:
     shown: tuple[Register, ...]  # every register, an array once as declared
     own: tuple[Register, ...]  # the block's own registers, an array once as declared
     source: str
+    sections: tuple[Section, ...] = ()
 
     @property
     def length_text(self) -> str:
@@ -322,6 +336,16 @@ class _Elaborator:
             shown=self.shown(block.registers, block.registers),
             own=self.shown(own, block.registers),
             source=f"{src.path}:{block.pos.line}",
+            sections=tuple(
+                Section(
+                    s.name,
+                    _value(s.condition, consts),
+                    s.reason,
+                    s.registers,
+                    f"{src.path}:{s.pos.line}",
+                )
+                for s in block.sections
+            ),
         )
 
     def shown(
@@ -380,6 +404,7 @@ def _register(
         source=f"{reg.pos.file}:{reg.pos.line}",
         file=reg.pos.file,
         array=array,
+        section=reg.section,
     )
 
 

@@ -43,6 +43,16 @@ def _block(block: Block) -> dict[str, Any]:
         "length_text": block.length_text,
         "match_text": ", ".join(m.text(as_written=False) for m in block.matches),
         "registers": [_register(r) for r in block.shown],
+        "sections": [
+            {
+                "name": s.name,
+                "condition": s.condition.text,
+                "reason": s.reason,
+                "registers": ", ".join(s.registers),
+                "source": s.source,
+            }
+            for s in block.sections
+        ],
     }
 
 
@@ -68,6 +78,8 @@ def _register(reg: Register) -> dict[str, Any]:
             shape += f": {instances[0]} to {instances[-1]}"
         else:
             shape += f": {instances[0]} only" if instances else ": no instance"
+    if reg.section is not None:
+        name += f" (section {reg.section})"
     return {
         "offset": offset,
         "name": name,
