@@ -1725,7 +1725,7 @@ class MSIX:
     length: Final = 0x0c
 
     class CONTROL:
-        """control @0x02 u16 (dsl/msix.pci:9)"""
+        """control @0x02 u16 (dsl/msix.pci:10)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -1734,7 +1734,7 @@ class MSIX:
         ENABLE: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class TABLE:
-        """table @0x04 u32 (dsl/msix.pci:15)"""
+        """table @0x04 u32 (dsl/msix.pci:16)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1742,7 +1742,7 @@ class MSIX:
         OFFSET: Final = Bits(mask=0xFFFFFFF8, shift=3, width=29)  # [31:3]
 
     class PBA:
-        """pba @0x08 u32 (dsl/msix.pci:19)"""
+        """pba @0x08 u32 (dsl/msix.pci:20)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -3009,7 +3009,7 @@ class PM:
     length: Final = 0x08
 
     class PMC:
-        """pmc @0x02 u16 (dsl/pm.pci:6)"""
+        """pmc @0x02 u16 (dsl/pm.pci:7)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -3023,7 +3023,7 @@ class PM:
         PME_SUPPORT: Final = Bits(mask=0xF800, shift=11, width=5)  # [15:11]
 
     class PMCSR:
-        """pmcsr @0x04 u16 (dsl/pm.pci:16)"""
+        """pmcsr @0x04 u16 (dsl/pm.pci:17)"""
 
         offset: Final = 0x04
         width: Final = 2
@@ -3035,7 +3035,7 @@ class PM:
         PME_STATUS: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_EXT:
-        """bridge_ext @0x06 u8 (dsl/pm.pci:26)"""
+        """bridge_ext @0x06 u8 (dsl/pm.pci:27)"""
 
         offset: Final = 0x06
         width: Final = 1
@@ -3044,7 +3044,7 @@ class PM:
         BPCC_ENABLE: Final = Bits(mask=0x80, shift=7, width=1)  # [7]
 
     class DATA:
-        """data @0x07 u8 (dsl/pm.pci:31)"""
+        """data @0x07 u8 (dsl/pm.pci:32)"""
 
         offset: Final = 0x07
         width: Final = 1

@@ -31,6 +31,7 @@ from pciback.compiler.model import (
     RegisterDecl,
     RestDecl,
     SectionDecl,
+    SeizeDecl,
     SourceFile,
     Unary,
     UseDecl,
@@ -122,6 +123,7 @@ class Builder:
         matches: list[MatchDecl] = []
         rests: list[RestDecl] = []
         sections: list[SectionDecl] = []
+        seize: list[SeizeDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKind.QUIRK:
             ident = self.expr(rest[0])
@@ -158,6 +160,11 @@ class Builder:
                     None,
                 )
                 rests.append(RestDecl(str(access), self.reason(tail), self.pos(access), condition))
+            elif data == "seize":
+                kind_node, hook, *tail = child.children
+                assert isinstance(kind_node, Tree)
+                role = "check" if kind_node.data == "seize_check" else "action"
+                seize.append(SeizeDecl(role, str(hook), self.reason(tail), self.pos(hook)))
             elif data == "use":
                 group = child.children[0]
                 items.append(UseDecl(str(group), self.pos(group)))
@@ -201,6 +208,7 @@ class Builder:
             tuple(rests),
             length_auto,
             tuple(sections),
+            tuple(seize),
         )
 
     def section(

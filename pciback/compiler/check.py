@@ -569,6 +569,7 @@ class BlockChecker:
         self._check_policies()
         self._check_matches()
         self._check_sections()
+        self._check_seize()
         self.run_registers()
         self._check_rest()
         if block.length is not None:
@@ -668,6 +669,29 @@ class BlockChecker:
             elif section.empty:
                 self.diags.error(
                     section.pos, f"section '{section.name}' is empty: it holds no register"
+                )
+
+    def _check_seize(self) -> None:
+        """Seize-time checks and actions act on a capability found in a device's chain: only a
+        capability's block names them, each once, with the reason it runs."""
+        block = self.block
+        seen: dict[tuple[str, str], Pos] = {}
+        for hook in block.seize:
+            what = f"seize {hook.kind} '{hook.name}'"
+            if block.kind not in _CHAIN_LINK:
+                self.diags.error(
+                    hook.pos,
+                    f"{what} in a {block.kind.value.replace('_', ' ')}: only a capability's"
+                    " block names what runs on it at seize",
+                )
+            key = (hook.kind, hook.name)
+            if key in seen:
+                self.diags.error(hook.pos, f"{what} named twice (first at {seen[key]})")
+                continue
+            seen[key] = hook.pos
+            if not hook.reason:
+                self.diags.error(
+                    hook.pos, f'{what} needs a reason: `seize {hook.kind} {hook.name} "why"`'
                 )
 
     def _check_rest(self) -> None:

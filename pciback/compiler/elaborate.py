@@ -154,6 +154,16 @@ class Section:
 
 
 @dataclass(frozen=True, slots=True)
+class Seize:
+    """A seize-time check or action the block names (`seize check NAME "why"`)."""
+
+    kind: str  # "check" or "action"
+    name: str
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Use:
     """`use GROUP`: the group's registers stand here."""
 
@@ -212,6 +222,7 @@ class Block:
     own: tuple[Register, ...]  # the block's own registers, an array once as declared
     source: str
     sections: tuple[Section, ...] = ()
+    seize: tuple[Seize, ...] = ()
 
     @property
     def length_text(self) -> str:
@@ -345,6 +356,9 @@ class _Elaborator:
                     f"{src.path}:{s.pos.line}",
                 )
                 for s in block.sections
+            ),
+            seize=tuple(
+                Seize(s.kind, s.name, s.reason, f"{src.path}:{s.pos.line}") for s in block.seize
             ),
         )
 

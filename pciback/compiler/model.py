@@ -253,6 +253,17 @@ class SectionDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class SeizeDecl:
+    """`seize check NAME "why"` or `seize action NAME "why"`: Python of pciback/hooks that
+    runs when a view of a device is built, the capability's check or its action."""
+
+    kind: str  # "check" or "action"
+    name: str
+    reason: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class UseDecl:
     """`use GROUP` inside a block: the group's registers stand there."""
 
@@ -286,6 +297,7 @@ class BlockDecl:
     # Where `length auto` was written: the checker fills `length` with the registers' extent.
     length_auto: Pos | None = None
     sections: tuple[SectionDecl, ...] = ()  # in source order, nested ones after their own
+    seize: tuple[SeizeDecl, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,10 @@ def _block(block: Block) -> dict[str, Any]:
         "length_text": block.length_text,
         "match_text": ", ".join(m.text(as_written=False) for m in block.matches),
         "registers": [_register(r) for r in block.shown],
+        "seize": [
+            {"kind": s.kind, "name": s.name, "reason": _cell(s.reason), "source": s.source}
+            for s in block.seize
+        ],
         "sections": [
             {
                 "name": s.name,
