@@ -45,7 +45,7 @@ def check_implementations(
                 if problem is not None:
                     diags.error(seize.pos, f"seize {seize.kind} '{seize.name}' {problem}")
     if whole_policy:
-        for declaration, fn in implementations.undeclared(named):
+        for declaration, fn in implementations.unnamed_seize_hooks(named):
             diags.error(
                 _defined_at(fn),
                 f"{declaration.describe()} is named by no capability of the policy, so it would"

@@ -260,7 +260,7 @@ class HookSet:
                 )
         return f"is not implemented (no {decorator} in pciback/hooks)"
 
-    def undeclared(
+    def unnamed_seize_hooks(
         self, declared: Collection[tuple[str, str]]
     ) -> list[tuple[Declaration, Callable[..., object]]]:
         """The seize-time checks and actions of this set that no (role, name) of `declared`

@@ -124,7 +124,7 @@ class Policy:
         if whole:
             unnamed = [
                 f"{declaration.describe()} ({qualified_name(fn)})"
-                for declaration, fn in implementations.undeclared(named)
+                for declaration, fn in implementations.unnamed_seize_hooks(named)
             ]
             if unnamed:
                 raise PolicyError(

@@ -13,7 +13,7 @@ from pciback import hooks
 from pciback.engine import Policy, PolicyError
 from pciback.engine.hookapi import HookSet, capability_check, declaration_of, seize_action
 from pciback.generated import MODULES
-from pciback.generated.names import MSIX, PM
+from pciback.generated.names import MSIX, PM, VIRTIO_PCI_CAP
 from pciback.hooks import msi, pm
 from pciback.policy import build_config_space, default_policy
 from pciback.ports.bus import PhysicalDevice
@@ -84,12 +84,14 @@ def test_the_msix_check_still_hides_a_table_outside_the_bars() -> None:
     )
 
 
-POLICY = """
-capability probe id 0x09 length 4 "a vendor capability" {
+# A vendor-specific capability's ID, which the test's own table describes.
+PROBE = VIRTIO_PCI_CAP.id
+POLICY = f"""
+capability probe id {PROBE:#x} length 4 "a vendor capability" {{
     seize check always_refuses "what a test refuses"
     seize action remember "what a test remembers"
-    register body @0x02 u16 { x [15:0] hw ro }
-}
+    register body @0x02 u16 {{ x [15:0] hw ro }}
+}}
 """
 
 
@@ -97,12 +99,12 @@ def test_a_table_runs_what_it_names_and_nothing_else(tmp_path: Path) -> None:
     implementations = hooks.HOOKS.including(_always_refuses, _remember, _orphan_check)
     policy = compile_policy(POLICY, tmp_path, implementations=implementations)
     b = endpoint()
-    pos = b.cap(0x09, b"\x00\x00")
+    pos = b.cap(PROBE, b"\x00\x00")
     _acted.clear()
     space = build_config_space(b.sim(), policy=policy)
     assert _acted == [pos]  # the action, on the capability its table describes
     assert f"refused at {pos:#x}: capability hidden" in space.problems
-    assert space.capability_offset(0x09) is None
+    assert space.capability_offset(PROBE) is None
 
 
 def test_a_name_without_implementation_refuses_the_policy(tmp_path: Path) -> None:
