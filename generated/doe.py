@@ -13,6 +13,7 @@ from pciback.tables import (
     MatchRule,
     PolicyModule,
     Register,
+    SeizeHook,
 )
 
 __all__ = ["MODULE"]

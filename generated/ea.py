@@ -14,6 +14,7 @@ from pciback.tables import (
     MatchRule,
     PolicyModule,
     Register,
+    SeizeHook,
 )
 
 __all__ = ["MODULE"]

@@ -694,63 +694,63 @@ class DPC:
         REQUESTER_ID: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
 
     class RP_PIO_STATUS:
-        """rp_pio_status @0x0c u32 if caps.rp_extensions (dsl/dpc.pci:47)"""
+        """rp_pio_status @0x0c u32 if caps.rp_extensions (dsl/dpc.pci:48)"""
 
         offset: Final = 0x0c
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_MASK:
-        """rp_pio_mask @0x10 u32 if caps.rp_extensions (dsl/dpc.pci:50)"""
+        """rp_pio_mask @0x10 u32 if caps.rp_extensions (dsl/dpc.pci:51)"""
 
         offset: Final = 0x10
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_SEVERITY:
-        """rp_pio_severity @0x14 u32 if caps.rp_extensions (dsl/dpc.pci:53)"""
+        """rp_pio_severity @0x14 u32 if caps.rp_extensions (dsl/dpc.pci:54)"""
 
         offset: Final = 0x14
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_SYSERROR:
-        """rp_pio_syserror @0x18 u32 if caps.rp_extensions (dsl/dpc.pci:56)"""
+        """rp_pio_syserror @0x18 u32 if caps.rp_extensions (dsl/dpc.pci:57)"""
 
         offset: Final = 0x18
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_EXCEPTION:
-        """rp_pio_exception @0x1c u32 if caps.rp_extensions (dsl/dpc.pci:59)"""
+        """rp_pio_exception @0x1c u32 if caps.rp_extensions (dsl/dpc.pci:60)"""
 
         offset: Final = 0x1c
         width: Final = 4
         BITS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_HEADER_LOG0:
-        """rp_pio_header_log0 @0x20 u32 if caps.rp_extensions (dsl/dpc.pci:62)"""
+        """rp_pio_header_log0 @0x20 u32 if caps.rp_extensions (dsl/dpc.pci:63)"""
 
         offset: Final = 0x20
         width: Final = 4
         DWORD: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_HEADER_LOG1:
-        """rp_pio_header_log1 @0x24 u32 if caps.rp_extensions (dsl/dpc.pci:63)"""
+        """rp_pio_header_log1 @0x24 u32 if caps.rp_extensions (dsl/dpc.pci:64)"""
 
         offset: Final = 0x24
         width: Final = 4
         DWORD: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_HEADER_LOG2:
-        """rp_pio_header_log2 @0x28 u32 if caps.rp_extensions (dsl/dpc.pci:64)"""
+        """rp_pio_header_log2 @0x28 u32 if caps.rp_extensions (dsl/dpc.pci:65)"""
 
         offset: Final = 0x28
         width: Final = 4
         DWORD: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class RP_PIO_HEADER_LOG3:
-        """rp_pio_header_log3 @0x2c u32 if caps.rp_extensions (dsl/dpc.pci:65)"""
+        """rp_pio_header_log3 @0x2c u32 if caps.rp_extensions (dsl/dpc.pci:66)"""
 
         offset: Final = 0x2c
         width: Final = 4
@@ -1148,21 +1148,21 @@ class HT:
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class MSI_ADDRESS_LO:
-        """msi_address_lo @0x04 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:40)"""
+        """msi_address_lo @0x04 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:41)"""
 
         offset: Final = 0x04
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFF00000, shift=20, width=12)  # [31:20]
 
     class MSI_ADDRESS_HI:
-        """msi_address_hi @0x08 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:44)"""
+        """msi_address_hi @0x08 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:45)"""
 
         offset: Final = 0x08
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class INTERRUPT_DATA:
-        """interrupt_data @0x04 u32 if ((command.type == 4) and (command.type_low == 0)) (dsl/ht.pci:47)"""
+        """interrupt_data @0x04 u32 if ((command.type == 4) and (command.type_low == 0)) (dsl/ht.pci:49)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1655,7 +1655,7 @@ class MSIX:
     length: Final = 0x0c
 
     class CONTROL:
-        """control @0x02 u16 (dsl/msix.pci:9)"""
+        """control @0x02 u16 (dsl/msix.pci:10)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -1664,7 +1664,7 @@ class MSIX:
         ENABLE: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class TABLE:
-        """table @0x04 u32 (dsl/msix.pci:15)"""
+        """table @0x04 u32 (dsl/msix.pci:16)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -1672,7 +1672,7 @@ class MSIX:
         OFFSET: Final = Bits(mask=0xFFFFFFF8, shift=3, width=29)  # [31:3]
 
     class PBA:
-        """pba @0x08 u32 (dsl/msix.pci:19)"""
+        """pba @0x08 u32 (dsl/msix.pci:20)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -1771,7 +1771,7 @@ class MULTICAST:
         GROUPS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class OVERLAY_BAR_LO:
-        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:65)"""
+        """overlay_bar_lo @0x28 u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:66)"""
 
         offset: Final = 0x28
         width: Final = 4
@@ -1779,7 +1779,7 @@ class MULTICAST:
         ADDRESS: Final = Bits(mask=0xFFFFFFC0, shift=6, width=26)  # [31:6]
 
     class OVERLAY_BAR_HI:
-        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:69)"""
+        """overlay_bar_hi @0x2c u32 if (((pcie.caps.port_type == PCIE_ROOT_PORT) or (pcie.caps.port_type == PCIE_UPSTREAM_PORT)) or (pcie.caps.port_type == PCIE_DOWNSTREAM_PORT)) (dsl/multicast.pci:70)"""
 
         offset: Final = 0x2c
         width: Final = 4
@@ -1885,7 +1885,7 @@ class PCIE:
         EMERGENCY_POWER_REDUCTION: Final = Bits(mask=0x0040, shift=6, width=1)  # [6]
 
     class LINKCAP:
-        """linkcap @0x0c u32 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:81)"""
+        """linkcap @0x0c u32 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:82)"""
 
         offset: Final = 0x0c
         width: Final = 4
@@ -1902,7 +1902,7 @@ class PCIE:
         PORT_NUMBER: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
 
     class LINKCTL:
-        """linkctl @0x10 u16 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:95)"""
+        """linkctl @0x10 u16 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:96)"""
 
         offset: Final = 0x10
         width: Final = 2
@@ -1919,7 +1919,7 @@ class PCIE:
         DRS_SIGNALING: Final = Bits(mask=0xC000, shift=14, width=2)  # [15:14]
 
     class LINKSTA:
-        """linksta @0x12 u16 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:110)"""
+        """linksta @0x12 u16 if ((caps.version >= 2) or (caps.port_type != PCIE_RC_INTEGRATED_ENDPOINT)) (dsl/pcie.pci:111)"""
 
         offset: Final = 0x12
         width: Final = 2
@@ -1932,7 +1932,7 @@ class PCIE:
         AUTONOMOUS_BW_STATUS: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class SLOTCAP:
-        """slotcap @0x14 u32 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:122)"""
+        """slotcap @0x14 u32 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:125)"""
 
         offset: Final = 0x14
         width: Final = 4
@@ -1950,7 +1950,7 @@ class PCIE:
         PHYSICAL_SLOT: Final = Bits(mask=0xFFF80000, shift=19, width=13)  # [31:19]
 
     class SLOTCTL:
-        """slotctl @0x18 u16 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:136)"""
+        """slotctl @0x18 u16 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:139)"""
 
         offset: Final = 0x18
         width: Final = 2
@@ -1969,7 +1969,7 @@ class PCIE:
         INBAND_PD_DISABLE: Final = Bits(mask=0x4000, shift=14, width=1)  # [14]
 
     class SLOTSTA:
-        """slotsta @0x1a u16 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:152)"""
+        """slotsta @0x1a u16 if ((((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_DOWNSTREAM_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:155)"""
 
         offset: Final = 0x1a
         width: Final = 2
@@ -1984,7 +1984,7 @@ class PCIE:
         DLL_CHANGED: Final = Bits(mask=0x0100, shift=8, width=1)  # [8]
 
     class ROOTCTL:
-        """rootctl @0x1c u16 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:166)"""
+        """rootctl @0x1c u16 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:171)"""
 
         offset: Final = 0x1c
         width: Final = 2
@@ -1996,14 +1996,14 @@ class PCIE:
         NO_NFM_SUBTREE: Final = Bits(mask=0x0020, shift=5, width=1)  # [5]
 
     class ROOTCAP:
-        """rootcap @0x1e u16 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:175)"""
+        """rootcap @0x1e u16 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:180)"""
 
         offset: Final = 0x1e
         width: Final = 2
         CRS_VISIBILITY: Final = Bits(mask=0x0001, shift=0, width=1)  # [0]
 
     class ROOTSTA:
-        """rootsta @0x20 u32 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:179)"""
+        """rootsta @0x20 u32 if (((caps.version >= 2) or (caps.port_type == PCIE_ROOT_PORT)) or (caps.port_type == PCIE_RC_EVENT_COLLECTOR)) (dsl/pcie.pci:184)"""
 
         offset: Final = 0x20
         width: Final = 4
@@ -2012,7 +2012,7 @@ class PCIE:
         PME_PENDING: Final = Bits(mask=0x00020000, shift=17, width=1)  # [17]
 
     class DEVCAP2:
-        """devcap2 @0x24 u32 if (caps.version >= 2) (dsl/pcie.pci:187)"""
+        """devcap2 @0x24 u32 if (caps.version >= 2) (dsl/pcie.pci:194)"""
 
         offset: Final = 0x24
         width: Final = 4
@@ -2038,7 +2038,7 @@ class PCIE:
         FRS: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class DEVCTL2:
-        """devctl2 @0x28 u16 if (caps.version >= 2) (dsl/pcie.pci:210)"""
+        """devctl2 @0x28 u16 if (caps.version >= 2) (dsl/pcie.pci:217)"""
 
         offset: Final = 0x28
         width: Final = 2
@@ -2056,13 +2056,13 @@ class PCIE:
         EETLP_PREFIX_BLOCKING: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class DEVSTA2:
-        """devsta2 @0x2a u16 if (caps.version >= 2) (dsl/pcie.pci:224)"""
+        """devsta2 @0x2a u16 if (caps.version >= 2) (dsl/pcie.pci:231)"""
 
         offset: Final = 0x2a
         width: Final = 2
 
     class LINKCAP2:
-        """linkcap2 @0x2c u32 if (caps.version >= 2) (dsl/pcie.pci:227)"""
+        """linkcap2 @0x2c u32 if (caps.version >= 2) (dsl/pcie.pci:234)"""
 
         offset: Final = 0x2c
         width: Final = 4
@@ -2075,7 +2075,7 @@ class PCIE:
         DRS: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class LINKCTL2:
-        """linkctl2 @0x30 u16 if (caps.version >= 2) (dsl/pcie.pci:238)"""
+        """linkctl2 @0x30 u16 if (caps.version >= 2) (dsl/pcie.pci:245)"""
 
         offset: Final = 0x30
         width: Final = 2
@@ -2089,7 +2089,7 @@ class PCIE:
         COMPLIANCE_PRESET: Final = Bits(mask=0xF000, shift=12, width=4)  # [15:12]
 
     class LINKSTA2:
-        """linksta2 @0x32 u16 if (caps.version >= 2) (dsl/pcie.pci:248)"""
+        """linksta2 @0x32 u16 if (caps.version >= 2) (dsl/pcie.pci:255)"""
 
         offset: Final = 0x32
         width: Final = 2
@@ -2101,20 +2101,20 @@ class PCIE:
         DRS_RECEIVED: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class SLOTCAP2:
-        """slotcap2 @0x34 u32 if (caps.version >= 2) (dsl/pcie.pci:257)"""
+        """slotcap2 @0x34 u32 if (caps.version >= 2) (dsl/pcie.pci:264)"""
 
         offset: Final = 0x34
         width: Final = 4
         INBAND_PD_DISABLE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
 
     class SLOTCTL2:
-        """slotctl2 @0x38 u16 if (caps.version >= 2) (dsl/pcie.pci:261)"""
+        """slotctl2 @0x38 u16 if (caps.version >= 2) (dsl/pcie.pci:268)"""
 
         offset: Final = 0x38
         width: Final = 2
 
     class SLOTSTA2:
-        """slotsta2 @0x3a u16 if (caps.version >= 2) (dsl/pcie.pci:264)"""
+        """slotsta2 @0x3a u16 if (caps.version >= 2) (dsl/pcie.pci:271)"""
 
         offset: Final = 0x3a
         width: Final = 2
@@ -2161,7 +2161,7 @@ class PCIX:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_CONTROL_STATUS:
-        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:46)"""
+        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:47)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2180,21 +2180,21 @@ class PCIX:
         ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_FIRST_ADDRESS:
-        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:62)"""
+        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:63)"""
 
         offset: Final = 0x0c
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_SECOND_ADDRESS:
-        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:65)"""
+        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:66)"""
 
         offset: Final = 0x10
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_ATTRIBUTE:
-        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:68)"""
+        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:69)"""
 
         offset: Final = 0x14
         width: Final = 4
@@ -2202,7 +2202,7 @@ class PCIX:
 
 
 class PCIX_BRIDGE:
-    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:73): PCI-X (bridge)"""
+    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:75): PCI-X (bridge)"""
 
     id: Final = 0x07
 
@@ -2211,7 +2211,7 @@ class PCIX_BRIDGE:
         return (0x10 + (0x10 * int(secondary_status_version != 0)))
 
     class SECONDARY_STATUS:
-        """secondary_status @0x02 u16 (dsl/pcix.pci:74)"""
+        """secondary_status @0x02 u16 (dsl/pcix.pci:76)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2227,7 +2227,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_STATUS:
-        """bridge_status @0x04 u32 (dsl/pcix.pci:87)"""
+        """bridge_status @0x04 u32 (dsl/pcix.pci:89)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -2245,7 +2245,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class UPSTREAM_SPLIT_CONTROL:
-        """upstream_split_control @0x08 u32 (dsl/pcix.pci:102)"""
+        """upstream_split_control @0x08 u32 (dsl/pcix.pci:104)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2253,7 +2253,7 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class DOWNSTREAM_SPLIT_CONTROL:
-        """downstream_split_control @0x0c u32 (dsl/pcix.pci:106)"""
+        """downstream_split_control @0x0c u32 (dsl/pcix.pci:108)"""
 
         offset: Final = 0x0c
         width: Final = 4
@@ -2261,7 +2261,7 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class ECC_CONTROL_STATUS:
-        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:110)"""
+        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:113)"""
 
         offset: Final = 0x10
         width: Final = 4
@@ -2280,21 +2280,21 @@ class PCIX_BRIDGE:
         ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_FIRST_ADDRESS:
-        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:126)"""
+        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:129)"""
 
         offset: Final = 0x14
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_SECOND_ADDRESS:
-        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:129)"""
+        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:132)"""
 
         offset: Final = 0x18
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_ATTRIBUTE:
-        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:132)"""
+        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:135)"""
 
         offset: Final = 0x1c
         width: Final = 4
@@ -2939,7 +2939,7 @@ class PM:
     length: Final = 0x08
 
     class PMC:
-        """pmc @0x02 u16 (dsl/pm.pci:6)"""
+        """pmc @0x02 u16 (dsl/pm.pci:7)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2953,7 +2953,7 @@ class PM:
         PME_SUPPORT: Final = Bits(mask=0xF800, shift=11, width=5)  # [15:11]
 
     class PMCSR:
-        """pmcsr @0x04 u16 (dsl/pm.pci:16)"""
+        """pmcsr @0x04 u16 (dsl/pm.pci:17)"""
 
         offset: Final = 0x04
         width: Final = 2
@@ -2965,7 +2965,7 @@ class PM:
         PME_STATUS: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_EXT:
-        """bridge_ext @0x06 u8 (dsl/pm.pci:26)"""
+        """bridge_ext @0x06 u8 (dsl/pm.pci:27)"""
 
         offset: Final = 0x06
         width: Final = 1
@@ -2974,7 +2974,7 @@ class PM:
         BPCC_ENABLE: Final = Bits(mask=0x80, shift=7, width=1)  # [7]
 
     class DATA:
-        """data @0x07 u8 (dsl/pm.pci:31)"""
+        """data @0x07 u8 (dsl/pm.pci:32)"""
 
         offset: Final = 0x07
         width: Final = 1
@@ -5064,42 +5064,42 @@ class VIRTIO_PCI_CAP:
         STRUCTURE: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class BAR:
-        """bar @0x04 u8 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:28)"""
+        """bar @0x04 u8 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:29)"""
 
         offset: Final = 0x04
         width: Final = 1
         BAR: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class ID:
-        """id @0x05 u8 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:31)"""
+        """id @0x05 u8 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:32)"""
 
         offset: Final = 0x05
         width: Final = 1
         ID: Final = Bits(mask=0xFF, shift=0, width=8)  # [7:0]
 
     class PADDING:
-        """padding @0x06 u16 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:34)"""
+        """padding @0x06 u16 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:35)"""
 
         offset: Final = 0x06
         width: Final = 2
         PADDING: Final = Bits(mask=0xFFFF, shift=0, width=16)  # [15:0]
 
     class OFFSET:
-        """offset @0x08 u32 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:37)"""
+        """offset @0x08 u32 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:38)"""
 
         offset: Final = 0x08
         width: Final = 4
         OFFSET: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SIZE:
-        """size @0x0c u32 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:40)"""
+        """size @0x0c u32 if (((cfg_type.structure >= 1) and (cfg_type.structure <= 4)) or (cfg_type.structure == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG)) (dsl/virtio.pci:41)"""
 
         offset: Final = 0x0c
         width: Final = 4
         SIZE: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class NOTIFY_OFF_MULTIPLIER:
-        """notify_off_multiplier @0x10 u32 if (cfg_type.structure == VIRTIO_PCI_CAP_NOTIFY_CFG) (dsl/virtio.pci:43)"""
+        """notify_off_multiplier @0x10 u32 if (cfg_type.structure == VIRTIO_PCI_CAP_NOTIFY_CFG) (dsl/virtio.pci:45)"""
 
         offset: Final = 0x10
         width: Final = 4

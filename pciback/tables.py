@@ -172,6 +172,19 @@ class Block:
     rest_if: Expr | None = None  # None: wherever the table is laid out
     rest_reason: str = ""
     chains: tuple[Chain, ...] = ()  # laid out after the registers, in order
+    # What runs when a view of a device this table describes is built: the capability's
+    # checks (a failed one hides it) and actions, by the names pciback/hooks implements.
+    seize: tuple[SeizeHook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SeizeHook:
+    """`seize check NAME "why"` or `seize action NAME "why"` in a capability's block."""
+
+    kind: str  # "check" or "action"
+    name: str
+    source: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ a second, hand-typed copy of them:
 - an access at a literal offset: `read(0x0E, 1)`, `write(cap + 2, 2, v)`, `conf_read(a, 0x34, 1)`
   (the offset argument a literal, or a sum with a literal term; a byte into a named register,
   `COMMAND.offset + 1`, is the name's);
-- a capability looked up by a literal ID: `capability(0x11)`, `capability_check(0x05)`;
+- a capability looked up by a literal ID: `capability(0x11)`, `find_extended(dev, 0x10)`;
 - a byte of a config-space buffer at a literal offset: `config[0x34]`.
 
 What the policy does not describe stays where it is, listed in ALLOWED with the reason. A test
@@ -51,8 +51,6 @@ ID_ARGUMENT = {
     "capability_offset",
     "extended_capability",
     "find_extended",
-    "capability_check",
-    "seize_action",
 }
 GENERIC_WORDS = frozenset({"CAP", "CAPS", "CAPABILITY", "EXT", "EXTENDED"})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lark import Token, Tree
@@ -30,6 +31,8 @@ from pciback.compiler.model import (
     PolicyDecl,
     RegisterDecl,
     RestDecl,
+    SectionDecl,
+    SeizeDecl,
     SourceFile,
     Unary,
     UseDecl,
@@ -121,6 +124,8 @@ class Builder:
         matches: list[MatchDecl] = []
         rests: list[RestDecl] = []
         chains: list[ChainDecl] = []
+        sections: list[SectionDecl] = []
+        seize: list[SeizeDecl] = []
         rest = tree.children[1:]
         if kind is not BlockKind.QUIRK:
             ident = self.expr(rest[0])
@@ -142,6 +147,10 @@ class Builder:
             elif data == "register":
                 registers.append(self.register(child))
                 items.append(registers[-1])
+            elif data == "section":
+                for reg in self.section(child, None, sections):
+                    registers.append(reg)
+                    items.append(reg)
             elif data == "rest":
                 access, *tail = child.children
                 condition = next(
@@ -155,6 +164,11 @@ class Builder:
                 rests.append(RestDecl(str(access), self.reason(tail), self.pos(access), condition))
             elif data == "chain":
                 chains.append(self.chain(child))
+            elif data == "seize":
+                kind_node, hook, *tail = child.children
+                assert isinstance(kind_node, Tree)
+                role = "check" if kind_node.data == "seize_check" else "action"
+                seize.append(SeizeDecl(role, str(hook), self.reason(tail), self.pos(hook)))
             elif data == "use":
                 group = child.children[0]
                 items.append(UseDecl(str(group), self.pos(group)))
@@ -198,6 +212,8 @@ class Builder:
             tuple(rests),
             length_auto,
             tuple(chains),
+            tuple(sections),
+            tuple(seize),
         )
 
     def chain(self, tree: Tree[Token]) -> ChainDecl:
@@ -214,6 +230,47 @@ class Builder:
             self.reason(rest),
             self.pos(name),
         )
+
+    def section(
+        self,
+        tree: Tree[Token],
+        outer: tuple[str, Expr] | None,
+        sections: list[SectionDecl],
+    ) -> list[RegisterDecl]:
+        """The section's registers, each under its condition (and an enclosing section's, so
+        that a nesting the checker refuses still leaves registers to check); the section itself
+        is appended to `sections`, before any written inside it."""
+        name, condition_node, *rest = tree.children
+        assert isinstance(condition_node, Tree)
+        own = self.expr(condition_node.children[0])
+        inherited = own if outer is None else Binary("and", outer[1], own, own.pos)
+        at = len(sections)
+        registers: list[RegisterDecl] = []
+        direct: list[str] = []
+        members = [c for c in rest if isinstance(c, Tree) and c.data in ("register", "section")]
+        for child in members:
+            if child.data == "section":
+                registers += self.section(child, (str(name), inherited), sections)
+                continue
+            reg = self.register(child)
+            condition = (
+                inherited
+                if reg.condition is None
+                else Binary("and", inherited, reg.condition, reg.condition.pos)
+            )
+            registers.append(replace(reg, condition=condition, section=str(name)))
+            direct.append(reg.name)
+        decl = SectionDecl(
+            str(name),
+            own,
+            self.reason(rest),
+            self.pos(name),
+            tuple(direct),
+            within=outer[0] if outer is not None else None,
+            empty=not members,
+        )
+        sections.insert(at, decl)
+        return registers
 
     def register(self, tree: Tree[Token]) -> RegisterDecl:
         name, *rest = tree.children

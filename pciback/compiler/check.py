@@ -576,6 +576,8 @@ class BlockChecker:
         self._check_ident()
         self._check_policies()
         self._check_matches()
+        self._check_sections()
+        self._check_seize()
         self.run_registers()
         self._check_rest()
         if block.length is not None:
@@ -652,6 +654,53 @@ class BlockChecker:
         limit, message = limits[block.kind]
         if not 0 <= value <= limit:
             self.diags.error(_expr_pos(block.ident, block.pos), f"{message}: {value:#x}")
+
+    def _check_sections(self) -> None:
+        """A section holds registers, directly (sections do not nest), and names itself once
+        in its block: the report and a reviewer find it by that name."""
+        seen: dict[str, Pos] = {}
+        for section in self.block.sections:
+            if section.name in seen:
+                self.diags.error(
+                    section.pos,
+                    f"duplicate section '{section.name}' (first at {seen[section.name]})",
+                )
+            else:
+                seen[section.name] = section.pos
+            if section.within is not None:
+                self.diags.error(
+                    section.pos,
+                    f"section '{section.name}' stands inside section '{section.within}':"
+                    " sections do not nest (give its registers their own condition, or close"
+                    f" '{section.within}' first)",
+                )
+            elif section.empty:
+                self.diags.error(
+                    section.pos, f"section '{section.name}' is empty: it holds no register"
+                )
+
+    def _check_seize(self) -> None:
+        """Seize-time checks and actions act on a capability found in a device's chain: only a
+        capability's block names them, each once, with the reason it runs."""
+        block = self.block
+        seen: dict[tuple[str, str], Pos] = {}
+        for hook in block.seize:
+            what = f"seize {hook.kind} '{hook.name}'"
+            if block.kind not in _CHAIN_LINK:
+                self.diags.error(
+                    hook.pos,
+                    f"{what} in a {block.kind.value.replace('_', ' ')}: only a capability's"
+                    " block names what runs on it at seize",
+                )
+            key = (hook.kind, hook.name)
+            if key in seen:
+                self.diags.error(hook.pos, f"{what} named twice (first at {seen[key]})")
+                continue
+            seen[key] = hook.pos
+            if not hook.reason:
+                self.diags.error(
+                    hook.pos, f'{what} needs a reason: `seize {hook.kind} {hook.name} "why"`'
+                )
 
     def _check_rest(self) -> None:
         block = self.block

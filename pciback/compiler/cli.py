@@ -67,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The tables are sound; the hooks they name must exist for the daemon to load them.
             # Imported here only: the hooks import generated/, which `compile` must be able to
             # rewrite when it is stale.
-            from pciback.policy import installed_hooks
+            from pciback.policy import installed_hooks, installed_sources
 
-            unimplemented = check_implementations(program, installed_hooks())
+            unimplemented = check_implementations(
+                program,
+                installed_hooks(),
+                whole_policy=installed_sources() <= {src.path for src in program.files},
+            )
             if unimplemented:
                 _print_diagnostics(sorted([*program.warnings, *unimplemented]))
                 return 1

@@ -139,6 +139,29 @@ class Register:
     source: str
     file: str
     array: Array | None = None  # set on an array as declared, never on an instance
+    section: str | None = None  # the section it is written in (`condition` includes its)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """Registers written under one condition: `condition` is the section's own, which each
+    of them carries (before its own, if it has one)."""
+
+    name: str
+    condition: Value
+    reason: str
+    registers: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seize:
+    """A seize-time check or action the block names (`seize check NAME "why"`)."""
+
+    kind: str  # "check" or "action"
+    name: str
+    reason: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +238,8 @@ class Block:
     own: tuple[Register, ...]  # the block's own registers, an array once as declared
     source: str
     chains: tuple[Chain, ...] = ()
+    sections: tuple[Section, ...] = ()
+    seize: tuple[Seize, ...] = ()
 
     @property
     def length_text(self) -> str:
@@ -340,6 +365,19 @@ class _Elaborator:
             own=self.shown(own, block.registers),
             source=f"{src.path}:{block.pos.line}",
             chains=tuple(self.chain(c) for c in block.chains),
+            sections=tuple(
+                Section(
+                    s.name,
+                    _value(s.condition, consts),
+                    s.reason,
+                    s.registers,
+                    f"{src.path}:{s.pos.line}",
+                )
+                for s in block.sections
+            ),
+            seize=tuple(
+                Seize(s.kind, s.name, s.reason, f"{src.path}:{s.pos.line}") for s in block.seize
+            ),
         )
 
     def chain(self, chain: ChainDecl) -> Chain:
@@ -412,6 +450,7 @@ def _register(
         source=f"{reg.pos.file}:{reg.pos.line}",
         file=reg.pos.file,
         array=array,
+        section=reg.section,
     )
 
 

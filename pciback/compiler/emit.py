@@ -131,6 +131,10 @@ def _block(block: Block) -> dict[str, Any]:
         else None,
         "rest_reason": rest.reason if rest is not None else "",
         "reason": block.reason,
+        "seize": [
+            {"kind": s.kind, "name": s.name, "source": s.source, "reason": s.reason}
+            for s in block.seize
+        ],
         "matches": [
             {
                 "key": m.key,

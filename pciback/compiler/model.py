@@ -201,6 +201,7 @@ class RegisterDecl:
     index: int | None = None
     origin: RegisterDecl | None = None  # an instance's array, as declared
     linux: LinuxNote | None = None
+    section: str | None = None  # the section it stands in; its condition is in `condition`
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,32 @@ class ChainDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class SectionDecl:
+    """`section NAME if COND "why" { .. }`: registers sharing a condition. Its registers are
+    the block's, each with the section's condition and-ed before its own; this keeps what the
+    checker and the report say of the section itself."""
+
+    name: str
+    condition: Expr  # as written on the section, without an enclosing section's
+    reason: str
+    pos: Pos
+    registers: tuple[str, ...]  # the names of the registers written inside it
+    within: str | None = None  # the section it was written inside (sections do not nest)
+    empty: bool = False  # nothing inside, not even a section
+
+
+@dataclass(frozen=True, slots=True)
+class SeizeDecl:
+    """`seize check NAME "why"` or `seize action NAME "why"`: Python of pciback/hooks that
+    runs when a view of a device is built, the capability's check or its action."""
+
+    kind: str  # "check" or "action"
+    name: str
+    reason: str
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
 class UseDecl:
     """`use GROUP` inside a block: the group's registers stand there."""
 
@@ -287,6 +314,8 @@ class BlockDecl:
     # Where `length auto` was written: the checker fills `length` with the registers' extent.
     length_auto: Pos | None = None
     chains: tuple[ChainDecl, ...] = ()
+    sections: tuple[SectionDecl, ...] = ()  # in source order, nested ones after their own
+    seize: tuple[SeizeDecl, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,20 @@ def _block(block: Block) -> dict[str, Any]:
         "match_text": ", ".join(m.text(as_written=False) for m in block.matches),
         "registers": [_register(r) for r in block.shown],
         "chains": [_chain(c) for c in block.chains],
+        "seize": [
+            {"kind": s.kind, "name": s.name, "reason": _cell(s.reason), "source": s.source}
+            for s in block.seize
+        ],
+        "sections": [
+            {
+                "name": s.name,
+                "condition": s.condition.text,
+                "reason": s.reason,
+                "registers": ", ".join(s.registers),
+                "source": s.source,
+            }
+            for s in block.sections
+        ],
     }
 
 
@@ -94,6 +108,8 @@ def _register(reg: Register) -> dict[str, Any]:
             shape += f": {instances[0]} to {instances[-1]}"
         else:
             shape += f": {instances[0]} only" if instances else ": no instance"
+    if reg.section is not None:
+        name += f" (section {reg.section})"
     return {
         "offset": offset,
         "name": name,

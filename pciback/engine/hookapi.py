@@ -9,7 +9,7 @@ A read hook returns the value the guest sees for its field.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -65,7 +65,7 @@ CapabilityCheck = Callable[["PhysicalDevice", int], "str | None"]
 SeizeAction = Callable[["PhysicalDevice", int], None]
 """`action(device, offset)`: put a capability in the state a guest may start from."""
 
-CapabilityKey = tuple[bool, int]  # (extended, capability ID)
+SeizeKind = Literal["check", "action"]
 
 # The attribute a declaring decorator leaves on the function: a declaration is a fact about the
 # function, read when a HookSet is built, never a registration into some shared table.
@@ -74,20 +74,30 @@ _DECLARED = "__pciback_declared__"
 
 @dataclass(frozen=True, slots=True)
 class Declaration:
-    """What a decorated function implements: a write or read hook by name, or a capability's
-    seize-time check or action."""
+    """What a decorated function implements, by the name the policy gives it: a write or read
+    hook (`on_write NAME`), or a seize-time check or action (`seize check NAME` in a
+    capability's block)."""
 
     role: Literal["write", "read", "check", "action"]
-    name: str = ""
-    capability: CapabilityKey = (False, 0)
+    name: str
     view_constant: bool = False  # a read hook's answer: see `read_hook`
 
     def describe(self) -> str:
-        if self.role in ("write", "read"):
-            return f"{self.role} hook {self.name!r}"
-        extended, ident = self.capability
-        what = "capability check" if self.role == "check" else "seize action"
-        return f"{what} for {'extended ' if extended else ''}{ident:#x}"
+        return f"{_ROLE_WORDS[self.role]} {self.name!r}"
+
+
+_ROLE_WORDS = {
+    "write": "write hook",
+    "read": "read hook",
+    "check": "seize check",
+    "action": "seize action",
+}
+_DECORATORS = {
+    "write": "write_hook",
+    "read": "read_hook",
+    "check": "capability_check",
+    "action": "seize_action",
+}
 
 
 def _declare(declaration: Declaration) -> Callable[[_Fn], _Fn]:
@@ -122,17 +132,17 @@ def is_view_constant(hook: ReadHook) -> bool:
     return declaration is not None and declaration.view_constant
 
 
-def capability_check(
-    ident: int, *, extended: bool = False
-) -> Callable[[CapabilityCheck], CapabilityCheck]:
-    """Declare a seize-time check; a capability that fails it is hidden (and blocked)."""
-    return _declare(Declaration("check", capability=(extended, ident)))
+def capability_check(name: str) -> Callable[[CapabilityCheck], CapabilityCheck]:
+    """Declare `fn` the implementation of the seize-time check a capability's block names
+    (`seize check NAME "why"`); a capability that fails it is hidden (and blocked)."""
+    return _declare(Declaration("check", name))
 
 
-def seize_action(ident: int, *, extended: bool = False) -> Callable[[SeizeAction], SeizeAction]:
-    """Declare what to do to a capability when a view of its device is built (hidden or not:
-    what it must not do, it must not do either way)."""
-    return _declare(Declaration("action", capability=(extended, ident)))
+def seize_action(name: str) -> Callable[[SeizeAction], SeizeAction]:
+    """Declare `fn` the implementation of the seize-time action a capability's block names
+    (`seize action NAME "why"`): what to do to the capability when a view of its device is
+    built (hidden or not: what it must not do, it must not do either way)."""
+    return _declare(Declaration("action", name))
 
 
 def _frozen() -> Mapping[Any, Any]:
@@ -148,8 +158,8 @@ class HookSet:
 
     write: Mapping[str, WriteHook] = field(default_factory=_frozen)
     read: Mapping[str, ReadHook] = field(default_factory=_frozen)
-    checks: Mapping[CapabilityKey, CapabilityCheck] = field(default_factory=_frozen)
-    actions: Mapping[CapabilityKey, SeizeAction] = field(default_factory=_frozen)
+    checks: Mapping[str, CapabilityCheck] = field(default_factory=_frozen)
+    actions: Mapping[str, SeizeAction] = field(default_factory=_frozen)
 
     @classmethod
     def of(cls, *implementations: Callable[..., object]) -> HookSet:
@@ -170,8 +180,8 @@ class HookSet:
         )
 
     def including(self, *implementations: Callable[..., object]) -> HookSet:
-        """This set with more implementations; one that names a hook (or capability) already
-        implemented by another function is an error, as a hook has one meaning."""
+        """This set with more implementations; one that names a hook already implemented by
+        another function is an error, as a hook has one meaning."""
         tables: dict[str, dict[Any, Any]] = {
             "write": dict(self.write),
             "read": dict(self.read),
@@ -181,16 +191,11 @@ class HookSet:
         for fn in implementations:
             declaration = declaration_of(fn)
             if declaration is None:
-                raise ValueError(f"{_where(fn)} is declared as no hook")
+                raise ValueError(f"{qualified_name(fn)} is declared as no hook")
             table = tables[declaration.role]
-            key = (
-                declaration.name
-                if declaration.role in ("write", "read")
-                else declaration.capability
-            )
-            if table.get(key, fn) is not fn:
+            if table.get(declaration.name, fn) is not fn:
                 raise ValueError(f"{declaration.describe()} implemented twice")
-            table[key] = fn
+            table[declaration.name] = fn
         return HookSet(
             MappingProxyType(tables["write"]),
             MappingProxyType(tables["read"]),
@@ -199,14 +204,21 @@ class HookSet:
         )
 
     def without(self, *names: str) -> HookSet:
-        """This set lacking the write and read hooks named (what a policy checked against an
+        """This set lacking the hooks named, of any role (what a policy checked against an
         older pciback/hooks meets)."""
-        return HookSet(
-            MappingProxyType({k: v for k, v in self.write.items() if k not in names}),
-            MappingProxyType({k: v for k, v in self.read.items() if k not in names}),
-            self.checks,
-            self.actions,
-        )
+
+        def kept(table: Mapping[str, Any]) -> Mapping[str, Any]:
+            return MappingProxyType({k: v for k, v in table.items() if k not in names})
+
+        return HookSet(kept(self.write), kept(self.read), kept(self.checks), kept(self.actions))
+
+    def _roles(self) -> dict[str, Mapping[str, Callable[..., object]]]:
+        return {
+            "write": self.write,
+            "read": self.read,
+            "check": self.checks,
+            "action": self.actions,
+        }
 
     def implementation_problem(self, name: str, kind: str, params: Sequence[str]) -> str | None:
         """What is wrong with the implementation of a hook the policy declares as
@@ -214,33 +226,70 @@ class HookSet:
         None when an implementation in this set fits. The engine calls one as
         `fn(ctx, *values)`, so it must take the context and then the declared parameters, by
         position and by name."""
-        table: Mapping[str, Callable[..., object]]
-        other: Mapping[str, Callable[..., object]]
-        table, other = (self.write, self.read) if kind == "write" else (self.read, self.write)
-        decorator = f'@{kind}_hook("{name}")'
-        fn = table.get(name)
-        if fn is None:
-            wrong = other.get(name)
+        other = "read" if kind == "write" else "write"
+        found = self._found(name, kind, (other,), "an on_{} hook")
+        if isinstance(found, str):
+            return found
+        return _signature_problem(found, ("ctx", *params))
+
+    def seize_problem(self, name: str, kind: SeizeKind) -> str | None:
+        """What is wrong with the implementation of a seize-time check or action a capability's
+        block names (`seize KIND NAME`), as words that follow "seize KIND 'NAME'"; None when
+        one fits. The engine calls it as `fn(device, offset)`."""
+        other = "action" if kind == "check" else "check"
+        found = self._found(name, kind, (other,), "a seize {}")
+        if isinstance(found, str):
+            return found
+        return _signature_problem(found, SEIZE_PARAMS)
+
+    def _found(
+        self, name: str, role: str, others: Sequence[str], other_words: str
+    ) -> Callable[..., object] | str:
+        """The implementation of `name` in `role`, or why there is none."""
+        roles = self._roles()
+        decorator = f'@{_DECORATORS[role]}("{name}")'
+        fn = roles[role].get(name)
+        if fn is not None:
+            return fn
+        for other in others:
+            wrong = roles[other].get(name)
             if wrong is not None:
-                other_kind = "read" if kind == "write" else "write"
                 return (
-                    f"is implemented as an on_{other_kind} hook ({_where(wrong)}),"
+                    f"is implemented as {other_words.format(other)} ({qualified_name(wrong)}),"
                     f" not with {decorator}"
                 )
-            return f"is not implemented (no {decorator} in pciback/hooks)"
-        return _signature_problem(fn, params)
+        return f"is not implemented (no {decorator} in pciback/hooks)"
+
+    def unnamed_seize_hooks(
+        self, declared: Collection[tuple[str, str]]
+    ) -> list[tuple[Declaration, Callable[..., object]]]:
+        """The seize-time checks and actions of this set that no (role, name) of `declared`
+        names: each would never run, as only a block naming it runs it."""
+        found = []
+        for role in ("check", "action"):
+            for name, fn in sorted(self._roles()[role].items()):
+                if (role, name) not in declared:
+                    declaration = declaration_of(fn)
+                    assert declaration is not None
+                    found.append((declaration, fn))
+        return found
 
 
-def _where(fn: Callable[..., object]) -> str:
+SEIZE_PARAMS = ("device", "offset")
+
+
+def qualified_name(fn: Callable[..., object]) -> str:
+    """`module.function`, as messages name an implementation."""
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _signature_problem(fn: Callable[..., object], params: Sequence[str]) -> str | None:
+def _signature_problem(fn: Callable[..., object], wanted: Sequence[str]) -> str | None:
+    """Whether the engine may call `fn` with `wanted`, by position, as the names say."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # pragma: no cover - a callable Python cannot describe
         return None
-    wanted = ("ctx", *params)
+    params = tuple(wanted[1:])
     given = list(signature.parameters.values())
     positional = [
         p
@@ -258,4 +307,7 @@ def _signature_problem(fn: Callable[..., object], params: Sequence[str]) -> str 
     if fits:
         return None
     taken = ", ".join(str(p).split(":")[0].split("=")[0] for p in given)
-    return f"has an implementation that does not take ({', '.join(wanted)}): {_where(fn)}({taken})"
+    wanted_text = ", ".join(wanted)
+    return (
+        f"has an implementation that does not take ({wanted_text}): {qualified_name(fn)}({taken})"
+    )

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pciback.engine.hookapi import HookSet
+from pciback.engine.hookapi import (
+    CapabilityCheck,
+    HookSet,
+    SeizeAction,
+    SeizeKind,
+    qualified_name,
+)
 from pciback.tables import Block, BlockKind, HookDecl, PolicyModule
 
 
@@ -37,10 +43,28 @@ class Policy:
         ]
         return tables[0] if len(tables) == 1 else None
 
+    def seize_checks(self, table: Block | None) -> tuple[CapabilityCheck, ...]:
+        """The checks the table names, run on a capability it describes when a view is built."""
+        if table is None:
+            return ()
+        return tuple(self.implementations.checks[s.name] for s in table.seize if s.kind == "check")
+
+    def seize_actions(self, table: Block | None) -> tuple[SeizeAction, ...]:
+        """The actions the table names, run on a capability it describes when a view is built."""
+        if table is None:
+            return ()
+        return tuple(
+            self.implementations.actions[s.name] for s in table.seize if s.kind == "action"
+        )
+
     @classmethod
-    def from_modules(cls, modules: Iterable[PolicyModule], implementations: HookSet) -> Policy:
+    def from_modules(
+        cls, modules: Iterable[PolicyModule], implementations: HookSet, *, whole: bool = False
+    ) -> Policy:
         """The tables of `modules`, served by `implementations` (checked to fit here, at load,
-        not at a guest's first access)."""
+        not at a guest's first access). `whole`: the modules are the whole policy (generated/),
+        so a seize-time check or action that none of them names is an error: it would never
+        run."""
         headers: dict[int, Block] = {}
         caps: dict[int, Block] = {}
         ext: dict[int, Block] = {}
@@ -70,19 +94,44 @@ class Policy:
                     )
                 table[block.ident] = block
         policy = cls(headers, caps, ext, tuple(quirks), hooks, tuple(variants), implementations)
-        policy.verify_hooks()
+        policy.verify_hooks(whole=whole)
         return policy
 
-    def verify_hooks(self) -> None:
-        """Every declared hook is implemented, with the kind and the parameters it was declared
-        with (`pciback-dsl check` verifies the same before the tables are even compiled)."""
+    def verify_hooks(self, *, whole: bool = False) -> None:
+        """Every declared hook, and every seize-time check and action a table names, is
+        implemented, with the kind and the parameters it was declared with; with `whole`, every
+        seize-time check and action implemented is named by a table (`pciback-dsl check`
+        verifies the same before the tables are even compiled)."""
         problems = []
+        implementations = self.implementations
         for hook in self.hooks.values():
-            problem = self.implementations.implementation_problem(hook.name, hook.kind, hook.params)
+            problem = implementations.implementation_problem(hook.name, hook.kind, hook.params)
             if problem is not None:
                 problems.append(f"{hook.source}: on_{hook.kind} hook '{hook.name}' {problem}")
+        named: set[tuple[str, str]] = set()
+        for block in self._seizing_blocks():
+            for seize in block.seize:
+                named.add((seize.kind, seize.name))
+                kind: SeizeKind = "check" if seize.kind == "check" else "action"
+                problem = implementations.seize_problem(seize.name, kind)
+                if problem is not None:
+                    problems.append(f"{seize.source}: seize {seize.kind} '{seize.name}' {problem}")
         if problems:
             raise PolicyError(
                 "the compiled policy names hooks pciback/hooks does not provide: "
                 + "; ".join(problems)
             )
+        if whole:
+            unnamed = [
+                f"{declaration.describe()} ({qualified_name(fn)})"
+                for declaration, fn in implementations.unnamed_seize_hooks(named)
+            ]
+            if unnamed:
+                raise PolicyError(
+                    "pciback/hooks implements what no table of the compiled policy names, so it"
+                    " would never run: " + "; ".join(unnamed)
+                )
+
+    def _seizing_blocks(self) -> tuple[Block, ...]:
+        """The tables that may name seize-time checks and actions: the capabilities'."""
+        return (*self.capabilities.values(), *self.extended.values(), *self.variants)

@@ -205,10 +205,8 @@ class ConfigSpace:
         self.problems.extend(chains.problems)
         self.standard = [self._classify(c, policy.capabilities, hide_std) for c in chains.standard]
         self.extended = [self._classify(c, policy.extended, hide_ext) for c in chains.extended]
-        actions = policy.implementations.actions
         for placed in self.standard + self.extended:
-            action = actions.get((placed.found.extended, placed.found.ident))
-            if action is not None:
+            for action in policy.seize_actions(placed.table):
                 action(device, placed.found.offset)
         self._lay_out_header()
         self._lay_out_capabilities(self.standard, STD_END, STD_LINK)
@@ -500,12 +498,12 @@ class ConfigSpace:
     ) -> PlacedCapability:
         table = self._variant(found) or tables.get(found.ident)
         hide = found.ident in hidden or bool(table and table.hidden)
-        check = self.policy.implementations.checks.get((found.extended, found.ident))
-        if not hide and check is not None:
+        for check in () if hide else self.policy.seize_checks(table):
             problem = check(self.device, found.offset)
             if problem is not None:
                 self.problems.append(f"{problem}: capability hidden")
                 hide = True
+                break
         return PlacedCapability(found, table, hide)
 
     def _variant(self, found: FoundCapability) -> Block | None:

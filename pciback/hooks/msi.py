@@ -84,7 +84,7 @@ def msix_function_mask(ctx: HookContext, old: int, new: int) -> bool:
     return _control(ctx, old, new, MSIX.id, mask, "MSI-X function mask")
 
 
-@capability_check(MSIX.id)
+@capability_check("msix_layout")
 def msix_layout(device: PhysicalDevice, offset: int) -> str | None:
     """Table and PBA must lie inside an implemented memory BAR of the function.
 

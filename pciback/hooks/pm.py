@@ -48,7 +48,7 @@ def power_state(ctx: HookContext, old: int, new: int) -> bool:
     return False
 
 
-@seize_action(PM.id)
+@seize_action("pme_off")
 def pme_off(device: PhysicalDevice, offset: int) -> None:
     """PME signalling off before a guest gets the device, as Linux's pm_ctrl_init: PMEs are
     the host's, and a guest can neither turn this on nor field what it would raise."""

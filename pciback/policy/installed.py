@@ -21,6 +21,14 @@ def installed_hooks() -> HookSet:
     return hooks.HOOKS
 
 
+def installed_sources() -> frozenset[str]:
+    """The policy files generated/ is compiled from, as the compiler named them
+    (`dsl/msix.pci`): a `pciback-dsl check` reading them all checks the installed policy."""
+    from pciback.generated import MODULES
+
+    return frozenset(module.source for module in MODULES)
+
+
 @cache
 def default_policy() -> Policy:
     """generated/ with pciback/hooks; PolicyError when the two disagree."""
@@ -28,7 +36,7 @@ def default_policy() -> Policy:
     # a view (a CLI command, the compiler) does not pay for them.
     from pciback.generated import MODULES
 
-    return Policy.from_modules(MODULES, installed_hooks())
+    return Policy.from_modules(MODULES, installed_hooks(), whole=True)
 
 
 def build_config_space(

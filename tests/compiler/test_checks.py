@@ -31,7 +31,7 @@ CASES: list[tuple[str, str, str]] = [
         "stray character",
         "header h type 0 { $ }\n",
         "1:19: error: syntax error: unexpected character '$',"
-        " expected one of 'chain', 'policy', 'register', 'rest', 'use', '}'",
+        " expected one of 'chain', 'policy', 'register', 'rest', 'section', 'seize', 'use', '}'",
     ),
     (
         "unknown constant",

@@ -113,7 +113,7 @@ SUGGESTIONS: list[tuple[str, str, str]] = [
         "block item keyword",
         HEADER.format(body="    regsiter a @0x00 u8 { f [7:0] hw ro }\n"),
         "2:5: error: syntax error: unexpected 'regsiter', expected one of 'chain', 'policy',"
-        " 'register', 'rest', 'use', '}' (did you mean 'register'?)",
+        " 'register', 'rest', 'section', 'seize', 'use', '}' (did you mean 'register'?)",
     ),
     (
         "block keyword",
