@@ -352,6 +352,16 @@ class RegisterInstance:
         )
         warn = 0 if permissive else shape.warn
         space, name, ctx = self.space, self.reg.name, self._write_context()
+        if len(hooks) == 1 and always and not warn:
+            # One hook, run by every write, and nothing to warn about (a BAR): no loop.
+            before, mask, fshift, _, hook = hooks[0]
+
+            def write_one(data: int) -> None:
+                new = kept | ((data << shift) & bytes_mask)
+                ctx.old_register, ctx.new_register = old, new
+                hook(ctx, before, (new & mask) >> fshift)
+
+            return write_one
 
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
