@@ -281,6 +281,10 @@ class RegisterInstance:
         shadow_taken, shadow_clear = shape.shadow_taken, shape.shadow_clear
         shadow_kept = ~shadow_taken  # what a write no hook vetoed leaves of the shadow
         warn = 0 if permissive else shape.warn  # permissive mode drops nothing worth a word
+        # What a write must change for anything but its landing to happen: a hook's edge, or a
+        # bit dropped for lack of permissive mode (the new value of the access's bytes is the
+        # data written, so it differs from the old where the data does).
+        watched = on_edge | warn
         hw_write, hw_clear, hw_zero = shape.hw_write, shape.hw_clear, shape.hw_zero
         reaches_hw = bool(hw_write | hw_clear | hw_zero)
         hw_mask, static, hw_rw1c = self.hw_mask, self.static, self.hw_rw1c
@@ -297,7 +301,7 @@ class RegisterInstance:
             veto = hooked = 0
             # An edge needs its field to change: a write changing none of theirs runs none.
             # The hooks whose edge the write makes run in the fields' order; False vetoes.
-            if always or (old ^ new) & on_edge:
+            if always or (old ^ new) & watched:
                 for mask, fshift, made, hook in hooks:
                     before = (old & mask) >> fshift
                     after = (new & mask) >> fshift
@@ -308,6 +312,8 @@ class RegisterInstance:
                         ctx.old_register, ctx.new_register = old, new
                     if hook(ctx, before, after) is False:
                         veto |= mask
+                if warn & (wval ^ old):
+                    space.warn_permissive(name)
             if shadow_taken:
                 if veto:
                     taken = shadow_taken & ~veto
@@ -316,8 +322,6 @@ class RegisterInstance:
                     self.shadow = (self.shadow & shadow_kept) | (new & shadow_taken)
             if shadow_clear:
                 self.shadow &= ~(wval & shadow_clear & ~veto)
-            if warn & (wval ^ old):
-                space.warn_permissive(name)
             if not reaches_hw:
                 return
             written = hw_write & ~veto
@@ -351,6 +355,7 @@ class RegisterInstance:
             for mask, fshift, made, hook in shape.hooks
         )
         warn = 0 if permissive else shape.warn
+        watched = on_edge | warn  # as in _merging_writer
         space, name, ctx = self.space, self.reg.name, self._write_context()
         if len(hooks) == 1 and always and not warn:
             # One hook, run by every write, and nothing to warn about (a BAR): no loop.
@@ -366,14 +371,14 @@ class RegisterInstance:
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
             new = kept | wval
-            if always or (old ^ new) & on_edge:
+            if always or (old ^ new) & watched:
                 ctx.old_register, ctx.new_register = old, new
                 for before, mask, fshift, made, hook in hooks:
                     after = (new & mask) >> fshift
                     if made is None or made(before, after):
                         hook(ctx, before, after)
-            if warn & (wval ^ old):
-                space.warn_permissive(name)
+                if warn & (wval ^ old):
+                    space.warn_permissive(name)
 
         return write
 
