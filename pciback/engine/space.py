@@ -291,24 +291,24 @@ class ConfigSpace:
     # access of a size below 8, which each lookup checks first; a kept plan's size bits are 1,
     # 2 or 4, so no refused access can find one.
     def read(self, offset: int, size: int) -> int:
-        permissive = self.permissive
-        reader = self._readers.get(offset << 4 | size << 1 | permissive) if size < 8 else None
+        reader = self._readers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
         if reader is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 return self._read_undescribed(offset, size)
+            permissive = self.permissive
             reader = self._plan_read(offset, size, permissive)
             self._readers[offset << 4 | size << 1 | permissive] = reader
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
-        permissive = self.permissive
-        writer = self._writers.get(offset << 4 | size << 1 | permissive) if size < 8 else None
+        writer = self._writers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
         if writer is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 self._write_undescribed(offset, size, value & _BYTES_MASK[size])
                 return
+            permissive = self.permissive
             writer = self._plan_write(offset, size, permissive)
             self._writers[offset << 4 | size << 1 | permissive] = writer
         writer(value)  # a plan cuts the value to its bytes (see Writer)
