@@ -33,20 +33,18 @@ class HookContext:
     register: RegisterInstance
     old_register: int  # the guest-visible value before the write (rw1c bits as 0)
     new_register: int  # the value the guest asked for, merged over the old one
+    # The register's, copied once when the context is made rather than fetched through it at
+    # every hook call (a register neither moves nor changes its state dict in its life):
+    offset: int = field(init=False)  # absolute offset of the register
+    block_base: int = field(init=False)
+    # Per-register state kept for the device's lifetime (e.g. a BAR's sizing latch).
+    state: dict[str, Any] = field(init=False)
 
-    @property
-    def offset(self) -> int:
-        """Absolute offset of the register."""
-        return self.register.offset
-
-    @property
-    def block_base(self) -> int:
-        return self.register.block_base
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """Per-register state kept for the device's lifetime (e.g. a BAR's sizing latch)."""
-        return self.register.state
+    def __post_init__(self) -> None:
+        register = self.register
+        self.offset = register.offset
+        self.block_base = register.block_base
+        self.state = register.state
 
     def field(self, name: str, value: int | None = None) -> int:
         """A field of this register, from `value` (default: the new register value)."""

@@ -6,6 +6,7 @@ Masks are precomputed once per device so that the per-access path is a few integ
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -41,12 +42,31 @@ class AccessMasks:
         self.never_echoed = self.rw1c | hw_rw1c  # rw1c bits read as 0 in the old value
 
 
+def _rises(before: int, after: int) -> bool:
+    return not before and bool(after)
+
+
+def _falls(before: int, after: int) -> bool:
+    return bool(before) and not after
+
+
+EdgeMade = Callable[[int, int], bool]
+"""`made(before, after)`: whether a write from `before` to `after` makes a hook's edge."""
+# None: every write runs the hook (no test to call). A change is the C `!=`, no Python frame.
+_EDGE_MADE: dict[Edge, EdgeMade | None] = {
+    Edge.ANY: None,
+    Edge.CHANGE: operator.ne,
+    Edge.RISING: _rises,
+    Edge.FALLING: _falls,
+}
+
+
 class WriteHookEntry(NamedTuple):
     """A field's write hook with what the write path needs of the field, worked out once."""
 
     mask: int
     shift: int
-    edge: Edge
+    made: EdgeMade | None  # the field's edge as its test (_EDGE_MADE)
     hook: WriteHook
 
 
@@ -143,7 +163,7 @@ class RegisterInstance:
             (f.mask, f.shift, implementations.read[f.on_read]) for f in reg.fields if f.on_read
         )
         self.write_hooks: tuple[WriteHookEntry, ...] = tuple(
-            WriteHookEntry(f.mask, f.shift, f.edge, implementations.write[f.on_write])
+            WriteHookEntry(f.mask, f.shift, _EDGE_MADE[f.edge], implementations.write[f.on_write])
             for f in reg.fields
             if f.on_write
         )
@@ -243,6 +263,14 @@ class RegisterInstance:
         if known is not None:
             return known
         shape = WriteShape(self, start, length, self.masks[permissive])
+        if self.hw_mask or self.shadow_mask:
+            write = self._merging_writer(shape, permissive)
+        else:
+            write = self._hooks_only_writer(shape, permissive)
+        self._writers[key] = write
+        return write
+
+    def _merging_writer(self, shape: WriteShape, permissive: bool) -> Callable[[int], None]:
         shift, bytes_mask, others = shape.shift, shape.bytes_mask, shape.others
         old_visible, hooks, always, on_edge = (
             shape.old_visible,
@@ -251,29 +279,49 @@ class RegisterInstance:
             shape.on_edge,
         )
         shadow_taken, shadow_clear = shape.shadow_taken, shape.shadow_clear
+        shadow_kept = ~shadow_taken  # what a write no hook vetoed leaves of the shadow
         warn = 0 if permissive else shape.warn  # permissive mode drops nothing worth a word
+        # What a write must change for anything but its landing to happen: a hook's edge, or a
+        # bit dropped for lack of permissive mode (the new value of the access's bytes is the
+        # data written, so it differs from the old where the data does).
+        watched = on_edge | warn
         hw_write, hw_clear, hw_zero = shape.hw_write, shape.hw_clear, shape.hw_zero
         reaches_hw = bool(hw_write | hw_clear | hw_zero)
         hw_mask, static, hw_rw1c = self.hw_mask, self.static, self.hw_rw1c
         space, offset, width, name = self.space, self.offset, self.width, self.reg.name
+        # One context per register, shared by a write's hooks and reused from one write to
+        # the next: making one costs as much as a short hook (HookContext).
+        ctx = self._write_context()
 
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
             hw = space.device.read(offset, width) if hw_mask else 0
             old = ((hw & hw_mask) | static | self.shadow) & old_visible
             new = (old & others) | wval
-            veto = 0
-            hooked = False
+            veto = hooked = 0
             # An edge needs its field to change: a write changing none of theirs runs none.
-            if hooks and (always or (old ^ new) & on_edge):
-                veto, hooked = self._run_write_hooks(hooks, old, new)
+            # The hooks whose edge the write makes run in the fields' order; False vetoes.
+            if always or (old ^ new) & watched:
+                for mask, fshift, made, hook in hooks:
+                    before = (old & mask) >> fshift
+                    after = (new & mask) >> fshift
+                    if made is not None and not made(before, after):
+                        continue
+                    if not hooked:
+                        hooked = 1
+                        ctx.old_register, ctx.new_register = old, new
+                    if hook(ctx, before, after) is False:
+                        veto |= mask
+                if warn & (wval ^ old):
+                    space.warn_permissive(name)
             if shadow_taken:
-                taken = shadow_taken & ~veto
-                self.shadow = (self.shadow & ~taken) | (new & taken)
+                if veto:
+                    taken = shadow_taken & ~veto
+                    self.shadow = (self.shadow & ~taken) | (new & taken)
+                else:
+                    self.shadow = (self.shadow & shadow_kept) | (new & shadow_taken)
             if shadow_clear:
                 self.shadow &= ~(wval & shadow_clear & ~veto)
-            if warn & (wval ^ old):
-                space.warn_permissive(name)
             if not reaches_hw:
                 return
             written = hw_write & ~veto
@@ -288,35 +336,57 @@ class RegisterInstance:
             out = (out & ~written) | (new & written) | cleared
             self._write_back(out & ~hw_zero, written | cleared | hw_zero)
 
-        self._writers[key] = write
         return write
 
-    def _run_write_hooks(
-        self, hooks: tuple[WriteHookEntry, ...], old: int, new: int
-    ) -> tuple[int, bool]:
-        """Run the hooks whose edge the write makes, in the fields' order: (the bits they
-        vetoed, whether any ran)."""
-        veto = 0
-        # Made only when a hook runs, shared by the access's hooks, and the register's own
-        # from one write to the next: making one costs as much as a short hook (HookContext).
-        ctx: HookContext | None = None
-        for mask, fshift, edge, hook in hooks:
-            before = (old & mask) >> fshift
-            after = (new & mask) >> fshift
-            if edge is _RISING and not (before == 0 and after != 0):
-                continue
-            if edge is _FALLING and not (before != 0 and after == 0):
-                continue
-            if edge is _CHANGE and before == after:
-                continue
-            if ctx is None:
-                ctx = self._write_ctx
-                if ctx is None:
-                    ctx = self._write_ctx = HookContext(self.space, self, old, new)
+    def _hooks_only_writer(self, shape: WriteShape, permissive: bool) -> Callable[[int], None]:
+        """A register with neither device bits nor a shadow (a BAR: cached, its hook answers
+        sizing): the old value a write sees never changes, so it and each hook's old field are
+        worked out here, and nothing lands but what the hooks do (a veto holds nothing back)."""
+        shift, bytes_mask, always, on_edge = (
+            shape.shift,
+            shape.bytes_mask,
+            shape.always,
+            shape.on_edge,
+        )
+        old = self.static & shape.old_visible
+        kept = old & shape.others
+        hooks = tuple(
+            ((old & mask) >> fshift, mask, fshift, made, hook)
+            for mask, fshift, made, hook in shape.hooks
+        )
+        warn = 0 if permissive else shape.warn
+        watched = on_edge | warn  # as in _merging_writer
+        space, name, ctx = self.space, self.reg.name, self._write_context()
+        if len(hooks) == 1 and always and not warn:
+            # One hook, run by every write, and nothing to warn about (a BAR): no loop.
+            before, mask, fshift, _, hook = hooks[0]
+
+            def write_one(data: int) -> None:
+                new = kept | ((data << shift) & bytes_mask)
                 ctx.old_register, ctx.new_register = old, new
-            if hook(ctx, before, after) is False:
-                veto |= mask
-        return veto, ctx is not None
+                hook(ctx, before, (new & mask) >> fshift)
+
+            return write_one
+
+        def write(data: int) -> None:
+            wval = (data << shift) & bytes_mask
+            new = kept | wval
+            if always or (old ^ new) & watched:
+                ctx.old_register, ctx.new_register = old, new
+                for before, mask, fshift, made, hook in hooks:
+                    after = (new & mask) >> fshift
+                    if made is None or made(before, after):
+                        hook(ctx, before, after)
+                if warn & (wval ^ old):
+                    space.warn_permissive(name)
+
+        return write
+
+    def _write_context(self) -> HookContext:
+        ctx = self._write_ctx
+        if ctx is None:
+            ctx = self._write_ctx = HookContext(self.space, self, 0, 0)
+        return ctx
 
     def _write_back(self, out: int, changed: int) -> None:
         """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
@@ -366,7 +436,7 @@ class WriteShape:
         # The field hooks the access reaches, in the fields' order.
         self.hooks = tuple(h for h in reg.write_hooks if h.mask & self.bytes_mask)
         # An edge needs its field to change: a write that changes none of theirs runs none.
-        self.always = any(h.edge is Edge.ANY for h in self.hooks)
+        self.always = any(h.made is None for h in self.hooks)
         self.on_edge = 0
         for h in self.hooks:
             self.on_edge |= h.mask
@@ -378,11 +448,6 @@ class WriteShape:
         self.hw_write = writable & reg.hw_mask if touches_hw else 0
         self.hw_clear = masks.rw1c & self.bytes_mask & reg.hw_mask if touches_hw else 0
         self.hw_zero = masks.rsvdz & self.bytes_mask & reg.hw_mask if touches_hw else 0
-
-
-_RISING = Edge.RISING
-_FALLING = Edge.FALLING
-_CHANGE = Edge.CHANGE
 
 
 def natural_pieces(start: int, length: int) -> list[tuple[int, int]]:

@@ -89,7 +89,9 @@ Run = tuple[int, int, Slot]
 Reader = Callable[[], int]
 """A planned read: the access's value."""
 Writer = Callable[[int], None]
-"""A planned write: takes the access's value (already cut to its size)."""
+"""A planned write: takes the access's value as the guest gave it and cuts it to the bytes each
+slot takes itself (a register's write to its bytes, a piece to its length), so the value is not
+cut once more on the way in."""
 PieceWriter = Callable[[int, int, int], None]
 """`piece(start, length, data)`: the bytes [start, start+length) of one slot take `data`."""
 
@@ -193,8 +195,8 @@ class ConfigSpace:
         self._warned_permissive = False
         self._map: list[Slot] = [GAP] * self.size
         # Per mode (normal, permissive), by the access's key: see "the access splitter".
-        self._readers: tuple[dict[int, Reader], dict[int, Reader]] = ({}, {})
-        self._writers: tuple[dict[int, Writer], dict[int, Writer]] = ({}, {})  # as the readers
+        self._readers: dict[int, Reader] = {}
+        self._writers: dict[int, Writer] = {}  # as the readers
         self.registers: list[RegisterInstance] = []
         # Lookups of the capabilities other tables' expressions read, by table name (seize only).
         self._foreign: dict[str, LookupFn] = {}
@@ -251,8 +253,8 @@ class ConfigSpace:
         if len(self.problems) > before:
             return self.problems.pop()  # the view is unchanged; the refusal is the caller's
         self._index_described()
-        for kept in (*self._readers, *self._writers):  # plans made over the old map
-            kept.clear()
+        self._readers.clear()  # plans made over the old map
+        self._writers.clear()
         return None
 
     def _index_described(self) -> None:
@@ -282,29 +284,32 @@ class ConfigSpace:
                 XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
             )
 
-    # A plan's key: offset << 3 | size, an int (a tuple costs its making and hashing on every
-    # guest access). It is distinct for every access of a size below 8, which each lookup
-    # checks first; a kept plan's key ends in 1, 2 or 4, so no refused access can find one.
+    # A plan's key: offset << 4 | size << 1 | mode, an int (a tuple costs its making and hashing
+    # on every guest access, and a dict per mode its own lookup). It is distinct for every
+    # access of a size below 8, which each lookup checks first; a kept plan's size bits are 1,
+    # 2 or 4, so no refused access can find one.
     def read(self, offset: int, size: int) -> int:
-        plans = self._readers[self.permissive]
-        reader = plans.get(offset << 3 | size) if size < 8 else None
+        reader = self._readers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
         if reader is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 return self._read_undescribed(offset, size)
-            reader = plans[offset << 3 | size] = self._plan_read(offset, size, self.permissive)
+            permissive = self.permissive
+            reader = self._plan_read(offset, size, permissive)
+            self._readers[offset << 4 | size << 1 | permissive] = reader
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
-        plans = self._writers[self.permissive]
-        writer = plans.get(offset << 3 | size) if size < 8 else None
+        writer = self._writers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
         if writer is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 self._write_undescribed(offset, size, value & _BYTES_MASK[size])
                 return
-            writer = plans[offset << 3 | size] = self._plan_write(offset, size, self.permissive)
-        writer(value & _BYTES_MASK[size])
+            permissive = self.permissive
+            writer = self._plan_write(offset, size, permissive)
+            self._writers[offset << 4 | size << 1 | permissive] = writer
+        writer(value)  # a plan cuts the value to its bytes (see Writer)
 
     def _reaches_policy(self, offset: int, size: int) -> bool:
         """Whether a register or a chain link owns a byte of the access."""

@@ -127,15 +127,18 @@ def _masks(ctx: HookContext) -> tuple[int, int]:
 
 @write_hook("bar_write")
 def bar_write(ctx: HookContext, old: int, new: int) -> bool:
-    address_bits, _ = _masks(ctx)
-    original = ctx.register.cached
+    state = ctx.state
+    known = state.get("bar_masks")  # _masks, without a call on every write but the first
+    address_bits = known[0] if isinstance(known, tuple) else _masks(ctx)[0]
     if new & address_bits == address_bits:
-        ctx.state["sizing"] = True
+        state["sizing"] = True
         return False
-    ctx.state["sizing"] = False
-    device = ctx.space.device
-    if new == original and device.read(ctx.offset, 4) != original:
-        device.write(ctx.offset, 4, original)  # the one write a guest may make: restoring
+    state["sizing"] = False
+    original = ctx.register.cached
+    if new == original:
+        device = ctx.space.device
+        if device.read(ctx.offset, 4) != original:
+            device.write(ctx.offset, 4, original)  # the one write a guest may make: restoring
     return False
 
 
