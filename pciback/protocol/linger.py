@@ -15,7 +15,8 @@ shrink the window below it and never learn it back, since a miss teaches no gap.
 The window is counted in looks at the flags word, not read off a clock: where the clock has no
 vDSO (a PV dom0, whose clock source is Xen's) every clock read is a system call, dearer than a
 look. The clock is read once every LOOKS_PER_CLOCK looks, to learn what a look costs, and so to
-turn the cap and the floor, which are times, into looks.
+turn the cap and the floor, which are times, into looks. The cap in looks never drops below
+what one measure needs (MEASURABLE_LOOKS), so that a cost measured too high is measured again.
 
 An op found while lingering is a hit; a window that ends without one is a miss; one ended for
 another guest's waiting op is a yield (pciback.protocol.neighbours), which teaches nothing.
@@ -47,6 +48,13 @@ FLOOR_NS = 20_000  # a window never shorter: the first gaps are learnt from it
 # p99 under flood 3.5x its own alone with 64 wake-ups off, 2.4-2.7x with 256-1024).
 YIELD_OFF_WAKEUPS = 1024
 LOOKS_PER_CLOCK = 32  # a power of two: the look loop tests it with a mask
+# The fewest looks a window may be cut to by the cap: a measure needs two clock reads in one
+# window, LOOKS_PER_CLOCK looks apart. Without it, a look cost measured far too high (the
+# first run of looks preempted) turned the cap into fewer looks than a measure needs, and no
+# later measure could correct it: in lab run 51 one measure of 99 µs a look (15-22 µs in other
+# runs) held all boot long, the window shrank to 50 looks, and half the ops needed a wake-up.
+# A window this long may outlast the cap in time, by at most this many looks.
+MEASURABLE_LOOKS = 2 * LOOKS_PER_CLOCK + 1
 # What a look is taken to cost until one is measured: far below any machine's, so the first
 # window, counted with it, is long in looks and is cut to the cap by the first measurement.
 FIRST_LOOK_NS = 1
@@ -98,7 +106,7 @@ class Linger:
         if look_ns == self.look_ns:
             return
         self.look_ns = look_ns
-        self._cap_looks = self.cap_ns // look_ns
+        self._cap_looks = max(self.cap_ns // look_ns, MEASURABLE_LOOKS) if self.cap_ns else 0
         self._floor_looks = min(self._cap_looks, FLOOR_NS // look_ns)
 
     def hit(self, looks: int) -> None:

@@ -16,6 +16,7 @@ from pciback.protocol.linger import (
     FIRST_LOOK_NS,
     FLOOR_NS,
     LOOKS_PER_CLOCK,
+    MEASURABLE_LOOKS,
     MISSES_BEFORE_BACKOFF,
     QUICK_WAKEUPS_END_BACKOFF,
     RESUME_PROOF_HITS,
@@ -60,6 +61,33 @@ def test_what_a_look_costs_turns_the_cap_into_looks() -> None:
     assert linger.look_ns == 500
     linger.measured(0)  # a clock that did not move never makes a look free
     assert linger.look_ns >= 1
+
+
+def test_a_look_cost_measured_far_too_high_is_measured_again() -> None:
+    linger = Linger(CAP)
+    linger.measured(LOOKS_PER_CLOCK * CAP // 8)  # the first run preempted: 8 looks per cap
+    assert linger.window() >= MEASURABLE_LOOKS  # still room for the two clock reads of a measure
+    linger.measured(LOOKS_PER_CLOCK * 1000)  # the next measure, in such a window: taken at once
+    assert linger.look_ns == 1000
+    assert linger.window() == CAP // 1000
+
+
+def test_a_window_measures_again_after_a_first_measure_far_too_high(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the service loop: after a first measure of 8 looks per cap, a window with no op
+    in it (a miss) still reaches a second clock read, which corrects the cost."""
+    ticks = iter(range(1 << 40, 1 << 62, LOOKS_PER_CLOCK * 1000))  # 1000 ns a look, by this clock
+    monkeypatch.setattr(connection_module, "perf_counter_ns", ticks.__next__)
+    page = SharedPage()
+    channel = EventChannel()
+    conn = BackendConnection(1, page, channel.backend, None, linger_ns=CAP)  # type: ignore[arg-type]
+    try:
+        conn.linger.measured(LOOKS_PER_CLOCK * CAP // 8)
+        assert conn._linger(1) == 0  # nothing posted: a miss
+        assert conn.linger.look_ns == 1000
+    finally:
+        channel.close()
 
 
 def test_hits_before_the_first_measure_are_learnt_in_looks() -> None:
