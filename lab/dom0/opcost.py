@@ -40,7 +40,9 @@ def per_call(n: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
     return statistics.median(times)
 
 
-def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> tuple[float, float]:
+def serve_cost(
+    offset: int, quiet: bool = False, general_too: bool = False
+) -> tuple[float, float, float, float]:
     """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
     function: the daemon's way to the engine, the answer and the notify, with nothing waiting
     on the doorbell (as bench/bench_op_cost.py does natively). `quiet`: without its system
@@ -50,7 +52,11 @@ def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> t
     Returns the µs per op by the daemon's way (config ops by the short way), and, when
     `general_too`, by the general way (pciback.daemon.config_ops: dispatch behind the gate),
     measured in rounds interleaved with the first: two boots of the lab differ by up to 2x in
-    speed, two interleaved rounds hardly (0.0 when not asked)."""
+    speed, two interleaved rounds hardly (0.0 when not asked); then, in the same rounds, the
+    short way with one bare system call after each op, and the bare system call alone. If an
+    op after a system call costs more than the two apart (a PV dom0 switches page tables at
+    each system call, which under TCG empties QEMU's TLB and jump cache), the difference is
+    what the notify's ioctl costs the next op beyond its own time."""
     with SimHost() as host:
         host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [ADDR])
@@ -82,17 +88,27 @@ def serve_cost(offset: int, quiet: bool = False, general_too: bool = False) -> t
             conn.config_ops = short_way
             one()
 
+        syscall = os.getppid
+
+        def short_then_syscall() -> None:
+            conn.config_ops = short_way
+            one()
+            syscall()
+
         try:
             one()
             if int(op.err) != 0:
                 raise SystemExit(f"opcost: the simulated op failed (err {int(op.err)})")
             if not general_too:
-                return per_call(300, one), 0.0
-            shorts, generals = [], []
+                return per_call(300, one), 0.0, 0.0, 0.0
+            rounds: list[list[float]] = [[], [], [], []]
             for _ in range(ROUNDS):
-                shorts.append(per_call(300, short, rounds=1))
-                generals.append(per_call(300, general, rounds=1))
-            return statistics.median(shorts), statistics.median(generals)
+                for times, fn in zip(
+                    rounds, (short, general, short_then_syscall, syscall), strict=True
+                ):
+                    times.append(per_call(300, fn, rounds=1))
+            short_us, general_us, both_us, syscall_us = map(statistics.median, rounds)
+            return short_us, general_us, both_us, syscall_us
         finally:
             connection.perf_counter_ns = time.perf_counter_ns
 
@@ -130,12 +146,16 @@ def primitives() -> dict[str, float]:
 def main() -> None:
     word = AtomicWord(bytearray(PAGE_SIZE))
     load = word.loader()
-    quiet, quiet_general = serve_cost(0x00, quiet=True, general_too=True)
+    quiet, quiet_general, quiet_syscall, syscall_alone = serve_cost(
+        0x00, quiet=True, general_too=True
+    )
     figures = {
         "serve_cached_us": serve_cost(0x00)[0],  # vendor/device IDs: read once at seize
         "serve_live_us": serve_cost(0x04)[0],  # command/status: the simulated device is read
         "serve_quiet_us": quiet,  # the cached read, no system call
         "serve_quiet_general_us": quiet_general,  # the same by the general way, interleaved
+        "serve_quiet_syscall_us": quiet_syscall,  # the short way, then a bare system call
+        "syscall_interleaved_us": syscall_alone,  # that system call alone, in the same rounds
         "atomic_us": per_call(3000, load),
         "clock_us": per_call(3000, time.perf_counter_ns),
         "syscall_us": per_call(300, os.getppid),
