@@ -8,9 +8,10 @@ Every decision is made on the snapshot, never on the page, so a guest rewriting 
 go back to the page, N being the count the backend validated, not whatever the page says by
 then.
 
-Both ends go through `struct` formats derived from the cffi declarations (pciback.protocol.
-layout) rather than cffi attribute access: per op that is one copy, one unpack and two or three
-packs, instead of a dozen cffi accesses and an allocation.
+The snapshot goes through a `struct` format derived from the cffi declarations (pciback.protocol.
+layout) and the answer through stores into the op's words (SharedPage.op_words), rather than
+cffi attribute access: per op that is one copy, one unpack and two or three stores, instead of
+a dozen cffi accesses and an allocation.
 """
 
 from __future__ import annotations
@@ -81,11 +82,7 @@ _new_request = tuple.__new__
 
 def snapshot(page: SharedPage) -> OpRequest:
     """The op on `page`, copied once: nothing of it is read from the page again."""
-    return request_of(page.copy_op())
-
-
-def request_of(private: bytes) -> OpRequest:
-    """The OpRequest of a copy of the op, as `snapshot` makes it."""
+    private = page.copy_op()
     return _new_request(OpRequest, (*_unpack_header(private, _HEADER_AT), private))
 
 
@@ -96,26 +93,19 @@ unpack_header: Callable[[Any, int], tuple[int, ...]] = _unpack_header
 HEADER_IN_PAGE: Final = OP_OFFSET + _HEADER_AT
 
 
-# Where each answered field sits in the page, and its format.
-_ERR = fields_struct(_OP, ("err",))
-_VALUE = fields_struct(_OP, ("value",))
-_INFO = fields_struct(_OP, ("info",))
+# Where each answered field sits in the page. err, value and info are whole words of the op,
+# written as such (SharedPage.op_words): `words[ERR_WORD] = err & 0xFFFFFFFF` (`err` is signed,
+# the words are not), the others cut to 32 bits likewise. A vector is half a word: packed.
+ERR_WORD: Final = offset_of(_OP, "err") // 4
+VALUE_WORD: Final = offset_of(_OP, "value") // 4
+_INFO_WORD = offset_of(_OP, "info") // 4
+for _name in ("err", "value", "info"):
+    if offset_of(_OP, _name) % 4 or fields_struct(_OP, (_name,)).size != 4:
+        raise ImportError(f"{_name} is not a whole word of struct xen_pci_op")
 _VECTOR = fields_struct(_ENTRY, ("vector",))
-_ERR_AT = OP_OFFSET + offset_of(_OP, "err")
-_VALUE_AT = OP_OFFSET + offset_of(_OP, "value")
-_INFO_AT = OP_OFFSET + offset_of(_OP, "info")
 _VECTORS_AT = OP_OFFSET + _ENTRIES_AT + offset_of(_ENTRY, "vector")
 if _VECTORS_AT + SH_INFO_MAX_VEC * _ENTRY_SIZE > OP_OFFSET + OP_SIZE:
     raise ImportError("the MSI-X vectors would be written past struct xen_pci_op")
-
-
-#: A config op's whole answer, what OpResult(err, value).write_back writes, as two stores into
-#: the page's op words (SharedPage.op_words): `words[ERR_WORD] = err & 0xFFFFFFFF` (`err` is
-#: signed, the words are not) and `words[VALUE_WORD] = value` (a value of 32 bits).
-ERR_WORD: Final = offset_of(_OP, "err") // 4
-VALUE_WORD: Final = offset_of(_OP, "value") // 4
-if offset_of(_OP, "err") % 4 or offset_of(_OP, "value") % 4 or _ERR.size != 4 or _VALUE.size != 4:
-    raise ImportError("err and value are not whole words of struct xen_pci_op")
 
 
 class OpResult(NamedTuple):
@@ -127,12 +117,13 @@ class OpResult(NamedTuple):
     def write_back(self, page: SharedPage) -> None:
         """Into the page's `err`, `value`, `info` (when set) and one `vector` per validated
         entry; nothing else of the page is written (pad bytes of a format would be)."""
-        buffer = page.buffer
-        _ERR.pack_into(buffer, _ERR_AT, self.err)
-        _VALUE.pack_into(buffer, _VALUE_AT, self.value & 0xFFFFFFFF)
+        words = page.op_words
+        words[ERR_WORD] = self.err & 0xFFFFFFFF
+        words[VALUE_WORD] = self.value & 0xFFFFFFFF
         if self.info is not None:
-            _INFO.pack_into(buffer, _INFO_AT, self.info & 0xFFFFFFFF)
+            words[_INFO_WORD] = self.info & 0xFFFFFFFF
         if self.vectors:  # MSI-X only: a config op's answer ends above
+            buffer = page.buffer
             for i, vector in enumerate(self.vectors[:SH_INFO_MAX_VEC]):
                 _VECTOR.pack_into(buffer, _VECTORS_AT + i * _ENTRY_SIZE, vector & 0xFFFF)
 
@@ -143,7 +134,6 @@ __all__ = [
     "VALUE_WORD",
     "OpRequest",
     "OpResult",
-    "request_of",
     "snapshot",
     "unpack_header",
 ]
