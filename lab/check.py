@@ -166,12 +166,13 @@ def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | Non
     return line
 
 
-def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None:
+def daemon_share(run: Run) -> tuple[int, float, float, int, float | None, float | None] | None:
     """Ops the daemon served during the benchmark, its mean service time (over the ops it timed)
     and its mean busy time per op (µs), the wake-ups it took for them (fewer than ops: the rest
-    were found while lingering) and the service thread's CPU time per op (µs; None from a
-    daemon that does not list it), from its counters before and after (`pciback list
-    --json`)."""
+    were found while lingering), the service thread's CPU time per op (µs; None from a
+    daemon that does not list it) and the mean hand-back of a timed op (the active bit cleared
+    and the notify, µs; None from a daemon that does not time it apart), from its counters
+    before and after (`pciback list --json`)."""
     try:
         before, after = (
             json.loads((run.results() / f"list-{when}-bench.json").read_text())
@@ -180,9 +181,12 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
     except (OSError, ValueError):
         return None
 
-    def totals(listing: dict[str, object]) -> tuple[int, int, int, int, int, int | None]:
+    def totals(
+        listing: dict[str, object],
+    ) -> tuple[int, int, int, int, int, int | None, int | None]:
         ops = timed = service = busy = wakeups = 0
         cpu: int | None = 0
+        handback: int | None = 0
         for guest in listing.get("guests", []):  # type: ignore[union-attr]
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
@@ -193,14 +197,17 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None] | None
             wakeups += counters.get("wakeups", 0)
             thread_cpu = counters.get("thread_cpu_ns_total")
             cpu = None if cpu is None or thread_cpu is None else cpu + thread_cpu
-        return ops, timed, service, busy, wakeups, cpu
+            back = counters.get("handback_ns_total")  # since run 56
+            handback = None if handback is None or back is None else handback + back
+        return ops, timed, service, busy, wakeups, cpu, handback
 
-    (o1, t1, s1, b1, w1, c1), (o2, t2, s2, b2, w2, c2) = totals(before), totals(after)
+    (o1, t1, s1, b1, w1, c1, h1), (o2, t2, s2, b2, w2, c2, h2) = totals(before), totals(after)
     if o2 <= o1 or t2 <= t1:
         return None
     ops = o2 - o1
     cpu = None if c1 is None or c2 is None else (c2 - c1) / ops / 1000
-    return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu
+    handback = None if h1 is None or h2 is None else (h2 - h1) / (t2 - t1) / 1000
+    return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu, handback
 
 
 def bench_counters(run: Run, key: str) -> tuple[Any, Any] | None:
@@ -346,15 +353,20 @@ def report(directory: Path) -> int:
             )
     share = daemon_share(daemon)
     if share is not None and a:
-        served, service, busy, wakeups, cpu = share
+        served, service, busy, wakeups, cpu, handback = share
         bound = service_median_bound(daemon)
         median = "" if bound is None else f" (half of the ops under {bound} us)"
         seen = 1e6 / a
         running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
+        back = (
+            ""
+            if handback is None
+            else f", of which {handback:.0f} us handing the answer back (active bit, notify)"
+        )
         print(
             f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
             f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"
-            f" answer on average{median} and {busy:.0f} us awake per op{running}; the rest is"
+            f" answer on average{back}{median} and {busy:.0f} us awake per op{running}; the rest is"
             f" dom0's kernel, Xen and scheduling; {served - wakeups} of the ops"
             f" ({(served - wakeups) / served:.0%}) were found while lingering, without a wake-up"
         )
@@ -389,7 +401,13 @@ def report(directory: Path) -> int:
             f" instead of the short one, in interleaved rounds,"
             f" {costs.get('serve_quiet_general_us', '?')}; the short way then a bare system"
             f" call, {costs.get('serve_quiet_syscall_us', '?')}, against the system call alone"
-            f" {costs.get('syscall_interleaved_us', '?')});"
+            f" {costs.get('syscall_interleaved_us', '?')}; with Xen's notify after each op"
+            f" instead, on an event channel of dom0's own,"
+            f" {costs.get('serve_quiet_xen_us', '?')}, against that notify alone"
+            f" {costs.get('xen_notify_interleaved_us', '?')});"
+            f" Xen's notify {costs.get('xen_notify_us', '?')} of CPU,"
+            f" {costs.get('xen_notify_wall_us', '?')} of wall time (a bare system call"
+            f" {costs.get('syscall_wall_us', '?')} of wall time);"
             f" a libatomic call {costs.get('atomic_us', '?')}, a clock read"
             f" {costs.get('clock_us', '?')}, a system call {costs.get('syscall_us', '?')};"
             f" a Python call {costs.get('call_us', '?')}, with a lock taken and released"

@@ -4,7 +4,9 @@ daemon's service time per op can be split: the engine and protocol code on a sim
 libatomic call through cffi (the op path makes two or three), a clock read (the op counters
 read it twice for one op in 32, the linger loop once every 32 looks), a system call, and
 the interpreter's basics: a Python call, a lock (CPython 3.11 reads the clock at each acquire),
-a struct pack. Printed as one LAB-OPCOST line of microseconds per call.
+a struct pack; and Xen's notify itself, on an event channel dom0 binds to itself (an ioctl and
+a hypercall: what the answer's hand-back costs beyond the simulated doorbell's eventfd write),
+by CPU and by wall time. Printed as one LAB-OPCOST line of microseconds per call.
 
 Run by lab/dom0/lib.sh (dom0_costs) with the daemon's own interpreter, after the benchmark.
 """
@@ -14,9 +16,12 @@ from __future__ import annotations
 import os
 import statistics
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
+
+from cffi import FFI  # type: ignore[import-untyped]  # no stubs in the dev extra
 
 from pciback.protocol import connection
 from pciback.protocol.abi import PAGE_SIZE, Cmd, Flag
@@ -40,9 +45,59 @@ def per_call(n: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
     return statistics.median(times)
 
 
+def per_call_wall(n: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
+    """As per_call, in wall time: what a hypercall that waits in Xen costs beyond its CPU."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            fn()
+        times.append((time.perf_counter_ns() - start) / n / 1000)
+    return statistics.median(times)
+
+
+def loopback_notify() -> Callable[[], object] | None:
+    """Xen's notify on an interdomain event channel dom0 binds to itself (both ends in this
+    process, the receiving end never read, so its port stays masked after the first event, as
+    a guest's does while it polls): the same ioctl and hypercall as the daemon's answer. None
+    (and a line on stderr) when the library or the device is not there."""
+    ffi = FFI()
+    ffi.cdef(
+        "typedef struct xenevtchn_handle xenevtchn_handle;"
+        "xenevtchn_handle *xenevtchn_open(void *logger, unsigned int flags);"
+        "int xenevtchn_bind_unbound_port(xenevtchn_handle *xce, uint32_t domid);"
+        "int xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid, uint32_t port);"
+        "int xenevtchn_notify(xenevtchn_handle *xce, uint32_t port);"
+    )
+    try:
+        lib = ffi.dlopen("libxenevtchn.so.1")
+    except OSError as error:
+        print(f"opcost: no libxenevtchn ({error})", file=sys.stderr)
+        return None
+    receiver, sender = lib.xenevtchn_open(ffi.NULL, 0), lib.xenevtchn_open(ffi.NULL, 0)
+    if receiver == ffi.NULL or sender == ffi.NULL:
+        print("opcost: xenevtchn_open failed", file=sys.stderr)
+        return None
+    unbound = lib.xenevtchn_bind_unbound_port(receiver, 0)
+    port = lib.xenevtchn_bind_interdomain(sender, 0, unbound) if unbound >= 0 else -1
+    if port < 0:
+        print("opcost: binding a loopback event channel failed", file=sys.stderr)
+        return None
+    notify, handle = lib.xenevtchn_notify, sender
+
+    def send() -> object:
+        return notify(handle, port)
+
+    send()  # the first event is delivered (and masks the port); the rest stay pending
+    return send
+
+
 def serve_cost(
-    offset: int, quiet: bool = False, general_too: bool = False
-) -> tuple[float, float, float, float]:
+    offset: int,
+    quiet: bool = False,
+    general_too: bool = False,
+    xen_notify: Callable[[], object] | None = None,
+) -> tuple[float, float, float, float, float, float]:
     """CPU µs per conf_read op served by `serve_one` on a simulated copy of a virtio-net
     function: the daemon's way to the engine, the answer and the notify, with nothing waiting
     on the doorbell (as bench/bench_op_cost.py does natively). `quiet`: without its system
@@ -56,7 +111,9 @@ def serve_cost(
     short way with one bare system call after each op, and the bare system call alone. If an
     op after a system call costs more than the two apart (a PV dom0 switches page tables at
     each system call, which under TCG empties QEMU's TLB and jump cache), the difference is
-    what the notify's ioctl costs the next op beyond its own time."""
+    what the notify's ioctl costs the next op beyond its own time. With `xen_notify` (and
+    `general_too`), in the same rounds: the short way with Xen's notify after each op, and
+    that notify alone (0.0 for both otherwise)."""
     with SimHost() as host:
         host.add_device(ADDR, fixture("virtio-net-1af4-1041.bin"))
         guest = host.attach(1, [ADDR])
@@ -95,20 +152,31 @@ def serve_cost(
             one()
             syscall()
 
+        def short_then_xen() -> None:
+            conn.config_ops = short_way
+            one()
+            if xen_notify is not None:
+                xen_notify()
+
+        xen_alone = xen_notify if xen_notify is not None else syscall
+
         try:
             one()
             if int(op.err) != 0:
                 raise SystemExit(f"opcost: the simulated op failed (err {int(op.err)})")
             if not general_too:
-                return per_call(300, one), 0.0, 0.0, 0.0
-            rounds: list[list[float]] = [[], [], [], []]
+                return per_call(300, one), 0.0, 0.0, 0.0, 0.0, 0.0
+            variants = [short, general, short_then_syscall, syscall, short_then_xen, xen_alone]
+            rounds: list[list[float]] = [[] for _ in variants]
             for _ in range(ROUNDS):
-                for times, fn in zip(
-                    rounds, (short, general, short_then_syscall, syscall), strict=True
-                ):
+                for times, fn in zip(rounds, variants, strict=True):
                     times.append(per_call(300, fn, rounds=1))
-            short_us, general_us, both_us, syscall_us = map(statistics.median, rounds)
-            return short_us, general_us, both_us, syscall_us
+            short_us, general_us, both_us, syscall_us, xen_both_us, xen_us = map(
+                statistics.median, rounds
+            )
+            if xen_notify is None:
+                xen_both_us = xen_us = 0.0
+            return short_us, general_us, both_us, syscall_us, xen_both_us, xen_us
         finally:
             connection.perf_counter_ns = time.perf_counter_ns
 
@@ -146,9 +214,19 @@ def primitives() -> dict[str, float]:
 def main() -> None:
     word = AtomicWord(bytearray(PAGE_SIZE))
     load = word.loader()
-    quiet, quiet_general, quiet_syscall, syscall_alone = serve_cost(
-        0x00, quiet=True, general_too=True
+    xen_notify = loopback_notify()
+    quiet, quiet_general, quiet_syscall, syscall_alone, quiet_xen, xen_alone = serve_cost(
+        0x00, quiet=True, general_too=True, xen_notify=xen_notify
     )
+    xen = {}
+    if xen_notify is not None:
+        xen = {
+            "serve_quiet_xen_us": quiet_xen,  # the short way, then Xen's notify
+            "xen_notify_interleaved_us": xen_alone,  # that notify alone, in the same rounds
+            "xen_notify_us": per_call(300, xen_notify),
+            "xen_notify_wall_us": per_call_wall(300, xen_notify),
+            "syscall_wall_us": per_call_wall(300, os.getppid),
+        }
     figures = {
         "serve_cached_us": serve_cost(0x00)[0],  # vendor/device IDs: read once at seize
         "serve_live_us": serve_cost(0x04)[0],  # command/status: the simulated device is read
@@ -159,6 +237,7 @@ def main() -> None:
         "atomic_us": per_call(3000, load),
         "clock_us": per_call(3000, time.perf_counter_ns),
         "syscall_us": per_call(300, os.getppid),
+        **xen,
         **primitives(),
     }
     print("LAB-OPCOST " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()), flush=True)

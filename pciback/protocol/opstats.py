@@ -4,9 +4,11 @@ Every op is counted; one in a few is timed (BackendConnection's `time_every`), a
 clock is a system call where it has no vDSO (a PV dom0). An op's service time runs from the
 wake-up that found it (the moment the event channel's wait returned) or, for an op found after
 another, from the moment it was found, to the return of the notify that hands the answer back.
-The mean, the maximum and the histogram are over the timed ops. What a guest measures beyond
-that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its scheduler, and
-the thread's wait for the GIL after its wake-up.
+The mean, the maximum and the histogram are over the timed ops; of each timed op's service
+time, the hand-back (the active bit cleared and the notify's system call, a hypercall in a
+real dom0) is also summed apart, to tell Xen's part from the interpreter's. What a guest
+measures beyond that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its
+scheduler, and the thread's wait for the GIL after its wake-up.
 
 The service thread's busy time runs from each wake-up to the moment it goes to sleep again: the
 ops, and what it does once they are answered (the views queued for the state writer, the
@@ -27,22 +29,34 @@ BUCKETS = 24
 
 
 class OpStats:
-    __slots__ = ("busy_ns", "histogram", "max_ns", "ops", "service_ns", "timed", "wakeups")
+    __slots__ = (
+        "busy_ns",
+        "handback_ns",
+        "histogram",
+        "max_ns",
+        "ops",
+        "service_ns",
+        "timed",
+        "wakeups",
+    )
 
     def __init__(self) -> None:
         self.ops = 0  # every op served, timed or not
         self.timed = 0  # the ops of `service_ns`, `max_ns` and `histogram`
         self.wakeups = 0  # wake-ups of the service thread, whether or not they found an op
         self.service_ns = 0
+        self.handback_ns = 0  # the part of `service_ns` from the answer in the page on
         self.busy_ns = 0  # up to the last wake-up but one: the last one's ends with its sleep
         self.max_ns = 0
         self.histogram = [0] * BUCKETS
 
-    def record(self, ns: int) -> None:
-        """One op served, and timed: `ns` nanoseconds."""
+    def record(self, ns: int, handback_ns: int = 0) -> None:
+        """One op served, and timed: `ns` nanoseconds, the last `handback_ns` of them handing
+        the answer back."""
         self.ops += 1
         self.timed += 1
         self.service_ns += ns
+        self.handback_ns += handback_ns
         if ns > self.max_ns:
             self.max_ns = ns
         bucket = (ns // 1000).bit_length()
@@ -58,6 +72,7 @@ class OpStats:
             "wakeups": self.wakeups,
             "timed_ops": timed,
             "service_ns_total": total,
+            "handback_ns_total": self.handback_ns,
             "busy_ns_total": self.busy_ns,
             "service_us_mean": round(total / timed / 1000, 1) if timed else None,
             "service_us_max": round(self.max_ns / 1000, 1),
