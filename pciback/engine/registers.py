@@ -292,10 +292,18 @@ class RegisterInstance:
         # One context per register, shared by a write's hooks and reused from one write to
         # the next: making one costs as much as a short hook (HookContext).
         ctx = self._write_context()
+        # The bytes a write lands when no hook vetoes and no rw1c bit is written: worked out
+        # here, and per write only otherwise.
+        usual = hw_write | hw_zero
+        usual_pieces = self._write_pieces(usual)
+
+        # The device is the view's for its life (a plan lives no longer than its view).
+        device = space.device
+        device_read = device.read
 
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
-            hw = space.device.read(offset, width) if hw_mask else 0
+            hw = device_read(offset, width) if hw_mask else 0
             old = ((hw & hw_mask) | static | self.shadow) & old_visible
             new = (old & others) | wval
             veto = hooked = 0
@@ -331,10 +339,13 @@ class RegisterInstance:
             if hooked:
                 # A hook may have written the device: merge over what is there now. With no
                 # hook run, nothing here touched the device since it was read above.
-                hw = space.device.read(offset, width)
+                hw = device_read(offset, width)
             out = hw & ~hw_rw1c  # a 1 read back from a rw1c bit is never written back
-            out = (out & ~written) | (new & written) | cleared
-            self._write_back(out & ~hw_zero, written | cleared | hw_zero)
+            out = ((out & ~written) | (new & written) | cleared) & ~hw_zero
+            changed = written | cleared | hw_zero
+            pieces = usual_pieces if changed == usual else self._write_pieces(changed)
+            for start, size, place, keep in pieces:
+                device.write(start, size, (out >> place) & keep)
 
         return write
 
@@ -388,9 +399,11 @@ class RegisterInstance:
             ctx = self._write_ctx = HookContext(self.space, self, 0, 0)
         return ctx
 
-    def _write_back(self, out: int, changed: int) -> None:
-        """Write only the bytes that hold a bit the guest may change (the XSA-128 lesson)."""
-        device = self.space.device
+    def _write_pieces(self, changed: int) -> list[tuple[int, int, int, int]]:
+        """The device writes that land the bits of `changed`, and only the bytes that hold one
+        (the XSA-128 lesson): (offset, size, shift, mask) each, the value's bytes being
+        `(out >> shift) & mask`."""
+        pieces: list[tuple[int, int, int, int]] = []
         byte = 0
         while byte < self.width:
             if not (changed >> (8 * byte)) & 0xFF:
@@ -401,9 +414,9 @@ class RegisterInstance:
                 run += 1
             for piece_start, piece_len in natural_pieces(self.offset + byte, run):
                 rel = piece_start - self.offset
-                chunk = (out >> (8 * rel)) & ((1 << (8 * piece_len)) - 1)
-                device.write(piece_start, piece_len, chunk)
+                pieces.append((piece_start, piece_len, 8 * rel, (1 << (8 * piece_len)) - 1))
             byte += run
+        return pieces
 
 
 class WriteShape:
