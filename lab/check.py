@@ -166,12 +166,15 @@ def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | Non
     return line
 
 
-def daemon_share(run: Run) -> tuple[int, float, float, int, float | None, float | None] | None:
+def daemon_share(
+    run: Run,
+) -> tuple[int, float, float, int, float | None, tuple[float, float | None] | None] | None:
     """Ops the daemon served during the benchmark, its mean service time (over the ops it timed)
     and its mean busy time per op (µs), the wake-ups it took for them (fewer than ops: the rest
     were found while lingering), the service thread's CPU time per op (µs; None from a
     daemon that does not list it) and the mean hand-back of a timed op (the active bit cleared
-    and the notify, µs; None from a daemon that does not time it apart), from its counters
+    and the notify, µs, by wall and CPU time; None from a daemon that does not time it apart,
+    the CPU None from one that does not time that), from its counters
     before and after (`pciback list --json`)."""
     try:
         before, after = (
@@ -183,10 +186,11 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None, float 
 
     def totals(
         listing: dict[str, object],
-    ) -> tuple[int, int, int, int, int, int | None, int | None]:
+    ) -> tuple[int, int, int, int, int, int | None, int | None, int | None]:
         ops = timed = service = busy = wakeups = 0
         cpu: int | None = 0
         handback: int | None = 0
+        handback_cpu: int | None = 0
         for guest in listing.get("guests", []):  # type: ignore[union-attr]
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
@@ -199,14 +203,24 @@ def daemon_share(run: Run) -> tuple[int, float, float, int, float | None, float 
             cpu = None if cpu is None or thread_cpu is None else cpu + thread_cpu
             back = counters.get("handback_ns_total")  # since run 56
             handback = None if handback is None or back is None else handback + back
-        return ops, timed, service, busy, wakeups, cpu, handback
+            back_cpu = counters.get("handback_cpu_ns_total")  # since run 57
+            handback_cpu = (
+                None if handback_cpu is None or back_cpu is None else handback_cpu + back_cpu
+            )
+        return ops, timed, service, busy, wakeups, cpu, handback, handback_cpu
 
-    (o1, t1, s1, b1, w1, c1, h1), (o2, t2, s2, b2, w2, c2, h2) = totals(before), totals(after)
+    (o1, t1, s1, b1, w1, c1, h1, hc1), (o2, t2, s2, b2, w2, c2, h2, hc2) = (
+        totals(before),
+        totals(after),
+    )
     if o2 <= o1 or t2 <= t1:
         return None
     ops = o2 - o1
     cpu = None if c1 is None or c2 is None else (c2 - c1) / ops / 1000
-    handback = None if h1 is None or h2 is None else (h2 - h1) / (t2 - t1) / 1000
+    handback: tuple[float, float | None] | None = None
+    if h1 is not None and h2 is not None:
+        on_cpu = None if hc1 is None or hc2 is None else (hc2 - hc1) / (t2 - t1) / 1000
+        handback = ((h2 - h1) / (t2 - t1) / 1000, on_cpu)
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu, handback
 
 
@@ -358,11 +372,11 @@ def report(directory: Path) -> int:
         median = "" if bound is None else f" (half of the ops under {bound} us)"
         seen = 1e6 / a
         running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
-        back = (
-            ""
-            if handback is None
-            else f", of which {handback:.0f} us handing the answer back (active bit, notify)"
-        )
+        back = ""
+        if handback is not None:
+            wall, on_cpu = handback
+            back = f", of which {wall:.0f} us handing the answer back (active bit, notify"
+            back += ")" if on_cpu is None else f"; {on_cpu:.0f} us of it on a CPU)"
         print(
             f"  where the time goes: the guest saw {seen:.0f} us per read on average; over the"
             f" {served} ops of the benchmark the daemon spent {service:.0f} us from wake-up to"

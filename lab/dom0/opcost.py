@@ -84,8 +84,10 @@ def loopback_notify() -> Callable[[], object] | None:
         print("opcost: binding a loopback event channel failed", file=sys.stderr)
         return None
     notify, handle = lib.xenevtchn_notify, sender
+    kept = (ffi, lib, receiver)  # a collected dlopen'ed library is closed under its callers
 
     def send() -> object:
+        assert kept
         return notify(handle, port)
 
     send()  # the first event is delivered (and masks the port); the rest stay pending

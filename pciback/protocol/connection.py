@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import perf_counter_ns
+from time import perf_counter_ns, thread_time_ns
 
 from pciback.protocol.abi import Flag
 from pciback.protocol.dispatch import DeviceLookup, dispatch
@@ -225,9 +225,9 @@ class BackendConnection:
         """The op, its answer, the active bit cleared and the frontend notified, in that order.
         One op in `time_every` (see __init__) is timed, from `start` (the wake-up that found
         it) or from now when None, to the notify's return, with a third clock read where the
-        answer is in the page (the hand-back, apart: see OpStats): reading the clock is a
-        system call where it has no vDSO (a PV dom0), dearer than most of an op, so untimed
-        ops only count."""
+        answer is in the page, and the thread's CPU clock read on either side of the hand-back
+        (apart: see OpStats): reading a clock is a system call where it has no vDSO (a PV
+        dom0), dearer than most of an op, so untimed ops only count."""
         stats = self.stats
         if stats.ops & self._time_mask:
             stats.ops += 1
@@ -237,12 +237,14 @@ class BackendConnection:
         page = self.page
         if not self.config_ops(page):
             self._handler(snapshot(page)).write_back(page)
-        answered = 0 if start is None else perf_counter_ns()
+        answered = answered_cpu = 0
+        if start is not None:
+            answered, answered_cpu = perf_counter_ns(), thread_time_ns()
         page.finish_op()  # atomic, and only once the answer is in the page
         self.port.notify()
         if start is not None:
-            end = perf_counter_ns()
-            stats.record(end - start, end - answered)
+            end_cpu, end = thread_time_ns(), perf_counter_ns()
+            stats.record(end - start, end - answered, end_cpu - answered_cpu)
 
     @property
     def ops_served(self) -> int:

@@ -6,7 +6,9 @@ wake-up that found it (the moment the event channel's wait returned) or, for an 
 another, from the moment it was found, to the return of the notify that hands the answer back.
 The mean, the maximum and the histogram are over the timed ops; of each timed op's service
 time, the hand-back (the active bit cleared and the notify's system call, a hypercall in a
-real dom0) is also summed apart, to tell Xen's part from the interpreter's. What a guest
+real dom0) is also summed apart, by wall and by the thread's CPU time, to tell Xen's part from
+the interpreter's and a hypercall's work from the time its vCPU was not running (the CPU time
+of a PV guest's thread leaves out the time Xen ran another vCPU in its place). What a guest
 measures beyond that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its
 scheduler, and the thread's wait for the GIL after its wake-up.
 
@@ -31,6 +33,7 @@ BUCKETS = 24
 class OpStats:
     __slots__ = (
         "busy_ns",
+        "handback_cpu_ns",
         "handback_ns",
         "histogram",
         "max_ns",
@@ -46,17 +49,19 @@ class OpStats:
         self.wakeups = 0  # wake-ups of the service thread, whether or not they found an op
         self.service_ns = 0
         self.handback_ns = 0  # the part of `service_ns` from the answer in the page on
+        self.handback_cpu_ns = 0  # the service thread's CPU time in `handback_ns`
         self.busy_ns = 0  # up to the last wake-up but one: the last one's ends with its sleep
         self.max_ns = 0
         self.histogram = [0] * BUCKETS
 
-    def record(self, ns: int, handback_ns: int = 0) -> None:
+    def record(self, ns: int, handback_ns: int = 0, handback_cpu_ns: int = 0) -> None:
         """One op served, and timed: `ns` nanoseconds, the last `handback_ns` of them handing
-        the answer back."""
+        the answer back, with `handback_cpu_ns` of the thread's CPU time."""
         self.ops += 1
         self.timed += 1
         self.service_ns += ns
         self.handback_ns += handback_ns
+        self.handback_cpu_ns += handback_cpu_ns
         if ns > self.max_ns:
             self.max_ns = ns
         bucket = (ns // 1000).bit_length()
@@ -73,6 +78,7 @@ class OpStats:
             "timed_ops": timed,
             "service_ns_total": total,
             "handback_ns_total": self.handback_ns,
+            "handback_cpu_ns_total": self.handback_cpu_ns,
             "busy_ns_total": self.busy_ns,
             "service_us_mean": round(total / timed / 1000, 1) if timed else None,
             "service_us_max": round(self.max_ns / 1000, 1),

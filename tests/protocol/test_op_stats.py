@@ -195,15 +195,17 @@ def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
     assert ops["service_ns_total"] > 0 and ops["service_us_mean"] > 0
     # The hand-back (active bit and notify) is a part of the service time, timed apart.
     assert 0 < ops["handback_ns_total"] < ops["service_ns_total"]
+    assert ops["handback_cpu_ns_total"] > 0
 
 
 def test_the_hand_back_is_summed_apart_from_the_service_time() -> None:
     stats = OpStats()
-    stats.record(5_000, 2_000)
-    stats.record(7_000, 1_500)
+    stats.record(5_000, 2_000, 1_200)
+    stats.record(7_000, 1_500, 1_500)
     stats.record(1_000)  # an op timed without its hand-back apart counts none
     shown = stats.as_dict()
     assert shown["service_ns_total"] == 13_000 and shown["handback_ns_total"] == 3_500
+    assert shown["handback_cpu_ns_total"] == 2_700
 
 
 def test_the_service_threads_cpu_time_is_listed_and_grows_with_its_ops(host: SimHost) -> None:
