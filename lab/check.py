@@ -9,6 +9,7 @@ ratios ours/kernel. Exit status 0 only when every check passed and no op timed o
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import sys
@@ -224,6 +225,44 @@ def daemon_share(
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu, handback
 
 
+def host_during_bench(run: Run) -> list[tuple[str, float]] | None:
+    """The host CPU (% of one core) each of QEMU's threads used during the guest's benchmark,
+    busiest first, from lab/host/threads.sh's samples between the LAB-BENCH-START line and the
+    LAB-OPS line of the serial log; None when a piece is missing (runs before run 58) or the
+    window is under two samples."""
+    try:
+        epoch = int((run.directory / "boot-epoch").read_text())
+        samples = (run.directory / "host-threads.txt").read_text().splitlines()
+        serial = (run.directory / "serial.log").read_text(errors="replace")
+    except (OSError, ValueError):
+        return None
+    marks = {}
+    for what in ("LAB-BENCH-START", "LAB-OPS"):
+        found = re.search(rf"^\s*(\d+)s .*{what}", serial, re.MULTILINE)
+        if found is None:
+            return None
+        marks[what] = epoch + int(found.group(1))
+    start, end = marks["LAB-BENCH-START"], marks["LAB-OPS"]
+    first: dict[str, tuple[int, int]] = {}  # tid: (epoch, ticks) at the window's first sample
+    last: dict[str, tuple[int, int, str]] = {}
+    for line in samples:
+        parts = line.split(" ", 3)
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[2].isdigit():
+            continue
+        when, tid, ticks, name = int(parts[0]), parts[1], int(parts[2]), parts[3]
+        if start <= when <= end + 1:
+            first.setdefault(tid, (when, ticks))
+            last[tid] = (when, ticks, name)
+    shares = []
+    for tid, (when, ticks, name) in last.items():
+        since, base = first[tid]
+        if when > since:
+            shares.append((name, (ticks - base) / (when - since)))  # 100 ticks a second
+    if not shares:
+        return None
+    return sorted(shares, key=lambda share: -share[1])
+
+
 def bench_counters(run: Run, key: str) -> tuple[Any, Any] | None:
     """The first guest's `ops[key]` before and after the benchmark (`pciback list --json`);
     None when either listing is missing or has no such counter."""
@@ -284,6 +323,10 @@ def view_lines(run: Run) -> list[str]:
         line.split(" ", 2)[2] if line.count(" ") >= 2 else ""
         for line in run.lines("vvv-03.txt", "LAB-VVV")
     ]
+
+
+def os_cores() -> int:
+    return os.cpu_count() or 1
 
 
 def figure(value: float | None, unit: str) -> str:
@@ -394,6 +437,14 @@ def report(directory: Path) -> int:
             " from an answer to the guest's next op, when that op was not already there), the"
             " window {window_looks} looks at the end".format(**linger)
         )
+    for side, run in (("ours", daemon), ("kernel", kernel)):
+        shares = host_during_bench(run)
+        if shares:
+            busy = ", ".join(f"{name} {share:.0f}%" for name, share in shares if share >= 1)
+            print(
+                f"  the host during the benchmark, {side} (QEMU's threads, % of one of its"
+                f" {os_cores()} cores): {busy}; {sum(share for _, share in shares):.0f}% in all"
+            )
     for side, run in (("ours", daemon), ("kernel", kernel)):
         for line in run.lines("dom0-costs.txt", "LAB-DOM0COST"):
             costs = dict(OPS.findall(line))

@@ -70,6 +70,7 @@ if grep -qw lab.pyspy=1 /proc/cmdline; then
   py-spy record --nonblocking --threads --format raw --rate 20 --duration 60 \
     --output "$R/py-spy.txt" --pid "$DAEMON" > "$R/py-spy.log" 2>&1 &
 fi
+echo "LAB-BENCH-START"  # the host's view of the benchmark starts here (lab/check.py)
 gcmd g1 bench 00:00.0 > "$R/bench.txt"
 grep -E 'LAB-OPS' "$R/bench.txt"
 # The daemon's own time per op over the same ops (service: wake-up to notify), against what

@@ -14,6 +14,7 @@ gcmd k1 devices
 gcmd k1 scan > "$R/scan.txt"
 gcmd k1 vvv 00:00.0 > "$R/vvv-03.txt"
 gcmd k1 xxxx 00:00.0 > "$R/xxxx-03.txt"
+echo "LAB-BENCH-START"  # the host's view of the benchmark starts here (lab/check.py)
 gcmd k1 bench 00:00.0 > "$R/bench.txt"
 cat "$R/bench.txt" | grep -E 'LAB-OPS'
 dom0_costs | tee "$R/dom0-costs.txt"  # this phase's speed, beside the daemon phase's

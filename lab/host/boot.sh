@@ -18,7 +18,8 @@ XEN_ARGS="${IOMMU_DEV:+iommu=verbose} console=com1 com1=115200,8n1 dom0_mem=1024
 DOM0_ARGS="console=hvc0 earlyprintk=xen root=/dev/vda rw ${LAB_RUN:+lab.run=$LAB_RUN} ${LAB_PYSPY:+lab.pyspy=1} ${DOM0_EXTRA:-}"
 IOMMU=(); [ -n "$IOMMU_DEV" ] && IOMMU=(-device "$IOMMU_DEV")
 IMAGE=${IMAGE:-$LAB/dom0.ext4}
-cmd=(qemu-system-x86_64 -accel "$ACCEL" -machine q35 -cpu "$CPU" -m 4G -smp 2
+cmd=(qemu-system-x86_64 -name pciback-lab,debug-threads=on
+     -accel "$ACCEL" -machine q35 -cpu "$CPU" -m 4G -smp 2
      -nographic -no-reboot -nic none "${IOMMU[@]}"
      -device e1000e,addr=03.0 -device e1000e,addr=04.0
      -device nec-usb-xhci,id=xhci,addr=05.0,msix=off -device usb-kbd,bus=xhci.0
@@ -30,6 +31,11 @@ log "${cmd[*]}"
 OUT=${OUT:?set OUT to a directory for the logs of the run}
 mkdir -p "$OUT"; S=$OUT/serial.log
 s=$(date +%s)
+echo "$s" > "$OUT/boot-epoch"  # the serial log's seconds count from here
+rm -f "$OUT/host-threads.txt"
+( for _ in 1 2 3 4 5 6 7 8 9 10; do   # QEMU's threads, sampled (threads.sh)
+    sleep 1; pid=$(pgrep -n -x qemu-system-x86) && break; done
+  [ -n "${pid:-}" ] && exec "$(dirname "$0")/threads.sh" "$pid" "$OUT/host-threads.txt" ) &
 timeout "${LAB_TIMEOUT:-1800}" "${cmd[@]}" </dev/null | while IFS= read -r line; do
     printf '%4ds %s\n' $(( $(date +%s) - s )) "$line"; done > "$S" || true
 # dom0 leaves its results in /root/results of the image (guest consoles, the daemon's log, ...)
