@@ -36,6 +36,16 @@ _STATUS_RW1C = (
     | STATUS.SIGNALED_SYSTEM_ERROR.mask
     | STATUS.DETECTED_PARITY_ERROR.mask
 )
+_STATUS_END = STATUS.offset + STATUS.width
+
+
+def _rw1c_in(offset: int, size: int) -> int:
+    """The status rw1c bits in the bit positions of an access at `offset` of `size` bytes."""
+    shift = 8 * (STATUS.offset - offset)
+    placed = _STATUS_RW1C << shift if shift >= 0 else _STATUS_RW1C >> -shift
+    return placed & ((1 << (8 * size)) - 1)
+
+
 # Written by nothing: identity, class, layout, the list's head and the interrupt pin.
 _READ_ONLY = (
     (H.VENDOR_ID.offset, H.VENDOR_ID.width),
@@ -109,8 +119,17 @@ class SimDevice:
         self._check(offset, size)
         self.writes.append((offset, size, value))
         self.history.append((offset, size, value))
-        for i in range(size):
-            self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
+        # The access merged whole, as hardware latches it: the read-only bits keep their
+        # value, and a 1 written to a status bit that clears on a 1 clears it.
+        end = offset + size
+        config = self.config
+        mask = int.from_bytes(self._writable[offset:end], "little")
+        old = int.from_bytes(config[offset:end], "little")
+        new = (old & ~mask) | (value & mask)
+        if offset < _STATUS_END and end > STATUS.offset:
+            rw1c = _rw1c_in(offset, size)
+            new = (new & ~rw1c) | (old & rw1c & ~value)
+        config[offset:end] = new.to_bytes(size, "little")
 
     def bars(self) -> tuple[BarResource, ...]:
         return self._bars
@@ -213,15 +232,6 @@ class SimDevice:
     def _check(self, offset: int, size: int) -> None:
         if size not in (1, 2, 4) or offset < 0 or offset + size > len(self.config):
             raise ValueError(f"bad config access {offset:#x}/{size} on {self._address}")
-
-    def _write_byte(self, offset: int, byte: int) -> None:
-        mask = self._writable[offset]
-        old = self.config[offset]
-        new = (old & ~mask) | (byte & mask)
-        if STATUS.offset <= offset < STATUS.offset + STATUS.width:
-            rw1c = (_STATUS_RW1C >> (8 * (offset - STATUS.offset))) & 0xFF
-            new = (new & ~rw1c) | (old & rw1c & ~byte)
-        self.config[offset] = new
 
     def _writable_bits(self) -> bytearray:
         """Per byte, the bits a write changes (status rw1c bits are handled apart)."""
