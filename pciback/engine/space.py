@@ -183,6 +183,9 @@ class ConfigSpace:
             raise ValueError("permissive is the settings' to say when settings are given")
         self.device = device
         self.policy = policy
+        # Kept plans per mode (normal, permissive), by the access's key: see "the access
+        # splitter". The access path looks in the current mode's, chosen when the mode changes.
+        self._plans: tuple[tuple[dict[int, Reader], dict[int, Writer]], ...] = (({}, {}), ({}, {}))
         # Plain copies of `settings` for the access path, written by the settings alone (see
         # pciback.engine.settings): the mode, and Linux's allow_interrupt_control (INTx masking
         # and MSI control reach the device).
@@ -198,9 +201,6 @@ class ConfigSpace:
         self.warnings: list[str] = []
         self._warned_permissive = False
         self._map: list[Slot] = [GAP] * self.size
-        # Per mode (normal, permissive), by the access's key: see "the access splitter".
-        self._readers: dict[int, Reader] = {}
-        self._writers: dict[int, Writer] = {}  # as the readers
         self.registers: list[RegisterInstance] = []
         # Lookups of the capabilities other tables' expressions read, by table name (seize only).
         self._foreign: dict[str, LookupFn] = {}
@@ -222,6 +222,15 @@ class ConfigSpace:
         self._foreign.clear()  # the other capabilities' registers read for layouts
         for problem in self.problems:
             log.warning("%s: %s", device.address, problem)
+
+    @property
+    def permissive(self) -> bool:
+        return self._permissive
+
+    @permissive.setter
+    def permissive(self, on: bool) -> None:
+        self._permissive = on
+        self._readers, self._writers = self._plans[on]
 
     # -- what the rest of the backend asks ---------------------------------------------------------
     # The guest-visible chains are fixed once the view is built; the capability pointer and the
@@ -257,8 +266,9 @@ class ConfigSpace:
         if len(self.problems) > before:
             return self.problems.pop()  # the view is unchanged; the refusal is the caller's
         self._index_described()
-        self._readers.clear()  # plans made over the old map
-        self._writers.clear()
+        for plans in self._plans:  # made over the old map
+            for kept in plans:
+                kept.clear()
         return None
 
     def _index_described(self) -> None:
@@ -288,32 +298,31 @@ class ConfigSpace:
                 XenPciError.INVALID_OFFSET, f"config access {offset:#x}/{size} refused"
             )
 
-    # A plan's key: offset << 4 | size << 1 | mode, an int (a tuple costs its making and hashing
-    # on every guest access, and a dict per mode its own lookup). It is distinct for every
-    # access of a size below 8, which each lookup checks first; a kept plan's size bits are 1,
-    # 2 or 4, so no refused access can find one.
+    # A plan's key: offset << 3 | size, an int (a tuple costs its making and hashing on every
+    # guest access), in the dict of the mode it was made for. It is distinct for every access
+    # of a size below 8, which each lookup checks first; a kept plan's size is 1, 2 or 4, so no
+    # refused access can find one.
     def read(self, offset: int, size: int) -> int:
-        reader = self._readers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
+        reader = self._readers.get(offset << 3 | size) if size < 8 else None
         if reader is None:
             self._check(offset, size)
-            permissive = self.permissive
+            permissive = self._permissive
             if self._reaches_policy(offset, size):
                 reader = self._plan_read(offset, size, permissive)
             else:
                 reader = self._plan_undescribed_read(offset, size)
-            self._readers[offset << 4 | size << 1 | permissive] = reader
+            self._readers[offset << 3 | size] = reader
         return reader()
 
     def write(self, offset: int, size: int, value: int) -> None:
-        writer = self._writers.get(offset << 4 | size << 1 | self.permissive) if size < 8 else None
+        writer = self._writers.get(offset << 3 | size) if size < 8 else None
         if writer is None:
             self._check(offset, size)
             if not self._reaches_policy(offset, size):
                 self._write_undescribed(offset, size, value & _BYTES_MASK[size])
                 return
-            permissive = self.permissive
-            writer = self._plan_write(offset, size, permissive)
-            self._writers[offset << 4 | size << 1 | permissive] = writer
+            writer = self._plan_write(offset, size, self._permissive)
+            self._writers[offset << 3 | size] = writer
         writer(value)  # a plan cuts the value to its bytes (see Writer)
 
     def _reaches_policy(self, offset: int, size: int) -> bool:

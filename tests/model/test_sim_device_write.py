@@ -75,3 +75,17 @@ def test_status_bits_clear_on_one_and_the_ids_never_change(path: Path) -> None:
         dev.write(STATUS.offset + byte, 1, 0xFF)
         cleared = RW1C & 0xFF << 8 * byte
         assert dev.read(STATUS.offset, STATUS.width) == status & ~cleared
+
+
+@pytest.mark.parametrize("path", DUMPS[:1], ids=[p.name for p in DUMPS[:1]])
+def test_an_access_the_bus_cannot_make_is_refused(path: Path) -> None:
+    dev = SimDevice(ADDRESS, path)
+    end = dev.config_size
+    for offset, size in ((0, 3), (0, 8), (0, 0), (-1, 1), (end - 1, 2), (end - 2, 4), (end, 1)):
+        with pytest.raises(ValueError, match="bad config access"):
+            dev.read(offset, size)
+        with pytest.raises(ValueError, match="bad config access"):
+            dev.write(offset, size, 0)
+    for width in (1, 2, 4):  # the last access of each size is still made
+        assert dev.read(end - width, width) == int.from_bytes(dev.config[end - width :], "little")
+    assert not dev.history
