@@ -1057,12 +1057,12 @@ class EA_BRIDGE_ENTRY:
 
 
 class HT:
-    """capability ht (dsl/ht.pci:28): HyperTransport"""
+    """capability ht (dsl/ht.pci:32): HyperTransport"""
 
     id: Final = 0x08
 
     class COMMAND:
-        """command @0x02 u16 (dsl/ht.pci:29)"""
+        """command @0x02 u16 (dsl/ht.pci:33)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -1071,98 +1071,98 @@ class HT:
         TYPE: Final = Bits(mask=0xE000, shift=13, width=3)  # [15:13]
 
     class SLAVE_LINK0:
-        """slave_link0 @0x04 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link0 @0x04 u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x04
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SLAVE_LINK1:
-        """slave_link1 @0x08 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link1 @0x08 u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x08
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SLAVE_LINK2:
-        """slave_link2 @0x0c u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link2 @0x0c u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x0c
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SLAVE_LINK3:
-        """slave_link3 @0x10 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link3 @0x10 u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x10
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SLAVE_LINK4:
-        """slave_link4 @0x14 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link4 @0x14 u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x14
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class SLAVE_LINK5:
-        """slave_link5 @0x18 u32 if (command.type == 0) (dsl/ht.pci:34)"""
+        """slave_link5 @0x18 u32 if (command.type == 0) (dsl/ht.pci:38)"""
 
         offset: Final = 0x18
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class HOST_LINK0:
-        """host_link0 @0x04 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+        """host_link0 @0x04 u32 if (command.type == 1) (dsl/ht.pci:41)"""
 
         offset: Final = 0x04
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class HOST_LINK1:
-        """host_link1 @0x08 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+        """host_link1 @0x08 u32 if (command.type == 1) (dsl/ht.pci:41)"""
 
         offset: Final = 0x08
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class HOST_LINK2:
-        """host_link2 @0x0c u32 if (command.type == 1) (dsl/ht.pci:37)"""
+        """host_link2 @0x0c u32 if (command.type == 1) (dsl/ht.pci:41)"""
 
         offset: Final = 0x0c
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class HOST_LINK3:
-        """host_link3 @0x10 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+        """host_link3 @0x10 u32 if (command.type == 1) (dsl/ht.pci:41)"""
 
         offset: Final = 0x10
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class HOST_LINK4:
-        """host_link4 @0x14 u32 if (command.type == 1) (dsl/ht.pci:37)"""
+        """host_link4 @0x14 u32 if (command.type == 1) (dsl/ht.pci:41)"""
 
         offset: Final = 0x14
         width: Final = 4
         DATA: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class MSI_ADDRESS_LO:
-        """msi_address_lo @0x04 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:41)"""
+        """msi_address_lo @0x04 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:45)"""
 
         offset: Final = 0x04
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFF00000, shift=20, width=12)  # [31:20]
 
     class MSI_ADDRESS_HI:
-        """msi_address_hi @0x08 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:45)"""
+        """msi_address_hi @0x08 u32 if (((command.type == 5) and (command.type_low == 1)) and ((command.control & 2) == 0)) (dsl/ht.pci:49)"""
 
         offset: Final = 0x08
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class INTERRUPT_DATA:
-        """interrupt_data @0x04 u32 if ((command.type == 4) and (command.type_low == 0)) (dsl/ht.pci:49)"""
+        """interrupt_data @0x04 u32 if ((command.type == 4) and (command.type_low == 0)) (dsl/ht.pci:53)"""
 
         offset: Final = 0x04
         width: Final = 4

@@ -18,7 +18,7 @@ import pytest
 from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
 from pciback.engine.chain import STD_END, walk
-from pciback.engine.space import Gap
+from pciback.engine.space import HostOwned
 from pciback.generated.names import HT, MSI
 from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
@@ -192,20 +192,26 @@ def test_no_guest_write_to_what_dsl_ht_describes_reaches_the_device(
 
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
 @pytest.mark.parametrize("path", DUMPS, ids=IDS)
-def test_the_bytes_past_the_table_are_the_engine_default(path: Path, permissive: bool) -> None:
-    # dsl/ht.pci leaves the bodies of the types it does not describe (here retry mode, unit ID
-    # clumping, Gen3 and the fixed MSI mapping), and whatever follows a link configuration up to
-    # the next capability, to the engine default, as Linux: read from the device, written in
-    # permissive mode only.
+def test_the_bytes_past_the_registers_are_the_hosts_in_every_mode(
+    path: Path, permissive: bool
+) -> None:
+    # The bodies of the types dsl/ht.pci gives no registers (here retry mode, unit ID clumping,
+    # Gen3 and the fixed MSI mapping), and whatever follows a link configuration up to the
+    # next capability, configure the host's fabric (`rest ro`): read from the device, never
+    # written, in permissive mode too.
     view, sim = view_of(path, permissive=permissive)
-    undescribed: set[int] = set()
+    before = bytes(sim.config)
+    rest: set[int] = set()
     for pos, end in extents(sim).items():
         last = max(r.end for r in view.registers if r.block == "ht" and r.block_base == pos)
         for off in range(last, end):
             slot = view.slot_at(off)
-            assert type(slot) is Gap, f"{off:#x}: {slot}"  # not the host's, nor a register
-        undescribed.update(range(last, end))
+            assert type(slot) is HostOwned, f"{off:#x}: {slot}"
+        rest.update(range(last, end))
+        seen = [view.read(off, 1) for off in range(last, end)]
+        assert seen == list(sim.config[last:end])
         _write_everything(view, last, end)
-    assert undescribed  # both functions have such bytes
-    written = {off + i for off, size, _ in sim.writes for i in range(size)}
-    assert written == (undescribed if permissive else set())
+        assert [view.read(off, 1) for off in range(last, end)] == seen
+    assert rest  # both functions have such bytes
+    assert sim.writes == [] and sim.history == []
+    assert bytes(sim.config) == before
