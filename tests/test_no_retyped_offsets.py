@@ -65,6 +65,9 @@ _UNDESCRIBED = "bytes no policy describes, which the test reaches on purpose"
 # Where a device a test builds byte by byte (or a dump the test knows) has its capabilities:
 # the device's choice, no register (what is in them is spelt by the policy's names).
 _PLACED = "where the test's device (hand-built, or a dump) has this capability: no register"
+# What the values of an Enhanced Allocation entry's fields mean (the ECN's encodings): the
+# policy names the fields (bar_equivalent, primary_properties), the sim reads their values.
+_EA_VALUES = "the values an Enhanced Allocation field takes, not its layout: the policy names none"
 ALLOWED: dict[tuple[str, str], str] = {
     ("pciback/engine/chain.py", "EXT_START"): "where the extended list starts: no register",
     ("pciback/engine/chain.py", "EXT_END"): "where the extended list ends: no register",
@@ -86,6 +89,17 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the most vectors the multiple-message encoding can ask for: a count, no layout"
     ),
     ("pciback/dumps/device.py", "MSI_ADDRESS"): "the x86 interrupt window: a value, no layout",
+    **{
+        ("pciback/dumps/device.py", name): _EA_VALUES
+        for name in (
+            "_EA_ROM",
+            "_EA_BAR_INDEX",
+            "_EA_MEMORY",
+            "_EA_PREFETCHABLE",
+            "_EA_IO",
+            "_EA_UNAVAILABLE",
+        )
+    },
     ("pciback/trace/format.py", "BAR_SLOTS"): "six BARs and the ROM: a count, no layout",
     # `version` became layout vocabulary with the AGP table's version register.
     ("pciback/trace/format.py", "VERSION"): "the trace file format's version, not config space",

@@ -16,10 +16,11 @@ from pciback.engine.chain import (
     EXT_LINK,
     EXT_START,
     POINTER,
+    STD_END,
     STD_LINK,
     walk,
 )
-from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM, TYPE0, TYPE1
+from pciback.generated.names import COMMON_HEADER, EA, EA_ENTRY, MSI, MSIX, PM, TYPE0, TYPE1
 from pciback.ports.bus import BarKind, BarResource
 
 H = COMMON_HEADER
@@ -96,7 +97,12 @@ class SimDevice:
         self.msi_vectors = 0  # 0: MSI off
         self.msix_entries: tuple[int, ...] | None = None  # None: MSI-X off
         self.enabled = False  # the host's pci_enable_device was done
-        self._bars = _infer_bars(self.initial, dict(bar_sizes or {}))
+        sizes = dict(bar_sizes or {})
+        # The resources Enhanced Allocation fixes, as a dom0 lists them (a test's explicit size
+        # still wins): their header BARs are hardwired to 0.
+        placed = ea_resources(self.initial) if _is_type0(self.initial) else {}
+        self._ea_placed = {index: bar for index, bar in placed.items() if index not in sizes}
+        self._bars = _infer_bars(self.initial, sizes, self._ea_placed)
         # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
         self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
         self._writable = self._writable_bits()
@@ -253,7 +259,8 @@ class SimDevice:
             reg = _bar_offset(bar.index, header_type)
             if reg is None:
                 continue
-            mask = _bar_write_mask(bar)
+            # A BAR Enhanced Allocation stands for is hardwired to 0: read-only.
+            mask = 0 if bar.index in self._ea_placed else _bar_write_mask(bar)
             for i in range(4):
                 w[reg + i] = (mask >> (8 * i)) & 0xFF
         self._protect_chain(w)
@@ -294,8 +301,15 @@ def _bar_write_mask(bar: BarResource) -> int:
     return ~(bar.size - 1) & 0xFFFFFFF0
 
 
-def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]:
-    """BAR kinds from the dump's flag bits; sizes from `sizes`, else from address alignment."""
+def _is_type0(config: bytes) -> bool:
+    return HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset]) == TYPE0.header_type
+
+
+def _infer_bars(
+    config: bytes, sizes: dict[int, int], placed: Mapping[int, BarResource]
+) -> tuple[BarResource, ...]:
+    """BAR kinds from the dump's flag bits; sizes from `sizes`, else from address alignment;
+    the resources Enhanced Allocation `placed` in place of their indices'."""
     header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset])
     count = 2 if header_type == TYPE1.header_type else 6 if header_type == TYPE0.header_type else 0
     bars: list[BarResource] = []
@@ -336,4 +350,71 @@ def _infer_bars(config: bytes, sizes: dict[int, int]) -> tuple[BarResource, ...]
         bars.append(BarResource(6, BarKind.ROM, size, start=rom))
     else:
         bars.append(BarResource(6, BarKind.UNUSED, 0))
+    for fixed in placed.values():
+        _place(bars, fixed)
     return tuple(bars)
+
+
+def _place(bars: list[BarResource], fixed: BarResource) -> None:
+    """`fixed` in place of what the header gave its index (the header's BAR of a resource
+    Enhanced Allocation places is hardwired to 0, so at most an upper half is displaced)."""
+    index = fixed.index
+    if bars[index].kind is BarKind.MEM64 and index + 1 < len(bars):
+        bars[index + 1] = BarResource(index + 1, BarKind.UNUSED, 0)
+    bars[index] = fixed
+
+
+# Enhanced Allocation (PCI ECN, 2014): what an entry stands for and what space it is in. The
+# BAR-equivalent values 0-5 are the function's BARs; the properties 0-2 its memory,
+# prefetchable memory and I/O space (the others: virtual functions', a bridge's windows,
+# reserved ranges, or 0xFF: see the secondary properties).
+_EA_ROM = 8
+_EA_BAR_INDEX = {**{bei: bei for bei in range(6)}, _EA_ROM: 6}
+_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO, _EA_UNAVAILABLE = 0x00, 0x01, 0x02, 0xFF
+_EA_FUNCTION_SPACES = (_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO)
+_DWORD = 0xFFFFFFFF
+_EA_MAX_ENTRIES = (1 << EA.ENTRIES.COUNT.width) - 1
+
+
+def ea_resources(config: bytes) -> dict[int, BarResource]:
+    """The resources a function's Enhanced Allocation capability fixes, by BAR index (6: the
+    expansion ROM), as a Linux dom0 lists them in sysfs `resource` (it reads the entries at
+    probe and keeps what they place): each enabled entry standing for one of the function's
+    BARs or its ROM, in memory or I/O space. Their flags carry no 64-bit mark, so a memory
+    one is MEM32 to the sysfs port whatever its width: the same here."""
+
+    def read(at: int, size: int) -> int:
+        return int.from_bytes(config[at : at + size], "little")
+
+    found = [c for c in walk(read, len(config)).standard if c.ident == EA.id]
+    if not found:
+        return {}
+    pos = found[0].offset
+    count = EA.ENTRIES.COUNT.get(read(pos + EA.ENTRIES.offset, EA.ENTRIES.width))
+    at = pos + EA.RESERVED.offset + EA.RESERVED.width  # the first entry follows the count's dword
+    resources: dict[int, BarResource] = {}
+    HEAD, BASE, MAX = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
+    for _ in range(min(count, _EA_MAX_ENTRIES)):  # the count is the device's: bounded
+        if at + MAX.offset + MAX.width > STD_END:
+            break  # an entry past the standard space: none of the device's to trust
+        header = read(at + HEAD.offset, HEAD.width)
+        base, top = read(at + BASE.offset, BASE.width), read(at + MAX.offset, MAX.width)
+        uppers = BASE.IS64.get(base) + MAX.IS64.get(top)
+        if at + EA_ENTRY.BASE_UPPER.offset + uppers * EA_ENTRY.BASE_UPPER.width > STD_END:
+            break
+        start, last = base & BASE.ADDRESS.mask, top | ~MAX.OFFSET.mask & _DWORD
+        upper = at + EA_ENTRY.BASE_UPPER.offset
+        if BASE.IS64.get(base):
+            start |= read(upper, EA_ENTRY.BASE_UPPER.width) << 32
+            upper += EA_ENTRY.BASE_UPPER.width
+        if MAX.IS64.get(top):
+            last |= read(upper, EA_ENTRY.MAX_OFFSET_UPPER.width) << 32
+        prop = HEAD.PRIMARY_PROPERTIES.get(header)
+        if prop == _EA_UNAVAILABLE:
+            prop = HEAD.SECONDARY_PROPERTIES.get(header)
+        index = _EA_BAR_INDEX.get(HEAD.BAR_EQUIVALENT.get(header))
+        if HEAD.ENABLE.get(header) and index is not None and prop in _EA_FUNCTION_SPACES:
+            kind = BarKind.ROM if index == 6 else BarKind.IO if prop == _EA_IO else BarKind.MEM32
+            resources[index] = BarResource(index, kind, last + 1, prop == _EA_PREFETCHABLE, start)
+        at += HEAD.width * (1 + HEAD.ENTRY_SIZE.get(header))  # the ECN's rule, as Linux walks them
+    return resources

@@ -19,8 +19,9 @@ from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
 from pciback.engine.chain import STD_END, walk
 from pciback.engine.space import ChainLink, HostOwned
-from pciback.generated.names import ARI, EA, EA_ENTRY, MSIX, PCIE, SRIOV, VSEC
+from pciback.generated.names import ARI, EA, EA_ENTRY, MSIX, PCIE, SRIOV, TYPE0, VSEC
 from pciback.policy import build_config_space
+from pciback.ports.bus import BarKind
 from pciback.sim.device import SimDevice
 
 THUNDERX = (
@@ -43,14 +44,13 @@ class Entry:
     max_is64: int
     enabled: bool
     resource: int  # bytes: the maximum offset (its low two bits implied set), plus one
+    base: int  # where the resource starts
 
 
-def thunderx(
-    *, permissive: bool = False, bar_sizes: dict[int, int] | None = None
-) -> tuple[ConfigSpace, SimDevice, int]:
+def thunderx(*, permissive: bool = False) -> tuple[ConfigSpace, SimDevice, int]:
     dump = load_config(THUNDERX)
     assert dump.address is not None
-    sim = SimDevice(dump.address, THUNDERX, bar_sizes)
+    sim = SimDevice(dump.address, THUNDERX)
     view = build_config_space(sim, permissive=permissive)
     pos = view.capability_offset(EA.id)
     assert pos is not None
@@ -64,7 +64,10 @@ def entries(sim: SimDevice, pos: int) -> list[Entry]:
     found: list[Entry] = []
     for _ in range(count):
         header = sim.read(at + HEADER.offset, HEADER.width)
-        base_is64 = BASE.IS64.get(sim.read(at + BASE.offset, BASE.width))
+        base = sim.read(at + BASE.offset, BASE.width)
+        base_is64 = BASE.IS64.get(base)
+        if base_is64:
+            base |= sim.read(at + EA_ENTRY.BASE_UPPER.offset, EA_ENTRY.BASE_UPPER.width) << 32
         max_offset = sim.read(at + MAX_OFFSET.offset, MAX_OFFSET.width)
         max_is64 = MAX_OFFSET.IS64.get(max_offset)
         upper = 0
@@ -82,6 +85,7 @@ def entries(sim: SimDevice, pos: int) -> list[Entry]:
                 max_is64=max_is64,
                 enabled=bool(HEADER.ENABLE.get(header)),
                 resource=(upper << 32 | low) + 1,
+                base=base >> BASE.ADDRESS.shift << BASE.ADDRESS.shift,  # less its flag bits
             )
         )
         at += DWORD * (1 + size)
@@ -124,7 +128,8 @@ def test_the_dump_holds_four_enabled_64_bit_entries_and_no_header_bars() -> None
     assert all(e.enabled and e.base_is64 and e.max_is64 for e in found)
     assert all(e.size == 4 for e in found)  # header + four dwords: no extra ones
     assert found[-1].start + DWORD * (1 + found[-1].size) < STD_END  # room after the last
-    assert not any(b.size for b in sim.bars()[:FUNCTION_BARS])  # the BARs are EA's
+    bars = [TYPE0.BAR0.offset + TYPE0.BAR0.width * i for i in range(FUNCTION_BARS)]
+    assert not any(sim.read(bar, TYPE0.BAR0.width) for bar in bars)  # the BARs are EA's
 
 
 def test_every_entry_is_laid_out_where_the_ecn_chains_it() -> None:
@@ -185,25 +190,56 @@ def test_the_enable_is_read_live_and_what_the_ecn_fixes_is_read_once() -> None:
     assert sim.writes == []
 
 
-def test_msix_is_hidden_because_the_simulated_function_has_no_bar_4() -> None:
-    # The table and PBA are in BAR 4, which this function has only as an EA entry: its header
-    # BARs read 0, and SimDevice sizes BARs from the header alone. On a dom0 the host's PCI core
-    # reads the EA entries into the function's resources, which sysfs lists; the simulation
-    # does not, so the layout check finds no BAR 4 and hides MSI-X.
-    view, sim, _ = thunderx()
-    msix = next(c.offset for c in walk(sim.read, sim.config_size).standard if c.ident == MSIX.id)
-    bir = MSIX.TABLE.BIR.get(sim.read(msix + MSIX.TABLE.offset, MSIX.TABLE.width))
-    assert view.problems == [
-        f"MSI-X table BIR {bir} names no memory BAR of the function: capability hidden"
-    ]
-    assert [c.ident for c in walk(view.read, view.size).standard] == [PCIE.id, EA.id]
-
-
-def test_with_the_resources_the_entries_give_msix_is_exposed_too() -> None:
-    # The function's BARs as the host's PCI core would have them from the EA entries.
+def test_the_function_has_the_resources_its_entries_fix_as_a_dom0_lists_them() -> None:
+    # A dom0's PCI core reads the entries at probe and lists what they place in sysfs
+    # `resource`, with no 64-bit mark; the simulated function gives the same, and its header
+    # BARs stay hardwired to 0.
     _, sim, pos = thunderx()
-    sizes = {e.bar: e.resource for e in entries(sim, pos) if e.enabled and e.bar < FUNCTION_BARS}
-    view, sim, _ = thunderx(bar_sizes=sizes)
+    fixed = {e.bar: e for e in entries(sim, pos) if e.enabled and e.bar < FUNCTION_BARS}
+    assert sorted(fixed) == [0, 4]
+    for bar in sim.bars()[:FUNCTION_BARS]:
+        entry = fixed.get(bar.index)
+        if entry is None:
+            assert bar.kind is BarKind.UNUSED
+            continue
+        assert (bar.kind, bar.size, bar.prefetchable) == (BarKind.MEM32, entry.resource, False)
+        assert bar.start == entry.base
+        header_bar = TYPE0.BAR0.offset + TYPE0.BAR0.width * bar.index
+        sim.write(header_bar, TYPE0.BAR0.width, 0xFFFFFFFF)
+        assert sim.read(header_bar, TYPE0.BAR0.width) == 0
+
+
+def test_msix_in_a_bar_an_entry_places_is_exposed() -> None:
+    # The table and PBA are in BAR 4, which this function has only as an EA entry.
+    view, sim, _ = thunderx()
     assert not view.problems
     assert [c.ident for c in walk(view.read, view.size).standard] == [PCIE.id, MSIX.id, EA.id]
     assert sim.history == []
+
+
+def test_a_guest_sizing_a_bar_an_entry_places_learns_the_entrys_size() -> None:
+    # As through Linux's backend, which answers sizing from the function's resources.
+    view, sim, pos = thunderx()
+    bar0 = next(e for e in entries(sim, pos) if e.bar == 0)
+    view.write(TYPE0.BAR0.offset, TYPE0.BAR0.width, 0xFFFFFFFF)
+    assert view.read(TYPE0.BAR0.offset, TYPE0.BAR0.width) == (1 << 32) - bar0.resource
+    view.write(TYPE0.BAR0.offset, TYPE0.BAR0.width, 0)
+    assert view.read(TYPE0.BAR0.offset, TYPE0.BAR0.width) == 0
+    assert sim.history == []
+
+
+def test_an_entry_turned_off_places_no_resource() -> None:
+    # A dom0 keeps only what enabled entries place: BAR 0's entry off, BAR 0 is gone and MSI-X
+    # (in BAR 4) stays.
+    _, sim, pos = thunderx()
+    first = entries(sim, pos)[0]
+    config = bytearray(sim.config)
+    at = first.start + HEADER.offset
+    header = int.from_bytes(config[at : at + HEADER.width], "little")
+    config[at : at + HEADER.width] = HEADER.ENABLE.put(header, 0).to_bytes(HEADER.width, "little")
+    off = SimDevice(sim.address, bytes(config))
+    assert off.bars()[first.bar].kind is BarKind.UNUSED
+    assert off.bars()[4] == sim.bars()[4]
+    assert MSIX.id in [
+        c.ident for c in walk(build_config_space(off).read, off.config_size).standard
+    ]
