@@ -26,6 +26,12 @@ xl info | grep -E 'xen_version|virt_caps'
 # as Xen's tuning guide advises for a dom0 that serves guests' I/O.
 w=$(sed -n 's/.*lab\.dom0weight=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$w" ] && xl sched-credit2 -d 0 -w "$w" && t "dom0 weight $w" && xl sched-credit2
+# lab.guestcpus=LIST (DOM0_EXTRA): the pCPUs the guests may run on (xl's cpus=), for both
+# backends; with XEN_EXTRA="dom0_max_vcpus=1 dom0_vcpus_pin" dom0 and the guests then never
+# share a pCPU (an experiment: how much of the tail is the two competing for one).
+sed -i '/^cpus = /d' /root/lab/guest.cfg
+c=$(sed -n 's/.*lab\.guestcpus=\([0-9,-]*\).*/\1/p' /proc/cmdline)
+[ -n "$c" ] && echo "cpus = \"$c\"" >> /root/lab/guest.cfg && t "guests on pCPUs $c"
 t "dom0 ready"
 run=$(sed -n 's/.*lab\.run=\([a-z]*\).*/\1/p' /proc/cmdline)
 if [ -n "$run" ] && [ -x "/root/lab/scenarios-$run.sh" ]; then
