@@ -32,6 +32,10 @@ w=$(sed -n 's/.*lab\.dom0weight=\([0-9]*\).*/\1/p' /proc/cmdline)
 sed -i '/^cpus = /d' /root/lab/guest.cfg
 c=$(sed -n 's/.*lab\.guestcpus=\([0-9,-]*\).*/\1/p' /proc/cmdline)
 [ -n "$c" ] && echo "cpus = \"$c\"" >> /root/lab/guest.cfg && t "guests on pCPUs $c"
+# lab.linger=US (DOM0_EXTRA): the daemon's op_linger_us for this boot (an experiment: a shorter
+# look for the next op spends less of the host on lingering).
+l=$(sed -n 's/.*lab\.linger=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$l" ] && sed -i "s/^op_linger_us = .*/op_linger_us = $l/" /root/lab/pciback.toml && t "op_linger_us $l"
 t "dom0 ready"
 run=$(sed -n 's/.*lab\.run=\([a-z]*\).*/\1/p' /proc/cmdline)
 if [ -n "$run" ] && [ -x "/root/lab/scenarios-$run.sh" ]; then

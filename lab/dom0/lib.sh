@@ -103,7 +103,12 @@ xen_view() {
   xl dmesg | grep -a "${1#0000:} - " | tail -1
 }
 
-hexlines() { sed -n 's/^.*\(\b[0-9a-f][0-9a-f][0-9a-f]*: \([0-9a-f][0-9a-f] \)\{15\}[0-9a-f][0-9a-f]\)$/\1/p'; }
+# The guest's kernel writes to the same console: a message can land right after a line's last
+# byte ("c30: 00 ... 00[  167.36] random: crng init done"), and is cut off first.
+hexlines() {
+  sed -e 's/\[ *[0-9]*\.[0-9]*\] .*$//' \
+    | sed -n 's/^.*\(\b[0-9a-f][0-9a-f][0-9a-f]*: \([0-9a-f][0-9a-f] \)\{15\}[0-9a-f][0-9a-f]\)$/\1/p'
+}
 
 # fidelity NAME GUEST-ADDR BDF: the guest's lspci -xxxx of the function, byte for byte, equals
 # what the simulated host serves for a dump of the same function taken here through sysfs.
