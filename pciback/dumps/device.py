@@ -8,7 +8,7 @@ hand-over to a guest) and in `history` (all of them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pciback.dumps import load_config
@@ -270,9 +270,7 @@ class SimDevice:
         """The lists' links are read-only, as in hardware: those the engine's walk finds (a
         64-byte dump has none), and the extended list's root even when the list is empty."""
         config = self.config
-        chains = walk(
-            lambda at, size: int.from_bytes(config[at : at + size], "little"), len(config)
-        )
+        chains = walk(_reader(config), len(config))
         for cap in chains.standard:
             w[cap.offset : cap.offset + STD_LINK] = bytes(STD_LINK)
         if len(config) > EXT_START:
@@ -299,6 +297,15 @@ def _bar_write_mask(bar: BarResource) -> int:
     if bar.kind is BarKind.IO:
         return ~(bar.size - 1) & 0xFFFFFFFC
     return ~(bar.size - 1) & 0xFFFFFFF0
+
+
+def _reader(config: bytes | bytearray) -> Callable[[int, int], int]:
+    """Reads of `config` as the engine's walk takes them (offset, size: a little-endian int)."""
+
+    def read(at: int, size: int) -> int:
+        return int.from_bytes(config[at : at + size], "little")
+
+    return read
 
 
 def _is_type0(config: bytes) -> bool:
@@ -382,10 +389,7 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
     probe and keeps what they place): each enabled entry standing for one of the function's
     BARs or its ROM, in memory or I/O space. Their flags carry no 64-bit mark, so a memory
     one is MEM32 to the sysfs port whatever its width: the same here."""
-
-    def read(at: int, size: int) -> int:
-        return int.from_bytes(config[at : at + size], "little")
-
+    read = _reader(config)
     found = [c for c in walk(read, len(config)).standard if c.ident == EA.id]
     if not found:
         return {}

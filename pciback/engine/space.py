@@ -186,9 +186,10 @@ class ConfigSpace:
         # Kept plans per mode (normal, permissive), by the access's key: see "the access
         # splitter". The access path looks in the current mode's, chosen when the mode changes.
         self._plans: tuple[tuple[dict[int, Reader], dict[int, Writer]], ...] = (({}, {}), ({}, {}))
-        # Plain copies of `settings` for the access path, written by the settings alone (see
-        # pciback.engine.settings): the mode, and Linux's allow_interrupt_control (INTx masking
-        # and MSI control reach the device).
+        # Copies of `settings`, written by the settings alone (see pciback.engine.settings): the
+        # mode (its setter picks the mode's plans, so the access path never reads it), and
+        # Linux's allow_interrupt_control (INTx masking and MSI control reach the device), a
+        # plain attribute for the hooks on the access path.
         self.permissive = permissive
         self.allow_interrupt_control = False
         self.settings = DeviceSettings(permissive=permissive) if settings is None else settings
