@@ -278,8 +278,14 @@ class SysfsBus:
             f.write(text)
 
     def unbind(self, address: str) -> None:
-        if self.driver(address) is not None:
+        driver = self.driver(address)
+        if driver is not None:
             self._write(self._dir(address) / "driver" / "unbind", address)
+        if driver == STUB_DRIVER:
+            # The stub's override leaves with the stub: while it names pci-stub, the kernel
+            # refuses every other driver's bind (xl pci-assignable-add's bind to pciback fails
+            # with ENODEV), so a device given back unbound would stay unusable.
+            self._write(self._dir(address) / "driver_override", "\n")
 
     def bind(self, address: str, driver: str) -> None:
         kernel = KERNEL_STUB if driver == STUB_DRIVER else driver
