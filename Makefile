@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test generate check-generated lint typecheck pytest bench system-deps clean lab lab-test
+.PHONY: demo test generate check-generated lint typecheck pytest bench system-deps clean lab lab-test lab-bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,9 @@ lab:
 
 lab-test:
 	lab/lab.sh test
+
+lab-bench:
+	lab/lab.sh bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -107,28 +107,34 @@ class Run:
         return self.directory / "results"
 
     def lines(self, name: str, prefix: str) -> list[str]:
-        path = self.results() / name
-        if not path.is_file():
-            return []
-        return [
-            line
-            for line in path.read_text(errors="replace").splitlines()
-            if line.startswith(prefix)
-        ]
+        return lines_of(self.results() / name, prefix)
 
 
-def scan_seconds(run: Run) -> float | None:
-    """The guest's boot-time PCI scan: pcifront's first line to the last line about the bus."""
+def lines_of(path: Path, prefix: str) -> list[str]:
+    """The lines of a result file that start with `prefix`; none when it is missing."""
+    if not path.is_file():
+        return []
+    return [
+        line for line in path.read_text(errors="replace").splitlines() if line.startswith(prefix)
+    ]
+
+
+def scan_seconds(results: Path) -> float | None:
+    """The guest's boot-time PCI scan: pcifront's first line to the last line about the bus
+    (results: the directory holding the guest's scan.txt)."""
     stamps = [
-        float(m[1]) for line in run.lines("scan.txt", "LAB-SCAN") if (m := STAMP.search(line))
+        float(m[1])
+        for line in lines_of(results / "scan.txt", "LAB-SCAN")
+        if (m := STAMP.search(line))
     ]
     return stamps[-1] - stamps[0] if len(stamps) >= 2 else None
 
 
-def lspci_seconds(run: Run) -> list[float]:
+def lspci_seconds(results: Path) -> list[float]:
+    """Each timed lspci -xxxx -vvv of the guest's bench.txt in `results`, in seconds."""
     starts: dict[str, float] = {}
     durations = []
-    for line in run.lines("bench.txt", "LAB-LOOP"):
+    for line in lines_of(results / "bench.txt", "LAB-LOOP"):
         stamp = STAMP.search(line)
         words = line.split()
         if stamp is None or len(words) < 2:
@@ -141,8 +147,9 @@ def lspci_seconds(run: Run) -> list[float]:
     return durations
 
 
-def op_figures(run: Run) -> dict[str, float]:
-    for line in run.lines("bench.txt", "LAB-OPS"):
+def op_figures(results: Path) -> dict[str, float]:
+    """The guest's timed config reads (cfgbench's figures) of bench.txt in `results`."""
+    for line in lines_of(results / "bench.txt", "LAB-OPS"):
         return {k: float(v) for k, v in OPS.findall(line)}
     return {}
 
@@ -168,7 +175,7 @@ def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | Non
 
 
 def daemon_share(
-    run: Run,
+    results: Path, first: str = "before", last: str = "after"
 ) -> tuple[int, float, float, int, float | None, tuple[float, float | None] | None] | None:
     """Ops the daemon served during the benchmark, its mean service time (over the ops it timed)
     and its mean busy time per op (µs), the wake-ups it took for them (fewer than ops: the rest
@@ -176,11 +183,11 @@ def daemon_share(
     daemon that does not list it) and the mean hand-back of a timed op (the active bit cleared
     and the notify, µs, by wall and CPU time; None from a daemon that does not time it apart,
     the CPU None from one that does not time that), from its counters
-    before and after (`pciback list --json`)."""
+    before and after (`pciback list --json`, list-FIRST-bench.json and list-LAST-bench.json
+    in `results`)."""
     try:
         before, after = (
-            json.loads((run.results() / f"list-{when}-bench.json").read_text())
-            for when in ("before", "after")
+            json.loads((results / f"list-{when}-bench.json").read_text()) for when in (first, last)
         )
     except (OSError, ValueError):
         return None
@@ -263,12 +270,12 @@ def host_during_bench(run: Run) -> list[tuple[str, float]] | None:
     return sorted(shares, key=lambda share: -share[1])
 
 
-def bench_counters(run: Run, key: str) -> tuple[Any, Any] | None:
+def bench_counters(results: Path, key: str) -> tuple[Any, Any] | None:
     """The first guest's `ops[key]` before and after the benchmark (`pciback list --json`);
     None when either listing is missing or has no such counter."""
     try:
         listings = [
-            json.loads((run.results() / f"list-{when}-bench.json").read_text())
+            json.loads((results / f"list-{when}-bench.json").read_text())
             for when in ("before", "after")
         ]
         before, after = (listing["guests"][0]["ops"][key] for listing in listings)
@@ -277,11 +284,11 @@ def bench_counters(run: Run, key: str) -> tuple[Any, Any] | None:
     return before, after
 
 
-def service_median_bound(run: Run) -> int | None:
+def service_median_bound(results: Path) -> int | None:
     """An upper bound (µs) of the median service time of the ops the daemon timed during the
     benchmark, from its histograms before and after; None when unknown. The mean is pulled up
     by the few ops that needed a wake-up, milliseconds each under emulation."""
-    pair = bench_counters(run, "histogram")
+    pair = bench_counters(results, "histogram")
     if pair is None:
         return None
     first, last = pair
@@ -299,11 +306,11 @@ def service_median_bound(run: Run) -> int | None:
     return None
 
 
-def linger_figures(run: Run) -> dict[str, object] | None:
+def linger_figures(results: Path) -> dict[str, object] | None:
     """The service thread's lingering over the benchmark (counts as differences, the rest as
     it stood at the end), from `pciback list --json`; None from a daemon that does not list
     it."""
-    pair = bench_counters(run, "linger")
+    pair = bench_counters(results, "linger")
     if pair is None:
         return None
     first, last = pair
@@ -374,9 +381,9 @@ def report(directory: Path) -> int:
     print()
 
     print("## Benchmark (guest-side times; ours / kernel)")
-    scans = scan_seconds(daemon), scan_seconds(kernel)
-    loops = lspci_seconds(daemon), lspci_seconds(kernel)
-    ops = op_figures(daemon), op_figures(kernel)
+    scans = scan_seconds(daemon.results()), scan_seconds(kernel.results())
+    loops = lspci_seconds(daemon.results()), lspci_seconds(kernel.results())
+    ops = op_figures(daemon.results()), op_figures(kernel.results())
     median = [statistics.median(x) if x else None for x in loops]
     for label, pair in (("boot-time PCI scan", scans), ("lspci -xxxx -vvv (median)", median)):
         print(f"  {label:26s} {figure(pair[0], 's')} vs {figure(pair[1], 's')}  -> {ratio(*pair)}")
@@ -408,10 +415,10 @@ def report(directory: Path) -> int:
                 f" {figures['slow_after_slow']:.0f} of them right after another,"
                 f" the longest run {figures['longest_slow_run']:.0f}"
             )
-    share = daemon_share(daemon)
+    share = daemon_share(daemon.results())
     if share is not None and a:
         served, service, busy, wakeups, cpu, handback = share
-        bound = service_median_bound(daemon)
+        bound = service_median_bound(daemon.results())
         median = "" if bound is None else f" (half of the ops under {bound} us)"
         seen = 1e6 / a
         running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
@@ -427,7 +434,7 @@ def report(directory: Path) -> int:
             f" dom0's kernel, Xen and scheduling; {served - wakeups} of the ops"
             f" ({(served - wakeups) / served:.0%}) were found while lingering, without a wake-up"
         )
-    linger = linger_figures(daemon)
+    linger = linger_figures(daemon.results())
     if linger:
         print(
             "  lingering during the benchmark: {hits} hits, {misses} misses, {backoffs} backoffs"

@@ -4,8 +4,11 @@
 #   lab/lab.sh build      everything the boots need (the slow parts once; then about 30 s)
 #   lab/lab.sh test       build, then the scenarios with the daemon, the same guest with Linux's
 #                         xen-pciback, and the report (lab/check.py); exit 0 when every check holds
+#   lab/lab.sh bench      build, then one boot whose rounds alternate the daemon and xen-pciback
+#                         on the same function (fresh guest each), and the ratios ours/kernel
+#                         per round (lab/bench_report.py); LAB_ROUNDS pairs (default 3)
 #   lab/lab.sh boot       an interactive dom0 on the serial console
-#   lab/lab.sh check DIR  the report of a finished run again
+#   lab/lab.sh check DIR  the report of a finished run again (bench-report DIR: of a bench)
 . "$(dirname "$0")/host/lib.sh"
 H=$HOST_DIR
 build() {
@@ -40,6 +43,20 @@ test)
     log "$variant run: $(( $(date +%s) - s )) s"
   done
   exec python3 "$LAB_DIR/check.py" "$OUT" ;;
+bench)
+  build
+  OUT=${OUT:-$LAB/runs/bench-$(date -u +%Y%m%d-%H%M%S)}
+  mkdir -p "$OUT"
+  log "boot: ${LAB_ROUNDS:-3} rounds of each backend (host load $(cut -d' ' -f1-3 /proc/loadavg))"
+  s=$(date +%s)
+  cp --sparse=always "$LAB/dom0.ext4" "$OUT/bench.ext4"
+  IMAGE="$OUT/bench.ext4" LAB_RUN=bench OUT="$OUT/bench" \
+    DOM0_EXTRA="${DOM0_EXTRA:-} lab.rounds=${LAB_ROUNDS:-3}" "$H/boot.sh" \
+    > "$OUT/bench.boot.log" 2>&1 || log "bench: the boot did not finish (see $OUT/bench.boot.log)"
+  rm -f "$OUT/bench.ext4"
+  log "bench run: $(( $(date +%s) - s )) s"
+  exec python3 "$LAB_DIR/bench_report.py" "$OUT" ;;
 check) exec python3 "$LAB_DIR/check.py" "${2:?a run directory}" ;;
-*) sed -n '2,9p' "$0"; exit 2 ;;
+bench-report) exec python3 "$LAB_DIR/bench_report.py" "${2:?a bench run directory}" ;;
+*) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -28,6 +28,19 @@ wait_for() {
   done
 }
 
+# The project's daemon in the background ($DAEMON), its log appended to $R/daemon.log.
+start_daemon() {
+  # Driving the real /sys is refused unless asked for (a development machine must be safe).
+  PCIBACK_ALLOW_SYSFS_WRITES=1 pciback daemon --config "$LAB/pciback.toml" >> "$R/daemon.log" 2>&1 &
+  DAEMON=$!
+  if wait_for 120 daemon_up; then return 0; fi
+  t "the daemon did not come up; its log:"; tail -20 "$R/daemon.log"; return 1
+}
+daemon_up() {
+  kill -0 "$DAEMON" 2>/dev/null || return 2   # it exited: wait_for stops only on success...
+  test -S /var/lib/pciback/control.sock && pciback list >/dev/null 2>&1
+}
+
 domid() { xl domid "$1" 2>/dev/null; }
 console_log() { echo "$CONSOLES/guest-$1.log"; }
 

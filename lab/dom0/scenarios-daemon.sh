@@ -13,18 +13,6 @@
 . /root/lab/lib.sh
 A=0000:00:03.0 B=0000:00:04.0 C=0000:00:05.0
 
-start_daemon() {
-  # Driving the real /sys is refused unless asked for (a development machine must be safe).
-  PCIBACK_ALLOW_SYSFS_WRITES=1 pciback daemon --config "$LAB/pciback.toml" >> "$R/daemon.log" 2>&1 &
-  DAEMON=$!
-  if wait_for 120 daemon_up; then return 0; fi
-  t "the daemon did not come up; its log:"; tail -20 "$R/daemon.log"; return 1
-}
-daemon_up() {
-  kill -0 "$DAEMON" 2>/dev/null || return 2   # it exited: wait_for stops only on success...
-  test -S /var/lib/pciback/control.sock && pciback list >/dev/null 2>&1
-}
-
 backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
 released() { [ "$(owner "$1")" = none ]; }
 not_assigned_to() { ! xen_view "$2" | grep -q -e "- d$1 " -e 'MSIs < *[0-9]'; }

@@ -13,6 +13,7 @@ irq_name_of() {
   case $(basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null) in
     xhci_hcd) echo xhci_hcd ;;
   esac; }
+run_as() { cmd=$1; shift; run "$@"; }   # one command as a step of another
 run() {
 case $cmd in
 wait-devices)  # N [SECONDS]: until N PCI functions are visible (hot add and remove)
@@ -30,12 +31,15 @@ vvv)   # ADDR: lspci -xxxx -vvv (what the side-by-side with Linux's backend comp
   lspci -nn -xxxx -vvv -s "$1" | sed "s/^/LAB-VVV $1 /";;
 scan)  # the boot-time scan as the guest kernel logged it
   dmesg | grep -E 'pcifront|pci_bus 0000:00|pci 0000:00' | sed 's/^/LAB-SCAN /';;
-bench)  # ADDR [ROUNDS]: lspci -xxxx -vvv timed, and single config reads timed one by one
-  rounds=${2:-5}; n=1
+bench)  # ADDR [ROUNDS]: lspci-loop, then ops (below)
+  run_as lspci-loop "${2:-5}"; run_as ops;;
+lspci-loop)  # [ROUNDS]: lspci -xxxx -vvv timed by kmsg marks, ROUNDS times (default 5)
+  rounds=${1:-5}; n=1
   while [ $n -le "$rounds" ]; do
     mark "LAB-LSPCI $n start"; lspci -xxxx -vvv > /dev/null 2>&1; mark "LAB-LSPCI $n end"; n=$((n+1))
   done
-  dmesg | grep 'LAB-LSPCI' | sed 's/^/LAB-LOOP /'
+  dmesg | grep 'LAB-LSPCI' | sed 's/^/LAB-LOOP /';;
+ops)  # single config reads of the first function timed one by one (cfgbench)
   cfgbench "/sys/bus/pci/devices/$(ls /sys/bus/pci/devices | head -1)/config" 2000 | sed 's/^/LAB-OPS /';;
 driver)  # MODE: (re)load e1000e with IntMode MODE (0 INTx, 1 MSI, 2 MSI-X), bring links up
   grep -q '^e1000e ' /proc/modules && rmmod e1000e
