@@ -199,7 +199,8 @@ def daemon_share(
         cpu: int | None = 0
         handback: int | None = 0
         handback_cpu: int | None = 0
-        for guest in listing.get("guests", []):  # type: ignore[union-attr]
+        guests: list[dict[str, Any]] = listing.get("guests", [])  # type: ignore[assignment]
+        for guest in guests:
             counters = guest.get("ops") or {}
             ops += counters.get("ops", 0)
             # A daemon that timed every op does not list timed_ops.
@@ -384,8 +385,8 @@ def report(directory: Path) -> int:
     scans = scan_seconds(daemon.results()), scan_seconds(kernel.results())
     loops = lspci_seconds(daemon.results()), lspci_seconds(kernel.results())
     ops = op_figures(daemon.results()), op_figures(kernel.results())
-    median = [statistics.median(x) if x else None for x in loops]
-    for label, pair in (("boot-time PCI scan", scans), ("lspci -xxxx -vvv (median)", median)):
+    medians = tuple(statistics.median(x) if x else None for x in loops)
+    for label, pair in (("boot-time PCI scan", scans), ("lspci -xxxx -vvv (median)", medians)):
         print(f"  {label:26s} {figure(pair[0], 's')} vs {figure(pair[1], 's')}  -> {ratio(*pair)}")
     for key, label in (
         ("median_us", "config read, median"),
@@ -397,12 +398,15 @@ def report(directory: Path) -> int:
     ):
         if key not in ops[0] and key not in ops[1]:
             continue  # a guest image from before the figure
-        a, b = ops[0].get(key), ops[1].get(key)
-        print(f"  {label:26s} {figure(a, 'us')} vs {figure(b, 'us')}  -> {ratio(a, b)}")
-    a, b = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
+        ours_us, kernel_us = ops[0].get(key), ops[1].get(key)
+        print(
+            f"  {label:26s} {figure(ours_us, 'us')} vs {figure(kernel_us, 'us')}"
+            f"  -> {ratio(ours_us, kernel_us)}"
+        )
+    rate, kernel_rate = ops[0].get("ops_per_s"), ops[1].get("ops_per_s")
     print(
-        f"  config ops per second      {figure(a, '')}vs {figure(b, '')} -> {ratio(a, b)}"
-        " (higher is faster)"
+        f"  config ops per second      {figure(rate, '')}vs {figure(kernel_rate, '')}"
+        f" -> {ratio(rate, kernel_rate)} (higher is faster)"
     )
     speed = machine_speed(ops[0], ops[1])
     if speed:
@@ -416,11 +420,11 @@ def report(directory: Path) -> int:
                 f" the longest run {figures['longest_slow_run']:.0f}"
             )
     share = daemon_share(daemon.results())
-    if share is not None and a:
+    if share is not None and rate:
         served, service, busy, wakeups, cpu, handback = share
         bound = service_median_bound(daemon.results())
         median = "" if bound is None else f" (half of the ops under {bound} us)"
-        seen = 1e6 / a
+        seen = 1e6 / rate
         running = "" if cpu is None else f" (running on a CPU for {cpu:.0f} us of it)"
         back = ""
         if handback is not None:
@@ -447,10 +451,10 @@ def report(directory: Path) -> int:
     for side, run in (("ours", daemon), ("kernel", kernel)):
         shares = host_during_bench(run)
         if shares:
-            busy = ", ".join(f"{name} {share:.0f}%" for name, share in shares if share >= 1)
+            threads = ", ".join(f"{name} {share:.0f}%" for name, share in shares if share >= 1)
             print(
                 f"  the host during the benchmark, {side} (QEMU's threads, % of one of its"
-                f" {os_cores()} cores): {busy}; {sum(share for _, share in shares):.0f}% in all"
+                f" {os_cores()} cores): {threads}; {sum(share for _, share in shares):.0f}% in all"
             )
     for side, run in (("ours", daemon), ("kernel", kernel)):
         for line in run.lines("dom0-costs.txt", "LAB-DOM0COST"):

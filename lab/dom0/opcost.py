@@ -131,7 +131,7 @@ def serve_cost(
         if quiet:
             ticks = iter(range(1 << 62))
             conn.port.notify = lambda: None  # type: ignore[method-assign]
-            connection.perf_counter_ns = ticks.__next__  # type: ignore[assignment]
+            connection.perf_counter_ns = ticks.__next__  # type: ignore[attr-defined]
 
         def one() -> None:
             flags[0] = 1 << Flag.PCIF_ACTIVE
@@ -180,7 +180,7 @@ def serve_cost(
                 xen_both_us = xen_us = 0.0
             return short_us, general_us, both_us, syscall_us, xen_both_us, xen_us
         finally:
-            connection.perf_counter_ns = time.perf_counter_ns
+            connection.perf_counter_ns = time.perf_counter_ns  # type: ignore[attr-defined]
 
 
 def _split(address: str) -> tuple[str, str, str]:
