@@ -1,0 +1,92 @@
+"""lab/bench_report.py on the guest output of a real one-boot lab benchmark (bench3 of
+2026-12-04, kept in tests/fixtures/lab/bench: the round marks of its serial log, each round's
+scan and loops, the daemon's counters): the rounds it counts, the ratios it prints, and its
+exit status when a round failed or a guest's pcifront timed out. The lab itself needs root and
+minutes of emulation; its report must not break unseen between runs."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+LAB = Path(__file__).parents[1] / "lab"
+RUN = Path(__file__).parent / "fixtures" / "lab" / "bench"
+ROUNDS = RUN / "bench" / "results" / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench_report() -> ModuleType:
+    sys.path.insert(0, str(LAB))  # the lab's scripts import each other as top-level modules
+    try:
+        return importlib.import_module("bench_report")
+    finally:
+        sys.path.remove(str(LAB))
+
+
+def lspci_median(round_dir: Path) -> float:
+    """The median lspci time of a round from the guest's kmsg marks, read here apart from the
+    lab's own parser."""
+    stamps: dict[str, dict[str, float]] = {}
+    for line in (round_dir / "bench.txt").read_text().splitlines():
+        mark = re.search(r"\[\s*([\d.]+)\] LAB-LSPCI (\d+) (start|end)", line)
+        if mark:
+            stamps.setdefault(mark[2], {})[mark[3]] = float(mark[1])
+    return statistics.median(s["end"] - s["start"] for s in stamps.values())
+
+
+def test_every_round_and_the_lspci_ratios_of_a_real_run(
+    bench_report: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench_report.report(RUN) == 0
+    out = capsys.readouterr().out
+    assert "3 rounds of both backends in one boot" in out
+    ratios = [
+        lspci_median(ROUNDS / f"{n}-daemon") / lspci_median(ROUNDS / f"{n}-kernel")
+        for n in (1, 2, 3)
+    ]
+    printed = re.findall(r"lspci -xxxx -vvv \(median\) .*-> ([\d.]+)x", out)
+    assert printed == [f"{ratio:.2f}" for ratio in ratios]
+    assert (
+        f"min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x,"
+        f" max {max(ratios):.2f}x over 3 rounds" in out
+    )
+    # The daemon's service per loop, from its counters before, between and after.
+    assert len(re.findall(r"the daemon in the lspci loop: \d+ us", out)) == 3
+    assert len(re.findall(r"the daemon in the reads loop: \d+ us", out)) == 3
+
+
+def copy_of_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    return run
+
+
+def test_a_failed_round_is_left_out_and_fails_the_run(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of_run(tmp_path)
+    serial = run / "bench" / "serial.log"
+    serial.write_text(
+        serial.read_text().replace("LAB-ROUND 3 kernel done", "LAB-ROUND 3 kernel FAIL")
+    )
+    assert bench_report.report(run) == 1
+    out = capsys.readouterr().out
+    assert "2 rounds of both backends in one boot; failed: round 3 (kernel)" in out
+    assert "## round 3" not in out
+
+
+def test_a_pcifront_timeout_fails_the_run(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of_run(tmp_path)
+    log = run / "bench" / "results" / "guest-d2.log"
+    log.write_text("pcifront pci-0: pciback not responding!!!\n")
+    assert bench_report.report(run) == 1
+    assert "('pciback not responding'): 1 in 1 guest logs" in capsys.readouterr().out
