@@ -1,5 +1,7 @@
 """PCI-X 2.0 ECC registers (capability ID 0x07), on functions built by the test helper
-(tests/model/builders.py): no dump in ../shared/fixtures carries PCI-X.
+(tests/model/builders.py). The real PCI-X parts of tests/fixtures/lkml (a BCM5703X NIC, two
+AMD-8131 bridges; tests/model/test_pcix_dump.py) are PCI-X 1.0, version 0, which has no ECC
+registers: ECC can only be tested on functions built here.
 
 Layout (PCI-X 2.0a 7.2; Linux's pci_regs.h sizes the function's capability 8 bytes for version
 0 and 24 for versions 1 and 2): the version in bits 13:12 of the command register (a bridge's
