@@ -19,6 +19,8 @@ from pciback.generated.names import VIRTIO_PCI_CAP
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import PhaseCount, dumps, replay, view_of
 
+from .builders import pciutils_dumps
+
 DUMPS = dumps()
 pytestmark = pytest.mark.skipif(not DUMPS, reason="no fixture dumps")
 IDS = [p.name for p in DUMPS]
@@ -29,9 +31,10 @@ TARGETS = {"boot scan": 0.25, "driver probe": 0.25}
 
 
 def dump_named(prefix: str) -> Path:
-    """The fixture dump whose name starts with `prefix`; the test is skipped without it (a
-    checkout without ../shared/fixtures has only the embedded dumps)."""
-    found = next((p for p in DUMPS if p.name.startswith(prefix)), None)
+    """The fixture dump whose name starts with `prefix`, from ../shared/fixtures or pciutils'
+    real ones (tests/fixtures/pciutils); the test is skipped without it (a checkout without
+    ../shared/fixtures has only the embedded dumps)."""
+    found = next((p for p in [*DUMPS, *pciutils_dumps()] if p.name.startswith(prefix)), None)
     if found is None:
         pytest.skip(f"no fixture dump {prefix}*")
     return found
