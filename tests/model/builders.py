@@ -42,6 +42,9 @@ ADDRESS = "0000:03:00.0"
 View = tuple[ConfigSpace, SimDevice]
 CapView = tuple[ConfigSpace, SimDevice, int]  # ... and the capability's offset
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+# Real hardware's config spaces from pciutils' test data, kept in the repository
+# (tests/fixtures/pciutils/README.md): present in every checkout, unlike FIXTURES.
+PCIUTILS = Path(__file__).resolve().parents[1] / "fixtures" / "pciutils"
 
 CAP_PM = PM.id
 CAP_VPD = VPD.id
@@ -59,6 +62,11 @@ def fixture_files() -> list[Path]:
     if not FIXTURES.is_dir():
         return []
     return sorted(FIXTURES.glob("*.bin"))
+
+
+def pciutils_dumps() -> list[Path]:
+    """Every dump of tests/fixtures/pciutils, one device each."""
+    return sorted(PCIUTILS.glob("*.lspci.txt"))
 
 
 @dataclass

@@ -11,7 +11,6 @@ policy's names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +23,9 @@ from pciback.policy import build_config_space
 from pciback.ports.bus import BarKind
 from pciback.sim.device import SimDevice
 
-THUNDERX = (
-    Path(__file__).resolve().parents[1]
-    / "fixtures"
-    / "pciutils"
-    / "cavium-thunderx-nic-177d-a01e-ea.lspci.txt"
-)
+from .builders import PCIUTILS
+
+THUNDERX = PCIUTILS / "cavium-thunderx-nic-177d-a01e-ea.lspci.txt"
 HEADER, BASE, MAX_OFFSET = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
 DWORD = HEADER.width
 FUNCTION_BARS = 6  # BAR equivalents 0-5 stand for the function's BARs (the ECN's BEI table)

@@ -23,7 +23,8 @@ from pciback.generated.names import HT, MSI
 from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
-PCIUTILS = Path(__file__).resolve().parents[1] / "fixtures" / "pciutils"
+from .builders import PCIUTILS
+
 RD890 = PCIUTILS / "amd-rd890-1002-5a13-ht.lspci.txt"
 FAM15H = PCIUTILS / "amd-fam15h-1022-1600-ht.lspci.txt"
 COMMAND = HT.COMMAND

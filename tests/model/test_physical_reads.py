@@ -19,9 +19,12 @@ from pciback.generated.names import VIRTIO_PCI_CAP
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import PhaseCount, dumps, replay, view_of
 
+from .builders import pciutils_dumps
+
 DUMPS = dumps()
 pytestmark = pytest.mark.skipif(not DUMPS, reason="no fixture dumps")
 IDS = [p.name for p in DUMPS]
+LIVE = DUMPS + pciutils_dumps()  # and real hardware's bytes, which no one here chose
 
 # Issue 10, item 3: physical reads per guest read in the phases a guest's start-up goes
 # through (lspci reads every byte, and bytes outside any capability stay live, as in Linux).
@@ -29,9 +32,10 @@ TARGETS = {"boot scan": 0.25, "driver probe": 0.25}
 
 
 def dump_named(prefix: str) -> Path:
-    """The fixture dump whose name starts with `prefix`; the test is skipped without it (a
-    checkout without ../shared/fixtures has only the embedded dumps)."""
-    found = next((p for p in DUMPS if p.name.startswith(prefix)), None)
+    """The fixture dump whose name starts with `prefix`, from ../shared/fixtures or pciutils'
+    real ones (tests/fixtures/pciutils); the test is skipped without it (a checkout without
+    ../shared/fixtures has only the embedded dumps)."""
+    found = next((p for p in [*DUMPS, *pciutils_dumps()] if p.name.startswith(prefix)), None)
     if found is None:
         pytest.skip(f"no fixture dump {prefix}*")
     return found
@@ -51,7 +55,7 @@ def live_bits(view: ConfigSpace, offset: int) -> int:
 
 
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
-@pytest.mark.parametrize("path", DUMPS, ids=IDS)
+@pytest.mark.parametrize("path", LIVE, ids=[p.name for p in LIVE])
 def test_every_live_bit_is_read_live(path: Path, permissive: bool) -> None:
     view, counting = view_of(path)
     view.settings.permissive = permissive  # which bits read 0 follows the mode
