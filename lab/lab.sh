@@ -6,7 +6,8 @@
 #                         xen-pciback, and the report (lab/check.py); exit 0 when every check holds
 #   lab/lab.sh bench      build, then one boot whose rounds alternate the daemon and xen-pciback
 #                         on the same function (fresh guest each), and the ratios ours/kernel
-#                         per round (lab/bench_report.py); LAB_ROUNDS pairs (default 3)
+#                         per round (lab/bench_report.py); LAB_ROUNDS pairs (default 3), after
+#                         a warm-up round 0 left out of the ratios (LAB_WARMUP=0: none)
 #   lab/lab.sh boot       an interactive dom0 on the serial console
 #   lab/lab.sh check DIR  the report of a finished run again (bench-report DIR: of a bench)
 . "$(dirname "$0")/host/lib.sh"
@@ -51,7 +52,7 @@ bench)
   s=$(date +%s)
   cp --sparse=always "$LAB/dom0.ext4" "$OUT/bench.ext4"
   IMAGE="$OUT/bench.ext4" LAB_RUN=bench OUT="$OUT/bench" \
-    DOM0_EXTRA="${DOM0_EXTRA:-} lab.rounds=${LAB_ROUNDS:-3}" "$H/boot.sh" \
+    DOM0_EXTRA="${DOM0_EXTRA:-} lab.rounds=${LAB_ROUNDS:-3} lab.warmup=${LAB_WARMUP:-1}" "$H/boot.sh" \
     > "$OUT/bench.boot.log" 2>&1 || log "bench: the boot did not finish (see $OUT/bench.boot.log)"
   rm -f "$OUT/bench.ext4"
   log "bench run: $(( $(date +%s) - s )) s"

@@ -90,3 +90,22 @@ def test_a_pcifront_timeout_fails_the_run(
     log.write_text("pcifront pci-0: pciback not responding!!!\n")
     assert bench_report.report(run) == 1
     assert "('pciback not responding'): 1 in 1 guest logs" in capsys.readouterr().out
+
+
+def test_a_warm_up_round_is_shown_but_left_out_of_the_ratios(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of_run(tmp_path)  # its round 1 made round 0, as lab.warmup=1 numbers it
+    rounds = run / "bench" / "results" / "bench"
+    for backend in ("daemon", "kernel"):
+        (rounds / f"1-{backend}").rename(rounds / f"0-{backend}")
+    serial = run / "bench" / "serial.log"
+    serial.write_text(serial.read_text().replace("LAB-ROUND 1 ", "LAB-ROUND 0 "))
+    assert bench_report.report(run) == 0
+    out = capsys.readouterr().out
+    assert "2 rounds of both backends in one boot after a warm-up round" in out
+    assert "## round 0 (warm-up: left out of the ratios below)" in out
+    ratios = [
+        lspci_median(ROUNDS / f"{n}-daemon") / lspci_median(ROUNDS / f"{n}-kernel") for n in (2, 3)
+    ]
+    assert f"median {statistics.median(ratios):.2f}x, max {max(ratios):.2f}x over 2 rounds" in out

@@ -29,6 +29,8 @@ from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.tables import Bits
 
+from .test_hypertransport_dump import BODIES as HT_BODIES
+
 LKML = Path(__file__).resolve().parents[1] / "fixtures" / "lkml"
 NIC = LKML / "broadcom-bcm5703x-14e4-16a7-pcix.lspci.txt"
 BRIDGE_LINK = LKML / "amd-8131-1022-7450-pcix-ht-link.lspci.txt"  # 08:03.0
@@ -537,20 +539,12 @@ def ht_extents(sim: SimDevice) -> dict[int, int]:
 # An AMD-8131's HyperTransport capabilities, by the type in their command (HyperTransport 3.10
 # 7.3; Linux pci_regs.h HT_CAPTYPE_IRQ, HT_CAPTYPE_SLAVE): an interrupt discovery window, and on
 # 08:03.0 the slave link configuration of the tunnel.
+# The slave link's registers are the HyperTransport test's table for that type.
+HT_COMMAND = [(HT.COMMAND.offset, "command")]
+HT_IRQ = [*HT_COMMAND, (HT.INTERRUPT_DATA.offset, "interrupt_data")]
 HT_LAYOUTS: dict[Path, list[list[tuple[int, str]]]] = {
-    BRIDGE_LINK: [
-        [(HT.COMMAND.offset, "command"), (HT.INTERRUPT_DATA.offset, "interrupt_data")],
-        [
-            (HT.COMMAND.offset, "command"),
-            (HT.SLAVE_LINK0.offset, "slave_link0"),
-            (HT.SLAVE_LINK1.offset, "slave_link1"),
-            (HT.SLAVE_LINK2.offset, "slave_link2"),
-            (HT.SLAVE_LINK3.offset, "slave_link3"),
-            (HT.SLAVE_LINK4.offset, "slave_link4"),
-            (HT.SLAVE_LINK5.offset, "slave_link5"),
-        ],
-    ],
-    BRIDGE: [[(HT.COMMAND.offset, "command"), (HT.INTERRUPT_DATA.offset, "interrupt_data")]],
+    BRIDGE_LINK: [HT_IRQ, HT_COMMAND + HT_BODIES["slave"]],
+    BRIDGE: [HT_IRQ],
 }
 
 
