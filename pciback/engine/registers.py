@@ -370,23 +370,28 @@ class RegisterInstance:
             for mask, fshift, made, hook in shape.hooks
         )
         warn = 0 if permissive else shape.warn
-        watched = on_edge | warn  # as in _merging_writer
+        watched = (on_edge | warn) & bytes_mask  # as in _merging_writer
         space, name, ctx = self.space, self.reg.name, self._write_context()
         if len(hooks) == 1 and always and not warn:
-            # One hook, run by every write, and nothing to warn about (a BAR): no loop.
             before, mask, fshift, _, hook = hooks[0]
+            if not (shift or kept or fshift or bytes_mask & ~mask):
+                # One hook, run by every write, nothing to warn about, and an access that is
+                # all of the new value and within the hook's field from its bit 0 (a BAR's
+                # dword): the register's new value and the field's are both the data cut to
+                # the access's bytes, with no shift or merge left to work out per write. Other
+                # shapes (a BAR's byte or word: drivers size and move BARs by dword) take the
+                # loop below.
+                def write_whole(data: int) -> None:
+                    new = data & bytes_mask
+                    ctx.old_register, ctx.new_register = old, new
+                    hook(ctx, before, new)
 
-            def write_one(data: int) -> None:
-                new = kept | ((data << shift) & bytes_mask)
-                ctx.old_register, ctx.new_register = old, new
-                hook(ctx, before, (new & mask) >> fshift)
-
-            return write_one
+                return write_whole
 
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
-            new = kept | wval
-            if always or (old ^ new) & watched:
+            if always or (old ^ wval) & watched:
+                new = kept | wval
                 ctx.old_register, ctx.new_register = old, new
                 for before, mask, fshift, made, hook in hooks:
                     after = (new & mask) >> fshift
