@@ -282,9 +282,13 @@ class RegisterInstance:
         shadow_kept = ~shadow_taken  # what a write no hook vetoed leaves of the shadow
         warn = 0 if permissive else shape.warn  # permissive mode drops nothing worth a word
         # What a write must change for anything but its landing to happen: a hook's edge, or a
-        # bit dropped for lack of permissive mode (the new value of the access's bytes is the
-        # data written, so it differs from the old where the data does).
-        watched = on_edge | warn
+        # bit dropped for lack of permissive mode. Only the access's bytes can change, and
+        # there the new value is the data written, so the bits changed are `(old ^ wval)` cut
+        # to those bytes: the cut is folded in here, and the write needs the merged new value
+        # only when a hook is given it. Every bit a write lands (the shadow's taken and cleared
+        # bits, the device's written and cleared ones) is in the access's bytes too, so the
+        # landing takes it from `wval` as well.
+        watched = (on_edge | warn) & bytes_mask
         hw_write, hw_clear, hw_zero = shape.hw_write, shape.hw_clear, shape.hw_zero
         reaches_hw = bool(hw_write | hw_clear | hw_zero)
         hw_mask, static, hw_rw1c = self.hw_mask, self.static, self.hw_rw1c
@@ -305,11 +309,11 @@ class RegisterInstance:
             wval = (data << shift) & bytes_mask
             hw = device_read(offset, width) if hw_mask else 0
             old = ((hw & hw_mask) | static | self.shadow) & old_visible
-            new = (old & others) | wval
             veto = hooked = 0
             # An edge needs its field to change: a write changing none of theirs runs none.
             # The hooks whose edge the write makes run in the fields' order; False vetoes.
-            if always or (old ^ new) & watched:
+            if always or (old ^ wval) & watched:
+                new = (old & others) | wval
                 for mask, fshift, made, hook in hooks:
                     before = (old & mask) >> fshift
                     after = (new & mask) >> fshift
@@ -325,9 +329,9 @@ class RegisterInstance:
             if shadow_taken:
                 if veto:
                     taken = shadow_taken & ~veto
-                    self.shadow = (self.shadow & ~taken) | (new & taken)
+                    self.shadow = (self.shadow & ~taken) | (wval & taken)
                 else:
-                    self.shadow = (self.shadow & shadow_kept) | (new & shadow_taken)
+                    self.shadow = (self.shadow & shadow_kept) | (wval & shadow_taken)
             if shadow_clear:
                 self.shadow &= ~(wval & shadow_clear & ~veto)
             if not reaches_hw:
@@ -341,7 +345,7 @@ class RegisterInstance:
                 # hook run, nothing here touched the device since it was read above.
                 hw = device_read(offset, width)
             out = hw & ~hw_rw1c  # a 1 read back from a rw1c bit is never written back
-            out = ((out & ~written) | (new & written) | cleared) & ~hw_zero
+            out = ((out & ~written) | (wval & written) | cleared) & ~hw_zero
             changed = written | cleared | hw_zero
             pieces = usual_pieces if changed == usual else self._write_pieces(changed)
             for start, size, place, keep in pieces:
@@ -366,23 +370,28 @@ class RegisterInstance:
             for mask, fshift, made, hook in shape.hooks
         )
         warn = 0 if permissive else shape.warn
-        watched = on_edge | warn  # as in _merging_writer
+        watched = (on_edge | warn) & bytes_mask  # as in _merging_writer
         space, name, ctx = self.space, self.reg.name, self._write_context()
         if len(hooks) == 1 and always and not warn:
-            # One hook, run by every write, and nothing to warn about (a BAR): no loop.
             before, mask, fshift, _, hook = hooks[0]
+            if not (shift or kept or fshift or bytes_mask & ~mask):
+                # One hook, run by every write, nothing to warn about, and an access that is
+                # all of the new value and within the hook's field from its bit 0 (a BAR's
+                # dword): the register's new value and the field's are both the data cut to
+                # the access's bytes, with no shift or merge left to work out per write. Other
+                # shapes (a BAR's byte or word: drivers size and move BARs by dword) take the
+                # loop below.
+                def write_whole(data: int) -> None:
+                    new = data & bytes_mask
+                    ctx.old_register, ctx.new_register = old, new
+                    hook(ctx, before, new)
 
-            def write_one(data: int) -> None:
-                new = kept | ((data << shift) & bytes_mask)
-                ctx.old_register, ctx.new_register = old, new
-                hook(ctx, before, (new & mask) >> fshift)
-
-            return write_one
+                return write_whole
 
         def write(data: int) -> None:
             wval = (data << shift) & bytes_mask
-            new = kept | wval
-            if always or (old ^ new) & watched:
+            if always or (old ^ wval) & watched:
+                new = kept | wval
                 ctx.old_register, ctx.new_register = old, new
                 for before, mask, fshift, made, hook in hooks:
                     after = (new & mask) >> fshift
