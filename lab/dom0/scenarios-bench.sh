@@ -19,8 +19,9 @@ released() { [ "$(owner "$A")" = none ]; }
 backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
 in_pool() { pciback assignable-list 2>/dev/null | grep -q "$A"; }
 
-# The daemon's counters (when it serves) before, between and after the guest's two loops.
-counters() { [ -z "${DAEMON:-}" ] || pciback list --json > "$dir/list-$1-bench.json"; }
+# counters WHEN DIR: the daemon's counters (when it serves) before, between and after the
+# guest's two loops.
+counters() { [ -z "${DAEMON:-}" ] || pciback list --json > "$2/list-$1-bench.json"; }
 
 # The guest's figures: its boot-time scan, an lspci loop, then single reads timed one by one.
 measure() {
@@ -28,11 +29,11 @@ measure() {
   booted "$name" || wait_for 240 booted "$name" || { t "$name did not boot"; return 1; }
   gcmd "$name" wait-devices 1 > /dev/null || { t "$name does not see $A"; return 1; }
   gcmd "$name" scan > "$dir/scan.txt"
-  counters before
+  counters before "$dir"
   gcmd "$name" lspci-loop > "$dir/bench.txt"
-  counters between
+  counters between "$dir"
   gcmd "$name" ops >> "$dir/bench.txt"
-  counters after
+  counters after "$dir"
   grep -E 'LAB-OPS' "$dir/bench.txt"
 }
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
 from pciback.engine.chain import CAP_NEXT, EXT_START, EXT_TTL, STD_TTL
 from pciback.generated.names import (
@@ -67,6 +68,14 @@ def fixture_files() -> list[Path]:
 def pciutils_dumps() -> list[Path]:
     """Every dump of tests/fixtures/pciutils, one device each."""
     return sorted(PCIUTILS.glob("*.lspci.txt"))
+
+
+def dump_view(path: Path, *, permissive: bool = False) -> View:
+    """The view of a one-device lspci dump (tests/fixtures/pciutils, lkml), at its address."""
+    dump = load_config(path)
+    assert dump.address is not None
+    sim = SimDevice(dump.address, path)
+    return build_config_space(sim, permissive=permissive), sim
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pciback.policy import build_config_space
 from pciback.ports.bus import BarKind
 from pciback.sim.device import SimDevice
 
-from .builders import PCIUTILS
+from .builders import PCIUTILS, dump_view
 
 THUNDERX = PCIUTILS / "cavium-thunderx-nic-177d-a01e-ea.lspci.txt"
 HEADER, BASE, MAX_OFFSET = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
@@ -44,10 +44,7 @@ class Entry:
 
 
 def thunderx(*, permissive: bool = False) -> tuple[ConfigSpace, SimDevice, int]:
-    dump = load_config(THUNDERX)
-    assert dump.address is not None
-    sim = SimDevice(dump.address, THUNDERX)
-    view = build_config_space(sim, permissive=permissive)
+    view, sim = dump_view(THUNDERX, permissive=permissive)
     pos = view.capability_offset(EA.id)
     assert pos is not None
     return view, sim, pos

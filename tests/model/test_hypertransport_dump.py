@@ -20,10 +20,9 @@ from pciback.engine import ConfigSpace
 from pciback.engine.chain import STD_END, walk
 from pciback.engine.space import HostOwned
 from pciback.generated.names import HT, MSI
-from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 
-from .builders import PCIUTILS
+from .builders import PCIUTILS, dump_view
 
 RD890 = PCIUTILS / "amd-rd890-1002-5a13-ht.lspci.txt"
 FAM15H = PCIUTILS / "amd-fam15h-1022-1600-ht.lspci.txt"
@@ -71,10 +70,7 @@ BODIES: dict[str, list[tuple[int, str]]] = {
 
 
 def view_of(path: Path, *, permissive: bool = False) -> tuple[ConfigSpace, SimDevice]:
-    dump = load_config(path)
-    assert dump.address is not None
-    sim = SimDevice(dump.address, path)
-    return build_config_space(sim, permissive=permissive), sim
+    return dump_view(path, permissive=permissive)
 
 
 def kind(command: int) -> str:

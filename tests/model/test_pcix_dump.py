@@ -25,10 +25,10 @@ from pciback.engine import ConfigSpace
 from pciback.engine.chain import CAP_ID, CAP_NEXT, POINTER, STD_END, STD_LINK, walk
 from pciback.engine.space import ChainLink, Gap, HostOwned
 from pciback.generated.names import HT, MSI, PCIX, PCIX_BRIDGE, PM, TYPE1, VPD
-from pciback.policy import build_config_space
 from pciback.sim.device import SimDevice
 from pciback.tables import Bits
 
+from .builders import dump_view
 from .test_hypertransport_dump import BODIES as HT_BODIES
 
 LKML = Path(__file__).resolve().parents[1] / "fixtures" / "lkml"
@@ -170,10 +170,7 @@ def listed(config: bytes) -> list[tuple[int, int]]:
 
 
 def view_of(path: Path, *, permissive: bool = False) -> tuple[ConfigSpace, SimDevice, int]:
-    dump = load_config(path)
-    assert dump.address is not None
-    sim = SimDevice(dump.address, path)
-    view = build_config_space(sim, permissive=permissive)
+    view, sim = dump_view(path, permissive=permissive)
     pos = sim.find_capability(PCIX.id)
     assert pos is not None
     return view, sim, pos

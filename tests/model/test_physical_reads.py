@@ -35,7 +35,7 @@ def dump_named(prefix: str) -> Path:
     """The fixture dump whose name starts with `prefix`, from ../shared/fixtures or pciutils'
     real ones (tests/fixtures/pciutils); the test is skipped without it (a checkout without
     ../shared/fixtures has only the embedded dumps)."""
-    found = next((p for p in [*DUMPS, *pciutils_dumps()] if p.name.startswith(prefix)), None)
+    found = next((p for p in LIVE if p.name.startswith(prefix)), None)
     if found is None:
         pytest.skip(f"no fixture dump {prefix}*")
     return found
