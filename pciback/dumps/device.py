@@ -21,7 +21,17 @@ from pciback.engine.chain import (
     STD_LINK,
     walk,
 )
-from pciback.generated.names import COMMON_HEADER, EA, EA_ENTRY, MSI, MSIX, PM, TYPE0, TYPE1
+from pciback.generated.names import (
+    COMMON_HEADER,
+    EA,
+    EA_BRIDGE,
+    EA_ENTRY,
+    MSI,
+    MSIX,
+    PM,
+    TYPE0,
+    TYPE1,
+)
 from pciback.ports.bus import BarKind, BarResource
 
 H = COMMON_HEADER
@@ -109,7 +119,7 @@ class SimDevice:
         sizes = dict(bar_sizes or {})
         # The resources Enhanced Allocation fixes, as a dom0 lists them (a test's explicit size
         # still wins): their header BARs are hardwired to 0.
-        placed = ea_resources(self.initial) if _is_type0(self.initial) else {}
+        placed = ea_resources(self.initial)
         self._ea_placed = {index: bar for index, bar in placed.items() if index not in sizes}
         self._bars = _infer_bars(self.initial, sizes, self._ea_placed)
         # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
@@ -317,10 +327,6 @@ def _reader(config: bytes | bytearray) -> Callable[[int, int], int]:
     return read
 
 
-def _is_type0(config: bytes) -> bool:
-    return HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset]) == TYPE0.header_type
-
-
 def _infer_bars(
     config: bytes, sizes: dict[int, int], placed: Mapping[int, BarResource]
 ) -> tuple[BarResource, ...]:
@@ -390,6 +396,8 @@ _EA_MEMORY, _EA_PREFETCHABLE, _EA_IO, _EA_UNAVAILABLE = 0x00, 0x01, 0x02, 0xFF
 _EA_FUNCTION_SPACES = (_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO)
 _DWORD = 0xFFFFFFFF
 _EA_MAX_ENTRIES = (1 << EA.ENTRIES.COUNT.width) - 1
+_FUNCTION_BARS = frozenset(_EA_BAR_INDEX.values())  # BARs 0-5 and the ROM
+_BRIDGE_BARS = frozenset((0, 1, 6))  # a bridge's two BARs and its ROM
 
 
 def ea_resources(config: bytes) -> dict[int, BarResource]:
@@ -397,14 +405,23 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
     expansion ROM), as a Linux dom0 lists them in sysfs `resource` (it reads the entries at
     probe and keeps what they place): each enabled entry standing for one of the function's
     BARs or its ROM, in memory or I/O space. Their flags carry no 64-bit mark, so a memory
-    one is MEM32 to the sysfs port whatever its width: the same here."""
+    one is MEM32 to the sysfs port whatever its width: the same here. A bridge's entries
+    follow its fixed bus numbers, and only its two BARs and its ROM are the function's (its
+    windows' entries are the bus's below it)."""
+    header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset]) if config else None
+    bridge = header_type == TYPE1.header_type
+    if not bridge and header_type != TYPE0.header_type:
+        return {}
     read = _reader(config)
     found = [c for c in walk(read, len(config)).standard if c.ident == EA.id]
     if not found:
         return {}
     pos = found[0].offset
     count = EA.ENTRIES.COUNT.get(read(pos + EA.ENTRIES.offset, EA.ENTRIES.width))
-    at = pos + EA.RESERVED.offset + EA.RESERVED.width  # the first entry follows the count's dword
+    # The first entry follows the count's dword (and a bridge's fixed buses after it).
+    first = EA_BRIDGE.FIXED_BUSES if bridge else EA.RESERVED
+    at = pos + first.offset + first.width
+    bars = _BRIDGE_BARS if bridge else _FUNCTION_BARS
     resources: dict[int, BarResource] = {}
     HEAD, BASE, MAX = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
     for _ in range(min(count, _EA_MAX_ENTRIES)):  # the count is the device's: bounded
@@ -426,7 +443,7 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
         if prop == _EA_UNAVAILABLE:
             prop = HEAD.SECONDARY_PROPERTIES.get(header)
         index = _EA_BAR_INDEX.get(HEAD.BAR_EQUIVALENT.get(header))
-        if HEAD.ENABLE.get(header) and index is not None and prop in _EA_FUNCTION_SPACES:
+        if HEAD.ENABLE.get(header) and index in bars and prop in _EA_FUNCTION_SPACES:
             kind = BarKind.ROM if index == 6 else BarKind.IO if prop == _EA_IO else BarKind.MEM32
             resources[index] = BarResource(index, kind, last + 1, prop == _EA_PREFETCHABLE, start)
         at += HEAD.width * (1 + HEAD.ENTRY_SIZE.get(header))  # the ECN's rule, as Linux walks them

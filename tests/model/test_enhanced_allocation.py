@@ -25,6 +25,7 @@ from pciback.engine import ConfigSpace
 from pciback.engine.registers import RegisterInstance
 from pciback.engine.space import HostOwned
 from pciback.policy import build_config_space
+from pciback.ports.bus import BarKind
 from pciback.sim.device import SimDevice
 
 from .builders import ConfigBuilder, endpoint
@@ -181,6 +182,38 @@ def test_helper_built_a_bridges_entries_follow_its_fixed_buses(permissive: bool)
     for rel in range(0x04, 0x28, 4):
         view.write(pos + rel, 4, 0)
     assert sim.writes == []
+
+
+def test_helper_built_a_bridge_has_the_resources_its_entries_fix_as_a_dom0_lists_them() -> None:
+    # A dom0 reads a bridge's entries after its fixed buses (+0x08) and keeps those of its two
+    # BARs and its ROM: entry 0 places BAR 0 (64-bit base 0x1_e0000000, max offset 0xffff,
+    # prefetchable memory), entry 1 stands for BAR 2, which a bridge does not have, entry 2
+    # places the ROM (0xfc000000, max offset 0x7fff).
+    b = ConfigBuilder(header_type=1, class_code=0x060400)
+    b.cap(0x14, struct.pack("<BBI", 3, 0, 0xFFFF0302) + ENTRY0 + ENTRY1 + ENTRY2)
+    _, sim = b.space()
+    bars = sim.bars()
+    assert (bars[0].kind, bars[0].start, bars[0].size, bars[0].prefetchable) == (
+        BarKind.MEM32,
+        0x1_E000_0000,
+        0x1_0000,
+        True,
+    )
+    assert bars[1].kind is BarKind.UNUSED
+    assert (bars[6].kind, bars[6].start, bars[6].size) == (BarKind.ROM, 0xFC00_0000, 0x8000)
+    # BAR 0 stands for the entry: hardwired to 0, a sizing write leaves it so
+    sim.write(0x10, 4, 0xFFFFFFFF)
+    assert sim.read(0x10, 4) == 0
+
+
+def test_helper_built_a_bridges_entries_are_not_read_from_where_a_functions_start() -> None:
+    # The same bytes read as a function's would take the fixed buses for an entry's header:
+    # a bridge whose fixed-bus dword looks like an enabled entry of BAR 1 places nothing there.
+    b = ConfigBuilder(header_type=1, class_code=0x060400)
+    b.cap(0x14, struct.pack("<BBI", 1, 0, header(2, 1)) + ENTRY0)
+    _, sim = b.space()
+    assert sim.bars()[1].kind is BarKind.UNUSED
+    assert sim.bars()[0].start == 0x1_E000_0000
 
 
 # -- every entry, chained ------------------------------------------------------------------------
