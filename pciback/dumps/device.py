@@ -13,6 +13,7 @@ from pathlib import Path
 from struct import Struct
 
 from pciback.dumps import load_config
+from pciback.dumps.rw1c import hardware_rw1c
 from pciback.engine.chain import (
     EXT_LINK,
     EXT_START,
@@ -39,25 +40,6 @@ COMMAND, STATUS, HEADER_TYPE = H.COMMAND, H.STATUS, H.HEADER_TYPE
 _INTX_DISABLE = COMMAND.INTX_DISABLE.mask
 MSI_ADDRESS = 0xFEE00000  # the x86 interrupt window the host programs
 INTERRUPT_LINE = TYPE0.INTERRUPT_LINE.offset  # at the same offset in a bridge's header
-# The status bits that hardware clears on a 1 (PCI 3.0 6.2.3): the policy's rw1c fields.
-_STATUS_RW1C = (
-    STATUS.MASTER_DATA_PARITY_ERROR.mask
-    | STATUS.SIGNALED_TARGET_ABORT.mask
-    | STATUS.RECEIVED_TARGET_ABORT.mask
-    | STATUS.RECEIVED_MASTER_ABORT.mask
-    | STATUS.SIGNALED_SYSTEM_ERROR.mask
-    | STATUS.DETECTED_PARITY_ERROR.mask
-)
-_STATUS_END = STATUS.offset + STATUS.width
-
-
-def _rw1c_in(offset: int, size: int) -> int:
-    """The status rw1c bits in the bit positions of an access at `offset` of `size` bytes."""
-    shift = 8 * (STATUS.offset - offset)
-    placed = _STATUS_RW1C << shift if shift >= 0 else _STATUS_RW1C >> -shift
-    return placed & ((1 << (8 * size)) - 1)
-
-
 # Written by nothing: identity, class, layout, the list's head and the interrupt pin.
 _READ_ONLY = (
     (H.VENDOR_ID.offset, H.VENDOR_ID.width),
@@ -125,6 +107,10 @@ class SimDevice:
         # The IRQ dom0 routed for INTx; a real host's may differ from the firmware's byte.
         self.irq = self.initial[INTERRUPT_LINE] if len(self.initial) > INTERRUPT_LINE else 0
         self._writable = self._writable_bits()
+        # The bits a 1 clears, as the hardware has them (pciback.dumps.rw1c), and per dword
+        # whether it has any: most writes find none with one look.
+        self._rw1c = hardware_rw1c(self.initial, _reader(self.initial))
+        self._rw1c_dwords = [any(self._rw1c[i : i + 4]) for i in range(0, len(self._rw1c), 4)]
         # Per access size, the last offset it may start at (the config never changes length):
         # one lookup checks a read.
         self._last_start = {size: len(self.config) - size for size in (1, 2, 4)}
@@ -155,8 +141,9 @@ class SimDevice:
         mask = int.from_bytes(self._writable[offset:end], "little")
         old = int.from_bytes(config[offset:end], "little")
         new = (old & ~mask) | (value & mask)
-        if offset < _STATUS_END and end > STATUS.offset:
-            rw1c = _rw1c_in(offset, size)
+        dwords = self._rw1c_dwords
+        if dwords[offset >> 2] or dwords[(end - 1) >> 2]:
+            rw1c = int.from_bytes(self._rw1c[offset:end], "little")
             new = (new & ~rw1c) | (old & rw1c & ~value)
         config[offset:end] = new.to_bytes(size, "little")
 
