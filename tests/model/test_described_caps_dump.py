@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pciback.dumps import load_config
 from pciback.engine.chain import walk
+from pciback.engine.registers import RegisterInstance
 from pciback.generated.names import (
     AER,
     AF,
@@ -158,3 +160,38 @@ def test_the_guest_walks_the_lists_the_device_has(function: Function, permissive
     guest, device = walk(view.read, view.size), walk(sim.read, sim.config_size)
     assert not guest.problems
     assert (guest.standard, guest.extended) == (device.standard, device.extended)
+
+
+SAMSUNG = FUNCTIONS[2]
+SAMSUNG_PCIE = dict(SAMSUNG.standard)[PCIE.id]
+SAMSUNG_SECPCIE = dict(SAMSUNG.extended)[SECPCIE.id]
+LANES: tuple[Any, ...] = (
+    SECPCIE.LANE_EQUALIZATION0,
+    SECPCIE.LANE_EQUALIZATION1,
+    SECPCIE.LANE_EQUALIZATION2,
+    SECPCIE.LANE_EQUALIZATION3,
+)
+
+
+@pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
+def test_presets_past_the_link_width_are_the_vendors_as_in_linux(permissive: bool) -> None:
+    # The drive links at most x2 but holds four lanes' presets: the specification sizes the
+    # array by the width, so the entries of lanes 2 and 3 are the vendor's bytes, read from the
+    # device and written through in permissive mode only (docs/policy-vs-linux.md).
+    sim = SimDevice(SAMSUNG.address, SAMSUNG.path)
+    width = PCIE.LINKCAP.MAX_WIDTH.get(
+        sim.read(SAMSUNG_PCIE + PCIE.LINKCAP.offset, PCIE.LINKCAP.width)
+    )
+    assert width == 2
+    view = build_config_space(sim, permissive=permissive)
+    for lane, entry in enumerate(LANES):
+        at = SAMSUNG_SECPCIE + entry.offset
+        described = isinstance(view.slot_at(at), RegisterInstance)
+        assert described == (lane < width), f"lane {lane}"
+        held = sim.read(at, entry.width)
+        assert view.read(at, entry.width) == held
+        if described:
+            continue
+        assert held  # the device does keep presets there
+        view.write(at, entry.width, held ^ 0x1)
+        assert sim.read(at, entry.width) == (held ^ 0x1 if permissive else held), f"lane {lane}"
