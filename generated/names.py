@@ -9,6 +9,10 @@ block's start and its width in bytes (`MSI.CONTROL.offset`, `MSI.CONTROL.width`)
 its bits in place, lowest bit and bit count (`MSI.CONTROL.ENABLE.mask`, `.shift`, `.width`; the
 field's value: `.get(register)`). A register or length that moves with device fields is a
 function of them (`MSI.DATA.offset(control_addr64=1)`). Reserved fields (`_`) have no name.
+
+A layout of the policy (`layout NAME`: a structure the runtime reads that no block describes, a
+capability list's link, an MSI-X table entry) is named the same way, its length the extent of
+its registers, with its constants: `CAPABILITY_HEADER.NEXT.offset`, `MEMORY_BAR.TYPE_64`.
 """
 
 from typing import Final

@@ -24,6 +24,9 @@ from pciback.compiler.model import (
     GroupDecl,
     HookDecl,
     HookUse,
+    LayoutDecl,
+    LayoutFieldDecl,
+    LayoutRegisterDecl,
     LinuxNote,
     MatchDecl,
     NameRef,
@@ -89,6 +92,8 @@ class Builder:
                 out.hooks.append(self.hook(item))
             elif kind == "group":
                 out.groups.append(self.group(item))
+            elif kind == "layout":
+                out.layouts.append(self.layout(item))
             else:
                 out.blocks.append(self.block(item))
         return out
@@ -110,6 +115,40 @@ class Builder:
             self.register(c) for c in rest if isinstance(c, Tree) and c.data == "register"
         )
         return GroupDecl(str(name), self.reason(rest), registers, self.pos(name))
+
+    def layout(self, tree: Tree[Token]) -> LayoutDecl:
+        name, *rest = tree.children
+        items = [c for c in rest if isinstance(c, Tree)]
+        return LayoutDecl(
+            str(name),
+            self.reason(rest),
+            tuple(self.layout_register(c) for c in items if c.data == "layout_register"),
+            tuple(self.const(c) for c in items if c.data == "const_decl"),
+            self.pos(name),
+        )
+
+    def layout_register(self, tree: Tree[Token]) -> LayoutRegisterDecl:
+        name, offset, width, *rest = tree.children
+        fields: list[LayoutFieldDecl] = []
+        for child in rest:
+            if isinstance(child, Tree) and child.data == "layout_field":
+                fname, bits, *tail = child.children
+                msb, lsb = self.bits(bits)
+                reason = next(
+                    (self.string(t) for t in tail if isinstance(t, Tree)),
+                    "",
+                )
+                fields.append(
+                    LayoutFieldDecl(str(fname), msb, lsb, reason, self.pos(fname), self.pos(bits))
+                )
+        return LayoutRegisterDecl(
+            str(name),
+            self.expr(offset),
+            _WIDTHS[str(width)],
+            self.reason(rest),
+            tuple(fields),
+            self.pos(name),
+        )
 
     def block(self, tree: Tree[Token]) -> BlockDecl:
         kind = _BLOCK_KINDS[str(tree.data)]
@@ -315,9 +354,8 @@ class Builder:
 
     def field(self, tree: Tree[Token]) -> FieldDecl:
         name, bits, backing, access, *rest = tree.children
-        assert isinstance(bits, Tree) and isinstance(backing, Tree)
-        numbers = [self.number(t) for t in bits.children]
-        msb, lsb = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+        assert isinstance(backing, Tree)
+        msb, lsb = self.bits(bits)
         permissive: str | None = None
         hooks: list[HookUse] = []
         linux: LinuxNote | None = None
@@ -353,6 +391,12 @@ class Builder:
             self.pos(bits),
             linux,
         )
+
+    def bits(self, tree: Node) -> tuple[int, int]:
+        """`[HIGH:LOW]` or `[BIT]`: (msb, lsb)."""
+        assert isinstance(tree, Tree)
+        numbers = [self.number(t) for t in tree.children]
+        return (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
 
     def linux(self, tree: Tree[Token]) -> LinuxNote:
         word = tree.children[0]

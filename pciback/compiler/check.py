@@ -11,6 +11,7 @@ import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from pciback.compiler.chains import check_chains
 from pciback.compiler.diagnostics import Diagnostic, Diagnostics, Pos, closest, did_you_mean
@@ -33,6 +34,8 @@ from pciback.compiler.model import (
     FieldRef,
     GroupDecl,
     HookDecl,
+    LayoutDecl,
+    LayoutRegisterDecl,
     Num,
     RegisterDecl,
     SourceFile,
@@ -153,6 +156,7 @@ def check(
         for group in src.groups:
             groups.setdefault(group.name, group)
     _check_unused_groups(files, groups, consts, hooks, diags)
+    _check_layouts(files, consts, declared, diags)
     _check_generated_names(files, diags)
     unused_in = {src.path for src in files} if unused_in is None else set(unused_in)
     _check_unused(files, unused_in, diags)
@@ -194,6 +198,125 @@ def _check_generated_names(files: tuple[SourceFile, ...], diags: Diagnostics) ->
             for chain in block.chains:  # a record's namespace: BLOCK_CHAIN
                 claim(f"{block.name}_{chain.name}", "chain", chain.pos, seen)
                 _claim_registers(chain.registers, claim)
+        for layout in src.layouts:
+            claim(layout.name, "layout", layout.pos, seen)
+            # Its constants and registers are the names of one class.
+            members: dict[str, tuple[str, str, Pos]] = {}
+            for const in layout.consts:
+                claim(const.name, "constant", const.pos, members)
+            for lreg in layout.registers:
+                claim(lreg.name, "register", lreg.pos, members)
+                fields: dict[str, tuple[str, str, Pos]] = {}
+                for lfld in lreg.fields:
+                    if lfld.name != "_":
+                        claim(lfld.name, "field", lfld.pos, fields)
+
+
+def _check_layouts(
+    files: tuple[SourceFile, ...],
+    consts: Mapping[str, int],
+    declared: Collection[str],
+    diags: Diagnostics,
+) -> None:
+    """Each layout once by its name, each checked on its own (_check_layout)."""
+    seen: dict[str, Pos] = {}
+    broken = frozenset(declared) - set(consts)
+    for src in files:
+        for layout in src.layouts:
+            first = seen.setdefault(layout.name, layout.pos)
+            if first != layout.pos:
+                diags.error(
+                    layout.pos, f"duplicate layout '{layout.name}' (first defined at {first})"
+                )
+            _check_layout(layout, consts, broken, diags)
+
+
+def _check_layout(
+    layout: LayoutDecl, consts: Mapping[str, int], broken: frozenset[str], diags: Diagnostics
+) -> None:
+    """A layout is the same in every device: its offsets and constants are constants. Its
+    registers lie aligned, one after another from its start, without gap or overlap (its
+    length, which the code takes as the structure's size, is their extent), each cut into
+    fields as a block's register is."""
+    if not layout.registers and not layout.consts:
+        diags.error(layout.pos, f"layout '{layout.name}' is empty: it names nothing")
+    own = {const.name for const in layout.consts}
+
+    def value(expr: Expr, what: str) -> int | None:
+        for ref in device_refs(expr):
+            diags.error(
+                ref.pos, f"{what} cannot depend on a device field: a layout is every device's"
+            )
+            return None
+        for name_ref in name_refs(expr):
+            if name_ref.name not in consts:
+                if name_ref.name in own:
+                    diags.error(
+                        name_ref.pos,
+                        f"'{name_ref.name}' is a constant of the layout: a name for the code,"
+                        " not for the policy's expressions (a `const` of its own is)",
+                    )
+                elif name_ref.name not in broken:  # else reported at its declaration
+                    hint = did_you_mean(name_ref.name, consts)
+                    diags.error(name_ref.pos, f"unknown constant '{name_ref.name}'{hint}")
+                return None
+        try:
+            return evaluate(expr, consts)
+        except EvalError as exc:
+            diags.error(exc.pos, exc.message)
+            return None
+
+    named: dict[str, Pos] = {}
+    for const in layout.consts:
+        if const.name in named:
+            diags.error(
+                const.pos,
+                f"duplicate constant '{const.name}' in layout '{layout.name}'"
+                f" (first at {named[const.name]})",
+            )
+        named.setdefault(const.name, const.pos)
+        value(const.value, "a constant")
+    registers: dict[str, LayoutRegisterDecl] = {}
+    owner: dict[int, LayoutRegisterDecl] = {}
+    for reg in layout.registers:
+        if reg.name in registers:
+            earlier = registers[reg.name].pos
+            diags.error(reg.pos, f"duplicate register '{reg.name}' (first at {earlier})")
+        registers.setdefault(reg.name, reg)
+        if reg.fields:  # else the register is one value
+            check_field_bits(reg.name, reg.width, reg.pos, reg.fields, diags)
+        offset = value(reg.offset, "an offset")
+        if offset is None:
+            continue
+        where = _expr_pos(reg.offset, reg.pos)
+        if offset % reg.width:
+            diags.error(where, f"register '{reg.name}' at {offset:#x} is not aligned to its width")
+        if not 0 <= offset <= CONFIG_SPACE - reg.width:
+            diags.error(
+                where,
+                f"register '{reg.name}' at {offset:#x} lies outside the {CONFIG_SPACE:#x} bytes"
+                " a layout may span",
+            )
+            continue
+        for byte in range(offset, offset + reg.width):
+            if byte in owner:
+                diags.error(
+                    where,
+                    f"register '{reg.name}' overlaps register '{owner[byte].name}'"
+                    f" at byte {byte:#x}",
+                )
+                break
+        for byte in range(offset, offset + reg.width):
+            owner.setdefault(byte, reg)
+    for first, last in _ranges_of([b for b in range(max(owner, default=-1)) if b not in owner]):
+        single = first == last
+        diags.error(
+            layout.pos,
+            f"{_span(first, last)} of layout '{layout.name}'{_neighbours(owner, first, last)}"
+            f" {'is' if single else 'are'} covered by no register: describe"
+            f" {'it' if single else 'them'}, or declare {'it' if single else 'them'} reserved"
+            " (a register of `_ [..]` fields)",
+        )
 
 
 def _claim_registers(
@@ -767,46 +890,9 @@ class BlockChecker:
         self._check_refs(reg.offset, "offset")
         if reg.condition is not None:
             self._check_refs(reg.condition, "condition")
-        names: dict[str, FieldDecl] = {}
-        owner: dict[int, FieldDecl] = {}
-        bits = reg.width * 8
-        shapeless = False
-        for fld in reg.fields:
-            if fld.name != "_" and fld.name in names:
-                self.diags.error(
-                    fld.pos,
-                    f"duplicate field '{fld.name}' in register '{reg.name}'"
-                    f" (first at {names[fld.name].pos})",
-                )
-            names.setdefault(fld.name, fld)
-            if fld.msb < fld.lsb:
-                self.diags.error(fld.bits_pos, f"bit range [{fld.msb}:{fld.lsb}] runs backwards")
-                shapeless = True
-                continue
-            if fld.msb >= bits:
-                self.diags.error(
-                    fld.bits_pos,
-                    f"bit {fld.msb} is outside the {bits}-bit register '{reg.name}'",
-                )
-                shapeless = True
-                continue
-            twice = [bit for bit in range(fld.lsb, fld.msb + 1) if bit in owner]
-            if twice:
-                self.diags.error(
-                    fld.bits_pos,
-                    f"bit {twice[-1]} of register '{reg.name}' is covered twice"
-                    f" (also by field '{owner[twice[-1]].name}')",
-                )
-            for bit in range(fld.lsb, fld.msb + 1):
-                owner.setdefault(bit, fld)
+        for fld in check_field_bits(reg.name, reg.width, reg.pos, reg.fields, self.diags):
             self._check_field(fld)
         self._check_linux(reg)
-        missing = [b for b in range(bits) if b not in owner]
-        if missing and not shapeless:
-            self.diags.error(
-                reg.pos,
-                f"bits {_ranges(missing)} of register '{reg.name}' are not covered by any field",
-            )
 
     def _check_linux(self, reg: RegisterDecl) -> None:
         """A `linux` note states a difference from Linux: the difference must be one, and say
@@ -1152,6 +1238,73 @@ class BlockChecker:
                 taken[byte] = reg
 
 
+class _Bits(Protocol):
+    """A field's name and bits, whatever else it says (a block's field, a layout's)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def msb(self) -> int: ...
+    @property
+    def lsb(self) -> int: ...
+    @property
+    def pos(self) -> Pos: ...
+    @property
+    def bits_pos(self) -> Pos: ...
+
+
+_Field = TypeVar("_Field", bound=_Bits)
+
+
+def check_field_bits(
+    register: str, width: int, pos: Pos, fields: Iterable[_Field], diags: Diagnostics
+) -> list[_Field]:
+    """A register's fields cut it: each names itself once, lies inside the register (of `width`
+    bytes) with its bits in order, and every bit is in exactly one field. Returns the fields
+    whose bits make sense, for the checks of what they say."""
+    names: dict[str, _Field] = {}
+    owner: dict[int, _Field] = {}
+    bits = width * 8
+    shapeless = False
+    shaped: list[_Field] = []
+    for fld in fields:
+        if fld.name != "_" and fld.name in names:
+            diags.error(
+                fld.pos,
+                f"duplicate field '{fld.name}' in register '{register}'"
+                f" (first at {names[fld.name].pos})",
+            )
+        names.setdefault(fld.name, fld)
+        if fld.msb < fld.lsb:
+            diags.error(fld.bits_pos, f"bit range [{fld.msb}:{fld.lsb}] runs backwards")
+            shapeless = True
+            continue
+        if fld.msb >= bits:
+            diags.error(
+                fld.bits_pos,
+                f"bit {fld.msb} is outside the {bits}-bit register '{register}'",
+            )
+            shapeless = True
+            continue
+        twice = [bit for bit in range(fld.lsb, fld.msb + 1) if bit in owner]
+        if twice:
+            diags.error(
+                fld.bits_pos,
+                f"bit {twice[-1]} of register '{register}' is covered twice"
+                f" (also by field '{owner[twice[-1]].name}')",
+            )
+        for bit in range(fld.lsb, fld.msb + 1):
+            owner.setdefault(bit, fld)
+        shaped.append(fld)
+    missing = [b for b in range(bits) if b not in owner]
+    if missing and not shapeless:
+        diags.error(
+            pos,
+            f"bits {_ranges(missing)} of register '{register}' are not covered by any field",
+        )
+    return shaped
+
+
 _DECLARE_HOLE = {
     single: f"describe {it}, or declare {it} reserved"
     ' (a register of `_ [..] hw rsvdp "why"` fields)'
@@ -1249,7 +1402,9 @@ def _span(first: int, last: int) -> str:
     return f"byte {first:#x}" if first == last else f"bytes {first:#x}..{last:#x}"
 
 
-def _neighbours(owner: Mapping[int, RegisterDecl], first: int, last: int) -> str:
+def _neighbours(
+    owner: Mapping[int, RegisterDecl | LayoutRegisterDecl], first: int, last: int
+) -> str:
     before, after = owner.get(first - 1), owner.get(last + 1)
     if before is not None and after is not None:
         return f" (between registers '{before.name}' and '{after.name}')"
@@ -1304,6 +1459,9 @@ def _check_unused(files: tuple[SourceFile, ...], scope: set[str], diags: Diagnos
                     used_consts.update(r.name for r in name_refs(expr))
                 for reg in chain.registers:
                     _register_uses(reg, used_consts, used_hooks)
+        for layout in src.layouts:
+            for expr in (*(c.value for c in layout.consts), *(r.offset for r in layout.registers)):
+                used_consts.update(r.name for r in name_refs(expr))
     for src in files:
         if src.path not in scope:
             continue

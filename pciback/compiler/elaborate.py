@@ -27,6 +27,7 @@ from pciback.compiler.model import (
     FieldDecl,
     GroupDecl,
     HookUse,
+    LayoutDecl,
     MatchDecl,
     RegisterDecl,
     SourceFile,
@@ -277,6 +278,43 @@ class Hook:
 
 
 @dataclass(frozen=True, slots=True)
+class LayoutField:
+    name: str
+    msb: int
+    lsb: int
+    width: int
+    mask: int
+    reason: str
+    source: str
+
+    @property
+    def bits(self) -> str:
+        return bits_text(self.msb, self.lsb)
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutRegister:
+    name: str
+    offset: int
+    width: int  # bytes
+    reason: str
+    fields: tuple[LayoutField, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A structure named for the code (`layout NAME`): no table is made of it."""
+
+    name: str
+    reason: str
+    registers: tuple[LayoutRegister, ...]
+    consts: tuple[Const, ...]
+    length: int | None  # its registers' extent; None without registers
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class File:
     path: str
     sha256: str
@@ -284,6 +322,7 @@ class File:
     hooks: tuple[Hook, ...]
     groups: tuple[Group, ...]
     blocks: tuple[Block, ...]
+    layouts: tuple[Layout, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +368,7 @@ class _Elaborator:
             ),
             groups=own_groups,
             blocks=tuple(self.block(b, src, groups) for b in src.blocks),
+            layouts=tuple(_layout(layout, consts, src.path) for layout in src.layouts),
         )
 
     def group(self, group: GroupDecl, file: str) -> Group:
@@ -414,6 +454,34 @@ class _Elaborator:
         if done is None:
             done = self.registers[id(reg)] = _register(reg, self.consts, siblings)
         return done
+
+
+def _layout(layout: LayoutDecl, consts: Mapping[str, int], path: str) -> Layout:
+    registers = tuple(
+        LayoutRegister(
+            name=reg.name,
+            offset=evaluate(reg.offset, consts),
+            width=reg.width,
+            reason=reg.reason,
+            fields=tuple(
+                LayoutField(f.name, f.msb, f.lsb, f.width, f.mask, f.reason, f"{path}:{f.pos.line}")
+                for f in reg.fields
+            ),
+            source=f"{path}:{reg.pos.line}",
+        )
+        for reg in layout.registers
+    )
+    return Layout(
+        name=layout.name,
+        reason=layout.reason,
+        registers=registers,
+        consts=tuple(
+            Const(c.name, evaluate(c.value, consts), c.reason, f"{path}:{c.pos.line}")
+            for c in layout.consts
+        ),
+        length=max((r.offset + r.width for r in registers), default=None),
+        source=f"{path}:{layout.pos.line}",
+    )
 
 
 def _match(match: MatchDecl, consts: Mapping[str, int]) -> Match:

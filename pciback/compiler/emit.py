@@ -13,7 +13,18 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.elaborate import Block, Chain, Field, File, Model, Register, Value
+from pciback.compiler.elaborate import (
+    Block,
+    Chain,
+    Field,
+    File,
+    Layout,
+    LayoutField,
+    LayoutRegister,
+    Model,
+    Register,
+    Value,
+)
 from pciback.tables import BlockKind
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -262,6 +273,7 @@ def _names_context(model: Model) -> dict[str, Any]:
                     "reason": group.reason,
                     "ident": None,
                     "length": None,
+                    "constants": [],
                     "uses": [],
                     "registers": [_register_names(r) for r in group.registers],
                 }
@@ -285,6 +297,7 @@ def _names_context(model: Model) -> dict[str, Any]:
                     "reason": block.reason,
                     "ident": ident,
                     "length": _movable(block.length) if block.length is not None else None,
+                    "constants": [],
                     "uses": [
                         names_constant(i.group) for i in block.items if not isinstance(i, Register)
                     ],
@@ -294,6 +307,7 @@ def _names_context(model: Model) -> dict[str, Any]:
                 }
             )
             spaces += [_chain_names(block, chain) for chain in block.chains]
+        spaces += [_layout_names(layout) for layout in src.layouts]
     return {"constants": constants, "spaces": spaces}
 
 
@@ -307,8 +321,47 @@ def _chain_names(block: Block, chain: Chain) -> dict[str, Any]:
         "reason": chain.reason,
         "ident": None,
         "length": None,
+        "constants": [],
         "uses": [],
         "registers": [_register_names(r) for r in chain.registers],
+    }
+
+
+def _layout_names(layout: Layout) -> dict[str, Any]:
+    """A layout as a block's namespace: its length (its registers' extent), its constants, its
+    registers and fields."""
+    return {
+        "name": names_constant(layout.name),
+        "title": f"layout {layout.name}",
+        "source": layout.source,
+        "reason": layout.reason,
+        "ident": None,
+        "length": {"value": f"0x{layout.length:02x}", "params": None}
+        if layout.length is not None
+        else None,
+        "constants": [
+            {
+                "name": names_constant(c.name),
+                "value": _hex(c.value),
+                "source": c.source,
+                "reason": c.reason,
+            }
+            for c in layout.consts
+        ],
+        "uses": [],
+        "registers": [_layout_register_names(r) for r in layout.registers],
+    }
+
+
+def _layout_register_names(reg: LayoutRegister) -> dict[str, Any]:
+    return {
+        "name": names_constant(reg.name),
+        "title": f"{reg.name} @0x{reg.offset:02x} u{reg.width * 8}",
+        "present": "",
+        "source": reg.source,
+        "offset": {"value": f"0x{reg.offset:02x}", "params": None},
+        "width": reg.width,
+        "fields": [_field_names(f, reg.width) for f in reg.fields if f.name != "_"],
     }
 
 
@@ -322,17 +375,17 @@ def _register_names(reg: Register) -> dict[str, Any]:
         "source": reg.source,
         "offset": _movable(at),
         "width": reg.width,
-        "fields": [
-            {
-                "name": names_constant(f.name),
-                "mask": _mask(f, reg),
-                "shift": f.lsb,
-                "width": f.width,
-                "bits": f"[{f.bits}]",
-            }
-            for f in reg.fields
-            if f.name != "_"
-        ],
+        "fields": [_field_names(f, reg.width) for f in reg.fields if f.name != "_"],
+    }
+
+
+def _field_names(fld: Field | LayoutField, register_width: int) -> dict[str, Any]:
+    return {
+        "name": names_constant(fld.name),
+        "mask": f"0x{fld.mask:0{register_width * 2}X}",
+        "shift": fld.lsb,
+        "width": fld.width,
+        "bits": f"[{fld.bits}]",
     }
 
 

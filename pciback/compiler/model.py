@@ -335,6 +335,51 @@ class HookDecl:
     pos: Pos
 
 
+@dataclass(frozen=True, slots=True)
+class LayoutFieldDecl:
+    """A layout's field: bits with a name, and no backing or access (nothing is decided)."""
+
+    name: str
+    msb: int
+    lsb: int
+    reason: str
+    pos: Pos
+    bits_pos: Pos
+
+    @property
+    def width(self) -> int:
+        return self.msb - self.lsb + 1
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb if self.msb >= self.lsb else 0
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutRegisterDecl:
+    """A layout's register: where it is and how wide, its fields if it is cut into any."""
+
+    name: str
+    offset: Expr
+    width: int  # bytes
+    reason: str
+    fields: tuple[LayoutFieldDecl, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutDecl:
+    """`layout NAME "why" { registers and constants }`: a structure the runtime reads that no
+    block describes (a capability list's link, an MSI-X table entry in a BAR), named for the
+    code; nothing of it reaches the tables."""
+
+    name: str
+    reason: str
+    registers: tuple[LayoutRegisterDecl, ...]
+    consts: tuple[ConstDecl, ...]
+    pos: Pos
+
+
 @dataclass(slots=True)
 class SourceFile:
     path: str  # as shown in diagnostics and generated headers
@@ -343,3 +388,4 @@ class SourceFile:
     hooks: list[HookDecl] = field(default_factory=list)
     blocks: list[BlockDecl] = field(default_factory=list)
     groups: list[GroupDecl] = field(default_factory=list)
+    layouts: list[LayoutDecl] = field(default_factory=list)

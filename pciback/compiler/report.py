@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 
-from pciback.compiler.elaborate import Block, Chain, Field, Model, Register, Value
+from pciback.compiler.elaborate import Block, Chain, Field, Layout, Model, Register, Value
 from pciback.compiler.emit import TEMPLATES
 from pciback.tables import Backing
 
@@ -22,8 +22,47 @@ def report(model: Model) -> str:
         autoescape=False,
     )
     blocks = [_block(b) for src in model.files for b in src.blocks]
+    layouts = [_layout(layout) for src in model.files for layout in src.layouts]
     sources = [f"`{src.path}`" for src in model.files]
-    return env.get_template("report.md.j2").render(blocks=blocks, sources=sources)
+    return env.get_template("report.md.j2").render(blocks=blocks, layouts=layouts, sources=sources)
+
+
+def _layout(layout: Layout) -> dict[str, Any]:
+    """A layout decides no access: its rows are its registers' and fields' places and reasons."""
+    rows: list[dict[str, str]] = []
+    for reg in layout.registers:
+        common = {"offset": f"{reg.offset:#04x}", "register": reg.name}
+        if reg.reason or not reg.fields:  # as a block's: a row of its own when it says more
+            rows.append(
+                {
+                    **common,
+                    "bits": f"{8 * reg.width - 1}:0",
+                    "field": "*register*",
+                    "reason": _cell(reg.reason),
+                    "source": reg.source,
+                }
+            )
+        rows += [
+            {
+                **common,
+                "bits": fld.bits,
+                "field": fld.name,
+                "reason": _cell(fld.reason),
+                "source": fld.source,
+            }
+            for fld in reg.fields
+        ]
+    return {
+        "name": layout.name,
+        "source": layout.source,
+        "reason": _cell(layout.reason),
+        "length": f"{layout.length:#x}" if layout.length is not None else "",
+        "consts": [
+            {"name": c.name, "value": f"{c.value:#x}", "reason": c.reason, "source": c.source}
+            for c in layout.consts
+        ],
+        "rows": rows,
+    }
 
 
 def _block(block: Block) -> dict[str, Any]:

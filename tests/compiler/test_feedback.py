@@ -119,7 +119,7 @@ SUGGESTIONS: list[tuple[str, str, str]] = [
         "block keyword",
         "capabilty c id 5 { }\n",
         "1:1: error: syntax error: unexpected 'capabilty', expected one of 'capability', 'const',"
-        " 'extended_capability', 'header', 'hook', 'quirk', 'registers', end of file"
+        " 'extended_capability', 'header', 'hook', 'layout', 'quirk', 'registers', end of file"
         " (did you mean 'capability'?)",
     ),
     (
