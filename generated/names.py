@@ -39,6 +39,13 @@ __all__ = [
     'EA_BRIDGE_ENTRY',
     'HT',
     'L1SS',
+    'CAPABILITY_LISTS',
+    'CAPABILITY_HEADER',
+    'EXTENDED_CAPABILITY_HEADER',
+    'MSIX_TABLE_ENTRY',
+    'MEMORY_BAR',
+    'IO_BAR',
+    'EXPANSION_ROM',
     'LTR',
     'MFVC',
     'MRIOV',
@@ -1216,6 +1223,134 @@ class L1SS:
         width: Final = 4
         T_POWER_ON_SCALE: Final = Bits(mask=0x00000003, shift=0, width=2)  # [1:0]
         T_POWER_ON_VALUE: Final = Bits(mask=0x000000F8, shift=3, width=5)  # [7:3]
+
+
+class CAPABILITY_LISTS:
+    """layout capability_lists (dsl/layout.pci:7): where a function's two capability lists may lie: a walker takes a pointer outside them as the end of a broken list"""
+
+    STANDARD_START: Final = 0x40  # dsl/layout.pci:8: the first byte past the 64-byte header, type 0 or 1
+    STANDARD_END: Final = 0x100  # dsl/layout.pci:9: the end of the 256 bytes of conventional configuration space
+    EXTENDED_START: Final = 0x100  # dsl/layout.pci:10: the extended list's first header is always here, never pointed to
+    EXTENDED_END: Final = 0x1000  # dsl/layout.pci:11: the end of the 4 KiB of extended configuration space
+
+
+class CAPABILITY_HEADER:
+    """layout capability_header (dsl/layout.pci:14): a standard capability's first two bytes, the list's link: the chain walker reads them, the view rebuilds the chain around hidden capabilities"""
+
+    length: Final = 0x02
+
+    class ID:
+        """id @0x00 u8 (dsl/layout.pci:15)"""
+
+        offset: Final = 0x00
+        width: Final = 1
+
+    class NEXT:
+        """next @0x01 u8 (dsl/layout.pci:16)"""
+
+        offset: Final = 0x01
+        width: Final = 1
+
+
+class EXTENDED_CAPABILITY_HEADER:
+    """layout extended_capability_header (dsl/layout.pci:19): an extended capability's first dword, the extended list's link: as capability_header"""
+
+    length: Final = 0x04
+
+    class HEADER:
+        """header @0x00 u32 (dsl/layout.pci:20)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        ID: Final = Bits(mask=0x0000FFFF, shift=0, width=16)  # [15:0]
+        VERSION: Final = Bits(mask=0x000F0000, shift=16, width=4)  # [19:16]
+        NEXT: Final = Bits(mask=0xFFF00000, shift=20, width=12)  # [31:20]
+
+
+class MSIX_TABLE_ENTRY:
+    """layout msix_table_entry (dsl/layout.pci:28): an MSI-X table entry, in the memory BAR the capability's table BIR names: not configuration space, so no block; the seize check bounds the table by its size"""
+
+    length: Final = 0x10
+
+    class MESSAGE_ADDRESS:
+        """message_address @0x00 u32 (dsl/layout.pci:29)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+
+    class MESSAGE_UPPER_ADDRESS:
+        """message_upper_address @0x04 u32 (dsl/layout.pci:30)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+
+    class MESSAGE_DATA:
+        """message_data @0x08 u32 (dsl/layout.pci:31)"""
+
+        offset: Final = 0x08
+        width: Final = 4
+
+    class VECTOR_CONTROL:
+        """vector_control @0x0c u32 (dsl/layout.pci:32)"""
+
+        offset: Final = 0x0c
+        width: Final = 4
+        MASK: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ST_LOWER: Final = Bits(mask=0x00FF0000, shift=16, width=8)  # [23:16]
+        ST_UPPER: Final = Bits(mask=0xFF000000, shift=24, width=8)  # [31:24]
+
+
+class MEMORY_BAR:
+    """layout memory_bar (dsl/layout.pci:42): a memory BAR, bit 0 clear: the bits that hold the address and those that say how it decodes"""
+
+    length: Final = 0x08
+    TYPE_32: Final = 0  # dsl/layout.pci:52: lower.type: a 32-bit BAR
+    TYPE_64: Final = 2  # dsl/layout.pci:53: lower.type: a 64-bit BAR, whose upper half is the next BAR
+
+    class LOWER:
+        """lower @0x00 u32 (dsl/layout.pci:43)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        IO_SPACE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        TYPE: Final = Bits(mask=0x00000006, shift=1, width=2)  # [2:1]
+        PREFETCHABLE: Final = Bits(mask=0x00000008, shift=3, width=1)  # [3]
+        ADDRESS: Final = Bits(mask=0xFFFFFFF0, shift=4, width=28)  # [31:4]
+
+    class UPPER:
+        """upper @0x04 u32 (dsl/layout.pci:49)"""
+
+        offset: Final = 0x04
+        width: Final = 4
+        ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
+
+
+class IO_BAR:
+    """layout io_bar (dsl/layout.pci:56): an I/O BAR, bit 0 set"""
+
+    length: Final = 0x04
+
+    class BAR:
+        """bar @0x00 u32 (dsl/layout.pci:57)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        IO_SPACE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ADDRESS: Final = Bits(mask=0xFFFFFFFC, shift=2, width=30)  # [31:2]
+
+
+class EXPANSION_ROM:
+    """layout expansion_rom (dsl/layout.pci:64): the expansion ROM's BAR (type 0 header at 0x30, type 1 at 0x38)"""
+
+    length: Final = 0x04
+
+    class BAR:
+        """bar @0x00 u32 (dsl/layout.pci:65)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        ENABLE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
+        ADDRESS: Final = Bits(mask=0xFFFFF800, shift=11, width=21)  # [31:11]
 
 
 class LTR:
