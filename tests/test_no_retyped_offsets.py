@@ -54,11 +54,8 @@ ID_ARGUMENT = {
 }
 GENERIC_WORDS = frozenset({"CAP", "CAPS", "CAPABILITY", "EXT", "EXTENDED"})
 
-# (path, the name bound or the call's text): why it is not the policy's to name. The link
-# constants live once, in the engine's chain walker, which every other walker imports.
-_LINK = (
-    "a capability list's link: the runtime's, never the policy's (the compiler keeps blocks off it)"
-)
+# (path, the name bound or the call's text): why it is not the policy's to name. The lists'
+# links and bounds, an MSI-X table entry and a BAR's low bits are the policy's layouts.
 # A test's access to bytes no policy describes (a vendor capability's body, a gap past the
 # chain) on purpose: they have no name, and what happens to them is what the test checks.
 _UNDESCRIBED = "bytes no policy describes, which the test reaches on purpose"
@@ -69,18 +66,6 @@ _PLACED = "where the test's device (hand-built, or a dump) has this capability: 
 # policy names the fields (bar_equivalent, primary_properties), the sim reads their values.
 _EA_VALUES = "the values an Enhanced Allocation field takes, not its layout: the policy names none"
 ALLOWED: dict[tuple[str, str], str] = {
-    ("pciback/engine/chain.py", "EXT_START"): "where the extended list starts: no register",
-    ("pciback/engine/chain.py", "EXT_END"): "where the extended list ends: no register",
-    ("pciback/engine/chain.py", "CAP_ID"): _LINK,
-    ("pciback/engine/chain.py", "CAP_NEXT"): _LINK,
-    ("pciback/engine/chain.py", "EXT_ID"): _LINK,
-    ("pciback/engine/chain.py", "EXT_VERSION"): _LINK,
-    ("pciback/engine/chain.py", "EXT_NEXT"): _LINK,
-    ("pciback/engine/chain.py", "EXT_LINK"): _LINK,
-    ("pciback/hooks/header.py", "_ADDRESS_MASKS"): (
-        "a BAR's address bits by its kind: the policy describes a BAR as one field, sized by hooks"
-    ),
-    ("pciback/hooks/msi.py", "MSIX_ENTRY_SIZE"): "an MSI-X table entry's size, in the BAR",
     ("pciback/protocol/abi.py", "AER_DETECTED"): "pcifront's AER op numbers: the Xen ABI",
     ("pciback/protocol/abi.py", "AER_RESUME"): "pcifront's AER op numbers: the Xen ABI",
     ("pciback/protocol/abi.py", "AER_MMIO"): "pcifront's AER op numbers: the Xen ABI",

@@ -27,6 +27,9 @@ from pciback.generated.names import (
     EA,
     EA_BRIDGE,
     EA_ENTRY,
+    EXPANSION_ROM,
+    IO_BAR,
+    MEMORY_BAR,
     MSI,
     MSIX,
     PM,
@@ -299,10 +302,11 @@ def _bar_write_mask(bar: BarResource) -> int:
     if bar.kind is BarKind.MEM64_UPPER:
         return (~(bar.size - 1) >> 32) & 0xFFFFFFFF
     if bar.kind is BarKind.ROM:
-        return (~(bar.size - 1) & 0xFFFFF800) | 0x1
+        rom = EXPANSION_ROM.BAR
+        return (~(bar.size - 1) & rom.ADDRESS.mask) | rom.ENABLE.mask
     if bar.kind is BarKind.IO:
-        return ~(bar.size - 1) & 0xFFFFFFFC
-    return ~(bar.size - 1) & 0xFFFFFFF0
+        return ~(bar.size - 1) & IO_BAR.BAR.ADDRESS.mask
+    return ~(bar.size - 1) & MEMORY_BAR.LOWER.ADDRESS.mask
 
 
 def _reader(config: bytes | bytearray) -> Callable[[int, int], int]:
@@ -322,6 +326,7 @@ def _infer_bars(
     header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset])
     count = 2 if header_type == TYPE1.header_type else 6 if header_type == TYPE0.header_type else 0
     bars: list[BarResource] = []
+    memory = MEMORY_BAR.LOWER
     index = 0
     while index < 6:
         if index >= count:
@@ -330,15 +335,15 @@ def _infer_bars(
             continue
         off = TYPE0.BAR0.offset + TYPE0.BAR0.width * index
         value = int.from_bytes(config[off : off + 4], "little")
-        if value & 1:
-            addr = value & ~0x3
+        if value & IO_BAR.BAR.IO_SPACE.mask:
+            addr = value & IO_BAR.BAR.ADDRESS.mask
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 32, 256)
             bars.append(BarResource(index, BarKind.IO, max(size, 4), start=addr))
-        elif (value >> 1) & 3 == 2 and index + 1 < count:
+        elif memory.TYPE.get(value) == MEMORY_BAR.TYPE_64 and index + 1 < count:
             hi = int.from_bytes(config[off + 4 : off + 8], "little")
-            addr = (hi << 32) | (value & ~0xF)
+            addr = (hi << 32) | (value & memory.ADDRESS.mask)
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
-            pref = bool(value & 0x8)
+            pref = bool(value & memory.PREFETCHABLE.mask)
             bars.append(BarResource(index, BarKind.MEM64, max(size, 16), pref, start=addr))
             bars.append(BarResource(index + 1, BarKind.MEM64_UPPER, max(size, 16), pref))
             index += 2
@@ -346,14 +351,13 @@ def _infer_bars(
         elif value == 0 and index not in sizes:
             bars.append(BarResource(index, BarKind.UNUSED, 0))
         else:
-            addr = value & ~0xF
+            addr = value & memory.ADDRESS.mask
             size = sizes.get(index) or min(_lowest_set_bit(addr) or 4096, _MAX_BAR)
-            bars.append(
-                BarResource(index, BarKind.MEM32, max(size, 16), bool(value & 0x8), start=addr)
-            )
+            pref = bool(value & memory.PREFETCHABLE.mask)
+            bars.append(BarResource(index, BarKind.MEM32, max(size, 16), pref, start=addr))
         index += 1
     rom_off = TYPE1.ROM.offset if header_type == TYPE1.header_type else TYPE0.ROM.offset
-    rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & ~0x7FF
+    rom = int.from_bytes(config[rom_off : rom_off + 4], "little") & EXPANSION_ROM.BAR.ADDRESS.mask
     if rom or 6 in sizes:
         size = sizes.get(6) or max(_lowest_set_bit(rom), 2048)
         bars.append(BarResource(6, BarKind.ROM, size, start=rom))

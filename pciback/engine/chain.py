@@ -9,22 +9,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pciback.generated.names import COMMON_HEADER, TYPE0
-from pciback.tables import Bits
+from pciback.generated.names import (
+    CAPABILITY_HEADER,
+    CAPABILITY_LISTS,
+    COMMON_HEADER,
+    EXTENDED_CAPABILITY_HEADER,
+    TYPE0,
+)
 
 # Where the lists start: the status bit and the pointer (the same byte in a bridge's header).
 STATUS = COMMON_HEADER.STATUS
 POINTER = TYPE0.CAPABILITIES_POINTER
-STD_START, STD_END = 0x40, 0x100
-EXT_START, EXT_END = 0x100, 0x1000
-# The links of the lists, the runtime's and never the policy's (the compiler keeps every block
-# off them): a capability's ID byte and next pointer, an extended capability's header dword.
-CAP_ID, CAP_NEXT = 0, 1
-STD_LINK = 2  # bytes of the ID and the pointer
-EXT_ID = Bits(mask=0x0000FFFF, shift=0, width=16)
-EXT_VERSION = Bits(mask=0x000F0000, shift=16, width=4)
-EXT_NEXT = Bits(mask=0xFFF00000, shift=20, width=12)
-EXT_LINK = 4  # bytes of the header
+# Where each list may lie (the policy's layout `capability_lists`), under the short names every
+# walker uses.
+STD_START, STD_END = CAPABILITY_LISTS.STANDARD_START, CAPABILITY_LISTS.STANDARD_END
+EXT_START, EXT_END = CAPABILITY_LISTS.EXTENDED_START, CAPABILITY_LISTS.EXTENDED_END
+# The links of the lists, the runtime's and no block's (the compiler keeps every block off
+# them), named by the policy's layouts: a capability's ID byte and next pointer, an extended
+# capability's header dword.
+CAP_ID, CAP_NEXT = CAPABILITY_HEADER.ID.offset, CAPABILITY_HEADER.NEXT.offset
+STD_LINK = CAPABILITY_HEADER.length  # bytes of the ID and the pointer
+EXT_ID = EXTENDED_CAPABILITY_HEADER.HEADER.ID
+EXT_VERSION = EXTENDED_CAPABILITY_HEADER.HEADER.VERSION
+EXT_NEXT = EXTENDED_CAPABILITY_HEADER.HEADER.NEXT
+EXT_LINK = EXTENDED_CAPABILITY_HEADER.length  # bytes of the header
 STD_TTL = (STD_END - STD_START) // 4  # 48: every dword once
 EXT_TTL = (EXT_END - EXT_START) // 8  # 480, as the Linux PCI core bounds it
 
@@ -79,9 +87,11 @@ def _walk_standard(read: Reader, chains: Chains, config_size: int) -> None:
         if pos == 0:
             return
         if not STD_START <= pos < STD_END:
-            chains.problems.append(f"capability pointer {pos:#04x} outside 0x40..0xff")
+            chains.problems.append(
+                f"capability pointer {pos:#04x} outside {STD_START:#x}..{STD_END - 1:#x}"
+            )
             return
-        if pos + 2 > config_size:  # a 64-byte dump (lspci -x) names capabilities it lacks
+        if pos + STD_LINK > config_size:  # a 64-byte dump (lspci -x) names capabilities it lacks
             chains.problems.append(f"capability pointer {pos:#04x} beyond the {config_size} bytes")
             return
         if pos in seen:
@@ -115,7 +125,9 @@ def _walk_extended(read: Reader, chains: Chains) -> None:
         if nxt == 0:
             return
         if not EXT_START <= nxt < EXT_END:
-            chains.problems.append(f"extended capability pointer {nxt:#05x} outside 0x100..0xfff")
+            chains.problems.append(
+                f"extended capability pointer {nxt:#05x} outside {EXT_START:#x}..{EXT_END - 1:#x}"
+            )
             return
         pos = nxt
     chains.problems.append("extended capability list longer than config space allows")

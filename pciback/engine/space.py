@@ -24,6 +24,7 @@ from pciback.engine.chain import (
     EXT_VERSION,
     STD_END,
     STD_LINK,
+    STD_START,
     FoundCapability,
     walk,
 )
@@ -548,18 +549,19 @@ class ConfigSpace:
         return all(m.accepts(ids.get(m.key, -1)) for m in block.matches)
 
     def _lay_out_header(self) -> None:
+        # The header is every byte before the standard list's space.
         at = COMMON_HEADER.HEADER_TYPE
         header_type = self.header_type = at.LAYOUT.get(self.device.read(at.offset, at.width))
         table = self.policy.headers.get(header_type)
         if table is None:
             # Linux refuses such a function; here it can be seen but its header never written.
             self.problems.append(f"no policy for header type {header_type}: header is read-only")
-            self._claim(0, 0x40, HOST_OWNED)
+            self._claim(0, STD_START, HOST_OWNED)
             return
         try:
-            self._place_block(table, 0, 0x40)
+            self._place_block(table, 0, STD_START)
         except _LayoutFailed as exc:
-            self._unplaceable(exc, 0, 0x40)
+            self._unplaceable(exc, 0, STD_START)
 
     def _lay_out_capabilities(
         self, caps: list[PlacedCapability], region_end: int, link: int

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from pciback.engine.hookapi import HookContext, read_hook, write_hook
-from pciback.generated.names import COMMON_HEADER, TYPE0, TYPE1
+from pciback.generated.names import (
+    COMMON_HEADER,
+    EXPANSION_ROM,
+    IO_BAR,
+    MEMORY_BAR,
+    TYPE0,
+    TYPE1,
+)
 from pciback.ports.bus import BarKind, BarResource
 
 COMMAND = COMMON_HEADER.COMMAND
@@ -86,10 +93,12 @@ def _bar_of(ctx: HookContext) -> BarResource | None:
     return next((b for b in ctx.space.device.bars() if b.index == index), None)
 
 
-_ADDRESS_MASKS = {
-    BarKind.IO: 0xFFFFFFFC,
-    BarKind.ROM: 0xFFFFF800,
-    BarKind.MEM64_UPPER: 0xFFFFFFFF,
+# The bits of a BAR that hold its address, by its kind (the policy's layouts); a 32- or 64-bit
+# memory BAR's otherwise.
+_ADDRESS_BITS = {
+    BarKind.IO: IO_BAR.BAR.ADDRESS,
+    BarKind.ROM: EXPANSION_ROM.BAR.ADDRESS,
+    BarKind.MEM64_UPPER: MEMORY_BAR.UPPER.ADDRESS,
 }
 
 
@@ -97,7 +106,7 @@ def _address_mask(bar: BarResource | None) -> int:
     """The bits of the register that hold the address (a sizing write sets them all)."""
     if bar is None or bar.kind is BarKind.UNUSED:
         return 0xFFFFFFFF
-    return _ADDRESS_MASKS.get(bar.kind, 0xFFFFFFF0)
+    return _ADDRESS_BITS.get(bar.kind, MEMORY_BAR.LOWER.ADDRESS).mask
 
 
 def size_mask(bar: BarResource | None, original: int) -> int:
@@ -109,7 +118,7 @@ def size_mask(bar: BarResource | None, original: int) -> int:
     mask = _address_mask(bar)
     flags = original & ~mask & 0xFFFFFFFF
     if bar.kind is BarKind.ROM:
-        flags &= ~1  # the enable bit is not part of the size answer
+        flags &= ~EXPANSION_ROM.BAR.ENABLE.mask  # not part of the size answer
     return (~(bar.size - 1) & mask) | flags
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 from pciback.engine.chain import STD_END
 from pciback.engine.hookapi import HookContext, capability_check, write_hook
 from pciback.errors import PciOpError, XenPciError
-from pciback.generated.names import MSI, MSIX
+from pciback.generated.names import MSI, MSIX, MSIX_TABLE_ENTRY
 from pciback.hooks.header import COMMAND
 from pciback.ports.bus import BarKind, PhysicalDevice
 
 INTX = 0  # in the set of interrupt types in use, beside the capability IDs
-MSIX_ENTRY_SIZE = 16  # bytes of a table entry, in the BAR (PCIe 6.0 7.7.2): not config space
 _MEMORY_BARS = (BarKind.MEM32, BarKind.MEM64)
 
 
@@ -97,7 +96,7 @@ def msix_layout(device: PhysicalDevice, offset: int) -> str | None:
     entries = control.TABLE_SIZE.get(device.read(offset + control.offset, control.width)) + 1
     bars = {bar.index: bar for bar in device.bars() if bar.index < 6}
     for name, reg, size in (
-        ("table", MSIX.TABLE.offset, entries * MSIX_ENTRY_SIZE),
+        ("table", MSIX.TABLE.offset, entries * MSIX_TABLE_ENTRY.length),
         ("PBA", MSIX.PBA.offset, (entries + 63) // 64 * 8),
     ):
         value = device.read(offset + reg, 4)

@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from pciback.control.hide import format_address, parse_address
 from pciback.engine.chain import STD_END, walk_extended, walk_standard
 from pciback.errors import PciOpError, XenPciError
-from pciback.generated.names import COMMON_HEADER, MSI, MSIX, TYPE0, TYPE1
+from pciback.generated.names import (
+    COMMON_HEADER,
+    EXPANSION_ROM,
+    IO_BAR,
+    MEMORY_BAR,
+    MSI,
+    MSIX,
+    TYPE0,
+    TYPE1,
+)
 from pciback.ports.bus import BarKind
 from pciback.protocol.abi import OP_OFFSET, OP_SIZE, SH_INFO_MAX_VEC, Cmd, Flag
 from pciback.protocol.layout import fields_struct, offset_of
@@ -373,7 +382,8 @@ class SimFrontend:
                 index += width
             rom = TYPE1.ROM.offset if header_type == TYPE1.header_type else TYPE0.ROM.offset
             if header_type in (TYPE0.header_type, TYPE1.header_type):
-                mask = self._probe(address, rom, 0xFFFFF800) & 0xFFFFF800
+                address_bits = EXPANSION_ROM.BAR.ADDRESS.mask
+                mask = self._probe(address, rom, address_bits) & address_bits
                 size = (~mask + 1) & 0xFFFFFFFF if mask else 0
                 bars.append(GuestBar(6, BarKind.ROM if size else BarKind.UNUSED, size))
         finally:
@@ -385,14 +395,15 @@ class SimFrontend:
         low = self._probe(address, reg, 0xFFFFFFFF)
         if low == 0:
             return GuestBar(index, BarKind.UNUSED, 0), 1
-        if low & 1:
-            mask = low & 0xFFFFFFFC
+        if low & IO_BAR.BAR.IO_SPACE.mask:
+            mask = low & IO_BAR.BAR.ADDRESS.mask
             return GuestBar(index, BarKind.IO, (~mask + 1) & 0xFFFF), 1
-        if (low >> 1) & 3 == 2 and index < 5:
+        memory = MEMORY_BAR.LOWER
+        if memory.TYPE.get(low) == MEMORY_BAR.TYPE_64 and index < 5:
             high = self._probe(address, reg + TYPE0.BAR0.width, 0xFFFFFFFF)
-            mask = (high << 32) | (low & 0xFFFFFFF0)
+            mask = (high << 32) | (low & memory.ADDRESS.mask)
             return GuestBar(index, BarKind.MEM64, (~mask + 1) & ((1 << 64) - 1)), 2
-        mask = low & 0xFFFFFFF0
+        mask = low & memory.ADDRESS.mask
         return GuestBar(index, BarKind.MEM32, (~mask + 1) & 0xFFFFFFFF), 1
 
     def _probe(self, address: str, reg: int, pattern: int) -> int:

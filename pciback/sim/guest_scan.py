@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pciback.engine.chain import (
+    CAP_ID,
     CAP_NEXT,
     EXT_ID,
     EXT_LINK,
     EXT_NEXT,
     EXT_START,
+    EXT_TTL,
     POINTER,
+    STD_LINK,
     STD_START,
     STD_TTL,
 )
@@ -172,13 +175,13 @@ class ScanGuest:
             if pos < STD_START:
                 return 0
             pos &= ~3
-            entry = self.read(pos, 2)  # the ID, and the next pointer above it
-            ident = entry & 0xFF
+            entry = self.read(pos, STD_LINK)  # the ID, and the next pointer above it
+            ident = _byte(entry, CAP_ID)
             if ident == 0xFF:
                 return 0
             if ident == cap_id:
                 return pos
-            pos = entry >> 8
+            pos = _byte(entry, CAP_NEXT)
         return 0
 
     def find_ext_capability(self, cap_id: int) -> int:
@@ -186,7 +189,7 @@ class ScanGuest:
         if self.config_size <= EXT_START:
             return 0
         pos = EXT_START
-        for _ in range(480):
+        for _ in range(EXT_TTL):  # the kernel's bound too
             header = self.read(pos, EXT_LINK)
             if header in (0, 0xFFFFFFFF):
                 return 0
@@ -295,6 +298,11 @@ def boot_scan(guest: ScanGuest) -> None:
             _read(guest, at, AER.CONTROL)
     guest.find_ext_capability(L1SS.id)
     guest.find_ext_capability(DSN.id)
+
+
+def _byte(value: int, at: int) -> int:
+    """The byte `at` bytes into a little-endian read."""
+    return (value >> 8 * at) & 0xFF
 
 
 def _read(guest: ScanGuest, base: int, register: RegisterName) -> int:
