@@ -7,8 +7,9 @@ the compiler, which is where the names come from), tests/ and bench/ and fails o
 a second, hand-typed copy of them:
 
 - a constant whose name says it is config-space layout (its name, or a `_`-joined prefix of it,
-  is the policy's name of a block, register or field, or CAP / EXT / CAPABILITY) bound to a value
-  with an integer literal in it: `COMMAND = 0x04`, `MSIX_ENABLE = 1 << 15`, `_CAP_NAMES = {1: ..}`;
+  is the policy's name of a block, layout, register, field or constant, or CAP / EXT / STD /
+  CAPABILITY) bound to a value with an integer literal in it: `COMMAND = 0x04`,
+  `MSIX_ENABLE = 1 << 15`, `_CAP_NAMES = {1: ..}`, `CAP_NEXT = 1`, `STD_START = 0x40`;
 - an access at a literal offset: `read(0x0E, 1)`, `write(cap + 2, 2, v)`, `conf_read(a, 0x34, 1)`
   (the offset argument a literal, or a sum with a literal term; a byte into a named register,
   `COMMAND.offset + 1`, is the name's);
@@ -52,7 +53,7 @@ ID_ARGUMENT = {
     "extended_capability",
     "find_extended",
 }
-GENERIC_WORDS = frozenset({"CAP", "CAPS", "CAPABILITY", "EXT", "EXTENDED"})
+GENERIC_WORDS = frozenset({"CAP", "CAPS", "CAPABILITY", "EXT", "EXTENDED", "STD", "STANDARD"})
 
 # (path, the name bound or the call's text): why it is not the policy's to name. The lists'
 # links and bounds, an MSI-X table entry and a BAR's low bits are the policy's layouts.
@@ -185,6 +186,10 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str]]:
             if inspect.isclass(reg):
                 prefixes.add(reg_name)
                 whole.update(n for n in vars(reg) if n.isupper() and "_" in n.strip("_"))
+            elif type(reg) is int and reg_name.isupper() and "_" in reg_name.strip("_"):
+                # A layout's constant (CAPABILITY_LISTS.STANDARD_START, MEMORY_BAR.TYPE_64)
+                # or the policy's, as a field's name.
+                whole.add(reg_name)
     return frozenset(prefixes), frozenset(whole)
 
 
@@ -319,3 +324,22 @@ def test_every_allowance_is_still_needed() -> None:
     used = {(f.path, f.key) for f in found}
     assert not set(ALLOWED) - used
     assert not set(ALLOWED_FILES) - {f.path for f in found}
+
+
+def test_a_layout_typed_again_is_caught() -> None:
+    """What the policy's layouts name, typed by hand as it was before they did (and a layout's
+    own names typed): each is a finding, wherever in pciback/ it would stand."""
+    retyped = {
+        "CAP_ID, CAP_NEXT = 0, 1": {"CAP_ID", "CAP_NEXT"},
+        "STD_START, STD_END = 0x40, 0x100": {"STD_START", "STD_END"},
+        "EXT_NEXT = Bits(mask=0xFFF00000, shift=20, width=12)": {"EXT_NEXT"},
+        "EXT_LINK = 4": {"EXT_LINK"},
+        "MSIX_ENTRY_SIZE = 16": {"MSIX_ENTRY_SIZE"},
+        "_ADDRESS_MASKS = {1: 0xFFFFFFFC}": {"_ADDRESS_MASKS"},
+        "STANDARD_START = 0x40": {"STANDARD_START"},
+        "TYPE_64 = 2": {"TYPE_64"},
+        "VECTOR_CONTROL = 12": {"VECTOR_CONTROL"},
+    }
+    for line, keys in retyped.items():
+        found = {f.key for f in findings(ROOT / "pciback" / "engine" / "chain.py", line)}
+        assert found == keys, line

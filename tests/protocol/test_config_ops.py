@@ -15,6 +15,7 @@ from pciback.control.hide import parse_address
 from pciback.daemon.config_ops import config_ops
 from pciback.daemon.serving_gate import ServingGate
 from pciback.errors import PciOpError, XenPciError
+from pciback.generated.names import CAPABILITY_LISTS
 from pciback.protocol.abi import OP_OFFSET, OP_SIZE, Cmd, Flag, ffi
 from pciback.protocol.dispatch import ExportedDevice
 from pciback.protocol.transport import SharedPage
@@ -26,7 +27,7 @@ from ..audit.support import qemu_dumps
 from .simconfig import export, nic
 
 ADDR = "0000:03:00.0"
-STANDARD_SPACE = 0x100  # the header and the standard capabilities
+STANDARD_SPACE = CAPABILITY_LISTS.STANDARD_END  # the header and the standard capabilities
 # Real devices: the embedded virtio-net, and from the shared QEMU dumps (when present) a PCIe
 # function with MSI-X and AER and a bridge (type 1 header).
 DUMPS = [fixture("virtio-net-1af4-1041.bin")] + [
