@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -204,12 +204,7 @@ def _check_generated_names(files: tuple[SourceFile, ...], diags: Diagnostics) ->
             members: dict[str, tuple[str, str, Pos]] = {}
             for const in layout.consts:
                 claim(const.name, "constant", const.pos, members)
-            for lreg in layout.registers:
-                claim(lreg.name, "register", lreg.pos, members)
-                fields: dict[str, tuple[str, str, Pos]] = {}
-                for lfld in lreg.fields:
-                    if lfld.name != "_":
-                        claim(lfld.name, "field", lfld.pos, fields)
+            _claim_registers(layout.registers, claim, members)
 
 
 def _check_layouts(
@@ -319,11 +314,28 @@ def _check_layout(
         )
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def pos(self) -> Pos: ...
+
+
+class _CutRegister(_Named, Protocol):
+    """A block's register or a layout's: a name, and fields with names."""
+
+    @property
+    def fields(self) -> Sequence[_Named]: ...
+
+
 def _claim_registers(
-    registers: tuple[RegisterDecl, ...],
+    registers: Sequence[_CutRegister],
     claim: Callable[[str, str, Pos, dict[str, tuple[str, str, Pos]]], None],
+    names: dict[str, tuple[str, str, Pos]] | None = None,
 ) -> None:
-    names: dict[str, tuple[str, str, Pos]] = {}
+    """Each register's name once among `names` (a block's registers, or a layout's constants
+    and registers), each field's once within its register."""
+    names = {} if names is None else names
     for reg in registers:
         claim(reg.name, "register", reg.pos, names)
         fields: dict[str, tuple[str, str, Pos]] = {}

@@ -153,8 +153,24 @@ class LinuxNote:
     pos: Pos
 
 
+class BitRange:
+    """Bits `msb` down to `lsb` of a register: a field's, in a block or in a layout."""
+
+    __slots__ = ()
+    msb: int
+    lsb: int
+
+    @property
+    def width(self) -> int:
+        return self.msb - self.lsb + 1
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb if self.msb >= self.lsb else 0
+
+
 @dataclass(frozen=True, slots=True)
-class FieldDecl:
+class FieldDecl(BitRange):
     name: str
     msb: int
     lsb: int
@@ -166,14 +182,6 @@ class FieldDecl:
     pos: Pos
     bits_pos: Pos
     linux: LinuxNote | None = None
-
-    @property
-    def width(self) -> int:
-        return self.msb - self.lsb + 1
-
-    @property
-    def mask(self) -> int:
-        return ((1 << self.width) - 1) << self.lsb if self.msb >= self.lsb else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +344,7 @@ class HookDecl:
 
 
 @dataclass(frozen=True, slots=True)
-class LayoutFieldDecl:
+class LayoutFieldDecl(BitRange):
     """A layout's field: bits with a name, and no backing or access (nothing is decided)."""
 
     name: str
@@ -345,14 +353,6 @@ class LayoutFieldDecl:
     reason: str
     pos: Pos
     bits_pos: Pos
-
-    @property
-    def width(self) -> int:
-        return self.msb - self.lsb + 1
-
-    @property
-    def mask(self) -> int:
-        return ((1 << self.width) - 1) << self.lsb if self.msb >= self.lsb else 0
 
 
 @dataclass(frozen=True, slots=True)
