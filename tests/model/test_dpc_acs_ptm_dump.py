@@ -24,7 +24,7 @@ import pytest
 
 from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
-from pciback.engine.chain import EXT_END, walk
+from pciback.engine.chain import EXT_END, EXT_LINK, walk
 from pciback.engine.space import ChainLink, Gap
 from pciback.generated.names import (
     ACS,
@@ -340,6 +340,22 @@ def test_the_port_has_the_capabilities_lspci_decodes() -> None:
 
 
 # -- the layout --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [DPC_REGISTERS, ACS_REGISTERS + ACS_EGRESS, PTM_REGISTERS],
+    ids=["dpc", "acs", "ptm"],
+)
+def test_the_layout_is_the_specifications(layout: tuple[Reg, ...]) -> None:
+    # The header, then each register in the order the specification lists it (the order of
+    # the tuples above, typed here), right after the one before. On these parts control and
+    # status both read 0, so only this tells a swap of their names from the specification.
+    at = EXT_LINK
+    for r in layout:
+        assert r.offset == at, r.name
+        at += r.width
+    assert at % 4 == 0  # whole dwords, as every capability
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
