@@ -46,6 +46,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 # Real hardware's config spaces from pciutils' test data, kept in the repository
 # (tests/fixtures/pciutils/README.md): present in every checkout, unlike FIXTURES.
 PCIUTILS = Path(__file__).resolve().parents[1] / "fixtures" / "pciutils"
+# ... and from a jailhouse-dev mail's archive of sysfs config files (tests/fixtures/jailhouse).
+JAILHOUSE = Path(__file__).resolve().parents[1] / "fixtures" / "jailhouse"
 
 CAP_PM = PM.id
 CAP_VPD = VPD.id
@@ -68,6 +70,11 @@ def fixture_files() -> list[Path]:
 def pciutils_dumps() -> list[Path]:
     """Every dump of tests/fixtures/pciutils, one device each."""
     return sorted(PCIUTILS.glob("*.lspci.txt"))
+
+
+def jailhouse_dumps() -> list[Path]:
+    """Every dump of tests/fixtures/jailhouse, one device each."""
+    return sorted(JAILHOUSE.glob("*.lspci.txt"))
 
 
 def dump_view(path: Path, *, permissive: bool = False) -> View:

@@ -359,6 +359,9 @@ WIRELESS = "intel-wireless-7265-8086-095a"  # LTR, L1 PM Substates, DSN
 SAMSUNG = "samsung-pm174x-144d-a826"  # Secondary PCIe, 16 and 32 GT/s, DLF, SR-IOV, ARI, DSN
 FIJI = "amd-fiji-1002-7300"  # Resizable BAR, VSEC, Secondary PCIe, PRI, PASID, ATS, ARI
 ICH10_AHCI = "intel-ich10-ahci-8086-3a22"  # Advanced Features, SATA
+CXL = "intel-cxl-8086-0d93"  # PTM (no role)
+# ... and from a jailhouse-dev mail's archive (tests/fixtures/jailhouse/README.md).
+SWITCH_PORT = "pmc-sierra-11f8-4036"  # DPC (no RP extensions), ACS with egress control
 
 
 def on_hardware(name: str, dump: str, *, entries: int | None = None) -> Case:
@@ -391,6 +394,8 @@ CASES += [
     on_hardware("physical-layer-32gt", SAMSUNG),
     on_hardware("data-link-feature", SAMSUNG),
     on_hardware("advanced-features", ICH10_AHCI),
+    on_hardware("dpc", SWITCH_PORT),
+    on_hardware("ptm", CXL),
     # described ones that QEMU's dumps carry too, on real hardware as well
     on_hardware("ats", DSA),
     on_hardware("ats", FIJI),
@@ -401,6 +406,7 @@ CASES += [
     on_hardware("dvsec", DSA),
     on_hardware("sriov", SAMSUNG),
     on_hardware("sata", ICH10_AHCI),
+    on_hardware("acs", SWITCH_PORT),  # its egress vector: tests/model/test_dpc_acs_ptm_dump.py
 ]
 
 

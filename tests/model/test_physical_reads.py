@@ -19,12 +19,12 @@ from pciback.generated.names import VIRTIO_PCI_CAP
 from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import PhaseCount, dumps, replay, view_of
 
-from .builders import pciutils_dumps
+from .builders import jailhouse_dumps, pciutils_dumps
 
 DUMPS = dumps()
 pytestmark = pytest.mark.skipif(not DUMPS, reason="no fixture dumps")
 IDS = [p.name for p in DUMPS]
-LIVE = DUMPS + pciutils_dumps()  # and real hardware's bytes, which no one here chose
+LIVE = DUMPS + pciutils_dumps() + jailhouse_dumps()  # and real hardware's, which no one here chose
 
 # Issue 10, item 3: physical reads per guest read in the phases a guest's start-up goes
 # through (lspci reads every byte, and bytes outside any capability stay live, as in Linux).
@@ -32,9 +32,9 @@ TARGETS = {"boot scan": 0.25, "driver probe": 0.25}
 
 
 def dump_named(prefix: str) -> Path:
-    """The fixture dump whose name starts with `prefix`, from ../shared/fixtures or pciutils'
-    real ones (tests/fixtures/pciutils); the test is skipped without it (a checkout without
-    ../shared/fixtures has only the embedded dumps)."""
+    """The fixture dump whose name starts with `prefix`, from ../shared/fixtures or the real
+    ones (tests/fixtures/pciutils, jailhouse); the test is skipped without it (a checkout
+    without ../shared/fixtures has only the embedded dumps)."""
     found = next((p for p in LIVE if p.name.startswith(prefix)), None)
     if found is None:
         pytest.skip(f"no fixture dump {prefix}*")
