@@ -30,8 +30,13 @@ wait_for() {
 
 # The project's daemon in the background ($DAEMON), its log appended to $R/daemon.log.
 start_daemon() {
+  # lab.nice=N on dom0's command line (DOM0_EXTRA): the daemon at that niceness (an experiment:
+  # how much of our tail is dom0's other processes taking the daemon's CPU).
+  local n
+  n=$(sed -n 's/.*lab\.nice=\(-\{0,1\}[0-9]*\).*/\1/p' /proc/cmdline)
   # Driving the real /sys is refused unless asked for (a development machine must be safe).
-  PCIBACK_ALLOW_SYSFS_WRITES=1 pciback daemon --config "$LAB/pciback.toml" >> "$R/daemon.log" 2>&1 &
+  PCIBACK_ALLOW_SYSFS_WRITES=1 nice -n "${n:-0}" pciback daemon --config "$LAB/pciback.toml" \
+    >> "$R/daemon.log" 2>&1 &
   DAEMON=$!
   if wait_for 120 daemon_up; then return 0; fi
   t "the daemon did not come up; its log:"; tail -20 "$R/daemon.log"; return 1
