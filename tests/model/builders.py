@@ -14,7 +14,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
@@ -36,7 +38,7 @@ from pciback.policy import build_config_space
 from pciback.protocol.interrupts import InterruptControl
 from pciback.sim.device import SimDevice
 from pciback.sim.hypervisor import SimHypervisor
-from pciback.tables import Register
+from pciback.tables import Bits, Register
 
 ADDRESS = "0000:03:00.0"
 
@@ -83,6 +85,29 @@ def dump_view(path: Path, *, permissive: bool = False) -> View:
     assert dump.address is not None
     sim = SimDevice(dump.address, path)
     return build_config_space(sim, permissive=permissive), sim
+
+
+D = TypeVar("D", bound=Enum)
+
+
+@dataclass(frozen=True)
+class DecidedRegister(Generic[D]):
+    """A register of generated/names.py with the decision a test expects of each of its named
+    fields (the test's own enum of decisions, typed independently of dsl/)."""
+
+    name: str  # the register's name in the policy
+    offset: int  # from the capability's start
+    width: int
+    fields: dict[str, tuple[Bits, D]]
+
+
+def decided(name: str, names: Any, decisions: dict[str, D]) -> DecidedRegister[D]:
+    """`names`' register with `decisions`: every field the policy names must have one."""
+    bits = {n: v for n, v in vars(names).items() if isinstance(v, Bits)}
+    assert set(bits) == set(decisions), f"{name}: {sorted(set(bits) ^ set(decisions))}"
+    return DecidedRegister(
+        name, names.offset, names.width, {n: (bits[n], decisions[n]) for n in bits}
+    )
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 
@@ -56,7 +56,7 @@ from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import CountingDevice
 from pciback.tables import Bits
 
-from .builders import JAILHOUSE, PCIUTILS
+from .builders import JAILHOUSE, PCIUTILS, DecidedRegister, decided
 
 PORT = JAILHOUSE / "pmc-sierra-11f8-4036-dpc-acs.lspci.txt"  # 02:00.0, a downstream port
 CXL = PCIUTILS / "intel-cxl-8086-0d93-ptm.lspci.txt"  # 6b:00.0, an integrated endpoint
@@ -126,20 +126,8 @@ class Decision(Enum):
 CACHED, HOST = Decision.CACHED, Decision.HOST
 
 
-@dataclass(frozen=True)
-class Reg:
-    name: str  # the register's name in the policy
-    offset: int  # from the capability's start
-    width: int
-    fields: dict[str, tuple[Bits, Decision]]
-
-
-def reg(name: str, names: Any, decisions: dict[str, Decision]) -> Reg:
-    """A register of generated/names.py with the decision this test expects of each of its
-    named fields; every field the policy names must have one here."""
-    bits = {n: v for n, v in vars(names).items() if isinstance(v, Bits)}
-    assert set(bits) == set(decisions), f"{name}: {sorted(set(bits) ^ set(decisions))}"
-    return Reg(name, names.offset, names.width, {n: (bits[n], decisions[n]) for n in bits})
+Reg: TypeAlias = DecidedRegister[Decision]
+reg = decided
 
 
 def every(names: Any, decision: Decision) -> dict[str, Decision]:

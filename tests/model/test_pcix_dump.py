@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 
@@ -28,7 +28,7 @@ from pciback.generated.names import HT, MSI, PCIX, PCIX_BRIDGE, PM, TYPE1, VPD
 from pciback.sim.device import SimDevice
 from pciback.tables import Bits
 
-from .builders import dump_view
+from .builders import DecidedRegister, decided, dump_view
 from .test_hypertransport_dump import BODIES as HT_BODIES
 
 LKML = Path(__file__).resolve().parents[1] / "fixtures" / "lkml"
@@ -50,20 +50,8 @@ class Decision(Enum):
     VIRTUAL = "the guest's own copy, in any mode: it reads back its write, the device never sees it"
 
 
-@dataclass(frozen=True)
-class Reg:
-    name: str  # the register's name in the policy
-    offset: int  # from the capability's start
-    width: int
-    fields: dict[str, tuple[Bits, Decision]]
-
-
-def reg(name: str, names: Any, decisions: dict[str, Decision]) -> Reg:
-    """A register of generated/names.py with the decision this test expects of each of its
-    named fields; every field the policy names must have one here."""
-    bits = {n: v for n, v in vars(names).items() if isinstance(v, Bits)}
-    assert set(bits) == set(decisions), f"{name}: {sorted(set(bits) ^ set(decisions))}"
-    return Reg(name, names.offset, names.width, {n: (bits[n], decisions[n]) for n in bits})
+Reg: TypeAlias = DecidedRegister[Decision]
+reg = decided
 
 
 HOST, PERMISSIVE, RW1C, VIRTUAL = (
