@@ -4,16 +4,18 @@ Write-1-to-clear is a property of the device, not of the backend's policy: a sta
 device sets (an error it detected, a PME it signalled, a slot event) stays set until software
 writes a 1 to it, and a 0 leaves it alone. The simulated device needs to know which bits those
 are to behave as hardware does. Which bits they are is typed here from the specifications (PCI
-3.0 6.2.3 and 7.5.3, PCI PM 1.2 3.2.4, PCI-X 2.0a 7.2, PCIe 6.0 chapter 7, the SR-IOV, PRI and
-DOE chapters), field by field, independently of the policy's rw1c decisions: a policy that got
-one wrong then shows in what the device holds, instead of being mirrored by the simulation.
-Where a register is, and where its fields are, comes from the policy's names (generated/), as
-everywhere else.
+3.0 6.2.3 for the status register, the PCI-to-PCI bridge specification for the secondary status
+and the bridge control, PCI PM 1.2, PCI-X 2.0a 7.2, PCIe 6.0 chapters 7 and 9 for the rest),
+field by field, independently of the policy's rw1c decisions: a policy that got one wrong then
+shows in what the device holds, instead of being mirrored by the simulation. Where a register
+is, and where its fields are, comes from the policy's names (generated/), as everywhere else.
 
-A capability's registers are marked only within its extent (up to the next capability of its
-list, by address, or the end of its space): a short structure (a PCIe capability of version 1,
-an AER capability of a function that is no root port) does not lend its later offsets to the
-capability that follows it.
+A register is marked only where the function has it: the root registers (PCIe's root status,
+AER's root error status) on a root port or event collector, the slot status where a slot is
+implemented, Link Status 2 in a version-2 PCIe capability, DPC's RP PIO status with the root
+port extensions. And only within its capability's extent (up to the next capability of its
+list, by address, or the end of its space), so that no capability lends its offsets to the one
+after it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from pciback.engine.chain import EXT_END, EXT_START, STD_END, walk
 from pciback.generated.names import (
     AER,
     COMMON_HEADER,
+    CONST,
     DOE,
     DPC,
     PCIE,
     PCIX,
     PCIX_BRIDGE,
+    PL16,
     PM,
     PRI,
     SECPCIE,
@@ -38,11 +42,13 @@ from pciback.generated.names import (
 )
 from pciback.tables import Bits
 
+Reader = Callable[[int, int], int]
 # (register, the names of its fields that clear on a 1)
 Rw1cRegister = tuple[Any, tuple[str, ...]]
-# Whether a capability at an offset has the register (a layout the capability's own bits
-# choose), given a reader of the config space.
-Present = Callable[[Callable[[int, int], int], int], bool]
+# Whether a capability at an offset has the register, given a reader of the config space and
+# the function's PCI Express capabilities register (None: no PCIe capability): a layout the
+# capability's own bits or the function's port type choose.
+Present = Callable[[Reader, int, int | None], bool]
 
 _ERRORS = (  # the PCI status errors, in the header's status and a bridge's secondary status
     "MASTER_DATA_PARITY_ERROR",
@@ -54,16 +60,43 @@ _ERRORS = (  # the PCI status errors, in the header's status and a bridge's seco
 HEADER: tuple[Rw1cRegister, ...] = ((COMMON_HEADER.STATUS, (*_ERRORS, "SIGNALED_SYSTEM_ERROR")),)
 BRIDGE_HEADER: tuple[Rw1cRegister, ...] = (
     (TYPE1.SECONDARY_STATUS, (*_ERRORS, "RECEIVED_SYSTEM_ERROR")),
+    (TYPE1.BRIDGE_CONTROL, ("DISCARD_TIMER_STATUS",)),
 )
 _SPLIT = ("SPLIT_DISCARDED", "UNEXPECTED_SPLIT")
 _BRIDGE_SPLIT = (*_SPLIT, "SPLIT_OVERRUN", "SPLIT_DELAYED")
 
 
-def _always(read: Callable[[int, int], int], pos: int) -> bool:
+def _always(read: Reader, pos: int, pcie: int | None) -> bool:
     return True
 
 
-def _dpc_rp_extensions(read: Callable[[int, int], int], pos: int) -> bool:
+def _version_2(pcie: int | None) -> bool:
+    return pcie is not None and PCIE.CAPS.VERSION.get(pcie) >= 2
+
+
+def _port_type(pcie: int | None) -> int | None:
+    return None if pcie is None else PCIE.CAPS.PORT_TYPE.get(pcie)
+
+
+def _has_link(read: Reader, pos: int, pcie: int | None) -> bool:
+    # A version-1 structure of a root complex integrated endpoint ends before the link.
+    return _version_2(pcie) or _port_type(pcie) != CONST.PCIE_RC_INTEGRATED_ENDPOINT
+
+
+def _has_slot(read: Reader, pos: int, pcie: int | None) -> bool:
+    return pcie is not None and bool(PCIE.CAPS.SLOT_IMPLEMENTED.get(pcie))
+
+
+def _is_root(read: Reader, pos: int, pcie: int | None) -> bool:
+    """A root port or a root complex event collector: the root registers, PCIe's and AER's."""
+    return _port_type(pcie) in (CONST.PCIE_ROOT_PORT, CONST.PCIE_RC_EVENT_COLLECTOR)
+
+
+def _has_version_2(read: Reader, pos: int, pcie: int | None) -> bool:
+    return _version_2(pcie)
+
+
+def _dpc_rp_extensions(read: Reader, pos: int, pcie: int | None) -> bool:
     return bool(read(pos + DPC.CAPS.offset, DPC.CAPS.width) & DPC.CAPS.RP_EXTENSIONS.mask)
 
 
@@ -72,6 +105,8 @@ def _every_field(register: Any) -> tuple[str, ...]:
 
 
 # By capability ID: the registers with bits that clear on a 1, and when the capability has them.
+# Not here: the equalization request bits of Link Status 2 and of the 32 GT/s status, which the
+# policy names only as part of wider read-only fields (no guest write reaches them).
 STANDARD: Mapping[int, tuple[tuple[Rw1cRegister, Present], ...]] = {
     PM.id: (((PM.PMCSR, ("PME_STATUS",)), _always),),
     PCIE.id: (
@@ -88,7 +123,7 @@ STANDARD: Mapping[int, tuple[tuple[Rw1cRegister, Present], ...]] = {
             ),
             _always,
         ),
-        ((PCIE.LINKSTA, ("BW_MGMT_STATUS", "AUTONOMOUS_BW_STATUS")), _always),
+        ((PCIE.LINKSTA, ("BW_MGMT_STATUS", "AUTONOMOUS_BW_STATUS")), _has_link),
         (
             (
                 PCIE.SLOTSTA,
@@ -101,10 +136,10 @@ STANDARD: Mapping[int, tuple[tuple[Rw1cRegister, Present], ...]] = {
                     "DLL_CHANGED",
                 ),
             ),
-            _always,
+            _has_slot,
         ),
-        ((PCIE.ROOTSTA, ("PME_STATUS",)), _always),
-        ((PCIE.LINKSTA2, ("DRS_RECEIVED",)), _always),
+        ((PCIE.ROOTSTA, ("PME_STATUS",)), _is_root),
+        ((PCIE.LINKSTA2, ("DRS_RECEIVED",)), _has_version_2),
     ),
 }
 # A PCI-X capability's two layouts share the ID: a bridge's is told by its header.
@@ -130,7 +165,7 @@ EXTENDED: Mapping[int, tuple[tuple[Rw1cRegister, Present], ...]] = {
                     "FATAL_MESSAGES",
                 ),
             ),
-            _always,
+            _is_root,
         ),
     ),
     DPC.id: (
@@ -139,6 +174,7 @@ EXTENDED: Mapping[int, tuple[tuple[Rw1cRegister, Present], ...]] = {
     ),
     SRIOV.id: (((SRIOV.STATUS, ("VF_MIGRATION_STATUS",)), _always),),
     SECPCIE.id: (((SECPCIE.LANE_ERROR_STATUS, ("LANES",)), _always),),
+    PL16.id: (((PL16.STATUS, ("EQUALIZATION_REQUEST",)), _always),),
     PRI.id: (((PRI.STATUS, ("RESPONSE_FAILURE", "UNEXPECTED_GROUP_INDEX")), _always),),
     DOE.id: (((DOE.STATUS, ("INTERRUPT_STATUS",)), _always),),
 }
@@ -166,7 +202,7 @@ def _extents(offsets: list[int], end: int) -> dict[int, int]:
     return {pos: (ordered[i + 1] if i + 1 < len(ordered) else end) for i, pos in enumerate(ordered)}
 
 
-def hardware_rw1c(config: bytes, read: Callable[[int, int], int]) -> bytearray:
+def hardware_rw1c(config: bytes, read: Reader) -> bytearray:
     """Per byte of `config`, the bits that a 1 written to them clears on the device."""
     out = bytearray(len(config))
     header_type = COMMON_HEADER.HEADER_TYPE.LAYOUT.get(
@@ -176,6 +212,8 @@ def hardware_rw1c(config: bytes, read: Callable[[int, int], int]) -> bytearray:
     for register, fields in HEADER + (BRIDGE_HEADER if bridge else ()):
         _mark(out, register.offset, len(config), register, fields)
     chains = walk(read, len(config))
+    pcie_at = next((c.offset for c in chains.standard if c.ident == PCIE.id), None)
+    pcie = None if pcie_at is None else read(pcie_at + PCIE.CAPS.offset, PCIE.CAPS.width)
     standard = _extents([c.offset for c in chains.standard], min(STD_END, len(config)))
     for cap in chains.standard:
         end = standard[cap.offset]
@@ -184,12 +222,12 @@ def hardware_rw1c(config: bytes, read: Callable[[int, int], int]) -> bytearray:
                 _mark(out, cap.offset + register.offset, end, register, fields)
             continue
         for (register, fields), present in STANDARD.get(cap.ident, ()):
-            if present(read, cap.offset):
+            if present(read, cap.offset, pcie):
                 _mark(out, cap.offset + register.offset, end, register, fields)
     if len(config) > EXT_START:
         extended = _extents([c.offset for c in chains.extended], min(EXT_END, len(config)))
         for cap in chains.extended:
             for (register, fields), present in EXTENDED.get(cap.ident, ()):
-                if present(read, cap.offset):
+                if present(read, cap.offset, pcie):
                     _mark(out, cap.offset + register.offset, extended[cap.offset], register, fields)
     return out

@@ -22,10 +22,11 @@ from .builders import ADDRESS, FIXTURES, endpoint
 
 E1000E = FIXTURES / "qemu" / "e1000e-8086-10d3.bin"
 BRIDGE = FIXTURES / "qemu" / "pci-bridge-1b36-0001.bin"
+ROOT_PORT = FIXTURES / "qemu" / "pcie-root-port-1b36-000c.bin"
 LKML = Path(__file__).resolve().parents[1] / "fixtures" / "lkml"
 PCIX_NIC = LKML / "broadcom-bcm5703x-14e4-16a7-pcix.lspci.txt"
 needs_qemu = pytest.mark.skipif(
-    not (E1000E.is_file() and BRIDGE.is_file()), reason="QEMU dumps absent"
+    not (E1000E.is_file() and BRIDGE.is_file() and ROOT_PORT.is_file()), reason="QEMU dumps absent"
 )
 
 
@@ -105,6 +106,8 @@ def test_a_bridges_secondary_status_errors_clear_on_a_1() -> None:
     sim = device(BRIDGE)
     sec = TYPE1.SECONDARY_STATUS
     check_rw1c(sim, sec.offset, sec, sec.RECEIVED_MASTER_ABORT, sec.DETECTED_PARITY_ERROR)
+    ctl = TYPE1.BRIDGE_CONTROL
+    check_rw1c(sim, ctl.offset, ctl, ctl.DISCARD_TIMER_STATUS, ctl.DISCARD_TIMER_STATUS)
 
 
 def test_pcix_split_completion_errors_clear_on_a_1() -> None:
@@ -139,3 +142,30 @@ def test_a_guest_acknowledging_an_error_clears_it_on_the_device() -> None:
     view.write(at, PCIE.DEVSTA.width, cor)
     assert sim.read(at, PCIE.DEVSTA.width) & (cor | ur) == ur
     assert view.read(at, PCIE.DEVSTA.width) & (cor | ur) == ur
+
+
+@needs_qemu
+def test_the_root_registers_clear_on_a_1_on_a_root_port() -> None:
+    sim = device(ROOT_PORT)
+    root = find(sim, PCIE.id) + PCIE.ROOTSTA.offset
+    check_rw1c(sim, root, PCIE.ROOTSTA, PCIE.ROOTSTA.PME_STATUS, PCIE.ROOTSTA.PME_STATUS)
+    ers = AER.ROOT_ERROR_STATUS
+    at = find(sim, AER.id, extended=True) + ers.offset
+    check_rw1c(sim, at, ers, ers.ERR_COR_RECEIVED, ers.FATAL_MESSAGES)
+    slot = find(sim, PCIE.id) + PCIE.SLOTSTA.offset
+    check_rw1c(sim, slot, PCIE.SLOTSTA, PCIE.SLOTSTA.PRESENCE_CHANGED, PCIE.SLOTSTA.DLL_CHANGED)
+
+
+@needs_qemu
+def test_an_endpoint_has_no_root_or_slot_registers_to_clear() -> None:
+    # Where a root port has its root error status, an endpoint's AER capability has bytes of no
+    # meaning to the device (and its PCIe capability no slot): a write stores there.
+    sim = device(E1000E)
+    places = (
+        (find(sim, AER.id, extended=True) + AER.ROOT_ERROR_STATUS.offset, AER.ROOT_ERROR_STATUS),
+        (find(sim, PCIE.id) + PCIE.SLOTSTA.offset, PCIE.SLOTSTA),
+    )
+    for at, register in places:
+        value = raise_bits(sim, at, register.width, 1)
+        sim.write(at, register.width, value & ~1)
+        assert sim.read(at, register.width) == value & ~1, f"{at:#x}"
