@@ -83,7 +83,8 @@ ALLOWED: dict[tuple[str, str], str] = {
             "_EA_MEMORY",
             "_EA_PREFETCHABLE",
             "_EA_IO",
-            "_EA_UNAVAILABLE",
+            "_EA_BRIDGE_IO",
+            "_EA_MEMORY_RESERVED",
         )
     },
     ("pciback/trace/format.py", "BAR_SLOTS"): "six BARs and the ROM: a count, no layout",

@@ -383,12 +383,14 @@ def _place(bars: list[BarResource], fixed: BarResource) -> None:
 # reserved ranges, or 0xFF: see the secondary properties).
 _EA_ROM = 8
 _EA_BAR_INDEX = {**{bei: bei for bei in range(6)}, _EA_ROM: 6}
-_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO, _EA_UNAVAILABLE = 0x00, 0x01, 0x02, 0xFF
+_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO = 0x00, 0x01, 0x02
 _EA_FUNCTION_SPACES = (_EA_MEMORY, _EA_PREFETCHABLE, _EA_IO)
+# The primary properties past the last defined one (a bridge's I/O window) and before the
+# reserved-resource ones: the secondary properties stand in for them, as Linux reads them.
+_EA_BRIDGE_IO, _EA_MEMORY_RESERVED = 0x07, 0xFD
 _DWORD = 0xFFFFFFFF
+_WRAP = 1 << 64  # a resource ending at or past it wraps the 64-bit space: Linux drops it
 _EA_MAX_ENTRIES = (1 << EA.ENTRIES.COUNT.width) - 1
-_FUNCTION_BARS = frozenset(_EA_BAR_INDEX.values())  # BARs 0-5 and the ROM
-_BRIDGE_BARS = frozenset((0, 1, 6))  # a bridge's two BARs and its ROM
 
 
 def ea_resources(config: bytes) -> dict[int, BarResource]:
@@ -397,8 +399,10 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
     probe and keeps what they place): each enabled entry standing for one of the function's
     BARs or its ROM, in memory or I/O space. Their flags carry no 64-bit mark, so a memory
     one is MEM32 to the sysfs port whatever its width: the same here. A bridge's entries
-    follow its fixed bus numbers, and only its two BARs and its ROM are the function's (its
-    windows' entries are the bus's below it)."""
+    follow its fixed bus numbers; Linux places a BAR entry of a bridge at that BAR's index
+    whatever the header has there, and leaves its windows' entries to the bus below. As Linux,
+    an entry is left out whose size field disagrees with the dwords its Is64 bits give it, or
+    whose end wraps past the 64-bit space."""
     header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset]) if config else None
     bridge = header_type == TYPE1.header_type
     if not bridge and header_type != TYPE0.header_type:
@@ -412,7 +416,6 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
     # The first entry follows the count's dword (and a bridge's fixed buses after it).
     first = EA_BRIDGE.FIXED_BUSES if bridge else EA.RESERVED
     at = pos + first.offset + first.width
-    bars = _BRIDGE_BARS if bridge else _FUNCTION_BARS
     resources: dict[int, BarResource] = {}
     HEAD, BASE, MAX = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
     for _ in range(min(count, _EA_MAX_ENTRIES)):  # the count is the device's: bounded
@@ -431,10 +434,17 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
         if MAX.IS64.get(top):
             last |= read(upper, EA_ENTRY.MAX_OFFSET_UPPER.width) << 32
         prop = HEAD.PRIMARY_PROPERTIES.get(header)
-        if prop == _EA_UNAVAILABLE:
+        if _EA_BRIDGE_IO < prop < _EA_MEMORY_RESERVED:
             prop = HEAD.SECONDARY_PROPERTIES.get(header)
         index = _EA_BAR_INDEX.get(HEAD.BAR_EQUIVALENT.get(header))
-        if HEAD.ENABLE.get(header) and index in bars and prop in _EA_FUNCTION_SPACES:
+        whole = HEAD.ENTRY_SIZE.get(header) == (BASE.width + MAX.width) // HEAD.width + uppers
+        if (
+            HEAD.ENABLE.get(header)
+            and index is not None
+            and prop in _EA_FUNCTION_SPACES
+            and whole
+            and start + last < _WRAP
+        ):
             kind = BarKind.ROM if index == 6 else BarKind.IO if prop == _EA_IO else BarKind.MEM32
             resources[index] = BarResource(index, kind, last + 1, prop == _EA_PREFETCHABLE, start)
         at += HEAD.width * (1 + HEAD.ENTRY_SIZE.get(header))  # the ECN's rule, as Linux walks them

@@ -185,10 +185,11 @@ def test_helper_built_a_bridges_entries_follow_its_fixed_buses(permissive: bool)
 
 
 def test_helper_built_a_bridge_has_the_resources_its_entries_fix_as_a_dom0_lists_them() -> None:
-    # A dom0 reads a bridge's entries after its fixed buses (+0x08) and keeps those of its two
-    # BARs and its ROM: entry 0 places BAR 0 (64-bit base 0x1_e0000000, max offset 0xffff,
-    # prefetchable memory), entry 1 stands for BAR 2, which a bridge does not have, entry 2
-    # places the ROM (0xfc000000, max offset 0x7fff).
+    # A dom0 reads a bridge's entries after its fixed buses (+0x08) and, as Linux's
+    # pci_ea_read, places each BAR entry at its BAR's index whatever the header has there:
+    # entry 0 places BAR 0 (64-bit base 0x1_e0000000, max offset 0xffff, prefetchable
+    # memory), entry 1 BAR 2 (0xfd000000, max offset 0xfff), entry 2 the ROM (0xfc000000, max
+    # offset 0x7fff).
     b = ConfigBuilder(header_type=1, class_code=0x060400)
     b.cap(0x14, struct.pack("<BBI", 3, 0, 0xFFFF0302) + ENTRY0 + ENTRY1 + ENTRY2)
     _, sim = b.space()
@@ -200,6 +201,7 @@ def test_helper_built_a_bridge_has_the_resources_its_entries_fix_as_a_dom0_lists
         True,
     )
     assert bars[1].kind is BarKind.UNUSED
+    assert (bars[2].kind, bars[2].start, bars[2].size) == (BarKind.MEM32, 0xFD00_0000, 0x1000)
     assert (bars[6].kind, bars[6].start, bars[6].size) == (BarKind.ROM, 0xFC00_0000, 0x8000)
     # BAR 0 stands for the entry: hardwired to 0, a sizing write leaves it so
     sim.write(0x10, 4, 0xFFFFFFFF)
@@ -369,3 +371,43 @@ def test_helper_built_a_bridges_five_entries_follow_its_fixed_buses(permissive: 
     for rel in range(0x04, 0x08 + 4 * 22, 4):
         view.write(pos + rel, 4, 0)
     assert sim.writes == []
+
+
+def bare_ea_function(entries: bytes, count: int) -> SimDevice:
+    """A function whose only resources are its EA entries' (no header BAR, no size given)."""
+    b = ConfigBuilder()
+    b.cap(0x14, struct.pack("<BB", 0xC0 | count, 0xFF) + entries)
+    return b.space()[1]
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        (struct.pack("<IIII", header(3, 0), 0xE0000001, 0x0000FFFD, 0), "size says 3, Is64 give 2"),
+        (struct.pack("<II", header(1, 0), 0xE0000001), "size says 1, a base and a max need 2"),
+        (
+            struct.pack("<IIIII", header(4, 0), 0x00000003, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+            "base and size wrap the 64-bit space",
+        ),
+    ],
+    ids=["size-too-large", "size-too-small", "wraps"],
+)
+def test_helper_built_an_entry_linux_drops_places_nothing(entry: bytes, why: str) -> None:
+    # As Linux's pci_ea_read: an entry whose size field disagrees with its dwords, or whose end
+    # wraps, is left out of the function's resources (the next entry still follows it).
+    sim = bare_ea_function(entry + ENTRY2, 2)
+    assert sim.bars()[0].kind is BarKind.UNUSED, why
+    assert (sim.bars()[6].kind, sim.bars()[6].start) == (BarKind.ROM, 0xFC00_0000), why
+
+
+def test_helper_built_a_reserved_primary_property_takes_the_secondary() -> None:
+    # Primary properties 0x08-0xfc are reserved: the secondary ones stand in (Linux); 0xff is
+    # no longer one of them (Linux drops such an entry).
+    def with_props(primary: int, secondary: int) -> bytes:
+        head = header(2, 0) & ~0x00FFFF00 | primary << 8 | secondary << 16
+        return struct.pack("<III", head, 0xFD000001, 0x00000FFD)
+
+    reserved = bare_ea_function(with_props(0x08, 0x02), 1)
+    assert (reserved.bars()[0].kind, reserved.bars()[0].start) == (BarKind.IO, 0xFD00_0000)
+    unavailable = bare_ea_function(with_props(0xFF, 0x00), 1)
+    assert unavailable.bars()[0].kind is BarKind.UNUSED
