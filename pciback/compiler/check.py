@@ -223,10 +223,10 @@ def _check_layouts(
                 diags.error(
                     layout.pos, f"duplicate layout '{layout.name}' (first defined at {first})"
                 )
-            _check_layout(layout, consts, broken, diags)
+            _check_layout_decl(layout, consts, broken, diags)
 
 
-def _check_layout(
+def _check_layout_decl(
     layout: LayoutDecl, consts: Mapping[str, int], broken: frozenset[str], diags: Diagnostics
 ) -> None:
     """A layout is the same in every device: its offsets and constants are constants. Its
@@ -273,6 +273,7 @@ def _check_layout(
         value(const.value, "a constant")
     registers: dict[str, LayoutRegisterDecl] = {}
     owner: dict[int, LayoutRegisterDecl] = {}
+    placed_all = True  # a register left unplaced would leave a gap no one declared
     for reg in layout.registers:
         if reg.name in registers:
             earlier = registers[reg.name].pos
@@ -282,6 +283,7 @@ def _check_layout(
             check_field_bits(reg.name, reg.width, reg.pos, reg.fields, diags)
         offset = value(reg.offset, "an offset")
         if offset is None:
+            placed_all = False
             continue
         where = _expr_pos(reg.offset, reg.pos)
         if offset % reg.width:
@@ -292,6 +294,7 @@ def _check_layout(
                 f"register '{reg.name}' at {offset:#x} lies outside the {CONFIG_SPACE:#x} bytes"
                 " a layout may span",
             )
+            placed_all = False
             continue
         for byte in range(offset, offset + reg.width):
             if byte in owner:
@@ -303,6 +306,8 @@ def _check_layout(
                 break
         for byte in range(offset, offset + reg.width):
             owner.setdefault(byte, reg)
+    if not placed_all:  # the gaps are the error already reported
+        return
     for first, last in _ranges_of([b for b in range(max(owner, default=-1)) if b not in owner]):
         single = first == last
         diags.error(

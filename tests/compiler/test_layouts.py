@@ -250,6 +250,11 @@ CASES = [
         ],
     ),
     (
+        "an unplaced register leaves no gap to report",
+        "const base = 4\n" + _layout("    register a @bsae u8\n    register b @0x01 u8\n"),
+        ["3:17: error: unknown constant 'bsae' (did you mean 'base'?)"],
+    ),
+    (
         "its own constant in an expression",
         _layout("    const at = 0\n    register a @at u8\n"),
         [
