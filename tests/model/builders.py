@@ -12,7 +12,7 @@ given, and linked in the order they were added; `build()` writes the chain.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -85,6 +85,22 @@ def dump_view(path: Path, *, permissive: bool = False) -> View:
     assert dump.address is not None
     sim = SimDevice(dump.address, path)
     return build_config_space(sim, permissive=permissive), sim
+
+
+def aligned_accesses(start: int, stop: int) -> list[tuple[int, int]]:
+    """Every naturally aligned 1-, 2- and 4-byte access from `start` up to `stop`."""
+    return [(off, size) for size in (1, 2, 4) for off in range(start, stop) if off % size == 0]
+
+
+def field_accesses(at: int, width: int, mask: int) -> Iterator[tuple[int, int, int]]:
+    """Each aligned access within the register at `at` that holds bits of the field, as
+    (offset, size, the field's bits in the access's positions)."""
+    for off, size in aligned_accesses(at, at + width):
+        if off + size > at + width:
+            continue
+        bits = (mask >> (8 * (off - at))) & ((1 << (8 * size)) - 1)
+        if bits:
+            yield off, size, bits
 
 
 D = TypeVar("D", bound=Enum)

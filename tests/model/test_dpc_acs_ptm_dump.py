@@ -14,7 +14,6 @@ the time hierarchy are the host's in permissive mode too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -56,7 +55,14 @@ from pciback.sim.device import SimDevice
 from pciback.sim.guest_scan import CountingDevice
 from pciback.tables import Bits
 
-from .builders import JAILHOUSE, PCIUTILS, DecidedRegister, decided
+from .builders import (
+    JAILHOUSE,
+    PCIUTILS,
+    DecidedRegister,
+    aligned_accesses,
+    decided,
+    field_accesses,
+)
 
 PORT = JAILHOUSE / "pmc-sierra-11f8-4036-dpc-acs.lspci.txt"  # 02:00.0, a downstream port
 CXL = PCIUTILS / "intel-cxl-8086-0d93-ptm.lspci.txt"  # 6b:00.0, an integrated endpoint
@@ -256,21 +262,6 @@ def described(view: ConfigSpace, block: Block) -> list[tuple[int, str]]:
         for r in view.registers
         if r.block == block.table and r.block_base == pos
     )
-
-
-def aligned_accesses(start: int, stop: int) -> list[tuple[int, int]]:
-    return [(off, size) for size in (1, 2, 4) for off in range(start, stop) if off % size == 0]
-
-
-def field_accesses(at: int, width: int, mask: int) -> Iterator[tuple[int, int, int]]:
-    """Each aligned access within the register at `at` that holds bits of the field, as
-    (offset, size, the field's bits in the access's positions)."""
-    for off, size in aligned_accesses(at, at + width):
-        if off + size > at + width:
-            continue
-        bits = (mask >> (8 * (off - at))) & ((1 << (8 * size)) - 1)
-        if bits:
-            yield off, size, bits
 
 
 def following(sim: SimDevice, pos: int) -> int:

@@ -23,7 +23,7 @@ from pciback.policy import build_config_space
 from pciback.ports.bus import BarKind
 from pciback.sim.device import SimDevice
 
-from .builders import PCIUTILS, dump_view
+from .builders import PCIUTILS, aligned_accesses, dump_view
 
 THUNDERX = PCIUTILS / "cavium-thunderx-nic-177d-a01e-ea.lspci.txt"
 HEADER, BASE, MAX_OFFSET = EA_ENTRY.HEADER, EA_ENTRY.BASE, EA_ENTRY.MAX_OFFSET
@@ -98,10 +98,6 @@ def entry_layout(entry: Entry, index: int) -> list[tuple[int, str]]:
 
 def described(view: ConfigSpace) -> list[tuple[int, str]]:
     return sorted((r.offset, r.reg.name) for r in view.registers if r.block == "ea")
-
-
-def aligned_accesses(start: int, stop: int) -> list[tuple[int, int]]:
-    return [(off, size) for size in (1, 2, 4) for off in range(start, stop) if off % size == 0]
 
 
 def test_the_dump_loads_as_the_function_with_its_lists() -> None:

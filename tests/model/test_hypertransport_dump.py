@@ -22,7 +22,7 @@ from pciback.engine.space import HostOwned
 from pciback.generated.names import HT, MSI
 from pciback.sim.device import SimDevice
 
-from .builders import PCIUTILS, dump_view
+from .builders import PCIUTILS, aligned_accesses, dump_view
 
 RD890 = PCIUTILS / "amd-rd890-1002-5a13-ht.lspci.txt"
 FAM15H = PCIUTILS / "amd-fam15h-1022-1600-ht.lspci.txt"
@@ -98,10 +98,6 @@ def described(view: ConfigSpace, pos: int) -> list[tuple[int, str]]:
         for r in view.registers
         if r.block == "ht" and r.block_base == pos
     )
-
-
-def aligned_accesses(start: int, stop: int) -> list[tuple[int, int]]:
-    return [(off, size) for size in (1, 2, 4) for off in range(start, stop) if off % size == 0]
 
 
 @pytest.mark.parametrize(

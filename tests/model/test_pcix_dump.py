@@ -12,7 +12,6 @@ typed below, independently of dsl/pcix.pci, so that a changed access in the poli
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -28,7 +27,7 @@ from pciback.generated.names import HT, MSI, PCIX, PCIX_BRIDGE, PM, TYPE1, VPD
 from pciback.sim.device import SimDevice
 from pciback.tables import Bits
 
-from .builders import DecidedRegister, decided, dump_view
+from .builders import DecidedRegister, aligned_accesses, decided, dump_view, field_accesses
 from .test_hypertransport_dump import BODIES as HT_BODIES
 
 LKML = Path(__file__).resolve().parents[1] / "fixtures" / "lkml"
@@ -181,21 +180,6 @@ def described(view: ConfigSpace, block: str, pos: int) -> list[tuple[int, str]]:
         for r in view.registers
         if r.block == block and r.block_base == pos
     )
-
-
-def aligned_accesses(start: int, stop: int) -> list[tuple[int, int]]:
-    return [(off, size) for size in (1, 2, 4) for off in range(start, stop) if off % size == 0]
-
-
-def field_accesses(at: int, width: int, mask: int) -> Iterator[tuple[int, int, int]]:
-    """Each aligned access within the register at `at` that holds bits of the field, as
-    (offset, size, the field's bits in the access's positions)."""
-    for off, size in aligned_accesses(at, at + width):
-        if off + size > at + width:
-            continue
-        bits = (mask >> (8 * (off - at))) & ((1 << (8 * size)) - 1)
-        if bits:
-            yield off, size, bits
 
 
 def landed(sim: SimDevice, at: int, width: int) -> tuple[int, int]:
