@@ -936,7 +936,7 @@ class EA_ENTRY:
 
 
 class EA_BRIDGE:
-    """capability ea_bridge match class = 0x60400 / 0xffff00 (dsl/ea.pci:69): Enhanced Allocation (bridge)"""
+    """capability ea_bridge match header_type = 1 (dsl/ea.pci:69): Enhanced Allocation (bridge)"""
 
     id: Final = 0x14
 
@@ -2260,7 +2260,7 @@ class PCIE:
 
 
 class PCIX:
-    """capability pcix (dsl/pcix.pci:20): PCI-X"""
+    """capability pcix (dsl/pcix.pci:21): PCI-X"""
 
     id: Final = 0x07
 
@@ -2269,7 +2269,7 @@ class PCIX:
         return (8 + (0x10 * int(command_version != 0)))
 
     class COMMAND:
-        """command @0x02 u16 (dsl/pcix.pci:21)"""
+        """command @0x02 u16 (dsl/pcix.pci:22)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2280,7 +2280,7 @@ class PCIX:
         VERSION: Final = Bits(mask=0x3000, shift=12, width=2)  # [13:12]
 
     class STATUS:
-        """status @0x04 u32 (dsl/pcix.pci:30)"""
+        """status @0x04 u32 (dsl/pcix.pci:31)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -2300,7 +2300,7 @@ class PCIX:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_CONTROL_STATUS:
-        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:47)"""
+        """ecc_control_status @0x08 u32 if (command.version != 0) (dsl/pcix.pci:48)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2319,21 +2319,21 @@ class PCIX:
         ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_FIRST_ADDRESS:
-        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:63)"""
+        """ecc_first_address @0x0c u32 if (command.version != 0) (dsl/pcix.pci:64)"""
 
         offset: Final = 0x0c
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_SECOND_ADDRESS:
-        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:66)"""
+        """ecc_second_address @0x10 u32 if (command.version != 0) (dsl/pcix.pci:67)"""
 
         offset: Final = 0x10
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_ATTRIBUTE:
-        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:69)"""
+        """ecc_attribute @0x14 u32 if (command.version != 0) (dsl/pcix.pci:70)"""
 
         offset: Final = 0x14
         width: Final = 4
@@ -2341,7 +2341,7 @@ class PCIX:
 
 
 class PCIX_BRIDGE:
-    """capability pcix_bridge match class = 0x60400 / 0xffff00 (dsl/pcix.pci:75): PCI-X (bridge)"""
+    """capability pcix_bridge match header_type = 1 (dsl/pcix.pci:76): PCI-X (bridge)"""
 
     id: Final = 0x07
 
@@ -2350,7 +2350,7 @@ class PCIX_BRIDGE:
         return (0x10 + (0x10 * int(secondary_status_version != 0)))
 
     class SECONDARY_STATUS:
-        """secondary_status @0x02 u16 (dsl/pcix.pci:76)"""
+        """secondary_status @0x02 u16 (dsl/pcix.pci:77)"""
 
         offset: Final = 0x02
         width: Final = 2
@@ -2366,7 +2366,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x8000, shift=15, width=1)  # [15]
 
     class BRIDGE_STATUS:
-        """bridge_status @0x04 u32 (dsl/pcix.pci:89)"""
+        """bridge_status @0x04 u32 (dsl/pcix.pci:90)"""
 
         offset: Final = 0x04
         width: Final = 4
@@ -2384,7 +2384,7 @@ class PCIX_BRIDGE:
         MODE2_533: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class UPSTREAM_SPLIT_CONTROL:
-        """upstream_split_control @0x08 u32 (dsl/pcix.pci:104)"""
+        """upstream_split_control @0x08 u32 (dsl/pcix.pci:105)"""
 
         offset: Final = 0x08
         width: Final = 4
@@ -2392,7 +2392,7 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class DOWNSTREAM_SPLIT_CONTROL:
-        """downstream_split_control @0x0c u32 (dsl/pcix.pci:108)"""
+        """downstream_split_control @0x0c u32 (dsl/pcix.pci:109)"""
 
         offset: Final = 0x0c
         width: Final = 4
@@ -2400,7 +2400,7 @@ class PCIX_BRIDGE:
         COMMITMENT_LIMIT: Final = Bits(mask=0xFFFF0000, shift=16, width=16)  # [31:16]
 
     class ECC_CONTROL_STATUS:
-        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:113)"""
+        """ecc_control_status @0x10 u32 if (secondary_status.version != 0) (dsl/pcix.pci:114)"""
 
         offset: Final = 0x10
         width: Final = 4
@@ -2419,21 +2419,21 @@ class PCIX_BRIDGE:
         ECC_MODE: Final = Bits(mask=0x80000000, shift=31, width=1)  # [31]
 
     class ECC_FIRST_ADDRESS:
-        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:129)"""
+        """ecc_first_address @0x14 u32 if (secondary_status.version != 0) (dsl/pcix.pci:130)"""
 
         offset: Final = 0x14
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_SECOND_ADDRESS:
-        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:132)"""
+        """ecc_second_address @0x18 u32 if (secondary_status.version != 0) (dsl/pcix.pci:133)"""
 
         offset: Final = 0x18
         width: Final = 4
         ADDRESS: Final = Bits(mask=0xFFFFFFFF, shift=0, width=32)  # [31:0]
 
     class ECC_ATTRIBUTE:
-        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:135)"""
+        """ecc_attribute @0x1c u32 if (secondary_status.version != 0) (dsl/pcix.pci:136)"""
 
         offset: Final = 0x1c
         width: Final = 4

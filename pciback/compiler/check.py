@@ -25,6 +25,7 @@ from pciback.compiler.evaluate import (
 )
 from pciback.compiler.extent import elaborate_length
 from pciback.compiler.model import (
+    MATCH_KEY_BITS,
     ArrayDecl,
     Binary,
     BlockDecl,
@@ -68,13 +69,6 @@ MAX_INSTANCES = 256
 # Fields up to this wide are sorted into classes of values a layout cannot tell apart, when
 # there are too many combinations of their values to enumerate (BlockChecker._value_classes).
 _CLASSIFY_BITS = 16
-_MATCH_WIDTH = {
-    "vendor": 16,
-    "device": 16,
-    "subsystem_vendor": 16,
-    "subsystem_device": 16,
-    "class": 24,
-}
 _KIND_WORDS = {
     BlockKind.HEADER: "a header",
     BlockKind.CAPABILITY: "a capability",
@@ -883,7 +877,7 @@ class BlockChecker:
             if match.key in keys:
                 self.diags.error(match.pos, f"duplicate match key '{match.key}'")
             keys[match.key] = match.pos
-            bits = _MATCH_WIDTH[match.key]
+            bits = MATCH_KEY_BITS[match.key]
             listed: dict[int, Pos] = {}
             for i, expr in enumerate((*match.values, match.mask)):
                 if expr is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pciback.compiler.check import Program
 from pciback.compiler.evaluate import evaluate, to_python, to_text
 from pciback.compiler.model import (
+    MATCH_KEY_BITS,
     BlockDecl,
     CapabilityFieldRef,
     ChainDecl,
@@ -187,7 +188,7 @@ class Match:
         """The mask, or every bit of the key when none is written."""
         if self.mask is not None:
             return self.mask
-        return (1 << (24 if self.key == "class" else 16)) - 1
+        return (1 << MATCH_KEY_BITS[self.key]) - 1
 
     def text(self, *, as_written: bool) -> str:
         """`key = V / M` or `key in (V, W)`: as written, or each value in hex."""

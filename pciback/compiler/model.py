@@ -153,6 +153,18 @@ class LinuxNote:
     pos: Pos
 
 
+# The bits of each key a `match` may test: the IDs, the class code (base class, subclass,
+# programming interface) and the header type's layout (its multi-function bit apart).
+MATCH_KEY_BITS = {
+    "vendor": 16,
+    "device": 16,
+    "subsystem_vendor": 16,
+    "subsystem_device": 16,
+    "class": 24,
+    "header_type": 7,
+}
+
+
 class BitRange:
     """Bits `msb` down to `lsb` of a register: a field's, in a block or in a layout."""
 

@@ -11,6 +11,7 @@ import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from pciback.compiler.diagnostics import Diagnostics, Pos, closest
+from pciback.compiler.model import MATCH_KEY_BITS
 from pciback.tables import Access
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -38,7 +39,7 @@ _WORDS = {
     "WIDTH": ("u8", "u16", "u32"),
     "ACCESS": _ACCESS_WORDS,
     "POLICY": ("expose", "hide"),
-    "MATCH_KEY": ("vendor", "device", "subsystem_vendor", "subsystem_device", "class"),
+    "MATCH_KEY": tuple(MATCH_KEY_BITS),
     "LINUX_WORD": (*_ACCESS_WORDS, "undescribed", "refused"),
 }
 # What may follow a field's access: a misspelling of one of them reads as the next field's name.

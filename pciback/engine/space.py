@@ -910,4 +910,7 @@ def _device_ids(device: PhysicalDevice) -> dict[str, int]:
             TYPE0.SUBSYSTEM_VENDOR_ID.offset, TYPE0.SUBSYSTEM_VENDOR_ID.width
         ),
         "subsystem_device": device.read(TYPE0.SUBSYSTEM_ID.offset, TYPE0.SUBSYSTEM_ID.width),
+        "header_type": h.HEADER_TYPE.LAYOUT.get(
+            device.read(h.HEADER_TYPE.offset, h.HEADER_TYPE.width)
+        ),
     }

@@ -127,6 +127,11 @@ CASES: list[tuple[str, str, str]] = [
         "1:22: error: value 0x12345 does not fit the 16-bit vendor",
     ),
     (
+        "header type value does not fit",
+        "quirk q match header_type=0x81 {\n}\n",
+        "1:27: error: value 0x81 does not fit the 7-bit header_type",
+    ),
+    (
         "capability ID does not fit",
         "capability c id 0x100 {\n}\n",
         "1:17: error: capability ID does not fit 8 bits: 0x100",

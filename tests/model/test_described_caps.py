@@ -536,9 +536,12 @@ def test_pci_x_function_controls_are_the_guests_in_permissive_mode_only() -> Non
         assert written == [(pos + 6, 0x04)]  # only the guest's 1: error 29 stays pending
 
 
+@pytest.mark.parametrize("class_code", [0x060400, 0x060940], ids=["pci-bridge", "semi-transparent"])
 @pytest.mark.parametrize("permissive", [False, True], ids=["normal", "permissive"])
-def test_a_pci_x_bridge_is_the_hosts(permissive: bool) -> None:
-    b = ConfigBuilder(header_type=1, class_code=0x060400)
+def test_a_pci_x_bridge_is_the_hosts(permissive: bool, class_code: int) -> None:
+    # A bridge's layout goes with the header (type 1), whatever the class says: a
+    # semi-transparent bridge's secondary status is no function's command register.
+    b = ConfigBuilder(header_type=1, class_code=class_code)
     pos = b.cap(0x07, b"\xff" * 14)
     view, sim = b.space(permissive=permissive)
     assert view.read(pos + 2, 2) == 0xF3FF  # reserved bits 11:10 read 0
