@@ -207,7 +207,7 @@ def _check_layouts(
     declared: Collection[str],
     diags: Diagnostics,
 ) -> None:
-    """Each layout once by its name, each checked on its own (_check_layout)."""
+    """Each layout once by its name, each checked on its own (_check_layout_decl)."""
     seen: dict[str, Pos] = {}
     broken = frozenset(declared) - set(consts)
     for src in files:

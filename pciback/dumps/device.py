@@ -112,7 +112,7 @@ class SimDevice:
         self._writable = self._writable_bits()
         # The bits a 1 clears, as the hardware has them (pciback.dumps.rw1c), and per dword
         # whether it has any: most writes find none with one look.
-        self._rw1c = hardware_rw1c(self.initial, _reader(self.initial))
+        self._rw1c = hardware_rw1c(_reader(self.initial), len(self.initial))
         self._rw1c_dwords = [any(self._rw1c[i : i + 4]) for i in range(0, len(self._rw1c), 4)]
         # Per access size, the last offset it may start at (the config never changes length):
         # one lookup checks a read.
@@ -403,7 +403,7 @@ def ea_resources(config: bytes) -> dict[int, BarResource]:
     whatever the header has there, and leaves its windows' entries to the bus below. As Linux,
     an entry is left out whose size field disagrees with the dwords its Is64 bits give it, or
     whose end wraps past the 64-bit space."""
-    header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset]) if config else None
+    header_type = HEADER_TYPE.LAYOUT.get(config[HEADER_TYPE.offset])
     bridge = header_type == TYPE1.header_type
     if not bridge and header_type != TYPE0.header_type:
         return {}

@@ -202,19 +202,20 @@ def _extents(offsets: list[int], end: int) -> dict[int, int]:
     return {pos: (ordered[i + 1] if i + 1 < len(ordered) else end) for i, pos in enumerate(ordered)}
 
 
-def hardware_rw1c(config: bytes, read: Reader) -> bytearray:
-    """Per byte of `config`, the bits that a 1 written to them clears on the device."""
-    out = bytearray(len(config))
+def hardware_rw1c(read: Reader, size: int) -> bytearray:
+    """Per byte of the `size` bytes of config space `read` reads, the bits that a 1 written to
+    them clears on the device."""
+    out = bytearray(size)
     header_type = COMMON_HEADER.HEADER_TYPE.LAYOUT.get(
         read(COMMON_HEADER.HEADER_TYPE.offset, COMMON_HEADER.HEADER_TYPE.width)
     )
     bridge = header_type == TYPE1.header_type
     for register, fields in HEADER + (BRIDGE_HEADER if bridge else ()):
-        _mark(out, register.offset, len(config), register, fields)
-    chains = walk(read, len(config))
+        _mark(out, register.offset, size, register, fields)
+    chains = walk(read, size)
     pcie_at = next((c.offset for c in chains.standard if c.ident == PCIE.id), None)
     pcie = None if pcie_at is None else read(pcie_at + PCIE.CAPS.offset, PCIE.CAPS.width)
-    standard = _extents([c.offset for c in chains.standard], min(STD_END, len(config)))
+    standard = _extents([c.offset for c in chains.standard], min(STD_END, size))
     for cap in chains.standard:
         end = standard[cap.offset]
         if cap.ident == PCIX.id:
@@ -224,8 +225,8 @@ def hardware_rw1c(config: bytes, read: Reader) -> bytearray:
         for (register, fields), present in STANDARD.get(cap.ident, ()):
             if present(read, cap.offset, pcie):
                 _mark(out, cap.offset + register.offset, end, register, fields)
-    if len(config) > EXT_START:
-        extended = _extents([c.offset for c in chains.extended], min(EXT_END, len(config)))
+    if size > EXT_START:
+        extended = _extents([c.offset for c in chains.extended], min(EXT_END, size))
         for cap in chains.extended:
             for (register, fields), present in EXTENDED.get(cap.ident, ()):
                 if present(read, cap.offset, pcie):

@@ -549,9 +549,9 @@ class ConfigSpace:
         return all(m.accepts(ids.get(m.key, -1)) for m in block.matches)
 
     def _lay_out_header(self) -> None:
-        # The header is every byte before the standard list's space.
-        at = COMMON_HEADER.HEADER_TYPE
-        header_type = self.header_type = at.LAYOUT.get(self.device.read(at.offset, at.width))
+        # The header is every byte before the standard list's space; its layout was read with
+        # the IDs the table variants match.
+        header_type = self.header_type = self._ids["header_type"]
         table = self.policy.headers.get(header_type)
         if table is None:
             # Linux refuses such a function; here it can be seen but its header never written.

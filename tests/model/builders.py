@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from pciback.dumps import load_config
 from pciback.engine import ConfigSpace
 from pciback.engine.chain import CAP_NEXT, EXT_START, EXT_TTL, STD_TTL
+from pciback.engine.space import Gap
 from pciback.generated.names import (
     AER,
     COMMON_HEADER,
@@ -101,6 +102,21 @@ def field_accesses(at: int, width: int, mask: int) -> Iterator[tuple[int, int, i
         bits = (mask >> (8 * (off - at))) & ((1 << (8 * size)) - 1)
         if bits:
             yield off, size, bits
+
+
+def assert_engine_default(
+    view: ConfigSpace, sim: SimDevice, start: int, stop: int, *, permissive: bool
+) -> None:
+    """The bytes from `start` to `stop` are described by no table: the engine's default, read
+    from the device and written there in permissive mode only. The write of the first dword
+    reaching the device in permissive mode shows a test's write checks can see one."""
+    assert start < stop
+    for off in range(start, stop):
+        assert type(view.slot_at(off)) is Gap, f"{off:#x}"
+    before = sim.read(start, 4)
+    view.write(start, 4, ~before & 0xFFFFFFFF)
+    expect = [(start, 4, ~before & 0xFFFFFFFF)] if permissive else []
+    assert sim.writes == expect
 
 
 D = TypeVar("D", bound=Enum)
