@@ -46,6 +46,7 @@ __all__ = [
     'MEMORY_BAR',
     'IO_BAR',
     'EXPANSION_ROM',
+    'ECAM',
     'LTR',
     'MFVC',
     'MRIOV',
@@ -1351,6 +1352,23 @@ class EXPANSION_ROM:
         width: Final = 4
         ENABLE: Final = Bits(mask=0x00000001, shift=0, width=1)  # [0]
         ADDRESS: Final = Bits(mask=0xFFFFF800, shift=11, width=21)  # [31:11]
+
+
+class ECAM:
+    """layout ecam (dsl/layout.pci:73): the Enhanced Configuration Access Mechanism (PCIe 6.0 7.2.2): a segment's configuration spaces in one memory region, a function's 4 KiB at an offset its bus, device and function number make; dom0 maps a function's page read-only to read its configuration without a system call"""
+
+    length: Final = 0x04
+    BUSES_PER_REGION: Final = 0x100  # dsl/layout.pci:81: a region covers at most the 256 buses of one segment
+
+    class ADDRESS:
+        """address @0x00 u32 (dsl/layout.pci:74)"""
+
+        offset: Final = 0x00
+        width: Final = 4
+        REGISTER_OFFSET: Final = Bits(mask=0x00000FFF, shift=0, width=12)  # [11:0]
+        FUNCTION: Final = Bits(mask=0x00007000, shift=12, width=3)  # [14:12]
+        DEVICE: Final = Bits(mask=0x000F8000, shift=15, width=5)  # [19:15]
+        BUS: Final = Bits(mask=0x0FF00000, shift=20, width=8)  # [27:20]
 
 
 class LTR:

@@ -20,6 +20,7 @@ from typing import Any
 # Every check the daemon's scenarios print; one missing means the run stopped before it.
 EXPECTED_DAEMON = [
     "daemon-start",
+    "daemon-ecam",
     "a-attach",
     "a-boot",
     "a-enumerates",

@@ -189,6 +189,25 @@ def _split(address: str) -> tuple[str, str, str]:
     return domain, bus, f"{int(slot, 16) << 3 | int(function, 16):x}"
 
 
+def config_reads(address: str = "0000:00:03.0") -> dict[str, float]:
+    """A physical config read of the lab's e1000e (its identity dword) both ways: a pread of
+    its sysfs config file, and a load from its ECAM page where the daemon would use one."""
+    from pciback.generated.names import COMMON_HEADER
+    from pciback.xen.ecam import EcamMap
+    from pciback.xen.sysfs import SysfsBus
+
+    at = COMMON_HEADER.VENDOR_ID.offset
+    try:
+        plain = SysfsBus().device(address)
+        mapped = SysfsBus(ecam=EcamMap.from_system()).device(address)
+    except KeyError:
+        return {}
+    figures = {"sysfs_read_us": per_call(300, lambda: plain.read(at, 4))}
+    if mapped.reads_by == "ecam":
+        figures["ecam_read_us"] = per_call(300, lambda: mapped.read(at, 4))
+    return figures
+
+
 def primitives() -> dict[str, float]:
     """What the op path does many times, each in a loop of its own (µs per call): a Python
     call doing nothing, a lock taken and released, a struct pack into a buffer."""
@@ -240,6 +259,7 @@ def main() -> None:
         "clock_us": per_call(3000, time.perf_counter_ns),
         "syscall_us": per_call(300, os.getppid),
         **xen,
+        **config_reads(),
         **primitives(),
     }
     print("LAB-OPCOST " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()), flush=True)

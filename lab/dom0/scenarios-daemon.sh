@@ -37,6 +37,9 @@ not_attached() { ! pciback list --json | grep -q "\"device\": \"$1\""; }
 t "backend: the pciback daemon"
 check daemon-start "the daemon serves its control socket" start_daemon
 pciback list
+# How the daemon reads each function's config space, and why (pciback.xen.ecam).
+ecam_reads() { grep -a "config reads by" "$R/daemon.log"; log_has "$A: config reads by its ECAM page" "$R/daemon.log"; }
+check daemon-ecam "$A: config reads through its ECAM page, not sysfs" ecam_reads
 
 # -- a: attached before the guest's first run ------------------------------------------------
 create g1

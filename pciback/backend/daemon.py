@@ -22,14 +22,14 @@ def open_sim(config: Config) -> Environment:
     return SimEnvironment.from_dumps(config.sim_devices or DEFAULT_SIM_DEVICES, base)
 
 
-def open_xen() -> Environment:
+def open_xen(config: Config) -> Environment:
     """The real dom0's ports, or a DaemonError naming what this machine lacks."""
     from pciback.xen import YOUNG_NOTE
     from pciback.xen._loader import XenUnavailable
     from pciback.xen.environment import open_environment as open_dom0
 
     try:
-        env = open_dom0()
+        env = open_dom0(config_reads=config.config_reads)
     except XenUnavailable as exc:
         raise DaemonError(f'backend = "xen": cannot use the Xen adapters: {exc}') from None
     log.warning('backend = "xen": %s', YOUNG_NOTE)
@@ -40,7 +40,7 @@ def open_environment(config: Config, given: Environment | None = None) -> Enviro
     """`given` when it fits the configuration's backend, else the backend's own: backend =
     "xen" uses a Xen environment only, and opens this dom0's otherwise."""
     if config.backend == "xen":
-        return given if given is not None and given.backend == "xen" else open_xen()
+        return given if given is not None and given.backend == "xen" else open_xen(config)
     return given or open_sim(config)
 
 

@@ -27,6 +27,10 @@ op_linger_us = 2000             # backend = "xen": how long a guest's service th
                                 # its next op before sleeping (0: never; pciback.protocol.linger)
 toolstack_timeout_s = 10        # how long attach and detach wait for a guest's pcifront (libxl:
                                 # 10 s); a detach that times out completes when the guest lets go
+config_reads = "ecam"           # backend = "xen": read a device's config space through a
+                                # read-only mapping of its ECAM page (one load, no system call)
+                                # where dom0 maps it and it reads as sysfs does, sysfs elsewhere
+                                # (the default); "sysfs": always sysfs (pciback.xen.ecam)
 
 [sim.devices]                   # backend = "sim": address = dump file (fixture name or path)
 "0000:03:00.0" = "virtio-net-1af4-1041.bin"
@@ -46,6 +50,7 @@ from pciback.control.hide import HideSyntaxError, parse_device, parse_hide, pars
 BACKENDS = ("sim", "xen")
 TOPOLOGIES = ("vpci", "passthrough")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CONFIG_READS = ("ecam", "sysfs")
 MAX_CONFIG = 1 << 20
 DEFAULT_STATE_DIR = Path("/var/lib/pciback")
 
@@ -63,6 +68,7 @@ _KEYS = {
     "log_format",
     "op_linger_us",
     "toolstack_timeout_s",
+    "config_reads",
     "sim",
 }
 T = TypeVar("T")
@@ -91,6 +97,7 @@ class Config:
     log_format: str = "json"
     op_linger_us: int | None = None  # None: the backend's default
     toolstack_timeout_s: float | None = None  # None: libxl's 10 s
+    config_reads: str = "ecam"
     sim_devices: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
@@ -150,6 +157,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
     cfg.topology = _choice(data, "topology", TOPOLOGIES, "vpci")
     cfg.log_level = _choice(data, "log_level", LOG_LEVELS, "info")
     cfg.log_format = _choice(data, "log_format", ("json", "text"), "json")
+    cfg.config_reads = _choice(data, "config_reads", CONFIG_READS, "ecam")
     linger = data.get("op_linger_us")
     if linger is not None:
         if not isinstance(linger, int) or isinstance(linger, bool):

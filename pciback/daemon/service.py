@@ -39,6 +39,7 @@ NOTIFY_ENV = "NOTIFY_SOCKET"
 RELOADED = ("log_level", "log_format", "op_linger_us", "toolstack_timeout_s")
 AT_START = {
     "backend": "a restart",
+    "config_reads": "a restart (the bus is opened with it)",
     "state_dir": "a restart",
     "socket": "a restart",
     "topology": "a restart",

@@ -4,6 +4,7 @@ everything that is missing."""
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,14 @@ from pciback.protocol.transport import EventChannel, SharedPage
 from pciback.xen import atomic, evtchn, gnttab, physdev, xenctrl, xenstore
 from pciback.xen._loader import DEV_XEN, PROC_XEN, XenUnavailable, missing_nodes
 from pciback.xen.domctl import XenDomainResources
+from pciback.xen.ecam import EcamMap
 from pciback.xen.evtchn import XenEventPort
 from pciback.xen.gnttab import GrantTable
 from pciback.xen.sysfs import DEFAULT_ROOT, SysfsBus, SysfsError
 from pciback.xen.xenctrl import XenHypervisor
 from pciback.xen.xenstore import XenStoreClient
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LINGER_NS = 2_000_000
 
@@ -183,8 +187,11 @@ def open_environment(
     sysfs_root: Path = DEFAULT_ROOT,
     proc_xen: Path = PROC_XEN,
     dev_xen: Path = DEV_XEN,
+    config_reads: str = "ecam",
 ) -> XenEnvironment:
-    """Open every port on this dom0, or raise XenUnavailable listing all that is missing."""
+    """Open every port on this dom0, or raise XenUnavailable listing all that is missing.
+    `config_reads`: "ecam" reads a device's config space through its ECAM page where that
+    works (pciback.xen.ecam), "sysfs" always through sysfs."""
     missing = missing_nodes(proc_xen, dev_xen)
     for name, loader in LIBRARIES.items():
         try:
@@ -194,7 +201,10 @@ def open_environment(
     if missing:
         raise XenUnavailable("missing " + "; ".join(missing))
     try:
-        bus = SysfsBus(sysfs_root, writable=True)
+        ecam = EcamMap.from_system() if config_reads == "ecam" else None
+        if ecam is not None:
+            log.info("config reads by ECAM where verified: %s", ecam.describe())
+        bus = SysfsBus(sysfs_root, writable=True, ecam=ecam)
     except SysfsError as exc:
         raise XenUnavailable(f"the host PCI bus cannot be driven: {exc}") from None
     opened: list[_Closable] = []

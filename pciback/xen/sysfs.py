@@ -7,6 +7,7 @@ machine must never have its devices touched. Tests exercise the write paths on a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -16,6 +17,9 @@ from pciback.engine.chain import STATUS, STD_END, walk_standard
 from pciback.generated.names import COMMON_HEADER, MSI, MSIX, PM
 from pciback.ports.bus import BarKind, BarResource, config_access_fits
 from pciback.ports.hostbus import STUB_DRIVER
+from pciback.xen.ecam import EcamMap, EcamUnavailable, EcamWindow, mismatch
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/sys/bus/pci")
 KERNEL_STUB = "pci-stub"  # what holds a seized device on the host while this daemon drives it
@@ -50,6 +54,9 @@ class SysfsDevice:
         self._size = 4096 if size >= 4096 else 256
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
+        self._window: EcamWindow | None = None
+        # The window's views by access size while it serves reads (see `use_ecam`).
+        self._ecam: dict[int, memoryview] | None = None
 
     @property
     def address(self) -> str:
@@ -71,13 +78,38 @@ class SysfsDevice:
                 self._fd = os.open(self.dir / "config", flags | os.O_CLOEXEC)
             return self._fd
 
+    @property
+    def reads_by(self) -> str:
+        """How config reads reach the device: "ecam" or "sysfs"."""
+        return "sysfs" if self._ecam is None else "ecam"
+
+    def use_ecam(self, ecam: EcamMap) -> str | None:
+        """Read config space through the function's ECAM page from now on, once the page reads
+        as sysfs does (pciback.xen.ecam); else stay with sysfs. Returns why not, or None."""
+        try:
+            window = ecam.window(self._address)
+        except EcamUnavailable as exc:
+            return str(exc)
+        try:
+            why = mismatch(window, self.read)
+        except (OSError, ValueError) as exc:
+            why = f"sysfs could not be read to check it ({exc})"
+        if why is not None:
+            window.close()
+            return why
+        self._window, self._ecam = window, window.views
+        return None
+
     def read(self, offset: int, size: int) -> int:
         # The guest's reads come here: `_check` (config_access_fits) and the fd's lock in line,
         # one Python call less each (under emulation every call costs tens of µs). `close` can
         # race a read with or without the lock: the daemon closes a device only once nothing
-        # serves it.
+        # serves it (a read racing it fails on the released view or the closed file).
         if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
             self._check(offset, size)
+        views = self._ecam
+        if views is not None:
+            return int(views[size][offset // size])  # one load of the access's width
         fd = self._fd
         data = os.pread(self._config_fd() if fd is None else fd, size, offset)
         if len(data) != size:  # an unprivileged reader sees only the first 64 bytes
@@ -87,8 +119,11 @@ class SysfsDevice:
     def close(self) -> None:
         with self._fd_lock:
             fd, self._fd = self._fd, None
+            window, self._window, self._ecam = self._window, None, None
         if fd is not None:
             os.close(fd)
+        if window is not None:
+            window.close()
 
     def _write_file(self, name: str, data: bytes, offset: int | None = None) -> None:
         if not self.writable:
@@ -224,10 +259,15 @@ class SysfsDevice:
 
 
 class SysfsBus:
-    def __init__(self, root: Path = DEFAULT_ROOT, writable: bool = False) -> None:
+    def __init__(
+        self, root: Path = DEFAULT_ROOT, writable: bool = False, ecam: EcamMap | None = None
+    ) -> None:
+        """`ecam`: the regions a function's config reads may go through (pciback.xen.ecam);
+        None: every read is a pread of sysfs."""
         _guard(root, writable)
         self.root = root
         self.writable = writable
+        self.ecam = ecam
         self._lock = threading.Lock()
         self._devices: dict[str, SysfsDevice] = {}
 
@@ -255,6 +295,12 @@ class SysfsBus:
             device = self._devices.get(address)
             if device is None:
                 device = self._devices[address] = SysfsDevice(directory, address, self.writable)
+                if self.ecam is not None:
+                    why = device.use_ecam(self.ecam)
+                    if why is None:
+                        log.info("%s: config reads by its ECAM page", address)
+                    else:
+                        log.info("%s: config reads by sysfs: %s", address, why)
             return device
 
     def upstream(self, address: str) -> tuple[str, ...]:
