@@ -15,7 +15,10 @@ ACCEL=${ACCEL:-tcg,thread=multi}
 CPU=${CPU:-qemu64,+svm}           # -cpu max crashes dom0 (#PF at once)
 IOMMU_DEV=${IOMMU_DEV-intel-iommu,intremap=on}
 XEN_ARGS="${IOMMU_DEV:+iommu=verbose} console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all noreboot ${XEN_EXTRA:-}"
-DOM0_ARGS="console=hvc0 earlyprintk=xen root=/dev/vda rw ${LAB_RUN:+lab.run=$LAB_RUN} ${LAB_PYSPY:+lab.pyspy=1} ${DOM0_EXTRA:-}"
+# iomem=relaxed: Debian's kernel (CONFIG_IO_STRICT_DEVMEM) lets /dev/mem map no region the
+# kernel holds busy, its MMCONFIG region included: the daemon's config reads go through the
+# devices' ECAM pages only with it (pciback.xen.ecam; sysfs otherwise). Both backends get it.
+DOM0_ARGS="console=hvc0 earlyprintk=xen root=/dev/vda rw iomem=relaxed ${LAB_RUN:+lab.run=$LAB_RUN} ${LAB_PYSPY:+lab.pyspy=1} ${DOM0_EXTRA:-}"
 IOMMU=(); [ -n "$IOMMU_DEV" ] && IOMMU=(-device "$IOMMU_DEV")
 IMAGE=${IMAGE:-$LAB/dom0.ext4}
 cmd=(qemu-system-x86_64 -name pciback-lab,debug-threads=on
