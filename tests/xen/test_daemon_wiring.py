@@ -89,6 +89,7 @@ def fake_dom0(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     libs["xs"].nodes["/local/domain/0/backend/pci"] = b""
 
     def fake_open(*args: Any, **kwargs: Any) -> XenEnvironment:
+        libs["opened_with"] = kwargs
         store = XenStoreClient(lib=libs["xs"])
         store.libc = libs["xs"]
         bus = SimHostBus({NET: SimDevice(NET, fixture("virtio-net-1af4-1041.bin"))})
@@ -120,6 +121,18 @@ def test_xen_wires_the_xen_ports_and_says_they_are_young(
     daemon.stop()
     for name in ("xs", "gnt", "xc"):
         assert ("close",) in fake_dom0[name].calls, name
+
+
+@pytest.mark.parametrize("reads", ["ecam", "sysfs", None])
+def test_the_configured_way_of_config_reads_reaches_the_bus(
+    tmp_path: Path, fake_dom0: dict[str, Any], reads: str | None
+) -> None:
+    cfg = config(tmp_path, "xen")
+    if reads is not None:
+        cfg = parse_config({"backend": "xen", "config_reads": reads})
+        cfg.state_dir = tmp_path / "state"
+    Daemon(cfg, control=False)
+    assert fake_dom0["opened_with"] == {"config_reads": reads or "ecam"}
 
 
 def test_the_daemon_on_xen_loads_no_simulator() -> None:

@@ -207,3 +207,14 @@ def test_the_configuration_chooses_the_way() -> None:
     assert parse_config({"config_reads": "sysfs"}).config_reads == "sysfs"
     with pytest.raises(ConfigError, match="config_reads = 'sysf': expected one of ecam, sysfs"):
         parse_config({"config_reads": "sysf"})
+
+
+def test_the_system_regions_come_from_iomem(tmp_path: Path) -> None:
+    listed = tmp_path / "iomem"
+    listed.write_text(IOMEM)
+    assert EcamMap.from_system(listed, tmp_path / "mem").regions == (
+        EcamRegion(0, 2, 3, REGION_START),
+    )
+    unreadable = EcamMap.from_system(tmp_path / "none", tmp_path / "mem")
+    assert unreadable.regions == ()
+    assert unreadable.describe() == "no MMCONFIG region listed with its address in /proc/iomem"
