@@ -1358,7 +1358,6 @@ class ECAM:
     """layout ecam (dsl/layout.pci:73): the Enhanced Configuration Access Mechanism (PCIe 6.0 7.2.2): a segment's configuration spaces in one memory region, a function's 4 KiB at an offset its bus, device and function number make; dom0 maps a function's page read-only to read its configuration without a system call"""
 
     length: Final = 0x04
-    BUSES_PER_REGION: Final = 0x100  # dsl/layout.pci:81: a region covers at most the 256 buses of one segment
 
     class ADDRESS:
         """address @0x00 u32 (dsl/layout.pci:74)"""

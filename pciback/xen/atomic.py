@@ -34,6 +34,9 @@ from pciback.xen._loader import load
 SEQ_CST = 5
 
 DECLS = (
+    # The narrower loads read a function's ECAM page (pciback.xen.ecam): one load each.
+    "uint8_t __atomic_load_1(const volatile void *mem, int model);",
+    "uint16_t __atomic_load_2(const volatile void *mem, int model);",
     "uint32_t __atomic_load_4(const volatile void *mem, int model);",
     "uint32_t __atomic_fetch_or_4(volatile void *mem, uint32_t val, int model);",
     "uint32_t __atomic_fetch_and_4(volatile void *mem, uint32_t val, int model);",

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from pciback.control.ownership import Ownership
 from pciback.control.stub import StubPool
+from pciback.daemon.config import CONFIG_READS
 from pciback.daemon.datapath import SimDataPath
 from pciback.ports.domain import DomainError, DomainResources
 from pciback.ports.hostbus import HostBus
@@ -201,9 +202,14 @@ def open_environment(
     if missing:
         raise XenUnavailable("missing " + "; ".join(missing))
     try:
+        if config_reads not in CONFIG_READS:
+            raise ValueError(f"config_reads = {config_reads!r}: expected one of {CONFIG_READS}")
         ecam = EcamMap.from_system() if config_reads == "ecam" else None
-        if ecam is not None:
-            log.info("config reads by ECAM where verified: %s", ecam.describe())
+        if ecam is not None and ecam.regions:
+            log.info("config reads by ECAM where a page reads as sysfs: %s", ecam.describe())
+        elif ecam is not None:
+            log.info("config reads by sysfs for every function: %s", ecam.describe())
+            ecam = None
         bus = SysfsBus(sysfs_root, writable=True, ecam=ecam)
     except SysfsError as exc:
         raise XenUnavailable(f"the host PCI bus cannot be driven: {exc}") from None

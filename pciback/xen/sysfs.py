@@ -54,9 +54,8 @@ class SysfsDevice:
         self._size = 4096 if size >= 4096 else 256
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
-        self._window: EcamWindow | None = None
-        # The window's views by access size while it serves reads (see `use_ecam`).
-        self._ecam: dict[int, memoryview] | None = None
+        self._window: EcamWindow | None = None  # while set, config reads go through it
+        self._closed = False
 
     @property
     def address(self) -> str:
@@ -80,36 +79,39 @@ class SysfsDevice:
 
     @property
     def reads_by(self) -> str:
-        """How config reads reach the device: "ecam" or "sysfs"."""
-        return "sysfs" if self._ecam is None else "ecam"
+        """How config reads reach the device now: "ecam" or "sysfs"."""
+        return "sysfs" if self._window is None else "ecam"
 
-    def use_ecam(self, ecam: EcamMap) -> str | None:
+    def use_ecam(self, ecam: EcamMap) -> bool:
         """Read config space through the function's ECAM page from now on, once the page reads
-        as sysfs does (pciback.xen.ecam); else stay with sysfs. Returns why not, or None."""
+        as sysfs does (pciback.xen.ecam); else stay with sysfs. Logs which, and why."""
         try:
             window = ecam.window(self._address)
         except EcamUnavailable as exc:
-            return str(exc)
+            log.info("%s: config reads by sysfs: %s", self._address, exc)
+            return False
         try:
             why = mismatch(window, self.read)
         except (OSError, ValueError) as exc:
             why = f"sysfs could not be read to check it ({exc})"
         if why is not None:
-            window.close()
-            return why
-        self._window, self._ecam = window, window.views
-        return None
+            # A region that maps and reads otherwise: the platform's listing is wrong.
+            log.warning("%s: config reads by sysfs: its ECAM page %s", self._address, why)
+            return False
+        log.info("%s: config reads by its ECAM page (%#x)", self._address, window.page)
+        self._window = window
+        return True
 
     def read(self, offset: int, size: int) -> int:
         # The guest's reads come here: `_check` (config_access_fits) and the fd's lock in line,
         # one Python call less each (under emulation every call costs tens of µs). `close` can
         # race a read with or without the lock: the daemon closes a device only once nothing
-        # serves it (a read racing it fails on the released view or the closed file).
+        # serves it (a read racing it reads the page it holds, or fails on the closed file).
         if size not in (1, 2, 4) or offset < 0 or offset + size > self._size or offset % size:
             self._check(offset, size)
-        views = self._ecam
-        if views is not None:
-            return int(views[size][offset // size])  # one load of the access's width
+        window = self._window
+        if window is not None:
+            return window.read(offset, size)
         fd = self._fd
         data = os.pread(self._config_fd() if fd is None else fd, size, offset)
         if len(data) != size:  # an unprivileged reader sees only the first 64 bytes
@@ -119,11 +121,10 @@ class SysfsDevice:
     def close(self) -> None:
         with self._fd_lock:
             fd, self._fd = self._fd, None
-            window, self._window, self._ecam = self._window, None, None
+            # Dropped, not unmapped: a read on another thread may be inside its load.
+            self._window, self._closed = None, True
         if fd is not None:
             os.close(fd)
-        if window is not None:
-            window.close()
 
     def _write_file(self, name: str, data: bytes, offset: int | None = None) -> None:
         if not self.writable:
@@ -199,7 +200,16 @@ class SysfsDevice:
     def reset(self) -> None:
         if not (self.dir / "reset").exists():
             raise SysfsError(f"{self._address} offers no reset method")
-        self._write_file("reset", b"1")
+        # The kernel makes sysfs reads wait while it resets the function; the page would let a
+        # guest's read reach a device in the middle of its reset. Reads go by sysfs meanwhile.
+        with self._fd_lock:
+            window, self._window = self._window, None
+        try:
+            self._write_file("reset", b"1")
+        finally:
+            with self._fd_lock:
+                if window is not None and not self._closed:
+                    self._window = window
 
     def enable(self) -> None:
         if (self.dir / "enable").read_text().strip() == "0":
@@ -296,11 +306,7 @@ class SysfsBus:
             if device is None:
                 device = self._devices[address] = SysfsDevice(directory, address, self.writable)
                 if self.ecam is not None:
-                    why = device.use_ecam(self.ecam)
-                    if why is None:
-                        log.info("%s: config reads by its ECAM page", address)
-                    else:
-                        log.info("%s: config reads by sysfs: %s", address, why)
+                    device.use_ecam(self.ecam)
             return device
 
     def upstream(self, address: str) -> tuple[str, ...]:
