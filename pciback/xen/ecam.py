@@ -2,12 +2,13 @@
 
 Why: every guest read the policy sends to the device is a physical read, and through sysfs each
 is a system call (a pread of the function's config file: about 17 µs on a development machine,
-60-72 µs in the lab's dom0 under emulation, where it also empties QEMU's TLB). The same bytes
+60-150 µs in the lab's dom0 under emulation, where it also empties QEMU's TLB). The same bytes
 read through a mapping of the function's page of the Enhanced Configuration Access Mechanism
-are one load (4 µs there), with no system call. It is how a PV dom0's own kernel reads extended
-configuration space: Xen keeps the MMCONFIG regions read-only to dom0 (it emulates the writes,
-to see MSI and MSI-X being switched), so a read-only mapping asks nothing new of it. Writes stay
-with sysfs, where the kernel turns each into one config cycle Xen sees.
+are one load (14-19 µs there, the foreign call included), with no system call. It is how a PV
+dom0's own kernel reads extended configuration space: Xen keeps the MMCONFIG regions read-only
+to dom0 (it emulates the writes, to see MSI and MSI-X being switched), so a read-only mapping
+asks nothing new of it. Writes stay with sysfs, where the kernel turns each into one config
+cycle Xen sees.
 
 Each access is one load of its own width, made by libatomic's __atomic_load_N on the page: a
 copy through Python's buffers may read a word twice or wider (an unoptimised memcpy), and a
@@ -41,6 +42,7 @@ from typing import Any
 from pciback.control.hide import parse_address
 from pciback.generated.names import CAPABILITY_LISTS, COMMON_HEADER, ECAM, TYPE0
 from pciback.xen import atomic
+from pciback.xen._loader import XenUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ CHECKED = (
 )
 _NO_DEVICE = (0, 0xFFFFFFFF)  # what an identity dword holds where no function answers
 _LOADS = {1: "__atomic_load_1", 2: "__atomic_load_2", 4: "__atomic_load_4"}
+_SEQ_CST = atomic.SEQ_CST  # read on every access: a module global, not an attribute of one
 
 
 class EcamUnavailable(OSError):
@@ -137,7 +140,7 @@ class EcamWindow:
     def read(self, offset: int, size: int) -> int:
         """An aligned access of 1, 2 or 4 bytes inside the function's space, as the caller has
         checked it: one load of that width."""
-        return int(self._loads[size](self._base + offset, atomic.SEQ_CST))
+        return self._loads[size](self._base + offset, _SEQ_CST)
 
 
 class EcamMap:
@@ -192,7 +195,7 @@ class EcamMap:
             raise EcamUnavailable(f"no MMCONFIG region covers {address} ({self.describe()})")
         try:
             lib = atomic.library()
-        except OSError as exc:  # XenUnavailable: no libatomic to load with
+        except XenUnavailable as exc:  # no libatomic to load with
             raise EcamUnavailable(str(exc)) from None
         try:
             fd = os.open(self.mem, os.O_RDONLY | os.O_SYNC | os.O_CLOEXEC)
