@@ -23,6 +23,7 @@ from check import (
     lspci_seconds,
     op_figures,
     scan_seconds,
+    slow_bands,
 )
 
 ROUND = re.compile(r"LAB-ROUND (\d+) (daemon|kernel) (start|done|FAIL)")
@@ -121,6 +122,10 @@ def report(directory: Path) -> int:
                     ratios[field].append(a / b)
                 line += f"  -> {a / b:.2f}x" + (" (higher is faster)" if higher_faster else "")
             print(line)
+        for backend in BACKENDS:
+            bands = slow_bands(directory / "bench" / "results" / "bench" / f"{number}-{backend}")
+            if bands:
+                print(f"  reads over 2 ms, {backend}, by ms: {bands}")
         results = directory / "bench" / "results" / "bench" / f"{number}-daemon"
         for loop, first, last in (("lspci", "before", "between"), ("reads", "between", "after")):
             share = daemon_share(results, first, last)

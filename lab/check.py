@@ -155,6 +155,18 @@ def op_figures(results: Path) -> dict[str, float]:
     return {}
 
 
+SLOW_BANDS = "slow ops by ms:"
+
+
+def slow_bands(results: Path) -> str | None:
+    """How long the guest's slow reads took, by band of ms (cfgbench's second line, as it
+    prints it: "2-3:N 3-4:N ..."); None from guests that did not count them."""
+    for line in lines_of(results / "bench.txt", "LAB-OPS"):
+        if SLOW_BANDS in line:
+            return line.split(SLOW_BANDS, 1)[1].strip()
+    return None
+
+
 def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | None:
     """The line that says how fast the machine was in each benchmark (cfgbench's fixed CPU
     loop in the guest, before and after its reads), and whether that alone moves the ratios:
@@ -420,6 +432,10 @@ def report(directory: Path) -> int:
                 f" {figures['slow_after_slow']:.0f} of them right after another,"
                 f" the longest run {figures['longest_slow_run']:.0f}"
             )
+    for side, results in (("ours", daemon.results()), ("kernel", kernel.results())):
+        bands = slow_bands(results)
+        if bands:
+            print(f"  the tail, {side}, by ms: {bands}")
     share = daemon_share(daemon.results())
     if share is not None and rate:
         served, service, busy, wakeups, cpu, handback = share

@@ -109,3 +109,17 @@ def test_a_warm_up_round_is_shown_but_left_out_of_the_ratios(
         lspci_median(ROUNDS / f"{n}-daemon") / lspci_median(ROUNDS / f"{n}-kernel") for n in (2, 3)
     ]
     assert f"median {statistics.median(ratios):.2f}x, max {max(ratios):.2f}x over 2 rounds" in out
+
+
+def test_the_bands_of_slow_reads_are_shown_per_backend(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of_run(tmp_path)  # from a guest before cfgbench counted its slow reads by band
+    bands = "2-3:7 3-4:2 4-5:11 5-6:0 6-8:1 8-12:0 12+:1"
+    with (run / "bench" / "results" / "bench" / "2-daemon" / "bench.txt").open("a") as guest:
+        guest.write(f"LAB-OPS slow ops by ms: {bands}\n")
+    assert bench_report.report(run) == 0
+    out = capsys.readouterr().out
+    assert out.count("by ms:") == 1
+    round_2 = out[out.index("## round 2") : out.index("## round 3")]
+    assert f"  reads over 2 ms, daemon, by ms: {bands}\n" in round_2

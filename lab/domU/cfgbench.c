@@ -1,7 +1,8 @@
 /* Per-op latency of config reads as a guest sees it: N preads of 4 bytes of a function's
  * sysfs config file (each one config op through pcifront to the backend), each timed. Prints
  * the median, 90th, 95th and 99th percentiles, mean and worst in microseconds, ops per second,
- * and the tail: the ops over SLOW_US, their share of the time, and whether they come in runs. */
+ * and the tail: the ops over SLOW_US, their share of the time, whether they come in runs, and
+ * how long they took, by band. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,12 @@
 
 /* An op this slow is in the tail: several times a normal round trip under emulation. */
 #define SLOW_US 2000.0
+
+/* The tail's bands, in ms from SLOW_US up (the last one open): whether the slow ops cluster
+ * at one length (a scheduler's tick or time slice: Xen's credit2 rate limit, dom0's HZ) or
+ * spread (contention for the host's cores). */
+static const int BAND_MS[] = {2, 3, 4, 5, 6, 8, 12};
+#define BANDS (int)(sizeof(BAND_MS) / sizeof(BAND_MS[0]))
 
 static int compare(const void *a, const void *b)
 {
@@ -69,7 +76,7 @@ int main(int argc, char **argv)
     /* Where the tail lies, before sorting loses the order: the ops over SLOW_US, the time they
      * took, and how many followed another slow op (a backend that stopped looking for ops
      * between two of them makes runs; a preempted vCPU makes single ones). */
-    int slow = 0, slow_after_slow = 0, run = 0, longest_run = 0;
+    int slow = 0, slow_after_slow = 0, run = 0, longest_run = 0, band[BANDS] = {0};
     double slow_time = 0, sum = 0;
     for (int i = 0; i < count; i++) {
         sum += lat[i];
@@ -79,6 +86,10 @@ int main(int argc, char **argv)
         }
         slow++;
         slow_time += lat[i];
+        int b = BANDS - 1;
+        while (b > 0 && lat[i] < BAND_MS[b] * 1000.0)
+            b--;
+        band[b]++;
         if (run)
             slow_after_slow++;
         if (++run > longest_run)
@@ -91,5 +102,14 @@ int main(int argc, char **argv)
            count, lat[count / 2], lat[(count * 99) / 100], lat[count - 1],
            count / (total / 1e6), sum / count, lat[(count * 90) / 100], lat[(count * 95) / 100],
            slow, slow_time / sum, slow_after_slow, longest_run, spin_before, spin_after);
+    /* on a line of its own: check.py reads the figures above as numbers */
+    printf("slow ops by ms:");
+    for (int b = 0; b < BANDS; b++) {
+        if (b + 1 < BANDS)
+            printf(" %d-%d:%d", BAND_MS[b], BAND_MS[b + 1], band[b]);
+        else
+            printf(" %d+:%d", BAND_MS[b], band[b]);
+    }
+    printf("\n");
     return 0;
 }
