@@ -20,6 +20,8 @@ from check import (
     NOT_RESPONDING,
     daemon_share,
     figure,
+    host_between,
+    host_threads_line,
     lspci_seconds,
     op_figures,
     scan_seconds,
@@ -126,6 +128,14 @@ def report(directory: Path) -> int:
             bands = slow_bands(directory / "bench" / "results" / "bench" / f"{number}-{backend}")
             if bands:
                 print(f"  reads over 2 ms, {backend}, by ms: {bands}")
+        for backend in BACKENDS:
+            guest = f"{backend[0]}{number}"  # scenarios-bench.sh names its guests so
+            threads = host_between(
+                directory / "bench", f"LAB-MEASURE {guest} start", f"LAB-MEASURE {guest} end"
+            )
+            if threads:
+                line = host_threads_line(threads)
+                print(f"  the host while {backend} served (QEMU's threads): {line}")
         results = directory / "bench" / "results" / "bench" / f"{number}-daemon"
         for loop, first, last in (("lspci", "before", "between"), ("reads", "between", "after")):
             share = daemon_share(results, first, last)

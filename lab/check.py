@@ -246,42 +246,81 @@ def daemon_share(
     return ops, (s2 - s1) / (t2 - t1) / 1000, (b2 - b1) / ops / 1000, w2 - w1, cpu, handback
 
 
-def host_during_bench(run: Run) -> list[tuple[str, float]] | None:
-    """The host CPU (% of one core) each of QEMU's threads used during the guest's benchmark,
-    busiest first, from lab/host/threads.sh's samples between the LAB-BENCH-START line and the
-    LAB-OPS line of the serial log; None when a piece is missing (runs before run 58) or the
-    window is under two samples."""
+@dataclass
+class HostThread:
+    """One of QEMU's threads over a window of a run, in % of one host core: the CPU it took,
+    and the time it waited for a core while runnable (the host's contention; None in runs
+    whose samples lack it)."""
+
+    name: str
+    cpu: float
+    waited: float | None
+
+
+def host_between(directory: Path, start: str, end: str) -> list[HostThread] | None:
+    """QEMU's threads, busiest first, from lab/host/threads.sh's samples between the first
+    serial-log lines that match `start` and `end` (regular expressions); None when a piece is
+    missing or the window is under two samples."""
     try:
-        epoch = int((run.directory / "boot-epoch").read_text())
-        samples = (run.directory / "host-threads.txt").read_text().splitlines()
-        serial = (run.directory / "serial.log").read_text(errors="replace")
+        epoch = int((directory / "boot-epoch").read_text())
+        samples = (directory / "host-threads.txt").read_text().splitlines()
+        serial = (directory / "serial.log").read_text(errors="replace")
     except (OSError, ValueError):
         return None
-    marks = {}
-    for what in ("LAB-BENCH-START", "LAB-OPS"):
+    marks = []
+    for what in (start, end):
         found = re.search(rf"^\s*(\d+)s .*{what}", serial, re.MULTILINE)
         if found is None:
             return None
-        marks[what] = epoch + int(found.group(1))
-    start, end = marks["LAB-BENCH-START"], marks["LAB-OPS"]
-    first: dict[str, tuple[int, int]] = {}  # tid: (epoch, ticks) at the window's first sample
-    last: dict[str, tuple[int, int, str]] = {}
+        marks.append(epoch + int(found.group(1)))
+    first: dict[str, tuple[int, int, int | None]] = {}  # tid: (epoch, ticks, waited us)
+    last: dict[str, tuple[int, int, int | None, str]] = {}
     for line in samples:
-        parts = line.split(" ", 3)
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[2].isdigit():
+        parts = line.split(" ", 4)
+        if len(parts) < 4 or not parts[0].isdigit() or not parts[2].isdigit():
             continue
-        when, tid, ticks, name = int(parts[0]), parts[1], int(parts[2]), parts[3]
-        if start <= when <= end + 1:
-            first.setdefault(tid, (when, ticks))
-            last[tid] = (when, ticks, name)
-    shares = []
-    for tid, (when, ticks, name) in last.items():
-        since, base = first[tid]
+        waited: int | None = None
+        if len(parts) == 5 and parts[3].isdigit():
+            waited, name = int(parts[3]), parts[4]
+        else:  # before the run delay was sampled: the name follows the ticks
+            name = " ".join(parts[3:])
+        when, tid, ticks = int(parts[0]), parts[1], int(parts[2])
+        if marks[0] <= when <= marks[1] + 1:
+            first.setdefault(tid, (when, ticks, waited))
+            last[tid] = (when, ticks, waited, name)
+    threads = []
+    for tid, (when, ticks, waited, name) in last.items():
+        since, base, waited_base = first[tid]
         if when > since:
-            shares.append((name, (ticks - base) / (when - since)))  # 100 ticks a second
-    if not shares:
+            seconds = when - since
+            share = None
+            if waited is not None and waited_base is not None:
+                share = (waited - waited_base) / seconds / 1e4  # µs a second, in %
+            threads.append(HostThread(name, (ticks - base) / seconds, share))  # 100 ticks a second
+    if not threads:
         return None
-    return sorted(shares, key=lambda share: -share[1])
+    return sorted(threads, key=lambda thread: -thread.cpu)
+
+
+def host_during_bench(run: Run) -> list[HostThread] | None:
+    """QEMU's threads during the guest's benchmark: from the LAB-BENCH-START line of the
+    serial log to its LAB-OPS line (runs since run 58)."""
+    return host_between(run.directory, "LAB-BENCH-START", "LAB-OPS")
+
+
+def host_threads_line(threads: list[HostThread]) -> str:
+    """QEMU's threads as the reports print them: each one's CPU, and its wait for a core."""
+    shown = []
+    for thread in threads:
+        if thread.cpu < 1 and not thread.waited:
+            continue
+        waited = "" if thread.waited is None else f" (waited {thread.waited:.0f}%)"
+        shown.append(f"{thread.name} {thread.cpu:.0f}%{waited}")
+    line = f"{', '.join(shown)}; {sum(thread.cpu for thread in threads):.0f}% in all"
+    waits = [thread.waited for thread in threads if thread.waited is not None]
+    if waits:
+        line += f", {sum(waits):.0f}% waiting for a core"
+    return line
 
 
 def bench_counters(results: Path, key: str) -> tuple[Any, Any] | None:
@@ -466,12 +505,11 @@ def report(directory: Path) -> int:
             " window {window_looks} looks at the end".format(**linger)
         )
     for side, run in (("ours", daemon), ("kernel", kernel)):
-        shares = host_during_bench(run)
-        if shares:
-            threads = ", ".join(f"{name} {share:.0f}%" for name, share in shares if share >= 1)
+        threads = host_during_bench(run)
+        if threads:
             print(
                 f"  the host during the benchmark, {side} (QEMU's threads, % of one of its"
-                f" {os_cores()} cores): {threads}; {sum(share for _, share in shares):.0f}% in all"
+                f" {os_cores()} cores): {host_threads_line(threads)}"
             )
     for side, run in (("ours", daemon), ("kernel", kernel)):
         for line in run.lines("dom0-costs.txt", "LAB-DOM0COST"):

@@ -123,3 +123,31 @@ def test_the_bands_of_slow_reads_are_shown_per_backend(
     assert out.count("by ms:") == 1
     round_2 = out[out.index("## round 2") : out.index("## round 3")]
     assert f"  reads over 2 ms, daemon, by ms: {bands}\n" in round_2
+
+
+def test_the_host_while_each_backend_served_from_its_samples(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lab/host/threads.sh's samples, a line per thread and second (epoch, tid, CPU ticks,
+    µs waited for a core, name), between the marks around round 2's daemon measurement."""
+    run = copy_of_run(tmp_path)
+    boot = 1_000_000
+    (run / "bench" / "boot-epoch").write_text(f"{boot}\n")
+    serial = run / "bench" / "serial.log"
+    lines = [f"  10s {line}" for line in serial.read_text().splitlines()]
+    lines += ["  100s LAB-MEASURE d2 start", "  104s LAB-MEASURE d2 end"]
+    serial.write_text("\n".join(lines) + "\n")
+    samples = []
+    for second in range(95, 112):  # before, during and after the window
+        step = second - 95
+        samples.append(f"{boot + second} 11 {500 + 80 * step} {150_000 * step} CPU 0/TCG")
+        samples.append(f"{boot + second} 12 {20 + 3 * step} 0 qemu-system-x86")
+    (run / "bench" / "host-threads.txt").write_text("\n".join(samples) + "\n")
+    assert bench_report.report(run) == 0
+    out = capsys.readouterr().out
+    # 80 ticks (of 100) a second is 80 % of a core; 150 ms waited a second, 15 %.
+    assert (
+        "  the host while daemon served (QEMU's threads): CPU 0/TCG 80% (waited 15%),"
+        " qemu-system-x86 3% (waited 0%); 83% in all, 15% waiting for a core\n"
+    ) in out
+    assert out.count("the host while") == 1  # the other rounds have no marks

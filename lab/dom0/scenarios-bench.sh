@@ -30,9 +30,11 @@ measure() {
   gcmd "$name" wait-devices 1 > /dev/null || { t "$name does not see $A"; return 1; }
   gcmd "$name" scan > "$dir/scan.txt"
   counters before "$dir"
+  echo "LAB-MEASURE $name start"  # the window of the host's samples (lab/bench_report.py)
   gcmd "$name" lspci-loop > "$dir/bench.txt"
   counters between "$dir"
   gcmd "$name" ops >> "$dir/bench.txt"
+  echo "LAB-MEASURE $name end"
   counters after "$dir"
   grep -E 'LAB-OPS' "$dir/bench.txt"
 }
