@@ -19,6 +19,7 @@ from pathlib import Path
 from check import (
     NOT_RESPONDING,
     daemon_share,
+    dom0_vcpus,
     figure,
     host_between,
     host_threads_line,
@@ -128,6 +129,21 @@ def report(directory: Path) -> int:
             bands = slow_bands(directory / "bench" / "results" / "bench" / f"{number}-{backend}")
             if bands:
                 print(f"  reads over 2 ms, {backend}, by ms: {bands}")
+        for backend in BACKENDS:
+            side = directory / "bench" / "results" / "bench" / f"{number}-{backend}"
+            ops = op_figures(side)
+            if "steal_ms" in ops and "total_ms" in ops:
+                print(
+                    f"  the guest's reads, {backend}: its vCPU runnable but not running (steal)"
+                    f" {ops['steal_ms']:.0f} of {ops['total_ms']:.0f} ms"
+                )
+            vcpus = dom0_vcpus(side)
+            if vcpus:
+                shares = ", ".join(
+                    f"{name} busy {busy:.0%} idle {idle:.0%} steal {steal:.0%}"
+                    for name, busy, idle, steal in vcpus
+                )
+                print(f"  dom0's vCPUs while {backend} served: {shares}")
         for backend in BACKENDS:
             guest = f"{backend[0]}{number}"  # scenarios-bench.sh names its guests so
             threads = host_between(

@@ -167,6 +167,32 @@ def slow_bands(results: Path) -> str | None:
     return None
 
 
+def dom0_vcpus(results: Path) -> list[tuple[str, float, float, float]] | None:
+    """dom0's vCPUs over the guest's benchmark, from /proc/stat as scenarios-bench.sh keeps it
+    before and after: per vCPU, the share of the time it was busy, idle, and runnable while
+    Xen ran another vCPU on its pCPU (steal); None where the snapshots are missing."""
+
+    def ticks(name: str) -> dict[str, list[int]]:
+        rows = {}
+        for line in lines_of(results / name, "cpu"):
+            label, *fields = line.split()
+            if label != "cpu" and len(fields) >= 8 and all(f.isdigit() for f in fields):
+                rows[label] = [int(f) for f in fields[:8]]
+        return rows
+
+    before, after = ticks("dom0-stat-before.txt"), ticks("dom0-stat-after.txt")
+    vcpus = []
+    for label in sorted(before.keys() & after.keys()):
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            b - a for a, b in zip(before[label], after[label], strict=True)
+        )
+        total = user + nice + system + idle + iowait + irq + softirq + steal
+        if total > 0:
+            busy = user + nice + system + irq + softirq
+            vcpus.append((label, busy / total, (idle + iowait) / total, steal / total))
+    return vcpus or None
+
+
 def machine_speed(ours: dict[str, float], kernel: dict[str, float]) -> str | None:
     """The line that says how fast the machine was in each benchmark (cfgbench's fixed CPU
     loop in the guest, before and after its reads), and whether that alone moves the ratios:

@@ -151,3 +151,36 @@ def test_the_host_while_each_backend_served_from_its_samples(
         " qemu-system-x86 3% (waited 0%); 83% in all, 15% waiting for a core\n"
     ) in out
     assert out.count("the host while") == 1  # the other rounds have no marks
+
+
+def test_the_time_xen_took_from_the_guest_and_from_dom0(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guest's steal over its reads (cfgbench) and dom0's vCPUs from /proc/stat before and
+    after the measurement (scenarios-bench.sh)."""
+    run = copy_of_run(tmp_path)
+    side = run / "bench" / "results" / "bench" / "2-daemon"
+    bench = side / "bench.txt"
+    bench.write_text(
+        re.sub(r"(LAB-OPS ops=.*)", r"\1 total_ms=950 steal_ms=120", bench.read_text(), count=1)
+    )
+    # user nice system idle iowait irq softirq steal guest guest_nice, in ticks
+    (side / "dom0-stat-before.txt").write_text(
+        "cpu  100 0 100 100 0 0 0 0 0 0\ncpu0 50 0 50 50 0 0 0 0 0 0\ncpu1 50 0 50 50 0 0 0 0 0 0\n"
+    )
+    (side / "dom0-stat-after.txt").write_text(
+        "cpu  200 0 150 180 0 0 0 20 0 0\ncpu0 110 0 70 60 0 5 5 10 0 0\n"
+        "cpu1 90 0 80 120 0 0 0 10 0 0\n"
+    )
+    assert bench_report.report(run) == 0
+    out = capsys.readouterr().out
+    round_2 = out[out.index("## round 2") : out.index("## round 3")]
+    assert "the guest's reads, daemon: its vCPU runnable but not running (steal) 120 of 950 ms" in (
+        round_2
+    )
+    # cpu0: 60 + 20 + 5 + 5 busy, 10 idle, 10 stolen of 110; cpu1: 70 busy, 70 idle, 10 of 150
+    assert (
+        "dom0's vCPUs while daemon served: cpu0 busy 82% idle 9% steal 9%,"
+        " cpu1 busy 47% idle 47% steal 7%\n"
+    ) in round_2
+    assert out.count("dom0's vCPUs") == 1

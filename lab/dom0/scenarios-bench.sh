@@ -31,9 +31,11 @@ measure() {
   gcmd "$name" scan > "$dir/scan.txt"
   counters before "$dir"
   echo "LAB-MEASURE $name start"  # the window of the host's samples (lab/bench_report.py)
+  grep '^cpu' /proc/stat > "$dir/dom0-stat-before.txt"  # dom0's vCPUs: busy, idle, stolen
   gcmd "$name" lspci-loop > "$dir/bench.txt"
   counters between "$dir"
   gcmd "$name" ops >> "$dir/bench.txt"
+  grep '^cpu' /proc/stat > "$dir/dom0-stat-after.txt"
   echo "LAB-MEASURE $name end"
   counters after "$dir"
   grep -E 'LAB-OPS' "$dir/bench.txt"

@@ -31,6 +31,21 @@ static double now_us(void)
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* The time this guest's vCPUs were runnable but Xen ran something else (the steal column of
+ * /proc/stat), in ms: whether the slow ops are this vCPU waiting for a pCPU inside the L1
+ * machine, which neither the backend's own timings nor the host's see. -1 when unreadable. */
+static double steal_ms(void)
+{
+    unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+    FILE *stat = fopen("/proc/stat", "r");
+    if (!stat)
+        return -1;
+    int got = fscanf(stat, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system,
+                     &idle, &iowait, &irq, &softirq, &steal);
+    fclose(stat);
+    return got == 8 ? steal * 1000.0 / sysconf(_SC_CLK_TCK) : -1;
+}
+
 /* The machine's speed as this guest's vCPU gets it: a fixed loop of integer work, timed.
  * Under emulation on a shared host it moves by 2x within minutes, and the two backends'
  * benchmarks run minutes apart: a ratio between them means little unless this stayed put. */
@@ -61,6 +76,7 @@ int main(int argc, char **argv)
     double spin_before = spin_us();
     double *lat = calloc(count, sizeof(double));
     unsigned char buf[4];
+    double steal_before = steal_ms();
     double start = now_us();
     for (int i = 0; i < count; i++) {
         double t = now_us();
@@ -72,6 +88,8 @@ int main(int argc, char **argv)
         lat[i] = now_us() - t;
     }
     double total = now_us() - start;
+    double steal_after = steal_ms();
+    double stolen = steal_before < 0 || steal_after < 0 ? -1 : steal_after - steal_before;
     double spin_after = spin_us();
     /* Where the tail lies, before sorting loses the order: the ops over SLOW_US, the time they
      * took, and how many followed another slow op (a backend that stopped looking for ops
@@ -98,10 +116,12 @@ int main(int argc, char **argv)
     qsort(lat, count, sizeof(double), compare);
     printf("ops=%d median_us=%.1f p99_us=%.1f max_us=%.1f ops_per_s=%.0f mean_us=%.1f "
            "p90_us=%.1f p95_us=%.1f slow_ops=%d slow_share=%.3f slow_after_slow=%d "
-           "longest_slow_run=%d spin_before_us=%.0f spin_after_us=%.0f\n",
+           "longest_slow_run=%d spin_before_us=%.0f spin_after_us=%.0f total_ms=%.0f "
+           "steal_ms=%.0f\n",
            count, lat[count / 2], lat[(count * 99) / 100], lat[count - 1],
            count / (total / 1e6), sum / count, lat[(count * 90) / 100], lat[(count * 95) / 100],
-           slow, slow_time / sum, slow_after_slow, longest_run, spin_before, spin_after);
+           slow, slow_time / sum, slow_after_slow, longest_run, spin_before, spin_after,
+           total / 1000, stolen);
     /* on a line of its own: check.py reads the figures above as numbers */
     printf("slow ops by ms:");
     for (int b = 0; b < BANDS; b++) {
