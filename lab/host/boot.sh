@@ -21,8 +21,10 @@ XEN_ARGS="${IOMMU_DEV:+iommu=verbose} console=com1 com1=115200,8n1 dom0_mem=1024
 DOM0_ARGS="console=hvc0 earlyprintk=xen root=/dev/vda rw iomem=relaxed ${LAB_RUN:+lab.run=$LAB_RUN} ${LAB_PYSPY:+lab.pyspy=1} ${DOM0_EXTRA:-}"
 IOMMU=(); [ -n "$IOMMU_DEV" ] && IOMMU=(-device "$IOMMU_DEV")
 IMAGE=${IMAGE:-$LAB/dom0.ext4}
+# LAB_SMP=N: the L1 machine's pCPUs (an experiment: with 3, dom0's two vCPUs and a guest's one
+# each have a pCPU of Xen's, though the host's two cores then run three vCPU threads).
 cmd=(qemu-system-x86_64 -name pciback-lab,debug-threads=on
-     -accel "$ACCEL" -machine q35 -cpu "$CPU" -m 4G -smp 2
+     -accel "$ACCEL" -machine q35 -cpu "$CPU" -m 4G -smp "${LAB_SMP:-2}"
      -nographic -no-reboot -nic none "${IOMMU[@]}"
      -device e1000e,addr=03.0 -device e1000e,addr=04.0
      -device nec-usb-xhci,id=xhci,addr=05.0,msix=off -device usb-kbd,bus=xhci.0
