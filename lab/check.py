@@ -338,8 +338,8 @@ def host_threads_line(threads: list[HostThread]) -> str:
     """QEMU's threads as the reports print them: each one's CPU, and its wait for a core."""
     shown = []
     for thread in threads:
-        if thread.cpu < 1 and not thread.waited:
-            continue
+        if thread.cpu < 1 and (thread.waited or 0) < 1:
+            continue  # QEMU's idle workers
         waited = "" if thread.waited is None else f" (waited {thread.waited:.0f}%)"
         shown.append(f"{thread.name} {thread.cpu:.0f}%{waited}")
     line = f"{', '.join(shown)}; {sum(thread.cpu for thread in threads):.0f}% in all"
