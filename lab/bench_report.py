@@ -69,9 +69,13 @@ FIGURES = (
 )
 
 
+def round_results(directory: Path, number: int, backend: str) -> Path:
+    """Where scenarios-bench.sh leaves one backend's figures of one round."""
+    return directory / "bench" / "results" / "bench" / f"{number}-{backend}"
+
+
 def rounds_of(directory: Path) -> dict[int, dict[str, Side]]:
     """Every round whose two sides both finished, by number."""
-    base = directory / "bench" / "results" / "bench"
     serial = directory / "bench" / "serial.log"
     text = serial.read_text(errors="replace") if serial.is_file() else ""
     done: dict[int, set[str]] = {}
@@ -79,7 +83,9 @@ def rounds_of(directory: Path) -> dict[int, dict[str, Side]]:
         if match[3] == "done":
             done.setdefault(int(match[1]), set()).add(match[2])
     return {
-        number: {backend: Side.read(base / f"{number}-{backend}") for backend in BACKENDS}
+        number: {
+            backend: Side.read(round_results(directory, number, backend)) for backend in BACKENDS
+        }
         for number, finished in sorted(done.items())
         if finished == set(BACKENDS)
     }
@@ -125,12 +131,12 @@ def report(directory: Path) -> int:
                     ratios[field].append(a / b)
                 line += f"  -> {a / b:.2f}x" + (" (higher is faster)" if higher_faster else "")
             print(line)
-        for backend in BACKENDS:
-            bands = slow_bands(directory / "bench" / "results" / "bench" / f"{number}-{backend}")
+        found = {backend: round_results(directory, number, backend) for backend in BACKENDS}
+        for backend, side in found.items():
+            bands = slow_bands(side)
             if bands:
                 print(f"  reads over 2 ms, {backend}, by ms: {bands}")
-        for backend in BACKENDS:
-            side = directory / "bench" / "results" / "bench" / f"{number}-{backend}"
+        for backend, side in found.items():
             ops = op_figures(side)
             if "steal_ms" in ops and "total_ms" in ops:
                 print(
@@ -152,7 +158,7 @@ def report(directory: Path) -> int:
             if threads:
                 line = host_threads_line(threads)
                 print(f"  the host while {backend} served (QEMU's threads): {line}")
-        results = directory / "bench" / "results" / "bench" / f"{number}-daemon"
+        results = found["daemon"]
         for loop, first, last in (("lspci", "before", "between"), ("reads", "between", "after")):
             share = daemon_share(results, first, last)
             if share is None:

@@ -184,3 +184,23 @@ def test_the_time_xen_took_from_the_guest_and_from_dom0(
         " cpu1 busy 47% idle 47% steal 7%\n"
     ) in round_2
     assert out.count("dom0's vCPUs") == 1
+
+
+def test_a_host_without_schedstat_gives_no_waits(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """threads.sh leaves the waited-us field out where /proc has no schedstat: the report then
+    gives each thread's CPU alone, never a wait of 0."""
+    run = copy_of_run(tmp_path)
+    boot = 1_000_000
+    (run / "bench" / "boot-epoch").write_text(f"{boot}\n")
+    serial = run / "bench" / "serial.log"
+    lines = [f"  10s {line}" for line in serial.read_text().splitlines()]
+    lines += ["  100s LAB-MEASURE k3 start", "  104s LAB-MEASURE k3 end"]
+    serial.write_text("\n".join(lines) + "\n")
+    samples = [f"{boot + second} 11 {40 * (second - 95)} CPU 1/TCG" for second in range(95, 112)]
+    (run / "bench" / "host-threads.txt").write_text("\n".join(samples) + "\n")
+    assert bench_report.report(run) == 0
+    out = capsys.readouterr().out
+    assert "  the host while kernel served (QEMU's threads): CPU 1/TCG 40%; 40% in all\n" in out
+    assert "waited" not in out

@@ -7,15 +7,18 @@
 # Run by boot.sh; costs a few reads of /proc.
 #   threads.sh PID FILE    one line per thread and second:
 #                          epoch tid user+system-ticks waited-us name
+#                          (waited-us missing where /proc has no schedstat)
 pid=$1 out=$2
 while kill -0 "$pid" 2>/dev/null; do
   now=$(date +%s)
   for task in /proc/"$pid"/task/*; do
     read -r stat < "$task/stat" 2>/dev/null || continue
     read -r name < "$task/comm" 2>/dev/null || continue
-    read -r _ delay _ < "$task/schedstat" 2>/dev/null || delay=0   # ns runnable, not running
+    # ns runnable, not running; left out where the host keeps no schedstat (the report then
+    # says nothing of waits rather than 0)
+    waited=; read -r _ delay _ < "$task/schedstat" 2>/dev/null && waited=" $(( delay / 1000 ))"
     set -- ${stat##*) }   # after "pid (comm) ": state is $1, utime ${12}, stime ${13}
-    echo "$now ${task##*/} $(( ${12} + ${13} )) $(( delay / 1000 )) $name"
+    echo "$now ${task##*/} $(( ${12} + ${13} ))$waited $name"
   done >> "$out"
   sleep 1
 done
