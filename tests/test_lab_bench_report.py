@@ -125,23 +125,32 @@ def test_the_bands_of_slow_reads_are_shown_per_backend(
     assert f"  reads over 2 ms, daemon, by ms: {bands}\n" in round_2
 
 
+BOOT = 1_000_000  # the serial log's second 0, as boot.sh writes it to boot-epoch
+
+
+def measured(tmp_path: Path, guest: str) -> Path:
+    """A copy of the run whose serial log gives every line a time, as boot.sh does, and marks
+    `guest`'s measurement from second 100 to 104 after the boot, as scenarios-bench.sh does."""
+    run = copy_of_run(tmp_path)
+    (run / "bench" / "boot-epoch").write_text(f"{BOOT}\n")
+    serial = run / "bench" / "serial.log"
+    lines = [f"  10s {line}" for line in serial.read_text().splitlines()]
+    lines += [f"  100s LAB-MEASURE {guest} start", f"  104s LAB-MEASURE {guest} end"]
+    serial.write_text("\n".join(lines) + "\n")
+    return run
+
+
 def test_the_host_while_each_backend_served_from_its_samples(
     bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """lab/host/threads.sh's samples, a line per thread and second (epoch, tid, CPU ticks,
     µs waited for a core, name), between the marks around round 2's daemon measurement."""
-    run = copy_of_run(tmp_path)
-    boot = 1_000_000
-    (run / "bench" / "boot-epoch").write_text(f"{boot}\n")
-    serial = run / "bench" / "serial.log"
-    lines = [f"  10s {line}" for line in serial.read_text().splitlines()]
-    lines += ["  100s LAB-MEASURE d2 start", "  104s LAB-MEASURE d2 end"]
-    serial.write_text("\n".join(lines) + "\n")
+    run = measured(tmp_path, "d2")
     samples = []
     for second in range(95, 112):  # before, during and after the window
         step = second - 95
-        samples.append(f"{boot + second} 11 {500 + 80 * step} {150_000 * step} CPU 0/TCG")
-        samples.append(f"{boot + second} 12 {20 + 3 * step} 0 qemu-system-x86")
+        samples.append(f"{BOOT + second} 11 {500 + 80 * step} {150_000 * step} CPU 0/TCG")
+        samples.append(f"{BOOT + second} 12 {20 + 3 * step} 0 qemu-system-x86")
     (run / "bench" / "host-threads.txt").write_text("\n".join(samples) + "\n")
     assert bench_report.report(run) == 0
     out = capsys.readouterr().out
@@ -191,14 +200,8 @@ def test_a_host_without_schedstat_gives_no_waits(
 ) -> None:
     """threads.sh leaves the waited-us field out where /proc has no schedstat: the report then
     gives each thread's CPU alone, never a wait of 0."""
-    run = copy_of_run(tmp_path)
-    boot = 1_000_000
-    (run / "bench" / "boot-epoch").write_text(f"{boot}\n")
-    serial = run / "bench" / "serial.log"
-    lines = [f"  10s {line}" for line in serial.read_text().splitlines()]
-    lines += ["  100s LAB-MEASURE k3 start", "  104s LAB-MEASURE k3 end"]
-    serial.write_text("\n".join(lines) + "\n")
-    samples = [f"{boot + second} 11 {40 * (second - 95)} CPU 1/TCG" for second in range(95, 112)]
+    run = measured(tmp_path, "k3")
+    samples = [f"{BOOT + second} 11 {40 * (second - 95)} CPU 1/TCG" for second in range(95, 112)]
     (run / "bench" / "host-threads.txt").write_text("\n".join(samples) + "\n")
     assert bench_report.report(run) == 0
     out = capsys.readouterr().out
