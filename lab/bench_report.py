@@ -28,6 +28,9 @@ from check import (
     scan_seconds,
     slow_bands,
 )
+from sched_trace import SCHED_DUMP
+from sched_trace import read as read_sched_trace
+from sched_trace import summary as sched_summary
 
 ROUND = re.compile(r"LAB-ROUND (\d+) (daemon|kernel) (start|done|FAIL)")
 # Round 0 is a warm-up (lab.warmup=1): under emulation the daemon runs slower in the first
@@ -150,6 +153,11 @@ def report(directory: Path) -> int:
                     for name, busy, idle, steal in vcpus
                 )
                 print(f"  dom0's vCPUs while {backend} served: {shares}")
+        for backend, side in found.items():
+            dump = side / SCHED_DUMP
+            if dump.is_file():
+                line = sched_summary(read_sched_trace(dump))
+                print(f"  Xen's scheduler in the {backend}'s lspci loop (LAB_TRACE): {line}")
         for backend in BACKENDS:
             guest = f"{backend[0]}{number}"  # scenarios-bench.sh names its guests so
             threads = host_between(

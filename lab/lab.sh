@@ -52,7 +52,7 @@ bench)
   s=$(date +%s)
   cp --sparse=always "$LAB/dom0.ext4" "$OUT/bench.ext4"
   IMAGE="$OUT/bench.ext4" LAB_RUN=bench OUT="$OUT/bench" \
-    DOM0_EXTRA="${DOM0_EXTRA:-} lab.rounds=${LAB_ROUNDS:-3} lab.warmup=${LAB_WARMUP:-1}" "$H/boot.sh" \
+    DOM0_EXTRA="${DOM0_EXTRA:-} lab.rounds=${LAB_ROUNDS:-3} lab.warmup=${LAB_WARMUP:-1}${LAB_TRACE:+ lab.trace=1}" "$H/boot.sh" \
     > "$OUT/bench.boot.log" 2>&1 || log "bench: the boot did not finish (see $OUT/bench.boot.log)"
   rm -f "$OUT/bench.ext4"
   log "bench run: $(( $(date +%s) - s )) s"

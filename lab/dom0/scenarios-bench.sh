@@ -19,6 +19,31 @@ released() { [ "$(owner "$A")" = none ]; }
 backend_gone() { ! xenstore-ls "/local/domain/0/backend/pci/$1" >/dev/null 2>&1; }
 in_pool() { pciback assignable-list 2>/dev/null | grep -q "$A"; }
 
+# lab.trace=1 (LAB_TRACE=1 lab/lab.sh bench): Xen's scheduler traced during the lspci loop,
+# the runstate changes only (TRC_SCHED_MIN: the other scheduler events are twenty times as many
+# and their tracing slows the loop), read out once a second; xenalyze's dump of them is kept
+# gzipped for the report (lab/sched_trace.py), made once the guest's measures are over.
+TRACING=; grep -qw lab.trace=1 /proc/cmdline && TRACING=1
+# xenalyze turns TSC cycles into seconds at the speed Xen found at boot (read before later
+# messages push it out of Xen's console ring).
+CPU_MHZ=$(xl dmesg | sed -n 's/.*Detected \([0-9]*\)[.0-9]* MHz processor.*/\1/p' | head -1)
+trace_start() {
+  [ -n "$TRACING" ] || return 0
+  xentrace -D -e 0x00021000 -S 1024 -s 1000 "$1/sched.trc" > "$1/xentrace.log" 2>&1 &
+  TRACER=$!
+  sleep 1  # xentrace sets up its buffers before the loop starts
+}
+trace_stop() {
+  [ -n "${TRACER:-}" ] || return 0
+  kill -INT "$TRACER"; wait "$TRACER"; TRACER=
+}
+trace_dump() {
+  [ -e "$1/sched.trc" ] || return 0
+  [ -n "$CPU_MHZ" ] || { t "no CPU speed in xl dmesg: the trace is left undumped"; return 1; }
+  xenalyze --dump-all --cpu-hz="${CPU_MHZ}M" "$1/sched.trc" 2>> "$1/xentrace.log" \
+    | grep runstate_ | gzip > "$1/sched.txt.gz" && rm -f "$1/sched.trc"
+}
+
 # counters WHEN DIR: the daemon's counters (when it serves) before, between and after the
 # guest's two loops.
 counters() { [ -z "${DAEMON:-}" ] || pciback list --json > "$2/list-$1-bench.json"; }
@@ -30,13 +55,16 @@ measure() {
   gcmd "$name" wait-devices 1 > /dev/null || { t "$name does not see $A"; return 1; }
   gcmd "$name" scan > "$dir/scan.txt"
   counters before "$dir"
+  trace_start "$dir"
   echo "LAB-MEASURE $name start"  # the window of the host's samples (lab/bench_report.py)
   grep '^cpu' /proc/stat > "$dir/dom0-stat-before.txt"  # dom0's vCPUs: busy, idle, stolen
   gcmd "$name" lspci-loop > "$dir/bench.txt"
+  trace_stop
   counters between "$dir"
   gcmd "$name" ops >> "$dir/bench.txt"
   grep '^cpu' /proc/stat > "$dir/dom0-stat-after.txt"
   echo "LAB-MEASURE $name end"
+  trace_dump "$dir"
   counters after "$dir"
   grep -E 'LAB-OPS' "$dir/bench.txt"
 }
