@@ -460,4 +460,5 @@ class Daemon:
         stats = connection.stats.as_dict()
         stats["thread_cpu_ns_total"] = connection.thread_cpu_ns()
         stats["linger"] = connection.linger.as_dict()
+        stats["answer_events"] = connection.events.as_dict()
         return stats

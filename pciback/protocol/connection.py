@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from time import perf_counter_ns, thread_time_ns
 
 from pciback.protocol.abi import Flag
+from pciback.protocol.answer_events import AnswerEvents
 from pciback.protocol.dispatch import DeviceLookup, dispatch
 from pciback.protocol.linger import LOOKS_PER_CLOCK, Linger
 from pciback.protocol.neighbours import Neighbours
@@ -94,6 +95,7 @@ class BackendConnection:
         self.stats = OpStats()
         self._time_mask = time_every - 1
         self.linger = Linger(linger_ns)
+        self.events = AnswerEvents()
         self.neighbours = Neighbours() if neighbours is None else neighbours
         self._busy_since = 0  # the last wake-up (perf_counter_ns), 0 before the first
         # Set once, by `close`; read on every op, where a plain attribute costs less than
@@ -171,11 +173,17 @@ class BackendConnection:
             if served == OPS_PER_WAKEUP:
                 self.port.kick_self()
                 break
-            self._serve_one(start)
+            if self.events.owed:  # the guest saw the last answer: this is its next op
+                self.events.overtaken()
+            lingering = served + 1 < OPS_PER_WAKEUP and self.linger.window() > 0
+            self._serve_one(start, lingering)
             start = None
             served += 1
         if served and served < OPS_PER_WAKEUP:
             served += self._linger(OPS_PER_WAKEUP - served)
+        if self.events.owed:  # never left behind when the thread stops looking
+            self.events.expired()
+            self.port.notify()
         if self._aer_pending and not page.test_bit(Flag.PCIB_ACTIVE):
             self._aer_answered.set()
         return served
@@ -186,9 +194,10 @@ class BackendConnection:
         looks; the clock is read once every LOOKS_PER_CLOCK of them, to learn what a look
         costs (see pciback.protocol.linger). Another guest's waiting op, seen before the
         first look or at a clock read, ends the window (pciback.protocol.neighbours)."""
-        page, linger, neighbours = self.page, self.linger, self.neighbours
+        page, linger, neighbours, events = self.page, self.linger, self.neighbours, self.events
         load = page.load_flags
         window = linger.window()
+        deadline = window // 2  # for an answer's owed event, see pciback.protocol.answer_events
         if window and neighbours.waiting_besides(page):
             linger.yielded()
             return 0
@@ -196,13 +205,19 @@ class BackendConnection:
         mark = 0  # the clock at the last measure of this run of looks; 0: none yet
         while window and served < budget and not self._stopping:
             if load() & OP_PENDING:
+                if events.owed:
+                    events.overtaken()
                 linger.hit(looks)
-                self._serve_one(None)
+                self._serve_one(None, served + 1 < budget)
                 served += 1
                 looks = mark = 0
                 window = linger.window()
+                deadline = window // 2
                 continue
             looks += 1
+            if looks >= deadline and events.owed:
+                events.expired()
+                self.port.notify()
             if looks >= window:
                 linger.miss()
                 break
@@ -221,8 +236,10 @@ class BackendConnection:
         """Serve the op the page holds (its active bit is set)."""
         self._serve_one(None)
 
-    def _serve_one(self, start: int | None) -> None:
-        """The op, its answer, the active bit cleared and the frontend notified, in that order.
+    def _serve_one(self, start: int | None, lingering: bool = False) -> None:
+        """The op, its answer, the active bit cleared and the frontend notified, in that order;
+        when `lingering` (the thread looks for the guest's next op next), the event may wait for
+        it instead (pciback.protocol.answer_events).
         One op in `time_every` (see __init__) is timed, from `start` (the wake-up that found
         it) or from now when None, to the notify's return, with a third clock read where the
         answer is in the page, and the thread's CPU clock read on either side of the hand-back
@@ -241,7 +258,8 @@ class BackendConnection:
         if start is not None:
             answered, answered_cpu = perf_counter_ns(), thread_time_ns()
         page.finish_op()  # atomic, and only once the answer is in the page
-        self.port.notify()
+        if not (lingering and self.events.defer()):
+            self.port.notify()
         if start is not None:
             end_cpu, end = thread_time_ns(), perf_counter_ns()
             stats.record(end - start, end - answered, end_cpu - answered_cpu)

@@ -172,13 +172,14 @@ def connection(linger_ns: int, page: LatePage) -> tuple[BackendConnection, Event
 
     conn = BackendConnection(1, page, channel.backend, None, handler=handler)  # type: ignore[arg-type]
     conn.linger = Linger(linger_ns)
-    notify = channel.backend.notify
+    finish = page.finish_op
 
-    def answered() -> None:  # the guest reacts to each answer with its next op
-        notify()
+    def answered() -> object:  # the guest sees each answer in the flags word (pcifront polls it)
+        result = finish()
         page.post()
+        return result
 
-    conn.port.notify = answered  # type: ignore[method-assign]
+    page.finish_op = answered
     return conn, channel
 
 
