@@ -18,6 +18,7 @@ from pathlib import Path
 
 from check import (
     NOT_RESPONDING,
+    answer_events,
     daemon_share,
     dom0_vcpus,
     figure,
@@ -167,6 +168,13 @@ def report(directory: Path) -> int:
                 line = host_threads_line(threads)
                 print(f"  the host while {backend} served (QEMU's threads): {line}")
         results = found["daemon"]
+        events = answer_events(results)
+        if events is not None:
+            print(
+                f"  the daemon's answers in both loops: {events['dropped']} events dropped (the"
+                f" guest's next op came first), {events['late']} sent late, deferring turned off"
+                f" {events['offs']} times"
+            )
         for loop, first, last in (("lspci", "before", "between"), ("reads", "between", "after")):
             share = daemon_share(results, first, last)
             if share is None:

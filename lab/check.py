@@ -402,6 +402,17 @@ def linger_figures(results: Path) -> dict[str, object] | None:
     return figures
 
 
+def answer_events(results: Path) -> dict[str, int] | None:
+    """What became of the answers' events over the benchmark (pciback.protocol.answer_events:
+    dropped, sent late, times deferring was turned off), from `pciback list --json`; None
+    from a daemon that does not list them."""
+    pair = bench_counters(results, "answer_events")
+    if pair is None:
+        return None
+    first, last = pair
+    return {key: last[key] - first.get(key, 0) for key in last}
+
+
 def view_lines(run: Run) -> list[str]:
     """The guest's lspci -nn -xxxx -vvv of the device, less what differs by nature between two
     boots: nothing, so far (any difference is for docs/policy-vs-linux.md or a fix)."""

@@ -7,6 +7,7 @@ minutes of emulation; its report must not break unseen between runs."""
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shutil
 import statistics
@@ -207,3 +208,25 @@ def test_a_host_without_schedstat_gives_no_waits(
     out = capsys.readouterr().out
     assert "  the host while kernel served (QEMU's threads): CPU 1/TCG 40%; 40% in all\n" in out
     assert "waited" not in out
+
+
+def test_the_answers_events_are_shown_as_differences_over_the_loops(
+    bench_report: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of_run(tmp_path)  # from a daemon before answers' events were deferred
+    assert bench_report.report(run) == 0
+    assert "events dropped" not in capsys.readouterr().out
+    rounds = run / "bench" / "results" / "bench"
+    for when, counts in (("before", (10, 2, 0)), ("after", (4010, 52, 1))):
+        listing = rounds / "2-daemon" / f"list-{when}-bench.json"
+        data = json.loads(listing.read_text())
+        data["guests"][0]["ops"]["answer_events"] = dict(
+            zip(("dropped", "late", "offs"), counts, strict=True)
+        )
+        listing.write_text(json.dumps(data))
+    assert bench_report.report(run) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "events dropped" in line]
+    assert lines == [
+        "  the daemon's answers in both loops: 4000 events dropped (the guest's next op came"
+        " first), 50 sent late, deferring turned off 1 times"
+    ]
