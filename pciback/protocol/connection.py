@@ -6,7 +6,8 @@ _XEN_PCIB_active. One op at a time per connection; each is snapshotted, dispatch
 back, and only then is the active bit cleared and the frontend notified. After answering, the
 thread may look at the page a little longer for the next op before it sleeps (see
 pciback.protocol.linger): the guest's notification of an op found that way is taken at the
-next wait, which then finds nothing to do.
+next wait, which then finds nothing to do. While it looks, the answer's event waits, and is
+dropped if the guest's next op comes first (pciback.protocol.answer_events).
 """
 
 from __future__ import annotations
@@ -241,10 +242,11 @@ class BackendConnection:
         when `lingering` (the thread looks for the guest's next op next), the event may wait for
         it instead (pciback.protocol.answer_events).
         One op in `time_every` (see __init__) is timed, from `start` (the wake-up that found
-        it) or from now when None, to the notify's return, with a third clock read where the
-        answer is in the page, and the thread's CPU clock read on either side of the hand-back
-        (apart: see OpStats): reading a clock is a system call where it has no vDSO (a PV
-        dom0), dearer than most of an op, so untimed ops only count."""
+        it) or from now when None, to the notify's return (or the bit cleared when it waits),
+        with a third clock read where the answer is in the page, and the thread's CPU clock
+        read on either side of the hand-back (apart: see OpStats): reading a clock is a system
+        call where it has no vDSO (a PV dom0), dearer than most of an op, so untimed ops only
+        count."""
         stats = self.stats
         if stats.ops & self._time_mask:
             stats.ops += 1

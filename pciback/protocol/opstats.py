@@ -3,12 +3,14 @@
 Every op is counted; one in a few is timed (BackendConnection's `time_every`), as reading the
 clock is a system call where it has no vDSO (a PV dom0). An op's service time runs from the
 wake-up that found it (the moment the event channel's wait returned) or, for an op found after
-another, from the moment it was found, to the return of the notify that hands the answer back.
-The mean, the maximum and the histogram are over the timed ops; of each timed op's service
-time, the hand-back (the active bit cleared and the notify's system call, a hypercall in a
-real dom0) is also summed apart, by wall and by the thread's CPU time, to tell Xen's part from
-the interpreter's and a hypercall's work from the time its vCPU was not running (the CPU time
-of a PV guest's thread leaves out the time Xen ran another vCPU in its place). What a guest
+another, from the moment it was found, to the return of the notify that hands the answer back
+(to the active bit cleared when the answer's event waits for the guest's next op, see
+pciback.protocol.answer_events). The mean, the maximum and the histogram are over the timed ops;
+of each timed op's service time, the hand-back (the active bit cleared and, unless it waits, the
+notify's system call, a hypercall in a real dom0) is also summed apart, by wall and by the
+thread's CPU time, to tell Xen's part from the interpreter's and a hypercall's work from the
+time its vCPU was not running (the CPU time of a PV guest's thread leaves out the time Xen ran
+another vCPU in its place). What a guest
 measures beyond that is outside the daemon: the guest's own kernel, Xen, dom0's kernel and its
 scheduler, and the thread's wait for the GIL after its wake-up.
 

@@ -98,6 +98,16 @@ def serving(guest: Guest, linger_ns: int = LINGER_CAP_NS) -> tuple[BackendConnec
     return conn, channel
 
 
+def serve_until(conn: BackendConnection, guest: Guest, answers: int) -> None:
+    """Post the guest's first op and run wake-ups until `answers` ops are answered."""
+    post_op(guest, cmd=int(Cmd.CONF_READ), offset=0, size=4)
+    served = 0
+    while served < answers:
+        got = conn.process_pending()
+        assert got, "an op the guest posted was left unanswered"
+        served += got
+
+
 def test_a_polling_guests_burst_needs_one_event_its_last() -> None:
     guest = Guest(ops=9, gap=3, polls=True)
     conn, channel = serving(guest)
@@ -131,12 +141,7 @@ def test_a_guest_waiting_for_events_gets_them_at_once_after_a_few_late_ones() ->
     guest = Guest(ops=EXPIRED_BEFORE_OFF + 20, gap=0, polls=False)
     conn, channel = serving(guest)
     try:
-        post_op(guest, cmd=int(Cmd.CONF_READ), offset=0, size=4)
-        served = 0
-        while served < EXPIRED_BEFORE_OFF + 21:
-            got = conn.process_pending()
-            assert got, "an op the guest posted was left unanswered"
-            served += got
+        serve_until(conn, guest, EXPIRED_BEFORE_OFF + 21)
         after = guest.events_after_answers()
         assert -1 not in after  # every answer had its event: this guest waits for them
         # Deferred (sent after looks) until EXPIRED_BEFORE_OFF in a row, then at once.
@@ -165,10 +170,7 @@ def test_without_lingering_each_answer_has_its_event_at_once() -> None:
     guest = Guest(ops=3, gap=0, polls=True)
     conn, channel = serving(guest, linger_ns=0)
     try:
-        post_op(guest, cmd=int(Cmd.CONF_READ), offset=0, size=4)
-        served = 0
-        while served < 4:
-            served += conn.process_pending()
+        serve_until(conn, guest, 4)
         assert guest.events_after_answers() == [0, 0, 0, 0]
         assert conn.events.as_dict() == {"dropped": 0, "late": 0, "offs": 0}
     finally:

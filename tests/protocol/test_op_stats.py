@@ -196,6 +196,8 @@ def test_the_daemon_lists_each_guests_op_counters(host: SimHost) -> None:
     # The hand-back (active bit and notify) is a part of the service time, timed apart.
     assert 0 < ops["handback_ns_total"] < ops["service_ns_total"]
     assert ops["handback_cpu_ns_total"] > 0
+    # The simulated backend does not linger: every answer's event went at once.
+    assert ops["answer_events"] == {"dropped": 0, "late": 0, "offs": 0}
 
 
 def test_the_hand_back_is_summed_apart_from_the_service_time() -> None:
