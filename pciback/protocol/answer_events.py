@@ -15,14 +15,19 @@ boot scan, lspci), the next op waited for it.
 
 So while the service thread lingers after an answer (pciback.protocol.linger), the answer's
 event waits: if the guest posts its next op first, it saw the answer without the event and the
-event is dropped; otherwise it is sent half-way through the linger window (the window is four
-times the gap learnt between an answer and the guest's next op, so this is twice that gap) or
-when the thread stops lingering, whichever comes first, and never after the thread goes to
-sleep. Every answer is so followed, within that
-bound, by its event or by the guest's next op. A frontend that does sleep until the event (such
-as the simulated one) would wait for each answer until the deadline: after EXPIRED_BEFORE_OFF
-events in a row that the guest's next op did not overtake, events go out at once for
-OFF_ANSWERS answers, and then deferring is tried again.
+event is dropped; otherwise it is sent half-way through the linger window as it stands (a
+window follows four times the gap learnt between an answer and the guest's next op, so this is
+about twice that gap) or when the thread stops lingering, whichever comes first: never after
+the thread goes to sleep, nor left behind by an exception. Every answer is so followed, within
+the window, by its event or by the guest's next op. A gap that followed a late event is the
+event's, not the guest's: the linger does not learn it.
+
+A frontend that does sleep until the event (such as the simulated one) would wait for each
+answer until the deadline: after EXPIRED_BEFORE_OFF events in a row that the guest's next op
+did not overtake, events go out at once for OFF_ANSWERS answers, and then deferring is tried
+again. A polling guest whose ops come one at a time trips it too, at no cost to it; an event
+sent because the thread stopped lingering for another reason (another guest's op waiting, an
+exception) counts as late too.
 """
 
 from __future__ import annotations

@@ -170,21 +170,23 @@ class BackendConnection:
         self.stats.wakeups += 1
         served = 0
         start = woke_ns
-        while page.load_flags() & OP_PENDING and not self._stopping:
-            if served == OPS_PER_WAKEUP:
-                self.port.kick_self()
-                break
-            if self.events.owed:  # the guest saw the last answer: this is its next op
-                self.events.overtaken()
-            lingering = served + 1 < OPS_PER_WAKEUP and self.linger.window() > 0
-            self._serve_one(start, lingering)
-            start = None
-            served += 1
-        if served and served < OPS_PER_WAKEUP:
-            served += self._linger(OPS_PER_WAKEUP - served)
-        if self.events.owed:  # never left behind when the thread stops looking
-            self.events.expired()
-            self.port.notify()
+        try:
+            while page.load_flags() & OP_PENDING and not self._stopping:
+                if served == OPS_PER_WAKEUP:
+                    self.port.kick_self()
+                    break
+                if self.events.owed:  # the guest saw the last answer: this is its next op
+                    self.events.overtaken()
+                lingering = served + 1 < OPS_PER_WAKEUP and self.linger.window() > 0
+                self._serve_one(start, lingering)
+                start = None
+                served += 1
+            if served and served < OPS_PER_WAKEUP:
+                served += self._linger(OPS_PER_WAKEUP - served)
+        finally:  # never left behind when the thread stops looking, whatever stopped it
+            if self.events.owed:
+                self.events.expired()
+                self.port.notify()
         if self._aer_pending and not page.test_bit(Flag.PCIB_ACTIVE):
             self._aer_answered.set()
         return served
@@ -204,11 +206,13 @@ class BackendConnection:
             return 0
         served = looks = 0
         mark = 0  # the clock at the last measure of this run of looks; 0: none yet
+        waited = False  # the last answer's event went out late: the gap is not the guest's own
         while window and served < budget and not self._stopping:
             if load() & OP_PENDING:
                 if events.owed:
                     events.overtaken()
-                linger.hit(looks)
+                linger.hit(0 if waited else looks)  # 0: a hit that teaches no gap
+                waited = False
                 self._serve_one(None, served + 1 < budget)
                 served += 1
                 looks = mark = 0
@@ -219,6 +223,7 @@ class BackendConnection:
             if looks >= deadline and events.owed:
                 events.expired()
                 self.port.notify()
+                waited = True
             if looks >= window:
                 linger.miss()
                 break
@@ -230,6 +235,7 @@ class BackendConnection:
                 if mark:
                     linger.measured(now - mark)
                     window = linger.window()
+                    deadline = window // 2
                 mark = now
         return served
 
